@@ -1,0 +1,100 @@
+/* netwatcher SDK: helpers for every *.bpf.c.
+ *
+ * Include after vmlinux.h and the libbpf headers. Defines the two maps the host
+ * expects in every plugin object:
+ *   nw_events  ring buffer the host polls (size set by the host before load)
+ *   nw_lost    per-CPU count of records that did not fit (reported as
+ *              netwatcher_events_lost_total)
+ * and the rodata global filter `nw_filter_cfg`, filled by the plugin before load. */
+#ifndef NETWATCHER_COMMON_BPF_H
+#define NETWATCHER_COMMON_BPF_H
+
+#include "netwatcher/bpf/types.h"
+
+#ifndef AF_INET
+#define AF_INET 2
+#endif
+#ifndef AF_INET6
+#define AF_INET6 10
+#endif
+
+struct {
+  __uint(type, BPF_MAP_TYPE_RINGBUF);
+  __uint(max_entries, 256 * 1024);
+} nw_events SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+} nw_lost SEC(".maps");
+
+const volatile struct nw_filter nw_filter_cfg = {};
+
+static __always_inline void nw_count_lost(void) {
+  __u32 zero = 0;
+  __u64* lost = bpf_map_lookup_elem(&nw_lost, &zero);
+  if (lost) *lost += 1;
+}
+
+/* Reserve a record of `size` bytes and fill its header; counts a loss and
+ * returns NULL when the ring buffer is full. The caller must initialise every
+ * other byte (reserved memory is not zeroed) and then submit. */
+static __always_inline void* nw_reserve(__u64 size, __u32 type) {
+  struct nw_record_header* hdr = bpf_ringbuf_reserve(&nw_events, size, 0);
+  if (!hdr) {
+    nw_count_lost();
+    return NULL;
+  }
+  hdr->type = type;
+  hdr->size = size;
+  hdr->timestamp_ns = bpf_ktime_get_ns();
+  return hdr;
+}
+
+static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, __u32 nr) {
+#pragma unroll
+  for (int i = 0; i < NW_MAX_FILTER_PORTS; i++) {
+    if (i >= nr) break;
+    if (ports[i] == port) return true;
+  }
+  return false;
+}
+
+/* True when a connection with this tuple passes the configured port/family filter. */
+static __always_inline bool nw_tuple_selected(const struct nw_tuple* t) {
+  if (nw_filter_cfg.family && nw_filter_cfg.family != t->family) return false;
+  if (nw_filter_cfg.nr_sports && !nw_port_in(t->sport, nw_filter_cfg.sports, nw_filter_cfg.nr_sports))
+    return false;
+  if (nw_filter_cfg.nr_dports && !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
+    return false;
+  return true;
+}
+
+/* True when the pid filter is off or matches; pid 0 (not yet known) passes, so
+ * callers re-check once the owner is known. */
+static __always_inline bool nw_pid_selected(__u32 pid) {
+  return !nw_filter_cfg.pid || !pid || nw_filter_cfg.pid == pid;
+}
+
+/* Reads the local/remote addresses and ports of a socket (CO-RE). */
+static __always_inline void nw_read_sock_tuple(const struct sock* sk, struct nw_tuple* t) {
+  __builtin_memset(t, 0, sizeof(*t));
+  t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+  t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+  t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+  if (t->family == AF_INET) {
+    bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+    bpf_core_read(t->daddr, 4, &sk->__sk_common.skc_daddr);
+  } else if (t->family == AF_INET6) {
+    bpf_core_read(t->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+    bpf_core_read(t->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+  }
+}
+
+/* Sequence-number comparison that survives wraparound (RFC 1982 style). */
+static __always_inline bool nw_seq_before(__u32 a, __u32 b) { return (__s32)(a - b) < 0; }
+static __always_inline bool nw_seq_after(__u32 a, __u32 b) { return nw_seq_before(b, a); }
+
+#endif

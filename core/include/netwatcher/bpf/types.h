@@ -1,0 +1,45 @@
+/* netwatcher SDK: record layouts shared by BPF programs and C++ decoders.
+ *
+ * Included from both sides: BPF code sees the __u* types from vmlinux.h, C++
+ * code from <linux/types.h>. Every struct has explicit padding so both
+ * compilers agree on the layout. */
+#ifndef NETWATCHER_BPF_TYPES_H
+#define NETWATCHER_BPF_TYPES_H
+
+#ifndef __bpf__
+#include <linux/types.h>
+#endif
+
+#define NW_TASK_COMM_LEN 16
+#define NW_MAX_FILTER_PORTS 8
+
+/* Every ring-buffer record starts with this header. `type` is the plugin's own
+ * record discriminator; `timestamp_ns` is bpf_ktime_get_ns() (CLOCK_MONOTONIC). */
+struct nw_record_header {
+  __u32 type;
+  __u32 size; /* sizeof the whole record, checked by decoders */
+  __u64 timestamp_ns;
+};
+
+/* A connection's addresses in host byte order for ports. IPv4 addresses use
+ * the first 4 bytes of saddr/daddr. family is AF_INET (2) or AF_INET6 (10). */
+struct nw_tuple {
+  __u8 saddr[16];
+  __u8 daddr[16];
+  __u16 sport; /* local port */
+  __u16 dport; /* remote port */
+  __u16 family;
+  __u16 pad;
+};
+
+/* The global filter as the kernel applies it (set as rodata by the plugin). */
+struct nw_filter {
+  __u32 pid;    /* 0 = any */
+  __u32 family; /* 0 = any, else AF_INET / AF_INET6 */
+  __u32 nr_sports;
+  __u32 nr_dports;
+  __u16 sports[NW_MAX_FILTER_PORTS];
+  __u16 dports[NW_MAX_FILTER_PORTS];
+};
+
+#endif

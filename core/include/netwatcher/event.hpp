@@ -1,0 +1,76 @@
+// netwatcher SDK: events and their schemas.
+//
+// Every event a plugin produces is described by an EventSchema that the plugin
+// declares up front (PluginDescription::events). Sinks never know plugins: the
+// table columns, CSV headers, JSON keys and Prometheus names they write all come
+// from these schemas.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace netwatcher {
+
+enum class FieldType : std::uint8_t { u64, i64, f64, boolean, text };
+
+// How a field is meant to be used: `label` identifies (addresses, ports, pid,
+// names), `value` is a measurement (bytes, durations), `text` is free text.
+enum class FieldRole : std::uint8_t { label, value, text };
+
+struct FieldSchema {
+  std::string name;         // snake_case; becomes a column / JSON key
+  FieldType type = FieldType::u64;
+  std::string unit;         // base unit where one applies: "bytes", "microseconds", ...
+  std::string description;  // one line, shown by --list-plugins
+  FieldRole role = FieldRole::value;
+  int width = 0;            // column width hint for tables; 0 = derived from type and name
+  // An optional field may be absent (std::monostate) in a given event, e.g.
+  // extended TCP statistics that are only filled when `extra` is on.
+  bool optional = false;
+};
+
+struct EventSchema {
+  std::string name;         // unique within the plugin, e.g. "tcp_close"
+  std::string description;
+  std::vector<FieldSchema> fields;
+  // Set by the host when the plugin is loaded; plugins leave it empty.
+  std::string plugin;
+
+  // Index of the field called `field`, or -1.
+  int index_of(std::string_view field) const noexcept {
+    for (std::size_t i = 0; i < fields.size(); ++i)
+      if (fields[i].name == field) return static_cast<int>(i);
+    return -1;
+  }
+};
+
+// One field value. std::monostate means "absent" and is only allowed for
+// optional fields. The alternative must match FieldSchema::type.
+using Value = std::variant<std::monostate, std::uint64_t, std::int64_t, double, bool, std::string>;
+
+// An event as sinks see it. `schema` is owned by the host and outlives every
+// event that points at it (sinks are drained before plugins are unloaded).
+struct Event {
+  const EventSchema* schema = nullptr;
+  std::uint64_t timestamp_ns = 0;  // CLOCK_REALTIME, nanoseconds since the epoch
+  std::vector<Value> values;       // one per schema field, in schema order
+};
+
+// Where a plugin hands the events it decodes or collects. Provided by the host;
+// valid only for the duration of the decode()/collect() call it was passed to.
+class EventEmitter {
+ public:
+  virtual ~EventEmitter() = default;
+  // `event_index` is the position of the schema in PluginDescription::events.
+  // `monotonic_ns` is CLOCK_MONOTONIC (what bpf_ktime_get_ns() returns); 0 means
+  // now. `values` must have one entry per schema field; a malformed event is
+  // counted as a decode error and dropped, never forwarded.
+  virtual void emit(std::size_t event_index, std::uint64_t monotonic_ns,
+                    std::vector<Value>&& values) noexcept = 0;
+};
+
+}  // namespace netwatcher

@@ -1,0 +1,37 @@
+// netwatcher SDK: formatting helpers shared by sinks (and available to plugins).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "netwatcher/event.hpp"
+
+namespace netwatcher {
+
+// RFC 3339 UTC timestamp with nanoseconds, e.g. "2026-11-21T22:13:33.123456789Z".
+std::string format_timestamp(std::uint64_t realtime_ns);
+
+// Appends `text` as a JSON string literal (quotes included). Control characters
+// are escaped; bytes that are not valid UTF-8 become U+FFFD, so the output is
+// always valid JSON whatever the kernel handed us (task names are raw bytes).
+void append_json_string(std::string& out, std::string_view text);
+
+// Appends a value as a JSON token (number, true/false, string, or null when absent).
+void append_json_value(std::string& out, const Value& value);
+
+// Appends {"time":..., "timestamp_ns":..., "plugin":..., "event":..., "fields":{...}}
+// without a trailing newline.
+void append_json_event(std::string& out, const Event& event);
+
+// A value as plain text, as a table or CSV cell shows it: "" when absent.
+std::string value_to_string(const Value& value);
+
+// Appends one RFC 4180 field: quoted (with doubled quotes) when it contains a
+// comma, a quote, CR or LF, verbatim otherwise.
+void append_csv_field(std::string& out, std::string_view text);
+
+// Formats a network address of the given family (AF_INET / AF_INET6) from raw bytes.
+std::string format_address(int family, const std::uint8_t* bytes);
+
+}  // namespace netwatcher

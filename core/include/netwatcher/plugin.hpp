@@ -1,0 +1,142 @@
+// netwatcher SDK: probe plugins.
+//
+// A probe plugin is a shared object that owns one BPF object and the decoder
+// for the records it produces. Write a class with the methods of ProbePlugin
+// (without `noexcept`, without `override`; throwing is fine) and export it:
+//
+//   class TcpPlugin { ... };
+//   NETWATCHER_PROBE_PLUGIN(TcpPlugin, "tcp", "1.0.0", "TCP connections");
+//
+// The macro wraps the class in an adapter that catches every exception, so no
+// exception ever crosses into the host.
+//
+// Lifecycle, driven by the host, all calls from one thread unless noted:
+//   describe()            any time, also for --list-plugins; must be cheap
+//   configure()           once, with validated config and the global filter
+//   open()                open the BPF object and set rodata tunables; the host
+//                         then picks one program per hook (autoload) and sizes
+//                         the SDK maps (ring buffer)
+//   load()                load the object into the kernel
+//   [if load fails: close(), then open()/load() again with other candidates]
+//   (host attaches programs hook by hook)
+//   start()               links are up; fill maps, remember the PluginHost
+//   decode() / collect()  from the poller thread, until shutdown
+//   stop()                links are already destroyed; release everything
+// The object is deleted after stop(); the host keeps the shared object mapped
+// until then.
+#pragma once
+
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "netwatcher/config.hpp"
+#include "netwatcher/descriptor.hpp"
+#include "netwatcher/event.hpp"
+#include "netwatcher/metrics.hpp"
+#include "netwatcher/status.hpp"
+
+struct bpf_object;
+
+namespace netwatcher {
+
+// One logical attachment point with its candidate programs, best first. The
+// host attaches the first candidate the kernel supports and reports which one
+// (see --check). Candidates are BPF program names in the plugin's object; the
+// program's SEC() decides how it attaches (tp_btf, tracepoint, raw_tp, iter...).
+struct HookSpec {
+  std::string name;                   // e.g. "inet_sock_set_state"
+  std::string description;
+  std::vector<std::string> programs;  // candidate program names, preferred first
+  bool required = true;               // plugin is disabled if a required hook fails
+};
+
+struct PluginDescription {
+  std::vector<ConfigKey> config;      // `enabled` is implicit: do not declare it
+  std::vector<CliFlag> flags;
+  std::vector<EventSchema> events;
+  std::vector<MetricFamilySpec> metrics;
+  std::vector<HookSpec> hooks;
+};
+
+// Services the host offers a running plugin. Valid from start() until stop()
+// returns. All members are safe to call from the poller thread.
+class PluginHost {
+ public:
+  virtual ~PluginHost() = default;
+  // The family declared under `name`, or nullptr if the plugin did not declare it.
+  virtual MetricFamily* metric(std::string_view name) noexcept = 0;
+  // FD of the BPF link of `program`, or -1 when that program is not attached.
+  // Used e.g. to create BPF iterators from an attached iter program.
+  virtual int link_fd(std::string_view program) const noexcept = 0;
+};
+
+class ProbePlugin {
+ public:
+  virtual ~ProbePlugin() = default;
+  virtual PluginDescription describe() const noexcept = 0;
+  virtual Status configure(const ConfigValues& config, const GlobalFilter& filter) noexcept = 0;
+  // On success `*object` is the opened, not yet loaded, BPF object. The plugin
+  // keeps owning it; it stays valid until stop() or the next open().
+  virtual Status open(bpf_object** object) noexcept = 0;
+  virtual Status load() noexcept = 0;
+  virtual Status start(PluginHost& host) noexcept = 0;
+  // One ring-buffer record. The bytes are only valid during the call; the
+  // plugin must check the size before reading (records can be short or from a
+  // mismatched BPF object). A failed Status is counted as a decode error.
+  virtual Status decode(std::span<const std::byte> record, EventEmitter& out) noexcept = 0;
+  // Periodic (every [netwatcher] snapshot_interval): snapshot events, gauges.
+  virtual Status collect(EventEmitter& out) noexcept = 0;
+  virtual void stop() noexcept = 0;
+};
+
+namespace detail {
+
+template <class Impl>
+class GuardedProbe final : public ProbePlugin {
+ public:
+  PluginDescription describe() const noexcept override {
+    try {
+      return impl_.describe();
+    } catch (...) {
+      return {};
+    }
+  }
+  Status configure(const ConfigValues& config, const GlobalFilter& filter) noexcept override {
+    return guard("configure", [&] { return impl_.configure(config, filter); });
+  }
+  Status open(bpf_object** object) noexcept override {
+    return guard("open", [&] { return impl_.open(object); });
+  }
+  Status load() noexcept override {
+    return guard("load", [&] { return impl_.load(); });
+  }
+  Status start(PluginHost& host) noexcept override {
+    return guard("start", [&] { return impl_.start(host); });
+  }
+  Status decode(std::span<const std::byte> record, EventEmitter& out) noexcept override {
+    return guard("decode", [&] { return impl_.decode(record, out); });
+  }
+  Status collect(EventEmitter& out) noexcept override {
+    return guard("collect", [&] { return impl_.collect(out); });
+  }
+  void stop() noexcept override {
+    try {
+      impl_.stop();
+    } catch (...) {
+    }
+  }
+
+ private:
+  Impl impl_;
+};
+
+}  // namespace detail
+}  // namespace netwatcher
+
+#define NETWATCHER_PROBE_PLUGIN(Impl, name, version, description)                          \
+  NETWATCHER_EXPORT_COMPONENT_(NW_PLUGIN_KIND_PROBE, ::netwatcher::ProbePlugin,             \
+                               ::netwatcher::detail::GuardedProbe<Impl>, name, version,     \
+                               description)

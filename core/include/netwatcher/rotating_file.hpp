@@ -1,0 +1,52 @@
+// netwatcher SDK: an append-only output file with size-based rotation.
+//
+// When a write would grow the file past `max_bytes`, the file is closed and
+// renamed to "<path>.1" (older ones shift to .2 ... .<keep>, the oldest is
+// removed), and a new file is started; `on_new_file` lets the owner write a
+// header (e.g. a CSV header row) at the top of every file. Errors (a full disk,
+// a removed directory) are returned with the path and errno text; nothing is
+// buffered silently beyond what the Status reports.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "netwatcher/status.hpp"
+
+namespace netwatcher {
+
+class RotatingFile {
+ public:
+  struct Options {
+    std::string path;              // "-" writes to standard output (never rotated)
+    std::uint64_t max_bytes = 0;   // 0 = never rotate
+    unsigned keep = 5;             // rotated files kept
+    std::function<std::string()> header;  // written at the top of each new file
+  };
+
+  RotatingFile() = default;
+  RotatingFile(const RotatingFile&) = delete;
+  RotatingFile& operator=(const RotatingFile&) = delete;
+  ~RotatingFile();
+
+  Status open(Options options);
+  Status write(std::string_view data);
+  Status flush();
+  Status close();
+  const std::string& path() const { return options_.path; }
+  std::uint64_t size() const { return size_; }
+
+ private:
+  Status open_current();
+  Status rotate();
+
+  Options options_;
+  std::FILE* file_ = nullptr;
+  bool is_stdout_ = false;
+  std::uint64_t size_ = 0;
+};
+
+}  // namespace netwatcher

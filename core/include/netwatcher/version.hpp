@@ -1,0 +1,43 @@
+// netwatcher SDK: ABI version and compiler identity.
+//
+// A plugin records the values below in its descriptor when it is compiled. The
+// host refuses a plugin whose ABI major differs from its own, or whose ABI minor
+// is newer than its own (older minors are accepted: minors only append). Because
+// the plugin interfaces are C++ classes, the host also refuses a plugin built
+// with a different compiler family / standard library major / C++ standard; the
+// compiler id string below captures exactly those.
+#pragma once
+
+#include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION
+
+#define NETWATCHER_ABI_MAJOR 1
+#define NETWATCHER_ABI_MINOR 0
+
+#define NETWATCHER_STRINGIFY_IMPL(x) #x
+#define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)
+
+#if defined(__clang__)
+#define NETWATCHER_COMPILER_FAMILY "clang-" NETWATCHER_STRINGIFY(__clang_major__)
+#elif defined(__GNUC__)
+#define NETWATCHER_COMPILER_FAMILY "gcc-" NETWATCHER_STRINGIFY(__GNUC__)
+#else
+#define NETWATCHER_COMPILER_FAMILY "unknown"
+#endif
+
+#if defined(_GLIBCXX_RELEASE)
+#define NETWATCHER_STDLIB "libstdc++-" NETWATCHER_STRINGIFY(_GLIBCXX_RELEASE)
+#elif defined(_LIBCPP_VERSION)
+#define NETWATCHER_STDLIB "libc++-" NETWATCHER_STRINGIFY(_LIBCPP_VERSION)
+#else
+#define NETWATCHER_STDLIB "unknown-stdlib"
+#endif
+
+// Example: "gcc-12/libstdc++-12/c++202002L".
+#define NETWATCHER_COMPILER_ID \
+  NETWATCHER_COMPILER_FAMILY "/" NETWATCHER_STDLIB "/c++" NETWATCHER_STRINGIFY(__cplusplus)
+
+namespace netwatcher {
+inline constexpr int kAbiMajor = NETWATCHER_ABI_MAJOR;
+inline constexpr int kAbiMinor = NETWATCHER_ABI_MINOR;
+inline constexpr const char* kCompilerId = NETWATCHER_COMPILER_ID;
+}  // namespace netwatcher

@@ -1,0 +1,98 @@
+#include "netwatcher/rotating_file.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+namespace netwatcher {
+
+namespace {
+Status io_error(const std::string& what, const std::string& path, int err) {
+  return Status::failure(what + " '" + path + "': " + std::strerror(err));
+}
+}  // namespace
+
+RotatingFile::~RotatingFile() { close(); }
+
+Status RotatingFile::open(Options options) {
+  options_ = std::move(options);
+  return open_current();
+}
+
+Status RotatingFile::open_current() {
+  if (options_.path == "-") {
+    file_ = stdout;
+    is_stdout_ = true;
+    return Status::success();
+  }
+  std::error_code ec;
+  auto parent = std::filesystem::path(options_.path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  file_ = std::fopen(options_.path.c_str(), "ae");
+  if (!file_) return io_error("cannot open", options_.path, errno);
+  size_ = std::filesystem::file_size(options_.path, ec);
+  if (ec) size_ = 0;
+  if (size_ == 0 && options_.header) {
+    std::string header = options_.header();
+    if (std::fwrite(header.data(), 1, header.size(), file_) != header.size())
+      return io_error("cannot write", options_.path, errno);
+    size_ += header.size();
+  }
+  return Status::success();
+}
+
+Status RotatingFile::rotate() {
+  if (Status s = close(); !s) return s;
+  std::error_code ec;
+  const std::string& base = options_.path;
+  if (options_.keep == 0) {
+    std::filesystem::remove(base, ec);
+  } else {
+    std::filesystem::remove(base + "." + std::to_string(options_.keep), ec);
+    for (unsigned i = options_.keep; i > 1; --i) {
+      std::string from = base + "." + std::to_string(i - 1);
+      if (std::filesystem::exists(from, ec))
+        std::filesystem::rename(from, base + "." + std::to_string(i), ec);
+    }
+    std::filesystem::rename(base, base + ".1", ec);
+    if (ec) return Status::failure("cannot rotate '" + base + "': " + ec.message());
+  }
+  return open_current();
+}
+
+Status RotatingFile::write(std::string_view data) {
+  if (!file_) {
+    if (Status s = open_current(); !s) return s;
+  }
+  if (!is_stdout_ && options_.max_bytes && size_ > 0 && size_ + data.size() > options_.max_bytes) {
+    if (Status s = rotate(); !s) return s;
+  }
+  if (std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {
+    int err = errno;
+    std::clearerr(file_);
+    return io_error("cannot write", options_.path, err);
+  }
+  size_ += data.size();
+  return Status::success();
+}
+
+Status RotatingFile::flush() {
+  if (file_ && std::fflush(file_) != 0) {
+    int err = errno;
+    std::clearerr(file_);
+    return io_error("cannot flush", options_.path, err);
+  }
+  return Status::success();
+}
+
+Status RotatingFile::close() {
+  if (!file_) return Status::success();
+  Status result = flush();
+  if (!is_stdout_ && std::fclose(file_) != 0 && result)
+    result = io_error("cannot close", options_.path, errno);
+  file_ = nullptr;
+  return result;
+}
+
+}  // namespace netwatcher

@@ -1,0 +1,627 @@
+#include "app.hpp"
+
+#include <bpf/libbpf.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include <boost/program_options.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "bus.hpp"
+#include "config.hpp"
+#include "kernel_features.hpp"
+#include "libbpf_log.hpp"
+#include "loader.hpp"
+#include "metric_store.hpp"
+#include "probe_runtime.hpp"
+
+namespace po = boost::program_options;
+
+namespace netwatcher::host {
+
+namespace {
+
+std::atomic<bool> stop_requested{false};
+
+void on_signal(int) { stop_requested.store(true); }
+
+void install_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+const char* kDefaultConfig = "netwatcher.toml";
+
+std::vector<std::string> default_plugin_dirs() {
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return {};
+  auto dir = exe.parent_path();
+  std::vector<std::string> dirs;
+  for (auto candidate : {dir / "plugins", dir / ".." / "lib" / "netwatcher"})
+    if (std::filesystem::is_directory(candidate, ec))
+      dirs.push_back(candidate.lexically_normal().string());
+  return dirs;
+}
+
+struct Options {
+  std::string config_path = kDefaultConfig;
+  bool config_given = false;
+  std::vector<std::string> plugin_dirs;
+  bool list_plugins = false;
+  bool check = false;
+  double duration_s = 0;
+  bool verbose = false;
+};
+
+po::options_description core_options() {
+  po::options_description desc("Options");
+  desc.add_options()
+      ("help,h", "show this help (plugin flags included)")
+      ("version", "print the version")
+      ("config,c", po::value<std::string>(), "configuration file (default ./netwatcher.toml)")
+      ("plugin-dir", po::value<std::vector<std::string>>()->composing(),
+       "directory with plugin and sink .so files (repeatable)")
+      ("list-plugins", "list plugins and sinks: version, ABI, hooks, events, metrics")
+      ("check", "report kernel features and whether each enabled plugin can attach")
+      ("duration", po::value<double>(), "stop after SECONDS")
+      ("verbose,v", "debug logging")
+      ("pid,p", po::value<std::uint32_t>(), "only this process ([filter] pid)")
+      ("sport,s", po::value<std::string>(), "only these local ports, e.g. 80,443 ([filter] sport)")
+      ("dport,d", po::value<std::string>(), "only these remote ports ([filter] dport)")
+      ("ipv4,4", "IPv4 only ([filter] family)")
+      ("ipv6,6", "IPv6 only ([filter] family)");
+  return desc;
+}
+
+struct PluginFlag {
+  std::string plugin;
+  CliFlag flag;
+  ConfigKey key;
+};
+
+// Plugin-contributed flags, skipping any that collide with core or earlier flags.
+std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes) {
+  std::set<std::string> taken = {"h", "c", "v", "p", "s", "d", "4", "6", "help", "version",
+                                 "config", "plugin-dir", "list-plugins", "check", "duration",
+                                 "verbose", "pid", "sport", "dport", "ipv4", "ipv6"};
+  std::vector<PluginFlag> flags;
+  for (const auto& runtime : runtimes) {
+    for (const auto& flag : runtime->description().flags) {
+      std::string shorty = flag.short_name ? std::string(1, flag.short_name) : "";
+      if (taken.count(flag.long_name) || (!shorty.empty() && taken.count(shorty))) {
+        spdlog::warn("plugin '{}': flag --{} collides with another flag; ignored", runtime->name(),
+                     flag.long_name);
+        continue;
+      }
+      const ConfigKey* key = nullptr;
+      for (const auto& k : runtime->description().config)
+        if (k.name == flag.key) key = &k;
+      if (!key) {
+        spdlog::warn("plugin '{}': flag --{} names unknown key '{}'; ignored", runtime->name(),
+                     flag.long_name, flag.key);
+        continue;
+      }
+      taken.insert(flag.long_name);
+      if (!shorty.empty()) taken.insert(shorty);
+      flags.push_back({runtime->name(), flag, *key});
+    }
+  }
+  return flags;
+}
+
+void add_plugin_flags(po::options_description& desc, const std::vector<PluginFlag>& flags) {
+  for (const auto& f : flags) {
+    std::string spec = f.flag.long_name;
+    if (f.flag.short_name) spec += std::string(",") + f.flag.short_name;
+    std::string help = f.flag.help + " (" + f.plugin + "." + f.flag.key + ")";
+    if (f.flag.value_name.empty())
+      desc.add_options()(spec.c_str(), help.c_str());
+    else
+      desc.add_options()(spec.c_str(), po::value<std::string>()->value_name(f.flag.value_name),
+                         help.c_str());
+  }
+}
+
+const char* type_name(FieldType type) {
+  switch (type) {
+    case FieldType::u64: return "u64";
+    case FieldType::i64: return "i64";
+    case FieldType::f64: return "f64";
+    case FieldType::boolean: return "bool";
+    case FieldType::text: return "text";
+  }
+  return "?";
+}
+
+const char* metric_type_name(MetricType type) {
+  switch (type) {
+    case MetricType::counter: return "counter";
+    case MetricType::gauge: return "gauge";
+    case MetricType::histogram: return "histogram";
+  }
+  return "?";
+}
+
+void print_config_keys(const std::vector<ConfigKey>& keys) {
+  for (const auto& key : keys)
+    std::cout << "      " << key.name << " (" << config_type_name(key.type) << "): "
+              << key.description << "\n";
+}
+
+void list_components(const Discovery& discovery,
+                     const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes,
+                     const std::vector<std::pair<const Component*, SinkDescription>>& sinks) {
+  for (const auto& runtime : runtimes) {
+    const Component* c = discovery.probe(runtime->name());
+    const auto& d = runtime->description();
+    std::cout << "plugin " << c->name << " " << c->version << "  (probe, ABI " << c->abi_major
+              << "." << c->abi_minor << ", " << c->path << ")\n  " << c->description << "\n";
+    std::cout << "  hooks:\n";
+    for (const auto& hook : d.hooks) {
+      std::cout << "    " << hook.name << (hook.required ? "" : " (optional)") << ": ";
+      for (std::size_t i = 0; i < hook.programs.size(); ++i)
+        std::cout << (i ? " | " : "") << hook.programs[i];
+      std::cout << "\n";
+    }
+    std::cout << "  events:\n";
+    for (const auto& event : d.events) {
+      std::cout << "    " << event.name << ": " << event.description << "\n";
+      for (const auto& field : event.fields)
+        std::cout << "      " << field.name << " " << type_name(field.type)
+                  << (field.unit.empty() ? "" : " [" + field.unit + "]") << " - "
+                  << field.description << "\n";
+    }
+    std::cout << "  metrics:\n";
+    for (const auto& metric : d.metrics) {
+      std::cout << "    " << metric.name << " " << metric_type_name(metric.type);
+      if (!metric.labels.empty()) {
+        std::cout << " {";
+        for (std::size_t i = 0; i < metric.labels.size(); ++i)
+          std::cout << (i ? "," : "") << metric.labels[i];
+        std::cout << "}";
+      }
+      std::cout << " - " << metric.help << "\n";
+    }
+    std::cout << "  config [plugins." << c->name << "]:\n";
+    print_config_keys(d.config);
+    if (!d.flags.empty()) {
+      std::cout << "  flags:";
+      for (const auto& f : d.flags)
+        std::cout << " " << (f.short_name ? std::string("-") + f.short_name + "/" : "") << "--"
+                  << f.long_name;
+      std::cout << "\n";
+    }
+    std::cout << "\n";
+  }
+  for (const auto& [c, description] : sinks) {
+    std::cout << "sink " << c->name << " " << c->version << "  (sink, ABI " << c->abi_major << "."
+              << c->abi_minor << ", " << c->path << ")\n  " << c->description
+              << "\n  config [[sinks]] type = \"" << c->name << "\":\n";
+    print_config_keys(description.config);
+    std::cout << "\n";
+  }
+  for (const auto& refused : discovery.refused)
+    std::cout << "refused " << refused.path << ": " << refused.reason << "\n";
+}
+
+void print_features(const KernelFeatures& features) {
+  auto line = [](const std::string& what, const FeatureResult& r) {
+    std::cout << "  " << what << std::string(what.size() < 16 ? 16 - what.size() : 1, ' ')
+              << (r.available ? "yes  " : "no   ") << r.detail << "\n";
+  };
+  std::cout << "kernel " << features.kernel_release() << "\n";
+  line("BTF", features.btf());
+  line("ring buffer", features.ring_buffer());
+  line("tracefs", features.tracefs());
+  for (const auto& [name, result] : features.hook_types()) line(name, result);
+}
+
+void print_hook_reports(const ProbeRuntime& runtime) {
+  for (const auto& hook : runtime.hook_reports()) {
+    std::cout << "    hook " << hook.hook << (hook.required ? "" : " (optional)") << ": "
+              << (hook.attached_program.empty() ? "NOT ATTACHED" : "ok via " + hook.attached_program)
+              << "\n";
+    for (const auto& candidate : hook.candidates)
+      std::cout << "      " << candidate.program
+                << (candidate.section.empty() ? "" : " [" + candidate.section + "]") << ": "
+                << candidate.status << "\n";
+  }
+}
+
+class OwnMetrics {
+ public:
+  explicit OwnMetrics(MetricStore& store) {
+    events_ = store.declare({"netwatcher_events_total", MetricType::counter,
+                             "Events produced by plugins, after filtering.", {"plugin", "event"}});
+    lost_ = store.declare({"netwatcher_events_lost_total", MetricType::counter,
+                           "Records the kernel could not put in a plugin's ring buffer.",
+                           {"plugin"}});
+    filtered_ = store.declare({"netwatcher_events_filtered_total", MetricType::counter,
+                               "Events dropped by the host-side filter.", {"plugin"}});
+    decode_errors_ = store.declare({"netwatcher_decode_errors_total", MetricType::counter,
+                                    "Records a plugin could not decode.", {"plugin"}});
+    written_ = store.declare({"netwatcher_sink_events_total", MetricType::counter,
+                              "Events written by each sink.", {"sink"}});
+    dropped_ = store.declare({"netwatcher_sink_dropped_total", MetricType::counter,
+                              "Events dropped because a sink's queue was full.", {"sink"}});
+    errors_ = store.declare({"netwatcher_sink_errors_total", MetricType::counter,
+                             "Failed sink writes, flushes and closes.", {"sink"}});
+    depth_ = store.declare({"netwatcher_sink_queue_depth", MetricType::gauge,
+                            "Events waiting in each sink's queue.", {"sink"}});
+    up_ = store.declare({"netwatcher_plugin_up", MetricType::gauge,
+                         "1 when the plugin is loaded and attached, 0 when it failed.",
+                         {"plugin"}});
+    attached_ = store.declare({"netwatcher_plugin_hook_attached", MetricType::gauge,
+                               "1 when the hook is attached via the given program.",
+                               {"plugin", "hook", "program"}});
+    build_ = store.declare({"netwatcher_build_info", MetricType::gauge,
+                            "Build information; always 1.", {"version", "abi"}});
+    build_->set({NETWATCHER_VERSION, std::to_string(kAbiMajor) + "." + std::to_string(kAbiMinor)},
+                1);
+  }
+
+  void set_plugin_state(const std::string& plugin, bool up, const std::vector<HookReport>& hooks) {
+    up_->set({plugin}, up ? 1 : 0);
+    for (const auto& hook : hooks)
+      attached_->set({plugin, hook.hook, hook.attached_program.empty() ? "none" : hook.attached_program},
+                     hook.attached_program.empty() ? 0 : 1);
+  }
+
+  void refresh(const std::vector<ProbeRuntime*>& running, const Bus& bus) {
+    for (const ProbeRuntime* runtime : running) {
+      const auto& schemas = runtime->schemas();
+      for (std::size_t i = 0; i < schemas.size(); ++i)
+        events_->set({runtime->name(), schemas[i]->name}, static_cast<double>(runtime->events(i)));
+      lost_->set({runtime->name()}, static_cast<double>(runtime->lost_events()));
+      filtered_->set({runtime->name()}, static_cast<double>(runtime->filtered()));
+      decode_errors_->set({runtime->name()}, static_cast<double>(runtime->decode_errors()));
+    }
+    for (const auto& worker : bus.workers()) {
+      written_->set({worker->instance()}, static_cast<double>(worker->written()));
+      dropped_->set({worker->instance()}, static_cast<double>(worker->dropped()));
+      errors_->set({worker->instance()}, static_cast<double>(worker->errors()));
+      depth_->set({worker->instance()}, static_cast<double>(worker->depth()));
+    }
+  }
+
+ private:
+  MetricFamily *events_, *lost_, *filtered_, *decode_errors_, *written_, *dropped_, *errors_,
+      *depth_, *up_, *attached_, *build_;
+};
+
+int run(int argc, char** argv) {
+  // Phase 1: the options that decide where plugins and config come from.
+  po::options_description core = core_options();
+  po::variables_map early;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(core).allow_unregistered().run(), early);
+  } catch (const po::error& e) {
+    std::cerr << "netwatcher: " << e.what() << "\n";
+    return 2;
+  }
+  Options options;
+  options.verbose = early.count("verbose");
+  if (early.count("version")) {
+    std::cout << "netwatcher " << NETWATCHER_VERSION << " (plugin ABI " << kAbiMajor << "."
+              << kAbiMinor << ", " << kCompilerId << ")\n";
+    return 0;
+  }
+  spdlog::set_default_logger(spdlog::stderr_color_mt("netwatcher"));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  route_libbpf_log();
+
+  Config config;
+  try {
+    if (early.count("config")) {
+      options.config_path = early["config"].as<std::string>();
+      options.config_given = true;
+    }
+    if (!options.config_given && !std::filesystem::exists(options.config_path)) {
+      config = default_config();
+    } else {
+      if (!std::filesystem::exists(options.config_path))
+        throw ConfigError(options.config_path + ": no such file");
+      config = load_config(options.config_path);
+    }
+  } catch (const ConfigError& e) {
+    spdlog::critical("config error: {}", e.what());
+    return 2;
+  }
+  spdlog::set_level(options.verbose ? spdlog::level::debug
+                                    : spdlog::level::from_str(config.settings.log_level));
+  if (!config.from_file)
+    spdlog::warn("no {} here and no --config given: running every plugin with a stdout sink",
+                 kDefaultConfig);
+
+  if (early.count("plugin-dir")) options.plugin_dirs = early["plugin-dir"].as<std::vector<std::string>>();
+  for (const auto& dir : config.settings.plugin_dirs) options.plugin_dirs.push_back(dir);
+  if (options.plugin_dirs.empty()) options.plugin_dirs = default_plugin_dirs();
+  if (options.plugin_dirs.empty()) {
+    spdlog::critical("no plugin directory: pass --plugin-dir or set [netwatcher] plugin_dirs");
+    return 2;
+  }
+  Discovery discovery = discover(options.plugin_dirs);
+
+  MetricStore store;
+  OwnMetrics own(store);
+  // Every discovered probe is described (for flags, --list-plugins, validation).
+  std::vector<std::unique_ptr<ProbeRuntime>> runtimes;
+  for (const auto& component : discovery.probes) {
+    std::string error;
+    auto plugin = create_probe(component, error);
+    if (!plugin) {
+      spdlog::error("{}", error);
+      discovery.refused.push_back({component.path, component.name, error});
+      continue;
+    }
+    runtimes.push_back(std::make_unique<ProbeRuntime>(component, std::move(plugin), store));
+  }
+
+  // Phase 2: the full command line, now that plugins contributed their flags.
+  std::vector<PluginFlag> flags = plugin_flags(runtimes);
+  po::options_description all = core_options();
+  po::options_description plugin_desc("Plugin options");
+  add_plugin_flags(plugin_desc, flags);
+  all.add(plugin_desc);
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, all), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "netwatcher: " << e.what() << "\n" << all << "\n";
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << "Usage: netwatcher [options]\n\n" << all << "\n";
+    return 0;
+  }
+  options.list_plugins = vm.count("list-plugins");
+  options.check = vm.count("check");
+  if (vm.count("duration")) options.duration_s = vm["duration"].as<double>();
+
+  std::map<std::string, std::map<std::string, ConfigValue>> overrides;
+  try {
+    if (vm.count("pid")) config.filter.pid = vm["pid"].as<std::uint32_t>();
+    if (vm.count("sport")) config.filter.sports = parse_port_list(vm["sport"].as<std::string>(), "-s/--sport");
+    if (vm.count("dport")) config.filter.dports = parse_port_list(vm["dport"].as<std::string>(), "-d/--dport");
+    if (vm.count("ipv4") && vm.count("ipv6")) throw ConfigError("-4 and -6 exclude each other");
+    if (vm.count("ipv4")) config.filter.family = 4;
+    if (vm.count("ipv6")) config.filter.family = 6;
+    for (const auto& f : flags) {
+      if (!vm.count(f.flag.long_name)) continue;
+      ConfigValue value = f.flag.value_name.empty()
+                              ? ConfigValue(true)
+                              : parse_cli_value(f.key, vm[f.flag.long_name].as<std::string>(),
+                                                "--" + f.flag.long_name);
+      if (f.flag.value_name.empty() && f.key.type != ConfigType::boolean)
+        throw ConfigError("--" + f.flag.long_name + ": plugin declared a switch for a non-boolean key");
+      overrides[f.plugin][f.flag.key] = value;
+      config.plugins[f.plugin].enabled = true;
+    }
+  } catch (const ConfigError& e) {
+    spdlog::critical("{}", e.what());
+    return 2;
+  }
+
+  // Validate the config against what was discovered.
+  std::vector<ProbeRuntime*> enabled;
+  std::vector<std::string> configured_but_refused;
+  std::map<std::string, ConfigValues> plugin_values;
+  try {
+    for (const auto& [name, section] : config.plugins) {
+      bool known = std::any_of(runtimes.begin(), runtimes.end(),
+                               [&](const auto& r) { return r->name() == name; });
+      if (known) continue;
+      if (const RefusedFile* refused = discovery.refused_named(name)) {
+        if (section.enabled) {
+          spdlog::error("plugin '{}' is enabled but was refused: {}: {}", name, refused->path,
+                        refused->reason);
+          configured_but_refused.push_back(name);
+        }
+        continue;
+      }
+      const toml::node* where = section.table;
+      std::string known_names;
+      for (const auto& r : runtimes) known_names += (known_names.empty() ? "" : ", ") + r->name();
+      throw ConfigError(config.where(where) + ": unknown plugin '" + name + "' (found: " +
+                        (known_names.empty() ? "none" : known_names) + " in " +
+                        options.plugin_dirs.front() + (options.plugin_dirs.size() > 1 ? ", ..." : "") + ")");
+    }
+    for (const auto& runtime : runtimes) {
+      auto it = config.plugins.find(runtime->name());
+      bool on = config.from_file ? (it != config.plugins.end() && it->second.enabled) : true;
+      const toml::table* table = it != config.plugins.end() ? it->second.table : nullptr;
+      ConfigValues values = validate_keys(config, "plugins." + runtime->name(), table,
+                                          runtime->description().config, {"enabled"});
+      for (const auto& [key, value] : overrides[runtime->name()]) values.set(key, value);
+      plugin_values[runtime->name()] = values;
+      if (on) enabled.push_back(runtime.get());
+    }
+  } catch (const ConfigError& e) {
+    spdlog::critical("config error: {}", e.what());
+    return 2;
+  }
+
+  std::vector<std::pair<const Component*, SinkDescription>> sink_types;
+  for (const auto& component : discovery.sinks) {
+    std::string error;
+    auto sink = create_sink(component, error);
+    if (!sink) {
+      spdlog::error("{}", error);
+      continue;
+    }
+    sink_types.emplace_back(&component, sink->describe());
+  }
+
+  if (options.list_plugins) {
+    list_components(discovery, runtimes, sink_types);
+    return 0;
+  }
+
+  struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
+  setrlimit(RLIMIT_MEMLOCK, &unlimited);  // kernels before 5.11 charge BPF maps to memlock
+  KernelFeatures features = KernelFeatures::probe();
+
+  if (options.check) {
+    print_features(features);
+    bool all_ok = configured_but_refused.empty();
+    for (const auto& name : configured_but_refused)
+      std::cout << "plugin " << name << ": CANNOT RUN (refused by the loader)\n";
+    for (ProbeRuntime* runtime : enabled) {
+      Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
+      if (s) s = runtime->bring_up(features, config.settings.ring_buffer_bytes);
+      std::cout << "plugin " << runtime->name() << ": "
+                << (s ? "ok" : "CANNOT RUN: " + s.message()) << "\n";
+      print_hook_reports(*runtime);
+      runtime->shut_down();
+      all_ok = all_ok && s.ok();
+    }
+    return all_ok ? 0 : 1;
+  }
+
+  if (geteuid() != 0)
+    spdlog::warn("not running as root: loading BPF programs needs CAP_BPF, CAP_PERFMON and "
+                 "CAP_NET_ADMIN");
+
+  // Sinks first, so a broken sink stops start-up before anything is attached.
+  Bus bus(config.filter);
+  std::vector<ProbeRuntime*> running;
+  auto metrics_source = [&store, &own, &running, &bus]() {
+    own.refresh(running, bus);
+    return store.snapshot();
+  };
+  try {
+    for (const auto& section : config.sinks) {
+      auto type = std::find_if(sink_types.begin(), sink_types.end(),
+                               [&](const auto& t) { return t.first->name == section.type; });
+      if (type == sink_types.end()) {
+        std::string known;
+        for (const auto& t : sink_types) known += (known.empty() ? "" : ", ") + t.first->name;
+        throw ConfigError(config.where(section.table ? section.table->get("type") : nullptr) +
+                          ": unknown sink type '" + section.type + "' (found: " +
+                          (known.empty() ? "none" : known) + ")");
+      }
+      SinkContext context;
+      context.instance = section.instance;
+      context.config = validate_keys(config, section.table_path, section.table,
+                                     type->second.config, {"type", "name", "plugins"});
+      std::optional<std::set<std::string>> routed;
+      if (section.plugins) {
+        routed.emplace();
+        for (const auto& name : *section.plugins) {
+          bool known = std::any_of(runtimes.begin(), runtimes.end(),
+                                   [&](const auto& r) { return r->name() == name; });
+          if (!known)
+            throw ConfigError(config.where(section.table->get("plugins")) + ": key '" +
+                              section.table_path + ".plugins' names unknown plugin '" + name + "'");
+          routed->insert(name);
+        }
+      }
+      for (ProbeRuntime* runtime : enabled)
+        if (!routed || routed->count(runtime->name()))
+          for (const auto& schema : runtime->schemas()) context.schemas.push_back(schema.get());
+      context.metrics = metrics_source;
+      std::string error;
+      auto sink = create_sink(*type->first, error);
+      if (!sink) throw ConfigError(error);
+      auto worker = std::make_unique<SinkWorker>(section.instance, std::move(sink), routed,
+                                                 config.settings.sink_queue_capacity);
+      if (Status s = worker->start(context); !s) throw ConfigError(s.message());
+      bus.add(std::move(worker));
+    }
+  } catch (const ConfigError& e) {
+    spdlog::critical("{}", e.what());
+    bus.stop();
+    return 2;
+  }
+
+  install_signal_handlers();
+  auto started_at = std::chrono::steady_clock::now();
+  ring_buffer* poller = nullptr;
+  for (ProbeRuntime* runtime : enabled) {
+    Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
+    if (s) s = runtime->bring_up(features, config.settings.ring_buffer_bytes);
+    if (s) s = runtime->add_to_poller(&poller, bus);
+    own.set_plugin_state(runtime->name(), s.ok(), runtime->hook_reports());
+    if (!s) {
+      spdlog::error("plugin '{}' disabled: {}", runtime->name(), s.message());
+      runtime->shut_down();
+      continue;
+    }
+    running.push_back(runtime);
+  }
+  for (const auto& name : configured_but_refused) own.set_plugin_state(name, false, {});
+  if (running.empty() && !enabled.empty()) {
+    spdlog::critical("no plugin could start; see the errors above and `netwatcher --check`");
+    bus.stop();
+    return 1;
+  }
+  spdlog::info("netwatcher {} running: {} plugin(s), {} sink(s), attached in {} ms",
+               NETWATCHER_VERSION, running.size(), bus.workers().size(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now() - started_at)
+                   .count());
+
+  using clock = std::chrono::steady_clock;
+  const auto interval = std::chrono::duration_cast<clock::duration>(
+      std::chrono::duration<double>(config.settings.snapshot_interval_s));
+  const auto deadline =
+      options.duration_s > 0
+          ? clock::now() + std::chrono::duration_cast<clock::duration>(
+                               std::chrono::duration<double>(options.duration_s))
+          : clock::time_point::max();
+  auto next_collect = clock::now() + interval;
+  while (!stop_requested.load() && clock::now() < deadline) {
+    if (poller) {
+      int n = ring_buffer__poll(poller, 100);
+      if (n < 0 && n != -EINTR) {
+        spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
+        break;
+      }
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (clock::now() >= next_collect) {
+      for (ProbeRuntime* runtime : running) runtime->collect(bus);
+      next_collect += interval;
+      if (next_collect < clock::now()) next_collect = clock::now() + interval;
+    }
+  }
+
+  spdlog::info("shutting down");
+  for (ProbeRuntime* runtime : running) runtime->detach();
+  if (poller) {
+    ring_buffer__consume(poller);  // records produced before detach still count
+    ring_buffer__free(poller);
+  }
+  own.refresh(running, bus);
+  bus.stop();
+  for (ProbeRuntime* runtime : running) runtime->shut_down();
+  return 0;
+}
+
+}  // namespace
+
+int run_netwatcher(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    spdlog::critical("fatal: {}", e.what());
+    return 1;
+  }
+}
+
+}  // namespace netwatcher::host

@@ -1,0 +1,363 @@
+#include "config.hpp"
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <sstream>
+
+namespace netwatcher::host {
+
+namespace {
+
+[[noreturn]] void fail(const Config& config, const toml::node* node, const std::string& message) {
+  throw ConfigError(config.where(node) + ": " + message);
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    if (!out.empty()) out += ", ";
+    out += item;
+  }
+  return out;
+}
+
+const char* toml_type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "boolean";
+    default: return "date/time";
+  }
+}
+
+void check_known_keys(const Config& config, const std::string& table_path,
+                      const toml::table& table, const std::vector<std::string>& known) {
+  for (auto&& [key, node] : table) {
+    if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
+      throw ConfigError(config.path + ":" + std::to_string(key.source().begin.line) + ":" +
+                        std::to_string(key.source().begin.column) + ": unknown key '" +
+                        table_path + "." + std::string(key.str()) + "' (known: " + join(known) +
+                        ")");
+    }
+  }
+}
+
+ConfigValue convert(const Config& config, const std::string& full_key, const toml::node& node,
+                    const ConfigKey& key) {
+  auto type_error = [&]() {
+    fail(config, &node,
+         "key '" + full_key + "' must be " + config_type_name(key.type) + ", got " +
+             toml_type_name(node));
+  };
+  auto check_range = [&](std::int64_t v) {
+    if ((key.min && v < *key.min) || (key.max && v > *key.max)) {
+      std::string range = "[" + (key.min ? std::to_string(*key.min) : std::string("-inf")) +
+                          ", " + (key.max ? std::to_string(*key.max) : std::string("inf")) + "]";
+      fail(config, &node,
+           "key '" + full_key + "' is " + std::to_string(v) + ", expected a value in " + range);
+    }
+  };
+  switch (key.type) {
+    case ConfigType::boolean:
+      if (!node.is_boolean()) type_error();
+      return node.as_boolean()->get();
+    case ConfigType::integer: {
+      if (!node.is_integer()) type_error();
+      std::int64_t v = node.as_integer()->get();
+      check_range(v);
+      return v;
+    }
+    case ConfigType::floating:
+      if (node.is_integer()) return static_cast<double>(node.as_integer()->get());
+      if (!node.is_floating_point()) type_error();
+      return node.as_floating_point()->get();
+    case ConfigType::string: {
+      if (!node.is_string()) type_error();
+      std::string v = node.as_string()->get();
+      if (!key.choices.empty() &&
+          std::find(key.choices.begin(), key.choices.end(), v) == key.choices.end())
+        fail(config, &node,
+             "key '" + full_key + "' is \"" + v + "\", expected one of: " + join(key.choices));
+      return v;
+    }
+    case ConfigType::string_list: {
+      const toml::array* array = node.as_array();
+      if (!array) type_error();
+      std::vector<std::string> out;
+      for (const auto& item : *array) {
+        if (!item.is_string())
+          fail(config, &item, "key '" + full_key + "' must contain only strings, got " +
+                                  toml_type_name(item));
+        out.push_back(item.as_string()->get());
+      }
+      return out;
+    }
+    case ConfigType::integer_list: {
+      const toml::array* array = node.as_array();
+      if (!array) type_error();
+      std::vector<std::int64_t> out;
+      for (const auto& item : *array) {
+        if (!item.is_integer())
+          fail(config, &item, "key '" + full_key + "' must contain only integers, got " +
+                                  toml_type_name(item));
+        std::int64_t v = item.as_integer()->get();
+        check_range(v);
+        out.push_back(v);
+      }
+      return out;
+    }
+  }
+  type_error();
+  return {};
+}
+
+const toml::table* sub_table(const Config& config, const toml::table& root, const char* name) {
+  const toml::node* node = root.get(name);
+  if (!node) return nullptr;
+  if (!node->is_table()) fail(config, node, std::string("'") + name + "' must be a table");
+  return node->as_table();
+}
+
+std::vector<ConfigKey> host_keys() {
+  return {
+      {"plugin_dirs", ConfigType::string_list, std::vector<std::string>{}, "", {}, {}, {}},
+      {"log_level", ConfigType::string, std::string("info"), "", {}, {},
+       {"trace", "debug", "info", "warn", "error", "critical", "off"}},
+      {"snapshot_interval", ConfigType::floating, 5.0, "", {}, {}, {}},
+      {"ring_buffer_size", ConfigType::integer, std::int64_t{256 * 1024}, "", 4096,
+       std::int64_t{1} << 30, {}},
+      {"sink_queue_size", ConfigType::integer, std::int64_t{16384}, "", 16, 1 << 24, {}},
+  };
+}
+
+std::vector<ConfigKey> filter_keys() {
+  return {
+      {"pid", ConfigType::integer, std::int64_t{0}, "", 0, 4194304, {}},
+      {"sport", ConfigType::integer_list, std::vector<std::int64_t>{}, "", 1, 65535, {}},
+      {"dport", ConfigType::integer_list, std::vector<std::int64_t>{}, "", 1, 65535, {}},
+      {"family", ConfigType::string, std::string("any"), "", {}, {}, {"any", "ipv4", "ipv6"}},
+  };
+}
+
+std::vector<std::uint16_t> to_ports(const Config& config, const toml::node* node,
+                                    const std::vector<std::int64_t>& values,
+                                    const std::string& key) {
+  if (values.size() > GlobalFilter::kMaxPorts)
+    fail(config, node,
+         "key '" + key + "' lists " + std::to_string(values.size()) + " ports, at most " +
+             std::to_string(GlobalFilter::kMaxPorts) + " are supported");
+  return {values.begin(), values.end()};
+}
+
+}  // namespace
+
+const char* config_type_name(ConfigType type) {
+  switch (type) {
+    case ConfigType::boolean: return "a boolean";
+    case ConfigType::integer: return "an integer";
+    case ConfigType::floating: return "a number";
+    case ConfigType::string: return "a string";
+    case ConfigType::string_list: return "an array of strings";
+    case ConfigType::integer_list: return "an array of integers";
+  }
+  return "?";
+}
+
+std::string Config::where(const toml::node* node) const {
+  if (!node || !node->source().begin) return path;
+  return path + ":" + std::to_string(node->source().begin.line) + ":" +
+         std::to_string(node->source().begin.column);
+}
+
+ConfigValues validate_keys(const Config& config, const std::string& table_path,
+                           const toml::table* table, const std::vector<ConfigKey>& keys,
+                           const std::set<std::string>& reserved) {
+  ConfigValues values;
+  if (table) {
+    std::vector<std::string> known(reserved.begin(), reserved.end());
+    for (const auto& key : keys) known.push_back(key.name);
+    check_known_keys(config, table_path, *table, known);
+  }
+  for (const auto& key : keys) {
+    const toml::node* node = table ? table->get(key.name) : nullptr;
+    values.set(key.name,
+               node ? convert(config, table_path + "." + key.name, *node, key) : key.default_value);
+  }
+  return values;
+}
+
+std::vector<std::uint16_t> parse_port_list(const std::string& text, const std::string& what) {
+  std::vector<std::uint16_t> ports;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    unsigned value = 0;
+    auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), value);
+    if (ec != std::errc() || end != item.data() + item.size() || value == 0 || value > 65535)
+      throw ConfigError(what + ": '" + item + "' is not a port number (1-65535)");
+    ports.push_back(static_cast<std::uint16_t>(value));
+  }
+  if (ports.empty()) throw ConfigError(what + ": expected a port or a comma-separated list");
+  if (ports.size() > GlobalFilter::kMaxPorts)
+    throw ConfigError(what + ": at most " + std::to_string(GlobalFilter::kMaxPorts) + " ports");
+  return ports;
+}
+
+ConfigValue parse_cli_value(const ConfigKey& key, const std::string& text,
+                            const std::string& flag) {
+  auto bad = [&]() -> ConfigValue {
+    throw ConfigError(flag + ": '" + text + "' is not " + config_type_name(key.type));
+  };
+  switch (key.type) {
+    case ConfigType::boolean:
+      if (text == "true" || text == "1") return true;
+      if (text == "false" || text == "0") return false;
+      return bad();
+    case ConfigType::integer: {
+      std::int64_t v = 0;
+      auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+      if (ec != std::errc() || end != text.data() + text.size()) return bad();
+      if ((key.min && v < *key.min) || (key.max && v > *key.max))
+        throw ConfigError(flag + ": " + text + " is out of range");
+      return v;
+    }
+    case ConfigType::floating:
+      try {
+        std::size_t used = 0;
+        double v = std::stod(text, &used);
+        if (used != text.size()) return bad();
+        return v;
+      } catch (const std::exception&) {
+        return bad();
+      }
+    case ConfigType::string: return text;
+    case ConfigType::string_list: return std::vector<std::string>{text};
+    case ConfigType::integer_list: {
+      std::vector<std::int64_t> out;
+      for (auto port : parse_port_list(text, flag)) out.push_back(port);
+      return out;
+    }
+  }
+  return bad();
+}
+
+Config default_config() {
+  Config config;
+  config.path = "<built-in defaults>";
+  config.root = std::make_shared<toml::table>();
+  SinkSection sink;
+  sink.type = "stdout";
+  sink.instance = "stdout";
+  sink.table_path = "sinks[0]";
+  config.sinks.push_back(sink);
+  return config;
+}
+
+Config load_config(const std::string& path) {
+  Config config;
+  config.path = path;
+  config.from_file = true;
+  try {
+    config.root = std::make_shared<toml::table>(toml::parse_file(path));
+  } catch (const toml::parse_error& e) {
+    const auto& begin = e.source().begin;
+    throw ConfigError(path + ":" + std::to_string(begin.line) + ":" +
+                      std::to_string(begin.column) + ": " + std::string(e.description()));
+  }
+  const toml::table& root = *config.root;
+  check_known_keys(config, "<top level>", root, {"netwatcher", "filter", "plugins", "sinks"});
+
+  const toml::table* host = sub_table(config, root, "netwatcher");
+  ConfigValues hv = validate_keys(config, "netwatcher", host, host_keys(), {});
+  config.settings.plugin_dirs = hv.get_strings("plugin_dirs");
+  // Relative plugin directories are relative to the config file, like includes.
+  auto base = std::filesystem::path(path).parent_path();
+  for (auto& dir : config.settings.plugin_dirs)
+    if (std::filesystem::path(dir).is_relative()) dir = (base / dir).lexically_normal().string();
+  config.settings.log_level = hv.get_string("log_level");
+  config.settings.snapshot_interval_s = hv.get_double("snapshot_interval");
+  if (config.settings.snapshot_interval_s < 0.1 || config.settings.snapshot_interval_s > 3600)
+    fail(config, host ? host->get("snapshot_interval") : nullptr,
+         "key 'netwatcher.snapshot_interval' must be between 0.1 and 3600 seconds");
+  config.settings.ring_buffer_bytes = hv.get_int("ring_buffer_size");
+  if (config.settings.ring_buffer_bytes & (config.settings.ring_buffer_bytes - 1))
+    fail(config, host ? host->get("ring_buffer_size") : nullptr,
+         "key 'netwatcher.ring_buffer_size' must be a power of two");
+  config.settings.sink_queue_capacity = hv.get_int("sink_queue_size");
+
+  const toml::table* filter = sub_table(config, root, "filter");
+  ConfigValues fv = validate_keys(config, "filter", filter, filter_keys(), {});
+  config.filter.pid = static_cast<std::uint32_t>(fv.get_int("pid"));
+  config.filter.sports = to_ports(config, filter ? filter->get("sport") : nullptr,
+                                  fv.get_ints("sport"), "filter.sport");
+  config.filter.dports = to_ports(config, filter ? filter->get("dport") : nullptr,
+                                  fv.get_ints("dport"), "filter.dport");
+  const std::string& family = fv.get_string("family");
+  config.filter.family = family == "ipv4" ? 4 : family == "ipv6" ? 6 : 0;
+
+  if (const toml::table* plugins = sub_table(config, root, "plugins")) {
+    for (auto&& [name, node] : *plugins) {
+      if (!node.is_table())
+        fail(config, &node, "'plugins." + std::string(name.str()) + "' must be a table");
+      PluginSection section;
+      section.table = node.as_table();
+      section.enabled = true;
+      if (const toml::node* enabled = section.table->get("enabled")) {
+        if (!enabled->is_boolean())
+          fail(config, enabled,
+               "key 'plugins." + std::string(name.str()) + ".enabled' must be a boolean, got " +
+                   toml_type_name(*enabled));
+        section.enabled = enabled->as_boolean()->get();
+      }
+      config.plugins[std::string(name.str())] = section;
+    }
+  }
+
+  if (const toml::node* sinks = root.get("sinks")) {
+    const toml::array* array = sinks->as_array();
+    if (!array || !array->is_array_of_tables())
+      fail(config, sinks, "'sinks' must be an array of tables ([[sinks]])");
+    std::map<std::string, int> seen_types;
+    std::set<std::string> instances;
+    for (std::size_t i = 0; i < array->size(); ++i) {
+      const toml::table* table = (*array)[i].as_table();
+      SinkSection sink;
+      sink.table = table;
+      sink.table_path = "sinks[" + std::to_string(i) + "]";
+      const toml::node* type = table->get("type");
+      if (!type) fail(config, table, "'" + sink.table_path + "' has no 'type' key");
+      if (!type->is_string())
+        fail(config, type, "key '" + sink.table_path + ".type' must be a string");
+      sink.type = type->as_string()->get();
+      if (const toml::node* name = table->get("name")) {
+        if (!name->is_string())
+          fail(config, name, "key '" + sink.table_path + ".name' must be a string");
+        sink.instance = name->as_string()->get();
+      } else {
+        int n = seen_types[sink.type]++;
+        sink.instance = n == 0 ? sink.type : sink.type + "#" + std::to_string(n);
+      }
+      if (!instances.insert(sink.instance).second)
+        fail(config, table, "two sinks are named '" + sink.instance + "'; set distinct 'name' keys");
+      if (const toml::node* routed = table->get("plugins")) {
+        const toml::array* list = routed->as_array();
+        if (!list) fail(config, routed, "key '" + sink.table_path + ".plugins' must be an array");
+        std::vector<std::string> names;
+        for (const auto& item : *list) {
+          if (!item.is_string())
+            fail(config, &item, "key '" + sink.table_path + ".plugins' must contain strings");
+          names.push_back(item.as_string()->get());
+        }
+        sink.plugins = names;
+      }
+      config.sinks.push_back(sink);
+    }
+  }
+  return config;
+}
+
+}  // namespace netwatcher::host

@@ -1,0 +1,82 @@
+// Loading and validating netwatcher.toml.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <toml++/toml.h>
+
+#include "netwatcher/config.hpp"
+
+namespace netwatcher::host {
+
+// A start-up configuration error; what() is "file:line:column: message".
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct HostSettings {
+  std::vector<std::string> plugin_dirs;
+  std::string log_level = "info";
+  double snapshot_interval_s = 5.0;
+  std::uint64_t ring_buffer_bytes = 256 * 1024;
+  std::uint64_t sink_queue_capacity = 16384;
+};
+
+struct PluginSection {
+  bool enabled = false;
+  const toml::table* table = nullptr;  // null when the file has no such section
+};
+
+struct SinkSection {
+  std::string type;
+  std::string instance;                 // `name`, or derived from type
+  std::optional<std::vector<std::string>> plugins;  // routing; nullopt = all
+  const toml::table* table = nullptr;
+  std::string table_path;               // "sinks[0]" for messages
+};
+
+struct Config {
+  std::string path;
+  bool from_file = false;
+  std::shared_ptr<toml::table> root;    // owns the tables referenced below
+  HostSettings settings;
+  GlobalFilter filter;
+  std::map<std::string, PluginSection> plugins;
+  std::vector<SinkSection> sinks;
+
+  // "file:line:column" of a node, or just the file.
+  std::string where(const toml::node* node) const;
+};
+
+// Parses and validates the host-level parts ([netwatcher], [filter], the shape
+// of [plugins.*] and [[sinks]]). Throws ConfigError.
+Config load_config(const std::string& path);
+
+// The configuration used when the default file does not exist: every
+// discovered probe plugin on, one stdout sink.
+Config default_config();
+
+// Validates `table` (may be null: all defaults) against declared keys and
+// returns typed values with defaults filled in. `table_path` ("plugins.tcp")
+// prefixes key names in messages; `reserved` keys are skipped. Throws ConfigError.
+ConfigValues validate_keys(const Config& config, const std::string& table_path,
+                           const toml::table* table, const std::vector<ConfigKey>& keys,
+                           const std::set<std::string>& reserved);
+
+// Parses "80,443" style port lists (CLI and config), throws ConfigError naming `what`.
+std::vector<std::uint16_t> parse_port_list(const std::string& text, const std::string& what);
+
+// Converts a CLI string into a value of the key's type, throws ConfigError.
+ConfigValue parse_cli_value(const ConfigKey& key, const std::string& text, const std::string& flag);
+
+const char* config_type_name(ConfigType type);
+
+}  // namespace netwatcher::host

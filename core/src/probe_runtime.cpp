@@ -1,0 +1,307 @@
+#include "probe_runtime.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "bus.hpp"
+#include "libbpf_log.hpp"
+
+namespace netwatcher::host {
+
+namespace {
+
+constexpr std::size_t kNoCandidate = static_cast<std::size_t>(-1);
+constexpr int kMaxBringUpAttempts = 16;
+
+std::int64_t clock_ns(clockid_t clock) {
+  timespec ts{};
+  clock_gettime(clock, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
+
+bool value_matches(const FieldSchema& field, const Value& value) {
+  switch (value.index()) {
+    case 0: return field.optional;
+    case 1: return field.type == FieldType::u64;
+    case 2: return field.type == FieldType::i64;
+    case 3: return field.type == FieldType::f64;
+    case 4: return field.type == FieldType::boolean;
+    case 5: return field.type == FieldType::text;
+  }
+  return false;
+}
+
+}  // namespace
+
+class ProbeRuntime::Emitter final : public EventEmitter {
+ public:
+  Emitter(ProbeRuntime& runtime, Bus& bus) : runtime_(runtime), bus_(bus) {}
+  void emit(std::size_t index, std::uint64_t monotonic_ns,
+            std::vector<Value>&& values) noexcept override {
+    try {
+      if (index >= runtime_.schemas_.size()) {
+        runtime_.decode_errors_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      const EventSchema* schema = runtime_.schemas_[index].get();
+      bool valid = values.size() == schema->fields.size();
+      for (std::size_t i = 0; valid && i < values.size(); ++i)
+        valid = value_matches(schema->fields[i], values[i]);
+      if (!valid) {
+        runtime_.decode_errors_.fetch_add(1, std::memory_order_relaxed);
+        spdlog::debug("plugin '{}': event '{}' does not match its schema", runtime_.name(),
+                      schema->name);
+        return;
+      }
+      auto event = std::make_shared<Event>();
+      event->schema = schema;
+      event->timestamp_ns = monotonic_ns ? monotonic_ns + runtime_.realtime_offset_ns_
+                                         : static_cast<std::uint64_t>(clock_ns(CLOCK_REALTIME));
+      event->values = std::move(values);
+      if (bus_.publish(std::move(event))) {
+        runtime_.event_counts_[index].fetch_add(1, std::memory_order_relaxed);
+      } else {
+        runtime_.filtered_.fetch_add(1, std::memory_order_relaxed);
+      }
+    } catch (const std::exception& e) {
+      runtime_.decode_errors_.fetch_add(1, std::memory_order_relaxed);
+      spdlog::debug("plugin '{}': emit failed: {}", runtime_.name(), e.what());
+    }
+  }
+
+ private:
+  ProbeRuntime& runtime_;
+  Bus& bus_;
+};
+
+ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
+                           MetricStore& metrics)
+    : component_(component), plugin_(std::move(plugin)), metrics_(metrics) {
+  description_ = plugin_->describe();
+  for (const auto& schema : description_.events) {
+    auto copy = std::make_unique<EventSchema>(schema);
+    copy->plugin = component_.name;
+    schemas_.push_back(std::move(copy));
+  }
+  event_counts_ = std::make_unique<std::atomic<std::uint64_t>[]>(schemas_.size());
+  for (const auto& spec : description_.metrics)
+    if (MetricFamily* family = metrics_.declare(spec)) families_[spec.name] = family;
+  realtime_offset_ns_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
+}
+
+ProbeRuntime::~ProbeRuntime() { shut_down(); }
+
+Status ProbeRuntime::configure(const ConfigValues& config, const GlobalFilter& filter) {
+  return plugin_->configure(config, filter);
+}
+
+Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
+                                  std::vector<std::size_t>& choice, std::string& failed_hook) {
+  failed_hook.clear();
+  object_ = nullptr;
+  if (Status s = plugin_->open(&object_); !s) return s;
+  if (!object_) return Status::failure("open() returned no BPF object");
+
+  auto& hooks = description_.hooks;
+  std::vector<bool> wanted_hook(hooks.size(), false);
+  for (std::size_t h = 0; h < hooks.size(); ++h) {
+    auto& report = reports_[h];
+    for (std::size_t c = choice[h]; c < hooks[h].programs.size(); ++c) {
+      auto& candidate = report.candidates[c];
+      if (!candidate.status.empty()) continue;  // already known not to work
+      bpf_program* program =
+          bpf_object__find_program_by_name(object_, hooks[h].programs[c].c_str());
+      if (!program) {
+        candidate.status = "no such program in the BPF object";
+        continue;
+      }
+      candidate.section = bpf_program__section_name(program);
+      if (auto why = features.program_unavailable(program)) {
+        candidate.status = *why;
+        continue;
+      }
+      choice[h] = c;
+      wanted_hook[h] = true;
+      break;
+    }
+    if (!wanted_hook[h]) {
+      choice[h] = kNoCandidate;
+      if (hooks[h].required) {
+        std::string reasons;
+        for (const auto& candidate : report.candidates)
+          reasons += "; " + candidate.program + ": " + candidate.status;
+        return Status::failure("required hook '" + hooks[h].name + "' cannot attach" + reasons);
+      }
+    }
+  }
+
+  bpf_program* program = nullptr;
+  bpf_object__for_each_program(program, object_) {
+    bool chosen = false;
+    for (std::size_t h = 0; h < hooks.size() && !chosen; ++h)
+      chosen = choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == bpf_program__name(program);
+    bpf_program__set_autoload(program, chosen);
+  }
+  bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
+  if (!events) return Status::failure("BPF object has no 'nw_events' ring buffer (include netwatcher/bpf/common.bpf.h)");
+  if (int err = bpf_map__set_max_entries(events, static_cast<__u32>(ring_buffer_bytes)); err)
+    return Status::failure("cannot size ring buffer: " + std::string(std::strerror(-err)));
+
+  take_failed_program();
+  if (Status s = plugin_->load(); !s) {
+    std::string program_name = take_failed_program();
+    for (std::size_t h = 0; h < hooks.size(); ++h) {
+      if (choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == program_name) {
+        reports_[h].candidates[choice[h]].status = "load failed: " + s.message();
+        failed_hook = hooks[h].name;
+      }
+    }
+    return s;
+  }
+
+  for (std::size_t h = 0; h < hooks.size(); ++h) {
+    if (choice[h] == kNoCandidate) continue;
+    const std::string& name = hooks[h].programs[choice[h]];
+    bpf_program* prog = bpf_object__find_program_by_name(object_, name.c_str());
+    errno = 0;
+    bpf_link* link = bpf_program__attach(prog);
+    if (!link) {
+      int err = errno;
+      reports_[h].candidates[choice[h]].status =
+          "attach failed: " + std::string(std::strerror(err ? err : EINVAL));
+      failed_hook = hooks[h].name;
+      return Status::failure("hook '" + hooks[h].name + "': " +
+                             reports_[h].candidates[choice[h]].status);
+    }
+    links_[name] = link;
+    reports_[h].attached_program = name;
+    reports_[h].candidates[choice[h]].status = "attached";
+  }
+  return Status::success();
+}
+
+Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes) {
+  auto& hooks = description_.hooks;
+  reports_.clear();
+  for (const auto& hook : hooks) {
+    HookReport report{hook.name, hook.required, "", {}};
+    for (const auto& program : hook.programs) report.candidates.push_back({program, "", ""});
+    reports_.push_back(std::move(report));
+  }
+  std::vector<std::size_t> choice(hooks.size(), 0);
+  Status result;
+  for (int attempt = 0; attempt < kMaxBringUpAttempts; ++attempt) {
+    std::string failed_hook;
+    result = try_bring_up(features, ring_buffer_bytes, choice, failed_hook);
+    if (result) break;
+    destroy_links();
+    for (auto& report : reports_) report.attached_program.clear();
+    // Only a failure pinned on one hook's candidate can be retried with the next one.
+    if (failed_hook.empty()) break;
+    spdlog::info("plugin '{}': hook '{}' failed, trying the next candidate", name(), failed_hook);
+  }
+  for (auto& report : reports_)
+    for (auto& candidate : report.candidates)
+      if (candidate.status.empty()) candidate.status = "available";
+  if (!result) {
+    plugin_->stop();
+    object_ = nullptr;
+    return result;
+  }
+  if (bpf_map* lost = bpf_object__find_map_by_name(object_, "nw_lost"))
+    lost_map_fd_ = bpf_map__fd(lost);
+  if (Status s = plugin_->start(*this); !s) {
+    destroy_links();
+    plugin_->stop();
+    object_ = nullptr;
+    return s;
+  }
+  started_ = true;
+  for (const auto& report : reports_) {
+    if (!report.attached_program.empty())
+      spdlog::info("plugin '{}': hook '{}' attached via {}", name(), report.hook,
+                   report.attached_program);
+    else
+      spdlog::warn("plugin '{}': optional hook '{}' not attached", name(), report.hook);
+  }
+  return Status::success();
+}
+
+Status ProbeRuntime::add_to_poller(ring_buffer** poller, Bus& bus) {
+  bus_ = &bus;
+  bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
+  int fd = bpf_map__fd(events);
+  if (!*poller) {
+    *poller = ring_buffer__new(fd, &ProbeRuntime::on_record, this, nullptr);
+    if (!*poller) return Status::failure("ring_buffer__new: " + std::string(std::strerror(errno)));
+  } else if (int err = ring_buffer__add(*poller, fd, &ProbeRuntime::on_record, this); err) {
+    return Status::failure("ring_buffer__add: " + std::string(std::strerror(-err)));
+  }
+  return Status::success();
+}
+
+int ProbeRuntime::on_record(void* ctx, void* data, std::size_t size) {
+  auto* self = static_cast<ProbeRuntime*>(ctx);
+  Emitter emitter(*self, *self->bus_);
+  Status s = self->plugin_->decode({static_cast<const std::byte*>(data), size}, emitter);
+  if (!s) {
+    std::uint64_t n = self->decode_errors_.fetch_add(1, std::memory_order_relaxed) + 1;
+    if ((n & (n - 1)) == 0)  // 1, 2, 4, 8, ...: visible without flooding the log
+      spdlog::warn("plugin '{}': decode error #{}: {}", self->name(), n, s.message());
+  }
+  return 0;
+}
+
+void ProbeRuntime::collect(Bus& bus) {
+  if (!started_) return;
+  Emitter emitter(*this, bus);
+  if (Status s = plugin_->collect(emitter); !s)
+    spdlog::warn("plugin '{}': collect failed: {}", name(), s.message());
+}
+
+std::uint64_t ProbeRuntime::lost_events() const {
+  if (lost_map_fd_ < 0) return 0;
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) return 0;
+  std::vector<std::uint64_t> values(cpus);
+  std::uint32_t key = 0;
+  if (bpf_map_lookup_elem(lost_map_fd_, &key, values.data()) != 0) return 0;
+  std::uint64_t total = 0;
+  for (auto v : values) total += v;
+  return total;
+}
+
+MetricFamily* ProbeRuntime::metric(std::string_view name) noexcept {
+  auto it = families_.find(name);
+  return it == families_.end() ? nullptr : it->second;
+}
+
+int ProbeRuntime::link_fd(std::string_view program) const noexcept {
+  auto it = links_.find(program);
+  return it == links_.end() ? -1 : bpf_link__fd(it->second);
+}
+
+void ProbeRuntime::destroy_links() {
+  for (auto& [name, link] : links_) bpf_link__destroy(link);
+  links_.clear();
+}
+
+void ProbeRuntime::detach() { destroy_links(); }
+
+void ProbeRuntime::shut_down() {
+  destroy_links();
+  if (started_) {
+    plugin_->stop();
+    started_ = false;
+  }
+  object_ = nullptr;
+  lost_map_fd_ = -1;
+}
+
+}  // namespace netwatcher::host

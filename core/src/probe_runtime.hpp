@@ -1,0 +1,96 @@
+// One running probe plugin: its BPF object, links, schemas and counters.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernel_features.hpp"
+#include "loader.hpp"
+#include "metric_store.hpp"
+#include "netwatcher/plugin.hpp"
+
+struct bpf_link;
+struct ring_buffer;
+
+namespace netwatcher::host {
+
+class Bus;
+
+struct CandidateReport {
+  std::string program;
+  std::string section;
+  std::string status;  // "attached", "available", or why not
+};
+
+struct HookReport {
+  std::string hook;
+  bool required = true;
+  std::string attached_program;  // empty when not attached
+  std::vector<CandidateReport> candidates;
+};
+
+class ProbeRuntime final : public PluginHost {
+ public:
+  ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
+               MetricStore& metrics);
+  ~ProbeRuntime() override;
+
+  const std::string& name() const { return component_.name; }
+  const PluginDescription& description() const { return description_; }
+  // Host-owned schemas with `plugin` set; stable addresses.
+  const std::vector<std::unique_ptr<EventSchema>>& schemas() const { return schemas_; }
+
+  Status configure(const ConfigValues& config, const GlobalFilter& filter);
+  // Open, load and attach, trying hook candidates in order. On failure the
+  // plugin is left stopped and the Status says why.
+  Status bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes);
+  const std::vector<HookReport>& hook_reports() const { return reports_; }
+  // Adds this plugin's ring buffer to the shared poller (created on first use).
+  Status add_to_poller(ring_buffer** poller, Bus& bus);
+  void collect(Bus& bus);
+  // Destroys the links (no new records after this returns).
+  void detach();
+  // detach() + plugin stop(); idempotent.
+  void shut_down();
+
+  std::uint64_t lost_events() const;
+  std::uint64_t decode_errors() const { return decode_errors_.load(std::memory_order_relaxed); }
+  std::uint64_t events(std::size_t schema) const {
+    return event_counts_[schema].load(std::memory_order_relaxed);
+  }
+  std::uint64_t filtered() const { return filtered_.load(std::memory_order_relaxed); }
+
+  // PluginHost
+  MetricFamily* metric(std::string_view name) noexcept override;
+  int link_fd(std::string_view program) const noexcept override;
+
+ private:
+  class Emitter;
+  static int on_record(void* ctx, void* data, std::size_t size);
+  Status try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
+                      std::vector<std::size_t>& choice, std::string& failed_hook);
+  void destroy_links();
+
+  Component component_;
+  std::shared_ptr<ProbePlugin> plugin_;
+  MetricStore& metrics_;
+  PluginDescription description_;
+  std::vector<std::unique_ptr<EventSchema>> schemas_;
+  std::unique_ptr<std::atomic<std::uint64_t>[]> event_counts_;
+  std::map<std::string, MetricFamily*, std::less<>> families_;
+  bpf_object* object_ = nullptr;
+  std::map<std::string, bpf_link*, std::less<>> links_;
+  std::vector<HookReport> reports_;
+  int lost_map_fd_ = -1;
+  bool started_ = false;
+  Bus* bus_ = nullptr;
+  std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0};
+  // CLOCK_REALTIME - CLOCK_MONOTONIC, to convert kernel timestamps.
+  std::int64_t realtime_offset_ns_ = 0;
+};
+
+}  // namespace netwatcher::host

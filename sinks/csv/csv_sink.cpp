@@ -1,0 +1,106 @@
+// CSV: one RFC 4180 file per event type, with a header row, rotated by size.
+#include <map>
+#include <memory>
+#include <string>
+
+#include "netwatcher/format.hpp"
+#include "netwatcher/rotating_file.hpp"
+#include "netwatcher/sink.hpp"
+
+namespace {
+
+using namespace netwatcher;
+
+class CsvSink {
+ public:
+  SinkDescription describe() const {
+    return {{
+        {"directory", ConfigType::string, std::string("netwatcher-csv"),
+         "directory for <plugin>_<event>.csv files (created if missing)", {}, {}, {}},
+        {"max_size", ConfigType::integer, std::int64_t{100} << 20,
+         "rotate a file when it would grow past this many bytes (0 = never)", 0, {}, {}},
+        {"max_files", ConfigType::integer, std::int64_t{5}, "rotated files kept per event type",
+         0, 1000, {}},
+    }};
+  }
+
+  Status open(const SinkContext& context) {
+    directory_ = context.config.get_string("directory");
+    max_bytes_ = static_cast<std::uint64_t>(context.config.get_int("max_size"));
+    keep_ = static_cast<unsigned>(context.config.get_int("max_files"));
+    // Files are created on the first event of each type, so a quiet plugin
+    // leaves no empty files behind; but check the directory is usable now.
+    RotatingFile probe;
+    RotatingFile::Options options;
+    options.path = directory_ + "/.netwatcher-write-test";
+    if (Status s = probe.open(options); !s) return s;
+    probe.close();
+    std::remove(options.path.c_str());
+    return Status::success();
+  }
+
+  Status write(const Event& event) {
+    RotatingFile& file = file_for(*event.schema);
+    if (!file_ok_[event.schema]) {
+      if (Status s = open_file(file, *event.schema); !s) return s;
+      file_ok_[event.schema] = true;
+    }
+    row_.clear();
+    append_csv_field(row_, format_timestamp(event.timestamp_ns));
+    for (const auto& value : event.values) {
+      row_ += ',';
+      append_csv_field(row_, value_to_string(value));
+    }
+    row_ += "\r\n";
+    return file.write(row_);
+  }
+
+  Status flush() {
+    Status result;
+    for (auto& [schema, file] : files_)
+      if (Status s = file->flush(); !s) result = s;
+    return result;
+  }
+
+  Status close() {
+    Status result;
+    for (auto& [schema, file] : files_)
+      if (Status s = file->close(); !s) result = s;
+    files_.clear();
+    return result;
+  }
+
+ private:
+  RotatingFile& file_for(const EventSchema& schema) {
+    auto& slot = files_[&schema];
+    if (!slot) slot = std::make_unique<RotatingFile>();
+    return *slot;
+  }
+
+  Status open_file(RotatingFile& file, const EventSchema& schema) {
+    RotatingFile::Options options;
+    options.path = directory_ + "/" + schema.plugin + "_" + schema.name + ".csv";
+    options.max_bytes = max_bytes_;
+    options.keep = keep_;
+    options.header = [&schema] {
+      std::string header = "time";
+      for (const auto& field : schema.fields) {
+        header += ',';
+        append_csv_field(header, field.name);
+      }
+      return header + "\r\n";
+    };
+    return file.open(std::move(options));
+  }
+
+  std::string directory_;
+  std::uint64_t max_bytes_ = 0;
+  unsigned keep_ = 5;
+  std::map<const EventSchema*, std::unique_ptr<RotatingFile>> files_;
+  std::map<const EventSchema*, bool> file_ok_;
+  std::string row_;
+};
+
+}  // namespace
+
+NETWATCHER_SINK(CsvSink, "csv", "1.0.0", "RFC 4180 CSV, one file per event type, with rotation")

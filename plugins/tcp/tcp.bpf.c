@@ -52,10 +52,21 @@ static __always_inline void count(__u32 counter) {
   if (value) *value += 1;
 }
 
-static __always_inline void read_stats(const struct sock* sk, struct tcp_conn_stats* s) {
+static __always_inline void read_stats(const struct sock* sk, const struct tcp_conn_info* info,
+                                       __u32 state, struct tcp_conn_stats* s) {
   const struct tcp_sock* tp = (const struct tcp_sock*)sk;
-  s->bytes_received = BPF_CORE_READ(tp, bytes_received);
-  s->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+  __u64 received = BPF_CORE_READ(tp, bytes_received);
+  __u64 acked = BPF_CORE_READ(tp, bytes_acked);
+  /* tcp_fin() sets SOCK_DONE when the peer's FIN is consumed. */
+  unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+  if ((flags & (1UL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) && received) received--;
+  /* Our FIN counts once it is acked: everything up to write_seq (which
+   * includes the FIN) is acked in a state that sent one. */
+  bool fin_sent = state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+                  state == TCP_LAST_ACK;
+  if (fin_sent && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq) && acked) acked--;
+  s->bytes_received = received;
+  s->bytes_acked = acked > info->acked_base ? acked - info->acked_base : 0;
   s->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
   s->rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
   s->snd_cwnd = BPF_CORE_READ(tp, snd_cwnd);
@@ -73,7 +84,7 @@ static __always_inline void fill_record(struct tcp_conn_record* rec, __u64 key,
                                         __u32 state, __u64 now) {
   rec->sock = key;
   rec->info = *info;
-  read_stats(sk, &rec->stats);
+  read_stats(sk, info, state, &rec->stats);
   rec->duration_ns = info->start_ns ? now - info->start_ns : 0;
   rec->state = state;
   rec->pad = 0;
@@ -120,6 +131,7 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
     }
   }
   if (newstate == TCP_ESTABLISHED) {
+    info->acked_base = BPF_CORE_READ((const struct tcp_sock*)sk, bytes_acked);
     emit(TCP_RECORD_OPEN, key, info, sk, newstate);
   } else if (newstate == TCP_CLOSE) {
     emit(TCP_RECORD_CLOSE, key, info, sk, oldstate);
@@ -240,6 +252,7 @@ int dump_tcp(struct bpf_iter__tcp* ctx) {
   struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
   if (!info) {
     struct tcp_conn_info adopted = {};
+    /* The SYN of an adopted active open stays in bytes_acked (off by one). */
     nw_read_sock_tuple(sk, &adopted.tuple);
     adopted.tuple_valid = 1;
     if (!nw_tuple_selected(&adopted.tuple)) return 0;

@@ -34,9 +34,14 @@ struct tcp_conn_info {
   __u8 direction;
   __u8 tuple_valid;
   __u8 pad[2];
+  /* bytes_acked at ESTABLISHED: 1 for active opens (the SYN), else 0. */
+  __u32 acked_base;
+  __u32 pad2;
   char comm[NW_TASK_COMM_LEN];
 };
 
+/* Byte counts are payload only: the kernel's RFC 4898 counters also count the
+ * SYN and FIN sequence numbers, which the BPF side subtracts. */
 struct tcp_conn_stats {
   __u64 bytes_received;
   __u64 bytes_acked;

@@ -170,7 +170,22 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
     const std::string& name = hooks[h].programs[choice[h]];
     bpf_program* prog = bpf_object__find_program_by_name(object_, name.c_str());
     errno = 0;
-    bpf_link* link = bpf_program__attach(prog);
+    bpf_link* link = nullptr;
+    if (!hooks[h].iter_map.empty()) {
+      bpf_map* map = bpf_object__find_map_by_name(object_, hooks[h].iter_map.c_str());
+      if (!map) {
+        reports_[h].candidates[choice[h]].status = "no map '" + hooks[h].iter_map + "' to iterate";
+        failed_hook = hooks[h].name;
+        return Status::failure("hook '" + hooks[h].name + "': " +
+                               reports_[h].candidates[choice[h]].status);
+      }
+      union bpf_iter_link_info info = {};
+      info.map.map_fd = bpf_map__fd(map);
+      LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &info, .link_info_len = sizeof info);
+      link = bpf_program__attach_iter(prog, &opts);
+    } else {
+      link = bpf_program__attach(prog);
+    }
     if (!link) {
       int err = errno;
       reports_[h].candidates[choice[h]].status =

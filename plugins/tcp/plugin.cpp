@@ -184,7 +184,10 @@ class TcpPlugin {
          {"recv_length_btf", "recv_length_tp"}, false},
         {"sock_send_length", "owner of accepted connections (send)",
          {"send_length_btf", "send_length_tp"}, false},
-        {"tcp_iter", "live statistics of every connection for snapshots", {"dump_tcp"}, false},
+        {"tcp_adopt", "adopt connections open before start (netwatcher's netns)", {"adopt_tcp"},
+         false},
+        {"conn_table", "live statistics of tracked connections in every netns",
+         {"dump_conns"}, false, "tcp_conns"},
     };
     return d;
   }
@@ -405,20 +408,29 @@ class TcpPlugin {
     }
   }
 
-  // Live connections with statistics from the iterator; without it (older
+  // Runs the iterator behind an attached iter program and returns its output.
+  static Status run_iterator(int link, std::vector<char>& out) {
+    int fd = bpf_iter_create(link);
+    if (fd < 0) return Status::failure("bpf_iter_create: " + std::string(std::strerror(errno)));
+    char chunk[16384];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof chunk)) > 0) out.insert(out.end(), chunk, chunk + n);
+    int err = n < 0 ? errno : 0;
+    close(fd);
+    if (err) return Status::failure("reading BPF iterator: " + std::string(std::strerror(err)));
+    return Status::success();
+  }
+
+  // Live connections with statistics from the map iterator; without it (older
   // kernels), what the tracking map knows, with zero statistics.
   Status read_live_connections(std::vector<tcp_conn_record>& out) {
-    int link = host_ ? host_->link_fd("dump_tcp") : -1;
-    if (link >= 0) {
-      int fd = bpf_iter_create(link);
-      if (fd < 0) return Status::failure("bpf_iter_create: " + std::string(std::strerror(errno)));
-      std::vector<char> buffer;
-      char chunk[16384];
-      ssize_t n;
-      while ((n = read(fd, chunk, sizeof chunk)) > 0) buffer.insert(buffer.end(), chunk, chunk + n);
-      int err = n < 0 ? errno : 0;
-      close(fd);
-      if (err) return Status::failure("reading tcp iterator: " + std::string(std::strerror(err)));
+    std::vector<char> buffer;
+    if (int adopt = host_ ? host_->link_fd("adopt_tcp") : -1; adopt >= 0) {
+      if (Status s = run_iterator(adopt, buffer); !s) return s;
+    }
+    if (int table = host_ ? host_->link_fd("dump_conns") : -1; table >= 0) {
+      buffer.clear();
+      if (Status s = run_iterator(table, buffer); !s) return s;
       for (std::size_t off = 0; off + sizeof(tcp_conn_record) <= buffer.size();
            off += sizeof(tcp_conn_record)) {
         tcp_conn_record rec;

@@ -235,41 +235,50 @@ int send_length_tp(struct trace_event_raw_sock_msg_length* ctx) {
   return 0;
 }
 
-/* Snapshot of every TCP connection, run on demand by the host. Connections
- * that were open before netwatcher started are adopted here, so their close
- * is reported too. */
+/* Run before each snapshot: connections that were open before netwatcher
+ * started are adopted, so they show in the table and their close is reported.
+ * iter/tcp only walks the network namespace netwatcher runs in. */
 SEC("iter/tcp")
-int dump_tcp(struct bpf_iter__tcp* ctx) {
+int adopt_tcp(struct bpf_iter__tcp* ctx) {
   struct sock_common* skc = ctx->sk_common;
   if (!skc) return 0;
   struct tcp_sock* tp = bpf_skc_to_tcp_sock(skc);
   if (!tp) return 0; /* request and time-wait sockets */
   const struct sock* sk = (const struct sock*)tp;
   __u32 state = BPF_CORE_READ(sk, __sk_common.skc_state);
-  if (state == TCP_LISTEN || state == TCP_CLOSE) return 0;
-
+  if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT) return 0;
   __u64 key = (__u64)sk;
-  struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
-  if (!info) {
-    struct tcp_conn_info adopted = {};
-    /* The SYN of an adopted active open stays in bytes_acked (off by one). */
-    nw_read_sock_tuple(sk, &adopted.tuple);
-    adopted.tuple_valid = 1;
-    if (!nw_tuple_selected(&adopted.tuple)) return 0;
+  if (bpf_map_lookup_elem(&tcp_conns, &key)) return 0;
+  struct tcp_conn_info adopted = {};
+  nw_read_sock_tuple(sk, &adopted.tuple);
+  adopted.tuple_valid = 1;
+  /* The SYN of an adopted active open stays in bytes_acked (off by one). */
+  if (nw_tuple_selected(&adopted.tuple))
     bpf_map_update_elem(&tcp_conns, &key, &adopted, BPF_NOEXIST);
-    info = bpf_map_lookup_elem(&tcp_conns, &key);
-    if (!info) return 0; /* map full: still not tracked */
-  }
-  if (!info->tuple_valid) return 0; /* SYN_SENT: no local port yet */
+  return 0;
+}
 
+/* The connection table: every tracked connection, in every network
+ * namespace, with statistics read from its socket now. Entries are deleted
+ * when their socket closes or is destroyed, so each key is a live socket. */
+SEC("iter/bpf_map_elem")
+int dump_conns(struct bpf_iter__bpf_map_elem* ctx) {
+  __u64* key = ctx->key;
+  struct tcp_conn_info* value = ctx->value;
+  if (!key || !value) return 0;
+  if (!value->tuple_valid) return 0; /* SYN_SENT: no local port yet */
   __u32 zero = 0;
   struct tcp_conn_record* rec = bpf_map_lookup_elem(&tcp_scratch, &zero);
   if (!rec) return 0;
+  struct tcp_conn_info info;
+  __builtin_memcpy(&info, value, sizeof(info));
+  const struct sock* sk = (const struct sock*)*key;
+  __u32 state = BPF_CORE_READ(sk, __sk_common.skc_state);
   __u64 now = bpf_ktime_get_ns();
   rec->hdr.type = TCP_RECORD_SNAPSHOT;
   rec->hdr.size = sizeof(*rec);
   rec->hdr.timestamp_ns = now;
-  fill_record(rec, key, info, sk, state, now);
+  fill_record(rec, *key, &info, sk, state, now);
   bpf_seq_write(ctx->meta->seq, rec, sizeof(*rec));
   return 0;
 }

@@ -51,6 +51,9 @@ struct HookSpec {
   std::string description;
   std::vector<std::string> programs;  // candidate program names, preferred first
   bool required = true;               // plugin is disabled if a required hook fails
+  // For `iter/bpf_map_elem` programs: the name of the map (in the same object)
+  // the iterator walks. Empty for every other program type.
+  std::string iter_map;
 };
 
 struct PluginDescription {

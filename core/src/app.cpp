@@ -455,6 +455,16 @@ int run(int argc, char** argv) {
     return 2;
   }
 
+  if (enabled.empty() && !options.list_plugins) {
+    spdlog::critical("no plugin is enabled in {}: add a [plugins.<name>] section (found: {})",
+                     config.path, [&] {
+                       std::string names;
+                       for (const auto& r : runtimes) names += (names.empty() ? "" : ", ") + r->name();
+                       return names.empty() ? std::string("none") : names;
+                     }());
+    return 2;
+  }
+
   std::vector<std::pair<const Component*, SinkDescription>> sink_types;
   for (const auto& component : discovery.sinks) {
     std::string error;
@@ -464,6 +474,48 @@ int run(int argc, char** argv) {
       continue;
     }
     sink_types.emplace_back(&component, sink->describe());
+  }
+
+  struct SinkPlan {
+    const Component* component;
+    SinkContext context;
+    std::optional<std::set<std::string>> routed;
+  };
+  std::vector<SinkPlan> sink_plans;
+  try {
+    for (const auto& section : config.sinks) {
+      auto type = std::find_if(sink_types.begin(), sink_types.end(),
+                               [&](const auto& t) { return t.first->name == section.type; });
+      if (type == sink_types.end()) {
+        std::string known;
+        for (const auto& t : sink_types) known += (known.empty() ? "" : ", ") + t.first->name;
+        throw ConfigError(config.where(section.table ? section.table->get("type") : nullptr) +
+                          ": unknown sink type '" + section.type + "' (found: " +
+                          (known.empty() ? "none" : known) + ")");
+      }
+      SinkPlan plan{type->first, {}, std::nullopt};
+      plan.context.instance = section.instance;
+      plan.context.config = validate_keys(config, section.table_path, section.table,
+                                          type->second.config, {"type", "name", "plugins"});
+      if (section.plugins) {
+        plan.routed.emplace();
+        for (const auto& name : *section.plugins) {
+          bool known = std::any_of(runtimes.begin(), runtimes.end(),
+                                   [&](const auto& r) { return r->name() == name; });
+          if (!known)
+            throw ConfigError(config.where(section.table->get("plugins")) + ": key '" +
+                              section.table_path + ".plugins' names unknown plugin '" + name + "'");
+          plan.routed->insert(name);
+        }
+      }
+      for (ProbeRuntime* runtime : enabled)
+        if (!plan.routed || plan.routed->count(runtime->name()))
+          for (const auto& schema : runtime->schemas()) plan.context.schemas.push_back(schema.get());
+      sink_plans.push_back(std::move(plan));
+    }
+  } catch (const ConfigError& e) {
+    spdlog::critical("config error: {}", e.what());
+    return 2;
   }
 
   if (options.list_plugins) {
@@ -504,42 +556,14 @@ int run(int argc, char** argv) {
     return store.snapshot();
   };
   try {
-    for (const auto& section : config.sinks) {
-      auto type = std::find_if(sink_types.begin(), sink_types.end(),
-                               [&](const auto& t) { return t.first->name == section.type; });
-      if (type == sink_types.end()) {
-        std::string known;
-        for (const auto& t : sink_types) known += (known.empty() ? "" : ", ") + t.first->name;
-        throw ConfigError(config.where(section.table ? section.table->get("type") : nullptr) +
-                          ": unknown sink type '" + section.type + "' (found: " +
-                          (known.empty() ? "none" : known) + ")");
-      }
-      SinkContext context;
-      context.instance = section.instance;
-      context.config = validate_keys(config, section.table_path, section.table,
-                                     type->second.config, {"type", "name", "plugins"});
-      std::optional<std::set<std::string>> routed;
-      if (section.plugins) {
-        routed.emplace();
-        for (const auto& name : *section.plugins) {
-          bool known = std::any_of(runtimes.begin(), runtimes.end(),
-                                   [&](const auto& r) { return r->name() == name; });
-          if (!known)
-            throw ConfigError(config.where(section.table->get("plugins")) + ": key '" +
-                              section.table_path + ".plugins' names unknown plugin '" + name + "'");
-          routed->insert(name);
-        }
-      }
-      for (ProbeRuntime* runtime : enabled)
-        if (!routed || routed->count(runtime->name()))
-          for (const auto& schema : runtime->schemas()) context.schemas.push_back(schema.get());
-      context.metrics = metrics_source;
+    for (auto& plan : sink_plans) {
+      plan.context.metrics = metrics_source;
       std::string error;
-      auto sink = create_sink(*type->first, error);
+      auto sink = create_sink(*plan.component, error);
       if (!sink) throw ConfigError(error);
-      auto worker = std::make_unique<SinkWorker>(section.instance, std::move(sink), routed,
-                                                 config.settings.sink_queue_capacity);
-      if (Status s = worker->start(context); !s) throw ConfigError(s.message());
+      auto worker = std::make_unique<SinkWorker>(plan.context.instance, std::move(sink),
+                                                 plan.routed, config.settings.sink_queue_capacity);
+      if (Status s = worker->start(plan.context); !s) throw ConfigError(s.message());
       bus.add(std::move(worker));
     }
   } catch (const ConfigError& e) {

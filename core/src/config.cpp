@@ -53,11 +53,11 @@ ConfigValue convert(const Config& config, const std::string& full_key, const tom
          "key '" + full_key + "' must be " + config_type_name(key.type) + ", got " +
              toml_type_name(node));
   };
-  auto check_range = [&](std::int64_t v) {
+  auto check_range = [&](std::int64_t v, const toml::node& at) {
     if ((key.min && v < *key.min) || (key.max && v > *key.max)) {
       std::string range = "[" + (key.min ? std::to_string(*key.min) : std::string("-inf")) +
                           ", " + (key.max ? std::to_string(*key.max) : std::string("inf")) + "]";
-      fail(config, &node,
+      fail(config, &at,
            "key '" + full_key + "' is " + std::to_string(v) + ", expected a value in " + range);
     }
   };
@@ -68,7 +68,7 @@ ConfigValue convert(const Config& config, const std::string& full_key, const tom
     case ConfigType::integer: {
       if (!node.is_integer()) type_error();
       std::int64_t v = node.as_integer()->get();
-      check_range(v);
+      check_range(v, node);
       return v;
     }
     case ConfigType::floating:
@@ -105,7 +105,7 @@ ConfigValue convert(const Config& config, const std::string& full_key, const tom
           fail(config, &item, "key '" + full_key + "' must contain only integers, got " +
                                   toml_type_name(item));
         std::int64_t v = item.as_integer()->get();
-        check_range(v);
+        check_range(v, item);
         out.push_back(v);
       }
       return out;

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+#include <charconv>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -56,9 +57,10 @@ void append_double(std::string& out, double v) {
     out += "null";
     return;
   }
+  // Shortest text that reads back as the same double: 1e-06, not 9.99...e-07.
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  out += buf;
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, ec == std::errc() ? end : buf);
 }
 
 }  // namespace

@@ -31,6 +31,29 @@ bool right_aligned(const FieldSchema& field) {
          field.type == FieldType::f64;
 }
 
+// A table row must stay on one line whatever the value holds: control
+// characters and backslashes are written as C-style escapes.
+std::string printable(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text) {
+    switch (c) {
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7F) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\x%02x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out;
+}
+
 void append_cell(std::string& out, const std::string& text, int width, bool right) {
   int pad = std::max<int>(0, width - static_cast<int>(text.size()));
   if (right) out.append(pad, ' ');
@@ -81,7 +104,7 @@ class StdoutSink {
     std::string time = format_timestamp(event.timestamp_ns).substr(11, 12);
     append_cell(line_, time, 12, false);
     for (std::size_t i = 0; i < schema.fields.size() && i < event.values.size(); ++i) {
-      std::string cell = value_to_string(event.values[i]);
+      std::string cell = printable(value_to_string(event.values[i]));
       if (cell.empty()) cell = "-";
       line_ += ' ';
       append_cell(line_, cell, column_width(schema.fields[i]), right_aligned(schema.fields[i]));

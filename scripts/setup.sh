@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what a Debian 12 machine lacks for netwatcher, then configures and
+# builds it into build/. Idempotent: a second run only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config clang llvm
+  libbpf-dev bpftool libelf-dev zlib1g-dev
+  libboost-dev libboost-program-options-dev
+  libtomlplusplus-dev libspdlog-dev libfmt-dev
+  libgtest-dev
+  # used by the tests and bench/: namespaces, traffic, firewall rules
+  iproute2 iperf3 nftables python3 procps
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "netwatcher setup: missing packages: ${missing[*]}; run as root (sudo) to install them" >&2
+    exit 1
+  fi
+  echo "netwatcher setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build_type=${NETWATCHER_BUILD_TYPE:-RelWithDebInfo}
+cmake -S . -B build -DCMAKE_BUILD_TYPE="$build_type" ${NETWATCHER_CMAKE_ARGS:-} >/dev/null
+cmake --build build -j"$(nproc)"

@@ -1,0 +1,186 @@
+#include "harness.hpp"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <filesystem>
+#include <stdexcept>
+#include <thread>
+
+namespace nwtest {
+
+namespace {
+
+void must(const std::string& command) {
+  auto r = run(command);
+  if (r.exit_code != 0) throw std::runtime_error(command + " failed: " + r.output);
+}
+
+bool wait_for(const std::function<bool()>& condition, int timeout_ms) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
+const std::string kPeers = std::string(NW_SOURCE_DIR) + "/tests/integration/tcp_peers.py";
+
+}  // namespace
+
+TwoHosts::TwoHosts() {
+  run("ip netns del nwt-cli 2>/dev/null; ip netns del nwt-srv 2>/dev/null");
+  must("ip netns add nwt-cli && ip netns add nwt-srv");
+  must("ip link add nwt-c0 netns nwt-cli type veth peer name nwt-s0 netns nwt-srv");
+  for (auto [ns, dev, v4, v6] : {std::tuple{"nwt-cli", "nwt-c0", "10.77.0.1/24", "fd77::1/64"},
+                                 std::tuple{"nwt-srv", "nwt-s0", "10.77.0.2/24", "fd77::2/64"}}) {
+    std::string in = std::string("ip -n ") + ns + " ";
+    must(in + "link set lo up");
+    must(in + "addr add " + v4 + " dev " + dev);
+    must(in + "addr add " + v6 + " dev " + dev + " nodad");
+    must(in + "link set " + dev + " up");
+  }
+}
+
+TwoHosts::~TwoHosts() { run("ip netns del nwt-cli; ip netns del nwt-srv"); }
+
+Process::Process(const std::vector<std::string>& argv, const std::string& output_file) {
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork failed");
+  if (pid_ == 0) {
+    int fd = open(output_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    setpgid(0, 0);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+}
+
+Process::~Process() {
+  if (pid_ > 0) stop(3000);
+}
+
+int Process::stop(int timeout_ms) {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  bool done = wait_for([&] { return waitpid(pid_, &status, WNOHANG) == pid_; }, timeout_ms);
+  if (!done) {
+    kill(-pid_, SIGKILL);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+  }
+  pid_ = -1;
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return -WTERMSIG(status);
+}
+
+TcpServer::TcpServer(const std::string& netns, const std::vector<int>& ports, const TempDir& dir) {
+  std::string pidfile = dir.file("server.pid"), ready = dir.file("server.ready");
+  std::vector<std::string> argv = {"ip", "netns", "exec", netns, "/usr/bin/python3", kPeers,
+                                   "server", "--pidfile", pidfile, "--ready", ready};
+  for (int port : ports) argv.push_back(std::to_string(port));
+  process_ = std::make_unique<Process>(argv, dir.file("server.log"));
+  if (!wait_for([&] { return std::filesystem::exists(ready); }, 10000))
+    throw std::runtime_error("test server did not start: " + read_file(dir.file("server.log")));
+  pid_ = std::stoi(read_file(pidfile));
+}
+
+std::vector<ClientConnection> run_client(const std::string& netns, const std::string& host,
+                                         int port, const std::vector<int>& sizes) {
+  std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kPeers + " client " +
+                        host + " " + std::to_string(port);
+  for (int size : sizes) command += " " + std::to_string(size);
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error("client failed: " + result.output);
+  std::vector<ClientConnection> out;
+  for (const auto& line : parse_json_lines(result.output))
+    out.push_back({line["pid"].u64(), line["sport"].u64(), line["dport"].u64(),
+                   line["sent"].u64(), line["received"].u64()});
+  return out;
+}
+
+HeldConnection::HeldConnection(const std::string& netns, const std::string& host, int port,
+                               int size, double seconds, const TempDir& dir) {
+  std::string out = dir.file("hold.log");
+  process_ = std::make_unique<Process>(
+      std::vector<std::string>{"ip", "netns", "exec", netns, "/usr/bin/python3", kPeers, "hold",
+                               host, std::to_string(port), std::to_string(size),
+                               std::to_string(seconds)},
+      out);
+  if (!wait_for([&] { return read_file(out).find('\n') != std::string::npos; }, 10000))
+    throw std::runtime_error("held connection did not start: " + read_file(out));
+  Json line = parse_json_lines(read_file(out)).at(0);
+  info_ = {line["pid"].u64(), line["sport"].u64(), line["dport"].u64(), line["sent"].u64(), 0};
+}
+
+Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,
+                       const std::vector<std::string>& extra_args) {
+  std::string config = dir.file("netwatcher.toml");
+  write_file(config, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
+                         config_toml);
+  log_ = dir.file("netwatcher.log");
+  std::vector<std::string> argv = {NW_BINARY, "--config", config};
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  process_ = std::make_unique<Process>(argv, log_);
+  if (!wait_for([&] { return read_file(log_).find(" running: ") != std::string::npos; }, 15000))
+    throw std::runtime_error("netwatcher did not start: " + read_file(log_));
+}
+
+Netwatcher::~Netwatcher() = default;
+
+int Netwatcher::stop() { return process_->stop(); }
+
+std::string sink_config_json(const std::string& path) {
+  return "[[sinks]]\ntype = \"json\"\npath = \"" + path + "\"\n";
+}
+
+std::string tcp_config(const std::string& path, const std::string& keys) {
+  return "[plugins.tcp]\n" + keys + sink_config_json(path);
+}
+
+std::vector<Json> events_of(const std::vector<Json>& all, const std::string& event) {
+  std::vector<Json> out;
+  for (const auto& e : all)
+    if (e["event"].str() == event) out.push_back(e);
+  return out;
+}
+
+std::string http_get(int port, const std::string& path) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port));
+  }
+  std::string request = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n";
+  send(fd, request.data(), request.size(), 0);
+  std::string response;
+  char buf[8192];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) response.append(buf, n);
+  close(fd);
+  auto body = response.find("\r\n\r\n");
+  if (response.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos)
+    throw std::runtime_error("bad HTTP response: " + response.substr(0, 200));
+  return response.substr(body + 4);
+}
+
+}  // namespace nwtest

@@ -1,0 +1,100 @@
+// Namespaces, peers and a netwatcher process for the integration tests.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+namespace nwtest {
+
+// Skips (outside CI) or fails (CI=true) when not root.
+#define NW_REQUIRE_ROOT()                                                        \
+  do {                                                                           \
+    if (!::nwtest::is_root()) {                                                  \
+      if (::nwtest::in_ci()) FAIL() << "integration tests must run as root in CI"; \
+      GTEST_SKIP() << "needs root";                                              \
+    }                                                                            \
+  } while (0)
+
+// Two namespaces joined by a veth pair:
+//   nwt-cli  nwt-c0  10.77.0.1/24  fd77::1/64
+//   nwt-srv  nwt-s0  10.77.0.2/24  fd77::2/64
+class TwoHosts {
+ public:
+  TwoHosts();
+  ~TwoHosts();
+  static constexpr const char* kClient = "nwt-cli";
+  static constexpr const char* kServer = "nwt-srv";
+};
+
+// A background process; killed (SIGTERM, then SIGKILL) when destroyed.
+class Process {
+ public:
+  Process(const std::vector<std::string>& argv, const std::string& output_file);
+  ~Process();
+  pid_t pid() const { return pid_; }
+  // SIGTERM and wait; returns the exit status (or -signal).
+  int stop(int timeout_ms = 10000);
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// The TCP peers of tcp_peers.py.
+class TcpServer {
+ public:
+  TcpServer(const std::string& netns, const std::vector<int>& ports, const TempDir& dir);
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::unique_ptr<Process> process_;
+  pid_t pid_ = 0;
+};
+
+struct ClientConnection {
+  std::uint64_t pid, sport, dport, sent, received;
+};
+std::vector<ClientConnection> run_client(const std::string& netns, const std::string& host,
+                                         int port, const std::vector<int>& sizes);
+
+// A connection held open in the background (tcp_peers.py hold); returns once
+// it is connected.
+class HeldConnection {
+ public:
+  HeldConnection(const std::string& netns, const std::string& host, int port, int size,
+                 double seconds, const TempDir& dir);
+  const ClientConnection& info() const { return info_; }
+
+ private:
+  std::unique_ptr<Process> process_;
+  ClientConnection info_{};
+};
+
+// netwatcher with a config file; waits until it reports running.
+class Netwatcher {
+ public:
+  Netwatcher(const TempDir& dir, const std::string& config_toml,
+             const std::vector<std::string>& extra_args = {});
+  ~Netwatcher();
+  int stop();
+  const std::string& log_path() const { return log_; }
+  std::string log() const { return read_file(log_); }
+
+ private:
+  std::unique_ptr<Process> process_;
+  std::string log_;
+};
+
+std::string sink_config_json(const std::string& path);
+// [plugins.tcp] with `keys`, then a JSON sink writing to `path`.
+std::string tcp_config(const std::string& path, const std::string& keys = "");
+// Events of one type from a JSON Lines file.
+std::vector<Json> events_of(const std::vector<Json>& all, const std::string& event);
+// HTTP GET on 127.0.0.1:port, body only; throws on failure.
+std::string http_get(int port, const std::string& path);
+
+}  // namespace nwtest

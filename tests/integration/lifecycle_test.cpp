@@ -1,0 +1,79 @@
+// Start-up, --check and shutdown against the real kernel.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+class Lifecycle : public ::testing::Test {
+ protected:
+  void SetUp() override { NW_REQUIRE_ROOT(); }
+  TempDir dir_;
+};
+
+TEST_F(Lifecycle, CheckReportsKernelFeaturesAndAttachableHooks) {
+  auto result = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
+                    NW_SOURCE_DIR + "/netwatcher.toml --check");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("BTF             yes"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("ring buffer     yes"), std::string::npos);
+  EXPECT_NE(result.output.find("plugin tcp: ok"), std::string::npos);
+  EXPECT_NE(result.output.find("hook inet_sock_set_state: ok via "), std::string::npos);
+}
+
+TEST_F(Lifecycle, CheckFailsWhenAConfiguredPluginCannotRun) {
+  write_file(dir_.file("c.toml"), "[plugins.wrong_major]\nenabled = true\n[plugins.tcp]\n");
+  auto result = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --plugin-dir " +
+                    NW_FIXTURE_DIR + " --config " + dir_.file("c.toml") + " --check");
+  EXPECT_EQ(result.exit_code, 1) << result.output;
+  EXPECT_NE(result.output.find("plugin wrong_major: CANNOT RUN (refused by the loader)"),
+            std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("ABI major version mismatch"), std::string::npos);
+  EXPECT_NE(result.output.find("plugin tcp: ok"), std::string::npos);
+}
+
+TEST_F(Lifecycle, MountsTracefsWhenItIsMissing) {
+  run("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null");
+  ASSERT_NE(run("test -e /sys/kernel/tracing/events").exit_code, 0)
+      << "tracefs is still mounted; cannot test mounting it";
+  auto result = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
+                    NW_SOURCE_DIR + "/netwatcher.toml --check");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("(mounted by netwatcher)"), std::string::npos) << result.output;
+  EXPECT_EQ(run("test -e /sys/kernel/tracing/events/sock/inet_sock_set_state/id").exit_code, 0);
+}
+
+TEST_F(Lifecycle, SigtermDetachesEveryProgramAndFlushesSinks) {
+  {
+    Netwatcher nw(dir_, tcp_config(dir_.file("e.jsonl")));
+    EXPECT_NE(run("bpftool prog show").output.find("set_state_btf"), std::string::npos);
+    EXPECT_EQ(nw.stop(), 0) << nw.log();
+    EXPECT_NE(nw.log().find("shutting down"), std::string::npos);
+  }
+  // The kernel frees programs asynchronously once their last link and fd are gone.
+  std::string after;
+  for (int i = 0; i < 100; ++i) {
+    after = run("bpftool prog show | grep -c set_state_btf").output;
+    if (after == "0\n") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(after, "0\n");
+}
+
+TEST_F(Lifecycle, BrokenSinkStopsStartUpWithAClearError) {
+  std::string config = dir_.file("b.toml");
+  write_file(config, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) +
+                         "\"]\n[plugins.tcp]\n[[sinks]]\ntype = \"csv\"\ndirectory = \"/proc/nope\"\n");
+  auto result = run(std::string(NW_BINARY) + " --config " + config + " --duration 1");
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("sink 'csv': cannot open '/proc/nope/.netwatcher-write-test': No such file or directory"), std::string::npos)
+      << result.output;
+}
+
+}  // namespace

@@ -1,0 +1,239 @@
+// The real netwatcher binary, the real kernel, real TCP traffic between two
+// network namespaces; assertions on the events it wrote.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <set>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(500)); }
+
+const Json* find_close(const std::vector<Json>& closes, const std::string& direction,
+                       std::uint64_t sport, std::uint64_t dport) {
+  for (const auto& e : closes) {
+    const auto& f = e["fields"];
+    if (f["direction"].str() == direction && f["sport"].u64() == sport && f["dport"].u64() == dport)
+      return &e;
+  }
+  return nullptr;
+}
+
+class Tcp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NW_REQUIRE_ROOT();
+    hosts_ = std::make_unique<TwoHosts>();
+  }
+  std::vector<Json> events() { return parse_json_lines(read_file(dir_.file("events.jsonl"))); }
+
+  TempDir dir_;
+  std::unique_ptr<TwoHosts> hosts_;
+};
+
+TEST_F(Tcp, Ipv4ConnectionsReportOwnersTuplesStatesAndExactBytes) {
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl"), "extra = true\n"));
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  const std::vector<int> sizes = {1000, 2001, 30002, 400003, 5};
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, sizes);
+  ASSERT_EQ(clients.size(), sizes.size());
+  settle();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  auto all = events();
+  auto opens = events_of(all, "tcp_open");
+  auto closes = events_of(all, "tcp_close");
+  for (const auto& c : clients) {
+    SCOPED_TRACE("client port " + std::to_string(c.sport));
+    const Json* client = find_close(closes, "client", c.sport, 5000);
+    ASSERT_NE(client, nullptr) << nw.log();
+    const auto& cf = (*client)["fields"];
+    EXPECT_EQ(cf["pid"].u64(), c.pid);
+    EXPECT_EQ(cf["comm"].str(), "python3");
+    EXPECT_EQ(cf["family"].str(), "ipv4");
+    EXPECT_EQ(cf["saddr"].str(), "10.77.0.1");
+    EXPECT_EQ(cf["daddr"].str(), "10.77.0.2");
+    EXPECT_EQ(cf["bytes_acked"].u64(), c.sent);
+    EXPECT_EQ(cf["bytes_received"].u64(), c.received);
+    EXPECT_EQ(cf["state"].str(), "FIN_WAIT2");  // then TIME_WAIT, which closes the socket
+    EXPECT_GT(cf["duration_us"].u64(), 0u);
+    EXPECT_LT(cf["duration_us"].u64(), 10000000u);
+    EXPECT_GT(cf["srtt_us"].u64(), 0u);
+    EXPECT_GT(cf["cwnd"].u64(), 0u);
+
+    const Json* served = find_close(closes, "server", 5000, c.sport);
+    ASSERT_NE(served, nullptr);
+    const auto& sf = (*served)["fields"];
+    EXPECT_EQ(sf["pid"].u64(), static_cast<std::uint64_t>(server.pid()));
+    EXPECT_EQ(sf["saddr"].str(), "10.77.0.2");
+    EXPECT_EQ(sf["daddr"].str(), "10.77.0.1");
+    EXPECT_EQ(sf["bytes_received"].u64(), c.sent);
+    EXPECT_EQ(sf["bytes_acked"].u64(), c.received);
+    EXPECT_EQ(sf["state"].str(), "LAST_ACK");
+  }
+  std::size_t client_opens = 0, server_opens = 0;
+  for (const auto& e : opens) {
+    const auto& f = e["fields"];
+    if (f["direction"].str() == "client" && f["dport"].u64() == 5000) ++client_opens;
+    if (f["direction"].str() == "server" && f["sport"].u64() == 5000) ++server_opens;
+  }
+  EXPECT_EQ(client_opens, sizes.size());
+  EXPECT_EQ(server_opens, sizes.size());
+}
+
+TEST_F(Tcp, Ipv6ConnectionsAreReported) {
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")));
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  auto clients = run_client(TwoHosts::kClient, "fd77::2", 5000, {777});
+  settle();
+  ASSERT_EQ(nw.stop(), 0);
+  auto closes = events_of(events(), "tcp_close");
+  const Json* client = find_close(closes, "client", clients.at(0).sport, 5000);
+  ASSERT_NE(client, nullptr);
+  const auto& f = (*client)["fields"];
+  EXPECT_EQ(f["family"].str(), "ipv6");
+  EXPECT_EQ(f["saddr"].str(), "fd77::1");
+  EXPECT_EQ(f["daddr"].str(), "fd77::2");
+  EXPECT_EQ(f["bytes_acked"].u64(), 777u);
+  EXPECT_FALSE(f.has("srtt_us"));  // extra is off
+}
+
+TEST_F(Tcp, SnapshotsShowLiveConnectionsWithCurrentStatistics) {
+  Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +
+                          tcp_config(dir_.file("events.jsonl"), "extra = true\n"));
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  HeldConnection held(TwoHosts::kClient, "10.77.0.2", 5000, 12345, 3.0, dir_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  ASSERT_EQ(nw.stop(), 0);
+  const Json* client_row = nullptr;
+  const Json* server_row = nullptr;
+  const auto rows = events_of(events(), "tcp_conn");
+  for (const auto& e : rows) {
+    const auto& f = e["fields"];
+    if (f["direction"].str() == "client" && f["sport"].u64() == held.info().sport) client_row = &e;
+    if (f["direction"].str() == "server" && f["dport"].u64() == held.info().sport) server_row = &e;
+  }
+  ASSERT_NE(client_row, nullptr) << nw.log();
+  ASSERT_NE(server_row, nullptr);
+  const auto& c = (*client_row)["fields"];
+  EXPECT_EQ(c["state"].str(), "ESTABLISHED");
+  EXPECT_EQ(c["pid"].u64(), held.info().pid);
+  EXPECT_EQ(c["bytes_acked"].u64(), 12345u);
+  EXPECT_GT(c["srtt_us"].u64(), 0u);
+  EXPECT_GT(c["duration_us"].u64(), 500000u);
+  const auto& s = (*server_row)["fields"];
+  EXPECT_EQ(s["bytes_received"].u64(), 12345u);
+  EXPECT_EQ(s["pid"].u64(), static_cast<std::uint64_t>(server.pid()));
+}
+
+TEST_F(Tcp, AllConnKeepsClosedConnectionsInTheTable) {
+  for (bool all_conn : {false, true}) {
+    SCOPED_TRACE(all_conn ? "with -a" : "without -a");
+    TempDir dir;
+    std::vector<std::string> args;
+    if (all_conn) args.push_back("-a");
+    // Keys before any table header land in [netwatcher].
+    Netwatcher nw(dir, "snapshot_interval = 0.2\n" + tcp_config(dir.file("events.jsonl")), args);
+    TcpServer server(TwoHosts::kServer, {5000}, dir);
+    HeldConnection held(TwoHosts::kClient, "10.77.0.2", 5000, 10, 3.0, dir);
+    auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {100, 200});
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));
+    ASSERT_EQ(nw.stop(), 0);
+    auto snapshots = events_of(parse_json_lines(read_file(dir.file("events.jsonl"))), "tcp_conn");
+    std::set<std::uint64_t> closed_ports, live_ports;
+    for (const auto& e : snapshots) {
+      const auto& f = e["fields"];
+      if (f["direction"].str() != "client") continue;
+      (f["state"].str() == "CLOSE" ? closed_ports : live_ports).insert(f["sport"].u64());
+    }
+    EXPECT_TRUE(live_ports.count(held.info().sport)) << nw.log();
+    EXPECT_EQ(closed_ports.count(clients[0].sport) + closed_ports.count(clients[1].sport),
+              all_conn ? 2u : 0u);
+  }
+}
+
+TEST_F(Tcp, PortFiltersDropOtherConnectionsInTheKernel) {
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")), {"-d", "5001"});
+  TcpServer server(TwoHosts::kServer, {5000, 5001}, dir_);
+  auto to_5000 = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {10, 20});
+  auto to_5001 = run_client(TwoHosts::kClient, "10.77.0.2", 5001, {30, 40});
+  settle();
+  ASSERT_EQ(nw.stop(), 0);
+  auto all = events();
+  ASSERT_FALSE(all.empty());
+  for (const auto& e : all) {
+    if (e["plugin"].str() == "tcp") {
+      EXPECT_EQ(e["fields"]["dport"].u64(), 5001u) << e["event"].str();
+    }
+  }
+  auto closes = events_of(all, "tcp_close");
+  for (const auto& c : to_5001) EXPECT_NE(find_close(closes, "client", c.sport, 5001), nullptr);
+  for (const auto& c : to_5000) EXPECT_EQ(find_close(closes, "client", c.sport, 5000), nullptr);
+}
+
+TEST_F(Tcp, PidFilterKeepsOnlyThatProcess) {
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")),
+                {"-p", std::to_string(server.pid())});
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {50, 60, 70});
+  settle();
+  ASSERT_EQ(nw.stop(), 0);
+  auto closes = events_of(events(), "tcp_close");
+  EXPECT_EQ(closes.size(), clients.size());
+  for (const auto& e : closes) {
+    EXPECT_EQ(e["fields"]["pid"].u64(), static_cast<std::uint64_t>(server.pid()));
+    EXPECT_EQ(e["fields"]["direction"].str(), "server");
+  }
+}
+
+TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")));
+  auto result = run("ip netns exec nwt-cli /usr/bin/python3 -c \"import socket\n"
+                    "try:\n  socket.create_connection(('10.77.0.2', 5999), timeout=5)\n"
+                    "except ConnectionRefusedError:\n  print('refused')\"");
+  EXPECT_NE(result.output.find("refused"), std::string::npos) << result.output;
+  settle();
+  ASSERT_EQ(nw.stop(), 0);
+  bool found = false;
+  for (const auto& e : events_of(events(), "tcp_close")) {
+    const auto& f = e["fields"];
+    if (f["dport"].u64() == 5999) {
+      found = true;
+      EXPECT_EQ(f["state"].str(), "SYN_SENT");
+      EXPECT_EQ(f["direction"].str(), "client");
+      EXPECT_EQ(f["bytes_acked"].u64(), 0u);
+    }
+  }
+  EXPECT_TRUE(found);
+  EXPECT_TRUE(events_of(events(), "tcp_open").empty());
+}
+
+TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
+  Netwatcher nw(dir_,
+                tcp_config(dir_.file("events.jsonl")) +
+                    "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:41499\"\n");
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  run_client(TwoHosts::kClient, "10.77.0.2", 5000, {1, 2, 3});
+  settle();
+  std::string text = http_get(41499, "/metrics");
+  PromText parsed;
+  ASSERT_NO_THROW(parsed = parse_prometheus(text)) << text;
+  EXPECT_EQ(parsed.families["netwatcher_tcp_connections_opened_total"].type, "counter");
+  EXPECT_GE(parsed.value("netwatcher_tcp_connections_opened_total", {{"direction", "client"}}).value_or(0), 3);
+  EXPECT_GE(parsed.value("netwatcher_tcp_connections_closed_total", {{"direction", "server"}}).value_or(0), 3);
+  EXPECT_EQ(parsed.value("netwatcher_plugin_up", {{"plugin", "tcp"}}), 1);
+  EXPECT_EQ(parsed.value("netwatcher_events_lost_total", {{"plugin", "tcp"}}), 0);
+  EXPECT_EQ(parsed.value("netwatcher_plugin_hook_attached",
+                         {{"plugin", "tcp"}, {"hook", "inet_sock_set_state"}, {"program", "set_state_btf"}}),
+            1);
+  EXPECT_GE(parsed.value("netwatcher_events_total", {{"plugin", "tcp"}, {"event", "tcp_close"}}).value_or(0), 6);
+  EXPECT_EQ(parsed.value("netwatcher_sink_dropped_total", {{"sink", "json"}}), 0);
+  ASSERT_EQ(nw.stop(), 0);
+}
+
+}  // namespace

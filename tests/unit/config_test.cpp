@@ -1,0 +1,166 @@
+#include <gtest/gtest.h>
+
+#include "config.hpp"
+#include "test_support.hpp"
+
+using namespace netwatcher;
+using namespace netwatcher::host;
+
+namespace {
+
+// Loads `text` from a file called t.toml and returns the error, or "" if none.
+std::string config_error(const std::string& text, std::string* path_out = nullptr) {
+  static nwtest::TempDir dir;
+  std::string path = dir.file("t.toml");
+  nwtest::write_file(path, text);
+  if (path_out) *path_out = path;
+  try {
+    load_config(path);
+  } catch (const ConfigError& e) {
+    std::string message = e.what();
+    // Make messages independent of the temp directory.
+    if (message.rfind(path, 0) == 0) message = "t.toml" + message.substr(path.size());
+    return message;
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, ValidFileLoadsWithDefaults) {
+  std::string path;
+  EXPECT_EQ(config_error("[netwatcher]\nsnapshot_interval = 2\n[plugins.tcp]\nextra = true\n"
+                         "[[sinks]]\ntype = \"json\"\n[[sinks]]\ntype = \"json\"\nname = \"two\"\n",
+                         &path),
+            "");
+  Config config = load_config(path);
+  EXPECT_DOUBLE_EQ(config.settings.snapshot_interval_s, 2.0);
+  EXPECT_EQ(config.settings.ring_buffer_bytes, 262144u);
+  EXPECT_TRUE(config.plugins.at("tcp").enabled);
+  ASSERT_EQ(config.sinks.size(), 2u);
+  EXPECT_EQ(config.sinks[0].instance, "json");
+  EXPECT_EQ(config.sinks[1].instance, "two");
+}
+
+TEST(Config, SyntaxErrorNamesLineAndColumn) {
+  EXPECT_EQ(config_error("[netwatcher]\nlog_level = \n"),
+            "t.toml:2:13: Error while parsing key-value pair: expected value, saw '\\n'");
+}
+
+TEST(Config, UnknownKeyNamesFileLineAndKey) {
+  EXPECT_EQ(config_error("[netwatcher]\nlog_level = \"info\"\nsnapshot = 3\n"),
+            "t.toml:3:1: unknown key 'netwatcher.snapshot' (known: plugin_dirs, log_level, "
+            "snapshot_interval, ring_buffer_size, sink_queue_size)");
+}
+
+TEST(Config, UnknownTopLevelTable) {
+  EXPECT_EQ(config_error("[sink]\ntype = \"json\"\n"),
+            "t.toml:1:2: unknown key '<top level>.sink' (known: netwatcher, filter, plugins, sinks)");
+}
+
+TEST(Config, WrongTypeNamesExpectedType) {
+  EXPECT_EQ(config_error("[netwatcher]\nsnapshot_interval = \"fast\"\n"),
+            "t.toml:2:21: key 'netwatcher.snapshot_interval' must be a number, got string");
+  EXPECT_EQ(config_error("[plugins.tcp]\nenabled = \"yes\"\n"),
+            "t.toml:2:11: key 'plugins.tcp.enabled' must be a boolean, got string");
+}
+
+TEST(Config, OutOfRangeAndBadChoices) {
+  EXPECT_EQ(config_error("[filter]\nsport = [80, 70000]\n"),
+            "t.toml:2:14: key 'filter.sport' is 70000, expected a value in [1, 65535]");
+  EXPECT_EQ(config_error("[filter]\nfamily = \"ipx\"\n"),
+            "t.toml:2:10: key 'filter.family' is \"ipx\", expected one of: any, ipv4, ipv6");
+  EXPECT_EQ(config_error("[netwatcher]\nring_buffer_size = 5000\n"),
+            "t.toml:2:20: key 'netwatcher.ring_buffer_size' must be a power of two");
+}
+
+TEST(Config, SinksMustBeTablesWithType) {
+  EXPECT_EQ(config_error("sinks = [\"json\"]\n"),
+            "t.toml:1:9: 'sinks' must be an array of tables ([[sinks]])");
+  EXPECT_EQ(config_error("[[sinks]]\npath = \"x\"\n"), "t.toml:1:1: 'sinks[0]' has no 'type' key");
+  EXPECT_EQ(config_error("[[sinks]]\ntype = \"json\"\n[[sinks]]\ntype = \"json\"\nname = \"json\"\n"),
+            "t.toml:3:1: two sinks are named 'json'; set distinct 'name' keys");
+}
+
+TEST(Config, PluginKeysAreValidatedAgainstTheirDeclaration) {
+  std::vector<ConfigKey> keys = {
+      {"extra", ConfigType::boolean, false, "", {}, {}, {}},
+      {"max_connections", ConfigType::integer, std::int64_t{100}, "", 64, 1000, {}},
+  };
+  auto error_of = [&](const std::string& text) -> std::string {
+    std::string path;
+    config_error(text, &path);
+    Config config = load_config(path);
+    try {
+      validate_keys(config, "plugins.tcp", config.plugins.at("tcp").table, keys, {"enabled"});
+    } catch (const ConfigError& e) {
+      return "t.toml" + std::string(e.what()).substr(path.size());
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of("[plugins.tcp]\nextra = true\nbogus = true\n"),
+            "t.toml:3:1: unknown key 'plugins.tcp.bogus' (known: enabled, extra, max_connections)");
+  EXPECT_EQ(error_of("[plugins.tcp]\nextra = 1\n"),
+            "t.toml:2:9: key 'plugins.tcp.extra' must be a boolean, got integer");
+  EXPECT_EQ(error_of("[plugins.tcp]\nenabled = true\nmax_connections = 10\n"),
+            "t.toml:3:19: key 'plugins.tcp.max_connections' is 10, expected a value in [64, 1000]");
+  EXPECT_EQ(error_of("[plugins.tcp]\nextra = true\n"), "");
+  std::string path;
+  config_error("", &path);
+  ConfigValues defaults = validate_keys(load_config(path), "plugins.tcp", nullptr, keys, {});
+  EXPECT_FALSE(defaults.get_bool("extra"));
+  EXPECT_EQ(defaults.get_int("max_connections"), 100);
+}
+
+TEST(Config, PortListsFromTheCommandLine) {
+  EXPECT_EQ(parse_port_list("80,443", "-s"), (std::vector<std::uint16_t>{80, 443}));
+  try {
+    parse_port_list("80,http", "-s");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(), "-s: 'http' is not a port number (1-65535)");
+  }
+}
+
+// The errors that need discovered plugins and sinks come from the binary.
+TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
+  nwtest::TempDir dir;
+  std::string base = std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config ";
+  nwtest::write_file(dir.file("p.toml"), "[plugins.tpc]\nenabled = true\n");
+  auto result = nwtest::run(base + dir.file("p.toml") + " --list-plugins");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find(dir.file("p.toml") + ":1:1: unknown plugin 'tpc' (found: tcp in " +
+                               std::string(NW_PLUGIN_DIR) + ")"),
+            std::string::npos)
+      << result.output;
+
+  nwtest::write_file(dir.file("s.toml"), "[[sinks]]\ntype = \"kafka\"\n");
+  result = nwtest::run(base + dir.file("s.toml") + " --list-plugins");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find(dir.file("s.toml") +
+                               ":2:8: unknown sink type 'kafka' (found: csv, json, prometheus, stdout)"),
+            std::string::npos)
+      << result.output;
+
+  nwtest::write_file(dir.file("k.toml"), "[[sinks]]\ntype = \"json\"\npaht = \"x\"\n");
+  result = nwtest::run(base + dir.file("k.toml") + " --list-plugins");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find(dir.file("k.toml") + ":3:1: unknown key 'sinks[0].paht'"),
+            std::string::npos)
+      << result.output;
+
+  nwtest::write_file(dir.file("r.toml"), "[[sinks]]\ntype = \"json\"\nplugins = [\"udp\"]\n");
+  result = nwtest::run(base + dir.file("r.toml") + " --list-plugins");
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_NE(result.output.find("key 'sinks[0].plugins' names unknown plugin 'udp'"),
+            std::string::npos)
+      << result.output;
+}
+
+TEST(Config, ShippedDefaultConfigIsValid) {
+  auto result = nwtest::run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR +
+                            " --config " + NW_SOURCE_DIR + "/netwatcher.toml --list-plugins");
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("plugin tcp"), std::string::npos);
+  EXPECT_NE(result.output.find("sink prometheus"), std::string::npos);
+}

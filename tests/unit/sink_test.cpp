@@ -1,0 +1,227 @@
+// Each sink's exact output for a fixed set of events and metrics.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "loader.hpp"
+#include "netwatcher/sink.hpp"
+#include "test_support.hpp"
+
+using namespace netwatcher;
+using namespace netwatcher::host;
+
+namespace {
+
+class SinkFixture : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    schema_.plugin = "demo";
+    schema_.name = "demo_event";
+    schema_.fields = {
+        {"name", FieldType::text, "", "", FieldRole::label, 10},
+        {"count", FieldType::u64, "bytes", "", FieldRole::value, 6},
+        {"delta", FieldType::i64, "", "", FieldRole::value, 6},
+        {"ratio", FieldType::f64, "", "", FieldRole::value, 6},
+        {"ok", FieldType::boolean, "", "", FieldRole::value, 5},
+        {"note", FieldType::text, "", "", FieldRole::text, 0, true},
+    };
+    // 2026-11-21T22:13:33.000000123Z
+    const std::uint64_t t = 1795299213000000123ULL;
+    events_.push_back(make(t, {std::string("plain"), std::uint64_t{42}, std::int64_t{-7}, 0.5,
+                               true, std::monostate{}}));
+    events_.push_back(make(t + 1000000, {std::string("a,b \"q\""), std::uint64_t{0},
+                                         std::int64_t{3}, 1e-06, false,
+                                         std::string("line1\nline2\\\t\x01")}));
+    events_.push_back(make(t + 2000000, {std::string("bad\xff utf8 \xc3\xa9"),
+                                         std::uint64_t{18446744073709551615ULL},
+                                         std::int64_t{0}, 2.0, true, std::string("")}));
+  }
+
+  Event make(std::uint64_t ts, std::vector<Value> values) {
+    Event e;
+    e.schema = &schema_;
+    e.timestamp_ns = ts;
+    e.values = std::move(values);
+    return e;
+  }
+
+  // Opens the named sink with its defaults plus `overrides`, writes the events, closes it.
+  void run_sink(const std::string& type, const std::map<std::string, ConfigValue>& overrides,
+                std::function<MetricsSnapshot()> metrics = {}) {
+    RefusedFile refused;
+    auto component =
+        load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-" + type + ".so", refused);
+    ASSERT_TRUE(component.has_value()) << refused.reason;
+    std::string error;
+    auto sink = create_sink(*component, error);
+    ASSERT_NE(sink, nullptr) << error;
+    SinkContext context;
+    context.instance = type;
+    for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
+    for (const auto& [key, value] : overrides) context.config.set(key, value);
+    context.schemas = {&schema_};
+    context.metrics = std::move(metrics);
+    Status s = sink->open(context);
+    ASSERT_TRUE(s.ok()) << s.message();
+    for (const auto& event : events_) ASSERT_TRUE(sink->write(event).ok());
+    ASSERT_TRUE(sink->flush().ok());
+    ASSERT_TRUE(sink->close().ok());
+  }
+
+  EventSchema schema_;
+  std::vector<Event> events_;
+  nwtest::TempDir dir_;
+};
+
+TEST_F(SinkFixture, JsonEscapesAndOmitsAbsentFields) {
+  run_sink("json", {{"path", dir_.file("out.jsonl")}});
+  EXPECT_EQ(nwtest::read_file(dir_.file("out.jsonl")),
+            R"({"time":"2026-11-21T22:13:33.000000123Z","timestamp_ns":1795299213000000123,"plugin":"demo","event":"demo_event","fields":{"name":"plain","count":42,"delta":-7,"ratio":0.5,"ok":true}})"
+            "\n"
+            R"({"time":"2026-11-21T22:13:33.001000123Z","timestamp_ns":1795299213001000123,"plugin":"demo","event":"demo_event","fields":{"name":"a,b \"q\"","count":0,"delta":3,"ratio":1e-06,"ok":false,"note":"line1\nline2\\\t\u0001"}})"
+            "\n"
+            R"({"time":"2026-11-21T22:13:33.002000123Z","timestamp_ns":1795299213002000123,"plugin":"demo","event":"demo_event","fields":{"name":"bad\ufffd utf8 é","count":18446744073709551615,"delta":0,"ratio":2,"ok":true,"note":""}})"
+            "\n");
+  // And every line is valid JSON that round-trips the tricky string.
+  auto lines = nwtest::parse_json_lines(nwtest::read_file(dir_.file("out.jsonl")));
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[1]["fields"]["note"].str(), "line1\nline2\\\t\x01");
+}
+
+TEST_F(SinkFixture, JsonRotatesBySize) {
+  run_sink("json", {{"path", dir_.file("r.jsonl")}, {"max_size", std::int64_t{400}},
+                    {"max_files", std::int64_t{2}}});
+  // Each line is ~250 bytes: three lines need three files, the oldest two kept.
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("r.jsonl")));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("r.jsonl.1")));
+  EXPECT_TRUE(std::filesystem::exists(dir_.file("r.jsonl.2")));
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("r.jsonl.3")));
+  EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl")).find("18446744073709551615"), std::string::npos);
+  EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl.2")).find("\"plain\""), std::string::npos);
+}
+
+TEST_F(SinkFixture, CsvQuotesPerRfc4180) {
+  run_sink("csv", {{"directory", dir_.file("csv")}});
+  EXPECT_EQ(nwtest::read_file(dir_.file("csv/demo_demo_event.csv")),
+            "time,name,count,delta,ratio,ok,note\r\n"
+            "2026-11-21T22:13:33.000000123Z,plain,42,-7,0.5,true,\r\n"
+            "2026-11-21T22:13:33.001000123Z,\"a,b \"\"q\"\"\",0,3,1e-06,false,"
+            "\"line1\nline2\\\t\x01\"\r\n"
+            "2026-11-21T22:13:33.002000123Z,bad\xff utf8 \xc3\xa9,18446744073709551615,0,2,true,\r\n");
+}
+
+TEST_F(SinkFixture, CsvRotationRepeatsTheHeader) {
+  run_sink("csv", {{"directory", dir_.file("csv")}, {"max_size", std::int64_t{150}}});
+  std::string current = nwtest::read_file(dir_.file("csv/demo_demo_event.csv"));
+  std::string rotated = nwtest::read_file(dir_.file("csv/demo_demo_event.csv.1"));
+  EXPECT_EQ(current.rfind("time,name,count,delta,ratio,ok,note\r\n", 0), 0u) << current;
+  EXPECT_EQ(rotated.rfind("time,name,count,delta,ratio,ok,note\r\n", 0), 0u) << rotated;
+}
+
+TEST_F(SinkFixture, CsvReportsAnUnusableDirectory) {
+  RefusedFile refused;
+  auto component = load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-csv.so", refused);
+  ASSERT_TRUE(component.has_value());
+  std::string error;
+  auto sink = create_sink(*component, error);
+  SinkContext context;
+  nwtest::write_file(dir_.file("file"), "");
+  for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
+  context.config.set("directory", dir_.file("file/sub"));
+  Status s = sink->open(context);
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(s.message().find(dir_.file("file/sub")), std::string::npos) << s.message();
+}
+
+TEST_F(SinkFixture, StdoutTableAlignsColumnsWithAHeaderPerEventType) {
+  std::string path = dir_.file("stdout.txt");
+  fflush(stdout);
+  int saved = dup(1);
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  dup2(fd, 1);
+  close(fd);
+  run_sink("stdout", {});
+  fflush(stdout);
+  dup2(saved, 1);
+  close(saved);
+  EXPECT_EQ(nwtest::read_file(path),
+            "# demo/demo_event\n"
+            "TIME         NAME        COUNT  DELTA  RATIO OK    NOTE\n"
+            "22:13:33.000 plain          42     -7    0.5 true  -\n"
+            "22:13:33.001 a,b \"q\"         0      3  1e-06 false line1\\nline2\\\\\\t\\x01\n"
+            "22:13:33.002 bad\xff utf8 \xc3\xa9 18446744073709551615      0      2 true  -\n");
+}
+
+MetricsSnapshot sample_metrics() {
+  MetricFamilySnapshot counter;
+  counter.spec = {"demo_requests_total", MetricType::counter, "Requests with \\ and\nnewline.",
+                  {"path", "code"}};
+  counter.series.push_back({{"/a\"b", "200"}, 3, {}, 0, 0});
+  counter.series.push_back({{"c:\\dir\n", "500"}, 1.5, {}, 0, 0});
+  MetricFamilySnapshot gauge;
+  gauge.spec = {"demo_up", MetricType::gauge, "Up.", {}};
+  gauge.series.push_back({{}, 1, {}, 0, 0});
+  MetricFamilySnapshot histogram;
+  histogram.spec = {"demo_latency_seconds", MetricType::histogram, "Latency.", {"layer"},
+                    {0.001, 0.01}};
+  histogram.series.push_back({{"ip"}, 0, {2, 1, 1}, 0.5, 4});
+  return {counter, gauge, histogram};
+}
+
+TEST_F(SinkFixture, PrometheusTextfileIsExactAndStrictlyValid) {
+  run_sink("prometheus", {{"listen", std::string("")}, {"textfile", dir_.file("nw.prom")}},
+           sample_metrics);
+  std::string text = nwtest::read_file(dir_.file("nw.prom"));
+  EXPECT_EQ(text,
+            "# HELP demo_requests_total Requests with \\\\ and\\nnewline.\n"
+            "# TYPE demo_requests_total counter\n"
+            "demo_requests_total{path=\"/a\\\"b\",code=\"200\"} 3\n"
+            "demo_requests_total{path=\"c:\\\\dir\\n\",code=\"500\"} 1.5\n"
+            "# HELP demo_up Up.\n"
+            "# TYPE demo_up gauge\n"
+            "demo_up 1\n"
+            "# HELP demo_latency_seconds Latency.\n"
+            "# TYPE demo_latency_seconds histogram\n"
+            "demo_latency_seconds_bucket{layer=\"ip\",le=\"0.001\"} 2\n"
+            "demo_latency_seconds_bucket{layer=\"ip\",le=\"0.01\"} 3\n"
+            "demo_latency_seconds_bucket{layer=\"ip\",le=\"+Inf\"} 4\n"
+            "demo_latency_seconds_sum{layer=\"ip\"} 0.5\n"
+            "demo_latency_seconds_count{layer=\"ip\"} 4\n"
+            "# HELP netwatcher_prometheus_series_refused_total Series not exported because their "
+            "family reached max_series_per_family.\n"
+            "# TYPE netwatcher_prometheus_series_refused_total counter\n");
+  auto parsed = nwtest::parse_prometheus(text);
+  EXPECT_EQ(parsed.value("demo_requests_total", {{"path", "c:\\dir\n"}, {"code", "500"}}), 1.5);
+  EXPECT_FALSE(std::filesystem::exists(dir_.file("nw.prom.tmp")));
+}
+
+TEST_F(SinkFixture, PrometheusCapsSeriesPerFamilyAndCountsRefusals) {
+  run_sink("prometheus",
+           {{"listen", std::string("")}, {"textfile", dir_.file("cap.prom")},
+            {"max_series_per_family", std::int64_t{1}}},
+           sample_metrics);
+  auto parsed = nwtest::parse_prometheus(nwtest::read_file(dir_.file("cap.prom")));
+  EXPECT_EQ(parsed.value("demo_requests_total", {{"path", "/a\"b"}, {"code", "200"}}), 3);
+  EXPECT_FALSE(parsed.value("demo_requests_total", {{"path", "c:\\dir\n"}, {"code", "500"}}));
+  EXPECT_EQ(parsed.value("netwatcher_prometheus_series_refused_total",
+                         {{"family", "demo_requests_total"}}),
+            1);
+}
+
+TEST_F(SinkFixture, PrometheusRefusesAnAddressItCannotBind) {
+  RefusedFile refused;
+  auto component =
+      load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-prometheus.so", refused);
+  ASSERT_TRUE(component.has_value());
+  std::string error;
+  auto sink = create_sink(*component, error);
+  SinkContext context;
+  for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
+  context.config.set("listen", std::string("localhost-no-port"));
+  Status s = sink->open(context);
+  EXPECT_EQ(s.message(), "key 'listen' must be address:port, got \"localhost-no-port\"");
+}
+
+}  // namespace

@@ -13,7 +13,9 @@ Status io_error(const std::string& what, const std::string& path, int err) {
 }
 }  // namespace
 
-RotatingFile::~RotatingFile() { close(); }
+RotatingFile::~RotatingFile() {
+  close();
+}
 
 Status RotatingFile::open(Options options) {
   options_ = std::move(options);

@@ -12,9 +12,9 @@
 #include <iostream>
 #include <set>
 
-#include <boost/program_options.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <boost/program_options.hpp>
 
 #include "bus.hpp"
 #include "config.hpp"
@@ -32,7 +32,9 @@ namespace {
 
 std::atomic<bool> stop_requested{false};
 
-void on_signal(int) { stop_requested.store(true); }
+void on_signal(int) {
+  stop_requested.store(true);
+}
 
 void install_signal_handlers() {
   struct sigaction action {};
@@ -68,21 +70,18 @@ struct Options {
 
 po::options_description core_options() {
   po::options_description desc("Options");
-  desc.add_options()
-      ("help,h", "show this help (plugin flags included)")
-      ("version", "print the version")
-      ("config,c", po::value<std::string>(), "configuration file (default ./netwatcher.toml)")
-      ("plugin-dir", po::value<std::vector<std::string>>()->composing(),
-       "directory with plugin and sink .so files (repeatable)")
-      ("list-plugins", "list plugins and sinks: version, ABI, hooks, events, metrics")
-      ("check", "report kernel features and whether each enabled plugin can attach")
-      ("duration", po::value<double>(), "stop after SECONDS")
-      ("verbose,v", "debug logging")
-      ("pid,p", po::value<std::uint32_t>(), "only this process ([filter] pid)")
-      ("sport,s", po::value<std::string>(), "only these local ports, e.g. 80,443 ([filter] sport)")
-      ("dport,d", po::value<std::string>(), "only these remote ports ([filter] dport)")
-      ("ipv4,4", "IPv4 only ([filter] family)")
-      ("ipv6,6", "IPv6 only ([filter] family)");
+  desc.add_options()("help,h", "show this help (plugin flags included)")(
+      "version", "print the version")("config,c", po::value<std::string>(),
+                                      "configuration file (default ./netwatcher.toml)")(
+      "plugin-dir", po::value<std::vector<std::string>>()->composing(),
+      "directory with plugin and sink .so files (repeatable)")(
+      "list-plugins", "list plugins and sinks: version, ABI, hooks, events, metrics")(
+      "check", "report kernel features and whether each enabled plugin can attach")(
+      "duration", po::value<double>(), "stop after SECONDS")("verbose,v", "debug logging")(
+      "pid,p", po::value<std::uint32_t>(), "only this process ([filter] pid)")(
+      "sport,s", po::value<std::string>(), "only these local ports, e.g. 80,443 ([filter] sport)")(
+      "dport,d", po::value<std::string>(), "only these remote ports ([filter] dport)")(
+      "ipv4,4", "IPv4 only ([filter] family)")("ipv6,6", "IPv6 only ([filter] family)");
   return desc;
 }
 
@@ -94,9 +93,27 @@ struct PluginFlag {
 
 // Plugin-contributed flags, skipping any that collide with core or earlier flags.
 std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes) {
-  std::set<std::string> taken = {"h", "c", "v", "p", "s", "d", "4", "6", "help", "version",
-                                 "config", "plugin-dir", "list-plugins", "check", "duration",
-                                 "verbose", "pid", "sport", "dport", "ipv4", "ipv6"};
+  std::set<std::string> taken = {"h",
+                                 "c",
+                                 "v",
+                                 "p",
+                                 "s",
+                                 "d",
+                                 "4",
+                                 "6",
+                                 "help",
+                                 "version",
+                                 "config",
+                                 "plugin-dir",
+                                 "list-plugins",
+                                 "check",
+                                 "duration",
+                                 "verbose",
+                                 "pid",
+                                 "sport",
+                                 "dport",
+                                 "ipv4",
+                                 "ipv6"};
   std::vector<PluginFlag> flags;
   for (const auto& runtime : runtimes) {
     for (const auto& flag : runtime->description().flags) {
@@ -137,28 +154,36 @@ void add_plugin_flags(po::options_description& desc, const std::vector<PluginFla
 
 const char* type_name(FieldType type) {
   switch (type) {
-    case FieldType::u64: return "u64";
-    case FieldType::i64: return "i64";
-    case FieldType::f64: return "f64";
-    case FieldType::boolean: return "bool";
-    case FieldType::text: return "text";
+    case FieldType::u64:
+      return "u64";
+    case FieldType::i64:
+      return "i64";
+    case FieldType::f64:
+      return "f64";
+    case FieldType::boolean:
+      return "bool";
+    case FieldType::text:
+      return "text";
   }
   return "?";
 }
 
 const char* metric_type_name(MetricType type) {
   switch (type) {
-    case MetricType::counter: return "counter";
-    case MetricType::gauge: return "gauge";
-    case MetricType::histogram: return "histogram";
+    case MetricType::counter:
+      return "counter";
+    case MetricType::gauge:
+      return "gauge";
+    case MetricType::histogram:
+      return "histogram";
   }
   return "?";
 }
 
 void print_config_keys(const std::vector<ConfigKey>& keys) {
   for (const auto& key : keys)
-    std::cout << "      " << key.name << " (" << config_type_name(key.type) << "): "
-              << key.description << "\n";
+    std::cout << "      " << key.name << " (" << config_type_name(key.type)
+              << "): " << key.description << "\n";
 }
 
 void list_components(const Discovery& discovery,
@@ -232,7 +257,8 @@ void print_features(const KernelFeatures& features) {
 void print_hook_reports(const ProbeRuntime& runtime) {
   for (const auto& hook : runtime.hook_reports()) {
     std::cout << "    hook " << hook.hook << (hook.required ? "" : " (optional)") << ": "
-              << (hook.attached_program.empty() ? "NOT ATTACHED" : "ok via " + hook.attached_program)
+              << (hook.attached_program.empty() ? "NOT ATTACHED"
+                                                : "ok via " + hook.attached_program)
               << "\n";
     for (const auto& candidate : hook.candidates)
       std::cout << "      " << candidate.program
@@ -244,31 +270,50 @@ void print_hook_reports(const ProbeRuntime& runtime) {
 class OwnMetrics {
  public:
   explicit OwnMetrics(MetricStore& store) {
-    events_ = store.declare({"netwatcher_events_total", MetricType::counter,
-                             "Events produced by plugins, after filtering.", {"plugin", "event"}});
-    lost_ = store.declare({"netwatcher_events_lost_total", MetricType::counter,
+    events_ = store.declare({"netwatcher_events_total",
+                             MetricType::counter,
+                             "Events produced by plugins, after filtering.",
+                             {"plugin", "event"}});
+    lost_ = store.declare({"netwatcher_events_lost_total",
+                           MetricType::counter,
                            "Records the kernel could not put in a plugin's ring buffer.",
                            {"plugin"}});
-    filtered_ = store.declare({"netwatcher_events_filtered_total", MetricType::counter,
-                               "Events dropped by the host-side filter.", {"plugin"}});
-    decode_errors_ = store.declare({"netwatcher_decode_errors_total", MetricType::counter,
-                                    "Records a plugin could not decode.", {"plugin"}});
-    written_ = store.declare({"netwatcher_sink_events_total", MetricType::counter,
-                              "Events written by each sink.", {"sink"}});
-    dropped_ = store.declare({"netwatcher_sink_dropped_total", MetricType::counter,
-                              "Events dropped because a sink's queue was full.", {"sink"}});
-    errors_ = store.declare({"netwatcher_sink_errors_total", MetricType::counter,
-                             "Failed sink writes, flushes and closes.", {"sink"}});
-    depth_ = store.declare({"netwatcher_sink_queue_depth", MetricType::gauge,
-                            "Events waiting in each sink's queue.", {"sink"}});
-    up_ = store.declare({"netwatcher_plugin_up", MetricType::gauge,
+    filtered_ = store.declare({"netwatcher_events_filtered_total",
+                               MetricType::counter,
+                               "Events dropped by the host-side filter.",
+                               {"plugin"}});
+    decode_errors_ = store.declare({"netwatcher_decode_errors_total",
+                                    MetricType::counter,
+                                    "Records a plugin could not decode.",
+                                    {"plugin"}});
+    written_ = store.declare({"netwatcher_sink_events_total",
+                              MetricType::counter,
+                              "Events written by each sink.",
+                              {"sink"}});
+    dropped_ = store.declare({"netwatcher_sink_dropped_total",
+                              MetricType::counter,
+                              "Events dropped because a sink's queue was full.",
+                              {"sink"}});
+    errors_ = store.declare({"netwatcher_sink_errors_total",
+                             MetricType::counter,
+                             "Failed sink writes, flushes and closes.",
+                             {"sink"}});
+    depth_ = store.declare({"netwatcher_sink_queue_depth",
+                            MetricType::gauge,
+                            "Events waiting in each sink's queue.",
+                            {"sink"}});
+    up_ = store.declare({"netwatcher_plugin_up",
+                         MetricType::gauge,
                          "1 when the plugin is loaded and attached, 0 when it failed.",
                          {"plugin"}});
-    attached_ = store.declare({"netwatcher_plugin_hook_attached", MetricType::gauge,
+    attached_ = store.declare({"netwatcher_plugin_hook_attached",
+                               MetricType::gauge,
                                "1 when the hook is attached via the given program.",
                                {"plugin", "hook", "program"}});
-    build_ = store.declare({"netwatcher_build_info", MetricType::gauge,
-                            "Build information; always 1.", {"version", "abi"}});
+    build_ = store.declare({"netwatcher_build_info",
+                            MetricType::gauge,
+                            "Build information; always 1.",
+                            {"version", "abi"}});
     build_->set({NETWATCHER_VERSION, std::to_string(kAbiMajor) + "." + std::to_string(kAbiMinor)},
                 1);
   }
@@ -276,8 +321,9 @@ class OwnMetrics {
   void set_plugin_state(const std::string& plugin, bool up, const std::vector<HookReport>& hooks) {
     up_->set({plugin}, up ? 1 : 0);
     for (const auto& hook : hooks)
-      attached_->set({plugin, hook.hook, hook.attached_program.empty() ? "none" : hook.attached_program},
-                     hook.attached_program.empty() ? 0 : 1);
+      attached_->set(
+          {plugin, hook.hook, hook.attached_program.empty() ? "none" : hook.attached_program},
+          hook.attached_program.empty() ? 0 : 1);
   }
 
   void refresh(const std::vector<ProbeRuntime*>& running, const Bus& bus) {
@@ -346,7 +392,8 @@ int run(int argc, char** argv) {
     spdlog::warn("no {} here and no --config given: running every plugin with a stdout sink",
                  kDefaultConfig);
 
-  if (early.count("plugin-dir")) options.plugin_dirs = early["plugin-dir"].as<std::vector<std::string>>();
+  if (early.count("plugin-dir"))
+    options.plugin_dirs = early["plugin-dir"].as<std::vector<std::string>>();
   for (const auto& dir : config.settings.plugin_dirs) options.plugin_dirs.push_back(dir);
   if (options.plugin_dirs.empty()) options.plugin_dirs = default_plugin_dirs();
   if (options.plugin_dirs.empty()) {
@@ -395,8 +442,10 @@ int run(int argc, char** argv) {
   std::map<std::string, std::map<std::string, ConfigValue>> overrides;
   try {
     if (vm.count("pid")) config.filter.pid = vm["pid"].as<std::uint32_t>();
-    if (vm.count("sport")) config.filter.sports = parse_port_list(vm["sport"].as<std::string>(), "-s/--sport");
-    if (vm.count("dport")) config.filter.dports = parse_port_list(vm["dport"].as<std::string>(), "-d/--dport");
+    if (vm.count("sport"))
+      config.filter.sports = parse_port_list(vm["sport"].as<std::string>(), "-s/--sport");
+    if (vm.count("dport"))
+      config.filter.dports = parse_port_list(vm["dport"].as<std::string>(), "-d/--dport");
     if (vm.count("ipv4") && vm.count("ipv6")) throw ConfigError("-4 and -6 exclude each other");
     if (vm.count("ipv4")) config.filter.family = 4;
     if (vm.count("ipv6")) config.filter.family = 6;
@@ -407,7 +456,8 @@ int run(int argc, char** argv) {
                               : parse_cli_value(f.key, vm[f.flag.long_name].as<std::string>(),
                                                 "--" + f.flag.long_name);
       if (f.flag.value_name.empty() && f.key.type != ConfigType::boolean)
-        throw ConfigError("--" + f.flag.long_name + ": plugin declared a switch for a non-boolean key");
+        throw ConfigError("--" + f.flag.long_name +
+                          ": plugin declared a switch for a non-boolean key");
       overrides[f.plugin][f.flag.key] = value;
       config.plugins[f.plugin].enabled = true;
     }
@@ -436,9 +486,10 @@ int run(int argc, char** argv) {
       const toml::node* where = section.table;
       std::string known_names;
       for (const auto& r : runtimes) known_names += (known_names.empty() ? "" : ", ") + r->name();
-      throw ConfigError(config.where(where) + ": unknown plugin '" + name + "' (found: " +
-                        (known_names.empty() ? "none" : known_names) + " in " +
-                        options.plugin_dirs.front() + (options.plugin_dirs.size() > 1 ? ", ..." : "") + ")");
+      throw ConfigError(config.where(where) + ": unknown plugin '" + name +
+                        "' (found: " + (known_names.empty() ? "none" : known_names) + " in " +
+                        options.plugin_dirs.front() +
+                        (options.plugin_dirs.size() > 1 ? ", ..." : "") + ")");
     }
     for (const auto& runtime : runtimes) {
       auto it = config.plugins.find(runtime->name());
@@ -459,7 +510,8 @@ int run(int argc, char** argv) {
     spdlog::critical("no plugin is enabled in {}: add a [plugins.<name>] section (found: {})",
                      config.path, [&] {
                        std::string names;
-                       for (const auto& r : runtimes) names += (names.empty() ? "" : ", ") + r->name();
+                       for (const auto& r : runtimes)
+                         names += (names.empty() ? "" : ", ") + r->name();
                        return names.empty() ? std::string("none") : names;
                      }());
     return 2;
@@ -490,8 +542,8 @@ int run(int argc, char** argv) {
         std::string known;
         for (const auto& t : sink_types) known += (known.empty() ? "" : ", ") + t.first->name;
         throw ConfigError(config.where(section.table ? section.table->get("type") : nullptr) +
-                          ": unknown sink type '" + section.type + "' (found: " +
-                          (known.empty() ? "none" : known) + ")");
+                          ": unknown sink type '" + section.type +
+                          "' (found: " + (known.empty() ? "none" : known) + ")");
       }
       SinkPlan plan{type->first, {}, std::nullopt};
       plan.context.instance = section.instance;
@@ -510,7 +562,8 @@ int run(int argc, char** argv) {
       }
       for (ProbeRuntime* runtime : enabled)
         if (!plan.routed || plan.routed->count(runtime->name()))
-          for (const auto& schema : runtime->schemas()) plan.context.schemas.push_back(schema.get());
+          for (const auto& schema : runtime->schemas())
+            plan.context.schemas.push_back(schema.get());
       sink_plans.push_back(std::move(plan));
     }
   } catch (const ConfigError& e) {
@@ -535,8 +588,8 @@ int run(int argc, char** argv) {
     for (ProbeRuntime* runtime : enabled) {
       Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
       if (s) s = runtime->bring_up(features, config.settings.ring_buffer_bytes);
-      std::cout << "plugin " << runtime->name() << ": "
-                << (s ? "ok" : "CANNOT RUN: " + s.message()) << "\n";
+      std::cout << "plugin " << runtime->name() << ": " << (s ? "ok" : "CANNOT RUN: " + s.message())
+                << "\n";
       print_hook_reports(*runtime);
       runtime->shut_down();
       all_ok = all_ok && s.ok();
@@ -545,8 +598,9 @@ int run(int argc, char** argv) {
   }
 
   if (geteuid() != 0)
-    spdlog::warn("not running as root: loading BPF programs needs CAP_BPF, CAP_PERFMON and "
-                 "CAP_NET_ADMIN");
+    spdlog::warn(
+        "not running as root: loading BPF programs needs CAP_BPF, CAP_PERFMON and "
+        "CAP_NET_ADMIN");
 
   // Sinks first, so a broken sink stops start-up before anything is attached.
   Bus bus(config.filter);
@@ -602,11 +656,10 @@ int run(int argc, char** argv) {
   using clock = std::chrono::steady_clock;
   const auto interval = std::chrono::duration_cast<clock::duration>(
       std::chrono::duration<double>(config.settings.snapshot_interval_s));
-  const auto deadline =
-      options.duration_s > 0
-          ? clock::now() + std::chrono::duration_cast<clock::duration>(
-                               std::chrono::duration<double>(options.duration_s))
-          : clock::time_point::max();
+  const auto deadline = options.duration_s > 0
+                            ? clock::now() + std::chrono::duration_cast<clock::duration>(
+                                                 std::chrono::duration<double>(options.duration_s))
+                            : clock::time_point::max();
   auto next_collect = clock::now() + interval;
   while (!stop_requested.load() && clock::now() < deadline) {
     if (poller) {

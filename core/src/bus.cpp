@@ -13,7 +13,9 @@ SinkWorker::SinkWorker(std::string instance, std::shared_ptr<Sink> sink,
       plugins_(std::move(plugins)),
       capacity_(capacity) {}
 
-SinkWorker::~SinkWorker() { stop(); }
+SinkWorker::~SinkWorker() {
+  stop();
+}
 
 Status SinkWorker::start(const SinkContext& context) {
   if (Status s = sink_->open(context); !s)

@@ -24,24 +24,30 @@ std::string join(const std::vector<std::string>& items) {
 
 const char* toml_type_name(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "boolean";
-    default: return "date/time";
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "boolean";
+    default:
+      return "date/time";
   }
 }
 
-void check_known_keys(const Config& config, const std::string& table_path,
-                      const toml::table& table, const std::vector<std::string>& known) {
+void check_known_keys(const Config& config, const std::string& table_path, const toml::table& table,
+                      const std::vector<std::string>& known) {
   for (auto&& [key, node] : table) {
     if (std::find(known.begin(), known.end(), key.str()) == known.end()) {
       throw ConfigError(config.path + ":" + std::to_string(key.source().begin.line) + ":" +
-                        std::to_string(key.source().begin.column) + ": unknown key '" +
-                        table_path + "." + std::string(key.str()) + "' (known: " + join(known) +
-                        ")");
+                        std::to_string(key.source().begin.column) + ": unknown key '" + table_path +
+                        "." + std::string(key.str()) + "' (known: " + join(known) + ")");
     }
   }
 }
@@ -55,8 +61,8 @@ ConfigValue convert(const Config& config, const std::string& full_key, const tom
   };
   auto check_range = [&](std::int64_t v, const toml::node& at) {
     if ((key.min && v < *key.min) || (key.max && v > *key.max)) {
-      std::string range = "[" + (key.min ? std::to_string(*key.min) : std::string("-inf")) +
-                          ", " + (key.max ? std::to_string(*key.max) : std::string("inf")) + "]";
+      std::string range = "[" + (key.min ? std::to_string(*key.min) : std::string("-inf")) + ", " +
+                          (key.max ? std::to_string(*key.max) : std::string("inf")) + "]";
       fail(config, &at,
            "key '" + full_key + "' is " + std::to_string(v) + ", expected a value in " + range);
     }
@@ -90,8 +96,8 @@ ConfigValue convert(const Config& config, const std::string& full_key, const tom
       std::vector<std::string> out;
       for (const auto& item : *array) {
         if (!item.is_string())
-          fail(config, &item, "key '" + full_key + "' must contain only strings, got " +
-                                  toml_type_name(item));
+          fail(config, &item,
+               "key '" + full_key + "' must contain only strings, got " + toml_type_name(item));
         out.push_back(item.as_string()->get());
       }
       return out;
@@ -102,8 +108,8 @@ ConfigValue convert(const Config& config, const std::string& full_key, const tom
       std::vector<std::int64_t> out;
       for (const auto& item : *array) {
         if (!item.is_integer())
-          fail(config, &item, "key '" + full_key + "' must contain only integers, got " +
-                                  toml_type_name(item));
+          fail(config, &item,
+               "key '" + full_key + "' must contain only integers, got " + toml_type_name(item));
         std::int64_t v = item.as_integer()->get();
         check_range(v, item);
         out.push_back(v);
@@ -125,11 +131,21 @@ const toml::table* sub_table(const Config& config, const toml::table& root, cons
 std::vector<ConfigKey> host_keys() {
   return {
       {"plugin_dirs", ConfigType::string_list, std::vector<std::string>{}, "", {}, {}, {}},
-      {"log_level", ConfigType::string, std::string("info"), "", {}, {},
+      {"log_level",
+       ConfigType::string,
+       std::string("info"),
+       "",
+       {},
+       {},
        {"trace", "debug", "info", "warn", "error", "critical", "off"}},
       {"snapshot_interval", ConfigType::floating, 5.0, "", {}, {}, {}},
-      {"ring_buffer_size", ConfigType::integer, std::int64_t{256 * 1024}, "", 4096,
-       std::int64_t{1} << 30, {}},
+      {"ring_buffer_size",
+       ConfigType::integer,
+       std::int64_t{256 * 1024},
+       "",
+       4096,
+       std::int64_t{1} << 30,
+       {}},
       {"sink_queue_size", ConfigType::integer, std::int64_t{16384}, "", 16, 1 << 24, {}},
   };
 }
@@ -157,12 +173,18 @@ std::vector<std::uint16_t> to_ports(const Config& config, const toml::node* node
 
 const char* config_type_name(ConfigType type) {
   switch (type) {
-    case ConfigType::boolean: return "a boolean";
-    case ConfigType::integer: return "an integer";
-    case ConfigType::floating: return "a number";
-    case ConfigType::string: return "a string";
-    case ConfigType::string_list: return "an array of strings";
-    case ConfigType::integer_list: return "an array of integers";
+    case ConfigType::boolean:
+      return "a boolean";
+    case ConfigType::integer:
+      return "an integer";
+    case ConfigType::floating:
+      return "a number";
+    case ConfigType::string:
+      return "a string";
+    case ConfigType::string_list:
+      return "an array of strings";
+    case ConfigType::integer_list:
+      return "an array of integers";
   }
   return "?";
 }
@@ -234,8 +256,10 @@ ConfigValue parse_cli_value(const ConfigKey& key, const std::string& text,
       } catch (const std::exception&) {
         return bad();
       }
-    case ConfigType::string: return text;
-    case ConfigType::string_list: return std::vector<std::string>{text};
+    case ConfigType::string:
+      return text;
+    case ConfigType::string_list:
+      return std::vector<std::string>{text};
     case ConfigType::integer_list: {
       std::vector<std::int64_t> out;
       for (auto port : parse_port_list(text, flag)) out.push_back(port);
@@ -265,8 +289,8 @@ Config load_config(const std::string& path) {
     config.root = std::make_shared<toml::table>(toml::parse_file(path));
   } catch (const toml::parse_error& e) {
     const auto& begin = e.source().begin;
-    throw ConfigError(path + ":" + std::to_string(begin.line) + ":" +
-                      std::to_string(begin.column) + ": " + std::string(e.description()));
+    throw ConfigError(path + ":" + std::to_string(begin.line) + ":" + std::to_string(begin.column) +
+                      ": " + std::string(e.description()));
   }
   const toml::table& root = *config.root;
   check_known_keys(config, "<top level>", root, {"netwatcher", "filter", "plugins", "sinks"});
@@ -342,7 +366,8 @@ Config load_config(const std::string& path) {
         sink.instance = n == 0 ? sink.type : sink.type + "#" + std::to_string(n);
       }
       if (!instances.insert(sink.instance).second)
-        fail(config, table, "two sinks are named '" + sink.instance + "'; set distinct 'name' keys");
+        fail(config, table,
+             "two sinks are named '" + sink.instance + "'; set distinct 'name' keys");
       if (const toml::node* routed = table->get("plugins")) {
         const toml::array* list = routed->as_array();
         if (!list) fail(config, routed, "key '" + sink.table_path + ".plugins' must be an array");

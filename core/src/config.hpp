@@ -37,16 +37,16 @@ struct PluginSection {
 
 struct SinkSection {
   std::string type;
-  std::string instance;                 // `name`, or derived from type
+  std::string instance;                             // `name`, or derived from type
   std::optional<std::vector<std::string>> plugins;  // routing; nullopt = all
   const toml::table* table = nullptr;
-  std::string table_path;               // "sinks[0]" for messages
+  std::string table_path;  // "sinks[0]" for messages
 };
 
 struct Config {
   std::string path;
   bool from_file = false;
-  std::shared_ptr<toml::table> root;    // owns the tables referenced below
+  std::shared_ptr<toml::table> root;  // owns the tables referenced below
   HostSettings settings;
   GlobalFilter filter;
   std::map<std::string, PluginSection> plugins;

@@ -26,7 +26,9 @@ bool starts_with(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;
 }
 
-std::string errno_text(int err) { return std::string(std::strerror(err)); }
+std::string errno_text(int err) {
+  return std::string(std::strerror(err));
+}
 
 // Loads a two-instruction program (r0 = ret; exit) and reports the verdict.
 FeatureResult try_load(int prog_type, int attach_type, int attach_btf_id, int ret = 0) {
@@ -64,14 +66,16 @@ std::string find_tracefs(FeatureResult& result) {
     result = {true, std::string(target) + " (mounted by netwatcher)"};
     return target;
   }
-  result = {false, std::string("not mounted and mounting it at ") + target + " failed: " +
-                       errno_text(errno)};
+  result = {false, std::string("not mounted and mounting it at ") + target +
+                       " failed: " + errno_text(errno)};
   return {};
 }
 
 }  // namespace
 
-KernelFeatures::KernelFeatures(KernelFeatures&& other) noexcept { *this = std::move(other); }
+KernelFeatures::KernelFeatures(KernelFeatures&& other) noexcept {
+  *this = std::move(other);
+}
 
 KernelFeatures& KernelFeatures::operator=(KernelFeatures&& other) noexcept {
   if (this != &other) {
@@ -86,7 +90,9 @@ KernelFeatures& KernelFeatures::operator=(KernelFeatures&& other) noexcept {
   return *this;
 }
 
-KernelFeatures::~KernelFeatures() { btf__free(vmlinux_btf_); }
+KernelFeatures::~KernelFeatures() {
+  btf__free(vmlinux_btf_);
+}
 
 bool KernelFeatures::btf_has(const std::string& name, int kind) const {
   return vmlinux_btf_ && btf__find_by_name_kind(vmlinux_btf_, name.c_str(), kind) > 0;
@@ -119,22 +125,21 @@ KernelFeatures KernelFeatures::probe() {
                                  : -1;
   types["tp_btf"] = tp_btf_id > 0 ? try_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, tp_btf_id)
                                   : FeatureResult{false, "needs kernel BTF"};
-  int fentry_id = f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "tcp_v4_connect",
-                                                          BTF_KIND_FUNC)
-                                 : -1;
+  int fentry_id =
+      f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "tcp_v4_connect", BTF_KIND_FUNC) : -1;
   types["fentry"] = fentry_id > 0 ? try_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, fentry_id)
                                   : FeatureResult{false, "needs kernel BTF"};
-  int iter_id = f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "bpf_iter_tcp",
-                                                        BTF_KIND_FUNC)
-                               : -1;
+  int iter_id =
+      f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "bpf_iter_tcp", BTF_KIND_FUNC) : -1;
   types["iter"] = iter_id > 0 ? FeatureResult{true, "bpf_iter targets present in BTF"}
                               : FeatureResult{false, "no bpf_iter targets in kernel BTF"};
-  bool kprobes = std::filesystem::exists("/sys/bus/event_source/devices/kprobe/type") ||
-                 (!f.tracefs_path_.empty() &&
-                  std::filesystem::exists(f.tracefs_path_ + "/kprobe_events"));
+  bool kprobes =
+      std::filesystem::exists("/sys/bus/event_source/devices/kprobe/type") ||
+      (!f.tracefs_path_.empty() && std::filesystem::exists(f.tracefs_path_ + "/kprobe_events"));
   types["kprobe"] = kprobes ? FeatureResult{true, "kprobe PMU present"}
-                            : FeatureResult{false, "kprobes are not supported by this kernel "
-                                                   "(no CONFIG_KPROBES)"};
+                            : FeatureResult{false,
+                                            "kprobes are not supported by this kernel "
+                                            "(no CONFIG_KPROBES)"};
   types["netfilter"] = try_load(kProgTypeNetfilter, kAttachNetfilter, 0, 1);
   types["tc"] = probe_prog_type(BPF_PROG_TYPE_SCHED_CLS);
   types["xdp"] = probe_prog_type(BPF_PROG_TYPE_XDP);

@@ -28,16 +28,24 @@ int print(enum libbpf_print_level level, const char* format, va_list args) {
     failed_program = match[1];
   }
   switch (level) {
-    case LIBBPF_WARN: spdlog::warn("libbpf: {}", line); break;
-    case LIBBPF_INFO: spdlog::debug("libbpf: {}", line); break;
-    default: spdlog::trace("libbpf: {}", line); break;
+    case LIBBPF_WARN:
+      spdlog::warn("libbpf: {}", line);
+      break;
+    case LIBBPF_INFO:
+      spdlog::debug("libbpf: {}", line);
+      break;
+    default:
+      spdlog::trace("libbpf: {}", line);
+      break;
   }
   return n;
 }
 
 }  // namespace
 
-void route_libbpf_log() { libbpf_set_print(print); }
+void route_libbpf_log() {
+  libbpf_set_print(print);
+}
 
 std::string take_failed_program() {
   std::lock_guard lock(failed_mutex);

@@ -4,14 +4,16 @@
 #include <filesystem>
 #include <set>
 
-#include <boost/dll/shared_library.hpp>
 #include <spdlog/spdlog.h>
+#include <boost/dll/shared_library.hpp>
 
 namespace netwatcher::host {
 
 namespace {
 
-std::string safe_string(const char* text) { return text ? std::string(text) : std::string(); }
+std::string safe_string(const char* text) {
+  return text ? std::string(text) : std::string();
+}
 
 template <class Interface>
 std::shared_ptr<Interface> create(const Component& component, nw_plugin_kind kind,
@@ -23,15 +25,14 @@ std::shared_ptr<Interface> create(const Component& component, nw_plugin_kind kin
   char buffer[512] = {};
   void* raw = component.factory(buffer, sizeof buffer);
   if (!raw) {
-    error = component.path + ": factory of '" + component.name + "' failed: " +
-            (buffer[0] ? buffer : "no reason given");
+    error = component.path + ": factory of '" + component.name +
+            "' failed: " + (buffer[0] ? buffer : "no reason given");
     return nullptr;
   }
   auto library = component.library;
   // Delete the object before the library that holds its code can be unmapped.
-  return std::shared_ptr<Interface>(static_cast<Interface*>(raw), [library](Interface* object) {
-    delete object;
-  });
+  return std::shared_ptr<Interface>(static_cast<Interface*>(raw),
+                                    [library](Interface* object) { delete object; });
 }
 
 }  // namespace

@@ -1,3 +1,5 @@
 #include "app.hpp"
 
-int main(int argc, char** argv) { return netwatcher::host::run_netwatcher(argc, argv); }
+int main(int argc, char** argv) {
+  return netwatcher::host::run_netwatcher(argc, argv);
+}

@@ -27,12 +27,18 @@ std::int64_t clock_ns(clockid_t clock) {
 
 bool value_matches(const FieldSchema& field, const Value& value) {
   switch (value.index()) {
-    case 0: return field.optional;
-    case 1: return field.type == FieldType::u64;
-    case 2: return field.type == FieldType::i64;
-    case 3: return field.type == FieldType::f64;
-    case 4: return field.type == FieldType::boolean;
-    case 5: return field.type == FieldType::text;
+    case 0:
+      return field.optional;
+    case 1:
+      return field.type == FieldType::u64;
+    case 2:
+      return field.type == FieldType::i64;
+    case 3:
+      return field.type == FieldType::f64;
+    case 4:
+      return field.type == FieldType::boolean;
+    case 5:
+      return field.type == FieldType::text;
   }
   return false;
 }
@@ -95,7 +101,9 @@ ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlug
   realtime_offset_ns_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
 }
 
-ProbeRuntime::~ProbeRuntime() { shut_down(); }
+ProbeRuntime::~ProbeRuntime() {
+  shut_down();
+}
 
 Status ProbeRuntime::configure(const ConfigValues& config, const GlobalFilter& filter) {
   return plugin_->configure(config, filter);
@@ -145,11 +153,14 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   bpf_object__for_each_program(program, object_) {
     bool chosen = false;
     for (std::size_t h = 0; h < hooks.size() && !chosen; ++h)
-      chosen = choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == bpf_program__name(program);
+      chosen =
+          choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == bpf_program__name(program);
     bpf_program__set_autoload(program, chosen);
   }
   bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
-  if (!events) return Status::failure("BPF object has no 'nw_events' ring buffer (include netwatcher/bpf/common.bpf.h)");
+  if (!events)
+    return Status::failure(
+        "BPF object has no 'nw_events' ring buffer (include netwatcher/bpf/common.bpf.h)");
   if (int err = bpf_map__set_max_entries(events, static_cast<__u32>(ring_buffer_bytes)); err)
     return Status::failure("cannot size ring buffer: " + std::string(std::strerror(-err)));
 
@@ -176,8 +187,8 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       if (!map) {
         reports_[h].candidates[choice[h]].status = "no map '" + hooks[h].iter_map + "' to iterate";
         failed_hook = hooks[h].name;
-        return Status::failure("hook '" + hooks[h].name + "': " +
-                               reports_[h].candidates[choice[h]].status);
+        return Status::failure("hook '" + hooks[h].name +
+                               "': " + reports_[h].candidates[choice[h]].status);
       }
       union bpf_iter_link_info info = {};
       info.map.map_fd = bpf_map__fd(map);
@@ -191,8 +202,8 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       reports_[h].candidates[choice[h]].status =
           "attach failed: " + std::string(std::strerror(err ? err : EINVAL));
       failed_hook = hooks[h].name;
-      return Status::failure("hook '" + hooks[h].name + "': " +
-                             reports_[h].candidates[choice[h]].status);
+      return Status::failure("hook '" + hooks[h].name +
+                             "': " + reports_[h].candidates[choice[h]].status);
     }
     links_[name] = link;
     reports_[h].attached_program = name;
@@ -307,7 +318,9 @@ void ProbeRuntime::destroy_links() {
   links_.clear();
 }
 
-void ProbeRuntime::detach() { destroy_links(); }
+void ProbeRuntime::detach() {
+  destroy_links();
+}
 
 void ProbeRuntime::shut_down() {
   destroy_links();

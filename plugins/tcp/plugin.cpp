@@ -26,12 +26,32 @@ enum EventIndex : std::size_t { kOpenEvent = 0, kCloseEvent = 1, kConnEvent = 2 
 
 // Field order of tcp_close and tcp_conn (they share it).
 enum ConnField : std::size_t {
-  kSock, kPid, kComm, kFamily, kSaddr, kSport, kDaddr, kDport, kDirection, kState,
-  kDurationUs, kBytesReceived, kBytesAcked,
+  kSock,
+  kPid,
+  kComm,
+  kFamily,
+  kSaddr,
+  kSport,
+  kDaddr,
+  kDport,
+  kDirection,
+  kState,
+  kDurationUs,
+  kBytesReceived,
+  kBytesAcked,
   // extra = true
-  kSrttUs, kRwnd, kCwnd, kSsthresh, kSndbuf, kWmemQueued, kBacklog, kMaxBacklog, kTotalRetrans,
+  kSrttUs,
+  kRwnd,
+  kCwnd,
+  kSsthresh,
+  kSndbuf,
+  kWmemQueued,
+  kBacklog,
+  kMaxBacklog,
+  kTotalRetrans,
   // retrans = true
-  kFastRetrans, kTimeoutRetrans,
+  kFastRetrans,
+  kTimeoutRetrans,
   kConnFieldCount
 };
 
@@ -62,29 +82,38 @@ std::vector<FieldSchema> conn_fields(const std::string& state_help) {
   fields.push_back({"duration_us", FieldType::u64, "microseconds",
                     "time since SYN (absent when the connection predates netwatcher)",
                     FieldRole::value, 11, true});
-  fields.push_back({"bytes_received", FieldType::u64, "bytes", "payload bytes received",
-                    FieldRole::value, 10});
+  fields.push_back(
+      {"bytes_received", FieldType::u64, "bytes", "payload bytes received", FieldRole::value, 10});
   fields.push_back({"bytes_acked", FieldType::u64, "bytes", "payload bytes sent and acked",
                     FieldRole::value, 10});
   fields.push_back(optional({"srtt_us", FieldType::u64, "microseconds", "smoothed RTT"}));
   fields.push_back(optional({"rwnd", FieldType::u64, "bytes", "receive window (rcv_wnd)"}));
   fields.push_back(optional({"cwnd", FieldType::u64, "segments", "congestion window"}));
-  fields.push_back(optional({"ssthresh", FieldType::u64, "segments", "slow-start threshold", FieldRole::value, 10}));
+  fields.push_back(optional(
+      {"ssthresh", FieldType::u64, "segments", "slow-start threshold", FieldRole::value, 10}));
   fields.push_back(optional({"sndbuf", FieldType::u64, "bytes", "send buffer size (sk_sndbuf)"}));
-  fields.push_back(optional({"wmem_queued", FieldType::u64, "bytes", "bytes queued for sending", FieldRole::value, 11}));
+  fields.push_back(optional(
+      {"wmem_queued", FieldType::u64, "bytes", "bytes queued for sending", FieldRole::value, 11}));
   fields.push_back(optional({"backlog", FieldType::u64, "", "accept backlog (sk_ack_backlog)"}));
-  fields.push_back(optional({"max_backlog", FieldType::u64, "", "maximum accept backlog", FieldRole::value, 11}));
-  fields.push_back(optional({"total_retrans", FieldType::u64, "segments", "retransmitted segments", FieldRole::value, 13}));
-  fields.push_back(optional({"fast_retrans", FieldType::u64, "segments", "fast retransmits", FieldRole::value, 12}));
-  fields.push_back(optional({"timeout_retrans", FieldType::u64, "segments", "retransmits after RTO", FieldRole::value, 15}));
+  fields.push_back(optional(
+      {"max_backlog", FieldType::u64, "", "maximum accept backlog", FieldRole::value, 11}));
+  fields.push_back(optional({"total_retrans", FieldType::u64, "segments", "retransmitted segments",
+                             FieldRole::value, 13}));
+  fields.push_back(optional(
+      {"fast_retrans", FieldType::u64, "segments", "fast retransmits", FieldRole::value, 12}));
+  fields.push_back(optional({"timeout_retrans", FieldType::u64, "segments", "retransmits after RTO",
+                             FieldRole::value, 15}));
   return fields;
 }
 
 const char* direction_name(std::uint8_t direction) {
   switch (direction) {
-    case TCP_DIRECTION_CLIENT: return "client";
-    case TCP_DIRECTION_SERVER: return "server";
-    default: return "unknown";
+    case TCP_DIRECTION_CLIENT:
+      return "client";
+    case TCP_DIRECTION_SERVER:
+      return "server";
+    default:
+      return "unknown";
   }
 }
 
@@ -100,7 +129,8 @@ std::map<std::uint32_t, std::string> kernel_tcp_states() {
     const struct btf_enum* values = btf_enum(type);
     bool is_tcp_states = false;
     for (int i = 0; i < btf_vlen(type) && !is_tcp_states; ++i)
-      is_tcp_states = std::strcmp(btf__name_by_offset(btf, values[i].name_off), "TCP_ESTABLISHED") == 0;
+      is_tcp_states =
+          std::strcmp(btf__name_by_offset(btf, values[i].name_off), "TCP_ESTABLISHED") == 0;
     if (!is_tcp_states) continue;
     for (int i = 0; i < btf_vlen(type); ++i) {
       std::string name = btf__name_by_offset(btf, values[i].name_off);
@@ -154,18 +184,30 @@ class TcpPlugin {
     };
     const std::vector<std::string> conn_labels = {"saddr", "sport", "daddr", "dport"};
     d.metrics = {
-        {"netwatcher_tcp_connections_opened_total", MetricType::counter,
-         "TCP connections that reached ESTABLISHED.", {"direction"}},
-        {"netwatcher_tcp_connections_closed_total", MetricType::counter,
-         "Tracked TCP connections that reached CLOSE.", {"direction"}},
-        {"netwatcher_tcp_connections", MetricType::gauge,
-         "Tracked TCP connections at the last snapshot.", {"direction"}},
-        {"netwatcher_tcp_retransmits_total", MetricType::counter,
-         "Retransmitted TCP segments, by cause (fast or timeout).", {"type"}},
-        {"netwatcher_tcp_received_bytes_total", MetricType::counter,
-         "Payload bytes received on tracked TCP connections.", {"direction"}},
-        {"netwatcher_tcp_acked_bytes_total", MetricType::counter,
-         "Payload bytes sent and acknowledged on tracked TCP connections.", {"direction"}},
+        {"netwatcher_tcp_connections_opened_total",
+         MetricType::counter,
+         "TCP connections that reached ESTABLISHED.",
+         {"direction"}},
+        {"netwatcher_tcp_connections_closed_total",
+         MetricType::counter,
+         "Tracked TCP connections that reached CLOSE.",
+         {"direction"}},
+        {"netwatcher_tcp_connections",
+         MetricType::gauge,
+         "Tracked TCP connections at the last snapshot.",
+         {"direction"}},
+        {"netwatcher_tcp_retransmits_total",
+         MetricType::counter,
+         "Retransmitted TCP segments, by cause (fast or timeout).",
+         {"type"}},
+        {"netwatcher_tcp_received_bytes_total",
+         MetricType::counter,
+         "Payload bytes received on tracked TCP connections.",
+         {"direction"}},
+        {"netwatcher_tcp_acked_bytes_total",
+         MetricType::counter,
+         "Payload bytes sent and acknowledged on tracked TCP connections.",
+         {"direction"}},
         {"netwatcher_tcp_connection_srtt_seconds", MetricType::gauge,
          "Smoothed RTT per connection (per_connection_metrics).", conn_labels},
         {"netwatcher_tcp_connection_cwnd_segments", MetricType::gauge,
@@ -176,18 +218,29 @@ class TcpPlugin {
          "Payload bytes acked per connection (per_connection_metrics).", conn_labels},
     };
     d.hooks = {
-        {"inet_sock_set_state", "connection state changes (open, close, tuple)",
-         {"set_state_btf", "set_state_tp"}, true},
+        {"inet_sock_set_state",
+         "connection state changes (open, close, tuple)",
+         {"set_state_btf", "set_state_tp"},
+         true},
         {"tcp_destroy_sock", "forget freed sockets", {"destroy_sock_btf", "destroy_sock_tp"}, true},
         {"tcp_retransmit_skb", "retransmit counters", {"retransmit_btf", "retransmit_tp"}, true},
-        {"sock_recv_length", "owner of accepted connections (receive)",
-         {"recv_length_btf", "recv_length_tp"}, false},
-        {"sock_send_length", "owner of accepted connections (send)",
-         {"send_length_btf", "send_length_tp"}, false},
-        {"tcp_adopt", "adopt connections open before start (netwatcher's netns)", {"adopt_tcp"},
+        {"sock_recv_length",
+         "owner of accepted connections (receive)",
+         {"recv_length_btf", "recv_length_tp"},
          false},
-        {"conn_table", "live statistics of tracked connections in every netns",
-         {"dump_conns"}, false, "tcp_conns"},
+        {"sock_send_length",
+         "owner of accepted connections (send)",
+         {"send_length_btf", "send_length_tp"},
+         false},
+        {"tcp_adopt",
+         "adopt connections open before start (netwatcher's netns)",
+         {"adopt_tcp"},
+         false},
+        {"conn_table",
+         "live statistics of tracked connections in every netns",
+         {"dump_conns"},
+         false,
+         "tcp_conns"},
     };
     return d;
   }
@@ -208,7 +261,8 @@ class TcpPlugin {
 
   Status open(bpf_object** object) {
     skeleton_.reset(tcp_bpf__open());
-    if (!skeleton_) return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
+    if (!skeleton_)
+      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
     nw_filter& f = const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg);
     f.pid = filter_.pid;
     f.family = filter_.family == 4 ? AF_INET : filter_.family == 6 ? AF_INET6 : 0;
@@ -250,7 +304,8 @@ class TcpPlugin {
 
   Status decode(std::span<const std::byte> bytes, EventEmitter& out) {
     if (bytes.size() < sizeof(nw_record_header))
-      return Status::failure("record of " + std::to_string(bytes.size()) + " bytes is shorter than its header");
+      return Status::failure("record of " + std::to_string(bytes.size()) +
+                             " bytes is shorter than its header");
     nw_record_header header;
     std::memcpy(&header, bytes.data(), sizeof header);
     if (header.type != TCP_RECORD_OPEN && header.type != TCP_RECORD_CLOSE)
@@ -466,10 +521,9 @@ class TcpPlugin {
   std::deque<std::vector<Value>> closed_table_;
   std::map<std::string, double> closed_received_, closed_acked_;
   std::map<std::uint64_t, LabelValues> series_;
-  MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr,
-               *retransmits_ = nullptr, *received_ = nullptr, *acked_ = nullptr,
-               *conn_srtt_ = nullptr, *conn_cwnd_ = nullptr, *conn_received_ = nullptr,
-               *conn_acked_ = nullptr;
+  MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr, *retransmits_ = nullptr,
+               *received_ = nullptr, *acked_ = nullptr, *conn_srtt_ = nullptr,
+               *conn_cwnd_ = nullptr, *conn_received_ = nullptr, *conn_acked_ = nullptr;
 };
 
 }  // namespace

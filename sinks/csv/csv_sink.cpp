@@ -15,12 +15,27 @@ class CsvSink {
  public:
   SinkDescription describe() const {
     return {{
-        {"directory", ConfigType::string, std::string("netwatcher-csv"),
-         "directory for <plugin>_<event>.csv files (created if missing)", {}, {}, {}},
-        {"max_size", ConfigType::integer, std::int64_t{100} << 20,
-         "rotate a file when it would grow past this many bytes (0 = never)", 0, {}, {}},
-        {"max_files", ConfigType::integer, std::int64_t{5}, "rotated files kept per event type",
-         0, 1000, {}},
+        {"directory",
+         ConfigType::string,
+         std::string("netwatcher-csv"),
+         "directory for <plugin>_<event>.csv files (created if missing)",
+         {},
+         {},
+         {}},
+        {"max_size",
+         ConfigType::integer,
+         std::int64_t{100} << 20,
+         "rotate a file when it would grow past this many bytes (0 = never)",
+         0,
+         {},
+         {}},
+        {"max_files",
+         ConfigType::integer,
+         std::int64_t{5},
+         "rotated files kept per event type",
+         0,
+         1000,
+         {}},
     }};
   }
 

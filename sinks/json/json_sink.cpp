@@ -13,10 +13,20 @@ class JsonSink {
  public:
   SinkDescription describe() const {
     return {{
-        {"path", ConfigType::string, std::string("-"),
-         "output file; \"-\" writes to standard output", {}, {}, {}},
-        {"max_size", ConfigType::integer, std::int64_t{100} << 20,
-         "rotate when the file would grow past this many bytes (0 = never)", 0, {}, {}},
+        {"path",
+         ConfigType::string,
+         std::string("-"),
+         "output file; \"-\" writes to standard output",
+         {},
+         {},
+         {}},
+        {"max_size",
+         ConfigType::integer,
+         std::int64_t{100} << 20,
+         "rotate when the file would grow past this many bytes (0 = never)",
+         0,
+         {},
+         {}},
         {"max_files", ConfigType::integer, std::int64_t{5}, "rotated files kept", 0, 1000, {}},
     }};
   }

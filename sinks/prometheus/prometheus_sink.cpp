@@ -72,9 +72,12 @@ void append_labels(std::string& out, const std::vector<std::string>& names,
 
 const char* type_word(MetricType type) {
   switch (type) {
-    case MetricType::counter: return "counter";
-    case MetricType::gauge: return "gauge";
-    case MetricType::histogram: return "histogram";
+    case MetricType::counter:
+      return "counter";
+    case MetricType::gauge:
+      return "gauge";
+    case MetricType::histogram:
+      return "histogram";
   }
   return "untyped";
 }
@@ -86,15 +89,35 @@ class PrometheusSink {
  public:
   SinkDescription describe() const {
     return {{
-        {"listen", ConfigType::string, std::string("127.0.0.1:41420"),
-         "address:port of the /metrics endpoint; \"\" disables it", {}, {}, {}},
-        {"textfile", ConfigType::string, std::string(""),
+        {"listen",
+         ConfigType::string,
+         std::string("127.0.0.1:41420"),
+         "address:port of the /metrics endpoint; \"\" disables it",
+         {},
+         {},
+         {}},
+        {"textfile",
+         ConfigType::string,
+         std::string(""),
          "also write the metrics atomically to this .prom file (node_exporter textfile "
-         "collector); \"\" disables it", {}, {}, {}},
-        {"textfile_interval", ConfigType::floating, 15.0, "seconds between textfile writes", {},
-         {}, {}},
-        {"max_series_per_family", ConfigType::integer, std::int64_t{10000},
-         "series kept per metric family; later ones are refused and counted", 1, {}, {}},
+         "collector); \"\" disables it",
+         {},
+         {},
+         {}},
+        {"textfile_interval",
+         ConfigType::floating,
+         15.0,
+         "seconds between textfile writes",
+         {},
+         {},
+         {}},
+        {"max_series_per_family",
+         ConfigType::integer,
+         std::int64_t{10000},
+         "series kept per metric family; later ones are refused and counted",
+         1,
+         {},
+         {}},
     }};
   }
 
@@ -102,7 +125,8 @@ class PrometheusSink {
     metrics_ = context.metrics;
     max_series_ = static_cast<std::size_t>(context.config.get_int("max_series_per_family"));
     textfile_ = context.config.get_string("textfile");
-    textfile_interval_ = std::chrono::duration<double>(context.config.get_double("textfile_interval"));
+    textfile_interval_ =
+        std::chrono::duration<double>(context.config.get_double("textfile_interval"));
     if (textfile_interval_.count() <= 0)
       return Status::failure("key 'textfile_interval' must be positive");
     const std::string& listen = context.config.get_string("listen");
@@ -186,9 +210,10 @@ class PrometheusSink {
         out += ' ' + std::to_string(s->count) + '\n';
       }
     }
-    out += "# HELP netwatcher_prometheus_series_refused_total Series not exported because their "
-           "family reached max_series_per_family.\n"
-           "# TYPE netwatcher_prometheus_series_refused_total counter\n";
+    out +=
+        "# HELP netwatcher_prometheus_series_refused_total Series not exported because their "
+        "family reached max_series_per_family.\n"
+        "# TYPE netwatcher_prometheus_series_refused_total counter\n";
     for (const auto& [family, count] : refused_) {
       out += "netwatcher_prometheus_series_refused_total";
       append_labels(out, {"family"}, {family});
@@ -228,8 +253,9 @@ class PrometheusSink {
   }
 
   void serve() {
-    auto next_textfile = std::chrono::steady_clock::now() +
-                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
+    auto next_textfile =
+        std::chrono::steady_clock::now() +
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
     while (!stop_.load()) {
       if (listen_fd_ >= 0) {
         pollfd pfd{listen_fd_, POLLIN, 0};
@@ -245,7 +271,8 @@ class PrometheusSink {
       }
       if (!textfile_.empty() && std::chrono::steady_clock::now() >= next_textfile) {
         write_textfile();
-        next_textfile += std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
+        next_textfile +=
+            std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
       }
     }
   }

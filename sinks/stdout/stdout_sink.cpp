@@ -18,10 +18,18 @@ int column_width(const FieldSchema& field) {
   int by_type = 8;
   switch (field.type) {
     case FieldType::u64:
-    case FieldType::i64: by_type = 8; break;
-    case FieldType::f64: by_type = 10; break;
-    case FieldType::boolean: by_type = 5; break;
-    case FieldType::text: by_type = 12; break;
+    case FieldType::i64:
+      by_type = 8;
+      break;
+    case FieldType::f64:
+      by_type = 10;
+      break;
+    case FieldType::boolean:
+      by_type = 5;
+      break;
+    case FieldType::text:
+      by_type = 12;
+      break;
   }
   return std::max<int>(by_type, field.name.size());
 }
@@ -37,10 +45,18 @@ std::string printable(const std::string& text) {
   std::string out;
   for (unsigned char c : text) {
     switch (c) {
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (c < 0x20 || c == 0x7F) {
           char buf[8];
@@ -65,8 +81,12 @@ class StdoutSink {
  public:
   SinkDescription describe() const {
     return {{
-        {"format", ConfigType::string, std::string("table"),
-         "\"table\" (aligned columns, header per event type) or \"json\" (JSON Lines)", {}, {},
+        {"format",
+         ConfigType::string,
+         std::string("table"),
+         "\"table\" (aligned columns, header per event type) or \"json\" (JSON Lines)",
+         {},
+         {},
          {"table", "json"}},
     }};
   }

@@ -9,12 +9,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <memory>
-#include <tuple>
-#include <filesystem>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
 namespace nwtest {
 
@@ -52,7 +52,9 @@ TwoHosts::TwoHosts() {
   }
 }
 
-TwoHosts::~TwoHosts() { run("ip netns del nwt-cli; ip netns del nwt-srv"); }
+TwoHosts::~TwoHosts() {
+  run("ip netns del nwt-cli; ip netns del nwt-srv");
+}
 
 Process::Process(const std::vector<std::string>& argv, const std::string& output_file) {
   pid_ = fork();
@@ -91,8 +93,9 @@ int Process::stop(int timeout_ms) {
 
 TcpServer::TcpServer(const std::string& netns, const std::vector<int>& ports, const TempDir& dir) {
   std::string pidfile = dir.file("server.pid"), ready = dir.file("server.ready");
-  std::vector<std::string> argv = {"ip", "netns", "exec", netns, "/usr/bin/python3", kPeers,
-                                   "server", "--pidfile", pidfile, "--ready", ready};
+  std::vector<std::string> argv = {"ip",   "netns",  "exec",      netns,   "/usr/bin/python3",
+                                   kPeers, "server", "--pidfile", pidfile, "--ready",
+                                   ready};
   for (int port : ports) argv.push_back(std::to_string(port));
   process_ = std::make_unique<Process>(argv, dir.file("server.log"));
   if (!wait_for([&] { return std::filesystem::exists(ready); }, 10000))
@@ -109,8 +112,8 @@ std::vector<ClientConnection> run_client(const std::string& netns, const std::st
   if (result.exit_code != 0) throw std::runtime_error("client failed: " + result.output);
   std::vector<ClientConnection> out;
   for (const auto& line : parse_json_lines(result.output))
-    out.push_back({line["pid"].u64(), line["sport"].u64(), line["dport"].u64(),
-                   line["sent"].u64(), line["received"].u64()});
+    out.push_back({line["pid"].u64(), line["sport"].u64(), line["dport"].u64(), line["sent"].u64(),
+                   line["received"].u64()});
   return out;
 }
 
@@ -143,7 +146,9 @@ Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,
 
 Netwatcher::~Netwatcher() = default;
 
-int Netwatcher::stop() { return process_->stop(); }
+int Netwatcher::stop() {
+  return process_->stop();
+}
 
 std::string sink_config_json(const std::string& path) {
   return "[[sinks]]\ntype = \"json\"\npath = \"" + path + "\"\n";

@@ -12,12 +12,12 @@
 namespace nwtest {
 
 // Skips (outside CI) or fails (CI=true) when not root.
-#define NW_REQUIRE_ROOT()                                                        \
-  do {                                                                           \
-    if (!::nwtest::is_root()) {                                                  \
+#define NW_REQUIRE_ROOT()                                                          \
+  do {                                                                             \
+    if (!::nwtest::is_root()) {                                                    \
       if (::nwtest::in_ci()) FAIL() << "integration tests must run as root in CI"; \
-      GTEST_SKIP() << "needs root";                                              \
-    }                                                                            \
+      GTEST_SKIP() << "needs root";                                                \
+    }                                                                              \
   } while (0)
 
 // Two namespaces joined by a veth pair:

@@ -68,11 +68,15 @@ TEST_F(Lifecycle, SigtermDetachesEveryProgramAndFlushesSinks) {
 
 TEST_F(Lifecycle, BrokenSinkStopsStartUpWithAClearError) {
   std::string config = dir_.file("b.toml");
-  write_file(config, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) +
-                         "\"]\n[plugins.tcp]\n[[sinks]]\ntype = \"csv\"\ndirectory = \"/proc/nope\"\n");
+  write_file(config,
+             "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) +
+                 "\"]\n[plugins.tcp]\n[[sinks]]\ntype = \"csv\"\ndirectory = \"/proc/nope\"\n");
   auto result = run(std::string(NW_BINARY) + " --config " + config + " --duration 1");
   EXPECT_EQ(result.exit_code, 2) << result.output;
-  EXPECT_NE(result.output.find("sink 'csv': cannot open '/proc/nope/.netwatcher-write-test': No such file or directory"), std::string::npos)
+  EXPECT_NE(
+      result.output.find(
+          "sink 'csv': cannot open '/proc/nope/.netwatcher-write-test': No such file or directory"),
+      std::string::npos)
       << result.output;
 }
 

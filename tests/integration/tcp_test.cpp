@@ -12,7 +12,9 @@ using namespace nwtest;
 
 namespace {
 
-void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(500)); }
+void settle() {
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+}
 
 const Json* find_close(const std::vector<Json>& closes, const std::string& direction,
                        std::uint64_t sport, std::uint64_t dport) {
@@ -104,8 +106,8 @@ TEST_F(Tcp, Ipv6ConnectionsAreReported) {
 }
 
 TEST_F(Tcp, SnapshotsShowLiveConnectionsWithCurrentStatistics) {
-  Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +
-                          tcp_config(dir_.file("events.jsonl"), "extra = true\n"));
+  Netwatcher nw(
+      dir_, "snapshot_interval = 0.2\n" + tcp_config(dir_.file("events.jsonl"), "extra = true\n"));
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   HeldConnection held(TwoHosts::kClient, "10.77.0.2", 5000, 12345, 3.0, dir_);
   std::this_thread::sleep_for(std::chrono::milliseconds(800));
@@ -178,8 +180,7 @@ TEST_F(Tcp, PortFiltersDropOtherConnectionsInTheKernel) {
 
 TEST_F(Tcp, PidFilterKeepsOnlyThatProcess) {
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
-  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")),
-                {"-p", std::to_string(server.pid())});
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")), {"-p", std::to_string(server.pid())});
   auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {50, 60, 70});
   settle();
   ASSERT_EQ(nw.stop(), 0);
@@ -193,9 +194,10 @@ TEST_F(Tcp, PidFilterKeepsOnlyThatProcess) {
 
 TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
   Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")));
-  auto result = run("ip netns exec nwt-cli /usr/bin/python3 -c \"import socket\n"
-                    "try:\n  socket.create_connection(('10.77.0.2', 5999), timeout=5)\n"
-                    "except ConnectionRefusedError:\n  print('refused')\"");
+  auto result =
+      run("ip netns exec nwt-cli /usr/bin/python3 -c \"import socket\n"
+          "try:\n  socket.create_connection(('10.77.0.2', 5999), timeout=5)\n"
+          "except ConnectionRefusedError:\n  print('refused')\"");
   EXPECT_NE(result.output.find("refused"), std::string::npos) << result.output;
   settle();
   ASSERT_EQ(nw.stop(), 0);
@@ -214,9 +216,8 @@ TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
 }
 
 TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
-  Netwatcher nw(dir_,
-                tcp_config(dir_.file("events.jsonl")) +
-                    "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:41499\"\n");
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")) +
+                          "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:41499\"\n");
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   run_client(TwoHosts::kClient, "10.77.0.2", 5000, {1, 2, 3});
   settle();
@@ -224,14 +225,21 @@ TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
   PromText parsed;
   ASSERT_NO_THROW(parsed = parse_prometheus(text)) << text;
   EXPECT_EQ(parsed.families["netwatcher_tcp_connections_opened_total"].type, "counter");
-  EXPECT_GE(parsed.value("netwatcher_tcp_connections_opened_total", {{"direction", "client"}}).value_or(0), 3);
-  EXPECT_GE(parsed.value("netwatcher_tcp_connections_closed_total", {{"direction", "server"}}).value_or(0), 3);
+  EXPECT_GE(parsed.value("netwatcher_tcp_connections_opened_total", {{"direction", "client"}})
+                .value_or(0),
+            3);
+  EXPECT_GE(parsed.value("netwatcher_tcp_connections_closed_total", {{"direction", "server"}})
+                .value_or(0),
+            3);
   EXPECT_EQ(parsed.value("netwatcher_plugin_up", {{"plugin", "tcp"}}), 1);
   EXPECT_EQ(parsed.value("netwatcher_events_lost_total", {{"plugin", "tcp"}}), 0);
-  EXPECT_EQ(parsed.value("netwatcher_plugin_hook_attached",
-                         {{"plugin", "tcp"}, {"hook", "inet_sock_set_state"}, {"program", "set_state_btf"}}),
+  EXPECT_EQ(parsed.value(
+                "netwatcher_plugin_hook_attached",
+                {{"plugin", "tcp"}, {"hook", "inet_sock_set_state"}, {"program", "set_state_btf"}}),
             1);
-  EXPECT_GE(parsed.value("netwatcher_events_total", {{"plugin", "tcp"}, {"event", "tcp_close"}}).value_or(0), 6);
+  EXPECT_GE(parsed.value("netwatcher_events_total", {{"plugin", "tcp"}, {"event", "tcp_close"}})
+                .value_or(0),
+            6);
   EXPECT_EQ(parsed.value("netwatcher_sink_dropped_total", {{"sink", "json"}}), 0);
   ASSERT_EQ(nw.stop(), 0);
 }

@@ -3,9 +3,9 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <cstring>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -57,7 +57,9 @@ const Json& Json::operator[](const std::string& key) const {
   return it->second;
 }
 
-bool Json::has(const std::string& key) const { return obj().count(key) != 0; }
+bool Json::has(const std::string& key) const {
+  return obj().count(key) != 0;
+}
 
 namespace {
 
@@ -104,14 +106,30 @@ class JsonParser {
       if (i_ >= s_.size()) fail("bad escape");
       char e = s_[i_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           if (i_ + 4 > s_.size()) fail("bad \\u escape");
           unsigned cp = std::stoul(s_.substr(i_, 4), nullptr, 16);
@@ -128,7 +146,8 @@ class JsonParser {
           }
           break;
         }
-        default: fail("bad escape");
+        default:
+          fail("bad escape");
       }
     }
     return out;
@@ -200,7 +219,9 @@ class JsonParser {
 
 }  // namespace
 
-Json parse_json(const std::string& text) { return JsonParser(text).parse_document(); }
+Json parse_json(const std::string& text) {
+  return JsonParser(text).parse_document();
+}
 
 std::vector<Json> parse_json_lines(const std::string& text) {
   std::vector<Json> out;
@@ -227,8 +248,8 @@ PromText parse_prometheus(const std::string& text) {
   std::string line;
   int number = 0;
   auto fail = [&](const std::string& what) {
-    throw std::runtime_error("Prometheus text line " + std::to_string(number) + ": " + what +
-                             ": " + line);
+    throw std::runtime_error("Prometheus text line " + std::to_string(number) + ": " + what + ": " +
+                             line);
   };
   auto family_of = [&](const std::string& sample) -> std::string {
     if (out.families.count(sample)) return sample;
@@ -290,10 +311,14 @@ PromText parse_prometheus(const std::string& text) {
           if (c == '\\') {
             if (i >= line.size()) fail("bad escape");
             char e = line[i++];
-            if (e == 'n') value += '\n';
-            else if (e == '\\') value += '\\';
-            else if (e == '"') value += '"';
-            else fail("bad escape in label value");
+            if (e == 'n')
+              value += '\n';
+            else if (e == '\\')
+              value += '\\';
+            else if (e == '"')
+              value += '"';
+            else
+              fail("bad escape in label value");
           } else {
             value += c;
           }
@@ -308,9 +333,12 @@ PromText parse_prometheus(const std::string& text) {
     if (i >= line.size() || line[i] != ' ') fail("missing value");
     std::string rest = line.substr(i + 1);
     std::string value_text = rest.substr(0, rest.find(' '));
-    if (value_text == "+Inf") sample.value = INFINITY;
-    else if (value_text == "-Inf") sample.value = -INFINITY;
-    else if (value_text == "NaN") sample.value = NAN;
+    if (value_text == "+Inf")
+      sample.value = INFINITY;
+    else if (value_text == "-Inf")
+      sample.value = -INFINITY;
+    else if (value_text == "NaN")
+      sample.value = NAN;
     else {
       std::size_t used = 0;
       try {
@@ -328,7 +356,9 @@ PromText parse_prometheus(const std::string& text) {
   return out;
 }
 
-bool is_root() { return geteuid() == 0; }
+bool is_root() {
+  return geteuid() == 0;
+}
 
 bool in_ci() {
   const char* ci = std::getenv("CI");

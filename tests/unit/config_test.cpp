@@ -54,8 +54,9 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
 }
 
 TEST(Config, UnknownTopLevelTable) {
-  EXPECT_EQ(config_error("[sink]\ntype = \"json\"\n"),
-            "t.toml:1:2: unknown key '<top level>.sink' (known: netwatcher, filter, plugins, sinks)");
+  EXPECT_EQ(
+      config_error("[sink]\ntype = \"json\"\n"),
+      "t.toml:1:2: unknown key '<top level>.sink' (known: netwatcher, filter, plugins, sinks)");
 }
 
 TEST(Config, WrongTypeNamesExpectedType) {
@@ -78,8 +79,9 @@ TEST(Config, SinksMustBeTablesWithType) {
   EXPECT_EQ(config_error("sinks = [\"json\"]\n"),
             "t.toml:1:9: 'sinks' must be an array of tables ([[sinks]])");
   EXPECT_EQ(config_error("[[sinks]]\npath = \"x\"\n"), "t.toml:1:1: 'sinks[0]' has no 'type' key");
-  EXPECT_EQ(config_error("[[sinks]]\ntype = \"json\"\n[[sinks]]\ntype = \"json\"\nname = \"json\"\n"),
-            "t.toml:3:1: two sinks are named 'json'; set distinct 'name' keys");
+  EXPECT_EQ(
+      config_error("[[sinks]]\ntype = \"json\"\n[[sinks]]\ntype = \"json\"\nname = \"json\"\n"),
+      "t.toml:3:1: two sinks are named 'json'; set distinct 'name' keys");
 }
 
 TEST(Config, PluginKeysAreValidatedAgainstTheirDeclaration) {
@@ -137,9 +139,10 @@ TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
   nwtest::write_file(dir.file("s.toml"), "[[sinks]]\ntype = \"kafka\"\n");
   result = nwtest::run(base + dir.file("s.toml") + " --list-plugins");
   EXPECT_EQ(result.exit_code, 2);
-  EXPECT_NE(result.output.find(dir.file("s.toml") +
-                               ":2:8: unknown sink type 'kafka' (found: csv, json, prometheus, stdout)"),
-            std::string::npos)
+  EXPECT_NE(
+      result.output.find(dir.file("s.toml") +
+                         ":2:8: unknown sink type 'kafka' (found: csv, json, prometheus, stdout)"),
+      std::string::npos)
       << result.output;
 
   nwtest::write_file(dir.file("k.toml"), "[[sinks]]\ntype = \"json\"\npaht = \"x\"\n");

@@ -8,7 +8,9 @@ using namespace netwatcher::host;
 
 namespace {
 
-std::string fixture(const std::string& name) { return std::string(NW_FIXTURE_DIR) + "/" + name + ".so"; }
+std::string fixture(const std::string& name) {
+  return std::string(NW_FIXTURE_DIR) + "/" + name + ".so";
+}
 
 std::string refusal(const std::string& name) {
   RefusedFile refused;
@@ -26,9 +28,9 @@ TEST(Loader, RefusesSharedObjectWithoutDescriptor) {
 
 TEST(Loader, RefusesOtherAbiMajorNamingBothVersions) {
   EXPECT_EQ(refusal("wrong_major"), "ABI major version mismatch: plugin ABI " +
-                                        std::to_string(NETWATCHER_ABI_MAJOR + 1) +
-                                        ".0, host ABI " + std::to_string(NETWATCHER_ABI_MAJOR) +
-                                        "." + std::to_string(NETWATCHER_ABI_MINOR));
+                                        std::to_string(NETWATCHER_ABI_MAJOR + 1) + ".0, host ABI " +
+                                        std::to_string(NETWATCHER_ABI_MAJOR) + "." +
+                                        std::to_string(NETWATCHER_ABI_MINOR));
 }
 
 TEST(Loader, RefusesNewerAbiMinor) {
@@ -60,8 +62,9 @@ TEST(Loader, ThrowingFactoryBecomesAnErrorNotACrash) {
   std::string error;
   auto plugin = create_probe(*component, error);
   EXPECT_EQ(plugin, nullptr);
-  EXPECT_EQ(error, fixture("throwing_factory") +
-                       ": factory of 'throwing_factory' failed: fixture constructor refuses to start");
+  EXPECT_EQ(error,
+            fixture("throwing_factory") +
+                ": factory of 'throwing_factory' failed: fixture constructor refuses to start");
 }
 
 TEST(Loader, DiscoveryKeepsGoingPastBadFiles) {

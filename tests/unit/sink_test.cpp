@@ -29,14 +29,14 @@ class SinkFixture : public ::testing::Test {
     };
     // 2026-11-21T22:13:33.000000123Z
     const std::uint64_t t = 1795299213000000123ULL;
-    events_.push_back(make(t, {std::string("plain"), std::uint64_t{42}, std::int64_t{-7}, 0.5,
-                               true, std::monostate{}}));
-    events_.push_back(make(t + 1000000, {std::string("a,b \"q\""), std::uint64_t{0},
-                                         std::int64_t{3}, 1e-06, false,
-                                         std::string("line1\nline2\\\t\x01")}));
-    events_.push_back(make(t + 2000000, {std::string("bad\xff utf8 \xc3\xa9"),
-                                         std::uint64_t{18446744073709551615ULL},
-                                         std::int64_t{0}, 2.0, true, std::string("")}));
+    events_.push_back(make(t, {std::string("plain"), std::uint64_t{42}, std::int64_t{-7}, 0.5, true,
+                               std::monostate{}}));
+    events_.push_back(
+        make(t + 1000000, {std::string("a,b \"q\""), std::uint64_t{0}, std::int64_t{3}, 1e-06,
+                           false, std::string("line1\nline2\\\t\x01")}));
+    events_.push_back(make(
+        t + 2000000, {std::string("bad\xff utf8 \xc3\xa9"), std::uint64_t{18446744073709551615ULL},
+                      std::int64_t{0}, 2.0, true, std::string("")}));
   }
 
   Event make(std::uint64_t ts, std::vector<Value> values) {
@@ -77,13 +77,14 @@ class SinkFixture : public ::testing::Test {
 
 TEST_F(SinkFixture, JsonEscapesAndOmitsAbsentFields) {
   run_sink("json", {{"path", dir_.file("out.jsonl")}});
-  EXPECT_EQ(nwtest::read_file(dir_.file("out.jsonl")),
-            R"({"time":"2026-11-21T22:13:33.000000123Z","timestamp_ns":1795299213000000123,"plugin":"demo","event":"demo_event","fields":{"name":"plain","count":42,"delta":-7,"ratio":0.5,"ok":true}})"
-            "\n"
-            R"({"time":"2026-11-21T22:13:33.001000123Z","timestamp_ns":1795299213001000123,"plugin":"demo","event":"demo_event","fields":{"name":"a,b \"q\"","count":0,"delta":3,"ratio":1e-06,"ok":false,"note":"line1\nline2\\\t\u0001"}})"
-            "\n"
-            R"({"time":"2026-11-21T22:13:33.002000123Z","timestamp_ns":1795299213002000123,"plugin":"demo","event":"demo_event","fields":{"name":"bad\ufffd utf8 é","count":18446744073709551615,"delta":0,"ratio":2,"ok":true,"note":""}})"
-            "\n");
+  EXPECT_EQ(
+      nwtest::read_file(dir_.file("out.jsonl")),
+      R"({"time":"2026-11-21T22:13:33.000000123Z","timestamp_ns":1795299213000000123,"plugin":"demo","event":"demo_event","fields":{"name":"plain","count":42,"delta":-7,"ratio":0.5,"ok":true}})"
+      "\n"
+      R"({"time":"2026-11-21T22:13:33.001000123Z","timestamp_ns":1795299213001000123,"plugin":"demo","event":"demo_event","fields":{"name":"a,b \"q\"","count":0,"delta":3,"ratio":1e-06,"ok":false,"note":"line1\nline2\\\t\u0001"}})"
+      "\n"
+      R"({"time":"2026-11-21T22:13:33.002000123Z","timestamp_ns":1795299213002000123,"plugin":"demo","event":"demo_event","fields":{"name":"bad\ufffd utf8 é","count":18446744073709551615,"delta":0,"ratio":2,"ok":true,"note":""}})"
+      "\n");
   // And every line is valid JSON that round-trips the tricky string.
   auto lines = nwtest::parse_json_lines(nwtest::read_file(dir_.file("out.jsonl")));
   ASSERT_EQ(lines.size(), 3u);
@@ -91,25 +92,28 @@ TEST_F(SinkFixture, JsonEscapesAndOmitsAbsentFields) {
 }
 
 TEST_F(SinkFixture, JsonRotatesBySize) {
-  run_sink("json", {{"path", dir_.file("r.jsonl")}, {"max_size", std::int64_t{400}},
+  run_sink("json", {{"path", dir_.file("r.jsonl")},
+                    {"max_size", std::int64_t{400}},
                     {"max_files", std::int64_t{2}}});
   // Each line is ~250 bytes: three lines need three files, the oldest two kept.
   EXPECT_TRUE(std::filesystem::exists(dir_.file("r.jsonl")));
   EXPECT_TRUE(std::filesystem::exists(dir_.file("r.jsonl.1")));
   EXPECT_TRUE(std::filesystem::exists(dir_.file("r.jsonl.2")));
   EXPECT_FALSE(std::filesystem::exists(dir_.file("r.jsonl.3")));
-  EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl")).find("18446744073709551615"), std::string::npos);
+  EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl")).find("18446744073709551615"),
+            std::string::npos);
   EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl.2")).find("\"plain\""), std::string::npos);
 }
 
 TEST_F(SinkFixture, CsvQuotesPerRfc4180) {
   run_sink("csv", {{"directory", dir_.file("csv")}});
-  EXPECT_EQ(nwtest::read_file(dir_.file("csv/demo_demo_event.csv")),
-            "time,name,count,delta,ratio,ok,note\r\n"
-            "2026-11-21T22:13:33.000000123Z,plain,42,-7,0.5,true,\r\n"
-            "2026-11-21T22:13:33.001000123Z,\"a,b \"\"q\"\"\",0,3,1e-06,false,"
-            "\"line1\nline2\\\t\x01\"\r\n"
-            "2026-11-21T22:13:33.002000123Z,bad\xff utf8 \xc3\xa9,18446744073709551615,0,2,true,\r\n");
+  EXPECT_EQ(
+      nwtest::read_file(dir_.file("csv/demo_demo_event.csv")),
+      "time,name,count,delta,ratio,ok,note\r\n"
+      "2026-11-21T22:13:33.000000123Z,plain,42,-7,0.5,true,\r\n"
+      "2026-11-21T22:13:33.001000123Z,\"a,b \"\"q\"\"\",0,3,1e-06,false,"
+      "\"line1\nline2\\\t\x01\"\r\n"
+      "2026-11-21T22:13:33.002000123Z,bad\xff utf8 \xc3\xa9,18446744073709551615,0,2,true,\r\n");
 }
 
 TEST_F(SinkFixture, CsvRotationRepeatsTheHeader) {
@@ -156,7 +160,9 @@ TEST_F(SinkFixture, StdoutTableAlignsColumnsWithAHeaderPerEventType) {
 
 MetricsSnapshot sample_metrics() {
   MetricFamilySnapshot counter;
-  counter.spec = {"demo_requests_total", MetricType::counter, "Requests with \\ and\nnewline.",
+  counter.spec = {"demo_requests_total",
+                  MetricType::counter,
+                  "Requests with \\ and\nnewline.",
                   {"path", "code"}};
   counter.series.push_back({{"/a\"b", "200"}, 3, {}, 0, 0});
   counter.series.push_back({{"c:\\dir\n", "500"}, 1.5, {}, 0, 0});
@@ -164,8 +170,8 @@ MetricsSnapshot sample_metrics() {
   gauge.spec = {"demo_up", MetricType::gauge, "Up.", {}};
   gauge.series.push_back({{}, 1, {}, 0, 0});
   MetricFamilySnapshot histogram;
-  histogram.spec = {"demo_latency_seconds", MetricType::histogram, "Latency.", {"layer"},
-                    {0.001, 0.01}};
+  histogram.spec = {
+      "demo_latency_seconds", MetricType::histogram, "Latency.", {"layer"}, {0.001, 0.01}};
   histogram.series.push_back({{"ip"}, 0, {2, 1, 1}, 0.5, 4});
   return {counter, gauge, histogram};
 }
@@ -199,7 +205,8 @@ TEST_F(SinkFixture, PrometheusTextfileIsExactAndStrictlyValid) {
 
 TEST_F(SinkFixture, PrometheusCapsSeriesPerFamilyAndCountsRefusals) {
   run_sink("prometheus",
-           {{"listen", std::string("")}, {"textfile", dir_.file("cap.prom")},
+           {{"listen", std::string("")},
+            {"textfile", dir_.file("cap.prom")},
             {"max_series_per_family", std::int64_t{1}}},
            sample_metrics);
   auto parsed = nwtest::parse_prometheus(nwtest::read_file(dir_.file("cap.prom")));

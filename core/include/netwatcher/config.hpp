@@ -17,7 +17,14 @@
 
 namespace netwatcher {
 
-enum class ConfigType : std::uint8_t { boolean, integer, floating, string, string_list, integer_list };
+enum class ConfigType : std::uint8_t {
+  boolean,
+  integer,
+  floating,
+  string,
+  string_list,
+  integer_list
+};
 
 using ConfigValue = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>,
                                  std::vector<std::int64_t>>;
@@ -27,7 +34,7 @@ struct ConfigKey {
   ConfigType type = ConfigType::boolean;
   ConfigValue default_value;
   std::string description;
-  std::optional<std::int64_t> min;   // integer and integer_list only
+  std::optional<std::int64_t> min;  // integer and integer_list only
   std::optional<std::int64_t> max;
   std::vector<std::string> choices;  // string only; empty = any
 };
@@ -36,11 +43,11 @@ struct ConfigKey {
 // Setting it sets `key` of that plugin to true (or to the given value when
 // `value_name` is not empty) and enables the plugin.
 struct CliFlag {
-  char short_name = 0;        // 0 = long form only
-  std::string long_name;      // e.g. "all-conn"
-  std::string key;            // plugin config key it sets
+  char short_name = 0;    // 0 = long form only
+  std::string long_name;  // e.g. "all-conn"
+  std::string key;        // plugin config key it sets
   std::string help;
-  std::string value_name;     // empty: a switch
+  std::string value_name;  // empty: a switch
 };
 
 // Validated values, one per declared key. Getters throw std::out_of_range for an
@@ -78,9 +85,9 @@ class ConfigValues {
 // `sport`, `dport` or `family`. Empty / zero means "no filter".
 struct GlobalFilter {
   std::uint32_t pid = 0;
-  std::vector<std::uint16_t> sports;  // local ports
-  std::vector<std::uint16_t> dports;  // remote ports
-  int family = 0;                     // 0 = both, 4 = IPv4 only, 6 = IPv6 only
+  std::vector<std::uint16_t> sports;           // local ports
+  std::vector<std::uint16_t> dports;           // remote ports
+  int family = 0;                              // 0 = both, 4 = IPv4 only, 6 = IPv6 only
   static constexpr std::size_t kMaxPorts = 8;  // in-kernel filter capacity
 };
 

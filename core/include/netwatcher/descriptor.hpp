@@ -21,11 +21,11 @@ struct nw_plugin_descriptor {
   std::uint32_t struct_size;  // sizeof(nw_plugin_descriptor) at build time
   std::uint16_t abi_major;
   std::uint16_t abi_minor;
-  std::uint32_t kind;          // nw_plugin_kind
-  const char* name;            // unique among plugins of the same kind
-  const char* version;         // the plugin's own version
+  std::uint32_t kind;   // nw_plugin_kind
+  const char* name;     // unique among plugins of the same kind
+  const char* version;  // the plugin's own version
   const char* description;
-  const char* compiler_id;     // NETWATCHER_COMPILER_ID
+  const char* compiler_id;  // NETWATCHER_COMPILER_ID
 };
 
 // Creates the plugin object (a netwatcher::ProbePlugin* or netwatcher::Sink*
@@ -76,20 +76,19 @@ void* create_guarded(char* error, std::size_t error_len) noexcept {
 
 // Defines and exports the descriptor and factory. Used by the plugin.hpp and
 // sink.hpp macros; not meant to be used directly.
-#define NETWATCHER_EXPORT_COMPONENT_(kind, Interface, Adapter, name, version, description) \
-  namespace {                                                                               \
-  const ::nw_plugin_descriptor netwatcher_descriptor_data_ = {                             \
-      sizeof(::nw_plugin_descriptor),                                                       \
-      NETWATCHER_ABI_MAJOR,                                                                 \
-      NETWATCHER_ABI_MINOR,                                                                 \
-      kind,                                                                                 \
-      name,                                                                                 \
-      version,                                                                              \
-      description,                                                                          \
-      NETWATCHER_COMPILER_ID};                                                              \
-  void* netwatcher_factory_impl_(char* error, std::size_t error_len) noexcept {             \
-    return ::netwatcher::detail::create_guarded<Interface, Adapter>(error, error_len);      \
-  }                                                                                         \
-  }                                                                                         \
-  BOOST_DLL_ALIAS(netwatcher_descriptor_data_, netwatcher_descriptor)                       \
+#define NETWATCHER_EXPORT_COMPONENT_(kind, Interface, Adapter, name, version, description)    \
+  namespace {                                                                                 \
+  const ::nw_plugin_descriptor netwatcher_descriptor_data_ = {sizeof(::nw_plugin_descriptor), \
+                                                              NETWATCHER_ABI_MAJOR,           \
+                                                              NETWATCHER_ABI_MINOR,           \
+                                                              kind,                           \
+                                                              name,                           \
+                                                              version,                        \
+                                                              description,                    \
+                                                              NETWATCHER_COMPILER_ID};        \
+  void* netwatcher_factory_impl_(char* error, std::size_t error_len) noexcept {               \
+    return ::netwatcher::detail::create_guarded<Interface, Adapter>(error, error_len);        \
+  }                                                                                           \
+  }                                                                                           \
+  BOOST_DLL_ALIAS(netwatcher_descriptor_data_, netwatcher_descriptor)                         \
   BOOST_DLL_ALIAS(netwatcher_factory_impl_, netwatcher_factory)

@@ -22,19 +22,19 @@ enum class FieldType : std::uint8_t { u64, i64, f64, boolean, text };
 enum class FieldRole : std::uint8_t { label, value, text };
 
 struct FieldSchema {
-  std::string name;         // snake_case; becomes a column / JSON key
+  std::string name;  // snake_case; becomes a column / JSON key
   FieldType type = FieldType::u64;
   std::string unit;         // base unit where one applies: "bytes", "microseconds", ...
   std::string description;  // one line, shown by --list-plugins
   FieldRole role = FieldRole::value;
-  int width = 0;            // column width hint for tables; 0 = derived from type and name
+  int width = 0;  // column width hint for tables; 0 = derived from type and name
   // An optional field may be absent (std::monostate) in a given event, e.g.
   // extended TCP statistics that are only filled when `extra` is on.
   bool optional = false;
 };
 
 struct EventSchema {
-  std::string name;         // unique within the plugin, e.g. "tcp_close"
+  std::string name;  // unique within the plugin, e.g. "tcp_close"
   std::string description;
   std::vector<FieldSchema> fields;
   // Set by the host when the plugin is loaded; plugins leave it empty.

@@ -42,8 +42,8 @@ class MetricFamily {
   // Histogram: replace the whole series with counts aggregated elsewhere (e.g. an
   // in-kernel log2 histogram). `bucket_counts` has one non-cumulative count per
   // declared bucket plus one for +Inf.
-  virtual void set_histogram(const LabelValues& labels, std::span<const std::uint64_t> bucket_counts,
-                             double sum) noexcept = 0;
+  virtual void set_histogram(const LabelValues& labels,
+                             std::span<const std::uint64_t> bucket_counts, double sum) noexcept = 0;
   // Drop a series, e.g. when the connection it described is gone.
   virtual void remove(const LabelValues& labels) noexcept = 0;
 };

@@ -47,7 +47,7 @@ namespace netwatcher {
 // (see --check). Candidates are BPF program names in the plugin's object; the
 // program's SEC() decides how it attaches (tp_btf, tracepoint, raw_tp, iter...).
 struct HookSpec {
-  std::string name;                   // e.g. "inet_sock_set_state"
+  std::string name;  // e.g. "inet_sock_set_state"
   std::string description;
   std::vector<std::string> programs;  // candidate program names, preferred first
   bool required = true;               // plugin is disabled if a required hook fails
@@ -57,7 +57,7 @@ struct HookSpec {
 };
 
 struct PluginDescription {
-  std::vector<ConfigKey> config;      // `enabled` is implicit: do not declare it
+  std::vector<ConfigKey> config;  // `enabled` is implicit: do not declare it
   std::vector<CliFlag> flags;
   std::vector<EventSchema> events;
   std::vector<MetricFamilySpec> metrics;
@@ -139,7 +139,7 @@ class GuardedProbe final : public ProbePlugin {
 }  // namespace detail
 }  // namespace netwatcher
 
-#define NETWATCHER_PROBE_PLUGIN(Impl, name, version, description)                          \
-  NETWATCHER_EXPORT_COMPONENT_(NW_PLUGIN_KIND_PROBE, ::netwatcher::ProbePlugin,             \
-                               ::netwatcher::detail::GuardedProbe<Impl>, name, version,     \
+#define NETWATCHER_PROBE_PLUGIN(Impl, name, version, description)                       \
+  NETWATCHER_EXPORT_COMPONENT_(NW_PLUGIN_KIND_PROBE, ::netwatcher::ProbePlugin,         \
+                               ::netwatcher::detail::GuardedProbe<Impl>, name, version, \
                                description)

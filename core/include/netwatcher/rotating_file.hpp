@@ -21,9 +21,9 @@ namespace netwatcher {
 class RotatingFile {
  public:
   struct Options {
-    std::string path;              // "-" writes to standard output (never rotated)
-    std::uint64_t max_bytes = 0;   // 0 = never rotate
-    unsigned keep = 5;             // rotated files kept
+    std::string path;                     // "-" writes to standard output (never rotated)
+    std::uint64_t max_bytes = 0;          // 0 = never rotate
+    unsigned keep = 5;                    // rotated files kept
     std::function<std::string()> header;  // written at the top of each new file
   };
 

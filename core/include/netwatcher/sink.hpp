@@ -30,8 +30,8 @@ struct SinkDescription {
 };
 
 struct SinkContext {
-  std::string instance;   // `name` from the config, or "<type>" / "<type>#N"
-  ConfigValues config;    // validated, defaults filled in
+  std::string instance;  // `name` from the config, or "<type>" / "<type>#N"
+  ConfigValues config;   // validated, defaults filled in
   // Schemas of every event this instance may receive (after routing). Owned by
   // the host; valid until close() returns.
   std::vector<const EventSchema*> schemas;
@@ -87,7 +87,7 @@ class GuardedSink final : public Sink {
 }  // namespace detail
 }  // namespace netwatcher
 
-#define NETWATCHER_SINK(Impl, name, version, description)                                  \
-  NETWATCHER_EXPORT_COMPONENT_(NW_PLUGIN_KIND_SINK, ::netwatcher::Sink,                     \
-                               ::netwatcher::detail::GuardedSink<Impl>, name, version,      \
+#define NETWATCHER_SINK(Impl, name, version, description)                              \
+  NETWATCHER_EXPORT_COMPONENT_(NW_PLUGIN_KIND_SINK, ::netwatcher::Sink,                \
+                               ::netwatcher::detail::GuardedSink<Impl>, name, version, \
                                description)

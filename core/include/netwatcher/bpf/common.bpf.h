@@ -65,9 +65,11 @@ static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, 
 /* True when a connection with this tuple passes the configured port/family filter. */
 static __always_inline bool nw_tuple_selected(const struct nw_tuple* t) {
   if (nw_filter_cfg.family && nw_filter_cfg.family != t->family) return false;
-  if (nw_filter_cfg.nr_sports && !nw_port_in(t->sport, nw_filter_cfg.sports, nw_filter_cfg.nr_sports))
+  if (nw_filter_cfg.nr_sports &&
+      !nw_port_in(t->sport, nw_filter_cfg.sports, nw_filter_cfg.nr_sports))
     return false;
-  if (nw_filter_cfg.nr_dports && !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
+  if (nw_filter_cfg.nr_dports &&
+      !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
     return false;
   return true;
 }
@@ -94,7 +96,11 @@ static __always_inline void nw_read_sock_tuple(const struct sock* sk, struct nw_
 }
 
 /* Sequence-number comparison that survives wraparound (RFC 1982 style). */
-static __always_inline bool nw_seq_before(__u32 a, __u32 b) { return (__s32)(a - b) < 0; }
-static __always_inline bool nw_seq_after(__u32 a, __u32 b) { return nw_seq_before(b, a); }
+static __always_inline bool nw_seq_before(__u32 a, __u32 b) {
+  return (__s32)(a - b) < 0;
+}
+static __always_inline bool nw_seq_after(__u32 a, __u32 b) {
+  return nw_seq_before(b, a);
+}
 
 #endif

@@ -215,6 +215,49 @@ TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
   EXPECT_TRUE(events_of(events(), "tcp_open").empty());
 }
 
+TEST_F(Tcp, RetransmitsAfterTimeoutAreCountedPerConnection) {
+  // Kernel-side counters are mirrored into metrics every snapshot_interval.
+  Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +
+                          tcp_config(dir_.file("events.jsonl"), "extra = true\nretrans = true\n") +
+                          "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:41498\"\n");
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  // The client blackholes its own traffic at the server for ~1.5 s mid-flow,
+  // so its segment is retransmitted on RTO, then lets it through.
+  write_file(dir_.file("lossy.py"), R"(import json, socket, subprocess, time
+def nft(*args):
+    subprocess.run(["ip", "netns", "exec", "nwt-srv", "nft", *args], check=True)
+s = socket.create_connection(("10.77.0.2", 5000))
+s.sendall(b"a" * 100)
+time.sleep(0.3)
+nft("add", "table", "inet", "nwtest")
+nft("add", "chain", "inet", "nwtest", "in", "{ type filter hook input priority 0; }")
+nft("add", "rule", "inet", "nwtest", "in", "tcp", "dport", "5000", "drop")
+s.sendall(b"b" * 1000)
+time.sleep(1.5)
+nft("delete", "table", "inet", "nwtest")
+s.shutdown(socket.SHUT_WR)
+while s.recv(100):
+    pass
+print(json.dumps({"sport": s.getsockname()[1]}))
+s.close()
+)");
+  auto result = run("ip netns exec nwt-cli /usr/bin/python3 " + dir_.file("lossy.py"));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::uint64_t sport = parse_json(result.output)["sport"].u64();
+  settle();
+  auto metrics = parse_prometheus(http_get(41498, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+  auto closes = events_of(events(), "tcp_close");
+  const Json* client = find_close(closes, "client", sport, 5000);
+  ASSERT_NE(client, nullptr);
+  const auto& f = (*client)["fields"];
+  EXPECT_GE(f["timeout_retrans"].u64(), 1u);
+  EXPECT_EQ(f["total_retrans"].u64(), f["timeout_retrans"].u64() + f["fast_retrans"].u64());
+  EXPECT_EQ(f["bytes_acked"].u64(), 1100u);  // retransmitted bytes are not counted twice
+  EXPECT_GE(metrics.value("netwatcher_tcp_retransmits_total", {{"type", "timeout"}}).value_or(0),
+            static_cast<double>(f["timeout_retrans"].u64()));
+}
+
 TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
   Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")) +
                           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:41499\"\n");

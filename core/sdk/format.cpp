@@ -204,4 +204,32 @@ std::string format_address(int family, const std::uint8_t* bytes) {
   return buf;
 }
 
+const char* field_type_name(FieldType type) {
+  switch (type) {
+    case FieldType::u64:
+      return "u64";
+    case FieldType::i64:
+      return "i64";
+    case FieldType::f64:
+      return "f64";
+    case FieldType::boolean:
+      return "bool";
+    case FieldType::text:
+      return "text";
+  }
+  return "?";
+}
+
+const char* metric_type_name(MetricType type) {
+  switch (type) {
+    case MetricType::counter:
+      return "counter";
+    case MetricType::gauge:
+      return "gauge";
+    case MetricType::histogram:
+      return "histogram";
+  }
+  return "untyped";
+}
+
 }  // namespace netwatcher

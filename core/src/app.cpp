@@ -22,6 +22,7 @@
 #include "libbpf_log.hpp"
 #include "loader.hpp"
 #include "metric_store.hpp"
+#include "netwatcher/format.hpp"
 #include "probe_runtime.hpp"
 
 namespace po = boost::program_options;
@@ -152,34 +153,6 @@ void add_plugin_flags(po::options_description& desc, const std::vector<PluginFla
   }
 }
 
-const char* type_name(FieldType type) {
-  switch (type) {
-    case FieldType::u64:
-      return "u64";
-    case FieldType::i64:
-      return "i64";
-    case FieldType::f64:
-      return "f64";
-    case FieldType::boolean:
-      return "bool";
-    case FieldType::text:
-      return "text";
-  }
-  return "?";
-}
-
-const char* metric_type_name(MetricType type) {
-  switch (type) {
-    case MetricType::counter:
-      return "counter";
-    case MetricType::gauge:
-      return "gauge";
-    case MetricType::histogram:
-      return "histogram";
-  }
-  return "?";
-}
-
 void print_config_keys(const std::vector<ConfigKey>& keys) {
   for (const auto& key : keys)
     std::cout << "      " << key.name << " (" << config_type_name(key.type)
@@ -205,7 +178,7 @@ void list_components(const Discovery& discovery,
     for (const auto& event : d.events) {
       std::cout << "    " << event.name << ": " << event.description << "\n";
       for (const auto& field : event.fields)
-        std::cout << "      " << field.name << " " << type_name(field.type)
+        std::cout << "      " << field.name << " " << field_type_name(field.type)
                   << (field.unit.empty() ? "" : " [" + field.unit + "]") << " - "
                   << field.description << "\n";
     }

@@ -20,6 +20,7 @@
 #include <string>
 #include <thread>
 
+#include "netwatcher/format.hpp"
 #include "netwatcher/sink.hpp"
 
 namespace {
@@ -68,18 +69,6 @@ void append_labels(std::string& out, const std::vector<std::string>& names,
     out += '"';
   }
   out += '}';
-}
-
-const char* type_word(MetricType type) {
-  switch (type) {
-    case MetricType::counter:
-      return "counter";
-    case MetricType::gauge:
-      return "gauge";
-    case MetricType::histogram:
-      return "histogram";
-  }
-  return "untyped";
 }
 
 class PrometheusSink {
@@ -186,7 +175,7 @@ class PrometheusSink {
       admitted.swap(still_admitted);
       out += "# HELP " + spec.name + " ";
       append_escaped(out, spec.help, false);
-      out += "\n# TYPE " + spec.name + " " + type_word(spec.type) + "\n";
+      out += "\n# TYPE " + spec.name + " " + metric_type_name(spec.type) + "\n";
       for (const MetricSeries* s : shown) {
         if (spec.type != MetricType::histogram) {
           out += spec.name;

@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "netwatcher/event.hpp"
+#include "netwatcher/metrics.hpp"
 
 namespace netwatcher {
 
@@ -33,5 +34,10 @@ void append_csv_field(std::string& out, std::string_view text);
 
 // Formats a network address of the given family (AF_INET / AF_INET6) from raw bytes.
 std::string format_address(int family, const std::uint8_t* bytes);
+
+// "u64", "i64", "f64", "bool", "text".
+const char* field_type_name(FieldType type);
+// The Prometheus TYPE word: "counter", "gauge", "histogram".
+const char* metric_type_name(MetricType type);
 
 }  // namespace netwatcher

@@ -13,6 +13,30 @@ Status io_error(const std::string& what, const std::string& path, int err) {
 }
 }  // namespace
 
+std::vector<ConfigKey> RotatingFile::rotation_keys() {
+  return {
+      {"max_size",
+       ConfigType::integer,
+       std::int64_t{100} << 20,
+       "rotate a file when it would grow past this many bytes (0 = never)",
+       0,
+       {},
+       {}},
+      {"max_files",
+       ConfigType::integer,
+       std::int64_t{5},
+       "rotated files kept per output file",
+       0,
+       1000,
+       {}},
+  };
+}
+
+void RotatingFile::apply_rotation(const ConfigValues& config, Options& options) {
+  options.max_bytes = static_cast<std::uint64_t>(config.get_int("max_size"));
+  options.keep = static_cast<unsigned>(config.get_int("max_files"));
+}
+
 RotatingFile::~RotatingFile() {
   close();
 }

@@ -14,35 +14,21 @@ using namespace netwatcher;
 class CsvSink {
  public:
   SinkDescription describe() const {
-    return {{
-        {"directory",
-         ConfigType::string,
-         std::string("netwatcher-csv"),
-         "directory for <plugin>_<event>.csv files (created if missing)",
-         {},
-         {},
-         {}},
-        {"max_size",
-         ConfigType::integer,
-         std::int64_t{100} << 20,
-         "rotate a file when it would grow past this many bytes (0 = never)",
-         0,
-         {},
-         {}},
-        {"max_files",
-         ConfigType::integer,
-         std::int64_t{5},
-         "rotated files kept per event type",
-         0,
-         1000,
-         {}},
-    }};
+    SinkDescription d;
+    d.config = {{"directory",
+                 ConfigType::string,
+                 std::string("netwatcher-csv"),
+                 "directory for <plugin>_<event>.csv files (created if missing)",
+                 {},
+                 {},
+                 {}}};
+    for (auto& key : RotatingFile::rotation_keys()) d.config.push_back(std::move(key));
+    return d;
   }
 
   Status open(const SinkContext& context) {
     directory_ = context.config.get_string("directory");
-    max_bytes_ = static_cast<std::uint64_t>(context.config.get_int("max_size"));
-    keep_ = static_cast<unsigned>(context.config.get_int("max_files"));
+    RotatingFile::apply_rotation(context.config, rotation_);
     // Files are created on the first event of each type, so a quiet plugin
     // leaves no empty files behind; but check the directory is usable now.
     RotatingFile probe;
@@ -95,8 +81,8 @@ class CsvSink {
   Status open_file(RotatingFile& file, const EventSchema& schema) {
     RotatingFile::Options options;
     options.path = directory_ + "/" + schema.plugin + "_" + schema.name + ".csv";
-    options.max_bytes = max_bytes_;
-    options.keep = keep_;
+    options.max_bytes = rotation_.max_bytes;
+    options.keep = rotation_.keep;
     options.header = [&schema] {
       std::string header = "time";
       for (const auto& field : schema.fields) {
@@ -109,8 +95,7 @@ class CsvSink {
   }
 
   std::string directory_;
-  std::uint64_t max_bytes_ = 0;
-  unsigned keep_ = 5;
+  RotatingFile::Options rotation_;  // only max_bytes and keep are used
   std::map<const EventSchema*, std::unique_ptr<RotatingFile>> files_;
   std::map<const EventSchema*, bool> file_ok_;
   std::string row_;

@@ -12,30 +12,22 @@ using namespace netwatcher;
 class JsonSink {
  public:
   SinkDescription describe() const {
-    return {{
-        {"path",
-         ConfigType::string,
-         std::string("-"),
-         "output file; \"-\" writes to standard output",
-         {},
-         {},
-         {}},
-        {"max_size",
-         ConfigType::integer,
-         std::int64_t{100} << 20,
-         "rotate when the file would grow past this many bytes (0 = never)",
-         0,
-         {},
-         {}},
-        {"max_files", ConfigType::integer, std::int64_t{5}, "rotated files kept", 0, 1000, {}},
-    }};
+    SinkDescription d;
+    d.config = {{"path",
+                 ConfigType::string,
+                 std::string("-"),
+                 "output file; \"-\" writes to standard output",
+                 {},
+                 {},
+                 {}}};
+    for (auto& key : RotatingFile::rotation_keys()) d.config.push_back(std::move(key));
+    return d;
   }
 
   Status open(const SinkContext& context) {
     RotatingFile::Options options;
     options.path = context.config.get_string("path");
-    options.max_bytes = static_cast<std::uint64_t>(context.config.get_int("max_size"));
-    options.keep = static_cast<unsigned>(context.config.get_int("max_files"));
+    RotatingFile::apply_rotation(context.config, options);
     return file_.open(std::move(options));
   }
 

@@ -13,6 +13,9 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
+
+#include "netwatcher/config.hpp"
 
 #include "netwatcher/status.hpp"
 
@@ -26,6 +29,12 @@ class RotatingFile {
     unsigned keep = 5;                    // rotated files kept
     std::function<std::string()> header;  // written at the top of each new file
   };
+
+  // The `max_size` and `max_files` keys every file-writing sink declares, so
+  // all of them rotate the same way and document it the same way.
+  static std::vector<ConfigKey> rotation_keys();
+  // Fills max_bytes and keep from validated values of rotation_keys().
+  static void apply_rotation(const ConfigValues& config, Options& options);
 
   RotatingFile() = default;
   RotatingFile(const RotatingFile&) = delete;

@@ -95,6 +95,7 @@ void SinkWorker::stop() {
 }
 
 bool EventFilter::accepts(const Event& event) const {
+  if (!active_) return true;
   const auto& fields = event.schema->fields;
   for (std::size_t i = 0; i < fields.size() && i < event.values.size(); ++i) {
     const std::string& name = fields[i].name;

@@ -63,11 +63,15 @@ class SinkWorker {
 // Host-side filter on events that carry pid / sport / dport / family fields.
 class EventFilter {
  public:
-  explicit EventFilter(GlobalFilter filter) : filter_(std::move(filter)) {}
+  explicit EventFilter(GlobalFilter filter)
+      : filter_(std::move(filter)),
+        active_(filter_.pid || !filter_.sports.empty() || !filter_.dports.empty() ||
+                filter_.family) {}
   bool accepts(const Event& event) const;
 
  private:
   GlobalFilter filter_;
+  bool active_;  // false: every event passes without looking at its fields
 };
 
 class Bus {

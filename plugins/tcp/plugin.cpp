@@ -330,7 +330,9 @@ class TcpPlugin {
     std::vector<Value> values = conn_values(rec);
     if (all_conn_ && max_closed_ > 0) {
       closed_table_.push_back(values);
-      closed_table_.back()[kState] = std::string(state_name(TCP_CLOSE_STATE));
+      // The row now describes a closed connection: the kernel's TCP_CLOSE,
+      // named like every other state (prefix stripped).
+      closed_table_.back()[kState] = std::string("CLOSE");
       while (closed_table_.size() > max_closed_) closed_table_.pop_front();
     }
     out.emit(kCloseEvent, header.timestamp_ns, std::move(values));
@@ -369,8 +371,6 @@ class TcpPlugin {
   }
 
  private:
-  static constexpr std::uint32_t TCP_CLOSE_STATE = 7;
-
   struct SkeletonDeleter {
     void operator()(tcp_bpf* skeleton) const { tcp_bpf__destroy(skeleton); }
   };

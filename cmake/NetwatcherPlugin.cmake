@@ -71,7 +71,7 @@ function(netwatcher_add_probe_plugin name)
   add_library(${target} MODULE plugin.cpp ${ARG_SOURCES} "${skel}")
   target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_BINARY_DIR}"
                                                "${CMAKE_CURRENT_SOURCE_DIR}")
-  target_link_libraries(${target} PRIVATE PkgConfig::LIBBPF)
+  target_link_libraries(${target} PRIVATE netwatcher::sdk_kernel)
   _netwatcher_module_defaults(${target} "netwatcher-${name}")
 endfunction()
 

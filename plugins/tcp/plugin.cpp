@@ -1,6 +1,5 @@
 // tcp: every TCP connection, its owner, tuple, state and internals.
 #include <bpf/bpf.h>
-#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "netwatcher/format.hpp"
+#include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
 #include "tcp.h"
 #include "tcp.skel.h"
@@ -115,32 +115,6 @@ const char* direction_name(std::uint8_t direction) {
     default:
       return "unknown";
   }
-}
-
-// TCP state names from the running kernel's BTF, so they are right whatever the
-// kernel version: the enum that holds TCP_ESTABLISHED.
-std::map<std::uint32_t, std::string> kernel_tcp_states() {
-  std::map<std::uint32_t, std::string> names;
-  struct btf* btf = btf__load_vmlinux_btf();
-  if (!btf) return names;
-  for (std::uint32_t id = 1; id < btf__type_cnt(btf); ++id) {
-    const struct btf_type* type = btf__type_by_id(btf, id);
-    if (!btf_is_enum(type)) continue;
-    const struct btf_enum* values = btf_enum(type);
-    bool is_tcp_states = false;
-    for (int i = 0; i < btf_vlen(type) && !is_tcp_states; ++i)
-      is_tcp_states =
-          std::strcmp(btf__name_by_offset(btf, values[i].name_off), "TCP_ESTABLISHED") == 0;
-    if (!is_tcp_states) continue;
-    for (int i = 0; i < btf_vlen(type); ++i) {
-      std::string name = btf__name_by_offset(btf, values[i].name_off);
-      if (name.rfind("TCP_", 0) == 0) name = name.substr(4);
-      names[static_cast<std::uint32_t>(values[i].val)] = name;
-    }
-    break;
-  }
-  btf__free(btf);
-  return names;
 }
 
 struct ConnectionKey {
@@ -255,7 +229,10 @@ class TcpPlugin {
     per_connection_metrics_ = config.get_bool("per_connection_metrics");
     max_connection_series_ = static_cast<std::size_t>(config.get_int("max_connection_series"));
     filter_ = filter;
-    states_ = kernel_tcp_states();
+    // State names from the running kernel's BTF, so they are right whatever
+    // the kernel version.
+    for (auto& [value, name] : kernel_enum("TCP_ESTABLISHED", "TCP_"))
+      states_[static_cast<std::uint32_t>(value)] = name;
     return Status::success();
   }
 
@@ -263,15 +240,7 @@ class TcpPlugin {
     skeleton_.reset(tcp_bpf__open());
     if (!skeleton_)
       return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    nw_filter& f = const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg);
-    f.pid = filter_.pid;
-    f.family = filter_.family == 4 ? AF_INET : filter_.family == 6 ? AF_INET6 : 0;
-    f.nr_sports = filter_.sports.size();
-    f.nr_dports = filter_.dports.size();
-    for (std::size_t i = 0; i < filter_.sports.size() && i < NW_MAX_FILTER_PORTS; ++i)
-      f.sports[i] = filter_.sports[i];
-    for (std::size_t i = 0; i < filter_.dports.size() && i < NW_MAX_FILTER_PORTS; ++i)
-      f.dports[i] = filter_.dports[i];
+    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
     bpf_map__set_max_entries(skeleton_->maps.tcp_conns, max_connections_);
     *object = skeleton_->obj;
     return Status::success();
@@ -448,19 +417,12 @@ class TcpPlugin {
   }
 
   void read_retransmit_counters() {
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0) return;
-    std::vector<std::uint64_t> per_cpu(cpus);
     const std::pair<std::uint32_t, const char*> counters[] = {
         {TCP_COUNTER_RETRANS_FAST, "fast"}, {TCP_COUNTER_RETRANS_TIMEOUT, "timeout"}};
-    for (const auto& [index, label] : counters) {
-      if (bpf_map__lookup_elem(skeleton_->maps.tcp_counters, &index, sizeof index, per_cpu.data(),
-                               per_cpu.size() * sizeof(std::uint64_t), 0) != 0)
-        continue;
-      std::uint64_t total = 0;
-      for (auto v : per_cpu) total += v;
-      retransmits_->set({label}, static_cast<double>(total));
-    }
+    int fd = bpf_map__fd(skeleton_->maps.tcp_counters);
+    for (const auto& [index, label] : counters)
+      if (auto total = sum_percpu_u64(fd, &index))
+        retransmits_->set({label}, static_cast<double>(*total));
   }
 
   // Runs the iterator behind an attached iter program and returns its output.

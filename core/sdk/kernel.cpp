@@ -1,0 +1,88 @@
+#include "netwatcher/kernel.hpp"
+
+#include <bpf/bpf.h>
+#include <bpf/btf.h>
+#include <bpf/libbpf.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+namespace netwatcher {
+
+namespace {
+
+struct BtfDeleter {
+  void operator()(struct btf* btf) const { btf__free(btf); }
+};
+
+// Calls `visit(name, value)` for every enumerator of the first enum that has
+// `member`; enum64 (kernel 6.0+) as well as enum.
+template <class Visit>
+void for_each_enumerator(const std::string& member, Visit visit) {
+  std::unique_ptr<struct btf, BtfDeleter> btf(btf__load_vmlinux_btf());
+  if (!btf) return;
+  const std::uint32_t count = btf__type_cnt(btf.get());
+  for (std::uint32_t id = 1; id < count; ++id) {
+    const struct btf_type* type = btf__type_by_id(btf.get(), id);
+    if (!btf_is_any_enum(type)) continue;
+    const int n = btf_vlen(type);
+    auto name_at = [&](int i) {
+      return btf_is_enum(type) ? btf__name_by_offset(btf.get(), btf_enum(type)[i].name_off)
+                               : btf__name_by_offset(btf.get(), btf_enum64(type)[i].name_off);
+    };
+    auto value_at = [&](int i) -> std::uint64_t {
+      return btf_is_enum(type) ? static_cast<std::uint32_t>(btf_enum(type)[i].val)
+                               : btf_enum64_value(btf_enum64(type) + i);
+    };
+    bool found = false;
+    for (int i = 0; i < n && !found; ++i) found = member == name_at(i);
+    if (!found) continue;
+    for (int i = 0; i < n; ++i) visit(std::string(name_at(i)), value_at(i));
+    return;
+  }
+}
+
+}  // namespace
+
+void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter) {
+  kernel = {};
+  kernel.pid = filter.pid;
+  kernel.family = filter.family == 4 ? AF_INET : filter.family == 6 ? AF_INET6 : 0;
+  kernel.nr_sports = std::min<std::size_t>(filter.sports.size(), NW_MAX_FILTER_PORTS);
+  kernel.nr_dports = std::min<std::size_t>(filter.dports.size(), NW_MAX_FILTER_PORTS);
+  for (std::size_t i = 0; i < kernel.nr_sports; ++i) kernel.sports[i] = filter.sports[i];
+  for (std::size_t i = 0; i < kernel.nr_dports; ++i) kernel.dports[i] = filter.dports[i];
+}
+
+std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
+                                                 const std::string& strip_prefix) {
+  std::map<std::uint64_t, std::string> names;
+  for_each_enumerator(member, [&](std::string name, std::uint64_t value) {
+    if (!strip_prefix.empty() && name.rfind(strip_prefix, 0) == 0)
+      name = name.substr(strip_prefix.size());
+    names.emplace(value, std::move(name));
+  });
+  return names;
+}
+
+std::optional<std::uint64_t> kernel_enum_value(const std::string& member) {
+  std::optional<std::uint64_t> result;
+  for_each_enumerator(member, [&](const std::string& name, std::uint64_t value) {
+    if (name == member) result = value;
+  });
+  return result;
+}
+
+std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key) {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0 || map_fd < 0) return std::nullopt;
+  std::vector<std::uint64_t> values(static_cast<std::size_t>(cpus));
+  if (bpf_map_lookup_elem(map_fd, key, values.data()) != 0) return std::nullopt;
+  std::uint64_t total = 0;
+  for (std::uint64_t v : values) total += v;
+  return total;
+}
+
+}  // namespace netwatcher

@@ -124,7 +124,8 @@ std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRunt
                      flag.long_name);
         continue;
       }
-      const ConfigKey* key = nullptr;
+      static const ConfigKey kEnabled{"enabled", ConfigType::boolean, false, "enable the plugin"};
+      const ConfigKey* key = flag.key == "enabled" ? &kEnabled : nullptr;
       for (const auto& k : runtime->description().config)
         if (k.name == flag.key) key = &k;
       if (!key) {
@@ -251,6 +252,11 @@ class OwnMetrics {
                            MetricType::counter,
                            "Records the kernel could not put in a plugin's ring buffer.",
                            {"plugin"}});
+    suppressed_ =
+        store.declare({"netwatcher_events_suppressed_total",
+                       MetricType::counter,
+                       "Records a plugin's per-second event limit held back in the kernel.",
+                       {"plugin"}});
     filtered_ = store.declare({"netwatcher_events_filtered_total",
                                MetricType::counter,
                                "Events dropped by the host-side filter.",
@@ -305,6 +311,7 @@ class OwnMetrics {
       for (std::size_t i = 0; i < schemas.size(); ++i)
         events_->set({runtime->name(), schemas[i]->name}, static_cast<double>(runtime->events(i)));
       lost_->set({runtime->name()}, static_cast<double>(runtime->lost_events()));
+      suppressed_->set({runtime->name()}, static_cast<double>(runtime->suppressed_events()));
       filtered_->set({runtime->name()}, static_cast<double>(runtime->filtered()));
       decode_errors_->set({runtime->name()}, static_cast<double>(runtime->decode_errors()));
     }
@@ -317,8 +324,8 @@ class OwnMetrics {
   }
 
  private:
-  MetricFamily *events_, *lost_, *filtered_, *decode_errors_, *written_, *dropped_, *errors_,
-      *depth_, *up_, *attached_, *build_;
+  MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
+      *errors_, *depth_, *up_, *attached_, *build_;
 };
 
 int run(int argc, char** argv) {
@@ -431,7 +438,7 @@ int run(int argc, char** argv) {
       if (f.flag.value_name.empty() && f.key.type != ConfigType::boolean)
         throw ConfigError("--" + f.flag.long_name +
                           ": plugin declared a switch for a non-boolean key");
-      overrides[f.plugin][f.flag.key] = value;
+      if (f.flag.key != "enabled") overrides[f.plugin][f.flag.key] = value;
       config.plugins[f.plugin].enabled = true;
     }
   } catch (const ConfigError& e) {

@@ -41,7 +41,8 @@ struct ConfigKey {
 
 // A short command-line flag a plugin contributes, e.g. `-a` for tcp's all_conn.
 // Setting it sets `key` of that plugin to true (or to the given value when
-// `value_name` is not empty) and enables the plugin.
+// `value_name` is not empty) and enables the plugin. A switch whose key is
+// "enabled" only enables the plugin (e.g. `-k` for drop).
 struct CliFlag {
   char short_name = 0;    // 0 = long form only
   std::string long_name;  // e.g. "all-conn"

@@ -5,6 +5,8 @@
  *   nw_events  ring buffer the host polls (size set by the host before load)
  *   nw_lost    per-CPU count of records that did not fit (reported as
  *              netwatcher_events_lost_total)
+ *   nw_suppressed  per-CPU count of records a rate limit held back on purpose
+ *              (reported as netwatcher_events_suppressed_total)
  * and the rodata global filter `nw_filter_cfg`, filled by the plugin before load. */
 #ifndef NETWATCHER_COMMON_BPF_H
 #define NETWATCHER_COMMON_BPF_H
@@ -30,6 +32,26 @@ struct {
   __type(value, __u64);
 } nw_lost SEC(".maps");
 
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+} nw_suppressed SEC(".maps");
+
+/* One-second window shared by every CPU for nw_rate_allow(). */
+struct nw_rate_window {
+  __u64 second;
+  __u64 count;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct nw_rate_window);
+} nw_rate SEC(".maps");
+
 const volatile struct nw_filter nw_filter_cfg = {};
 
 static __always_inline void nw_count_lost(void) {
@@ -53,6 +75,55 @@ static __always_inline void* nw_reserve(__u64 size, __u32 type) {
   return hdr;
 }
 
+/* Global per-second budget for optional per-packet records: true while fewer
+ * than `per_second` records were allowed in the current second (0 = no limit).
+ * A refusal is counted in nw_suppressed. Two CPUs crossing a second boundary
+ * together may both reset the window; a few extra records are the price of
+ * taking no lock. */
+static __always_inline bool nw_rate_allow(__u64 per_second) {
+  if (!per_second) return true;
+  __u32 zero = 0;
+  struct nw_rate_window* w = bpf_map_lookup_elem(&nw_rate, &zero);
+  if (!w) return false;
+  __u64 second = bpf_ktime_get_ns() / 1000000000ULL;
+  if (w->second != second) {
+    w->second = second;
+    w->count = 0;
+  }
+  if (__sync_fetch_and_add(&w->count, 1) < per_second) return true;
+  __u64* suppressed = bpf_map_lookup_elem(&nw_suppressed, &zero);
+  if (suppressed) *suppressed += 1;
+  return false;
+}
+
+/* Index of the highest set bit (0 for 0 and 1): the bucket of a log2 histogram
+ * whose bucket i counts values in [2^i, 2^(i+1)). */
+static __always_inline __u32 nw_log2(__u64 v) {
+  __u32 r = 0;
+  if (v >> 32) {
+    v >>= 32;
+    r += 32;
+  }
+  if (v >> 16) {
+    v >>= 16;
+    r += 16;
+  }
+  if (v >> 8) {
+    v >>= 8;
+    r += 8;
+  }
+  if (v >> 4) {
+    v >>= 4;
+    r += 4;
+  }
+  if (v >> 2) {
+    v >>= 2;
+    r += 2;
+  }
+  if (v >> 1) r += 1;
+  return r;
+}
+
 static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, __u32 nr) {
 #pragma unroll
   for (int i = 0; i < NW_MAX_FILTER_PORTS; i++) {
@@ -69,6 +140,21 @@ static __always_inline bool nw_tuple_selected(const struct nw_tuple* t) {
       !nw_port_in(t->sport, nw_filter_cfg.sports, nw_filter_cfg.nr_sports))
     return false;
   if (nw_filter_cfg.nr_dports &&
+      !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
+    return false;
+  return true;
+}
+
+/* The same filter for a packet, which has no local or remote side: a port
+ * list matches when either the source or the destination port is in it. */
+static __always_inline bool nw_packet_selected(const struct nw_tuple* t) {
+  if (nw_filter_cfg.family && nw_filter_cfg.family != t->family) return false;
+  if (nw_filter_cfg.nr_sports &&
+      !nw_port_in(t->sport, nw_filter_cfg.sports, nw_filter_cfg.nr_sports) &&
+      !nw_port_in(t->dport, nw_filter_cfg.sports, nw_filter_cfg.nr_sports))
+    return false;
+  if (nw_filter_cfg.nr_dports &&
+      !nw_port_in(t->sport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports) &&
       !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
     return false;
   return true;

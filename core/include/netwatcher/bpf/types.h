@@ -32,6 +32,17 @@ struct nw_tuple {
   __u16 pad;
 };
 
+/* A packet's headers as parsed by nw_read_skb_packet(). tuple.saddr/sport are
+ * the packet's source and daddr/dport its destination (not local/remote). */
+struct nw_packet {
+  struct nw_tuple tuple;
+  __u8 protocol;  /* IPPROTO_* after IPv6 extension headers; 0 when unknown */
+  __u8 has_ports; /* TCP / UDP / UDP-Lite / SCTP: tuple ports are valid */
+  __u8 icmp_type; /* ICMP / ICMPv6 only */
+  __u8 icmp_code;
+  __u32 length; /* skb->len */
+};
+
 /* The global filter as the kernel applies it (set as rodata by the plugin). */
 struct nw_filter {
   __u32 pid;    /* 0 = any */

@@ -2,7 +2,11 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -11,10 +15,45 @@
 
 #include "bus.hpp"
 #include "libbpf_log.hpp"
+#include "netwatcher/kernel.hpp"
 
 namespace netwatcher::host {
 
 namespace {
+
+// Not in Debian 12's UAPI headers (kernel 6.4+); stable kernel ABI values.
+constexpr int kProgTypeNetfilter = 32;
+constexpr int kAttachNetfilter = 45;
+constexpr int kBpfLinkCreate = 28;
+
+bool is_netfilter_section(const char* section) {
+  return std::strncmp(section, "netfilter", 9) == 0;
+}
+
+// bpf(BPF_LINK_CREATE) with the link_create.netfilter member of union bpf_attr,
+// laid out by hand because the installed headers predate it.
+int create_netfilter_link(int prog_fd, const NetfilterPoint& point) {
+  struct {
+    std::uint32_t prog_fd, target_fd, attach_type, flags;
+    std::uint32_t pf, hooknum;
+    std::int32_t priority;
+    std::uint32_t nf_flags;
+    std::uint8_t rest[96];
+  } attr{};
+  attr.prog_fd = static_cast<std::uint32_t>(prog_fd);
+  attr.attach_type = kAttachNetfilter;
+  attr.pf = static_cast<std::uint32_t>(point.family);
+  attr.hooknum = static_cast<std::uint32_t>(point.hook);
+  attr.priority = point.priority;
+  return static_cast<int>(syscall(__NR_bpf, kBpfLinkCreate, &attr, sizeof attr));
+}
+
+struct FdCloser {
+  int fd = -1;
+  ~FdCloser() {
+    if (fd >= 0) close(fd);
+  }
+};
 
 constexpr std::size_t kNoCandidate = static_cast<std::size_t>(-1);
 constexpr int kMaxBringUpAttempts = 16;
@@ -157,6 +196,12 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
           choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == bpf_program__name(program);
     bpf_program__set_autoload(program, chosen);
   }
+  // libbpf 1.1 knows no SEC("netfilter"): give such programs their type here.
+  bpf_object__for_each_program(program, object_) {
+    if (!is_netfilter_section(bpf_program__section_name(program))) continue;
+    bpf_program__set_type(program, static_cast<bpf_prog_type>(kProgTypeNetfilter));
+    bpf_program__set_expected_attach_type(program, static_cast<bpf_attach_type>(kAttachNetfilter));
+  }
   bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
   if (!events)
     return Status::failure(
@@ -180,6 +225,13 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
     if (choice[h] == kNoCandidate) continue;
     const std::string& name = hooks[h].programs[choice[h]];
     bpf_program* prog = bpf_object__find_program_by_name(object_, name.c_str());
+    if (is_netfilter_section(bpf_program__section_name(prog))) {
+      // One program serves many (family, hook, priority, netns) points, which
+      // depend on the plugin's config: it links them in start().
+      reports_[h].attached_program = name;
+      reports_[h].candidates[choice[h]].status = "loaded; no netfilter link yet";
+      continue;
+    }
     errno = 0;
     bpf_link* link = nullptr;
     if (!hooks[h].iter_map.empty()) {
@@ -242,6 +294,8 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
   }
   if (bpf_map* lost = bpf_object__find_map_by_name(object_, "nw_lost"))
     lost_map_fd_ = bpf_map__fd(lost);
+  if (bpf_map* suppressed = bpf_object__find_map_by_name(object_, "nw_suppressed"))
+    suppressed_map_fd_ = bpf_map__fd(suppressed);
   if (Status s = plugin_->start(*this); !s) {
     destroy_links();
     plugin_->stop();
@@ -292,15 +346,13 @@ void ProbeRuntime::collect(Bus& bus) {
 }
 
 std::uint64_t ProbeRuntime::lost_events() const {
-  if (lost_map_fd_ < 0) return 0;
-  int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) return 0;
-  std::vector<std::uint64_t> values(cpus);
   std::uint32_t key = 0;
-  if (bpf_map_lookup_elem(lost_map_fd_, &key, values.data()) != 0) return 0;
-  std::uint64_t total = 0;
-  for (auto v : values) total += v;
-  return total;
+  return sum_percpu_u64(lost_map_fd_, &key).value_or(0);
+}
+
+std::uint64_t ProbeRuntime::suppressed_events() const {
+  std::uint32_t key = 0;
+  return sum_percpu_u64(suppressed_map_fd_, &key).value_or(0);
 }
 
 MetricFamily* ProbeRuntime::metric(std::string_view name) noexcept {
@@ -313,9 +365,60 @@ int ProbeRuntime::link_fd(std::string_view program) const noexcept {
   return it == links_.end() ? -1 : bpf_link__fd(it->second);
 }
 
+Status ProbeRuntime::attach_netfilter(std::string_view program,
+                                      const NetfilterPoint& point) noexcept {
+  try {
+    bpf_program* prog =
+        object_ ? bpf_object__find_program_by_name(object_, std::string(program).c_str()) : nullptr;
+    if (!prog || bpf_program__fd(prog) < 0)
+      return Status::failure("no loaded program '" + std::string(program) + "'");
+    if (!is_netfilter_section(bpf_program__section_name(prog)))
+      return Status::failure("program '" + std::string(program) + "' is not SEC(\"netfilter\")");
+    FdCloser target, home;
+    if (!point.netns.empty()) {
+      // Netfilter links live in the netns of the calling thread: enter the
+      // target netns on this thread only, link, and come back.
+      target.fd = open(point.netns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (target.fd < 0)
+        return Status::failure("cannot open network namespace " + point.netns + ": " +
+                               std::strerror(errno));
+      home.fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+      if (home.fd < 0)
+        return Status::failure("cannot open own network namespace: " +
+                               std::string(std::strerror(errno)));
+      if (setns(target.fd, CLONE_NEWNET) != 0)
+        return Status::failure("cannot enter network namespace " + point.netns + ": " +
+                               std::strerror(errno));
+    }
+    int fd = create_netfilter_link(bpf_program__fd(prog), point);
+    int err = errno;
+    if (home.fd >= 0 && setns(home.fd, CLONE_NEWNET) != 0) {
+      // Every later socket and link of this thread would land in the wrong netns.
+      spdlog::critical("cannot return to netwatcher's network namespace: {}", std::strerror(errno));
+      std::abort();
+    }
+    if (fd < 0)
+      return Status::failure("netfilter link (family " + std::to_string(point.family) + ", hook " +
+                             std::to_string(point.hook) + ", priority " +
+                             std::to_string(point.priority) + ") refused: " + std::strerror(err));
+    auto& fds = netfilter_links_[std::string(program)];
+    fds.push_back(fd);
+    for (auto& report : reports_)
+      for (auto& candidate : report.candidates)
+        if (candidate.program == program)
+          candidate.status = "attached (" + std::to_string(fds.size()) + " netfilter links)";
+    return Status::success();
+  } catch (const std::exception& e) {
+    return Status::failure(e.what());
+  }
+}
+
 void ProbeRuntime::destroy_links() {
   for (auto& [name, link] : links_) bpf_link__destroy(link);
   links_.clear();
+  for (auto& [name, fds] : netfilter_links_)
+    for (int fd : fds) close(fd);
+  netfilter_links_.clear();
 }
 
 void ProbeRuntime::detach() {
@@ -330,6 +433,7 @@ void ProbeRuntime::shut_down() {
   }
   object_ = nullptr;
   lost_map_fd_ = -1;
+  suppressed_map_fd_ = -1;
 }
 
 }  // namespace netwatcher::host

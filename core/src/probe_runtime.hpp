@@ -58,6 +58,7 @@ class ProbeRuntime final : public PluginHost {
   void shut_down();
 
   std::uint64_t lost_events() const;
+  std::uint64_t suppressed_events() const;
   std::uint64_t decode_errors() const { return decode_errors_.load(std::memory_order_relaxed); }
   std::uint64_t events(std::size_t schema) const {
     return event_counts_[schema].load(std::memory_order_relaxed);
@@ -67,6 +68,7 @@ class ProbeRuntime final : public PluginHost {
   // PluginHost
   MetricFamily* metric(std::string_view name) noexcept override;
   int link_fd(std::string_view program) const noexcept override;
+  Status attach_netfilter(std::string_view program, const NetfilterPoint& point) noexcept override;
 
  private:
   class Emitter;
@@ -85,7 +87,8 @@ class ProbeRuntime final : public PluginHost {
   bpf_object* object_ = nullptr;
   std::map<std::string, bpf_link*, std::less<>> links_;
   std::vector<HookReport> reports_;
-  int lost_map_fd_ = -1;
+  std::map<std::string, std::vector<int>, std::less<>> netfilter_links_;
+  int lost_map_fd_ = -1, suppressed_map_fd_ = -1;
   bool started_ = false;
   Bus* bus_ = nullptr;
   std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0};

@@ -5,38 +5,15 @@
 
 #include <cstring>
 
+#include "fake_host.hpp"
 #include "loader.hpp"
-#include "metric_store.hpp"
 #include "tcp.h"
 
 using namespace netwatcher;
 using namespace netwatcher::host;
+using namespace netwatcher::fakes;
 
 namespace {
-
-struct Emitted {
-  std::size_t index;
-  std::uint64_t monotonic_ns;
-  std::vector<Value> values;
-};
-
-class CapturingEmitter : public EventEmitter {
- public:
-  void emit(std::size_t index, std::uint64_t ns, std::vector<Value>&& values) noexcept override {
-    events.push_back({index, ns, std::move(values)});
-  }
-  std::vector<Emitted> events;
-};
-
-class FakeHost : public PluginHost {
- public:
-  explicit FakeHost(const PluginDescription& d) {
-    for (const auto& spec : d.metrics) store.declare(spec);
-  }
-  MetricFamily* metric(std::string_view name) noexcept override { return store.find(name); }
-  int link_fd(std::string_view) const noexcept override { return -1; }
-  MetricStore store;
-};
 
 class TcpDecoder : public ::testing::Test {
  protected:

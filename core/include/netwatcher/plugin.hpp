@@ -56,6 +56,19 @@ struct HookSpec {
   std::string iter_map;
 };
 
+// One attachment of a SEC("netfilter") program (BPF_PROG_TYPE_NETFILTER). The
+// host loads such programs with the right type but does not link them itself:
+// where they run depends on the plugin's config, so the plugin asks for each
+// point with PluginHost::attach_netfilter() from start().
+struct NetfilterPoint {
+  int family = 2;    // NFPROTO_IPV4 (2) or NFPROTO_IPV6 (10)
+  int hook = 0;      // NF_INET_PRE_ROUTING (0) ... NF_INET_POST_ROUTING (4)
+  int priority = 0;  // strictly between INT_MIN and INT_MAX (the kernel refuses both)
+  // A network namespace file (/run/netns/<name>, /proc/<pid>/ns/net); empty
+  // means netwatcher's own. Netfilter hooks are per netns.
+  std::string netns;
+};
+
 struct PluginDescription {
   std::vector<ConfigKey> config;  // `enabled` is implicit: do not declare it
   std::vector<CliFlag> flags;
@@ -74,6 +87,14 @@ class PluginHost {
   // FD of the BPF link of `program`, or -1 when that program is not attached.
   // Used e.g. to create BPF iterators from an attached iter program.
   virtual int link_fd(std::string_view program) const noexcept = 0;
+  // Links the loaded SEC("netfilter") `program` at `point`. The host owns the
+  // link and destroys it with the others at shutdown (before stop()). Fails,
+  // with the reason, when the program is not a loaded netfilter program, the
+  // netns cannot be entered or the kernel refuses the link (e.g. EBUSY for a
+  // priority already taken at that hook with BPF_F_NETFILTER_IP_DEFRAG).
+  // Call from start() only (it briefly switches the calling thread's netns).
+  virtual Status attach_netfilter(std::string_view program,
+                                  const NetfilterPoint& point) noexcept = 0;
 };
 
 class ProbePlugin {

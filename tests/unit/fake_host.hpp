@@ -1,0 +1,39 @@
+// A PluginHost and EventEmitter for driving a plugin's decoder without the kernel.
+#pragma once
+
+#include <string_view>
+#include <vector>
+
+#include "metric_store.hpp"
+#include "netwatcher/plugin.hpp"
+
+namespace netwatcher::fakes {
+
+struct Emitted {
+  std::size_t index;
+  std::uint64_t monotonic_ns;
+  std::vector<Value> values;
+};
+
+class CapturingEmitter : public EventEmitter {
+ public:
+  void emit(std::size_t index, std::uint64_t ns, std::vector<Value>&& values) noexcept override {
+    events.push_back({index, ns, std::move(values)});
+  }
+  std::vector<Emitted> events;
+};
+
+class FakeHost : public PluginHost {
+ public:
+  explicit FakeHost(const PluginDescription& d) {
+    for (const auto& spec : d.metrics) store.declare(spec);
+  }
+  MetricFamily* metric(std::string_view name) noexcept override { return store.find(name); }
+  int link_fd(std::string_view) const noexcept override { return -1; }
+  Status attach_netfilter(std::string_view, const NetfilterPoint&) noexcept override {
+    return Status::failure("no kernel in unit tests");
+  }
+  host::MetricStore store;
+};
+
+}  // namespace netwatcher::fakes

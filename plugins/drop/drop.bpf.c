@@ -1,0 +1,189 @@
+// drop: every skb freed with a drop reason (skb:kfree_skb).
+#include "vmlinux.h"
+
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "drop.h"
+#include "netwatcher/bpf/skb.bpf.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+const volatile struct drop_config drop_cfg = {};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(max_entries, 4096);
+  __type(key, struct drop_count_key);
+  __type(value, __u64);
+} drop_counts SEC(".maps");
+
+/* Drops by location. When full, drop_location_overflow counts the rest. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+  __uint(max_entries, 8192);
+  __type(key, __u64);
+  __type(value, __u64);
+} drop_locations SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+} drop_location_overflow SEC(".maps");
+
+/* Reserved memory is not zeroed and the record is too big for the stack. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct drop_record);
+} drop_scratch SEC(".maps");
+
+/* Softirqs running on each CPU (0 or 1; they do not nest), kept by the
+ * irq:softirq_entry/exit hooks. A drop outside a softirq happens in the
+ * context of the process whose pid bpf_get_current_pid_tgid() returns. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+} softirq_depth SEC(".maps");
+
+/* Set by the plugin once both softirq hooks are attached; without them the
+ * context is unknown and drops carry no pid. */
+volatile __u8 context_known = 0;
+
+static __always_inline void count(void* map, const void* key) {
+  __u64* n = bpf_map_lookup_elem(map, key);
+  if (n) {
+    *n += 1;
+    return;
+  }
+  __u64 one = 1;
+  if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST) == 0) return;
+  n = bpf_map_lookup_elem(map, key);
+  if (n) {
+    *n += 1;
+  } else if (map == (void*)&drop_locations) {
+    __u32 zero = 0;
+    __u64* overflow = bpf_map_lookup_elem(&drop_location_overflow, &zero);
+    if (overflow) *overflow += 1;
+  }
+}
+
+static __always_inline __u32 skb_netns(const struct sk_buff* skb, const struct sock* sk) {
+  struct net_device* dev = BPF_CORE_READ(skb, dev);
+  if (dev) return BPF_CORE_READ(dev, nd_net.net, ns.inum);
+  if (sk) return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+  return 0;
+}
+
+static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 location, __u32 reason,
+                                       bool in_task) {
+  if (reason == drop_cfg.skb_consumed || reason == drop_cfg.not_dropped_yet) return 0;
+  __u32 zero = 0;
+  struct drop_record* rec = bpf_map_lookup_elem(&drop_scratch, &zero);
+  if (!rec) return 0;
+
+  struct sock* sk = BPF_CORE_READ(skb, sk);
+  rec->parsed = nw_read_skb_packet(skb, 0, &rec->packet);
+  rec->ethertype = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+  if (!rec->parsed && sk) {
+    /* Not yet (or no longer) an IP packet, but its socket says where it goes. */
+    __u32 length = rec->packet.length;
+    nw_read_sock_tuple(sk, &rec->packet.tuple);
+    rec->packet.length = length;
+    rec->packet.protocol = BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol);
+    rec->packet.has_ports =
+        rec->packet.protocol == NW_IPPROTO_TCP || rec->packet.protocol == NW_IPPROTO_UDP;
+  }
+  rec->pid = in_task ? bpf_get_current_pid_tgid() >> 32 : 0;
+  if (!nw_packet_selected(&rec->packet.tuple)) return 0;
+  if (nw_filter_cfg.pid && rec->pid != nw_filter_cfg.pid) return 0;
+
+  struct drop_count_key key = {
+      .reason = reason, .ethertype = rec->ethertype, .protocol = rec->packet.protocol};
+  count(&drop_counts, &key);
+  count(&drop_locations, &location);
+
+  if (!drop_cfg.events || !nw_rate_allow(drop_cfg.max_events_per_second)) return 0;
+  rec->location = location;
+  rec->reason = reason;
+  rec->netns = skb_netns(skb, sk);
+  rec->ifindex = BPF_CORE_READ(skb, dev, ifindex);
+  rec->pad = 0;
+  __builtin_memset(rec->comm, 0, sizeof(rec->comm));
+  if (rec->pid) bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+  rec->stack_depth = 0;
+  if (drop_cfg.stack) {
+    long bytes = bpf_get_stack(ctx, rec->stack, sizeof(rec->stack), 0);
+    if (bytes > 0) rec->stack_depth = bytes / sizeof(__u64);
+  }
+  struct nw_record_header* out = nw_reserve(sizeof(*rec), DROP_RECORD);
+  if (!out) return 0;
+  __u64 timestamp = out->timestamp_ns;
+  bpf_probe_read_kernel(out, sizeof(*rec), rec);
+  out->type = DROP_RECORD;
+  out->size = sizeof(*rec);
+  out->timestamp_ns = timestamp;
+  bpf_ringbuf_submit(out, 0);
+  return 0;
+}
+
+static __always_inline bool in_task_context(void) {
+  __u32 zero = 0;
+  __u32* depth = bpf_map_lookup_elem(&softirq_depth, &zero);
+  return context_known && depth && *depth == 0;
+}
+
+static __always_inline void softirq_step(bool entry) {
+  __u32 zero = 0;
+  __u32* depth = bpf_map_lookup_elem(&softirq_depth, &zero);
+  if (!depth) return;
+  /* Attached in the middle of a softirq, an exit comes first: stay at 0. */
+  if (entry)
+    *depth += 1;
+  else if (*depth)
+    *depth -= 1;
+}
+
+SEC("tp_btf/softirq_entry")
+int BPF_PROG(softirq_entry_btf, unsigned int vec) {
+  softirq_step(true);
+  return 0;
+}
+
+SEC("tp_btf/softirq_exit")
+int BPF_PROG(softirq_exit_btf, unsigned int vec) {
+  softirq_step(false);
+  return 0;
+}
+
+SEC("tracepoint/irq/softirq_entry")
+int softirq_entry_tp(void* ctx) {
+  softirq_step(true);
+  return 0;
+}
+
+SEC("tracepoint/irq/softirq_exit")
+int softirq_exit_tp(void* ctx) {
+  softirq_step(false);
+  return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kfree_skb_btf, struct sk_buff* skb, void* location, enum skb_drop_reason reason) {
+  return handle_drop(ctx, skb, (__u64)location, reason, in_task_context());
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int kfree_skb_tp(struct trace_event_raw_kfree_skb* ctx) {
+  /* Kernels before 5.17 have no reason field. */
+  __u32 reason = bpf_core_field_exists(ctx->reason) ? BPF_CORE_READ(ctx, reason) : 0;
+  return handle_drop(ctx, (struct sk_buff*)BPF_CORE_READ(ctx, skbaddr),
+                     (__u64)BPF_CORE_READ(ctx, location), reason, in_task_context());
+}

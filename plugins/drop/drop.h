@@ -1,0 +1,44 @@
+/* drop: records shared by drop.bpf.c and the decoder in plugin.cpp. */
+#ifndef NETWATCHER_DROP_H
+#define NETWATCHER_DROP_H
+
+#include "netwatcher/bpf/types.h"
+
+#define DROP_RECORD 1
+#define DROP_MAX_STACK 32
+
+/* Why a row of drop_counts exists: one per (reason, ethertype, IP protocol). */
+struct drop_count_key {
+  __u32 reason;
+  __u16 ethertype; /* skb->protocol, host order */
+  __u8 protocol;   /* IPPROTO_*, 0 when not IP or not parsed */
+  __u8 pad;
+};
+
+struct drop_record {
+  struct nw_record_header hdr;
+  struct nw_packet packet;
+  __u64 location; /* kernel text address that freed the skb */
+  __u32 reason;   /* enum skb_drop_reason, raw (subsystem in the high 16 bits) */
+  __u32 netns;    /* inode of the network namespace, 0 when unknown */
+  __u32 ifindex;  /* device the skb was on, 0 when none */
+  __u32 pid;      /* 0 when not dropped in process context */
+  __u16 ethertype;
+  __u8 parsed;      /* packet holds headers read from the skb */
+  __u8 stack_depth; /* frames in stack[] (0 unless the stack is requested) */
+  __u32 pad;
+  char comm[NW_TASK_COMM_LEN];
+  __u64 stack[DROP_MAX_STACK];
+};
+
+/* Tunables, rodata set by the plugin before load. */
+struct drop_config {
+  __u32 skb_consumed;    /* SKB_CONSUMED in this kernel: not a drop */
+  __u32 not_dropped_yet; /* SKB_NOT_DROPPED_YET: not a drop either */
+  __u64 max_events_per_second;
+  __u8 events; /* emit drop records (counters are always kept) */
+  __u8 stack;  /* capture the kernel stack */
+  __u8 pad[6];
+};
+
+#endif

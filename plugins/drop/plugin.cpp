@@ -1,0 +1,371 @@
+// drop: packets the kernel frees with a drop reason, where and why.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "drop.h"
+#include "drop.skel.h"
+#include "netwatcher/format.hpp"
+#include "netwatcher/kallsyms.hpp"
+#include "netwatcher/kernel.hpp"
+#include "netwatcher/plugin.hpp"
+#include "reasons.hpp"
+
+namespace {
+
+using namespace netwatcher;
+using netwatcher::drop::DropReasons;
+
+enum Field : std::size_t {
+  kReason,
+  kReasonCode,
+  kLocation,
+  kProtocol,
+  kFamily,
+  kSrcAddr,
+  kSrcPort,
+  kDstAddr,
+  kDstPort,
+  kIcmpType,
+  kIcmpCode,
+  kLength,
+  kIfindex,
+  kNetns,
+  kPid,
+  kComm,
+  kStack,
+  kFieldCount
+};
+
+constexpr const char* kOther = "other";
+
+// Bounded label values: IP protocols by name (or number, at most 256), other
+// ethertypes by a short list.
+std::string protocol_name(std::uint16_t ethertype, std::uint8_t ip_protocol, bool ip) {
+  if (ip) {
+    switch (ip_protocol) {
+      case 1:
+        return "icmp";
+      case 2:
+        return "igmp";
+      case 6:
+        return "tcp";
+      case 17:
+        return "udp";
+      case 47:
+        return "gre";
+      case 50:
+        return "esp";
+      case 58:
+        return "icmpv6";
+      case 132:
+        return "sctp";
+      case 136:
+        return "udplite";
+      default:
+        return "ip_proto_" + std::to_string(ip_protocol);
+    }
+  }
+  switch (ethertype) {
+    case 0x0800:
+      return "ipv4";
+    case 0x86DD:
+      return "ipv6";
+    case 0x0806:
+      return "arp";
+    case 0x88CC:
+      return "lldp";
+    case 0x8100:
+    case 0x88A8:
+      return "vlan";
+    case 0:
+      return "none";
+    default:
+      return kOther;
+  }
+}
+
+class DropPlugin {
+ public:
+  PluginDescription describe() const {
+    PluginDescription d;
+    d.config = {
+        {"events", ConfigType::boolean, true,
+         "emit a drop event per dropped packet (counters are always kept)"},
+        {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
+         "drop events per second across all CPUs; the rest are counted as suppressed (0 = no "
+         "limit)",
+         0, 10000000},
+        {"symbolize", ConfigType::boolean, true,
+         "name drop locations (and stacks) function+offset from /proc/kallsyms"},
+        {"stack", ConfigType::boolean, false, "add the kernel stack to each drop event"},
+        {"top_locations", ConfigType::integer, std::int64_t{20},
+         "drop locations with their own netwatcher_drop_locations_total series; the rest "
+         "count as 'other'",
+         1, 1000},
+    };
+    d.flags = {
+        {'k', "drop", "enabled", "packet drops with the kernel's reason and location"},
+        {'T', "addr-to-func", "symbolize", "drop locations as function+offset (default on)"},
+        {'A', "stack", "stack", "kernel stack of each drop"},
+    };
+    auto opt = [](FieldSchema f) {
+      f.optional = true;
+      return f;
+    };
+    d.events = {
+        {"drop",
+         "a packet the kernel freed with a drop reason (skb:kfree_skb)",
+         {
+             {"reason", FieldType::text, "", "drop reason (kernel enum skb_drop_reason)",
+              FieldRole::label, 22},
+             {"reason_code", FieldType::u64, "", "raw reason value", FieldRole::value, 11},
+             {"location", FieldType::text, "", "kernel function+offset that dropped it",
+              FieldRole::label, 32},
+             {"protocol", FieldType::text, "", "tcp, udp, icmp, ... or the ethertype",
+              FieldRole::label, 8},
+             opt({"family", FieldType::text, "", "ipv4 or ipv6", FieldRole::label, 6}),
+             opt({"src_addr", FieldType::text, "", "packet source address", FieldRole::label, 15}),
+             opt({"src_port", FieldType::u64, "", "packet source port", FieldRole::label, 8}),
+             opt({"dst_addr", FieldType::text, "", "packet destination address", FieldRole::label,
+                  15}),
+             opt({"dst_port", FieldType::u64, "", "packet destination port", FieldRole::label, 8}),
+             opt({"icmp_type", FieldType::u64, "", "ICMP / ICMPv6 type", FieldRole::label, 9}),
+             opt({"icmp_code", FieldType::u64, "", "ICMP / ICMPv6 code", FieldRole::label, 9}),
+             {"length", FieldType::u64, "bytes", "skb length", FieldRole::value, 6},
+             opt({"ifindex", FieldType::u64, "", "device index (in netns)", FieldRole::label, 7}),
+             opt({"netns", FieldType::u64, "", "network namespace inode", FieldRole::label, 10}),
+             opt({"pid", FieldType::u64, "",
+                  "process that dropped it (absent outside process context)", FieldRole::label, 7}),
+             opt({"comm", FieldType::text, "", "process name", FieldRole::label, 15}),
+             opt({"stack", FieldType::text, "", "kernel stack, innermost first, ';'-separated",
+                  FieldRole::label, 0}),
+         }}};
+    d.metrics = {
+        {"netwatcher_drops_total",
+         MetricType::counter,
+         "Packets freed with a drop reason, by reason and protocol.",
+         {"reason", "protocol"}},
+        {"netwatcher_drop_locations_total",
+         MetricType::counter,
+         "Packets dropped by kernel location (function+offset); the first top_locations "
+         "locations seen (largest first) keep their own series, the rest are 'other'.",
+         {"location"}},
+    };
+    d.hooks = {
+        {"kfree_skb", "skbs freed with a reason (drops)", {"kfree_skb_btf", "kfree_skb_tp"}, true},
+        {"softirq_entry",
+         "tells process context from softirq, for pid/comm",
+         {"softirq_entry_btf", "softirq_entry_tp"},
+         false},
+        {"softirq_exit",
+         "tells process context from softirq, for pid/comm",
+         {"softirq_exit_btf", "softirq_exit_tp"},
+         false},
+    };
+    return d;
+  }
+
+  Status configure(const ConfigValues& config, const GlobalFilter& filter) {
+    events_ = config.get_bool("events");
+    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
+    symbolize_ = config.get_bool("symbolize");
+    stack_ = config.get_bool("stack");
+    top_locations_ = static_cast<std::size_t>(config.get_int("top_locations"));
+    filter_ = filter;
+    reasons_ = DropReasons::from_kernel();
+    // Absent on kernels without drop reasons: then nothing is excluded.
+    skb_consumed_ = kernel_enum_value("SKB_CONSUMED").value_or(~0ull);
+    not_dropped_yet_ = kernel_enum_value("SKB_NOT_DROPPED_YET").value_or(~0ull);
+    return Status::success();
+  }
+
+  Status open(bpf_object** object) {
+    skeleton_.reset(drop_bpf__open());
+    if (!skeleton_)
+      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
+    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
+    auto& cfg = const_cast<drop_config&>(skeleton_->rodata->drop_cfg);
+    cfg.skb_consumed = static_cast<std::uint32_t>(skb_consumed_);
+    cfg.not_dropped_yet = static_cast<std::uint32_t>(not_dropped_yet_);
+    cfg.max_events_per_second = max_events_per_second_;
+    cfg.events = events_;
+    cfg.stack = stack_;
+    *object = skeleton_->obj;
+    return Status::success();
+  }
+
+  Status load() {
+    if (int err = drop_bpf__load(skeleton_.get()); err)
+      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
+    return Status::success();
+  }
+
+  Status start(PluginHost& host) {
+    drops_ = host.metric("netwatcher_drops_total");
+    locations_ = host.metric("netwatcher_drop_locations_total");
+    if (symbolize_) {
+      symbols_ = KernelSymbols::load();
+      if (symbols_.hidden())
+        return Status::failure(
+            "/proc/kallsyms shows only zero addresses (kptr_restrict); run as root or set "
+            "symbolize = false");
+    }
+    locations_->add({kOther}, 0);
+    bool entry = host.link_fd("softirq_entry_btf") >= 0 || host.link_fd("softirq_entry_tp") >= 0;
+    bool exit = host.link_fd("softirq_exit_btf") >= 0 || host.link_fd("softirq_exit_tp") >= 0;
+    skeleton_->bss->context_known = entry && exit;
+    return Status::success();
+  }
+
+  Status decode(std::span<const std::byte> bytes, EventEmitter& out) {
+    if (bytes.size() < sizeof(drop_record))
+      return Status::failure("drop record of " + std::to_string(bytes.size()) +
+                             " bytes, expected " + std::to_string(sizeof(drop_record)));
+    drop_record rec;
+    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (rec.hdr.type != DROP_RECORD)
+      return Status::failure("unknown record type " + std::to_string(rec.hdr.type));
+    out.emit(0, rec.hdr.timestamp_ns, values(rec));
+    return Status::success();
+  }
+
+  Status collect(EventEmitter&) {
+    read_counts();
+    read_locations();
+    return Status::success();
+  }
+
+  void stop() { skeleton_.reset(); }
+
+ private:
+  struct SkeletonDeleter {
+    void operator()(drop_bpf* skeleton) const { drop_bpf__destroy(skeleton); }
+  };
+
+  std::string location_name(std::uint64_t address) const {
+    if (symbolize_) return symbols_.format(address);
+    char hex[24];
+    std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(address));
+    return hex;
+  }
+
+  std::vector<Value> values(const drop_record& rec) {
+    std::vector<Value> v(kFieldCount);
+    const nw_packet& p = rec.packet;
+    bool ip = p.tuple.family == AF_INET || p.tuple.family == AF_INET6;
+    v[kReason] = reasons_.name(rec.reason);
+    v[kReasonCode] = std::uint64_t{rec.reason};
+    v[kLocation] = location_name(rec.location);
+    v[kProtocol] = protocol_name(rec.ethertype, p.protocol, ip);
+    if (ip) {
+      v[kFamily] = std::string(p.tuple.family == AF_INET6 ? "ipv6" : "ipv4");
+      v[kSrcAddr] = format_address(p.tuple.family, p.tuple.saddr);
+      v[kDstAddr] = format_address(p.tuple.family, p.tuple.daddr);
+      if (p.has_ports) {
+        v[kSrcPort] = std::uint64_t{p.tuple.sport};
+        v[kDstPort] = std::uint64_t{p.tuple.dport};
+      }
+      if (p.protocol == 1 || p.protocol == 58) {
+        v[kIcmpType] = std::uint64_t{p.icmp_type};
+        v[kIcmpCode] = std::uint64_t{p.icmp_code};
+      }
+    }
+    v[kLength] = std::uint64_t{p.length};
+    if (rec.ifindex) v[kIfindex] = std::uint64_t{rec.ifindex};
+    if (rec.netns) v[kNetns] = std::uint64_t{rec.netns};
+    if (rec.pid) {
+      v[kPid] = std::uint64_t{rec.pid};
+      v[kComm] = std::string(rec.comm, strnlen(rec.comm, sizeof rec.comm));
+    }
+    if (rec.stack_depth) {
+      std::string stack;
+      for (unsigned i = 0; i < rec.stack_depth && i < DROP_MAX_STACK; ++i) {
+        if (i) stack += ';';
+        stack += location_name(rec.stack[i]);
+      }
+      v[kStack] = std::move(stack);
+    }
+    return v;
+  }
+
+  void read_counts() {
+    int fd = bpf_map__fd(skeleton_->maps.drop_counts);
+    std::map<std::pair<std::string, std::string>, std::uint64_t> totals;
+    drop_count_key key{}, next{};
+    const drop_count_key* previous = nullptr;
+    while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+      if (auto n = sum_percpu_u64(fd, &next)) {
+        bool ip = next.ethertype == 0x0800 || next.ethertype == 0x86DD || next.protocol != 0;
+        totals[{reasons_.name(next.reason), protocol_name(next.ethertype, next.protocol, ip)}] +=
+            *n;
+      }
+      key = next;
+      previous = &key;
+    }
+    for (const auto& [labels, n] : totals)
+      drops_->set({labels.first, labels.second}, static_cast<double>(n));
+  }
+
+  void read_locations() {
+    int fd = bpf_map__fd(skeleton_->maps.drop_locations);
+    std::map<std::string, std::uint64_t> by_location;
+    std::uint64_t key = 0, next = 0, total = 0;
+    const std::uint64_t* previous = nullptr;
+    while (bpf_map_get_next_key(fd, previous, &next) == 0) {
+      if (auto n = sum_percpu_u64(fd, &next)) {
+        by_location[location_name(next)] += *n;
+        total += *n;
+      }
+      key = next;
+      previous = &key;
+    }
+    std::uint32_t zero = 0;
+    total += sum_percpu_u64(bpf_map__fd(skeleton_->maps.drop_location_overflow), &zero).value_or(0);
+    // Free slots go to the largest locations not shown yet; a shown location
+    // keeps its series, so every series (and 'other', once the slots are
+    // full) only grows.
+    if (shown_.size() < top_locations_) {
+      std::vector<std::pair<std::uint64_t, std::string>> candidates;
+      for (const auto& [name, n] : by_location)
+        if (!shown_.count(name)) candidates.emplace_back(n, name);
+      std::sort(candidates.rbegin(), candidates.rend());
+      for (const auto& [n, name] : candidates) {
+        if (shown_.size() >= top_locations_) break;
+        shown_.insert(name);
+      }
+    }
+    std::uint64_t shown_total = 0;
+    for (const auto& name : shown_) {
+      std::uint64_t n = by_location.count(name) ? by_location[name] : 0;
+      shown_total += n;
+      locations_->set({name}, static_cast<double>(n));
+    }
+    locations_->set({kOther}, static_cast<double>(total - std::min(total, shown_total)));
+  }
+
+  std::unique_ptr<drop_bpf, SkeletonDeleter> skeleton_;
+  bool events_ = true, symbolize_ = true, stack_ = false;
+  std::uint64_t max_events_per_second_ = 1000;
+  std::size_t top_locations_ = 20;
+  GlobalFilter filter_;
+  DropReasons reasons_;
+  std::uint64_t skb_consumed_ = ~0ull, not_dropped_yet_ = ~0ull;
+  KernelSymbols symbols_;
+  std::set<std::string> shown_;
+  MetricFamily *drops_ = nullptr, *locations_ = nullptr;
+};
+
+}  // namespace
+
+NETWATCHER_PROBE_PLUGIN(DropPlugin, "drop", "1.0.0",
+                        "packet drops: kernel drop reason, location, tuple, process, stack")

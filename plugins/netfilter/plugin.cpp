@@ -1,0 +1,316 @@
+// netfilter: time each packet spends in each netfilter hook (rule chains,
+// conntrack), per family, from BPF netfilter programs at both ends of a hook.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "netfilter.h"
+#include "netfilter.skel.h"
+#include "netwatcher/format.hpp"
+#include "netwatcher/kernel.hpp"
+#include "netwatcher/plugin.hpp"
+
+namespace {
+
+using namespace netwatcher;
+
+constexpr const char* kHookNames[NF_HOOKS] = {"prerouting", "input", "forward", "output",
+                                              "postrouting"};
+constexpr const char* kFamilyNames[NF_FAMILIES] = {"ipv4", "ipv6"};
+constexpr int kNfprotoOf[NF_FAMILIES] = {2, 10};
+constexpr const char* kPathNames[] = {"receive", "local_in", "forward", "local_out"};
+// Histogram buckets: 2^7 ns (128 ns) .. 2^26 ns (~67 ms), powers of two, so
+// each in-kernel log2 slot falls in exactly one bucket.
+constexpr int kFirstBucketLog2 = 7;
+constexpr int kLastBucketLog2 = 26;
+// BPF netfilter links may not use INT_MIN or INT_MAX themselves.
+constexpr int kFirstPriority = INT_MIN + 1;
+constexpr int kLastPriority = INT_MAX - 1;
+
+enum Field : std::size_t {
+  kHook,
+  kFamily,
+  kPath,
+  kProtocol,
+  kSrcAddr,
+  kSrcPort,
+  kDstAddr,
+  kDstPort,
+  kLength,
+  kHookNs,
+  kInIfindex,
+  kOutIfindex,
+  kNetns,
+  kFieldCount
+};
+
+std::vector<double> bucket_bounds() {
+  std::vector<double> bounds;
+  for (int i = kFirstBucketLog2; i <= kLastBucketLog2; ++i)
+    bounds.push_back(std::ldexp(1.0, i) / 1e9);
+  return bounds;
+}
+
+std::string protocol_name(std::uint8_t protocol) {
+  switch (protocol) {
+    case 1:
+      return "icmp";
+    case 6:
+      return "tcp";
+    case 17:
+      return "udp";
+    case 58:
+      return "icmpv6";
+    case 132:
+      return "sctp";
+    default:
+      return "ip_proto_" + std::to_string(protocol);
+  }
+}
+
+class NetfilterPlugin {
+ public:
+  PluginDescription describe() const {
+    PluginDescription d;
+    d.config = {
+        {"hooks", ConfigType::string_list,
+         std::vector<std::string>(std::begin(kHookNames), std::end(kHookNames)),
+         "hooks to time: prerouting, input, forward, output, postrouting"},
+        {"namespaces", ConfigType::string_list, std::vector<std::string>{"self"},
+         "network namespaces to watch: 'self' (netwatcher's own), '*' (self and every "
+         "namespace in /run/netns), a name in /run/netns, or a path such as /proc/PID/ns/net"},
+        {"events", ConfigType::boolean, false,
+         "emit an nf_hook event per packet and hook (histograms are always kept)"},
+        {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
+         "nf_hook events per second across all CPUs; the rest are counted as suppressed "
+         "(0 = no limit)",
+         0, 10000000},
+        {"max_tracked_packets", ConfigType::integer, std::int64_t{16384},
+         "packets in flight inside hooks tracked at once (LRU)", 256, 1 << 22},
+    };
+    d.flags = {
+        {'n', "netfilter", "enabled", "time spent in each netfilter hook"},
+        {0, "nf-events", "events", "one event per packet and netfilter hook (rate-limited)"},
+    };
+    auto label = [](const char* name, const char* help, int width) {
+      return FieldSchema{name, FieldType::text, "", help, FieldRole::label, width};
+    };
+    d.events = {
+        {"nf_hook",
+         "a packet left a netfilter hook; time from the first to the last priority",
+         {
+             label("hook", "prerouting, input, forward, output, postrouting", 11),
+             label("family", "ipv4 or ipv6", 6),
+             label("path", "receive (not routed yet), local_in, forward, local_out", 9),
+             label("protocol", "tcp, udp, icmp, ...", 8),
+             label("src_addr", "packet source address", 15),
+             {"src_port", FieldType::u64, "", "packet source port", FieldRole::label, 8, true},
+             label("dst_addr", "packet destination address", 15),
+             {"dst_port", FieldType::u64, "", "packet destination port", FieldRole::label, 8, true},
+             {"length", FieldType::u64, "bytes", "skb length", FieldRole::value, 6},
+             {"hook_ns", FieldType::u64, "nanoseconds",
+              "time spent in the hook's chains (all priorities between ours)", FieldRole::value, 8},
+             {"in_ifindex", FieldType::u64, "", "input device", FieldRole::label, 10, true},
+             {"out_ifindex", FieldType::u64, "", "output device", FieldRole::label, 11, true},
+             {"netns", FieldType::u64, "", "network namespace inode", FieldRole::label, 10},
+         }}};
+    d.metrics = {
+        {"netwatcher_netfilter_hook_latency_seconds",
+         MetricType::histogram,
+         "Time packets spent in a netfilter hook (between the first and last priority).",
+         {"hook", "family"},
+         bucket_bounds()},
+        {"netwatcher_netfilter_packets_total",
+         MetricType::counter,
+         "Packets that entered a netfilter hook.",
+         {"hook", "family"}},
+        {"netwatcher_netfilter_packets_stopped_total",
+         MetricType::counter,
+         "Packets that entered a hook but did not leave it (dropped, stolen or queued by a "
+         "rule).",
+         {"hook", "family"}},
+    };
+    d.hooks = {
+        {"hook_entry", "first priority of each hook", {"nf_first"}, true},
+        {"hook_exit", "last priority of each hook", {"nf_last"}, true},
+    };
+    return d;
+  }
+
+  Status configure(const ConfigValues& config, const GlobalFilter& filter) {
+    hooks_.clear();
+    for (const auto& name : config.get_strings("hooks")) {
+      int found = -1;
+      for (int h = 0; h < NF_HOOKS; ++h)
+        if (name == kHookNames[h]) found = h;
+      if (found < 0)
+        return Status::failure("plugins.netfilter.hooks: unknown hook '" + name +
+                               "' (expected prerouting, input, forward, output, postrouting)");
+      hooks_.push_back(found);
+    }
+    if (hooks_.empty()) return Status::failure("plugins.netfilter.hooks is empty");
+    namespaces_.clear();
+    for (const auto& entry : config.get_strings("namespaces")) {
+      if (entry == "self") {
+        namespaces_.push_back("");
+      } else if (entry == "*") {
+        namespaces_.push_back("");
+        std::error_code ec;
+        for (const auto& file : std::filesystem::directory_iterator("/run/netns", ec))
+          namespaces_.push_back(file.path().string());
+      } else if (entry.find('/') != std::string::npos) {
+        namespaces_.push_back(entry);
+      } else {
+        namespaces_.push_back("/run/netns/" + entry);
+      }
+    }
+    if (namespaces_.empty()) return Status::failure("plugins.netfilter.namespaces is empty");
+    events_ = config.get_bool("events");
+    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
+    max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
+    filter_ = filter;
+    return Status::success();
+  }
+
+  Status open(bpf_object** object) {
+    skeleton_.reset(netfilter_bpf__open());
+    if (!skeleton_)
+      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
+    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
+    auto& cfg = const_cast<nf_config&>(skeleton_->rodata->nf_cfg);
+    cfg.events = events_;
+    cfg.max_events_per_second = max_events_per_second_;
+    bpf_map__set_max_entries(skeleton_->maps.nf_inflight, max_tracked_);
+    *object = skeleton_->obj;
+    return Status::success();
+  }
+
+  Status load() {
+    if (int err = netfilter_bpf__load(skeleton_.get()); err)
+      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
+    return Status::success();
+  }
+
+  Status start(PluginHost& host) {
+    latency_ = host.metric("netwatcher_netfilter_hook_latency_seconds");
+    packets_ = host.metric("netwatcher_netfilter_packets_total");
+    stopped_ = host.metric("netwatcher_netfilter_packets_stopped_total");
+    // Last-priority programs first, so no packet is counted as entered and
+    // then stopped just because its exit was not linked yet.
+    for (const auto& netns : namespaces_) {
+      for (int fam = 0; fam < NF_FAMILIES; ++fam) {
+        if (filter_.family && filter_.family != (fam == 0 ? 4 : 6)) continue;
+        for (int hook : hooks_) {
+          for (const auto& [program, priority] :
+               {std::pair{"nf_last", kLastPriority}, std::pair{"nf_first", kFirstPriority}}) {
+            Status s = host.attach_netfilter(program, {kNfprotoOf[fam], hook, priority, netns});
+            if (!s)
+              return Status::failure(std::string(kHookNames[hook]) + "/" + kFamilyNames[fam] +
+                                     (netns.empty() ? "" : " in " + netns) + ": " + s.message());
+          }
+          wanted_[fam][hook] = true;
+        }
+      }
+    }
+    return Status::success();
+  }
+
+  Status decode(std::span<const std::byte> bytes, EventEmitter& out) {
+    if (bytes.size() < sizeof(nf_record))
+      return Status::failure("nf_hook record of " + std::to_string(bytes.size()) +
+                             " bytes, expected " + std::to_string(sizeof(nf_record)));
+    nf_record rec;
+    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (rec.hdr.type != NF_RECORD_HOOK)
+      return Status::failure("unknown record type " + std::to_string(rec.hdr.type));
+    if (rec.hook >= NF_HOOKS || rec.path > NF_PATH_LOCAL_OUT)
+      return Status::failure("nf_hook record with hook " + std::to_string(rec.hook) + " and path " +
+                             std::to_string(rec.path));
+    const nw_packet& p = rec.packet;
+    std::vector<Value> v(kFieldCount);
+    v[kHook] = std::string(kHookNames[rec.hook]);
+    v[kFamily] = std::string(rec.family == 10 ? "ipv6" : "ipv4");
+    v[kPath] = std::string(kPathNames[rec.path]);
+    v[kProtocol] = protocol_name(p.protocol);
+    int family = rec.family == 10 ? AF_INET6 : AF_INET;
+    v[kSrcAddr] = format_address(family, p.tuple.saddr);
+    v[kDstAddr] = format_address(family, p.tuple.daddr);
+    if (p.has_ports) {
+      v[kSrcPort] = std::uint64_t{p.tuple.sport};
+      v[kDstPort] = std::uint64_t{p.tuple.dport};
+    }
+    v[kLength] = std::uint64_t{p.length};
+    v[kHookNs] = std::uint64_t{rec.hook_ns};
+    if (rec.in_ifindex) v[kInIfindex] = std::uint64_t{rec.in_ifindex};
+    if (rec.out_ifindex) v[kOutIfindex] = std::uint64_t{rec.out_ifindex};
+    v[kNetns] = std::uint64_t{rec.netns};
+    out.emit(0, rec.hdr.timestamp_ns, std::move(v));
+    return Status::success();
+  }
+
+  Status collect(EventEmitter&) {
+    int cpus = libbpf_num_possible_cpus();
+    if (cpus <= 0) return Status::failure("cannot count CPUs");
+    std::vector<nf_hook_stats> per_cpu(static_cast<std::size_t>(cpus));
+    int fd = bpf_map__fd(skeleton_->maps.nf_stats);
+    const int buckets = kLastBucketLog2 - kFirstBucketLog2 + 1;
+    for (int fam = 0; fam < NF_FAMILIES; ++fam) {
+      for (int hook = 0; hook < NF_HOOKS; ++hook) {
+        if (!wanted_[fam][hook]) continue;
+        std::uint32_t index = NF_INDEX(fam, hook);
+        if (bpf_map_lookup_elem(fd, &index, per_cpu.data()) != 0)
+          return Status::failure("reading nf_stats: " + std::string(std::strerror(errno)));
+        nf_hook_stats total{};
+        for (const auto& s : per_cpu) {
+          total.entered += s.entered;
+          total.passed += s.passed;
+          total.time_ns += s.time_ns;
+          for (int i = 0; i < NF_SLOTS; ++i) total.slots[i] += s.slots[i];
+        }
+        // Slot i holds values below 2^(i+1) ns: the bucket with that bound.
+        std::vector<std::uint64_t> counts(buckets + 1, 0);
+        for (int i = 0; i < NF_SLOTS; ++i) {
+          int bucket = std::max(0, i + 1 - kFirstBucketLog2);
+          counts[std::min(bucket, buckets)] += total.slots[i];
+        }
+        LabelValues labels{kHookNames[hook], kFamilyNames[fam]};
+        latency_->set_histogram(labels, counts, static_cast<double>(total.time_ns) / 1e9);
+        packets_->set(labels, static_cast<double>(total.entered));
+        stopped_->set(labels,
+                      static_cast<double>(total.entered - std::min(total.entered, total.passed)));
+      }
+    }
+    return Status::success();
+  }
+
+  void stop() { skeleton_.reset(); }
+
+ private:
+  struct SkeletonDeleter {
+    void operator()(netfilter_bpf* skeleton) const { netfilter_bpf__destroy(skeleton); }
+  };
+
+  std::unique_ptr<netfilter_bpf, SkeletonDeleter> skeleton_;
+  std::vector<int> hooks_;
+  std::vector<std::string> namespaces_;  // "" = netwatcher's own
+  bool events_ = false;
+  std::uint64_t max_events_per_second_ = 1000;
+  std::uint32_t max_tracked_ = 16384;
+  GlobalFilter filter_;
+  bool wanted_[NF_FAMILIES][NF_HOOKS] = {};
+  MetricFamily *latency_ = nullptr, *packets_ = nullptr, *stopped_ = nullptr;
+};
+
+}  // namespace
+
+NETWATCHER_PROBE_PLUGIN(NetfilterPlugin, "netfilter", "1.0.0",
+                        "time spent in each netfilter hook, per family, with per-packet events")

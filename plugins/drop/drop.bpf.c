@@ -43,7 +43,7 @@ struct {
   __type(value, struct drop_record);
 } drop_scratch SEC(".maps");
 
-/* Softirqs running on each CPU (0 or 1; they do not nest), kept by the
+/* Whether each CPU is serving a softirq, kept by the
  * irq:softirq_entry/exit hooks. A drop outside a softirq happens in the
  * context of the process whose pid bpf_get_current_pid_tgid() returns. */
 struct {
@@ -51,7 +51,7 @@ struct {
   __uint(max_entries, 1);
   __type(key, __u32);
   __type(value, __u32);
-} softirq_depth SEC(".maps");
+} serving_softirq SEC(".maps");
 
 /* Set by the plugin once both softirq hooks are attached; without them the
  * context is unknown and drops carry no pid. */
@@ -136,19 +136,16 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
 
 static __always_inline bool in_task_context(void) {
   __u32 zero = 0;
-  __u32* depth = bpf_map_lookup_elem(&softirq_depth, &zero);
-  return context_known && depth && *depth == 0;
+  __u32* in_softirq = bpf_map_lookup_elem(&serving_softirq, &zero);
+  return context_known && in_softirq && !*in_softirq;
 }
 
+/* A flag, not a depth: softirqs do not nest, and a counter would stay off by
+ * one for good if netwatcher attached between an entry and its exit. */
 static __always_inline void softirq_step(bool entry) {
   __u32 zero = 0;
-  __u32* depth = bpf_map_lookup_elem(&softirq_depth, &zero);
-  if (!depth) return;
-  /* Attached in the middle of a softirq, an exit comes first: stay at 0. */
-  if (entry)
-    *depth += 1;
-  else if (*depth)
-    *depth -= 1;
+  __u32* in_softirq = bpf_map_lookup_elem(&serving_softirq, &zero);
+  if (in_softirq) *in_softirq = entry;
 }
 
 SEC("tp_btf/softirq_entry")

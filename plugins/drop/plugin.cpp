@@ -259,6 +259,15 @@ class DropPlugin {
     return hex;
   }
 
+  // netwatcher's own program and the tracepoint glue that called it: the
+  // innermost frames of every captured stack, of no interest to the reader.
+  bool is_tracing_frame(std::uint64_t address) const {
+    auto symbol = symbols_.resolve(address);
+    if (!symbol) return false;
+    return symbol->module == "bpf" || symbol->name.rfind("__bpf_trace_", 0) == 0 ||
+           symbol->name.rfind("bpf_trace_run", 0) == 0 || symbol->name.rfind("__traceiter_", 0) == 0;
+  }
+
   std::vector<Value> values(const drop_record& rec) {
     std::vector<Value> v(kFieldCount);
     const nw_packet& p = rec.packet;
@@ -289,8 +298,11 @@ class DropPlugin {
     }
     if (rec.stack_depth) {
       std::string stack;
-      for (unsigned i = 0; i < rec.stack_depth && i < DROP_MAX_STACK; ++i) {
-        if (i) stack += ';';
+      unsigned depth = std::min<unsigned>(rec.stack_depth, DROP_MAX_STACK);
+      unsigned first = 0;
+      while (first + 1 < depth && is_tracing_frame(rec.stack[first])) ++first;
+      for (unsigned i = first; i < depth; ++i) {
+        if (i > first) stack += ';';
         stack += location_name(rec.stack[i]);
       }
       v[kStack] = std::move(stack);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,12 +36,34 @@ bool wait_for(const std::function<bool()>& condition, int timeout_ms) {
 }
 
 const std::string kPeers = std::string(NW_SOURCE_DIR) + "/tests/integration/tcp_peers.py";
+const std::string kUdpPeers = std::string(NW_SOURCE_DIR) + "/tests/integration/udp_peers.py";
+
+// Without duplicate address detection every IPv6 address, link-local ones
+// included, is usable at once: otherwise neighbour discovery can fail for
+// about a second and the first IPv6 datagrams of a test vanish.
+void no_dad(const std::vector<std::string>& namespaces) {
+  for (const auto& ns : namespaces)
+    must("ip netns exec " + ns +
+         " sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0");
+}
+
+// Links come up asynchronously (linkwatch); until then the device drops what
+// is sent, which would lose the first datagrams of a test.
+void wait_until_up(const std::vector<std::pair<std::string, std::string>>& devices) {
+  for (const auto& [ns, dev] : devices) {
+    std::string command =
+        "ip netns exec " + ns + " cat /sys/class/net/" + dev + "/operstate 2>/dev/null";
+    if (!wait_for([&] { return run(command).output.rfind("up", 0) == 0; }, 10000))
+      throw std::runtime_error(dev + " in " + ns + " did not come up");
+  }
+}
 
 }  // namespace
 
 TwoHosts::TwoHosts() {
   run("ip netns del nwt-cli 2>/dev/null; ip netns del nwt-srv 2>/dev/null");
   must("ip netns add nwt-cli && ip netns add nwt-srv");
+  no_dad({"nwt-cli", "nwt-srv"});
   must("ip link add nwt-c0 netns nwt-cli type veth peer name nwt-s0 netns nwt-srv");
   for (auto [ns, dev, v4, v6] : {std::tuple{"nwt-cli", "nwt-c0", "10.77.0.1/24", "fd77::1/64"},
                                  std::tuple{"nwt-srv", "nwt-s0", "10.77.0.2/24", "fd77::2/64"}}) {
@@ -50,10 +73,54 @@ TwoHosts::TwoHosts() {
     must(in + "addr add " + v6 + " dev " + dev + " nodad");
     must(in + "link set " + dev + " up");
   }
+  wait_until_up({{"nwt-cli", "nwt-c0"}, {"nwt-srv", "nwt-s0"}});
 }
 
 TwoHosts::~TwoHosts() {
   run("ip netns del nwt-cli; ip netns del nwt-srv");
+}
+
+RoutedHosts::RoutedHosts() {
+  run("ip netns del nwt-a 2>/dev/null; ip netns del nwt-r 2>/dev/null; ip netns del nwt-b "
+      "2>/dev/null");
+  must("ip netns add nwt-a && ip netns add nwt-r && ip netns add nwt-b");
+  no_dad({"nwt-a", "nwt-r", "nwt-b"});
+  must("ip link add nwt-a0 netns nwt-a type veth peer name nwt-ra netns nwt-r");
+  must("ip link add nwt-b0 netns nwt-b type veth peer name nwt-rb netns nwt-r");
+  for (auto [ns, dev, v4, v6] : {std::tuple{"nwt-a", "nwt-a0", "10.78.1.1/24", "fd78:1::1/64"},
+                                 std::tuple{"nwt-r", "nwt-ra", "10.78.1.254/24", "fd78:1::fe/64"},
+                                 std::tuple{"nwt-r", "nwt-rb", "10.78.2.254/24", "fd78:2::fe/64"},
+                                 std::tuple{"nwt-b", "nwt-b0", "10.78.2.1/24", "fd78:2::1/64"}}) {
+    std::string in = std::string("ip -n ") + ns + " ";
+    must(in + "link set lo up");
+    must(in + "addr add " + v4 + " dev " + dev);
+    must(in + "addr add " + v6 + " dev " + dev + " nodad");
+    must(in + "link set " + dev + " up");
+  }
+  wait_until_up(
+      {{"nwt-a", "nwt-a0"}, {"nwt-r", "nwt-ra"}, {"nwt-r", "nwt-rb"}, {"nwt-b", "nwt-b0"}});
+  must("ip netns exec nwt-r sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
+  must("ip -n nwt-a route add default via 10.78.1.254");
+  must("ip -n nwt-a -6 route add default via fd78:1::fe");
+  must("ip -n nwt-b route add default via 10.78.2.254");
+  must("ip -n nwt-b -6 route add default via fd78:2::fe");
+}
+
+RoutedHosts::~RoutedHosts() {
+  run("ip netns del nwt-a; ip netns del nwt-r; ip netns del nwt-b");
+}
+
+std::uint64_t netns_inode(const std::string& name) {
+  struct stat st {};
+  if (stat(("/run/netns/" + name).c_str(), &st) != 0)
+    throw std::runtime_error("no network namespace " + name);
+  return st.st_ino;
+}
+
+void nft(const std::string& netns, const std::string& ruleset) {
+  TempDir dir;
+  write_file(dir.file("rules.nft"), ruleset);
+  must("ip netns exec " + netns + " nft -f " + dir.file("rules.nft"));
 }
 
 Process::Process(const std::vector<std::string>& argv, const std::string& output_file) {
@@ -129,6 +196,38 @@ HeldConnection::HeldConnection(const std::string& netns, const std::string& host
     throw std::runtime_error("held connection did not start: " + read_file(out));
   Json line = parse_json_lines(read_file(out)).at(0);
   info_ = {line["pid"].u64(), line["sport"].u64(), line["dport"].u64(), line["sent"].u64(), 0};
+}
+
+UdpReceiver::UdpReceiver(const std::string& netns, const std::vector<int>& ports,
+                         const TempDir& dir)
+    : log_(dir.file("udp-recv.log")) {
+  std::string ready = dir.file("udp-recv.ready");
+  std::vector<std::string> argv = {"ip",      "netns", "exec",    netns, "/usr/bin/python3",
+                                   kUdpPeers, "recv",  "--ready", ready};
+  for (int port : ports) argv.push_back(std::to_string(port));
+  process_ = std::make_unique<Process>(argv, log_);
+  if (!wait_for([&] { return std::filesystem::exists(ready); }, 10000))
+    throw std::runtime_error("UDP receiver did not start: " + read_file(log_));
+}
+
+std::map<int, std::uint64_t> UdpReceiver::counts() {
+  process_->stop();
+  std::map<int, std::uint64_t> out;
+  Json counts = parse_json(read_file(log_));
+  for (const auto& [port, n] : counts.obj()) out[std::stoi(port)] = n.u64();
+  return out;
+}
+
+UdpSent send_udp(const std::string& netns, const std::string& host, int port, int count, int size,
+                 int sport) {
+  std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers + " send " +
+                        host + " " + std::to_string(port) + " " + std::to_string(count) + " " +
+                        std::to_string(size);
+  if (sport) command += " --sport " + std::to_string(sport);
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error("UDP sender failed: " + result.output);
+  Json line = parse_json(result.output);
+  return {line["pid"].u64(), line["sport"].u64()};
 }
 
 Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,

@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,24 @@ class TwoHosts {
   static constexpr const char* kClient = "nwt-cli";
   static constexpr const char* kServer = "nwt-srv";
 };
+
+// A router namespace between two hosts, forwarding IPv4 and IPv6:
+//   nwt-a  nwt-a0  10.78.1.1/24  fd78:1::1/64   default via the router
+//   nwt-r  nwt-ra  10.78.1.254   fd78:1::fe     nwt-rb  10.78.2.254  fd78:2::fe
+//   nwt-b  nwt-b0  10.78.2.1/24  fd78:2::1/64   default via the router
+class RoutedHosts {
+ public:
+  RoutedHosts();
+  ~RoutedHosts();
+  static constexpr const char* kA = "nwt-a";
+  static constexpr const char* kRouter = "nwt-r";
+  static constexpr const char* kB = "nwt-b";
+};
+
+// Inode of a named network namespace (what netwatcher reports as `netns`).
+std::uint64_t netns_inode(const std::string& name);
+// Runs `nft -f` with `ruleset` inside `netns`; throws on failure.
+void nft(const std::string& netns, const std::string& ruleset);
 
 // A background process; killed (SIGTERM, then SIGKILL) when destroyed.
 class Process {
@@ -73,6 +92,25 @@ class HeldConnection {
   std::unique_ptr<Process> process_;
   ClientConnection info_{};
 };
+
+// udp_peers.py recv: counts datagrams per port until stopped.
+class UdpReceiver {
+ public:
+  UdpReceiver(const std::string& netns, const std::vector<int>& ports, const TempDir& dir);
+  // Stops the receiver; datagrams received per port.
+  std::map<int, std::uint64_t> counts();
+
+ private:
+  std::unique_ptr<Process> process_;
+  std::string log_;
+};
+
+struct UdpSent {
+  std::uint64_t pid, sport;
+};
+// udp_peers.py send: `count` datagrams of `size` bytes from one socket.
+UdpSent send_udp(const std::string& netns, const std::string& host, int port, int count, int size,
+                 int sport = 0);
 
 // netwatcher with a config file; waits until it reports running.
 class Netwatcher {

@@ -1,0 +1,200 @@
+// The drop plugin against real drops: nftables DROP rules, closed UDP and
+// TCP ports, in namespaces; reasons, tuples, locations, pids and counters.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+constexpr int kPromPort = 41495;
+
+std::set<std::string> kernel_text_symbols() {
+  std::set<std::string> names;
+  std::ifstream in("/proc/kallsyms");
+  std::string address, type, name;
+  while (in >> address >> type >> name) {
+    if (type == "t" || type == "T") names.insert(name);
+    in.ignore(4096, '\n');
+  }
+  return names;
+}
+
+// "tcp_v4_rcv+0x91" -> "tcp_v4_rcv"
+std::string function_of(const std::string& location) {
+  return location.substr(0, location.find('+'));
+}
+
+std::vector<Json> drops_matching(const std::vector<Json>& drops, const std::string& reason,
+                                 const std::string& dst, std::uint64_t dst_port) {
+  std::vector<Json> out;
+  for (const auto& e : drops) {
+    const auto& f = e["fields"];
+    if (f["reason"].str() == reason && f.has("dst_addr") && f["dst_addr"].str() == dst &&
+        f.has("dst_port") && f["dst_port"].u64() == dst_port)
+      out.push_back(e);
+  }
+  return out;
+}
+
+class Drop : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NW_REQUIRE_ROOT();
+    hosts_ = std::make_unique<TwoHosts>();
+  }
+  std::vector<Json> drops() {
+    return events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), "drop");
+  }
+  std::string config(const std::string& keys = "") {
+    return "snapshot_interval = 0.2\n[plugins.drop]\n" + keys +
+           sink_config_json(dir_.file("events.jsonl")) +
+           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
+           "\"\n";
+  }
+  static void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(700)); }
+
+  TempDir dir_;
+  std::unique_ptr<TwoHosts> hosts_;
+};
+
+TEST_F(Drop, ReasonsTuplesAndLocationsOfRealDrops) {
+  // A DROP rule on the server's input, one on the client's output.
+  nft(TwoHosts::kServer,
+      "table inet nwtest {\n chain input_rules {\n  type filter hook input priority 0;\n"
+      "  udp dport 7001 drop\n }\n}\n");
+  nft(TwoHosts::kClient,
+      "table inet nwtest {\n chain output_rules {\n  type filter hook output priority 0;\n"
+      "  udp dport 7004 drop\n }\n}\n");
+  Netwatcher nw(dir_, config());
+  send_udp(TwoHosts::kClient, "10.77.0.2", 7001, 5, 100, 40001);
+  send_udp(TwoHosts::kClient, "10.77.0.2", 7002, 3, 50, 40002);  // closed port
+  send_udp(TwoHosts::kClient, "fd77::2", 7002, 2, 60, 40003);    // closed port, IPv6
+  UdpSent local = send_udp(TwoHosts::kClient, "10.77.0.2", 7004, 4, 10, 40004);
+  // A SYN to a closed TCP port.
+  auto refused =
+      run("ip netns exec nwt-cli /usr/bin/python3 -c \"import socket\n"
+          "s = socket.socket()\ns.bind(('10.77.0.1', 40005))\n"
+          "try:\n    s.connect(('10.77.0.2', 7003))\nexcept OSError:\n    pass\"");
+  ASSERT_EQ(refused.exit_code, 0) << refused.output;
+  settle();
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+  const auto all = drops();
+  const auto symbols = kernel_text_symbols();
+  const std::uint64_t server_netns = netns_inode(TwoHosts::kServer);
+  const std::uint64_t client_netns = netns_inode(TwoHosts::kClient);
+
+  auto filtered = drops_matching(all, "NETFILTER_DROP", "10.77.0.2", 7001);
+  ASSERT_EQ(filtered.size(), 5u) << read_file(dir_.file("events.jsonl"));
+  for (const auto& e : filtered) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["protocol"].str(), "udp");
+    EXPECT_EQ(f["family"].str(), "ipv4");
+    EXPECT_EQ(f["src_addr"].str(), "10.77.0.1");
+    EXPECT_EQ(f["src_port"].u64(), 40001u);
+    EXPECT_EQ(f["length"].u64(), 100u + 8 + 20);  // the IP packet, at the IP layer
+    EXPECT_EQ(f["netns"].u64(), server_netns);
+    EXPECT_TRUE(symbols.count(function_of(f["location"].str()))) << f["location"].str();
+    EXPECT_FALSE(f.has("pid")) << "dropped in the receiver's softirq, not by a process";
+  }
+
+  auto closed = drops_matching(all, "NO_SOCKET", "10.77.0.2", 7002);
+  ASSERT_EQ(closed.size(), 3u);
+  for (const auto& e : closed) {
+    EXPECT_EQ(e["fields"]["src_port"].u64(), 40002u);
+    EXPECT_EQ(e["fields"]["protocol"].str(), "udp");
+    EXPECT_TRUE(symbols.count(function_of(e["fields"]["location"].str())));
+  }
+  auto closed6 = drops_matching(all, "NO_SOCKET", "fd77::2", 7002);
+  ASSERT_EQ(closed6.size(), 2u);
+  EXPECT_EQ(closed6[0]["fields"]["family"].str(), "ipv6");
+  EXPECT_EQ(closed6[0]["fields"]["src_addr"].str(), "fd77::1");
+
+  auto syn = drops_matching(all, "NO_SOCKET", "10.77.0.2", 7003);
+  ASSERT_GE(syn.size(), 1u);
+  EXPECT_EQ(syn[0]["fields"]["protocol"].str(), "tcp");
+  EXPECT_EQ(syn[0]["fields"]["src_port"].u64(), 40005u);
+  EXPECT_TRUE(symbols.count(function_of(syn[0]["fields"]["location"].str())));
+
+  // The output rule drops inside sendto(): process context, the sender's pid.
+  auto own = drops_matching(all, "NETFILTER_DROP", "10.77.0.2", 7004);
+  ASSERT_EQ(own.size(), 4u);
+  for (const auto& e : own) {
+    const auto& f = e["fields"];
+    ASSERT_TRUE(f.has("pid"));
+    EXPECT_EQ(f["pid"].u64(), local.pid);
+    EXPECT_EQ(f["comm"].str(), "python3");
+    EXPECT_EQ(f["netns"].u64(), client_netns);
+  }
+
+  EXPECT_GE(
+      metrics.value("netwatcher_drops_total", {{"reason", "NETFILTER_DROP"}, {"protocol", "udp"}})
+          .value_or(0),
+      9);
+  EXPECT_GE(metrics.value("netwatcher_drops_total", {{"reason", "NO_SOCKET"}, {"protocol", "udp"}})
+                .value_or(0),
+            5);
+  EXPECT_GE(metrics.value("netwatcher_drops_total", {{"reason", "NO_SOCKET"}, {"protocol", "tcp"}})
+                .value_or(0),
+            1);
+  const std::string nf_location = filtered[0]["fields"]["location"].str();
+  EXPECT_GE(
+      metrics.value("netwatcher_drop_locations_total", {{"location", nf_location}}).value_or(0), 9)
+      << nf_location;
+  // Consumed (not dropped) packets are not reported at all.
+  for (const auto& e : all) EXPECT_NE(e["fields"]["reason"].str(), "CONSUMED");
+}
+
+TEST_F(Drop, RateLimitBoundsEventsButEveryDropIsCounted) {
+  Netwatcher nw(dir_, config("max_events_per_second = 5\n"));
+  send_udp(TwoHosts::kClient, "10.77.0.2", 7002, 300, 20, 40010);
+  settle();
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+  // The budget is global (any drop on the host spends it): at most 5 events
+  // per second over the ~2 s run, at least one of them ours.
+  const auto all = drops();
+  EXPECT_LE(all.size(), 15u);
+  auto events = drops_matching(all, "NO_SOCKET", "10.77.0.2", 7002);
+  EXPECT_GE(events.size(), 1u);
+  double suppressed =
+      metrics.value("netwatcher_events_suppressed_total", {{"plugin", "drop"}}).value_or(0);
+  EXPECT_GE(suppressed, 300.0 - static_cast<double>(events.size()));
+  EXPECT_GE(metrics.value("netwatcher_drops_total", {{"reason", "NO_SOCKET"}, {"protocol", "udp"}})
+                .value_or(0),
+            300);
+  EXPECT_EQ(metrics.value("netwatcher_events_lost_total", {{"plugin", "drop"}}), 0);
+}
+
+TEST_F(Drop, SeedFlagsEnableThePluginAndAddSymbolisedStacks) {
+  Netwatcher nw(dir_, sink_config_json(dir_.file("events.jsonl")), {"-k", "-T", "-A"});
+  send_udp(TwoHosts::kClient, "10.77.0.2", 7002, 1, 20, 40020);
+  settle();
+  ASSERT_EQ(nw.stop(), 0);
+  auto events = drops_matching(drops(), "NO_SOCKET", "10.77.0.2", 7002);
+  ASSERT_EQ(events.size(), 1u);
+  const std::string stack = events[0]["fields"]["stack"].str();
+  const auto symbols = kernel_text_symbols();
+  std::size_t frames = 0;
+  for (std::size_t start = 0; start <= stack.size();) {
+    std::size_t end = stack.find(';', start);
+    if (end == std::string::npos) end = stack.size();
+    EXPECT_TRUE(symbols.count(function_of(stack.substr(start, end - start))))
+        << stack.substr(start, end - start);
+    ++frames;
+    start = end + 1;
+  }
+  EXPECT_GE(frames, 3u) << stack;
+  // The function that dropped the packet is on the stack.
+  const std::string location = function_of(events[0]["fields"]["location"].str());
+  EXPECT_NE(stack.find(location + "+"), std::string::npos) << location << " not in " << stack;
+}
+
+}  // namespace

@@ -14,13 +14,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bpf_uapi.hpp"
+
 namespace netwatcher::host {
 
 namespace {
-
-// Not in Debian 12's UAPI headers; stable kernel ABI values.
-constexpr int kProgTypeNetfilter = 32;
-constexpr int kAttachNetfilter = 45;
 
 bool starts_with(const std::string& s, const char* prefix) {
   return s.rfind(prefix, 0) == 0;

@@ -13,6 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "bpf_uapi.hpp"
 #include "bus.hpp"
 #include "libbpf_log.hpp"
 #include "netwatcher/kernel.hpp"
@@ -20,11 +21,6 @@
 namespace netwatcher::host {
 
 namespace {
-
-// Not in Debian 12's UAPI headers (kernel 6.4+); stable kernel ABI values.
-constexpr int kProgTypeNetfilter = 32;
-constexpr int kAttachNetfilter = 45;
-constexpr int kBpfLinkCreate = 28;
 
 bool is_netfilter_section(const char* section) {
   return std::strncmp(section, "netfilter", 9) == 0;

@@ -67,14 +67,6 @@ std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
   return names;
 }
 
-std::optional<std::uint64_t> kernel_enum_value(const std::string& member) {
-  std::optional<std::uint64_t> result;
-  for_each_enumerator(member, [&](const std::string& name, std::uint64_t value) {
-    if (name == member) result = value;
-  });
-  return result;
-}
-
 std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key) {
   int cpus = libbpf_num_possible_cpus();
   if (cpus <= 0 || map_fd < 0) return std::nullopt;

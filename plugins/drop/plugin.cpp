@@ -184,8 +184,8 @@ class DropPlugin {
     filter_ = filter;
     reasons_ = DropReasons::from_kernel();
     // Absent on kernels without drop reasons: then nothing is excluded.
-    skb_consumed_ = kernel_enum_value("SKB_CONSUMED").value_or(~0ull);
-    not_dropped_yet_ = kernel_enum_value("SKB_NOT_DROPPED_YET").value_or(~0ull);
+    skb_consumed_ = reasons_.value_of("SKB_CONSUMED").value_or(~0u);
+    not_dropped_yet_ = reasons_.value_of("SKB_NOT_DROPPED_YET").value_or(~0u);
     return Status::success();
   }
 
@@ -195,8 +195,8 @@ class DropPlugin {
       return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
     fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
     auto& cfg = const_cast<drop_config&>(skeleton_->rodata->drop_cfg);
-    cfg.skb_consumed = static_cast<std::uint32_t>(skb_consumed_);
-    cfg.not_dropped_yet = static_cast<std::uint32_t>(not_dropped_yet_);
+    cfg.skb_consumed = skb_consumed_;
+    cfg.not_dropped_yet = not_dropped_yet_;
     cfg.max_events_per_second = max_events_per_second_;
     cfg.events = events_;
     cfg.stack = stack_;
@@ -265,7 +265,8 @@ class DropPlugin {
     auto symbol = symbols_.resolve(address);
     if (!symbol) return false;
     return symbol->module == "bpf" || symbol->name.rfind("__bpf_trace_", 0) == 0 ||
-           symbol->name.rfind("bpf_trace_run", 0) == 0 || symbol->name.rfind("__traceiter_", 0) == 0;
+           symbol->name.rfind("bpf_trace_run", 0) == 0 ||
+           symbol->name.rfind("__traceiter_", 0) == 0;
   }
 
   std::vector<Value> values(const drop_record& rec) {
@@ -371,7 +372,7 @@ class DropPlugin {
   std::size_t top_locations_ = 20;
   GlobalFilter filter_;
   DropReasons reasons_;
-  std::uint64_t skb_consumed_ = ~0ull, not_dropped_yet_ = ~0ull;
+  std::uint32_t skb_consumed_ = ~0u, not_dropped_yet_ = ~0u;
   KernelSymbols symbols_;
   std::set<std::string> shown_;
   MetricFamily *drops_ = nullptr, *locations_ = nullptr;

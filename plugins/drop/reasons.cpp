@@ -27,6 +27,12 @@ DropReasons DropReasons::from_kernel() {
   return reasons;
 }
 
+std::optional<std::uint32_t> DropReasons::value_of(const std::string& name) const {
+  for (const auto& [value, known] : core_)
+    if (known == name) return static_cast<std::uint32_t>(value);
+  return std::nullopt;
+}
+
 void DropReasons::add_subsystem_names(const std::map<std::uint64_t, std::string>& names) {
   for (const auto& [value, name] : names) subsystem_reasons_.emplace(value, name);
 }

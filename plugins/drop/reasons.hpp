@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 namespace netwatcher::drop {
@@ -24,6 +25,9 @@ class DropReasons {
   // "NO_SOCKET", "OVS_DROP_LAST_ACTION", "OPENVSWITCH(0x2a)" for a subsystem
   // reason no BTF names, "UNKNOWN(0x1234)" otherwise. Never empty.
   std::string name(std::uint32_t reason);
+  // The value of a core reason by its (prefix-stripped) name, e.g.
+  // "SKB_CONSUMED" (that enumerator keeps its prefix: it is not a drop reason).
+  std::optional<std::uint32_t> value_of(const std::string& name) const;
   // Adds names of subsystem-coded reasons (value -> name); used by from_kernel
   // with module BTF and by tests.
   void add_subsystem_names(const std::map<std::uint64_t, std::string>& names);

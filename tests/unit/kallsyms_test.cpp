@@ -99,6 +99,12 @@ TEST(DropReasons, RunningKernelNamesCoreReasons) {
   bool found = false;
   for (std::uint32_t v = 0; v < 512 && !found; ++v) found = reasons.name(v) == "NO_SOCKET";
   EXPECT_TRUE(found);
+  // The two values the kernel filters out: consumed and not dropped.
+  auto consumed = reasons.value_of("SKB_CONSUMED");
+  ASSERT_TRUE(consumed.has_value());
+  EXPECT_EQ(reasons.name(*consumed), "SKB_CONSUMED");
+  EXPECT_TRUE(reasons.value_of("SKB_NOT_DROPPED_YET").has_value());
+  EXPECT_FALSE(reasons.value_of("NO_SUCH_REASON").has_value());
 }
 
 }  // namespace

@@ -28,9 +28,6 @@ void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter);
 std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
                                                  const std::string& strip_prefix = "");
 
-// The value of one enumerator in the running kernel's BTF, if it exists.
-std::optional<std::uint64_t> kernel_enum_value(const std::string& member);
-
 // Sum over CPUs of a per-CPU map's u64 value at `key`; nullopt if the lookup
 // fails. `map_fd` must be a BPF_MAP_TYPE_PERCPU_ARRAY or _PERCPU_HASH of u64.
 std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key);

@@ -57,22 +57,19 @@ struct {
  * context is unknown and drops carry no pid. */
 volatile __u8 context_known = 0;
 
-static __always_inline void count(void* map, const void* key) {
+/* False when the map is full and the key is new. */
+static __always_inline bool count(void* map, const void* key) {
   __u64* n = bpf_map_lookup_elem(map, key);
   if (n) {
     *n += 1;
-    return;
+    return true;
   }
   __u64 one = 1;
-  if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST) == 0) return;
-  n = bpf_map_lookup_elem(map, key);
-  if (n) {
-    *n += 1;
-  } else if (map == (void*)&drop_locations) {
-    __u32 zero = 0;
-    __u64* overflow = bpf_map_lookup_elem(&drop_location_overflow, &zero);
-    if (overflow) *overflow += 1;
-  }
+  if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST) == 0) return true;
+  n = bpf_map_lookup_elem(map, key); /* another CPU added it meanwhile */
+  if (!n) return false;
+  *n += 1;
+  return true;
 }
 
 static __always_inline __u32 skb_netns(const struct sk_buff* skb, const struct sock* sk) {
@@ -108,7 +105,10 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
   struct drop_count_key key = {
       .reason = reason, .ethertype = rec->ethertype, .protocol = rec->packet.protocol};
   count(&drop_counts, &key);
-  count(&drop_locations, &location);
+  if (!count(&drop_locations, &location)) {
+    __u64* overflow = bpf_map_lookup_elem(&drop_location_overflow, &zero);
+    if (overflow) *overflow += 1;
+  }
 
   if (!drop_cfg.events || !nw_rate_allow(drop_cfg.max_events_per_second)) return 0;
   rec->location = location;

@@ -252,12 +252,8 @@ class DropPlugin {
     void operator()(drop_bpf* skeleton) const { drop_bpf__destroy(skeleton); }
   };
 
-  std::string location_name(std::uint64_t address) const {
-    if (symbolize_) return symbols_.format(address);
-    char hex[24];
-    std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(address));
-    return hex;
-  }
+  // Without symbolize the table stays empty and format() gives "0x<hex>".
+  std::string location_name(std::uint64_t address) const { return symbols_.format(address); }
 
   // netwatcher's own program and the tracepoint glue that called it: the
   // innermost frames of every captured stack, of no interest to the reader.

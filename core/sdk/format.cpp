@@ -232,4 +232,29 @@ const char* metric_type_name(MetricType type) {
   return "untyped";
 }
 
+std::string ip_protocol_name(std::uint8_t protocol) {
+  switch (protocol) {
+    case 1:
+      return "icmp";
+    case 2:
+      return "igmp";
+    case 6:
+      return "tcp";
+    case 17:
+      return "udp";
+    case 47:
+      return "gre";
+    case 50:
+      return "esp";
+    case 58:
+      return "icmpv6";
+    case 132:
+      return "sctp";
+    case 136:
+      return "udplite";
+    default:
+      return "ip_proto_" + std::to_string(protocol);
+  }
+}
+
 }  // namespace netwatcher

@@ -51,30 +51,7 @@ constexpr const char* kOther = "other";
 // Bounded label values: IP protocols by name (or number, at most 256), other
 // ethertypes by a short list.
 std::string protocol_name(std::uint16_t ethertype, std::uint8_t ip_protocol, bool ip) {
-  if (ip) {
-    switch (ip_protocol) {
-      case 1:
-        return "icmp";
-      case 2:
-        return "igmp";
-      case 6:
-        return "tcp";
-      case 17:
-        return "udp";
-      case 47:
-        return "gre";
-      case 50:
-        return "esp";
-      case 58:
-        return "icmpv6";
-      case 132:
-        return "sctp";
-      case 136:
-        return "udplite";
-      default:
-        return "ip_proto_" + std::to_string(ip_protocol);
-    }
-  }
+  if (ip) return ip_protocol_name(ip_protocol);
   switch (ethertype) {
     case 0x0800:
       return "ipv4";

@@ -60,23 +60,6 @@ std::vector<double> bucket_bounds() {
   return bounds;
 }
 
-std::string protocol_name(std::uint8_t protocol) {
-  switch (protocol) {
-    case 1:
-      return "icmp";
-    case 6:
-      return "tcp";
-    case 17:
-      return "udp";
-    case 58:
-      return "icmpv6";
-    case 132:
-      return "sctp";
-    default:
-      return "ip_proto_" + std::to_string(protocol);
-  }
-}
-
 class NetfilterPlugin {
  public:
   PluginDescription describe() const {
@@ -240,7 +223,7 @@ class NetfilterPlugin {
     v[kHook] = std::string(kHookNames[rec.hook]);
     v[kFamily] = std::string(rec.family == 10 ? "ipv6" : "ipv4");
     v[kPath] = std::string(kPathNames[rec.path]);
-    v[kProtocol] = protocol_name(p.protocol);
+    v[kProtocol] = ip_protocol_name(p.protocol);
     int family = rec.family == 10 ? AF_INET6 : AF_INET;
     v[kSrcAddr] = format_address(family, p.tuple.saddr);
     v[kDstAddr] = format_address(family, p.tuple.daddr);

@@ -287,17 +287,10 @@ class DropPlugin {
   void read_counts() {
     int fd = bpf_map__fd(skeleton_->maps.drop_counts);
     std::map<std::pair<std::string, std::string>, std::uint64_t> totals;
-    drop_count_key key{}, next{};
-    const drop_count_key* previous = nullptr;
-    while (bpf_map_get_next_key(fd, previous, &next) == 0) {
-      if (auto n = sum_percpu_u64(fd, &next)) {
-        bool ip = next.ethertype == 0x0800 || next.ethertype == 0x86DD || next.protocol != 0;
-        totals[{reasons_.name(next.reason), protocol_name(next.ethertype, next.protocol, ip)}] +=
-            *n;
-      }
-      key = next;
-      previous = &key;
-    }
+    for_each_percpu_u64<drop_count_key>(fd, [&](const drop_count_key& key, std::uint64_t n) {
+      bool ip = key.ethertype == 0x0800 || key.ethertype == 0x86DD || key.protocol != 0;
+      totals[{reasons_.name(key.reason), protocol_name(key.ethertype, key.protocol, ip)}] += n;
+    });
     for (const auto& [labels, n] : totals)
       drops_->set({labels.first, labels.second}, static_cast<double>(n));
   }
@@ -305,16 +298,11 @@ class DropPlugin {
   void read_locations() {
     int fd = bpf_map__fd(skeleton_->maps.drop_locations);
     std::map<std::string, std::uint64_t> by_location;
-    std::uint64_t key = 0, next = 0, total = 0;
-    const std::uint64_t* previous = nullptr;
-    while (bpf_map_get_next_key(fd, previous, &next) == 0) {
-      if (auto n = sum_percpu_u64(fd, &next)) {
-        by_location[location_name(next)] += *n;
-        total += *n;
-      }
-      key = next;
-      previous = &key;
-    }
+    std::uint64_t total = 0;
+    for_each_percpu_u64<std::uint64_t>(fd, [&](std::uint64_t address, std::uint64_t n) {
+      by_location[location_name(address)] += n;
+      total += n;
+    });
     std::uint32_t zero = 0;
     total += sum_percpu_u64(bpf_map__fd(skeleton_->maps.drop_location_overflow), &zero).value_or(0);
     // Free slots go to the largest locations not shown yet; a shown location

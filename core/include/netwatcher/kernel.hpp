@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -31,5 +32,19 @@ std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
 // Sum over CPUs of a per-CPU map's u64 value at `key`; nullopt if the lookup
 // fails. `map_fd` must be a BPF_MAP_TYPE_PERCPU_ARRAY or _PERCPU_HASH of u64.
 std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key);
+
+// Calls `visit(key, total)` for every entry of a per-CPU hash map of u64
+// values, with the value summed over CPUs. `key_size` is the map's key size.
+// Entries that vanish during the walk are skipped.
+void for_each_percpu_u64(int map_fd, std::size_t key_size,
+                         const std::function<void(const void* key, std::uint64_t total)>& visit);
+
+// The same with a typed key.
+template <class Key, class Visit>
+void for_each_percpu_u64(int map_fd, Visit visit) {
+  for_each_percpu_u64(map_fd, sizeof(Key), [&](const void* key, std::uint64_t total) {
+    visit(*static_cast<const Key*>(key), total);
+  });
+}
 
 }  // namespace netwatcher

@@ -123,14 +123,7 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
     long bytes = bpf_get_stack(ctx, rec->stack, sizeof(rec->stack), 0);
     if (bytes > 0) rec->stack_depth = bytes / sizeof(__u64);
   }
-  struct nw_record_header* out = nw_reserve(sizeof(*rec), DROP_RECORD);
-  if (!out) return 0;
-  __u64 timestamp = out->timestamp_ns;
-  bpf_probe_read_kernel(out, sizeof(*rec), rec);
-  out->type = DROP_RECORD;
-  out->size = sizeof(*rec);
-  out->timestamp_ns = timestamp;
-  bpf_ringbuf_submit(out, 0);
+  nw_output(rec, sizeof(*rec), DROP_RECORD);
   return 0;
 }
 

@@ -124,6 +124,18 @@ static __always_inline __u32 nw_log2(__u64 v) {
   return r;
 }
 
+/* For records built elsewhere (e.g. in a per-CPU scratch map, when they are
+ * too big for the stack): fills the header at the start of `record` and
+ * copies the whole record into the ring buffer, counting a loss when it is
+ * full. */
+static __always_inline void nw_output(void* record, __u64 size, __u32 type) {
+  struct nw_record_header* hdr = record;
+  hdr->type = type;
+  hdr->size = size;
+  hdr->timestamp_ns = bpf_ktime_get_ns();
+  if (bpf_ringbuf_output(&nw_events, record, size, 0)) nw_count_lost();
+}
+
 static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, __u32 nr) {
 #pragma unroll
   for (int i = 0; i < NW_MAX_FILTER_PORTS; i++) {

@@ -15,7 +15,6 @@
 #include <memory>
 #include <stdexcept>
 #include <thread>
-#include <tuple>
 
 namespace nwtest {
 
@@ -47,14 +46,29 @@ void no_dad(const std::vector<std::string>& namespaces) {
          " sysctl -qw net.ipv6.conf.default.accept_dad=0 net.ipv6.conf.all.accept_dad=0");
 }
 
-// Links come up asynchronously (linkwatch); until then the device drops what
-// is sent, which would lose the first datagrams of a test.
-void wait_until_up(const std::vector<std::pair<std::string, std::string>>& devices) {
-  for (const auto& [ns, dev] : devices) {
-    std::string command =
-        "ip netns exec " + ns + " cat /sys/class/net/" + dev + "/operstate 2>/dev/null";
+struct LinkEnd {
+  const char* netns;
+  const char* device;
+  const char* ipv4;  // with prefix length
+  const char* ipv6;
+};
+
+// Addresses and brings up each end, then waits until every one is
+// operational: links come up asynchronously (linkwatch), and until then the
+// device drops what is sent, which would lose the first datagrams of a test.
+void bring_up(const std::vector<LinkEnd>& ends) {
+  for (const auto& end : ends) {
+    std::string in = std::string("ip -n ") + end.netns + " ";
+    must(in + "link set lo up");
+    must(in + "addr add " + end.ipv4 + " dev " + end.device);
+    must(in + "addr add " + end.ipv6 + " dev " + end.device + " nodad");
+    must(in + "link set " + end.device + " up");
+  }
+  for (const auto& end : ends) {
+    std::string command = std::string("ip netns exec ") + end.netns + " cat /sys/class/net/" +
+                          end.device + "/operstate 2>/dev/null";
     if (!wait_for([&] { return run(command).output.rfind("up", 0) == 0; }, 10000))
-      throw std::runtime_error(dev + " in " + ns + " did not come up");
+      throw std::runtime_error(std::string(end.device) + " in " + end.netns + " did not come up");
   }
 }
 
@@ -65,15 +79,8 @@ TwoHosts::TwoHosts() {
   must("ip netns add nwt-cli && ip netns add nwt-srv");
   no_dad({"nwt-cli", "nwt-srv"});
   must("ip link add nwt-c0 netns nwt-cli type veth peer name nwt-s0 netns nwt-srv");
-  for (auto [ns, dev, v4, v6] : {std::tuple{"nwt-cli", "nwt-c0", "10.77.0.1/24", "fd77::1/64"},
-                                 std::tuple{"nwt-srv", "nwt-s0", "10.77.0.2/24", "fd77::2/64"}}) {
-    std::string in = std::string("ip -n ") + ns + " ";
-    must(in + "link set lo up");
-    must(in + "addr add " + v4 + " dev " + dev);
-    must(in + "addr add " + v6 + " dev " + dev + " nodad");
-    must(in + "link set " + dev + " up");
-  }
-  wait_until_up({{"nwt-cli", "nwt-c0"}, {"nwt-srv", "nwt-s0"}});
+  bring_up({{"nwt-cli", "nwt-c0", "10.77.0.1/24", "fd77::1/64"},
+            {"nwt-srv", "nwt-s0", "10.77.0.2/24", "fd77::2/64"}});
 }
 
 TwoHosts::~TwoHosts() {
@@ -87,18 +94,10 @@ RoutedHosts::RoutedHosts() {
   no_dad({"nwt-a", "nwt-r", "nwt-b"});
   must("ip link add nwt-a0 netns nwt-a type veth peer name nwt-ra netns nwt-r");
   must("ip link add nwt-b0 netns nwt-b type veth peer name nwt-rb netns nwt-r");
-  for (auto [ns, dev, v4, v6] : {std::tuple{"nwt-a", "nwt-a0", "10.78.1.1/24", "fd78:1::1/64"},
-                                 std::tuple{"nwt-r", "nwt-ra", "10.78.1.254/24", "fd78:1::fe/64"},
-                                 std::tuple{"nwt-r", "nwt-rb", "10.78.2.254/24", "fd78:2::fe/64"},
-                                 std::tuple{"nwt-b", "nwt-b0", "10.78.2.1/24", "fd78:2::1/64"}}) {
-    std::string in = std::string("ip -n ") + ns + " ";
-    must(in + "link set lo up");
-    must(in + "addr add " + v4 + " dev " + dev);
-    must(in + "addr add " + v6 + " dev " + dev + " nodad");
-    must(in + "link set " + dev + " up");
-  }
-  wait_until_up(
-      {{"nwt-a", "nwt-a0"}, {"nwt-r", "nwt-ra"}, {"nwt-r", "nwt-rb"}, {"nwt-b", "nwt-b0"}});
+  bring_up({{"nwt-a", "nwt-a0", "10.78.1.1/24", "fd78:1::1/64"},
+            {"nwt-r", "nwt-ra", "10.78.1.254/24", "fd78:1::fe/64"},
+            {"nwt-r", "nwt-rb", "10.78.2.254/24", "fd78:2::fe/64"},
+            {"nwt-b", "nwt-b0", "10.78.2.1/24", "fd78:2::1/64"}});
   must("ip netns exec nwt-r sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
   must("ip -n nwt-a route add default via 10.78.1.254");
   must("ip -n nwt-a -6 route add default via fd78:1::fe");

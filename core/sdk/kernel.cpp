@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <vector>
 
@@ -86,6 +87,36 @@ void for_each_percpu_u64(int map_fd, std::size_t key_size,
     key.swap(next);
     previous = key.data();
   }
+}
+
+bool sum_percpu_words(int map_fd, const void* key, std::span<std::uint64_t> out) {
+  int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0 || map_fd < 0) return false;
+  const std::size_t words = out.size();
+  std::vector<std::uint64_t> values(words * static_cast<std::size_t>(cpus));
+  if (bpf_map_lookup_elem(map_fd, key, values.data()) != 0) return false;
+  std::fill(out.begin(), out.end(), 0);
+  for (std::size_t cpu = 0; cpu < static_cast<std::size_t>(cpus); ++cpu)
+    for (std::size_t w = 0; w < words; ++w) out[w] += values[cpu * words + w];
+  return true;
+}
+
+std::vector<double> log2_ns_bucket_bounds(int first_log2, int last_log2) {
+  std::vector<double> bounds;
+  for (int i = first_log2; i <= last_log2; ++i) bounds.push_back(std::ldexp(1.0, i) / 1e9);
+  return bounds;
+}
+
+std::vector<std::uint64_t> log2_slots_to_buckets(std::span<const __u64> slots, int first_log2,
+                                                 int last_log2) {
+  const int buckets = last_log2 - first_log2 + 1;
+  std::vector<std::uint64_t> counts(static_cast<std::size_t>(buckets) + 1, 0);
+  // Slot i holds values below 2^(i+1) ns: the bucket with that bound.
+  for (std::size_t i = 0; i < slots.size(); ++i) {
+    int bucket = std::max(0, static_cast<int>(i) + 1 - first_log2);
+    counts[static_cast<std::size_t>(std::min(bucket, buckets))] += slots[i];
+  }
+  return counts;
 }
 
 }  // namespace netwatcher

@@ -112,9 +112,7 @@ int nf_last(struct bpf_nf_ctx* ctx) {
   if (stats) {
     stats->passed += 1;
     stats->time_ns += delta;
-    __u32 slot = nw_log2(delta);
-    if (slot >= NF_SLOTS) slot = NF_SLOTS - 1;
-    stats->slots[slot & (NF_SLOTS - 1)] += 1;
+    nw_log2_slot_add(stats->slots, delta);
   }
   if (!nf_cfg.events) return NW_NF_ACCEPT;
 

@@ -7,7 +7,6 @@
 #define NF_RECORD_HOOK 1
 #define NF_HOOKS 5    /* NF_INET_PRE_ROUTING .. NF_INET_POST_ROUTING */
 #define NF_FAMILIES 2 /* index 0: IPv4, 1: IPv6 */
-#define NF_SLOTS 32   /* log2(ns) slots: slot i counts [2^i, 2^(i+1)) ns */
 #define NF_INDEX(family, hook) ((family)*NF_HOOKS + (hook))
 
 enum nf_path {
@@ -19,10 +18,10 @@ enum nf_path {
 
 /* Per (family, hook), per CPU. */
 struct nf_hook_stats {
-  __u64 entered; /* packets that reached the first-priority program */
-  __u64 passed;  /* ... and the last-priority one (accepted by every rule) */
-  __u64 time_ns; /* total time between the two, for passed packets */
-  __u64 slots[NF_SLOTS];
+  __u64 entered;   /* packets that reached the first-priority program */
+  __u64 passed;    /* ... and the last-priority one (accepted by every rule) */
+  __u64 time_ns;   /* total time between the two, for passed packets */
+  __u64 slots[32]; /* NW_LOG2_SLOTS: log2 histogram of time_ns */
 };
 
 struct nf_record {

@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <climits>
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -52,13 +51,6 @@ enum Field : std::size_t {
   kNetns,
   kFieldCount
 };
-
-std::vector<double> bucket_bounds() {
-  std::vector<double> bounds;
-  for (int i = kFirstBucketLog2; i <= kLastBucketLog2; ++i)
-    bounds.push_back(std::ldexp(1.0, i) / 1e9);
-  return bounds;
-}
 
 class NetfilterPlugin {
  public:
@@ -111,7 +103,7 @@ class NetfilterPlugin {
          MetricType::histogram,
          "Time packets spent in a netfilter hook (between the first and last priority).",
          {"hook", "family"},
-         bucket_bounds()},
+         log2_ns_bucket_bounds(kFirstBucketLog2, kLastBucketLog2)},
         {"netwatcher_netfilter_packets_total",
          MetricType::counter,
          "Packets that entered a netfilter hook.",
@@ -241,35 +233,21 @@ class NetfilterPlugin {
   }
 
   Status collect(EventEmitter&) {
-    int cpus = libbpf_num_possible_cpus();
-    if (cpus <= 0) return Status::failure("cannot count CPUs");
-    std::vector<nf_hook_stats> per_cpu(static_cast<std::size_t>(cpus));
     int fd = bpf_map__fd(skeleton_->maps.nf_stats);
-    const int buckets = kLastBucketLog2 - kFirstBucketLog2 + 1;
     for (int fam = 0; fam < NF_FAMILIES; ++fam) {
       for (int hook = 0; hook < NF_HOOKS; ++hook) {
         if (!wanted_[fam][hook]) continue;
         std::uint32_t index = NF_INDEX(fam, hook);
-        if (bpf_map_lookup_elem(fd, &index, per_cpu.data()) != 0)
+        auto total = sum_percpu<nf_hook_stats>(fd, &index);
+        if (!total)
           return Status::failure("reading nf_stats: " + std::string(std::strerror(errno)));
-        nf_hook_stats total{};
-        for (const auto& s : per_cpu) {
-          total.entered += s.entered;
-          total.passed += s.passed;
-          total.time_ns += s.time_ns;
-          for (int i = 0; i < NF_SLOTS; ++i) total.slots[i] += s.slots[i];
-        }
-        // Slot i holds values below 2^(i+1) ns: the bucket with that bound.
-        std::vector<std::uint64_t> counts(buckets + 1, 0);
-        for (int i = 0; i < NF_SLOTS; ++i) {
-          int bucket = std::max(0, i + 1 - kFirstBucketLog2);
-          counts[std::min(bucket, buckets)] += total.slots[i];
-        }
         LabelValues labels{kHookNames[hook], kFamilyNames[fam]};
-        latency_->set_histogram(labels, counts, static_cast<double>(total.time_ns) / 1e9);
-        packets_->set(labels, static_cast<double>(total.entered));
-        stopped_->set(labels,
-                      static_cast<double>(total.entered - std::min(total.entered, total.passed)));
+        latency_->set_histogram(
+            labels, log2_slots_to_buckets(total->slots, kFirstBucketLog2, kLastBucketLog2),
+            static_cast<double>(total->time_ns) / 1e9);
+        packets_->set(labels, static_cast<double>(total->entered));
+        stopped_->set(
+            labels, static_cast<double>(total->entered - std::min(total->entered, total->passed)));
       }
     }
     return Status::success();

@@ -5,10 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
+#include <type_traits>
+#include <vector>
 
 #include "netwatcher/bpf/types.h"
 #include "netwatcher/config.hpp"
@@ -46,5 +50,37 @@ void for_each_percpu_u64(int map_fd, Visit visit) {
     visit(*static_cast<const Key*>(key), total);
   });
 }
+
+// Sum over CPUs of a per-CPU map's value at `key`, word by word, for values
+// made only of 64-bit counters: `out.size()` words (the map's value size / 8).
+// False if the lookup fails.
+bool sum_percpu_words(int map_fd, const void* key, std::span<std::uint64_t> out);
+
+// The same with a typed value, e.g. a struct of __u64 counters and histogram
+// slots.
+template <class Value>
+std::optional<Value> sum_percpu(int map_fd, const void* key) {
+  static_assert(std::is_trivially_copyable_v<Value> && sizeof(Value) % 8 == 0,
+                "per-CPU values summed word by word must consist of 64-bit counters");
+  std::vector<std::uint64_t> words(sizeof(Value) / 8);
+  if (!sum_percpu_words(map_fd, key, words)) return std::nullopt;
+  Value value;
+  std::memcpy(&value, words.data(), sizeof value);
+  return value;
+}
+
+// In-kernel latency histograms (nw_log2_slot_add in common.bpf.h) count value
+// v in slot floor(log2(v)), i.e. slot i holds [2^i, 2^(i+1)) nanoseconds.
+// These two turn such slots into a Prometheus histogram whose bucket bounds
+// are the powers of two 2^first_log2 .. 2^last_log2 ns, so every slot falls in
+// exactly one bucket.
+
+// The bucket bounds in seconds, for MetricFamilySpec::buckets.
+std::vector<double> log2_ns_bucket_bounds(int first_log2, int last_log2);
+
+// Non-cumulative counts per bucket plus +Inf, as MetricFamily::set_histogram
+// wants them, from `slots` (slot i = [2^i, 2^(i+1)) ns).
+std::vector<std::uint64_t> log2_slots_to_buckets(std::span<const __u64> slots, int first_log2,
+                                                 int last_log2);
 
 }  // namespace netwatcher

@@ -124,6 +124,18 @@ static __always_inline __u32 nw_log2(__u64 v) {
   return r;
 }
 
+/* Slots of an in-kernel log2 histogram of nanoseconds; the host turns them
+ * into Prometheus buckets with log2_slots_to_buckets() (kernel.hpp). */
+#define NW_LOG2_SLOTS 32
+
+/* Counts `value` in its slot of `slots[NW_LOG2_SLOTS]` (the last slot takes
+ * everything above). Not atomic: use per-CPU storage. */
+static __always_inline void nw_log2_slot_add(__u64* slots, __u64 value) {
+  __u32 slot = nw_log2(value);
+  if (slot >= NW_LOG2_SLOTS) slot = NW_LOG2_SLOTS - 1;
+  slots[slot & (NW_LOG2_SLOTS - 1)] += 1;
+}
+
 /* For records built elsewhere (e.g. in a per-CPU scratch map, when they are
  * too big for the stack): fills the header at the start of `record` and
  * copies the whole record into the ring buffer, counting a loss when it is

@@ -225,6 +225,7 @@ void print_features(const KernelFeatures& features) {
   line("BTF", features.btf());
   line("ring buffer", features.ring_buffer());
   line("tracefs", features.tracefs());
+  line("cgroup2", features.cgroup2());
   for (const auto& [name, result] : features.hook_types()) line(name, result);
 }
 

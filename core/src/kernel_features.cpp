@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 
 #include <spdlog/spdlog.h>
 
@@ -69,6 +70,30 @@ std::string find_tracefs(FeatureResult& result) {
   return {};
 }
 
+// The cgroup v2 root: the first cgroup2 mount (on hybrid v1/v2 systems it is
+// /sys/fs/cgroup/unified), else one netwatcher mounts itself.
+std::string find_cgroup2(FeatureResult& result) {
+  std::ifstream mounts("/proc/self/mounts");
+  std::string device, path, type, rest;
+  while (mounts >> device >> path >> type && std::getline(mounts, rest)) {
+    if (type == "cgroup2") {
+      result = {true, path};
+      return path;
+    }
+  }
+  const char* target = "/run/netwatcher/cgroup2";
+  std::error_code ec;
+  std::filesystem::create_directories(target, ec);
+  if (!ec && mount("none", target, "cgroup2", 0, nullptr) == 0) {
+    spdlog::info("mounted the cgroup v2 hierarchy at {}", target);
+    result = {true, std::string(target) + " (mounted by netwatcher)"};
+    return target;
+  }
+  result = {false, std::string("no cgroup2 mount and mounting one at ") + target +
+                       " failed: " + errno_text(ec ? ec.value() : errno)};
+  return {};
+}
+
 }  // namespace
 
 KernelFeatures::KernelFeatures(KernelFeatures&& other) noexcept {
@@ -82,6 +107,8 @@ KernelFeatures& KernelFeatures::operator=(KernelFeatures&& other) noexcept {
     ring_buffer_ = std::move(other.ring_buffer_);
     tracefs_ = std::move(other.tracefs_);
     tracefs_path_ = std::move(other.tracefs_path_);
+    cgroup2_ = std::move(other.cgroup2_);
+    cgroup2_path_ = std::move(other.cgroup2_path_);
     hook_types_ = std::move(other.hook_types_);
     std::swap(vmlinux_btf_, other.vmlinux_btf_);
   }
@@ -142,6 +169,13 @@ KernelFeatures KernelFeatures::probe() {
   types["tc"] = probe_prog_type(BPF_PROG_TYPE_SCHED_CLS);
   types["xdp"] = probe_prog_type(BPF_PROG_TYPE_XDP);
   types["cgroup_skb"] = probe_prog_type(BPF_PROG_TYPE_CGROUP_SKB);
+  if (types["cgroup_skb"].available) {
+    f.cgroup2_path_ = find_cgroup2(f.cgroup2_);
+    if (!f.cgroup2_.available)
+      types["cgroup_skb"] = {false, "cgroup v2 unavailable: " + f.cgroup2_.detail};
+  } else {
+    f.cgroup2_ = {false, "cgroup_skb programs not supported"};
+  }
   types["sockops"] = probe_prog_type(BPF_PROG_TYPE_SOCK_OPS);
   types["socket_filter"] = probe_prog_type(BPF_PROG_TYPE_SOCKET_FILTER);
   return f;

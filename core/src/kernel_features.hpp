@@ -17,7 +17,8 @@ struct FeatureResult {
 
 class KernelFeatures {
  public:
-  // Mounts tracefs when it is missing (classic tracepoints need it), then probes.
+  // Mounts tracefs and cgroup2 when they are missing (classic tracepoints and
+  // cgroup programs need them), then probes.
   static KernelFeatures probe();
   KernelFeatures(KernelFeatures&&) noexcept;
   KernelFeatures& operator=(KernelFeatures&&) noexcept;
@@ -27,6 +28,10 @@ class KernelFeatures {
   const FeatureResult& btf() const { return btf_; }
   const FeatureResult& ring_buffer() const { return ring_buffer_; }
   const FeatureResult& tracefs() const { return tracefs_; }
+  // The root of the cgroup v2 hierarchy, where cgroup_skb programs are
+  // attached so that they see every socket; empty when there is none.
+  const FeatureResult& cgroup2() const { return cgroup2_; }
+  const std::string& cgroup2_path() const { return cgroup2_path_; }
   // Program/attach types by short name: tracepoint, raw_tp, tp_btf, iter,
   // kprobe, fentry, netfilter, tc, xdp, cgroup_skb, sockops, socket_filter.
   const std::map<std::string, FeatureResult>& hook_types() const { return hook_types_; }
@@ -42,8 +47,8 @@ class KernelFeatures {
   bool btf_has(const std::string& name, int kind) const;
 
   std::string kernel_release_;
-  FeatureResult btf_, ring_buffer_, tracefs_;
-  std::string tracefs_path_;
+  FeatureResult btf_, ring_buffer_, tracefs_, cgroup2_;
+  std::string tracefs_path_, cgroup2_path_;
   std::map<std::string, FeatureResult> hook_types_;
   struct btf* vmlinux_btf_ = nullptr;
 };

@@ -22,6 +22,27 @@ namespace netwatcher::host {
 
 namespace {
 
+bool is_cgroup_section(const char* section) {
+  return std::strncmp(section, "cgroup_skb/", 11) == 0 || std::strncmp(section, "cgroup/", 7) == 0;
+}
+
+// cgroup programs run for the sockets of a cgroup and its descendants: at the
+// root of the v2 hierarchy they see every socket on the host. The link keeps
+// the attachment; the directory fd is only needed to create it.
+bpf_link* attach_to_cgroup_root(bpf_program* program, const std::string& root) {
+  if (root.empty()) {
+    errno = ENOENT;
+    return nullptr;
+  }
+  int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  bpf_link* link = bpf_program__attach_cgroup(program, fd);
+  int err = errno;
+  close(fd);
+  errno = err;
+  return link;
+}
+
 bool is_netfilter_section(const char* section) {
   return std::strncmp(section, "netfilter", 9) == 0;
 }
@@ -242,6 +263,8 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       info.map.map_fd = bpf_map__fd(map);
       LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &info, .link_info_len = sizeof info);
       link = bpf_program__attach_iter(prog, &opts);
+    } else if (is_cgroup_section(bpf_program__section_name(prog))) {
+      link = attach_to_cgroup_root(prog, features.cgroup2_path());
     } else {
       link = bpf_program__attach(prog);
     }

@@ -46,6 +46,10 @@ namespace netwatcher {
 // host attaches the first candidate the kernel supports and reports which one
 // (see --check). Candidates are BPF program names in the plugin's object; the
 // program's SEC() decides how it attaches (tp_btf, tracepoint, raw_tp, iter...).
+// SEC("cgroup_skb/ingress|egress") and other SEC("cgroup/...") programs are
+// attached to the root of the cgroup v2 hierarchy (mounted by the host if
+// needed), so they run for every socket on the host, in every netns; they must
+// always allow the packet (return 1).
 struct HookSpec {
   std::string name;  // e.g. "inet_sock_set_state"
   std::string description;

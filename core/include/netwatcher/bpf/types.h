@@ -40,7 +40,11 @@ struct nw_packet {
   __u8 has_ports; /* TCP / UDP / UDP-Lite / SCTP: tuple ports are valid */
   __u8 icmp_type; /* ICMP / ICMPv6 only */
   __u8 icmp_code;
-  __u32 length; /* skb->len */
+  __u32 length;           /* skb->len */
+  __u16 icmp_id;          /* ICMP / ICMPv6 echo request and reply only */
+  __u16 icmp_seq;         /* ditto */
+  __u16 transport_offset; /* bytes from the IP header to the transport header; 0 if none */
+  __u16 udp_length;       /* UDP / UDP-Lite: the header's length field (header + payload) */
 };
 
 /* The global filter as the kernel applies it (set as rodata by the plugin). */

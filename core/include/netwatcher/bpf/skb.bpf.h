@@ -39,28 +39,37 @@ static __always_inline bool nw_icmp_is_echo(__u8 protocol, __u8 type) {
 /* The first 8 bytes of the transport header: ports (and the UDP length), or
  * ICMP type, code and, for echo, identifier and sequence. */
 static __always_inline void nw_read_transport(const unsigned char* l4, struct nw_packet* p) {
-  __u8 bytes[8] = {};
+  /* Structs, not byte arrays: clang may address a stack array with `|`,
+   * which the verifier refuses on pointers. */
+  struct {
+    __be16 source, dest, len, check;
+  } ports;
+  struct {
+    __u8 type, code;
+    __u16 checksum;
+    __be16 id, seq;
+  } icmp;
   switch (p->protocol) {
     case NW_IPPROTO_TCP:
     case NW_IPPROTO_UDP:
     case NW_IPPROTO_UDPLITE:
     case NW_IPPROTO_SCTP:
-      if (bpf_probe_read_kernel(bytes, 8, l4) == 0) {
-        p->tuple.sport = (__u16)bytes[0] << 8 | bytes[1];
-        p->tuple.dport = (__u16)bytes[2] << 8 | bytes[3];
+      if (bpf_probe_read_kernel(&ports, sizeof(ports), l4) == 0) {
+        p->tuple.sport = bpf_ntohs(ports.source);
+        p->tuple.dport = bpf_ntohs(ports.dest);
         p->has_ports = 1;
         if (p->protocol == NW_IPPROTO_UDP || p->protocol == NW_IPPROTO_UDPLITE)
-          p->udp_length = (__u16)bytes[4] << 8 | bytes[5];
+          p->udp_length = bpf_ntohs(ports.len);
       }
       break;
     case NW_IPPROTO_ICMP:
     case NW_IPPROTO_ICMPV6:
-      if (bpf_probe_read_kernel(bytes, 8, l4) == 0) {
-        p->icmp_type = bytes[0];
-        p->icmp_code = bytes[1];
-        if (nw_icmp_is_echo(p->protocol, bytes[0])) {
-          p->icmp_id = (__u16)bytes[4] << 8 | bytes[5];
-          p->icmp_seq = (__u16)bytes[6] << 8 | bytes[7];
+      if (bpf_probe_read_kernel(&icmp, sizeof(icmp), l4) == 0) {
+        p->icmp_type = icmp.type;
+        p->icmp_code = icmp.code;
+        if (nw_icmp_is_echo(p->protocol, icmp.type)) {
+          p->icmp_id = bpf_ntohs(icmp.id);
+          p->icmp_seq = bpf_ntohs(icmp.seq);
         }
       }
       break;

@@ -1,0 +1,72 @@
+/* icmp: records and maps shared by icmp.bpf.c and plugin.cpp. */
+#ifndef NETWATCHER_ICMP_H
+#define NETWATCHER_ICMP_H
+
+#include "netwatcher/bpf/types.h"
+
+#define ICMP_RECORD_MESSAGE 1
+#define ICMP_RECORD_ERROR_SENT 2
+
+#define ICMP_RX 0
+#define ICMP_TX 1
+#define ICMP_FAMILIES 2 /* index 0: ICMP (IPv4), 1: ICMPv6 */
+/* Per-CPU message counters, one per family, direction and type. */
+#define ICMP_COUNTERS (ICMP_FAMILIES * 2 * 256)
+#define ICMP_COUNTER(family, direction, type) ((((family)*2 + (direction)) << 8) | (type))
+
+/* In-kernel histograms, one per family and kind. */
+#define ICMP_ECHO_RTT 0   /* echo request sent -> its reply received */
+#define ICMP_ECHO_REPLY 1 /* echo request received -> the kernel's reply sent */
+#define ICMP_HISTOGRAM(family, kind) ((family)*2 + (kind))
+
+struct icmp_latency {
+  __u64 count;
+  __u64 sum_ns;
+  __u64 slots[32]; /* NW_LOG2_SLOTS */
+};
+
+/* icmp:icmp_send, per CPU, by type and code of the error sent. */
+struct icmp_error_key {
+  __u32 type;
+  __u32 code;
+};
+
+#define ICMP_HAS_RTT 1
+#define ICMP_HAS_REPLY 2
+#define ICMP_HAS_INNER 4
+#define ICMP_HAS_PID 8
+#define ICMP_IS_ECHO 16
+
+struct icmp_record {
+  struct nw_record_header hdr;
+  struct nw_packet packet; /* the ICMP message: addresses, type, code, echo id/seq */
+  struct nw_packet inner;  /* the packet an error message quotes (ICMP_HAS_INNER) */
+  __u64 rtt_ns;            /* echo reply received: since our request was sent */
+  __u64 reply_ns;          /* echo reply sent: since the request was received */
+  __u32 netns;
+  __u32 ifindex;
+  __u32 pid;
+  __u32 pad;
+  char comm[NW_TASK_COMM_LEN];
+  __u8 direction;
+  __u8 flags; /* ICMP_HAS_*, ICMP_IS_ECHO */
+  __u8 pad2[6];
+};
+
+struct icmp_error_record {
+  struct nw_record_header hdr;
+  struct nw_packet offending; /* the packet that caused the error */
+  __s32 type;
+  __s32 code;
+  __u32 netns;
+  __u32 pad;
+};
+
+struct icmp_config {
+  __u64 max_events_per_second;
+  __u8 message_events;
+  __u8 error_events;
+  __u8 pad[6];
+};
+
+#endif

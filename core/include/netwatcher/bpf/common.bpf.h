@@ -11,6 +11,10 @@
 #ifndef NETWATCHER_COMMON_BPF_H
 #define NETWATCHER_COMMON_BPF_H
 
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
 #include "netwatcher/bpf/types.h"
 
 #ifndef AF_INET

@@ -217,6 +217,29 @@ std::map<int, std::uint64_t> UdpReceiver::counts() {
   return out;
 }
 
+UdpPeer::UdpPeer(const std::string& netns, const std::string& mode,
+                 const std::vector<std::string>& args, const TempDir& dir) {
+  std::string ready = dir.file("udp-" + mode + ".ready");
+  std::vector<std::string> argv = {"ip",      "netns", "exec",    netns, "/usr/bin/python3",
+                                   kUdpPeers, mode,    "--ready", ready};
+  argv.insert(argv.end(), args.begin(), args.end());
+  std::string log = dir.file("udp-" + mode + ".log");
+  process_ = std::make_unique<Process>(argv, log);
+  if (!wait_for([&] { return std::filesystem::exists(ready); }, 10000))
+    throw std::runtime_error("udp_peers.py " + mode + " did not start: " + read_file(log));
+}
+
+UdpExchange udp_exchange(const std::string& netns, const std::string& host, int port,
+                         const std::vector<int>& sizes) {
+  std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers + " exchange " +
+                        host + " " + std::to_string(port);
+  for (int size : sizes) command += " " + std::to_string(size);
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error("UDP exchange failed: " + result.output);
+  Json line = parse_json(result.output);
+  return {line["pid"].u64(), line["unconnected_sport"].u64(), line["connected_sport"].u64()};
+}
+
 UdpSent send_udp(const std::string& netns, const std::string& host, int port, int count, int size,
                  int sport) {
   std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers + " send " +

@@ -105,6 +105,25 @@ class UdpReceiver {
   std::string log_;
 };
 
+// A background udp_peers.py mode that signals readiness (echo, hold):
+// `args` follow the mode, e.g. {"--rcvbuf", "4096", "7200"}.
+class UdpPeer {
+ public:
+  UdpPeer(const std::string& netns, const std::string& mode, const std::vector<std::string>& args,
+          const TempDir& dir);
+  pid_t pid() const { return process_->pid(); }
+
+ private:
+  std::unique_ptr<Process> process_;
+};
+
+struct UdpExchange {
+  std::uint64_t pid, unconnected_sport, connected_sport;
+};
+// udp_peers.py exchange: each size from an unconnected, then a connected socket.
+UdpExchange udp_exchange(const std::string& netns, const std::string& host, int port,
+                         const std::vector<int>& sizes);
+
 struct UdpSent {
   std::uint64_t pid, sport;
 };

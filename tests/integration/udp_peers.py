@@ -4,6 +4,14 @@ recv --ready FILE PORT... : binds every PORT on IPv4 and IPv6, touches FILE,
         counts datagrams per port until SIGTERM, then prints {"PORT": count}.
 send HOST PORT COUNT SIZE [--sport N] : sends COUNT datagrams of SIZE bytes
         from one socket (bound to N when given); prints {"pid", "sport"}.
+echo --ready FILE PORT : answers every datagram on PORT (IPv4 and IPv6) with
+        one of the same size (recvfrom / sendto), until SIGTERM.
+exchange HOST PORT SIZE... : sends each SIZE and waits for its echo, first
+        from an unconnected socket (sendto / recvfrom), then from a connected
+        one (send / recv); prints {"pid", "unconnected_sport",
+        "connected_sport"}.
+hold --ready FILE --rcvbuf BYTES PORT : binds PORT with a small receive
+        buffer and never reads, until SIGTERM.
 """
 import json
 import os
@@ -53,5 +61,62 @@ def send(args):
     print(json.dumps({"pid": os.getpid(), "sport": s.getsockname()[1]}), flush=True)
 
 
+def bound_sockets(port, rcvbuf=0):
+    sockets = []
+    for family, addr in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+        s = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if rcvbuf:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        s.bind((addr, port))
+        sockets.append(s)
+    return sockets
+
+
+def echo(args):
+    ready = args[args.index("--ready") + 1]
+    port = int(args[-1])
+    sel = selectors.DefaultSelector()
+    for s in bound_sockets(port):
+        sel.register(s, selectors.EVENT_READ)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    open(ready, "w").close()
+    while True:
+        for key, _ in sel.select():
+            data, peer = key.fileobj.recvfrom(65536)
+            key.fileobj.sendto(data, peer)
+
+
+def exchange(args):
+    host, port, sizes = args[0], int(args[1]), [int(a) for a in args[2:]]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    unconnected = socket.socket(family, socket.SOCK_DGRAM)
+    unconnected.settimeout(5)
+    for size in sizes:
+        unconnected.sendto(b"e" * size, (host, port))
+        unconnected.recvfrom(65536)
+    connected = socket.socket(family, socket.SOCK_DGRAM)
+    connected.settimeout(5)
+    connected.connect((host, port))
+    for size in sizes:
+        connected.send(b"c" * size)
+        connected.recv(65536)
+    print(json.dumps({"pid": os.getpid(),
+                      "unconnected_sport": unconnected.getsockname()[1],
+                      "connected_sport": connected.getsockname()[1]}), flush=True)
+
+
+def hold(args):
+    ready = args[args.index("--ready") + 1]
+    rcvbuf = int(args[args.index("--rcvbuf") + 1])
+    sockets = bound_sockets(int(args[-1]), rcvbuf)
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    open(ready, "w").close()
+    while sockets:
+        signal.pause()
+
+
 if __name__ == "__main__":
-    {"recv": recv, "send": send}[sys.argv[1]](sys.argv[2:])
+    {"recv": recv, "send": send, "echo": echo, "exchange": exchange,
+     "hold": hold}[sys.argv[1]](sys.argv[2:])

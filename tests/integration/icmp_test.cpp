@@ -1,0 +1,175 @@
+// The icmp plugin against real ping (IPv4 and IPv6) between namespaces and a
+// UDP datagram to a closed port.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <regex>
+#include <set>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+constexpr int kPromPort = 41492;
+constexpr int kPings = 4;
+
+// seq -> RTT in nanoseconds, from ping's own "icmp_seq=N ... time=T ms" lines.
+std::map<std::uint64_t, double> ping(const std::string& netns, const std::string& target) {
+  auto result = run("ip netns exec " + netns + " ping -n -c " + std::to_string(kPings) +
+                    " -i 0.2 -W 2 " + target);
+  if (result.exit_code != 0) throw std::runtime_error("ping failed: " + result.output);
+  std::map<std::uint64_t, double> rtts;
+  std::regex line(R"(icmp_seq=(\d+) .*time=([0-9.]+) ms)");
+  for (std::sregex_iterator it(result.output.begin(), result.output.end(), line), end; it != end;
+       ++it)
+    rtts[std::stoull((*it)[1])] = std::stod((*it)[2]) * 1e6;
+  return rtts;
+}
+
+class Icmp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NW_REQUIRE_ROOT();
+    hosts_ = std::make_unique<TwoHosts>();
+  }
+  std::vector<Json> events(const std::string& name) {
+    return events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), name);
+  }
+  std::string config() {
+    return "snapshot_interval = 0.5\n[plugins.icmp]\nmax_events_per_second = 0\n" +
+           sink_config_json(dir_.file("events.jsonl")) +
+           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
+           "\"\n";
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TwoHosts> hosts_;
+};
+
+TEST_F(Icmp, PingRequestsRepliesRoundTripsAndReplyTimes) {
+  Netwatcher nw(dir_, config());
+  auto ping4 = ping(TwoHosts::kClient, "10.77.0.2");
+  auto ping6 = ping(TwoHosts::kClient, "fd77::2");
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+  ASSERT_EQ(ping4.size(), static_cast<std::size_t>(kPings));
+  ASSERT_EQ(ping6.size(), static_cast<std::size_t>(kPings));
+
+  const std::uint64_t client = netns_inode(TwoHosts::kClient);
+  const std::uint64_t server = netns_inode(TwoHosts::kServer);
+  const auto all = events("icmp_message");
+  struct Case {
+    std::string family, client_addr, server_addr, request, reply;
+    const std::map<std::uint64_t, double>* rtts;
+  };
+  for (const Case& c :
+       {Case{"ipv4", "10.77.0.1", "10.77.0.2", "echo_request", "echo_reply", &ping4},
+        Case{"ipv6", "fd77::1", "fd77::2", "echo_request", "echo_reply", &ping6}}) {
+    SCOPED_TRACE(c.family);
+    // direction/type/netns -> seq -> event
+    std::map<std::string, std::map<std::uint64_t, Json>> seen;
+    std::set<std::uint64_t> ids;
+    for (const auto& e : all) {
+      const auto& f = e["fields"];
+      if (f["family"].str() != c.family || !f.has("seq")) continue;
+      const bool from_client = f["src_addr"].str() == c.client_addr;
+      if (!from_client && f["src_addr"].str() != c.server_addr) continue;
+      const std::uint64_t netns = f["netns"].u64();
+      std::string where = f["direction"].str() + " " + f["type"].str() + " " +
+                          (netns == client   ? "client"
+                           : netns == server ? "server"
+                                             : "other");
+      seen[where][f["seq"].u64()] = e;
+      ids.insert(f["id"].u64());
+    }
+    EXPECT_EQ(ids.size(), 1u) << "one ping, one echo identifier";
+    for (const char* where : {"tx echo_request client", "rx echo_request server",
+                              "tx echo_reply server", "rx echo_reply client"})
+      EXPECT_EQ(seen[where].size(), static_cast<std::size_t>(kPings)) << where;
+    for (std::uint64_t seq = 1; seq <= kPings; ++seq) {
+      SCOPED_TRACE("seq " + std::to_string(seq));
+      const auto& request = seen["tx echo_request client"][seq]["fields"];
+      EXPECT_EQ(request["comm"].str(), "ping");
+      EXPECT_EQ(request["dst_addr"].str(), c.server_addr);
+      const auto& answer = seen["tx echo_reply server"][seq]["fields"];
+      ASSERT_TRUE(answer.has("reply_ns"));
+      EXPECT_FALSE(answer.has("pid")) << "the kernel answers, not a process";
+      const auto& reply = seen["rx echo_reply client"][seq]["fields"];
+      ASSERT_TRUE(reply.has("rtt_ns"));
+      EXPECT_EQ(reply["comm"].str(), "ping") << "a reply names the pinger";
+      const double rtt = static_cast<double>(reply["rtt_ns"].u64());
+      EXPECT_GT(rtt, static_cast<double>(answer["reply_ns"].u64()))
+          << "the round trip contains the kernel's reply time";
+      // ping measures from user space, around our device-level round trip;
+      // allow for its 1 µs print resolution.
+      EXPECT_LE(rtt, c.rtts->at(seq) + 1000.0);
+    }
+    EXPECT_GE(
+        metrics.value("netwatcher_icmp_echo_rtt_seconds_count", {{"family", c.family}}).value_or(0),
+        kPings);
+    EXPECT_GE(metrics.value("netwatcher_icmp_echo_reply_seconds_count", {{"family", c.family}})
+                  .value_or(0),
+              kPings);
+    EXPECT_GE(metrics
+                  .value("netwatcher_icmp_messages_total",
+                         {{"family", c.family}, {"direction", "tx"}, {"type", c.request}})
+                  .value_or(0),
+              kPings);
+  }
+}
+
+TEST_F(Icmp, ClosedUdpPortGivesPortUnreachableWithTheOffendingTuple) {
+  Netwatcher nw(dir_, config());
+  UdpSent v4 = send_udp(TwoHosts::kClient, "10.77.0.2", 7399, 1, 20, 40399);
+  UdpSent v6 = send_udp(TwoHosts::kClient, "fd77::2", 7399, 1, 20, 40398);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+  const std::uint64_t server = netns_inode(TwoHosts::kServer);
+
+  int errors_sent = 0;
+  for (const auto& e : events("icmp_error_sent")) {
+    const auto& f = e["fields"];
+    if (!f.has("dst_port") || f["dst_port"].u64() != 7399) continue;
+    ++errors_sent;
+    EXPECT_EQ(f["type"].str(), "destination_unreachable");
+    EXPECT_EQ(f["code"].str(), "port_unreachable");
+    EXPECT_EQ(f["protocol"].str(), "udp");
+    EXPECT_EQ(f["src_addr"].str(), "10.77.0.1");
+    EXPECT_EQ(f["src_port"].u64(), v4.sport);
+    EXPECT_EQ(f["dst_addr"].str(), "10.77.0.2");
+    EXPECT_EQ(f["netns"].u64(), server);
+  }
+  EXPECT_EQ(errors_sent, 1);
+  EXPECT_GE(metrics
+                .value("netwatcher_icmp_errors_sent_total",
+                       {{"type", "destination_unreachable"}, {"code", "port_unreachable"}})
+                .value_or(0),
+            1);
+
+  // Both errors as sent messages, quoting the datagram that caused them.
+  for (const auto& [family, sent] : {std::pair{"ipv4", v4}, std::pair{"ipv6", v6}}) {
+    SCOPED_TRACE(family);
+    int quoted = 0;
+    for (const auto& e : events("icmp_message")) {
+      const auto& f = e["fields"];
+      if (f["family"].str() != family || f["direction"].str() != "tx" || !f.has("inner_dst_port") ||
+          f["inner_dst_port"].u64() != 7399)
+        continue;
+      ++quoted;
+      EXPECT_EQ(f["type"].str(), "destination_unreachable");
+      EXPECT_EQ(f["code"].str(), "port_unreachable");
+      EXPECT_EQ(f["inner_protocol"].str(), "udp");
+      EXPECT_EQ(f["inner_src_port"].u64(), sent.sport);
+      EXPECT_EQ(f["inner_src_addr"].str(), std::string(family) == "ipv4" ? "10.77.0.1" : "fd77::1");
+      EXPECT_EQ(f["netns"].u64(), server);
+    }
+    EXPECT_EQ(quoted, 1);
+  }
+}
+
+}  // namespace

@@ -1,0 +1,191 @@
+// The udp plugin against real datagrams between namespaces: connected and
+// unconnected sockets, both directions, IPv4 and IPv6, flows, and receive
+// buffer overflows checked against the kernel's own counter.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+constexpr int kPromPort = 41493;
+constexpr int kEchoPort = 7300;
+const std::vector<int> kSizes = {10, 200, 1000, 1400, 33};
+
+struct Key {
+  std::uint64_t netns;
+  std::string direction;
+  std::uint64_t local_port, remote_port;
+};
+
+std::vector<Json> datagrams_of(const std::vector<Json>& events, const Key& key) {
+  std::vector<Json> out;
+  for (const auto& e : events) {
+    const auto& f = e["fields"];
+    if (f["netns"].u64() == key.netns && f["direction"].str() == key.direction &&
+        f["local_port"].u64() == key.local_port && f["remote_port"].u64() == key.remote_port)
+      out.push_back(e);
+  }
+  return out;
+}
+
+// Reads UDP RcvbufErrors from /proc/net/snmp inside `netns`.
+std::uint64_t rcvbuf_errors(const std::string& netns) {
+  auto result = run("ip netns exec " + netns + " cat /proc/net/snmp");
+  std::istringstream in(result.output);
+  std::string header, values;
+  while (std::getline(in, header)) {
+    if (header.rfind("Udp:", 0) != 0) continue;
+    std::getline(in, values);
+    std::istringstream names(header), numbers(values);
+    std::string name, number;
+    while (names >> name && numbers >> number)
+      if (name == "RcvbufErrors") return std::stoull(number);
+  }
+  throw std::runtime_error("no Udp RcvbufErrors in /proc/net/snmp");
+}
+
+class Udp : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NW_REQUIRE_ROOT();
+    hosts_ = std::make_unique<TwoHosts>();
+  }
+  std::string config(const std::string& keys) {
+    return "snapshot_interval = 0.5\n[plugins.udp]\n" + keys +
+           sink_config_json(dir_.file("events.jsonl")) +
+           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
+           "\"\n";
+  }
+  std::vector<Json> events(const std::string& name) {
+    return events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), name);
+  }
+  static void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1200)); }
+
+  TempDir dir_;
+  std::unique_ptr<TwoHosts> hosts_;
+};
+
+TEST_F(Udp, EveryDatagramBothWaysWithSizesOwnersAndKernelTime) {
+  Netwatcher nw(dir_, config("events = true\nmax_events_per_second = 0\n"));
+  UdpPeer server(TwoHosts::kServer, "echo", {std::to_string(kEchoPort)}, dir_);
+  UdpExchange v4 = udp_exchange(TwoHosts::kClient, "10.77.0.2", kEchoPort, kSizes);
+  UdpExchange v6 = udp_exchange(TwoHosts::kClient, "fd77::2", kEchoPort, kSizes);
+  settle();
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+
+  const auto all = events("udp_datagram");
+  const std::uint64_t client = netns_inode(TwoHosts::kClient);
+  const std::uint64_t server_ns = netns_inode(TwoHosts::kServer);
+  std::uint64_t total_bytes = 0;
+  for (int size : kSizes) total_bytes += static_cast<std::uint64_t>(size);
+
+  for (const auto& [family, exchange] : {std::pair{"ipv4", v4}, std::pair{"ipv6", v6}}) {
+    for (std::uint64_t sport : {exchange.unconnected_sport, exchange.connected_sport}) {
+      SCOPED_TRACE(std::string(family) + " client port " + std::to_string(sport));
+      const std::vector<std::pair<Key, std::uint64_t>> sides = {
+          {{client, "tx", sport, kEchoPort}, exchange.pid},
+          {{client, "rx", sport, kEchoPort}, exchange.pid},
+          {{server_ns, "rx", kEchoPort, sport}, static_cast<std::uint64_t>(server.pid())},
+          {{server_ns, "tx", kEchoPort, sport}, static_cast<std::uint64_t>(server.pid())},
+      };
+      for (const auto& [key, owner] : sides) {
+        SCOPED_TRACE(key.direction + " in netns " + std::to_string(key.netns));
+        auto datagrams = datagrams_of(all, key);
+        ASSERT_EQ(datagrams.size(), kSizes.size());
+        for (std::size_t i = 0; i < kSizes.size(); ++i) {
+          const auto& f = datagrams[i]["fields"];
+          EXPECT_EQ(f["family"].str(), family);
+          EXPECT_EQ(f["length"].u64(), static_cast<std::uint64_t>(kSizes[i]));
+          ASSERT_TRUE(f.has("pid"));
+          EXPECT_EQ(f["pid"].u64(), owner);
+          EXPECT_EQ(f["comm"].str(), "python3");
+          ASSERT_TRUE(f.has("kernel_ns"));
+          EXPECT_GT(f["kernel_ns"].u64(), 0u);
+          EXPECT_LT(f["kernel_ns"].u64(), 1000000000u);
+        }
+      }
+    }
+  }
+
+  // One flow per client socket and per direction of view, with both
+  // directions' counts.
+  int client_flows = 0;
+  for (const auto& e : events("udp_flow")) {
+    const auto& f = e["fields"];
+    if (f["netns"].u64() != client || f["local_port"].u64() != v4.unconnected_sport) continue;
+    if (f["tx_datagrams"].u64() != kSizes.size()) continue;  // an earlier snapshot
+    ++client_flows;
+    EXPECT_EQ(f["remote_addr"].str(), "10.77.0.2");
+    EXPECT_EQ(f["remote_port"].u64(), static_cast<std::uint64_t>(kEchoPort));
+    EXPECT_EQ(f["tx_bytes"].u64(), total_bytes);
+    EXPECT_EQ(f["rx_datagrams"].u64(), kSizes.size());
+    EXPECT_EQ(f["rx_bytes"].u64(), total_bytes);
+    EXPECT_EQ(f["pid"].u64(), v4.pid);
+    EXPECT_TRUE(f.has("rx_kernel_ns"));
+    EXPECT_TRUE(f.has("tx_kernel_ns"));
+  }
+  EXPECT_GE(client_flows, 1);
+
+  // Four client sockets, each datagram sent and received once by each side;
+  // other traffic on the host may add to it.
+  const double per_direction = 4.0 * static_cast<double>(kSizes.size()) * 2;
+  EXPECT_GE(metrics.value("netwatcher_udp_datagrams_total", {{"direction", "tx"}}).value_or(0),
+            per_direction);
+  EXPECT_GE(metrics.value("netwatcher_udp_datagrams_total", {{"direction", "rx"}}).value_or(0),
+            per_direction);
+  EXPECT_GE(
+      metrics.value("netwatcher_udp_latency_seconds_count", {{"direction", "rx"}}).value_or(0),
+      per_direction);
+  EXPECT_GE(
+      metrics.value("netwatcher_udp_latency_seconds_count", {{"direction", "tx"}}).value_or(0),
+      per_direction);
+}
+
+TEST_F(Udp, ReceiveBufferOverflowsMatchTheKernelsCounter) {
+  Netwatcher nw(dir_, config(""));
+  UdpPeer holder(TwoHosts::kServer, "hold", {"--rcvbuf", "4096", "7301"}, dir_);
+  const std::uint64_t before = rcvbuf_errors(TwoHosts::kServer);
+  UdpSent sent = send_udp(TwoHosts::kClient, "10.77.0.2", 7301, 200, 1000, 40301);
+  settle();
+  const std::uint64_t overflows = rcvbuf_errors(TwoHosts::kServer) - before;
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0);
+  ASSERT_GT(overflows, 100u) << "a 4 KiB buffer cannot hold 200 KB";
+
+  std::uint64_t failures = 0;
+  for (const auto& e : events("udp_queue_failure")) {
+    const auto& f = e["fields"];
+    if (f["local_port"].u64() != 7301) continue;
+    ++failures;
+    EXPECT_EQ(f["reason"].str(), "receive_buffer_full");
+    EXPECT_EQ(f["errno"].num(), -12);
+    EXPECT_EQ(f["local_addr"].str(), "10.77.0.2");
+    EXPECT_EQ(f["remote_addr"].str(), "10.77.0.1");
+    EXPECT_EQ(f["remote_port"].u64(), sent.sport);
+    EXPECT_EQ(f["length"].u64(), 1000u);
+    EXPECT_EQ(f["netns"].u64(), netns_inode(TwoHosts::kServer));
+  }
+  EXPECT_EQ(failures, overflows);
+  EXPECT_GE(
+      metrics
+          .value("netwatcher_udp_receive_queue_failures_total", {{"reason", "receive_buffer_full"}})
+          .value_or(0),
+      static_cast<double>(overflows));
+
+  std::uint64_t flow_failures = 0;
+  for (const auto& e : events("udp_flow")) {
+    const auto& f = e["fields"];
+    if (f["local_port"].u64() == 7301 && f["remote_port"].u64() == sent.sport)
+      flow_failures = std::max(flow_failures, f["queue_failures"].u64());
+  }
+  EXPECT_EQ(flow_failures, overflows);
+}
+
+}  // namespace

@@ -154,7 +154,8 @@ TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
             std::string::npos)
       << result.output;
 
-  nwtest::write_file(dir.file("r.toml"), "[[sinks]]\ntype = \"json\"\nplugins = [\"no_such_plugin\"]\n");
+  nwtest::write_file(dir.file("r.toml"),
+                     "[[sinks]]\ntype = \"json\"\nplugins = [\"no_such_plugin\"]\n");
   result = nwtest::run(base + dir.file("r.toml") + " --list-plugins");
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find("key 'sinks[0].plugins' names unknown plugin 'no_such_plugin'"),

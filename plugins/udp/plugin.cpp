@@ -57,6 +57,7 @@ enum FailureField : std::size_t {
   kFailLength,
   kFailSock,
   kFailNetns,
+  kFailIfindex,
   kFailureFieldCount
 };
 
@@ -164,6 +165,7 @@ class UdpPlugin {
                     number("length", "bytes", "UDP payload", FieldRole::value, 6),
                     number("sock", "", "socket address (kernel pointer)", FieldRole::label, 18),
                     number("netns", "", "network namespace inode", FieldRole::label, 10),
+                    number("ifindex", "", "interface it arrived on", FieldRole::label, 7),
                 })},
         {"udp_flow",
          "one flow (local and remote address and port), every snapshot_interval while active",
@@ -374,6 +376,7 @@ class UdpPlugin {
     v[kFailLength] = std::uint64_t{rec.length};
     v[kFailSock] = std::uint64_t{rec.sock};
     v[kFailNetns] = std::uint64_t{rec.netns};
+    v[kFailIfindex] = std::uint64_t{rec.ifindex};
     out.emit(kFailureEvent, rec.hdr.timestamp_ns, std::move(v));
     return Status::success();
   }

@@ -117,6 +117,15 @@ static __always_inline __u32 netns_of(const struct net_device* dev) {
   return dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
 }
 
+/* A received packet's flow: its destination is the local end. */
+static __always_inline void received_flow(const struct nw_packet* p, struct udp_flow_key* flow) {
+  __builtin_memcpy(flow->tuple.saddr, p->tuple.daddr, 16);
+  __builtin_memcpy(flow->tuple.daddr, p->tuple.saddr, 16);
+  flow->tuple.sport = p->tuple.dport;
+  flow->tuple.dport = p->tuple.sport;
+  flow->tuple.family = p->tuple.family;
+}
+
 /* The flow of `key`, created on first sight. */
 static __always_inline struct udp_flow* flow_of(const struct udp_flow_key* key, __u64 now) {
   struct udp_flow* flow = bpf_map_lookup_elem(&udp_flows, key);
@@ -204,12 +213,7 @@ int BPF_PROG(udp_ip_receive, struct sk_buff* skb) {
   struct nw_packet p;
   if (!nw_read_received_packet(skb, &p) || !is_udp(p.protocol) || !p.has_ports) return 0;
   struct rx_inflight entry = {};
-  /* Received: the destination is the local end. */
-  __builtin_memcpy(entry.flow.tuple.saddr, p.tuple.daddr, 16);
-  __builtin_memcpy(entry.flow.tuple.daddr, p.tuple.saddr, 16);
-  entry.flow.tuple.sport = p.tuple.dport;
-  entry.flow.tuple.dport = p.tuple.sport;
-  entry.flow.tuple.family = p.tuple.family;
+  received_flow(&p, &entry.flow);
   struct net_device* dev = BPF_CORE_READ(skb, dev);
   entry.flow.netns = netns_of(dev);
   entry.ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
@@ -266,11 +270,7 @@ int BPF_PROG(udp_queue_failure, int rc, struct sock* sk, struct sk_buff* skb) {
   struct nw_packet p;
   if (!nw_read_skb_packet(skb, 0, &p)) return 0;
   struct udp_flow_key flow = {};
-  __builtin_memcpy(flow.tuple.saddr, p.tuple.daddr, 16);
-  __builtin_memcpy(flow.tuple.daddr, p.tuple.saddr, 16);
-  flow.tuple.sport = p.tuple.dport;
-  flow.tuple.dport = p.tuple.sport;
-  flow.tuple.family = p.tuple.family;
+  received_flow(&p, &flow);
   flow.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
   if (!nw_tuple_selected(&flow.tuple)) return 0;
   __u64 now = bpf_ktime_get_ns();

@@ -178,8 +178,12 @@ static __always_inline void stats_time(int kind, __u64 delta) {
 }
 
 static __always_inline void remember_owner(__u64 sock) {
+  __u32 pid = bpf_get_current_pid_tgid() >> 32;
+  /* Called on every send and read: most calls find the owner unchanged. */
+  struct sock_owner* known = bpf_map_lookup_elem(&udp_owners, &sock);
+  if (known && known->pid == pid) return;
   struct sock_owner owner = {};
-  owner.pid = bpf_get_current_pid_tgid() >> 32;
+  owner.pid = pid;
   bpf_get_current_comm(owner.comm, sizeof(owner.comm));
   bpf_map_update_elem(&udp_owners, &sock, &owner, BPF_ANY);
 }

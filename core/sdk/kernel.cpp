@@ -78,15 +78,22 @@ std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key) {
   return total;
 }
 
-void for_each_percpu_u64(int map_fd, std::size_t key_size,
-                         const std::function<void(const void* key, std::uint64_t total)>& visit) {
+void for_each_key(int map_fd, std::size_t key_size,
+                  const std::function<void(const void* key)>& visit) {
   std::vector<unsigned char> key(key_size), next(key_size);
   const void* previous = nullptr;
   while (bpf_map_get_next_key(map_fd, previous, next.data()) == 0) {
-    if (auto total = sum_percpu_u64(map_fd, next.data())) visit(next.data(), *total);
     key.swap(next);
     previous = key.data();
+    visit(key.data());
   }
+}
+
+void for_each_percpu_u64(int map_fd, std::size_t key_size,
+                         const std::function<void(const void* key, std::uint64_t total)>& visit) {
+  for_each_key(map_fd, key_size, [&](const void* key) {
+    if (auto total = sum_percpu_u64(map_fd, key)) visit(key, *total);
+  });
 }
 
 bool sum_percpu_words(int map_fd, const void* key, std::span<std::uint64_t> out) {

@@ -155,13 +155,9 @@ class NicPlugin {
     last_seconds_ = now;
     const int traffic = bpf_map__fd(skeleton_->maps.nic_traffic);
     Totals current;
-    nic_key key{}, next{};
-    const nic_key* previous = nullptr;
-    while (bpf_map_get_next_key(traffic, previous, &next) == 0) {
-      key = next;
-      previous = &key;
+    for_each_key<nic_key>(traffic, [&](const nic_key& key) {
       if (auto totals = sum_percpu<nic_counters>(traffic, &key)) current[key] = *totals;
-    }
+    });
     for (const auto& [k, totals] : current) {
       std::string name = interface_name(k);
       if (!interfaces_.empty() && !interfaces_.count(name)) continue;

@@ -457,18 +457,14 @@ class TcpPlugin {
       return Status::success();
     }
     int map = bpf_map__fd(skeleton_->maps.tcp_conns);
-    std::uint64_t key = 0, next = 0;
-    std::uint64_t* previous = nullptr;
-    while (bpf_map_get_next_key(map, previous, &next) == 0) {
+    for_each_key<std::uint64_t>(map, [&](std::uint64_t sock) {
       tcp_conn_record rec{};
-      if (bpf_map_lookup_elem(map, &next, &rec.info) == 0 && rec.info.tuple_valid) {
-        rec.sock = next;
+      if (bpf_map_lookup_elem(map, &sock, &rec.info) == 0 && rec.info.tuple_valid) {
+        rec.sock = sock;
         rec.state = 1;  // tracked and past SYN: ESTABLISHED or closing
         out.push_back(rec);
       }
-      key = next;
-      previous = &key;
-    }
+    });
     return Status::success();
   }
 

@@ -386,20 +386,16 @@ class UdpPlugin {
     const int fd = bpf_map__fd(skeleton_->maps.udp_flows);
     std::vector<udp_flow_key> idle;
     std::uint64_t tracked = 0;
-    udp_flow_key key{}, next{};
-    const udp_flow_key* previous = nullptr;
-    while (bpf_map_get_next_key(fd, previous, &next) == 0) {
-      key = next;
-      previous = &key;
+    for_each_key<udp_flow_key>(fd, [&](const udp_flow_key& key) {
       udp_flow flow;
-      if (bpf_map_lookup_elem(fd, &key, &flow) != 0) continue;
+      if (bpf_map_lookup_elem(fd, &key, &flow) != 0) return;
       ++tracked;
       if (flow.last_ns + flow_idle_ns_ < now) {
         idle.push_back(key);
-        continue;
+        return;
       }
-      if (!flows_ || flow.last_ns <= last_collect_ns_) continue;
-      if (filter_.pid && flow.pid != filter_.pid) continue;
+      if (!flows_ || flow.last_ns <= last_collect_ns_) return;
+      if (filter_.pid && flow.pid != filter_.pid) return;
       std::vector<Value> v(kFlowFieldCount);
       put_endpoints(v, kFlowFamily, key.tuple);
       if (flow.pid) {
@@ -415,7 +411,7 @@ class UdpPlugin {
       v[kFlowQueueFailures] = std::uint64_t{flow.queue_failures};
       v[kFlowNetns] = std::uint64_t{key.netns};
       out.emit(kFlowEvent, 0, std::move(v));
-    }
+    });
     for (const auto& gone : idle) bpf_map_delete_elem(fd, &gone);
     flow_count_->set({}, static_cast<double>(tracked - idle.size()));
     last_collect_ns_ = now;

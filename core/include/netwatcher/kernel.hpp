@@ -37,6 +37,18 @@ std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
 // fails. `map_fd` must be a BPF_MAP_TYPE_PERCPU_ARRAY or _PERCPU_HASH of u64.
 std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key);
 
+// Calls `visit(key)` for every key of a BPF hash map, `key_size` bytes each.
+// `visit` may delete the key it is given; entries that vanish during the walk
+// are skipped, entries added during it may or may not be seen.
+void for_each_key(int map_fd, std::size_t key_size,
+                  const std::function<void(const void* key)>& visit);
+
+// The same with a typed key.
+template <class Key, class Visit>
+void for_each_key(int map_fd, Visit visit) {
+  for_each_key(map_fd, sizeof(Key), [&](const void* key) { visit(*static_cast<const Key*>(key)); });
+}
+
 // Calls `visit(key, total)` for every entry of a per-CPU hash map of u64
 // values, with the value summed over CPUs. `key_size` is the map's key size.
 // Entries that vanish during the walk are skipped.

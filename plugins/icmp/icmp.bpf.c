@@ -44,9 +44,9 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, ICMP_COUNTERS);
+  __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, __u64);
+  __type(value, struct icmp_counters);
 } icmp_messages SEC(".maps");
 
 struct {
@@ -93,9 +93,9 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
   struct nw_packet* p = &rec->packet;
   if (p->protocol != NW_IPPROTO_ICMP && p->protocol != NW_IPPROTO_ICMPV6) return 0;
   int family = p->tuple.family == AF_INET6 ? 1 : 0;
-  __u32 counter = ICMP_COUNTER(family, dir, p->icmp_type);
-  __u64* messages = bpf_map_lookup_elem(&icmp_messages, &counter);
-  if (messages) *messages += 1;
+  struct icmp_counters* counters = bpf_map_lookup_elem(&icmp_messages, &zero);
+  if (counters)
+    counters->messages[ICMP_COUNTER(family, dir, p->icmp_type) & (ICMP_COUNTERS - 1)] += 1;
 
   __u64 now = bpf_ktime_get_ns();
   struct net_device* dev = BPF_CORE_READ(skb, dev);

@@ -10,9 +10,14 @@
 #define ICMP_RX 0
 #define ICMP_TX 1
 #define ICMP_FAMILIES 2 /* index 0: ICMP (IPv4), 1: ICMPv6 */
-/* Per-CPU message counters, one per family, direction and type. */
-#define ICMP_COUNTERS (ICMP_FAMILIES * 2 * 256)
+/* Message counters, one per family, direction and type, in one per-CPU
+ * entry so the host reads them all with one lookup. */
+#define ICMP_COUNTERS (ICMP_FAMILIES * 2 * 256) /* a power of two */
 #define ICMP_COUNTER(family, direction, type) ((((family)*2 + (direction)) << 8) | (type))
+
+struct icmp_counters {
+  __u64 messages[ICMP_COUNTERS];
+};
 
 /* In-kernel histograms, one per family and kind. */
 #define ICMP_ECHO_RTT 0   /* echo request sent -> its reply received */

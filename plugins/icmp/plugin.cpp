@@ -230,18 +230,18 @@ class IcmpPlugin {
   }
 
   Status collect(EventEmitter&) {
-    const int counters = bpf_map__fd(skeleton_->maps.icmp_messages);
+    const std::uint32_t zero = 0;
+    auto counters = sum_percpu<icmp_counters>(bpf_map__fd(skeleton_->maps.icmp_messages), &zero);
+    if (!counters)
+      return Status::failure("reading icmp_messages: " + std::string(std::strerror(errno)));
     for (std::uint32_t family = 0; family < ICMP_FAMILIES; ++family) {
       for (std::uint32_t dir = 0; dir < 2; ++dir) {
         for (std::uint32_t type = 0; type < 256; ++type) {
-          std::uint32_t index = ICMP_COUNTER(family, dir, type);
-          auto total = sum_percpu_u64(counters, &index);
-          if (!total)
-            return Status::failure("reading icmp_messages: " + std::string(std::strerror(errno)));
-          if (*total == 0) continue;
+          const std::uint64_t total = counters->messages[ICMP_COUNTER(family, dir, type)];
+          if (total == 0) continue;
           messages_->set({kFamilyNames[family], kDirectionNames[dir],
                           icmp::type_name(family == 1, static_cast<int>(type))},
-                         static_cast<double>(*total));
+                         static_cast<double>(total));
         }
       }
     }

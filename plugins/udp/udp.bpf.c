@@ -136,29 +136,27 @@ static __always_inline struct udp_flow* flow_of(const struct udp_flow_key* key, 
   return bpf_map_lookup_elem(&udp_flows, key);
 }
 
-static __always_inline void flow_count(const struct udp_flow_key* key, int dir, __u32 length,
-                                       __u64 now) {
-  if (!nw_tuple_selected(&key->tuple)) return;
+/* Counts a datagram in its flow, when the flow passes the filter; returns
+ * the flow for the caller's further updates (NULL when filtered out). */
+static __always_inline struct udp_flow* flow_count(const struct udp_flow_key* key, int dir,
+                                                   __u32 length, __u64 now) {
+  if (!nw_tuple_selected(&key->tuple)) return NULL;
   struct udp_flow* flow = flow_of(key, now);
-  if (!flow) return;
+  if (!flow) return NULL;
   __sync_fetch_and_add(&flow->datagrams[dir & 1], 1);
   __sync_fetch_and_add(&flow->bytes[dir & 1], length);
   flow->last_ns = now;
+  return flow;
 }
 
-static __always_inline void flow_time(const struct udp_flow_key* key, int dir, __u64 delta) {
-  if (!nw_tuple_selected(&key->tuple)) return;
-  struct udp_flow* flow = bpf_map_lookup_elem(&udp_flows, key);
+static __always_inline void flow_time(struct udp_flow* flow, int dir, __u64 delta) {
   if (!flow) return;
   __sync_fetch_and_add(&flow->latency_ns[dir & 1], delta);
   __sync_fetch_and_add(&flow->timed[dir & 1], 1);
 }
 
-static __always_inline void flow_owner(const struct udp_flow_key* key, __u32 pid,
-                                       const char* comm) {
-  if (!pid || !nw_tuple_selected(&key->tuple)) return;
-  struct udp_flow* flow = bpf_map_lookup_elem(&udp_flows, key);
-  if (!flow) return;
+static __always_inline void flow_owner(struct udp_flow* flow, __u32 pid, const char* comm) {
+  if (!flow || !pid) return;
   flow->pid = pid;
   __builtin_memcpy(flow->comm, comm, NW_TASK_COMM_LEN);
 }
@@ -242,8 +240,8 @@ int udp_socket_queue(struct __sk_buff* ctx) {
   __u64 delta = now - entry->ip_ns;
   stats_count(UDP_RX, entry->length);
   stats_time(UDP_LATENCY_RX, delta);
-  flow_count(&entry->flow, UDP_RX, entry->length, now);
-  flow_time(&entry->flow, UDP_RX, delta);
+  struct udp_flow* counted = flow_count(&entry->flow, UDP_RX, entry->length, now);
+  flow_time(counted, UDP_RX, delta);
   struct udp_flow_key flow = entry->flow;
   __u32 ifindex = entry->ifindex, length = entry->length;
   bpf_map_delete_elem(&udp_rx_inflight, &key);
@@ -255,7 +253,7 @@ int udp_socket_queue(struct __sk_buff* ctx) {
   if (owner) {
     pid = owner->pid;
     __builtin_memcpy(comm, owner->comm, NW_TASK_COMM_LEN);
-    flow_owner(&flow, pid, comm);
+    flow_owner(counted, pid, comm);
   }
   emit_datagram(&flow, UDP_RX, sock, ifindex, length, pid, comm, delta, UDP_HAS_KERNEL_NS);
   return 1;
@@ -448,8 +446,7 @@ int BPF_PROG(udp_dev_queue, struct sk_buff* skb) {
     }
   }
   stats_count(UDP_TX, entry.length);
-  flow_count(&entry.flow, UDP_TX, entry.length, now);
-  flow_owner(&entry.flow, entry.pid, entry.comm);
+  flow_owner(flow_count(&entry.flow, UDP_TX, entry.length, now), entry.pid, entry.comm);
   bpf_map_update_elem(&udp_tx_inflight, &key, &entry, BPF_ANY);
   return 0;
 }
@@ -469,7 +466,8 @@ int BPF_PROG(udp_dev_xmit, struct sk_buff* skb, int rc, struct net_device* dev, 
     kernel_ns = bpf_ktime_get_ns() - entry.send_ns;
     flags = UDP_HAS_KERNEL_NS;
     stats_time(UDP_LATENCY_TX, kernel_ns);
-    flow_time(&entry.flow, UDP_TX, kernel_ns);
+    if (nw_tuple_selected(&entry.flow.tuple))
+      flow_time(bpf_map_lookup_elem(&udp_flows, &entry.flow), UDP_TX, kernel_ns);
   }
   emit_datagram(&entry.flow, UDP_TX, entry.sock, entry.ifindex, entry.length, entry.pid, entry.comm,
                 kernel_ns, flags);

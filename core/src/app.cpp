@@ -82,7 +82,8 @@ po::options_description core_options() {
       "pid,p", po::value<std::uint32_t>(), "only this process ([filter] pid)")(
       "sport,s", po::value<std::string>(), "only these local ports, e.g. 80,443 ([filter] sport)")(
       "dport,d", po::value<std::string>(), "only these remote ports ([filter] dport)")(
-      "ipv4,4", "IPv4 only ([filter] family)")("ipv6,6", "IPv6 only ([filter] family)");
+      "ipv4,4", "IPv4 only ([filter] family)")("ipv6,6", "IPv6 only ([filter] family)")(
+      "timeload,L", "flag latency anomalies in events ([anomaly] enabled)");
   return desc;
 }
 
@@ -94,27 +95,11 @@ struct PluginFlag {
 
 // Plugin-contributed flags, skipping any that collide with core or earlier flags.
 std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes) {
-  std::set<std::string> taken = {"h",
-                                 "c",
-                                 "v",
-                                 "p",
-                                 "s",
-                                 "d",
-                                 "4",
-                                 "6",
-                                 "help",
-                                 "version",
-                                 "config",
-                                 "plugin-dir",
-                                 "list-plugins",
-                                 "check",
-                                 "duration",
-                                 "verbose",
-                                 "pid",
-                                 "sport",
-                                 "dport",
-                                 "ipv4",
-                                 "ipv6"};
+  std::set<std::string> taken = {"h",     "c",        "v",       "p",          "s",
+                                 "d",     "4",        "6",       "L",          "timeload",
+                                 "help",  "version",  "config",  "plugin-dir", "list-plugins",
+                                 "check", "duration", "verbose", "pid",        "sport",
+                                 "dport", "ipv4",     "ipv6"};
   std::vector<PluginFlag> flags;
   for (const auto& runtime : runtimes) {
     for (const auto& flag : runtime->description().flags) {
@@ -231,10 +216,14 @@ void print_features(const KernelFeatures& features) {
 
 void print_hook_reports(const ProbeRuntime& runtime) {
   for (const auto& hook : runtime.hook_reports()) {
+    bool off = !hook.candidates.empty() &&
+               hook.candidates.front().status.rfind("disabled by config", 0) == 0;
     std::cout << "    hook " << hook.hook << (hook.required ? "" : " (optional)") << ": "
-              << (hook.attached_program.empty() ? "NOT ATTACHED"
-                                                : "ok via " + hook.attached_program)
+              << (off                             ? "off, " + hook.candidates.front().status
+                  : hook.attached_program.empty() ? "NOT ATTACHED"
+                                                  : "ok via " + hook.attached_program)
               << "\n";
+    if (off) continue;
     for (const auto& candidate : hook.candidates)
       std::cout << "      " << candidate.program
                 << (candidate.section.empty() ? "" : " [" + candidate.section + "]") << ": "
@@ -430,6 +419,7 @@ int run(int argc, char** argv) {
     if (vm.count("ipv4") && vm.count("ipv6")) throw ConfigError("-4 and -6 exclude each other");
     if (vm.count("ipv4")) config.filter.family = 4;
     if (vm.count("ipv6")) config.filter.family = 6;
+    if (vm.count("timeload")) config.settings.anomaly.enabled = true;
     for (const auto& f : flags) {
       if (!vm.count(f.flag.long_name)) continue;
       ConfigValue value = f.flag.value_name.empty()
@@ -496,6 +486,18 @@ int run(int argc, char** argv) {
                        return names.empty() ? std::string("none") : names;
                      }());
     return 2;
+  }
+
+  // Before any sink sees a schema: the detector adds the `anomaly` field.
+  std::unique_ptr<AnomalyDetector> detector;
+  if (config.settings.anomaly.enabled) {
+    detector = std::make_unique<AnomalyDetector>(config.settings.anomaly);
+    MetricFamily* anomalies =
+        store.declare({"netwatcher_latency_anomalies_total",
+                       MetricType::counter,
+                       "Latency samples over the anomaly threshold ([anomaly], -L).",
+                       {"plugin", "field"}});
+    for (ProbeRuntime* runtime : enabled) runtime->use_anomaly_detector(detector.get(), anomalies);
   }
 
   std::vector<std::pair<const Component*, SinkDescription>> sink_types;

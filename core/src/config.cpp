@@ -150,6 +150,18 @@ std::vector<ConfigKey> host_keys() {
   };
 }
 
+std::vector<ConfigKey> anomaly_keys() {
+  return {
+      {"enabled", ConfigType::boolean, false, "", {}, {}, {}},
+      {"alpha", ConfigType::floating, 0.2, "", {}, {}, {}},
+      {"multiplier", ConfigType::floating, 3.0, "", {}, {}, {}},
+      {"warmup", ConfigType::integer, std::int64_t{30}, "", 0, 1000000000, {}},
+      {"per_connection", ConfigType::boolean, false, "", {}, {}, {}},
+      {"max_series", ConfigType::integer, std::int64_t{65536}, "", 1, 1 << 24, {}},
+      {"max_logs_per_second", ConfigType::floating, 10.0, "", {}, {}, {}},
+  };
+}
+
 std::vector<ConfigKey> filter_keys() {
   return {
       {"pid", ConfigType::integer, std::int64_t{0}, "", 0, 4194304, {}},
@@ -293,7 +305,8 @@ Config load_config(const std::string& path) {
                       ": " + std::string(e.description()));
   }
   const toml::table& root = *config.root;
-  check_known_keys(config, "<top level>", root, {"netwatcher", "filter", "plugins", "sinks"});
+  check_known_keys(config, "<top level>", root,
+                   {"netwatcher", "filter", "anomaly", "plugins", "sinks"});
 
   const toml::table* host = sub_table(config, root, "netwatcher");
   ConfigValues hv = validate_keys(config, "netwatcher", host, host_keys(), {});
@@ -312,6 +325,26 @@ Config load_config(const std::string& path) {
     fail(config, host ? host->get("ring_buffer_size") : nullptr,
          "key 'netwatcher.ring_buffer_size' must be a power of two");
   config.settings.sink_queue_capacity = hv.get_int("sink_queue_size");
+
+  const toml::table* anomaly = sub_table(config, root, "anomaly");
+  ConfigValues av = validate_keys(config, "anomaly", anomaly, anomaly_keys(), {});
+  AnomalySettings& detector = config.settings.anomaly;
+  detector.enabled = av.get_bool("enabled");
+  detector.alpha = av.get_double("alpha");
+  detector.multiplier = av.get_double("multiplier");
+  detector.warmup = static_cast<std::uint64_t>(av.get_int("warmup"));
+  detector.per_connection = av.get_bool("per_connection");
+  detector.max_series = static_cast<std::size_t>(av.get_int("max_series"));
+  detector.max_logs_per_second = av.get_double("max_logs_per_second");
+  if (!(detector.alpha > 0 && detector.alpha <= 1))
+    fail(config, anomaly ? anomaly->get("alpha") : nullptr,
+         "key 'anomaly.alpha' must be in (0, 1]");
+  if (!(detector.multiplier >= 1 && detector.multiplier <= 1e6))
+    fail(config, anomaly ? anomaly->get("multiplier") : nullptr,
+         "key 'anomaly.multiplier' must be between 1 and 1000000");
+  if (!(detector.max_logs_per_second >= 0 && detector.max_logs_per_second <= 1e6))
+    fail(config, anomaly ? anomaly->get("max_logs_per_second") : nullptr,
+         "key 'anomaly.max_logs_per_second' must be between 0 and 1000000");
 
   const toml::table* filter = sub_table(config, root, "filter");
   ConfigValues fv = validate_keys(config, "filter", filter, filter_keys(), {});

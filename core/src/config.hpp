@@ -12,6 +12,7 @@
 
 #include <toml++/toml.h>
 
+#include "anomaly.hpp"
 #include "netwatcher/config.hpp"
 
 namespace netwatcher::host {
@@ -28,6 +29,7 @@ struct HostSettings {
   double snapshot_interval_s = 5.0;
   std::uint64_t ring_buffer_bytes = 256 * 1024;
   std::uint64_t sink_queue_capacity = 16384;
+  AnomalySettings anomaly;
 };
 
 struct PluginSection {

@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <optional>
 
 #include <spdlog/spdlog.h>
 
@@ -112,7 +114,7 @@ class ProbeRuntime::Emitter final : public EventEmitter {
         return;
       }
       const EventSchema* schema = runtime_.schemas_[index].get();
-      bool valid = values.size() == schema->fields.size();
+      bool valid = values.size() == schema->plugin_fields;
       for (std::size_t i = 0; valid && i < values.size(); ++i)
         valid = value_matches(schema->fields[i], values[i]);
       if (!valid) {
@@ -120,6 +122,10 @@ class ProbeRuntime::Emitter final : public EventEmitter {
         spdlog::debug("plugin '{}': event '{}' does not match its schema", runtime_.name(),
                       schema->name);
         return;
+      }
+      if (runtime_.detector_ && !runtime_.anomaly_plans_[index].samples.empty()) {
+        bool anomaly = runtime_.judge(index, values);
+        values.emplace_back(anomaly);
       }
       auto event = std::make_shared<Event>();
       event->schema = schema;
@@ -149,6 +155,7 @@ ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlug
   for (const auto& schema : description_.events) {
     auto copy = std::make_unique<EventSchema>(schema);
     copy->plugin = component_.name;
+    copy->plugin_fields = copy->fields.size();
     schemas_.push_back(std::move(copy));
   }
   event_counts_ = std::make_unique<std::atomic<std::uint64_t>[]>(schemas_.size());
@@ -162,7 +169,109 @@ ProbeRuntime::~ProbeRuntime() {
 }
 
 Status ProbeRuntime::configure(const ConfigValues& config, const GlobalFilter& filter) {
+  config_ = config;
   return plugin_->configure(config, filter);
+}
+
+std::string ProbeRuntime::disabled_by_config(const HookSpec& hook) const {
+  if (hook.enabled_by.empty()) return {};
+  if (!config_.has(hook.enabled_by) || !std::holds_alternative<bool>(config_.at(hook.enabled_by)))
+    return "enabled_by names '" + hook.enabled_by + "', which is not a boolean config key";
+  if (config_.get_bool(hook.enabled_by)) return {};
+  return "disabled by config (" + hook.enabled_by + " = false)";
+}
+
+namespace {
+
+std::string value_text(const Value& value) {
+  switch (value.index()) {
+    case 1:
+      return std::to_string(std::get<std::uint64_t>(value));
+    case 2:
+      return std::to_string(std::get<std::int64_t>(value));
+    case 3:
+      return std::to_string(std::get<double>(value));
+    case 4:
+      return std::get<bool>(value) ? "true" : "false";
+    case 5:
+      return std::get<std::string>(value);
+  }
+  return "";
+}
+
+std::optional<double> numeric(const Value& value) {
+  switch (value.index()) {
+    case 1:
+      return static_cast<double>(std::get<std::uint64_t>(value));
+    case 2:
+      return static_cast<double>(std::get<std::int64_t>(value));
+    case 3:
+      return std::get<double>(value);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void ProbeRuntime::use_anomaly_detector(AnomalyDetector* detector, MetricFamily* anomalies) {
+  detector_ = detector;
+  anomalies_ = anomalies;
+  anomaly_plans_.assign(schemas_.size(), {});
+  if (!detector_) return;
+  for (std::size_t s = 0; s < schemas_.size(); ++s) {
+    EventSchema& schema = *schemas_[s];
+    AnomalyPlan& plan = anomaly_plans_[s];
+    for (std::size_t f = 0; f < schema.fields.size(); ++f) {
+      const FieldSchema& field = schema.fields[f];
+      bool numeric_field = field.type == FieldType::u64 || field.type == FieldType::i64 ||
+                           field.type == FieldType::f64;
+      if (field.anomaly == AnomalyRole::sample && numeric_field) {
+        plan.samples.push_back(f);
+        if (anomalies_) anomalies_->add({name(), field.name}, 0);
+      } else if (field.anomaly == AnomalyRole::key) {
+        plan.keys.push_back(f);
+      } else if (field.anomaly == AnomalyRole::connection) {
+        plan.connection.push_back(f);
+      }
+    }
+    if (!plan.samples.empty())
+      schema.fields.push_back({"anomaly", FieldType::boolean, "",
+                               "a latency in this event exceeded the anomaly threshold",
+                               FieldRole::label, 7});
+  }
+}
+
+bool ProbeRuntime::judge(std::size_t index, const std::vector<Value>& values) {
+  const EventSchema& schema = *schemas_[index];
+  const AnomalyPlan& plan = anomaly_plans_[index];
+  std::string labels;
+  auto add_labels = [&](const std::vector<std::size_t>& fields) {
+    for (std::size_t f : fields)
+      labels += " " + schema.fields[f].name + "=" + value_text(values[f]);
+  };
+  add_labels(plan.keys);
+  if (detector_->settings().per_connection) add_labels(plan.connection);
+  bool any = false;
+  for (std::size_t f : plan.samples) {
+    std::optional<double> sample = numeric(values[f]);
+    if (!sample) continue;  // absent optional field
+    const FieldSchema& field = schema.fields[f];
+    std::string series = name() + "/" + schema.name + "/" + field.name + labels;
+    AnomalyDetector::Verdict verdict = detector_->observe(series, *sample);
+    if (!verdict.anomaly) continue;
+    any = true;
+    if (anomalies_) anomalies_->add({name(), field.name}, 1);
+    std::uint64_t not_logged = 0;
+    if (detector_->may_log(std::chrono::steady_clock::now(), not_logged))
+      spdlog::warn(
+          "latency anomaly: {}.{} {} = {} {} over threshold {:.1f} ({} x EWMA {:.1f} of {} "
+          "samples),{}{}",
+          name(), schema.name, field.name, value_text(values[f]), field.unit, verdict.threshold,
+          detector_->settings().multiplier, verdict.baseline, verdict.seen,
+          labels.empty() ? " all" : labels,
+          not_logged ? " (" + std::to_string(not_logged) + " earlier anomalies not logged)" : "");
+  }
+  return any;
 }
 
 Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
@@ -176,7 +285,10 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   std::vector<bool> wanted_hook(hooks.size(), false);
   for (std::size_t h = 0; h < hooks.size(); ++h) {
     auto& report = reports_[h];
-    for (std::size_t c = choice[h]; c < hooks[h].programs.size(); ++c) {
+    std::string off = disabled_by_config(hooks[h]);
+    bool config_off = !off.empty();
+    if (config_off && off.rfind("disabled", 0) != 0) return Status::failure(off);
+    for (std::size_t c = choice[h]; !config_off && c < hooks[h].programs.size(); ++c) {
       auto& candidate = report.candidates[c];
       if (!candidate.status.empty()) continue;  // already known not to work
       bpf_program* program =
@@ -193,6 +305,11 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       choice[h] = c;
       wanted_hook[h] = true;
       break;
+    }
+    if (config_off) {
+      for (auto& candidate : report.candidates) candidate.status = off;
+      choice[h] = kNoCandidate;
+      continue;
     }
     if (!wanted_hook[h]) {
       choice[h] = kNoCandidate;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "anomaly.hpp"
 #include "kernel_features.hpp"
 #include "loader.hpp"
 #include "metric_store.hpp"
@@ -45,6 +46,10 @@ class ProbeRuntime final : public PluginHost {
   const std::vector<std::unique_ptr<EventSchema>>& schemas() const { return schemas_; }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter);
+  // Feeds this plugin's AnomalyRole::sample fields to `detector` and appends
+  // the `anomaly` field to their schemas. Call before any sink sees a schema.
+  // Both pointers outlive the runtime.
+  void use_anomaly_detector(AnomalyDetector* detector, MetricFamily* anomalies);
   // Open, load and attach, trying hook candidates in order. On failure the
   // plugin is left stopped and the Status says why.
   Status bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes);
@@ -72,6 +77,14 @@ class ProbeRuntime final : public PluginHost {
 
  private:
   class Emitter;
+  // Which fields of one schema the anomaly detector reads.
+  struct AnomalyPlan {
+    std::vector<std::size_t> samples, keys, connection;
+  };
+  // Runs the detector over one valid event; true when a sample is anomalous.
+  bool judge(std::size_t schema, const std::vector<Value>& values);
+  // Why `hook` is switched off by the plugin's config, or empty.
+  std::string disabled_by_config(const HookSpec& hook) const;
   static int on_record(void* ctx, void* data, std::size_t size);
   Status try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
                       std::vector<std::size_t>& choice, std::string& failed_hook);
@@ -91,6 +104,10 @@ class ProbeRuntime final : public PluginHost {
   int lost_map_fd_ = -1, suppressed_map_fd_ = -1;
   bool started_ = false;
   Bus* bus_ = nullptr;
+  ConfigValues config_;
+  AnomalyDetector* detector_ = nullptr;
+  MetricFamily* anomalies_ = nullptr;
+  std::vector<AnomalyPlan> anomaly_plans_;
   std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0};
   // CLOCK_REALTIME - CLOCK_MONOTONIC, to convert kernel timestamps.
   std::int64_t realtime_offset_ns_ = 0;

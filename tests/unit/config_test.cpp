@@ -54,9 +54,9 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
 }
 
 TEST(Config, UnknownTopLevelTable) {
-  EXPECT_EQ(
-      config_error("[sink]\ntype = \"json\"\n"),
-      "t.toml:1:2: unknown key '<top level>.sink' (known: netwatcher, filter, plugins, sinks)");
+  EXPECT_EQ(config_error("[sink]\ntype = \"json\"\n"),
+            "t.toml:1:2: unknown key '<top level>.sink' (known: netwatcher, filter, anomaly, "
+            "plugins, sinks)");
 }
 
 TEST(Config, WrongTypeNamesExpectedType) {
@@ -169,4 +169,20 @@ TEST(Config, ShippedDefaultConfigIsValid) {
   EXPECT_EQ(result.exit_code, 0) << result.output;
   EXPECT_NE(result.output.find("plugin tcp"), std::string::npos);
   EXPECT_NE(result.output.find("sink prometheus"), std::string::npos);
+}
+
+TEST(Config, AnomalySettingsAreReadAndChecked) {
+  std::string path;
+  ASSERT_EQ(
+      config_error("[anomaly]\nenabled = true\nalpha = 0.5\nmultiplier = 4\nwarmup = 10\n", &path),
+      "");
+  Config config = load_config(path);
+  EXPECT_TRUE(config.settings.anomaly.enabled);
+  EXPECT_DOUBLE_EQ(config.settings.anomaly.alpha, 0.5);
+  EXPECT_DOUBLE_EQ(config.settings.anomaly.multiplier, 4);
+  EXPECT_EQ(config.settings.anomaly.warmup, 10u);
+  EXPECT_EQ(config_error("[anomaly]\nalpha = 1.5\n"),
+            "t.toml:2:9: key 'anomaly.alpha' must be in (0, 1]");
+  EXPECT_EQ(config_error("[anomaly]\nmultiplier = 0.5\n"),
+            "t.toml:2:14: key 'anomaly.multiplier' must be between 1 and 1000000");
 }

@@ -21,6 +21,21 @@ enum class FieldType : std::uint8_t { u64, i64, f64, boolean, text };
 // names), `value` is a measurement (bytes, durations), `text` is free text.
 enum class FieldRole : std::uint8_t { label, value, text };
 
+// How the host's latency anomaly detector ([anomaly] in netwatcher.toml, -L)
+// treats a field. Only numeric fields can be samples; only labels can be keys.
+enum class AnomalyRole : std::uint8_t {
+  none,
+  // A latency: every value is compared against an EWMA of the earlier values
+  // of the same series, then folded into it.
+  sample,
+  // A label that always separates series, e.g. `direction`: receive and send
+  // latencies are never compared with each other.
+  key,
+  // A label that separates series only with [anomaly] per_connection = true,
+  // e.g. the socket address.
+  connection,
+};
+
 struct FieldSchema {
   std::string name;  // snake_case; becomes a column / JSON key
   FieldType type = FieldType::u64;
@@ -31,6 +46,7 @@ struct FieldSchema {
   // An optional field may be absent (std::monostate) in a given event, e.g.
   // extended TCP statistics that are only filled when `extra` is on.
   bool optional = false;
+  AnomalyRole anomaly = AnomalyRole::none;
 };
 
 struct EventSchema {
@@ -39,6 +55,10 @@ struct EventSchema {
   std::vector<FieldSchema> fields;
   // Set by the host when the plugin is loaded; plugins leave it empty.
   std::string plugin;
+  // Set by the host: how many leading fields the plugin fills. With the anomaly
+  // detector on, the host appends a boolean `anomaly` field after them to every
+  // schema that has AnomalyRole::sample fields; plugins never fill it.
+  std::size_t plugin_fields = 0;
 
   // Index of the field called `field`, or -1.
   int index_of(std::string_view field) const noexcept {

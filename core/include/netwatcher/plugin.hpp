@@ -58,6 +58,11 @@ struct HookSpec {
   // For `iter/bpf_map_elem` programs: the name of the map (in the same object)
   // the iterator walks. Empty for every other program type.
   std::string iter_map;
+  // Name of one of the plugin's boolean config keys. When that key is false the
+  // host does not load or attach this hook at all (it shows as "disabled by
+  // config" in --check), so an unused feature costs nothing per packet. Empty:
+  // always wanted. A required hook that is disabled this way is not an error.
+  std::string enabled_by;
 };
 
 // One attachment of a SEC("netfilter") program (BPF_PROG_TYPE_NETFILTER). The

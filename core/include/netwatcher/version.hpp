@@ -6,12 +6,19 @@
 // the plugin interfaces are C++ classes, the host also refuses a plugin built
 // with a different compiler family / standard library major / C++ standard; the
 // compiler id string below captures exactly those.
+//
+// "Append" means new functions and new types only. A new member in a struct
+// that crosses the boundary (FieldSchema, HookSpec, ...) changes its layout
+// and needs a new major.
+//
+// History: 2.0 added FieldSchema::anomaly, EventSchema::plugin_fields and
+// HookSpec::enabled_by.
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION
 
-#define NETWATCHER_ABI_MAJOR 1
-#define NETWATCHER_ABI_MINOR 2
+#define NETWATCHER_ABI_MAJOR 2
+#define NETWATCHER_ABI_MINOR 0
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

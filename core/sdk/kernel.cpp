@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -124,6 +125,25 @@ std::vector<std::uint64_t> log2_slots_to_buckets(std::span<const __u64> slots, i
     counts[static_cast<std::size_t>(std::min(bucket, buckets))] += slots[i];
   }
   return counts;
+}
+
+std::vector<std::string> resolve_namespaces(const std::vector<std::string>& entries) {
+  std::vector<std::string> files;
+  for (const auto& entry : entries) {
+    if (entry == "self") {
+      files.push_back("");
+    } else if (entry == "*") {
+      files.push_back("");
+      std::error_code ec;
+      for (const auto& file : std::filesystem::directory_iterator("/run/netns", ec))
+        files.push_back(file.path().string());
+    } else if (entry.find('/') != std::string::npos) {
+      files.push_back(entry);
+    } else {
+      files.push_back("/run/netns/" + entry);
+    }
+  }
+  return files;
 }
 
 }  // namespace netwatcher

@@ -7,7 +7,6 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -133,21 +132,7 @@ class NetfilterPlugin {
       hooks_.push_back(found);
     }
     if (hooks_.empty()) return Status::failure("plugins.netfilter.hooks is empty");
-    namespaces_.clear();
-    for (const auto& entry : config.get_strings("namespaces")) {
-      if (entry == "self") {
-        namespaces_.push_back("");
-      } else if (entry == "*") {
-        namespaces_.push_back("");
-        std::error_code ec;
-        for (const auto& file : std::filesystem::directory_iterator("/run/netns", ec))
-          namespaces_.push_back(file.path().string());
-      } else if (entry.find('/') != std::string::npos) {
-        namespaces_.push_back(entry);
-      } else {
-        namespaces_.push_back("/run/netns/" + entry);
-      }
-    }
+    namespaces_ = resolve_namespaces(config.get_strings("namespaces"));
     if (namespaces_.empty()) return Status::failure("plugins.netfilter.namespaces is empty");
     events_ = config.get_bool("events");
     max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));

@@ -5,11 +5,15 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "netwatcher/format.hpp"
@@ -22,7 +26,29 @@ namespace {
 
 using namespace netwatcher;
 
-enum EventIndex : std::size_t { kOpenEvent = 0, kCloseEvent = 1, kConnEvent = 2 };
+enum EventIndex : std::size_t {
+  kOpenEvent,
+  kCloseEvent,
+  kConnEvent,
+  kStateEvent,
+  kResetEvent,
+  kRetransmitEvent,
+  kCongestionEvent,
+  kErrorEvent,
+  kLayerEvent,
+};
+
+const char* const kErrorNames[TCP_ERROR_KINDS] = {"bad_checksum", "sequence_before_window",
+                                                  "sequence_beyond_window", "invalid_ack", "paws"};
+const char* const kLayerNames[TCP_LAYERS] = {"link", "ip", "transport", "application", "total"};
+const char* const kPacketDirectionNames[TCP_PACKET_DIRECTIONS] = {"rx", "tx"};
+
+// In-kernel histograms: srtt from 1 us to 8.6 s, layer times from 256 ns to 1 s.
+constexpr int kRttFirstLog2 = 10, kRttLastLog2 = 33;
+constexpr int kLayerFirstLog2 = 8, kLayerLastLog2 = 30;
+constexpr int kFirstPriority = INT_MIN + 1;
+constexpr int kLastPriority = INT_MAX - 1;
+constexpr int kNfInetLocalIn = 1, kNfInetLocalOut = 3;
 
 // Field order of tcp_close and tcp_conn (they share it).
 enum ConnField : std::size_t {
@@ -70,6 +96,107 @@ std::vector<FieldSchema> identity_fields() {
       {"direction", FieldType::text, "", "client (connect), server (accept) or unknown",
        FieldRole::label, 9},
   };
+}
+
+// The socket an event is about, without the open direction.
+std::vector<FieldSchema> who_fields(bool sock_optional = false) {
+  auto fields = identity_fields();
+  fields.pop_back();  // direction
+  fields[0].optional = sock_optional;
+  return fields;
+}
+
+FieldSchema text_label(const char* name, const char* help, int width = 0) {
+  return {name, FieldType::text, "", help, FieldRole::label, width};
+}
+
+FieldSchema count_value(const char* name, const char* unit, const char* help, int width = 0) {
+  return {name, FieldType::u64, unit, help, FieldRole::value, width};
+}
+
+std::vector<FieldSchema> state_fields() {
+  auto fields = who_fields();
+  fields.push_back(text_label("old_state", "state left", 11));
+  fields.push_back(text_label("new_state", "state entered", 11));
+  FieldSchema duration = count_value("duration_us", "microseconds",
+                                     "time spent in old_state (absent when not known)", 11);
+  duration.optional = true;
+  fields.push_back(duration);
+  return fields;
+}
+
+std::vector<FieldSchema> reset_fields() {
+  auto fields = who_fields(true);
+  fields.push_back(text_label("direction", "sent or received", 8));
+  FieldSchema state =
+      text_label("state", "socket state then (absent: no socket, e.g. closed port)", 11);
+  state.optional = true;
+  fields.push_back(state);
+  FieldSchema reason = text_label("reason", "why the kernel sent it (enum sk_rst_reason)", 14);
+  reason.optional = true;
+  fields.push_back(reason);
+  return fields;
+}
+
+std::vector<FieldSchema> retransmit_fields() {
+  auto fields = who_fields();
+  fields.push_back(text_label("state", "socket state", 11));
+  fields.push_back(count_value("seq", "", "first sequence number of the segment", 10));
+  fields.push_back(count_value("length", "bytes", "sequence space of the segment", 6));
+  fields.push_back(text_label("type", "fast or timeout (after RTO)", 7));
+  return fields;
+}
+
+std::vector<FieldSchema> congestion_fields() {
+  auto fields = who_fields();
+  fields.push_back(text_label("old_state", "congestion state left (tcp_ca_state)", 8));
+  fields.push_back(text_label("new_state", "congestion state entered", 8));
+  return fields;
+}
+
+std::vector<FieldSchema> error_fields() {
+  auto fields = who_fields(true);
+  fields.push_back(text_label("reason", "what is wrong with the segment", 22));
+  fields.push_back(text_label("kernel_reason", "the kernel's drop reason", 22));
+  fields.push_back(count_value("seq", "", "sequence number", 10));
+  fields.push_back(count_value("ack", "", "acknowledgement number", 10));
+  fields.push_back(count_value("payload", "bytes", "payload length", 7));
+  auto optional = [](FieldSchema f) {
+    f.optional = true;
+    return f;
+  };
+  fields.push_back(
+      optional(count_value("rcv_nxt", "", "next sequence number the socket expects", 10)));
+  fields.push_back(optional(count_value("rcv_wnd", "bytes", "receive window then", 7)));
+  fields.push_back(optional({"offset", FieldType::i64, "bytes",
+                             "seq - rcv_nxt, wraparound-safe (negative: before the window)",
+                             FieldRole::value, 11}));
+  return fields;
+}
+
+std::vector<FieldSchema> layer_fields() {
+  auto fields = who_fields();
+  fields[0].anomaly = AnomalyRole::connection;
+  FieldSchema direction = text_label("direction", "rx or tx", 2);
+  direction.anomaly = AnomalyRole::key;
+  fields.push_back(direction);
+  fields.push_back(count_value("seq", "", "first sequence number", 10));
+  fields.push_back(count_value("ack", "", "acknowledgement number", 10));
+  fields.push_back(count_value("length", "bytes", "payload bytes", 6));
+  auto layer = [](const char* name, const char* help) {
+    FieldSchema f{name, FieldType::f64, "microseconds", help, FieldRole::value, 9, true};
+    f.anomaly = AnomalyRole::sample;
+    return f;
+  };
+  fields.push_back(
+      layer("link_us", "rx: driver hand-off to IP; tx: device queue (qdisc) and driver"));
+  fields.push_back(
+      layer("ip_us", "rx: IP entry to LOCAL_IN done; tx: LOCAL_OUT to the device queue"));
+  fields.push_back(layer(
+      "transport_us", "rx: LOCAL_IN to TCP processing; tx: the application's write to LOCAL_OUT"));
+  fields.push_back(layer("app_us", "rx: TCP processing to the application's read; tx: absent"));
+  fields.push_back(layer("total_us", "rx: driver to the application's read; tx: write to driver"));
+  return fields;
 }
 
 std::vector<FieldSchema> conn_fields(const std::string& state_help) {
@@ -142,11 +269,41 @@ class TcpPlugin {
          "export per-connection srtt/cwnd/bytes series (capped)"},
         {"max_connection_series", ConfigType::integer, std::int64_t{1000},
          "cap on connections with per-connection series", 1, 1 << 20},
+        {"states", ConfigType::boolean, false,
+         "a tcp_state event for every state transition, with the time spent in the old state"},
+        {"resets", ConfigType::boolean, true,
+         "tcp_reset events and counters for RSTs sent and received"},
+        {"errors", ConfigType::boolean, false,
+         "tcp_error events and counters for segments with a bad checksum, sequence or ack number"},
+        {"rtt_histogram", ConfigType::boolean, true,
+         "srtt histogram per destination, sampled on every segment TCP processes"},
+        {"rtt_per_connection", ConfigType::boolean, false,
+         "srtt histogram per connection instead of per destination"},
+        {"max_rtt_series", ConfigType::integer, std::int64_t{1024},
+         "srtt histogram series kept in the kernel (destinations or connections)", 1, 1 << 20},
+        {"layer_time", ConfigType::boolean, false,
+         "per-layer time of every segment (link, IP, transport, application), as histograms"},
+        {"layer_events", ConfigType::boolean, false,
+         "with layer_time: a tcp_layer event per segment, not only the histograms"},
+        {"layer_namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
+         "network namespaces whose IP layer is timed (netfilter links): 'self', '*' (self and "
+         "every /run/netns/*), a /run/netns name or a path; elsewhere ip_us is absent"},
+        {"max_tracked_packets", ConfigType::integer, std::int64_t{8192},
+         "segments in flight between layer hooks tracked at once, per direction (LRU)", 256,
+         1 << 22},
+        {"max_events_per_second", ConfigType::integer, std::int64_t{0},
+         "cap on per-segment and per-packet events (layer, retransmit, reset, error); 0 = none", 0,
+         std::int64_t{1} << 32},
     };
     d.flags = {
         {'a', "all-conn", "all_conn", "keep CLOSED connections in the table"},
         {'x', "extra", "extra", "extra connection info (srtt, cwnd, rwnd, buffers, ...)"},
-        {'r', "retrans", "retrans", "fast / timeout retransmit breakdown"},
+        {'r', "retrans", "retrans",
+         "retransmit and congestion-state events, fast / timeout breakdown per connection"},
+        {'S', "tcpstate", "states", "every TCP state transition"},
+        {'e', "errors", "errors", "error packets: bad checksum, sequence or ack number"},
+        {'t', "layer-time", "layer_time", "per-layer time of each segment (histograms)"},
+        {0, "layer-events", "layer_events", "a tcp_layer event per segment (with -t)"},
     };
     auto open_fields = identity_fields();
     d.events = {
@@ -155,6 +312,13 @@ class TcpPlugin {
          conn_fields("state the connection left for CLOSE")},
         {"tcp_conn", "one row of the connection table, every snapshot_interval",
          conn_fields("current state")},
+        {"tcp_state", "a state transition (states = true, -S)", state_fields()},
+        {"tcp_reset", "an RST sent or received", reset_fields()},
+        {"tcp_retransmit", "a retransmitted segment (retrans = true, -r)", retransmit_fields()},
+        {"tcp_congestion", "a congestion state change (retrans = true, -r)", congestion_fields()},
+        {"tcp_error", "a segment dropped for a bad checksum, sequence or ack number (-e)",
+         error_fields()},
+        {"tcp_layer", "time one segment spent in each layer (layer_events = true)", layer_fields()},
     };
     const std::vector<std::string> conn_labels = {"saddr", "sport", "daddr", "dport"};
     d.metrics = {
@@ -190,6 +354,37 @@ class TcpPlugin {
          "Payload bytes received per connection (per_connection_metrics).", conn_labels},
         {"netwatcher_tcp_connection_acked_bytes", MetricType::gauge,
          "Payload bytes acked per connection (per_connection_metrics).", conn_labels},
+        {"netwatcher_tcp_resets_total",
+         MetricType::counter,
+         "RST segments sent and received.",
+         {"direction"}},
+        {"netwatcher_tcp_congestion_state_changes_total",
+         MetricType::counter,
+         "Congestion (CA) state changes, by the state entered.",
+         {"state"}},
+        {"netwatcher_tcp_error_packets_total",
+         MetricType::counter,
+         "Segments dropped for a bad checksum, sequence or ack number (errors = true).",
+         {"reason"}},
+        {"netwatcher_tcp_srtt_seconds",
+         MetricType::histogram,
+         "Smoothed RTT sampled on every segment TCP processes, per destination (saddr, sport and "
+         "dport empty) or per connection (rtt_per_connection).",
+         {"daddr", "saddr", "sport", "dport"},
+         log2_ns_bucket_bounds(kRttFirstLog2, kRttLastLog2)},
+        {"netwatcher_tcp_srtt_samples_dropped_total",
+         MetricType::counter,
+         "srtt samples of series that did not fit in max_rtt_series.",
+         {}},
+        {"netwatcher_tcp_layer_latency_seconds",
+         MetricType::histogram,
+         "Time segments spend in each layer (layer_time = true); see the tcp plugin README.",
+         {"layer", "direction"},
+         log2_ns_bucket_bounds(kLayerFirstLog2, kLayerLastLog2)},
+        {"netwatcher_tcp_layer_unmatched_total",
+         MetricType::counter,
+         "Segments whose layer times could not be measured (tx: written before the send log).",
+         {"direction"}},
     };
     d.hooks = {
         {"inet_sock_set_state",
@@ -215,7 +410,48 @@ class TcpPlugin {
          {"dump_conns"},
          false,
          "tcp_conns"},
+        {"tcp_send_reset", "RSTs sent", {"send_reset_btf", "send_reset_tp"}, false, "", "resets"},
+        {"tcp_receive_reset",
+         "RSTs received",
+         {"receive_reset_btf", "receive_reset_tp"},
+         false,
+         "",
+         "resets"},
+        {"tcp_cong_state_set",
+         "congestion state changes",
+         {"congestion_btf", "congestion_tp"},
+         false},
+        {"error_drops",
+         "segments TCP drops as invalid (skb:kfree_skb with a TCP reason)",
+         {"error_drop_btf", "error_drop_tp"},
+         false,
+         "",
+         "errors"},
+        {"rtt_samples",
+         "srtt histogram (tcp:tcp_probe)",
+         {"rtt_probe_btf", "rtt_probe_tp"},
+         false,
+         "",
+         "rtt_histogram"},
     };
+    // Layer time: every hook optional, so a kernel without one still gets
+    // the others (start() says which stages are missing).
+    const std::pair<const char*, const char*> layer_hooks[] = {
+        {"layer_rx_backlog", "rx driver hand-off (net:netif_rx)"},
+        {"layer_rx_gro", "rx driver hand-off (net:napi_gro_receive_entry)"},
+        {"layer_rx_direct", "rx driver hand-off (net:netif_receive_skb_entry)"},
+        {"layer_rx_list", "rx driver hand-off (net:netif_receive_skb_list_entry)"},
+        {"layer_rx_ip", "rx IP entry (net:netif_receive_skb)"},
+        {"layer_rx_local_in", "rx IP exit (netfilter LOCAL_IN, last priority)"},
+        {"layer_rx_tcp", "rx TCP processing (tcp:tcp_probe)"},
+        {"layer_rx_read", "rx application copy (skb:skb_copy_datagram_iovec)"},
+        {"layer_tx_send", "tx application write (tcp:tcp_sendmsg_locked)"},
+        {"layer_tx_local_out", "tx IP entry (netfilter LOCAL_OUT, first priority)"},
+        {"layer_tx_queue", "tx device queue (net:net_dev_queue)"},
+        {"layer_tx_xmit", "tx driver done (net:net_dev_xmit)"},
+    };
+    for (const auto& [program, help] : layer_hooks)
+      d.hooks.push_back({program, help, {program}, false, "", "layer_time"});
     return d;
   }
 
@@ -228,11 +464,33 @@ class TcpPlugin {
     max_closed_ = static_cast<std::size_t>(config.get_int("max_closed"));
     per_connection_metrics_ = config.get_bool("per_connection_metrics");
     max_connection_series_ = static_cast<std::size_t>(config.get_int("max_connection_series"));
+    states_enabled_ = config.get_bool("states");
+    resets_enabled_ = config.get_bool("resets");
+    errors_ = config.get_bool("errors");
+    rtt_histogram_ = config.get_bool("rtt_histogram");
+    rtt_per_connection_ = config.get_bool("rtt_per_connection");
+    max_rtt_series_ = static_cast<std::uint32_t>(config.get_int("max_rtt_series"));
+    layer_time_ = config.get_bool("layer_time");
+    layer_events_ = config.get_bool("layer_events");
+    if (layer_events_ && !layer_time_)
+      return Status::failure(
+          "plugins.tcp.layer_events needs layer_time = true (or -t): the per-layer hooks are "
+          "only attached with layer_time");
+    layer_namespaces_ = resolve_namespaces(config.get_strings("layer_namespaces"));
+    max_tracked_packets_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
+    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
     filter_ = filter;
-    // State names from the running kernel's BTF, so they are right whatever
-    // the kernel version.
+    // Names from the running kernel's BTF, so they are right whatever the
+    // kernel version.
     for (auto& [value, name] : kernel_enum("TCP_ESTABLISHED", "TCP_"))
       states_[static_cast<std::uint32_t>(value)] = name;
+    for (auto& [value, name] : kernel_enum("TCP_CA_Open", "TCP_CA_"))
+      ca_states_[static_cast<std::uint32_t>(value)] = name;
+    for (auto& [value, name] : kernel_enum("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_"))
+      reset_reasons_[static_cast<std::uint32_t>(value)] = name;
+    if (errors_)
+      for (auto& [value, name] : kernel_enum("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_"))
+        drop_reasons_[static_cast<std::uint32_t>(value)] = name;
     return Status::success();
   }
 
@@ -241,7 +499,21 @@ class TcpPlugin {
     if (!skeleton_)
       return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
     fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
+    auto* rodata = skeleton_->rodata;
+    rodata->tcp_state_events = states_enabled_;
+    rodata->tcp_retransmit_events = retrans_;
+    rodata->tcp_rtt_per_connection = rtt_per_connection_;
+    rodata->tcp_layer_events = layer_events_;
+    rodata->tcp_max_events_per_second = max_events_per_second_;
     bpf_map__set_max_entries(skeleton_->maps.tcp_conns, max_connections_);
+    bpf_map__set_max_entries(skeleton_->maps.tcp_send_logs, max_connections_);
+    bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, max_rtt_series_);
+    // Maps of features that are off stay at one entry: no memory for nothing.
+    std::uint32_t tracked = layer_time_ ? max_tracked_packets_ : 1;
+    bpf_map__set_max_entries(skeleton_->maps.tcp_rx_inflight, tracked);
+    bpf_map__set_max_entries(skeleton_->maps.tcp_tx_inflight, tracked);
+    if (!layer_time_) bpf_map__set_max_entries(skeleton_->maps.tcp_send_logs, 1);
+    if (!rtt_histogram_) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -264,10 +536,18 @@ class TcpPlugin {
     conn_cwnd_ = host.metric("netwatcher_tcp_connection_cwnd_segments");
     conn_received_ = host.metric("netwatcher_tcp_connection_received_bytes");
     conn_acked_ = host.metric("netwatcher_tcp_connection_acked_bytes");
+    resets_ = host.metric("netwatcher_tcp_resets_total");
+    congestion_ = host.metric("netwatcher_tcp_congestion_state_changes_total");
+    errors_total_ = host.metric("netwatcher_tcp_error_packets_total");
+    srtt_ = host.metric("netwatcher_tcp_srtt_seconds");
+    srtt_dropped_ = host.metric("netwatcher_tcp_srtt_samples_dropped_total");
+    layer_latency_ = host.metric("netwatcher_tcp_layer_latency_seconds");
+    layer_unmatched_ = host.metric("netwatcher_tcp_layer_unmatched_total");
     for (const char* direction : {"client", "server", "unknown"}) {
       opened_->add({direction}, 0);
       closed_->add({direction}, 0);
     }
+    if (layer_time_) return link_ip_layer(host);
     return Status::success();
   }
 
@@ -277,8 +557,27 @@ class TcpPlugin {
                              " bytes is shorter than its header");
     nw_record_header header;
     std::memcpy(&header, bytes.data(), sizeof header);
-    if (header.type != TCP_RECORD_OPEN && header.type != TCP_RECORD_CLOSE)
-      return Status::failure("unknown record type " + std::to_string(header.type));
+    switch (header.type) {
+      case TCP_RECORD_OPEN:
+      case TCP_RECORD_CLOSE:
+        break;
+      case TCP_RECORD_STATE:
+        return decode_as<tcp_state_record>(bytes, [&](const auto& r) { emit_state(r, out); });
+      case TCP_RECORD_RESET:
+        return decode_as<tcp_reset_record>(bytes, [&](const auto& r) { emit_reset(r, out); });
+      case TCP_RECORD_RETRANSMIT:
+        return decode_as<tcp_retransmit_record>(bytes,
+                                                [&](const auto& r) { emit_retransmit(r, out); });
+      case TCP_RECORD_CONGESTION:
+        return decode_as<tcp_congestion_record>(bytes,
+                                                [&](const auto& r) { emit_congestion(r, out); });
+      case TCP_RECORD_ERROR:
+        return decode_as<tcp_error_record>(bytes, [&](const auto& r) { emit_error(r, out); });
+      case TCP_RECORD_LAYER:
+        return decode_as<tcp_layer_record>(bytes, [&](const auto& r) { emit_layer(r, out); });
+      default:
+        return Status::failure("unknown record type " + std::to_string(header.type));
+    }
     if (bytes.size() < sizeof(tcp_conn_record))
       return Status::failure("record type " + std::to_string(header.type) + " has " +
                              std::to_string(bytes.size()) + " bytes, expected " +
@@ -287,11 +586,13 @@ class TcpPlugin {
     std::memcpy(&rec, bytes.data(), sizeof rec);
     const char* direction = direction_name(rec.info.direction);
     if (header.type == TCP_RECORD_OPEN) {
+      remember_owner(rec);
       std::vector<Value> values = identity_values(rec);
       out.emit(kOpenEvent, header.timestamp_ns, std::move(values));
       opened_->add({direction}, 1);
       return Status::success();
     }
+    owners_.erase(tuple_key(rec.info.tuple));
     closed_->add({direction}, 1);
     closed_received_[direction] += rec.stats.bytes_received;
     closed_acked_[direction] += rec.stats.bytes_acked;
@@ -309,12 +610,15 @@ class TcpPlugin {
   }
 
   Status collect(EventEmitter& out) {
-    read_retransmit_counters();
+    read_counters();
+    if (rtt_histogram_) read_rtt_histograms();
+    if (layer_time_) read_layer_histograms();
     std::vector<tcp_conn_record> live;
     Status s = read_live_connections(live);
     std::map<std::string, double> live_received, live_acked, current;
     for (const char* direction : {"client", "server", "unknown"}) current[direction] = 0;
     for (const auto& rec : live) {
+      remember_owner(rec);
       const char* direction = direction_name(rec.info.direction);
       current[direction] += 1;
       live_received[direction] += rec.stats.bytes_received;
@@ -416,13 +720,198 @@ class TcpPlugin {
     series_.erase(it);
   }
 
-  void read_retransmit_counters() {
-    const std::pair<std::uint32_t, const char*> counters[] = {
-        {TCP_COUNTER_RETRANS_FAST, "fast"}, {TCP_COUNTER_RETRANS_TIMEOUT, "timeout"}};
+  template <class Record, class Emit>
+  static Status decode_as(std::span<const std::byte> bytes, Emit&& emit) {
+    if (bytes.size() < sizeof(Record))
+      return Status::failure("record of " + std::to_string(bytes.size()) + " bytes, expected " +
+                             std::to_string(sizeof(Record)));
+    Record record;
+    std::memcpy(&record, bytes.data(), sizeof record);
+    emit(record);
+    return Status::success();
+  }
+
+  static std::string named(const std::map<std::uint32_t, std::string>& names, std::uint32_t value) {
+    auto it = names.find(value);
+    return it != names.end() ? it->second : "UNKNOWN(" + std::to_string(value) + ")";
+  }
+
+  static std::vector<Value> who_values(const tcp_who& who, bool sock_optional = false) {
+    const nw_tuple& t = who.tuple;
+    std::vector<Value> values{
+        sock_optional && !who.sock ? Value() : Value(std::uint64_t{who.sock}),
+        Value(std::uint64_t{who.pid}),
+        Value(std::string(who.comm, strnlen(who.comm, sizeof who.comm))),
+        Value(std::string(t.family == AF_INET6 ? "ipv6" : "ipv4")),
+        Value(format_address(t.family, t.saddr)),
+        Value(std::uint64_t{t.sport}),
+        Value(format_address(t.family, t.daddr)),
+        Value(std::uint64_t{t.dport}),
+    };
+    return values;
+  }
+
+  void emit_state(const tcp_state_record& r, EventEmitter& out) const {
+    auto values = who_values(r.who);
+    values.emplace_back(state_name(r.old_state));
+    values.emplace_back(state_name(r.new_state));
+    values.push_back(r.duration_ns ? Value(std::uint64_t{r.duration_ns / 1000}) : Value());
+    out.emit(kStateEvent, r.hdr.timestamp_ns, std::move(values));
+  }
+
+  void emit_reset(const tcp_reset_record& r, EventEmitter& out) const {
+    auto values = who_values(r.who, true);
+    values.emplace_back(std::string(r.sent ? "sent" : "received"));
+    values.push_back(r.state == TCP_NO_STATE ? Value() : Value(state_name(r.state)));
+    values.push_back(r.sent ? Value(named(reset_reasons_, r.reason)) : Value());
+    out.emit(kResetEvent, r.hdr.timestamp_ns, std::move(values));
+  }
+
+  void emit_retransmit(const tcp_retransmit_record& r, EventEmitter& out) const {
+    auto values = who_values(r.who);
+    values.emplace_back(state_name(r.state));
+    values.emplace_back(std::uint64_t{r.seq});
+    values.emplace_back(std::uint64_t{r.length});
+    values.emplace_back(std::string(r.timeout ? "timeout" : "fast"));
+    out.emit(kRetransmitEvent, r.hdr.timestamp_ns, std::move(values));
+  }
+
+  void emit_congestion(const tcp_congestion_record& r, EventEmitter& out) const {
+    auto values = who_values(r.who);
+    values.emplace_back(named(ca_states_, r.old_state));
+    values.emplace_back(named(ca_states_, r.new_state));
+    out.emit(kCongestionEvent, r.hdr.timestamp_ns, std::move(values));
+  }
+
+  // Packets dropped before the socket lookup (e.g. a bad checksum) carry no
+  // socket: known connections are found by their tuple.
+  static std::string tuple_key(const nw_tuple& t) {
+    return std::string(reinterpret_cast<const char*>(&t), offsetof(nw_tuple, pad));
+  }
+
+  void remember_owner(const tcp_conn_record& rec) {
+    if (!rec.info.tuple_valid || owners_.size() >= max_connections_) return;
+    tcp_who who{};
+    who.sock = rec.sock;
+    who.tuple = rec.info.tuple;
+    who.pid = rec.info.pid;
+    std::memcpy(who.comm, rec.info.comm, sizeof who.comm);
+    owners_[tuple_key(rec.info.tuple)] = who;
+  }
+
+  void emit_error(const tcp_error_record& r, EventEmitter& out) const {
+    if (r.kind >= TCP_ERROR_KINDS) return;
+    tcp_who who = r.who;
+    if (!who.sock)
+      if (auto it = owners_.find(tuple_key(who.tuple)); it != owners_.end()) who = it->second;
+    auto values = who_values(who, true);
+    values.emplace_back(std::string(kErrorNames[r.kind]));
+    values.emplace_back(named(drop_reasons_, r.kernel_reason));
+    values.emplace_back(std::uint64_t{r.seq});
+    values.emplace_back(std::uint64_t{r.ack});
+    values.emplace_back(std::uint64_t{r.payload});
+    if (r.has_socket) {
+      values.emplace_back(std::uint64_t{r.rcv_nxt});
+      values.emplace_back(std::uint64_t{r.rcv_wnd});
+      values.emplace_back(std::int64_t{r.offset});
+    } else {
+      values.resize(values.size() + 3);
+    }
+    out.emit(kErrorEvent, r.hdr.timestamp_ns, std::move(values));
+  }
+
+  void emit_layer(const tcp_layer_record& r, EventEmitter& out) const {
+    if (r.direction >= TCP_PACKET_DIRECTIONS) return;
+    auto values = who_values(r.who);
+    values.emplace_back(std::string(kPacketDirectionNames[r.direction]));
+    values.emplace_back(std::uint64_t{r.seq});
+    values.emplace_back(std::uint64_t{r.ack});
+    values.emplace_back(std::uint64_t{r.length});
+    for (int layer = 0; layer < TCP_LAYERS; ++layer)
+      values.push_back(r.ns[layer] == TCP_TIME_UNKNOWN
+                           ? Value()
+                           : Value(static_cast<double>(r.ns[layer]) / 1e3));
+    out.emit(kLayerEvent, r.hdr.timestamp_ns, std::move(values));
+  }
+
+  void read_counters() {
     int fd = bpf_map__fd(skeleton_->maps.tcp_counters);
-    for (const auto& [index, label] : counters)
-      if (auto total = sum_percpu_u64(fd, &index))
-        retransmits_->set({label}, static_cast<double>(*total));
+    auto mirror = [fd](std::uint32_t index, MetricFamily* family, const LabelValues& labels) {
+      if (auto total = sum_percpu_u64(fd, &index)) family->set(labels, static_cast<double>(*total));
+    };
+    mirror(TCP_COUNTER_RETRANS_FAST, retransmits_, {"fast"});
+    mirror(TCP_COUNTER_RETRANS_TIMEOUT, retransmits_, {"timeout"});
+    if (resets_enabled_) {
+      mirror(TCP_COUNTER_RESET_SENT, resets_, {"sent"});
+      mirror(TCP_COUNTER_RESET_RECEIVED, resets_, {"received"});
+    }
+    for (std::uint32_t state = 0; state < TCP_CA_STATES; ++state)
+      mirror(TCP_COUNTER_CONG_STATE + state, congestion_, {named(ca_states_, state)});
+    if (errors_)
+      for (std::uint32_t kind = 0; kind < TCP_ERROR_KINDS; ++kind)
+        mirror(TCP_COUNTER_ERROR + kind, errors_total_, {kErrorNames[kind]});
+    if (rtt_histogram_) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
+  }
+
+  void read_rtt_histograms() {
+    int fd = bpf_map__fd(skeleton_->maps.tcp_rtt);
+    std::set<LabelValues> seen;
+    for_each_key<tcp_rtt_key>(fd, [&](const tcp_rtt_key& key) {
+      tcp_rtt_hist hist;
+      if (bpf_map_lookup_elem(fd, &key, &hist) != 0) return;
+      LabelValues labels{format_address(key.family, key.daddr), "", "", ""};
+      if (rtt_per_connection_)
+        labels = {labels[0], format_address(key.family, key.saddr), std::to_string(key.sport),
+                  std::to_string(key.dport)};
+      srtt_->set_histogram(labels, log2_slots_to_buckets(hist.slots, kRttFirstLog2, kRttLastLog2),
+                           static_cast<double>(hist.sum_ns) / 1e9);
+      seen.insert(labels);
+    });
+    // Per-connection series leave with their connection.
+    for (const auto& labels : rtt_series_)
+      if (!seen.count(labels)) srtt_->remove(labels);
+    rtt_series_ = std::move(seen);
+  }
+
+  void read_layer_histograms() {
+    static const __u32 kZero = 0;
+    auto hist = sum_percpu<tcp_layer_hist>(bpf_map__fd(skeleton_->maps.tcp_layer_stats), &kZero);
+    if (!hist) return;
+    for (int dir = 0; dir < TCP_PACKET_DIRECTIONS; ++dir) {
+      for (int layer = 0; layer < TCP_LAYERS; ++layer) {
+        if (dir == TCP_TX && layer == TCP_LAYER_APP) continue;
+        layer_latency_->set_histogram(
+            {kLayerNames[layer], kPacketDirectionNames[dir]},
+            log2_slots_to_buckets(hist->slots[dir][layer], kLayerFirstLog2, kLayerLastLog2),
+            static_cast<double>(hist->sum_ns[dir][layer]) / 1e9);
+      }
+      layer_unmatched_->set({kPacketDirectionNames[dir]},
+                            static_cast<double>(hist->unmatched[dir]));
+    }
+  }
+
+  // The IP-layer boundaries are netfilter hooks, which exist per netns.
+  // Events from a netns without them lack ip_us (tx: transport_us too).
+  Status link_ip_layer(PluginHost& host) {
+    if (host.link_fd("layer_rx_read") < 0 || host.link_fd("layer_tx_xmit") < 0)
+      return Status::failure(
+          "layer_time needs skb:skb_copy_datagram_iovec and net:net_dev_xmit, which did not "
+          "attach (see --check)");
+    for (const auto& netns : layer_namespaces_) {
+      for (int family : {2, 10}) {
+        for (const auto& [program, point] :
+             {std::pair{"layer_rx_local_in",
+                        NetfilterPoint{family, kNfInetLocalIn, kLastPriority, netns}},
+              std::pair{"layer_tx_local_out",
+                        NetfilterPoint{family, kNfInetLocalOut, kFirstPriority, netns}}}) {
+          if (Status s = host.attach_netfilter(program, point); !s)
+            return Status::failure("plugins.tcp.layer_namespaces: " +
+                                   (netns.empty() ? std::string("own netns") : netns) + ": " +
+                                   s.message());
+        }
+      }
+    }
+    return Status::success();
   }
 
   // Runs the iterator behind an attached iter program and returns its output.
@@ -481,7 +970,19 @@ class TcpPlugin {
   std::map<std::uint64_t, LabelValues> series_;
   MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr, *retransmits_ = nullptr,
                *received_ = nullptr, *acked_ = nullptr, *conn_srtt_ = nullptr,
-               *conn_cwnd_ = nullptr, *conn_received_ = nullptr, *conn_acked_ = nullptr;
+               *conn_cwnd_ = nullptr, *conn_received_ = nullptr, *conn_acked_ = nullptr,
+               *resets_ = nullptr, *congestion_ = nullptr, *errors_total_ = nullptr,
+               *srtt_ = nullptr, *srtt_dropped_ = nullptr, *layer_latency_ = nullptr,
+               *layer_unmatched_ = nullptr;
+  bool states_enabled_ = false, resets_enabled_ = true, errors_ = false, rtt_histogram_ = true,
+       rtt_per_connection_ = false, layer_time_ = false, layer_events_ = false;
+  std::uint32_t max_rtt_series_ = 1024, max_tracked_packets_ = 8192;
+  std::uint64_t max_events_per_second_ = 0;
+  std::vector<std::string> layer_namespaces_;
+  std::map<std::uint32_t, std::string> ca_states_, reset_reasons_, drop_reasons_;
+  std::set<LabelValues> rtt_series_;
+  // Established connections by tuple (see emit_error).
+  std::unordered_map<std::string, tcp_who> owners_;
 };
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "netwatcher/bpf/common.bpf.h"
+#include "netwatcher/bpf/skb.bpf.h"
 #include "tcp.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -47,9 +48,63 @@ struct {
   __type(value, struct tcp_conn_record);
 } tcp_scratch SEC(".maps");
 
+/* srtt histograms per destination (or connection). Shared by all CPUs, so
+ * slots are added atomically; a per-CPU map would cost nr_cpus times the
+ * memory for every destination. */
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1024); /* resized from max_rtt_series */
+  __type(key, struct tcp_rtt_key);
+  __type(value, struct tcp_rtt_hist);
+} tcp_rtt SEC(".maps");
+
+/* Inserted as the first value of a new tcp_rtt series; never written. */
+const struct tcp_rtt_hist tcp_rtt_empty = {};
+
+/* Feature switches, set by the plugin before load. */
+const volatile bool tcp_state_events = false;
+const volatile bool tcp_retransmit_events = false;
+const volatile bool tcp_rtt_per_connection = false;
+const volatile bool tcp_layer_events = false;
+const volatile __u64 tcp_max_events_per_second = 0;
+
 static __always_inline void count(__u32 counter) {
   __u64* value = bpf_map_lookup_elem(&tcp_counters, &counter);
   if (value) *value += 1;
+}
+
+/* Reads the tuple of a tracked connection once its local port is bound. */
+static __always_inline void ensure_tuple(const struct sock* sk, struct tcp_conn_info* info) {
+  if (info->tuple_valid) return;
+  nw_read_sock_tuple(sk, &info->tuple);
+  info->tuple_valid = info->tuple.sport != 0;
+}
+
+/* Identity of an event's socket: from the tracking map when it is tracked,
+ * else read from the socket with the owner unknown. */
+static __always_inline void fill_who(struct tcp_who* who, const struct sock* sk,
+                                     const struct tcp_conn_info* info) {
+  who->sock = (__u64)sk;
+  who->pad = 0;
+  if (info) {
+    if (info->tuple_valid)
+      who->tuple = info->tuple;
+    else
+      nw_read_sock_tuple(sk, &who->tuple);
+    who->pid = info->pid;
+    __builtin_memcpy(who->comm, info->comm, sizeof(who->comm));
+  } else {
+    nw_read_sock_tuple(sk, &who->tuple);
+    who->pid = 0;
+    __builtin_memset(who->comm, 0, sizeof(who->comm));
+  }
+}
+
+/* The filter for events about a socket: tuple always, pid once known (an
+ * untracked socket with a pid filter set is not selected). */
+static __always_inline bool who_selected(const struct tcp_who* who) {
+  if (!nw_tuple_selected(&who->tuple)) return false;
+  return !nw_filter_cfg.pid || who->pid == nw_filter_cfg.pid;
 }
 
 static __always_inline void read_stats(const struct sock* sk, const struct tcp_conn_info* info,
@@ -98,31 +153,85 @@ static __always_inline void emit(__u32 type, __u64 key, const struct tcp_conn_in
   bpf_ringbuf_submit(rec, 0);
 }
 
+/* One state transition; `at_ns` overrides the record's time (0: now) and
+ * `since_ns` is when old_state was entered (0: unknown). */
+static __always_inline void emit_state(const struct tcp_who* who, __u8 old_state, __u8 new_state,
+                                       __u64 at_ns, __u64 since_ns) {
+  struct tcp_state_record* r = nw_reserve(sizeof(*r), TCP_RECORD_STATE);
+  if (!r) return;
+  if (at_ns) r->hdr.timestamp_ns = at_ns;
+  r->who = *who;
+  r->duration_ns = since_ns && r->hdr.timestamp_ns > since_ns ? r->hdr.timestamp_ns - since_ns : 0;
+  r->old_state = old_state;
+  r->new_state = new_state;
+  __builtin_memset(r->pad, 0, sizeof(r->pad));
+  bpf_ringbuf_submit(r, 0);
+}
+
+/* Transitions of sockets that are not tracked: listeners, connections that
+ * predate netwatcher and were not adopted yet. listen() and close() run in
+ * the owner's context, so the current task owns a listener. */
+static __always_inline void emit_untracked_state(const struct sock* sk, int oldstate,
+                                                 int newstate) {
+  struct tcp_who who;
+  fill_who(&who, sk, NULL);
+  if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN) {
+    who.pid = bpf_get_current_pid_tgid() >> 32;
+    bpf_get_current_comm(who.comm, sizeof(who.comm));
+  }
+  if (who_selected(&who)) emit_state(&who, oldstate, newstate, 0, 0);
+}
+
+/* Per-connection srtt series end with their connection. */
+static __always_inline void forget_rtt_series(const struct nw_tuple* t) {
+  if (!tcp_rtt_per_connection) return;
+  struct tcp_rtt_key rtt = {};
+  rtt.family = t->family;
+  __builtin_memcpy(rtt.daddr, t->daddr, 16);
+  __builtin_memcpy(rtt.saddr, t->saddr, 16);
+  rtt.sport = t->sport;
+  rtt.dport = t->dport;
+  bpf_map_delete_elem(&tcp_rtt, &rtt);
+}
+
 static __always_inline void handle_state(const struct sock* sk, int oldstate, int newstate) {
   if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return;
   __u64 key = (__u64)sk;
+  __u64 now = bpf_ktime_get_ns();
 
   if (newstate == TCP_SYN_SENT || newstate == TCP_SYN_RECV) {
     struct tcp_conn_info info = {};
-    info.start_ns = bpf_ktime_get_ns();
+    info.start_ns = now;
+    info.state_ns = now;
+    info.start_old_state = oldstate;
     if (newstate == TCP_SYN_SENT) {
       /* connect() runs in the caller's context. */
       info.pid = bpf_get_current_pid_tgid() >> 32;
       if (!nw_pid_selected(info.pid)) return;
       bpf_get_current_comm(info.comm, sizeof(info.comm));
       info.direction = TCP_DIRECTION_CLIENT;
+      /* Its state event waits for the local port (next transition). */
     } else {
       /* Softirq: whoever runs now is not the owner. */
       info.direction = TCP_DIRECTION_SERVER;
+      if (tcp_state_events) {
+        struct tcp_who who;
+        fill_who(&who, sk, &info);
+        if (nw_tuple_selected(&who.tuple)) emit_state(&who, oldstate, newstate, 0, 0);
+      }
     }
     bpf_map_update_elem(&tcp_conns, &key, &info, BPF_ANY);
     return;
   }
 
   struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
-  if (!info) return;
+  if (!info) {
+    if (tcp_state_events) emit_untracked_state(sk, oldstate, newstate);
+    return;
+  }
   if (!info->tuple_valid) {
-    /* The local port is only bound after SYN_SENT, so read the tuple late. */
+    /* The local port is only bound after SYN_SENT, so read the tuple late.
+     * At CLOSE it may be unbound already: keep what there is. */
     nw_read_sock_tuple(sk, &info->tuple);
     info->tuple_valid = 1;
     if (!nw_tuple_selected(&info->tuple)) {
@@ -130,11 +239,22 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
       return;
     }
   }
+  if (tcp_state_events) {
+    struct tcp_who who;
+    fill_who(&who, sk, info);
+    if (oldstate == TCP_SYN_SENT && info->direction == TCP_DIRECTION_CLIENT)
+      emit_state(&who, info->start_old_state, TCP_SYN_SENT, info->start_ns, 0);
+    /* Stamped with the same `now` that starts the next state, so the
+     * durations of a connection add up to its lifetime exactly. */
+    emit_state(&who, oldstate, newstate, now, info->state_ns);
+  }
+  info->state_ns = now;
   if (newstate == TCP_ESTABLISHED) {
     info->acked_base = BPF_CORE_READ((const struct tcp_sock*)sk, bytes_acked);
     emit(TCP_RECORD_OPEN, key, info, sk, newstate);
   } else if (newstate == TCP_CLOSE) {
     emit(TCP_RECORD_CLOSE, key, info, sk, oldstate);
+    forget_rtt_series(&info->tuple);
     bpf_map_delete_elem(&tcp_conns, &key);
   }
 }
@@ -152,48 +272,66 @@ int set_state_tp(struct trace_event_raw_inet_sock_set_state* ctx) {
   return 0;
 }
 
-/* Safety net: a socket freed without passing CLOSE must not leak its entry. */
-static __always_inline void forget(const void* sk) {
-  __u64 key = (__u64)sk;
-  bpf_map_delete_elem(&tcp_conns, &key);
+/* The sequence range of a segment, from TCP_SKB_CB(skb) (skb->cb). */
+static __always_inline void read_skb_seq(const struct sk_buff* skb, __u32* seq, __u32* end_seq) {
+  struct {
+    __u32 seq, end_seq;
+  } cb = {};
+  bpf_probe_read_kernel(&cb, sizeof(cb),
+                        (const void*)skb + bpf_core_field_offset(struct sk_buff, cb));
+  *seq = cb.seq;
+  *end_seq = cb.end_seq;
 }
 
-SEC("tp_btf/tcp_destroy_sock")
-int BPF_PROG(destroy_sock_btf, struct sock* sk) {
-  forget(sk);
-  return 0;
-}
-
-SEC("tracepoint/tcp/tcp_destroy_sock")
-int destroy_sock_tp(struct trace_event_raw_tcp_event_sk* ctx) {
-  forget(ctx->skaddr);
-  return 0;
-}
-
-static __always_inline void handle_retransmit(const struct sock* sk) {
+static __always_inline __u8 ca_state(const struct sock* sk) {
   const struct inet_connection_sock* icsk = (const struct inet_connection_sock*)sk;
+  return BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+}
+
+static __always_inline void handle_retransmit(const struct sock* sk, const struct sk_buff* skb) {
   /* RTO puts the socket in TCP_CA_Loss before retransmitting; fast
    * retransmits happen in Disorder/Recovery. */
-  bool timeout = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state) == TCP_CA_Loss;
-  count(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST);
+  bool timeout = ca_state(sk) == TCP_CA_Loss;
   __u64 key = (__u64)sk;
   struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
-  if (!info) return;
-  if (timeout)
-    __sync_fetch_and_add(&info->timeout_retrans, 1);
-  else
-    __sync_fetch_and_add(&info->fast_retrans, 1);
+  if (info) {
+    ensure_tuple(sk, info);
+    if (timeout)
+      __sync_fetch_and_add(&info->timeout_retrans, 1);
+    else
+      __sync_fetch_and_add(&info->fast_retrans, 1);
+  }
+  if (!tcp_retransmit_events) {
+    count(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST);
+    return;
+  }
+  struct tcp_who who;
+  fill_who(&who, sk, info);
+  if (!who_selected(&who)) return;
+  count(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST);
+  if (!nw_rate_allow(tcp_max_events_per_second)) return;
+  struct tcp_retransmit_record* r = nw_reserve(sizeof(*r), TCP_RECORD_RETRANSMIT);
+  if (!r) return;
+  r->who = who;
+  __u32 seq = 0, end_seq = 0;
+  if (skb) read_skb_seq(skb, &seq, &end_seq);
+  r->seq = seq;
+  r->length = end_seq - seq;
+  r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+  r->timeout = timeout;
+  __builtin_memset(r->pad, 0, sizeof(r->pad));
+  bpf_ringbuf_submit(r, 0);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(retransmit_btf, const struct sock* sk) {
-  handle_retransmit(sk);
+int BPF_PROG(retransmit_btf, const struct sock* sk, const struct sk_buff* skb) {
+  handle_retransmit(sk, skb);
   return 0;
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit_tp(struct trace_event_raw_tcp_retransmit_skb* ctx) {
-  handle_retransmit((const struct sock*)ctx->skaddr);
+  handle_retransmit((const struct sock*)ctx->skaddr, (const struct sk_buff*)ctx->skbaddr);
   return 0;
 }
 
@@ -280,5 +418,649 @@ int dump_conns(struct bpf_iter__bpf_map_elem* ctx) {
   rec->hdr.timestamp_ns = now;
   fill_record(rec, *key, &info, sk, state, now);
   bpf_seq_write(ctx->meta->seq, rec, sizeof(*rec));
+  return 0;
+}
+
+/* ---- Resets ---------------------------------------------------------- */
+
+/* The local/remote tuple of a received packet (its destination is local). */
+static __always_inline bool packet_who(const struct sk_buff* skb, struct tcp_who* who) {
+  struct nw_packet p;
+  __builtin_memset(who, 0, sizeof(*who));
+  if (!nw_read_skb_packet(skb, 0, &p) || p.protocol != IPPROTO_TCP) return false;
+  who->tuple.family = p.tuple.family;
+  __builtin_memcpy(who->tuple.saddr, p.tuple.daddr, 16);
+  __builtin_memcpy(who->tuple.daddr, p.tuple.saddr, 16);
+  who->tuple.sport = p.tuple.dport;
+  who->tuple.dport = p.tuple.sport;
+  return true;
+}
+
+static __always_inline void handle_reset(const struct sock* sk, const struct sk_buff* skb,
+                                         __u32 reason, bool sent) {
+  struct tcp_who who;
+  __u8 state = TCP_NO_STATE;
+  if (sk) {
+    __u64 key = (__u64)sk;
+    struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+    if (info) ensure_tuple(sk, info);
+    fill_who(&who, sk, info);
+    state = BPF_CORE_READ(sk, __sk_common.skc_state);
+  } else if (!skb || !packet_who(skb, &who)) {
+    return;
+  }
+  if (!who_selected(&who)) return;
+  count(sent ? TCP_COUNTER_RESET_SENT : TCP_COUNTER_RESET_RECEIVED);
+  if (!nw_rate_allow(tcp_max_events_per_second)) return;
+  struct tcp_reset_record* r = nw_reserve(sizeof(*r), TCP_RECORD_RESET);
+  if (!r) return;
+  r->who = who;
+  r->reason = reason;
+  r->sent = sent;
+  r->state = state;
+  r->pad[0] = r->pad[1] = 0;
+  bpf_ringbuf_submit(r, 0);
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(send_reset_btf, const struct sock* sk, const struct sk_buff* skb, int reason) {
+  handle_reset(sk, skb, reason, true);
+  return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int send_reset_tp(struct trace_event_raw_tcp_send_reset* ctx) {
+  handle_reset(ctx->skaddr, ctx->skbaddr, ctx->reason, true);
+  return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(receive_reset_btf, const struct sock* sk) {
+  handle_reset(sk, NULL, 0, false);
+  return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int receive_reset_tp(struct trace_event_raw_tcp_event_sk* ctx) {
+  handle_reset(ctx->skaddr, NULL, 0, false);
+  return 0;
+}
+
+/* ---- Congestion state -------------------------------------------------- */
+
+static __always_inline void handle_congestion(const struct sock* sk, __u8 new_state) {
+  /* The tracepoint fires before icsk_ca_state is updated. */
+  __u8 old_state = ca_state(sk);
+  if (old_state == new_state || new_state >= TCP_CA_STATES) return;
+  __u64 key = (__u64)sk;
+  struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+  struct tcp_who who;
+  fill_who(&who, sk, info);
+  if (!who_selected(&who)) return;
+  count(TCP_COUNTER_CONG_STATE + new_state);
+  if (!tcp_retransmit_events || !nw_rate_allow(tcp_max_events_per_second)) return;
+  struct tcp_congestion_record* r = nw_reserve(sizeof(*r), TCP_RECORD_CONGESTION);
+  if (!r) return;
+  r->who = who;
+  r->old_state = old_state;
+  r->new_state = new_state;
+  __builtin_memset(r->pad, 0, sizeof(r->pad));
+  bpf_ringbuf_submit(r, 0);
+}
+
+SEC("tp_btf/tcp_cong_state_set")
+int BPF_PROG(congestion_btf, const struct sock* sk, const __u8 ca_state) {
+  handle_congestion(sk, ca_state);
+  return 0;
+}
+
+SEC("tracepoint/tcp/tcp_cong_state_set")
+int congestion_tp(struct trace_event_raw_tcp_cong_state_set* ctx) {
+  handle_congestion(ctx->skaddr, ctx->cong_state);
+  return 0;
+}
+
+/* ---- Error packets ----------------------------------------------------- */
+
+#define DROP_REASON_IS(reason, name)                         \
+  (bpf_core_enum_value_exists(enum skb_drop_reason, name) && \
+   (reason) == bpf_core_enum_value(enum skb_drop_reason, name))
+
+/* The kernel already judged the segment (tcp_sequence(), tcp_ack(),
+ * tcp_checksum_complete()): its drop reason says what is wrong. Anything
+ * else TCP drops (no socket, memory, listen overflow, ...) is the drop
+ * plugin's business. */
+static __always_inline int error_kind(__u32 reason) {
+  if (DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_CSUM)) return TCP_ERROR_BAD_CHECKSUM;
+  if (DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_OLD_SEQUENCE)) return TCP_ERROR_SEQ_BEFORE_WINDOW;
+  if (DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_INVALID_SEQUENCE) ||
+      DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_INVALID_END_SEQUENCE))
+    return TCP_ERROR_SEQ_BEYOND_WINDOW;
+  if (DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_INVALID_ACK_SEQUENCE) ||
+      DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_TOO_OLD_ACK) ||
+      DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_ACK_UNSENT_DATA))
+    return TCP_ERROR_INVALID_ACK;
+  if (DROP_REASON_IS(reason, SKB_DROP_REASON_TCP_RFC7323_PAWS)) return TCP_ERROR_PAWS;
+  return -1;
+}
+
+struct tcp_header_start {
+  __be16 source, dest;
+  __be32 seq, ack_seq;
+  __u8 data_offset; /* high nibble: header length in 32-bit words */
+  __u8 flags;
+};
+
+static __always_inline void handle_error_drop(const struct sk_buff* skb, __u32 reason,
+                                              const struct sock* sk) {
+  int kind = error_kind(reason);
+  if (kind < 0) return;
+  struct nw_packet p;
+  if (!nw_read_skb_packet(skb, 0, &p) || p.protocol != IPPROTO_TCP || !p.transport_offset) return;
+  const unsigned char* nh = BPF_CORE_READ(skb, head) + BPF_CORE_READ(skb, network_header);
+  struct tcp_header_start th;
+  if (bpf_probe_read_kernel(&th, sizeof(th), nh + p.transport_offset)) return;
+  /* Payload from the IP length fields, not skb->len: the skb may be pulled. */
+  __be16 ip_length = 0;
+  __u32 ip_total = 0;
+  if (p.tuple.family == AF_INET) {
+    bpf_probe_read_kernel(&ip_length, sizeof(ip_length), nh + 2);
+    ip_total = bpf_ntohs(ip_length);
+  } else {
+    bpf_probe_read_kernel(&ip_length, sizeof(ip_length), nh + 4);
+    ip_total = bpf_ntohs(ip_length) + 40;
+  }
+  __u32 headers = p.transport_offset + (th.data_offset >> 4) * 4;
+
+  struct tcp_error_record r = {};
+  r.who.tuple.family = p.tuple.family;
+  __builtin_memcpy(r.who.tuple.saddr, p.tuple.daddr, 16);
+  __builtin_memcpy(r.who.tuple.daddr, p.tuple.saddr, 16);
+  r.who.tuple.sport = p.tuple.dport;
+  r.who.tuple.dport = p.tuple.sport;
+  r.seq = bpf_ntohl(th.seq);
+  r.ack = bpf_ntohl(th.ack_seq);
+  r.payload = ip_total > headers ? ip_total - headers : 0;
+  r.kernel_reason = reason;
+  r.kind = kind;
+  if (sk && BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP) {
+    __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+    __u64 key = (__u64)sk;
+    struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+    r.who.sock = key;
+    if (info) {
+      r.who.pid = info->pid;
+      __builtin_memcpy(r.who.comm, info->comm, sizeof(r.who.comm));
+    }
+    /* Full sockets past the handshake have a receive window to compare with. */
+    if (state != TCP_LISTEN && state != TCP_TIME_WAIT && state != TCP_NEW_SYN_RECV &&
+        state != TCP_CLOSE && state != TCP_SYN_SENT) {
+      const struct tcp_sock* tp = (const struct tcp_sock*)sk;
+      r.rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
+      r.rcv_wnd = BPF_CORE_READ(tp, rcv_wnd);
+      r.offset = (__s32)(r.seq - r.rcv_nxt);
+      r.has_socket = 1;
+    }
+  }
+  /* Keepalive and window probes deliberately repeat the last byte acked
+   * (seq = rcv_nxt - 1, at most one byte): routine, not an error. */
+  if (kind == TCP_ERROR_SEQ_BEFORE_WINDOW && r.has_socket && r.offset == -1 && r.payload <= 1)
+    return;
+  if (!who_selected(&r.who)) return;
+  count(TCP_COUNTER_ERROR + kind);
+  if (nw_rate_allow(tcp_max_events_per_second)) nw_output(&r, sizeof(r), TCP_RECORD_ERROR);
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(error_drop_btf, struct sk_buff* skb, void* location, enum skb_drop_reason reason,
+             struct sock* rx_sk) {
+  handle_error_drop(skb, reason, rx_sk);
+  return 0;
+}
+
+SEC("tracepoint/skb/kfree_skb")
+int error_drop_tp(struct trace_event_raw_kfree_skb* ctx) {
+  handle_error_drop(ctx->skbaddr, ctx->reason, NULL);
+  return 0;
+}
+
+/* ---- srtt histogram ---------------------------------------------------- */
+
+static __always_inline void log2_slot_add_atomic(__u64* slots, __u64 value) {
+  __u32 slot = nw_log2(value);
+  if (slot >= NW_LOG2_SLOTS) slot = NW_LOG2_SLOTS - 1;
+  __sync_fetch_and_add(&slots[slot & (NW_LOG2_SLOTS - 1)], 1);
+}
+
+static __always_inline bool filter_active(void) {
+  return nw_filter_cfg.family || nw_filter_cfg.nr_sports || nw_filter_cfg.nr_dports ||
+         nw_filter_cfg.pid;
+}
+
+/* Every segment TCP processes in ESTABLISHED (tcp_rcv_established) samples
+ * the connection's smoothed RTT, like bcc's tcprtt. */
+static __always_inline void sample_rtt(const struct sock* sk, __u32 srtt_us) {
+  if (!srtt_us) return;
+  struct tcp_rtt_key key = {};
+  if (filter_active() || tcp_rtt_per_connection) {
+    __u64 sock = (__u64)sk;
+    struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &sock);
+    struct tcp_who who;
+    fill_who(&who, sk, info);
+    if (!who_selected(&who)) return;
+    key.family = who.tuple.family;
+    __builtin_memcpy(key.daddr, who.tuple.daddr, 16);
+    if (tcp_rtt_per_connection) {
+      __builtin_memcpy(key.saddr, who.tuple.saddr, 16);
+      key.sport = who.tuple.sport;
+      key.dport = who.tuple.dport;
+    }
+  } else {
+    key.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+    if (key.family == AF_INET)
+      bpf_core_read(key.daddr, 4, &sk->__sk_common.skc_daddr);
+    else
+      bpf_core_read(key.daddr, 16, &sk->__sk_common.skc_v6_daddr);
+  }
+  struct tcp_rtt_hist* h = bpf_map_lookup_elem(&tcp_rtt, &key);
+  if (!h) {
+    bpf_map_update_elem(&tcp_rtt, &key, &tcp_rtt_empty, BPF_NOEXIST);
+    h = bpf_map_lookup_elem(&tcp_rtt, &key);
+    if (!h) {
+      count(TCP_COUNTER_RTT_OVERFLOW);
+      return;
+    }
+  }
+  __u64 ns = (__u64)srtt_us * 1000;
+  log2_slot_add_atomic(h->slots, ns);
+  __sync_fetch_and_add(&h->sum_ns, ns);
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(rtt_probe_btf, struct sock* sk) {
+  sample_rtt(sk, BPF_CORE_READ((struct tcp_sock*)sk, srtt_us) >> 3);
+  return 0;
+}
+
+SEC("tracepoint/tcp/tcp_probe")
+int rtt_probe_tp(struct trace_event_raw_tcp_probe* ctx) {
+  sample_rtt(ctx->skaddr, ctx->srtt);
+  return 0;
+}
+
+/* ---- Per-layer time of each segment (layer_time = true) ---------------
+ *
+ * Receive: one entry per skb (its address is stable from the driver to the
+ * socket), stamped at the driver hand-off (netif_rx / napi_gro_receive /
+ * netif_receive_skb entry), IP entry (net:netif_receive_skb), IP exit
+ * (netfilter LOCAL_IN at the last priority), TCP processing (tcp:tcp_probe)
+ * and the application's copy (skb:skb_copy_datagram_iovec), where it ends.
+ *
+ * Send: TCP transmits clones of its write-queue skbs, so the write() that
+ * produced a segment cannot be found by address. Each socket keeps a small
+ * log of (write_seq, time) from tcp:tcp_sendmsg_locked; the first hook that
+ * sees the clone (netfilter LOCAL_OUT at the first priority, or the device
+ * queue in a netns without that link) looks the segment's sequence number up
+ * in it. From there the clone is followed by address to net:net_dev_queue
+ * and net:net_dev_xmit. */
+
+#define TCP_SEND_LOG 16
+#define NW_NF_ACCEPT 1
+
+struct tcp_rx_stamp {
+  __u64 link_ns, ip_ns, transport_ns, tcp_ns;
+  __u64 sock;
+  __u32 seq, ack, length, pad;
+};
+
+struct tcp_tx_stamp {
+  __u64 send_ns, ip_ns, dev_ns;
+  __u64 sock;
+  __u32 seq, ack, length, pad;
+};
+
+struct tcp_send_log {
+  __u64 ns[TCP_SEND_LOG];
+  __u32 seq[TCP_SEND_LOG];
+  __u32 next;
+  __u32 used;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 8192); /* resized from max_tracked_packets */
+  __type(key, __u64);
+  __type(value, struct tcp_rx_stamp);
+} tcp_rx_inflight SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 8192); /* resized from max_tracked_packets */
+  __type(key, __u64);
+  __type(value, struct tcp_tx_stamp);
+} tcp_tx_inflight SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384); /* resized from max_connections */
+  __type(key, __u64);
+  __type(value, struct tcp_send_log);
+} tcp_send_logs SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct tcp_layer_hist);
+} tcp_layer_stats SEC(".maps");
+
+static __always_inline struct tcp_layer_hist* layer_hist(void) {
+  __u32 zero = 0;
+  return bpf_map_lookup_elem(&tcp_layer_stats, &zero);
+}
+
+static __always_inline void count_unmatched(__u8 direction) {
+  struct tcp_layer_hist* h = layer_hist();
+  if (h && direction < TCP_PACKET_DIRECTIONS) __sync_fetch_and_add(&h->unmatched[direction], 1);
+}
+
+/* Histograms always, the event when asked for. `ns` has TCP_LAYERS times. */
+static __always_inline void record_layers(__u8 direction, const __u64* ns, const struct sock* sk,
+                                          __u32 seq, __u32 ack, __u32 length, bool reader) {
+  struct tcp_who who;
+  bool selected = true;
+  if (tcp_layer_events || filter_active()) {
+    __u64 key = (__u64)sk;
+    struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+    fill_who(&who, sk, info);
+    if (reader) {
+      /* The application's copy runs in its own context. */
+      who.pid = bpf_get_current_pid_tgid() >> 32;
+      bpf_get_current_comm(who.comm, sizeof(who.comm));
+    }
+    selected = who_selected(&who);
+  }
+  if (!selected) return;
+  struct tcp_layer_hist* h = layer_hist();
+  if (h && direction < TCP_PACKET_DIRECTIONS) {
+#pragma unroll
+    for (int l = 0; l < TCP_LAYERS; l++) {
+      if (ns[l] == TCP_TIME_UNKNOWN) continue;
+      /* Atomic although per CPU: a softirq transmit can interrupt the
+       * application's read on the same CPU mid-update. */
+      log2_slot_add_atomic(h->slots[direction][l], ns[l]);
+      __sync_fetch_and_add(&h->sum_ns[direction][l], ns[l]);
+    }
+  }
+  if (!tcp_layer_events || !nw_rate_allow(tcp_max_events_per_second)) return;
+  struct tcp_layer_record* r = nw_reserve(sizeof(*r), TCP_RECORD_LAYER);
+  if (!r) return;
+  r->who = who;
+#pragma unroll
+  for (int l = 0; l < TCP_LAYERS; l++) r->ns[l] = ns[l];
+  r->seq = seq;
+  r->ack = ack;
+  r->length = length;
+  r->direction = direction;
+  r->pad[0] = r->pad[1] = r->pad[2] = 0;
+  bpf_ringbuf_submit(r, 0);
+}
+
+static __always_inline __u64 span(__u64 from, __u64 to) {
+  if (!from || !to || to < from) return TCP_TIME_UNKNOWN;
+  return to - from;
+}
+
+/* Receive path. At the driver hand-off skb->data is the IP header. */
+static __always_inline bool carries_tcp(const struct sk_buff* skb) {
+  __u16 ethertype = bpf_ntohs(BPF_CORE_READ(skb, protocol));
+  const unsigned char* data = BPF_CORE_READ(skb, data);
+  __u8 protocol = 0;
+  if (ethertype == NW_ETH_P_IP)
+    bpf_probe_read_kernel(&protocol, 1, data + 9);
+  else if (ethertype == NW_ETH_P_IPV6)
+    bpf_probe_read_kernel(&protocol, 1, data + 6);
+  return protocol == IPPROTO_TCP;
+}
+
+static __always_inline void rx_link(const struct sk_buff* skb) {
+  if (!carries_tcp(skb)) return;
+  __u64 key = (__u64)skb;
+  struct tcp_rx_stamp stamp = {};
+  stamp.link_ns = bpf_ktime_get_ns();
+  bpf_map_update_elem(&tcp_rx_inflight, &key, &stamp, BPF_ANY);
+}
+
+SEC("tp_btf/netif_rx")
+int BPF_PROG(layer_rx_backlog, const struct sk_buff* skb) {
+  rx_link(skb);
+  return 0;
+}
+
+SEC("tp_btf/napi_gro_receive_entry")
+int BPF_PROG(layer_rx_gro, const struct sk_buff* skb) {
+  rx_link(skb);
+  return 0;
+}
+
+SEC("tp_btf/netif_receive_skb_entry")
+int BPF_PROG(layer_rx_direct, const struct sk_buff* skb) {
+  rx_link(skb);
+  return 0;
+}
+
+SEC("tp_btf/netif_receive_skb_list_entry")
+int BPF_PROG(layer_rx_list, const struct sk_buff* skb) {
+  rx_link(skb);
+  return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(layer_rx_ip, const struct sk_buff* skb) {
+  __u64 key = (__u64)skb;
+  struct tcp_rx_stamp* stamp = bpf_map_lookup_elem(&tcp_rx_inflight, &key);
+  /* The first pass counts: VLAN or bridge devices deliver the skb again. */
+  if (stamp && !stamp->ip_ns) stamp->ip_ns = bpf_ktime_get_ns();
+  return 0;
+}
+
+SEC("netfilter")
+int layer_rx_local_in(struct bpf_nf_ctx* ctx) {
+  __u64 key = (__u64)ctx->skb;
+  struct tcp_rx_stamp* stamp = bpf_map_lookup_elem(&tcp_rx_inflight, &key);
+  if (stamp) stamp->transport_ns = bpf_ktime_get_ns();
+  return NW_NF_ACCEPT;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(layer_rx_tcp, struct sock* sk, const struct sk_buff* skb) {
+  __u64 key = (__u64)skb;
+  struct tcp_rx_stamp* stamp = bpf_map_lookup_elem(&tcp_rx_inflight, &key);
+  if (!stamp) return 0;
+  const struct tcp_skb_cb* cb = (const void*)skb + bpf_core_field_offset(struct sk_buff, cb);
+  __u32 seq = BPF_CORE_READ(cb, seq), end_seq = BPF_CORE_READ(cb, end_seq);
+  __u16 flags = BPF_CORE_READ(cb, tcp_flags);
+  __u32 length = end_seq - seq - ((flags & 0x02) ? 1 : 0) - ((flags & 0x01) ? 1 : 0);
+  if ((__s32)length <= 0) {
+    /* Nothing for the application to read: no application time to wait for. */
+    bpf_map_delete_elem(&tcp_rx_inflight, &key);
+    return 0;
+  }
+  stamp->tcp_ns = bpf_ktime_get_ns();
+  stamp->sock = (__u64)sk;
+  stamp->seq = seq;
+  stamp->ack = BPF_CORE_READ(cb, ack_seq);
+  stamp->length = length;
+  return 0;
+}
+
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(layer_rx_read, const struct sk_buff* skb) {
+  __u64 key = (__u64)skb;
+  struct tcp_rx_stamp* stamp = bpf_map_lookup_elem(&tcp_rx_inflight, &key);
+  if (!stamp) return 0;
+  struct tcp_rx_stamp s = *stamp;
+  bpf_map_delete_elem(&tcp_rx_inflight, &key);
+  if (!s.tcp_ns) return 0;
+  __u64 now = bpf_ktime_get_ns();
+  __u64 ns[TCP_LAYERS];
+  ns[TCP_LAYER_LINK] = span(s.link_ns, s.ip_ns);
+  ns[TCP_LAYER_IP] = span(s.ip_ns, s.transport_ns);
+  ns[TCP_LAYER_TRANSPORT] = span(s.transport_ns, s.tcp_ns);
+  if (!s.transport_ns) ns[TCP_LAYER_IP] = TCP_TIME_UNKNOWN;
+  ns[TCP_LAYER_APP] = span(s.tcp_ns, now);
+  ns[TCP_LAYER_TOTAL] = span(s.link_ns, now);
+  record_layers(TCP_RX, ns, (const struct sock*)s.sock, s.seq, s.ack, s.length, true);
+  return 0;
+}
+
+/* Send path. */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(layer_tx_send, const struct sock* sk) {
+  __u64 key = (__u64)sk;
+  struct tcp_send_log* log = bpf_map_lookup_elem(&tcp_send_logs, &key);
+  if (!log) {
+    struct tcp_send_log empty = {};
+    bpf_map_update_elem(&tcp_send_logs, &key, &empty, BPF_NOEXIST);
+    log = bpf_map_lookup_elem(&tcp_send_logs, &key);
+    if (!log) return 0;
+  }
+  const struct tcp_sock* tp = (const struct tcp_sock*)sk;
+  __u32 write_seq = BPF_CORE_READ(tp, write_seq);
+  /* Fired once per chunk of a send; a chunk that adds nothing keeps the
+   * time of the one that started at this sequence number. */
+  if (log->used && log->seq[(log->next - 1) & (TCP_SEND_LOG - 1)] == write_seq) return 0;
+  /* Full, and the oldest write is not all sent yet (the next one starts
+   * after snd_nxt): keep it. This write's bytes then count from the last
+   * logged write, overstating their transport time by the gap, instead of
+   * losing the oldest bytes' start altogether. */
+  if (log->used == TCP_SEND_LOG &&
+      nw_seq_after(log->seq[(log->next + 1) & (TCP_SEND_LOG - 1)], BPF_CORE_READ(tp, snd_nxt)))
+    return 0;
+  __u32 slot = log->next & (TCP_SEND_LOG - 1);
+  log->seq[slot] = write_seq;
+  log->ns[slot] = bpf_ktime_get_ns();
+  log->next += 1;
+  if (log->used < TCP_SEND_LOG) log->used += 1;
+  return 0;
+}
+
+/* When the byte at `seq` was written: the logged chunk starting closest at
+ * or before it. 0 when it is older than the log. */
+static __always_inline __u64 written_at(__u64 sock, __u32 seq) {
+  struct tcp_send_log* log = bpf_map_lookup_elem(&tcp_send_logs, &sock);
+  if (!log) return 0;
+  __u64 best_ns = 0;
+  __u32 best_distance = ~0U;
+#pragma unroll
+  for (int i = 0; i < TCP_SEND_LOG; i++) {
+    if (i >= log->used) break;
+    __u32 distance = seq - log->seq[i];
+    if ((__s32)distance >= 0 && distance < best_distance) {
+      best_distance = distance;
+      best_ns = log->ns[i];
+    }
+  }
+  return best_ns;
+}
+
+/* A TCP segment with payload leaving a full socket: fills `stamp` with its
+ * sequence numbers and the time its first byte was written. */
+static __always_inline bool outgoing_segment(const struct sk_buff* skb,
+                                             struct tcp_tx_stamp* stamp) {
+  const struct sock* sk = BPF_CORE_READ(skb, sk);
+  if (!sk) return false;
+  /* Request and time-wait sockets (SYN-ACKs, ACKs after close) have no
+   * struct sock fields beyond sock_common. */
+  __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+  if (state == TCP_NEW_SYN_RECV || state == TCP_TIME_WAIT) return false;
+  if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return false;
+  const unsigned char* head = BPF_CORE_READ(skb, head);
+  __u16 network = BPF_CORE_READ(skb, network_header);
+  __u16 transport = BPF_CORE_READ(skb, transport_header);
+  struct tcp_header_start th;
+  if (transport <= network || bpf_probe_read_kernel(&th, sizeof(th), head + transport))
+    return false;
+  /* skb->data is the IP header at LOCAL_OUT and the MAC header at the device
+   * queue; skb->len covers a whole GSO packet. */
+  const unsigned char* data = BPF_CORE_READ(skb, data);
+  __u32 headers = (head + transport + (th.data_offset >> 4) * 4) - data;
+  __u32 len = BPF_CORE_READ(skb, len);
+  if (len <= headers) return false; /* pure ACK: nothing was written */
+  stamp->seq = bpf_ntohl(th.seq);
+  stamp->ack = bpf_ntohl(th.ack_seq);
+  stamp->length = len - headers;
+  stamp->sock = (__u64)sk;
+  stamp->send_ns = written_at(stamp->sock, stamp->seq);
+  if (!stamp->send_ns) {
+    count_unmatched(TCP_TX);
+    return false;
+  }
+  return true;
+}
+
+SEC("netfilter")
+int layer_tx_local_out(struct bpf_nf_ctx* ctx) {
+  struct tcp_tx_stamp stamp = {};
+  if (!outgoing_segment(ctx->skb, &stamp)) return NW_NF_ACCEPT;
+  stamp.ip_ns = bpf_ktime_get_ns();
+  __u64 key = (__u64)ctx->skb;
+  bpf_map_update_elem(&tcp_tx_inflight, &key, &stamp, BPF_ANY);
+  return NW_NF_ACCEPT;
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(layer_tx_queue, struct sk_buff* skb) {
+  __u64 key = (__u64)skb;
+  __u64 now = bpf_ktime_get_ns();
+  struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
+  if (stamp) {
+    if (!stamp->dev_ns) stamp->dev_ns = now;
+    return 0;
+  }
+  /* No LOCAL_OUT link in this netns: IP entry unknown, start here. */
+  struct tcp_tx_stamp fresh = {};
+  if (!outgoing_segment(skb, &fresh)) return 0;
+  fresh.dev_ns = now;
+  bpf_map_update_elem(&tcp_tx_inflight, &key, &fresh, BPF_ANY);
+  return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
+  __u64 key = (__u64)skb;
+  struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
+  if (!stamp) return 0;
+  struct tcp_tx_stamp s = *stamp;
+  bpf_map_delete_elem(&tcp_tx_inflight, &key);
+  if (rc != 0 || !s.dev_ns) return 0; /* not accepted by the driver */
+  __u64 now = bpf_ktime_get_ns();
+  __u64 ns[TCP_LAYERS];
+  ns[TCP_LAYER_LINK] = span(s.dev_ns, now);
+  ns[TCP_LAYER_IP] = span(s.ip_ns, s.dev_ns);
+  ns[TCP_LAYER_TRANSPORT] = span(s.send_ns, s.ip_ns);
+  ns[TCP_LAYER_APP] = TCP_TIME_UNKNOWN;
+  ns[TCP_LAYER_TOTAL] = span(s.send_ns, now);
+  record_layers(TCP_TX, ns, (const struct sock*)s.sock, s.seq, s.ack, s.length, false);
+  return 0;
+}
+
+/* ---- Socket destruction -------------------------------------------------
+ * Safety net: a socket freed without passing CLOSE must not leak its entries. */
+static __always_inline void forget(const struct sock* sk) {
+  __u64 key = (__u64)sk;
+  bpf_map_delete_elem(&tcp_conns, &key);
+  bpf_map_delete_elem(&tcp_send_logs, &key);
+}
+
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(destroy_sock_btf, struct sock* sk) {
+  forget(sk);
+  return 0;
+}
+
+SEC("tracepoint/tcp/tcp_destroy_sock")
+int destroy_sock_tp(struct trace_event_raw_tcp_event_sk* ctx) {
+  forget(ctx->skaddr);
   return 0;
 }

@@ -183,6 +183,14 @@ std::vector<ClientConnection> run_client(const std::string& netns, const std::st
   return out;
 }
 
+std::vector<Json> run_tcp_peer(const std::string& netns, const std::vector<std::string>& args) {
+  std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kPeers;
+  for (const auto& arg : args) command += " " + arg;
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error(command + " failed: " + result.output);
+  return parse_json_lines(result.output);
+}
+
 HeldConnection::HeldConnection(const std::string& netns, const std::string& host, int port,
                                int size, double seconds, const TempDir& dir) {
   std::string out = dir.file("hold.log");

@@ -80,6 +80,10 @@ struct ClientConnection {
 std::vector<ClientConnection> run_client(const std::string& netns, const std::string& host,
                                          int port, const std::vector<int>& sizes);
 
+// Runs tcp_peers.py with `args` (mode first) in `netns` and returns the JSON
+// lines it printed; throws when it fails.
+std::vector<Json> run_tcp_peer(const std::string& netns, const std::vector<std::string>& args);
+
 // A connection held open in the background (tcp_peers.py hold); returns once
 // it is connected.
 class HeldConnection {

@@ -8,13 +8,27 @@ client HOST PORT SIZE... : one connection per SIZE, sends SIZE bytes, shuts
                  connection: {"pid", "sport", "dport", "sent", "received"}.
 hold HOST PORT SIZE SECONDS : one connection that sends SIZE bytes, prints its
                  JSON line, and stays open for SECONDS before closing.
+pace HOST PORT SIZE COUNT INTERVAL : one connection that sends SIZE bytes
+                 COUNT times, INTERVAL seconds apart, then ends like client.
+craft HOST PORT : connects, learns the connection's sequence numbers with
+                 TCP_REPAIR, then injects three 10-byte segments with a raw
+                 socket (IPv4): far beyond the receive window, at the expected
+                 sequence number with a bad checksum, and in the window but out
+                 of order. Prints {"pid", "sport", "dport", "seq", "ack"}.
 """
 import time
 import json
 import os
 import socket
+import struct
 import sys
 import threading
+
+TCP_REPAIR = 19
+TCP_REPAIR_QUEUE = 20
+TCP_QUEUE_SEQ = 21
+TCP_RECV_QUEUE = 1
+TCP_SEND_QUEUE = 2
 
 
 def serve(listener):
@@ -75,9 +89,70 @@ def hold(host, port, size, seconds):
     s.close()
 
 
+def pace(host, port, size, count, interval):
+    s = socket.create_connection((host, port), timeout=30)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(count):
+        s.sendall(b"x" * size)
+        time.sleep(interval)
+    s.shutdown(socket.SHUT_WR)
+    while s.recv(65536):
+        pass
+    print(json.dumps({"pid": os.getpid(), "sport": s.getsockname()[1], "dport": port,
+                      "sent": size * count, "received": 2}), flush=True)
+    s.close()
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def segment(src, dst, sport, dport, seq, ack, payload, corrupt=False):
+    flags = 0x18  # PSH | ACK
+    header = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack(
+        "!BBH", 0, socket.IPPROTO_TCP, len(header) + len(payload))
+    csum = checksum(pseudo + header + payload)
+    if corrupt:
+        csum ^= 0x5A5A
+    return header[:16] + struct.pack("!H", csum) + header[18:] + payload
+
+
+def craft(host, port):
+    s = socket.create_connection((host, port), timeout=10)
+    src, sport = s.getsockname()
+    # Repair mode reads the sequence numbers without sending anything.
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 1)
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_SEND_QUEUE)
+    seq = struct.unpack("I", s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR_QUEUE, TCP_RECV_QUEUE)
+    ack = struct.unpack("I", s.getsockopt(socket.IPPROTO_TCP, TCP_QUEUE_SEQ, 4))[0]
+    s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+    payload = b"0123456789"
+    for offset, corrupt in ((0x40000000, False), (0, True), (1000, False)):
+        raw.sendto(segment(src, host, sport, port, (seq + offset) & 0xFFFFFFFF, ack, payload,
+                           corrupt), (host, 0))
+        time.sleep(0.1)
+    print(json.dumps({"pid": os.getpid(), "sport": sport, "dport": port, "seq": seq, "ack": ack}),
+          flush=True)
+    time.sleep(0.3)
+    s.close()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(sys.argv[2:])
+    elif sys.argv[1] == "pace":
+        pace(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+             float(sys.argv[6]))
+    elif sys.argv[1] == "craft":
+        craft(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "hold":
         hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     else:

@@ -1,0 +1,407 @@
+// tcp plugin internals on the real kernel: state transitions, resets, error
+// packets, retransmits and congestion states, per-layer time (with a TBF
+// qdisc slowing the link down) and the latency anomaly detector.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <stdexcept>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+constexpr int kPromPort = 41490;
+constexpr int kPort = 5000;
+
+struct Tuple {
+  std::string saddr;
+  std::uint64_t sport;
+  std::string daddr;
+  std::uint64_t dport;
+};
+
+bool has_tuple(const Json& event, const Tuple& t) {
+  const auto& f = event["fields"];
+  return f["saddr"].str() == t.saddr && f["sport"].u64() == t.sport &&
+         f["daddr"].str() == t.daddr && f["dport"].u64() == t.dport;
+}
+
+std::vector<Json> with_tuple(const std::vector<Json>& events, const Tuple& t) {
+  std::vector<Json> out;
+  for (const auto& e : events)
+    if (has_tuple(e, t)) out.push_back(e);
+  return out;
+}
+
+std::vector<Json> with_field(const std::vector<Json>& events, const std::string& field,
+                             const std::string& value) {
+  std::vector<Json> out;
+  for (const auto& e : events)
+    if (e["fields"].has(field) && e["fields"][field].str() == value) out.push_back(e);
+  return out;
+}
+
+std::vector<std::string> transitions(const std::vector<Json>& states) {
+  std::vector<std::string> out;
+  for (const auto& e : states)
+    out.push_back(e["fields"]["old_state"].str() + ">" + e["fields"]["new_state"].str());
+  return out;
+}
+
+void must_run(const std::string& command) {
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error(command + ": " + result.output);
+}
+
+double median(std::vector<double> values) {
+  if (values.empty()) return 0;
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+// Sum of one histogram's _count over series whose labels include `labels`.
+double histogram_count(const PromText& metrics, const std::string& name,
+                       const std::map<std::string, std::string>& labels) {
+  double total = 0;
+  for (const auto& sample : metrics.samples) {
+    if (sample.name != name + "_count") continue;
+    bool match = true;
+    for (const auto& [key, value] : labels) {
+      auto it = sample.labels.find(key);
+      match = match && it != sample.labels.end() && it->second == value;
+    }
+    if (match) total += sample.value;
+  }
+  return total;
+}
+
+class TcpDetail : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NW_REQUIRE_ROOT();
+    hosts_ = std::make_unique<TwoHosts>();
+  }
+  std::string config(const std::string& tcp_keys, const std::string& top = "") {
+    return "snapshot_interval = 0.5\n" + top + "[plugins.tcp]\n" + tcp_keys +
+           sink_config_json(dir_.file("events.jsonl")) +
+           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
+           "\"\n";
+  }
+  std::vector<Json> events(const std::string& name) {
+    return events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), name);
+  }
+  PromText metrics() { return parse_prometheus(http_get(kPromPort, "/metrics")); }
+  static void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1200)); }
+  // tcp_peers.py pace from the client to the server: COUNT sends of SIZE bytes.
+  static Json pace(int size, int count, double interval) {
+    return run_tcp_peer(TwoHosts::kClient,
+                        {"pace", "10.77.0.2", std::to_string(kPort), std::to_string(size),
+                         std::to_string(count), std::to_string(interval)})
+        .at(0);
+  }
+
+  TempDir dir_;
+  std::unique_ptr<TwoHosts> hosts_;
+};
+
+TEST_F(TcpDetail, StateTransitionsCoverTheWholeConnectionWithDurations) {
+  Netwatcher nw(dir_, config("states = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", kPort, {20000});
+  ASSERT_EQ(clients.size(), 1u);
+  settle();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const auto states = events("tcp_state");
+  const auto& c = clients[0];
+  auto client = with_tuple(states, {"10.77.0.1", c.sport, "10.77.0.2", kPort});
+  EXPECT_EQ(
+      transitions(client),
+      (std::vector<std::string>{"CLOSE>SYN_SENT", "SYN_SENT>ESTABLISHED", "ESTABLISHED>FIN_WAIT1",
+                                "FIN_WAIT1>FIN_WAIT2", "FIN_WAIT2>CLOSE"}))
+      << nw.log();
+  auto server_side = with_tuple(states, {"10.77.0.2", kPort, "10.77.0.1", c.sport});
+  EXPECT_EQ(
+      transitions(server_side),
+      (std::vector<std::string>{"LISTEN>SYN_RECV", "SYN_RECV>ESTABLISHED", "ESTABLISHED>CLOSE_WAIT",
+                                "CLOSE_WAIT>LAST_ACK", "LAST_ACK>CLOSE"}));
+  ASSERT_EQ(client.size(), 5u);
+  // One socket throughout; the owner from connect(); durations for every
+  // state entered while watched, adding up to no more than the lifetime.
+  const std::uint64_t sock = client[0]["fields"]["sock"].u64();
+  std::uint64_t sum_us = 0;
+  for (std::size_t i = 0; i < client.size(); ++i) {
+    const auto& f = client[i]["fields"];
+    EXPECT_EQ(f["sock"].u64(), sock);
+    EXPECT_EQ(f["pid"].u64(), c.pid);
+    EXPECT_EQ(f["comm"].str(), "python3");
+    if (i == 0) {
+      EXPECT_FALSE(f.has("duration_us")) << "nothing is known about the time in CLOSE";
+      continue;
+    }
+    ASSERT_TRUE(f.has("duration_us")) << transitions(client)[i];
+    EXPECT_LT(f["duration_us"].u64(), 5000000u);
+    sum_us += f["duration_us"].u64();
+    EXPECT_GE(client[i]["timestamp_ns"].u64(), client[i - 1]["timestamp_ns"].u64());
+  }
+  const std::uint64_t life_us =
+      (client.back()["timestamp_ns"].u64() - client.front()["timestamp_ns"].u64()) / 1000;
+  EXPECT_LE(sum_us, life_us);
+  EXPECT_GT(sum_us, 0u);
+  // ESTABLISHED lasted the whole transfer, the handshake a round trip.
+  EXPECT_GT(client[2]["fields"]["duration_us"].u64(), client[1]["fields"]["duration_us"].u64());
+}
+
+TEST_F(TcpDetail, AConnectionToAClosedPortGivesResetEventsOnBothSides) {
+  Netwatcher nw(dir_, config("states = true\n"));
+  auto result =
+      run("ip netns exec nwt-cli /usr/bin/python3 -c \"import os,socket\n"
+          "s=socket.socket()\ntry:\n s.connect(('10.77.0.2', 5999))\nexcept "
+          "ConnectionRefusedError:\n print(os.getpid(), s.getsockname()[1])\"");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::uint64_t pid = 0, sport = 0;
+  ASSERT_EQ(std::sscanf(result.output.c_str(), "%lu %lu", &pid, &sport), 2) << result.output;
+  settle();
+  auto prom = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const auto resets = events("tcp_reset");
+  auto sent =
+      with_tuple(with_field(resets, "direction", "sent"), {"10.77.0.2", 5999, "10.77.0.1", sport});
+  ASSERT_EQ(sent.size(), 1u) << nw.log();
+  const auto& sf = sent[0]["fields"];
+  EXPECT_FALSE(sf.has("sock")) << "no socket listens on the port";
+  EXPECT_FALSE(sf.has("state"));
+  EXPECT_EQ(sf["reason"].str(), "NO_SOCKET");
+
+  auto received = with_tuple(with_field(resets, "direction", "received"),
+                             {"10.77.0.1", sport, "10.77.0.2", 5999});
+  ASSERT_EQ(received.size(), 1u);
+  const auto& rf = received[0]["fields"];
+  EXPECT_EQ(rf["state"].str(), "SYN_SENT");
+  EXPECT_EQ(rf["pid"].u64(), pid);
+  EXPECT_EQ(rf["comm"].str(), "python3");
+  EXPECT_TRUE(rf.has("sock"));
+
+  auto states = with_tuple(events("tcp_state"), {"10.77.0.1", sport, "10.77.0.2", 5999});
+  EXPECT_EQ(transitions(states), (std::vector<std::string>{"CLOSE>SYN_SENT", "SYN_SENT>CLOSE"}));
+  EXPECT_GE(prom.value("netwatcher_tcp_resets_total", {{"direction", "sent"}}).value_or(0), 1);
+  EXPECT_GE(prom.value("netwatcher_tcp_resets_total", {{"direction", "received"}}).value_or(0), 1);
+}
+
+TEST_F(TcpDetail, ErrorPacketsAreReportedAndOutOfOrderSegmentsAreNot) {
+  // Without timestamps the crafted segments need no TS option.
+  run("ip netns exec nwt-cli sysctl -qw net.ipv4.tcp_timestamps=0");
+  Netwatcher nw(dir_, config("errors = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  Json crafted =
+      run_tcp_peer(TwoHosts::kClient, {"craft", "10.77.0.2", std::to_string(kPort)}).at(0);
+  settle();
+  auto prom = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const std::uint32_t seq = static_cast<std::uint32_t>(crafted["seq"].u64());
+  const std::uint64_t sport = crafted["sport"].u64();
+  auto errors = with_tuple(events("tcp_error"), {"10.77.0.2", kPort, "10.77.0.1", sport});
+  ASSERT_EQ(errors.size(), 2u) << nw.log();
+  std::map<std::string, Json> by_reason;
+  for (const auto& e : errors) by_reason[e["fields"]["reason"].str()] = e["fields"];
+
+  ASSERT_TRUE(by_reason.count("sequence_beyond_window"));
+  const auto& beyond = by_reason["sequence_beyond_window"];
+  EXPECT_EQ(beyond["seq"].u64(), static_cast<std::uint32_t>(seq + 0x40000000u));
+  EXPECT_EQ(beyond["ack"].u64(), crafted["ack"].u64());
+  EXPECT_EQ(beyond["payload"].u64(), 10u);
+  EXPECT_EQ(beyond["kernel_reason"].str(), "TCP_INVALID_SEQUENCE");
+  EXPECT_EQ(beyond["rcv_nxt"].u64(), seq);
+  EXPECT_EQ(beyond["offset"].num(), 0x40000000);
+
+  ASSERT_TRUE(by_reason.count("bad_checksum"));
+  const auto& csum = by_reason["bad_checksum"];
+  EXPECT_EQ(csum["seq"].u64(), seq);
+  EXPECT_EQ(csum["payload"].u64(), 10u);
+  EXPECT_EQ(csum["kernel_reason"].str(), "TCP_CSUM");
+  // Dropped before the socket lookup; found again by its tuple.
+  ASSERT_TRUE(csum.has("sock"));
+  EXPECT_EQ(csum["sock"].u64(), beyond["sock"].u64());
+
+  // The in-window segment at seq + 1000 went to the out-of-order queue.
+  for (const auto& e : errors) EXPECT_NE(e["fields"]["seq"].u64(), (seq + 1000u) & 0xFFFFFFFFu);
+  EXPECT_GE(
+      prom.value("netwatcher_tcp_error_packets_total", {{"reason", "bad_checksum"}}).value_or(0),
+      1);
+  EXPECT_GE(prom.value("netwatcher_tcp_error_packets_total", {{"reason", "sequence_beyond_window"}})
+                .value_or(0),
+            1);
+}
+
+TEST_F(TcpDetail, DroppedPacketsCauseRetransmitEventsThatMatchTheConnectionCounters) {
+  Netwatcher nw(dir_, config("retrans = true\nextra = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  nft(TwoHosts::kServer,
+      "table inet nwt_loss {\n chain input {\n  type filter hook input priority 0;\n"
+      "  tcp dport 5000 numgen random mod 100 < 8 drop\n }\n}\n");
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", kPort, {1500000});
+  ASSERT_EQ(clients.size(), 1u);
+  settle();
+  auto prom = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const Tuple tuple{"10.77.0.1", clients[0].sport, "10.77.0.2", kPort};
+  auto retransmits = with_tuple(events("tcp_retransmit"), tuple);
+  ASSERT_GT(retransmits.size(), 0u) << "8% loss over 1.5 MB must retransmit";
+  std::uint64_t fast = 0, timeout = 0;
+  for (const auto& e : retransmits) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["pid"].u64(), clients[0].pid);
+    EXPECT_GT(f["length"].u64(), 0u);
+    (f["type"].str() == "timeout" ? timeout : fast) += 1;
+  }
+  auto closes = with_tuple(events("tcp_close"), tuple);
+  ASSERT_EQ(closes.size(), 1u);
+  EXPECT_EQ(closes[0]["fields"]["fast_retrans"].u64(), fast);
+  EXPECT_EQ(closes[0]["fields"]["timeout_retrans"].u64(), timeout);
+  // The kernel counts every segment of a retransmitted GSO skb.
+  EXPECT_GE(closes[0]["fields"]["total_retrans"].u64(), fast + timeout);
+
+  auto congestion = with_tuple(events("tcp_congestion"), tuple);
+  ASSERT_GT(congestion.size(), 0u);
+  bool recovered = false;
+  for (const auto& e : congestion) {
+    const auto& f = e["fields"];
+    EXPECT_NE(f["old_state"].str(), f["new_state"].str());
+    recovered = recovered || f["new_state"].str() == "Recovery" || f["new_state"].str() == "Loss";
+  }
+  EXPECT_TRUE(recovered);
+  double counted =
+      prom.value("netwatcher_tcp_retransmits_total", {{"type", "fast"}}).value_or(0) +
+      prom.value("netwatcher_tcp_retransmits_total", {{"type", "timeout"}}).value_or(0);
+  EXPECT_GE(counted, static_cast<double>(retransmits.size()));
+}
+
+TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
+  Netwatcher nw(dir_, config("extra = true\nlayer_time = true\nlayer_events = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  // One segment per skb: TBF splits larger GSO skbs into new skbs, which the
+  // send path cannot follow (see the plugin README).
+  must_run("ip -n nwt-cli link set dev nwt-c0 gso_max_segs 1");
+  Json fast = pace(1000, 40, 0.005);
+  // 200 kbit/s: a 1066-byte frame takes 43 ms, so back-to-back sends queue.
+  must_run(
+      "ip netns exec nwt-cli tc qdisc add dev nwt-c0 root tbf rate 200kbit burst 1600 "
+      "latency 5s");
+  Json slow = pace(1000, 20, 0.001);
+  settle();
+  auto prom = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const auto layers = events("tcp_layer");
+  auto check = [&](const Json& client, std::vector<double>& tx_link) {
+    const std::uint64_t sport = client["sport"].u64();
+    auto tx =
+        with_field(with_tuple(layers, {"10.77.0.1", sport, "10.77.0.2", kPort}), "direction", "tx");
+    auto rx =
+        with_field(with_tuple(layers, {"10.77.0.2", kPort, "10.77.0.1", sport}), "direction", "rx");
+    std::uint64_t tx_bytes = 0, rx_bytes = 0;
+    for (const auto& e : tx) {
+      const auto& f = e["fields"];
+      for (const char* field : {"link_us", "ip_us", "transport_us", "total_us"}) {
+        ASSERT_TRUE(f.has(field)) << field;
+        EXPECT_GE(f[field].num(), 0) << field;
+      }
+      EXPECT_FALSE(f.has("app_us"));
+      EXPECT_LE(f["link_us"].num() + f["ip_us"].num() + f["transport_us"].num(),
+                f["total_us"].num() + 0.01);
+      EXPECT_EQ(f["pid"].u64(), client["pid"].u64());
+      tx_bytes += f["length"].u64();
+      tx_link.push_back(f["link_us"].num());
+    }
+    for (const auto& e : rx) {
+      const auto& f = e["fields"];
+      for (const char* field : {"link_us", "ip_us", "transport_us", "app_us", "total_us"}) {
+        ASSERT_TRUE(f.has(field)) << field;
+        EXPECT_GE(f[field].num(), 0) << field;
+      }
+      EXPECT_LE(f["link_us"].num() + f["ip_us"].num() + f["transport_us"].num() + f["app_us"].num(),
+                f["total_us"].num() + 0.01);
+      EXPECT_EQ(f["pid"].u64(), static_cast<std::uint64_t>(server.pid())) << "the reader";
+      rx_bytes += f["length"].u64();
+    }
+    // Every byte sent is in exactly one tx event; every byte read in one rx
+    // event (coalesced segments are reported with the skb they joined).
+    EXPECT_EQ(tx_bytes, client["sent"].u64());
+    EXPECT_GT(rx.size(), 0u);
+    EXPECT_LE(rx_bytes, client["sent"].u64());
+  };
+  std::vector<double> link_fast, link_slow;
+  check(fast, link_fast);
+  check(slow, link_slow);
+  // Writes queued behind a busy link join the tail skb: fewer segments.
+  ASSERT_GE(link_fast.size(), 30u);
+  ASSERT_GE(link_slow.size(), 5u);
+  EXPECT_GT(median(link_slow), 10 * median(link_fast))
+      << "median tx link time " << median(link_slow) << " us with TBF vs " << median(link_fast);
+  EXPECT_GT(median(link_slow), 20000) << "frames wait ~43 ms each behind the TBF";
+
+  // Every measured segment is in the histograms and, with layer_events, has
+  // its event (nothing was lost: the ring buffer had room). The scrape's own
+  // HTTP exchange came after the histograms were read.
+  std::map<std::string, double> measured;
+  for (const auto& e : layers) {
+    const auto& f = e["fields"];
+    if (f["sport"].u64() != kPromPort && f["dport"].u64() != kPromPort)
+      measured[f["direction"].str()] += 1;
+  }
+  for (const char* layer : {"link", "ip", "transport", "total"})
+    EXPECT_EQ(histogram_count(prom, "netwatcher_tcp_layer_latency_seconds",
+                              {{"layer", layer}, {"direction", "tx"}}),
+              measured["tx"])
+        << layer;
+  for (const char* layer : {"link", "ip", "transport", "application", "total"})
+    EXPECT_EQ(histogram_count(prom, "netwatcher_tcp_layer_latency_seconds",
+                              {{"layer", layer}, {"direction", "rx"}}),
+              measured["rx"])
+        << layer;
+  EXPECT_GT(histogram_count(prom, "netwatcher_tcp_srtt_seconds", {{"daddr", "10.77.0.2"}}), 0);
+}
+
+TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
+  Netwatcher nw(dir_,
+                config("layer_time = true\nlayer_events = true\n",
+                       "[anomaly]\nwarmup = 10\nmultiplier = 3\n"),
+                {"-L"});
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  must_run("ip -n nwt-cli link set dev nwt-c0 gso_max_segs 1");
+  pace(500, 30, 0.005);
+  must_run(
+      "ip netns exec nwt-cli tc qdisc add dev nwt-c0 root tbf rate 100kbit burst 1600 "
+      "latency 5s");
+  Json slow = pace(1000, 8, 0.001);
+  settle();
+  auto prom = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  auto tx = with_field(
+      with_tuple(events("tcp_layer"), {"10.77.0.1", slow["sport"].u64(), "10.77.0.2", kPort}),
+      "direction", "tx");
+  ASSERT_GE(tx.size(), 3u);
+  std::size_t flagged = 0;
+  for (const auto& e : tx) {
+    const auto& f = e["fields"];
+    ASSERT_TRUE(f.has("anomaly"));
+    if (f["anomaly"].boolean()) ++flagged;
+  }
+  EXPECT_GE(flagged, 1u) << "link time jumps from microseconds to tens of milliseconds";
+  EXPECT_GE(
+      prom.value("netwatcher_latency_anomalies_total", {{"plugin", "tcp"}, {"field", "link_us"}})
+          .value_or(0),
+      1);
+  EXPECT_NE(nw.log().find("latency anomaly: tcp.tcp_layer link_us"), std::string::npos) << nw.log();
+}
+
+}  // namespace

@@ -443,6 +443,10 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
     if (!report.attached_program.empty())
       spdlog::info("plugin '{}': hook '{}' attached via {}", name(), report.hook,
                    report.attached_program);
+    else if (!report.candidates.empty() &&
+             report.candidates.front().status.rfind("disabled by config", 0) == 0)
+      spdlog::debug("plugin '{}': hook '{}' off: {}", name(), report.hook,
+                    report.candidates.front().status);
     else
       spdlog::warn("plugin '{}': optional hook '{}' not attached", name(), report.hook);
   }

@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
-# TCP throughput over a veth pair between two namespaces, with and without
-# netwatcher (default netwatcher.toml), several runs each. Prints Gbit/s per
-# run, the median ratio, and netwatcher's CPU time and peak RSS. Run as root
-# after scripts/setup.sh. Usage: bench/tcp_overhead.sh [runs] [seconds]
+# TCP throughput over a veth pair between two namespaces, without netwatcher
+# and with it in three modes, several interleaved runs each:
+#   default       netwatcher.toml as shipped (tcp + drop)
+#   layer-time    + tcp layer_time = true (per-layer histograms, no events)
+#   layer-events  + layer_events = true (one tcp_layer event per segment)
+# Prints Gbit/s per run, the median ratio to no tracing, netwatcher's CPU
+# time, peak RSS, events/s and lost events. Run as root after
+# scripts/setup.sh. Usage: bench/tcp_overhead.sh [runs] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
 seconds=${2:-5}
 nw=build/netwatcher
+port=41421
+modes=(default layer-time layer-events)
 
 cleanup() {
   [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
   [[ -n ${srv_pid:-} ]] && kill "$srv_pid" 2>/dev/null || true
   ip netns del nwb-a 2>/dev/null || true
   ip netns del nwb-b 2>/dev/null || true
+  for f in "${cfgs[@]}"; do rm -f "$f"; done
 }
+declare -A cfgs=()
 trap cleanup EXIT
 cleanup
 ip netns add nwb-a
@@ -36,34 +44,63 @@ measure() {  # prints Gbit/s of one run
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-base=() traced=()
-cfg=$(mktemp --suffix=.toml)
-# The default config, minus the stdout table (a terminal would be the bottleneck).
-sed '/^\[\[sinks\]\]$/,$d' netwatcher.toml >"$cfg"
-printf '[[sinks]]\ntype = "prometheus"\nlisten = "127.0.0.1:41420"\n' >>"$cfg"
-printf '[[sinks]]\ntype = "json"\npath = "/dev/null"\n' >>"$cfg"
+# Sum of a netwatcher metric over the series whose labels contain $2.
+metric() {
+  curl -s "http://127.0.0.1:$port/metrics" |
+    awk -v name="$1" -v labels="$2" '$1 ~ "^"name"({|$)" && index($1, labels) {s += $2} END {printf "%d", s}'
+}
 
+# The default config, minus the stdout table (a terminal would be the
+# bottleneck): Prometheus for the counters, JSON Lines to /dev/null.
+for mode in "${modes[@]}"; do
+  cfg=$(mktemp --suffix=.toml)
+  sed '/^\[\[sinks\]\]$/,$d' netwatcher.toml >"$cfg"
+  case $mode in
+    layer-time) sed -i 's/^layer_time = false/layer_time = true/' "$cfg" ;;
+    layer-events) sed -i 's/^layer_time = false/layer_time = true/; s/^layer_events = false/layer_events = true/' "$cfg" ;;
+  esac
+  printf '[[sinks]]\ntype = "prometheus"\nlisten = "127.0.0.1:%d"\n' "$port" >>"$cfg"
+  printf '[[sinks]]\ntype = "json"\npath = "/dev/null"\n' >>"$cfg"
+  cfgs[$mode]=$cfg
+done
+
+declare -A gbps=() cpu=() rss=() rate=() lost=()
+base=()
 for ((i = 1; i <= runs; i++)); do
   base+=("$(measure)")
-  "$nw" --config "$cfg" --plugin-dir build/plugins 2>/tmp/nw-bench.log &
-  nw_pid=$!
-  for _ in $(seq 50); do grep -q ' running: ' /tmp/nw-bench.log && break; sleep 0.1; done
-  t0=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
-  traced+=("$(measure)")
-  t1=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
-  rss=$(awk '/VmHWM/ {print $2}' /proc/$nw_pid/status)
-  kill -TERM "$nw_pid"; wait "$nw_pid" || true; nw_pid=
-  cpu_ms[$i]=$(( (t1 - t0) * 1000 / $(getconf CLK_TCK) ))
-  rss_kb[$i]=$rss
-  printf 'run %d: baseline %s Gbit/s, with netwatcher %s Gbit/s, netwatcher CPU %d ms in %ss, peak RSS %d KiB\n' \
-    "$i" "${base[-1]}" "${traced[-1]}" "${cpu_ms[$i]}" "$seconds" "$rss"
+  line="run $i: none ${base[-1]}"
+  for mode in "${modes[@]}"; do
+    "$nw" --config "${cfgs[$mode]}" --plugin-dir build/plugins 2>/tmp/nw-bench.log &
+    nw_pid=$!
+    for _ in $(seq 50); do grep -q ' running: ' /tmp/nw-bench.log && break; sleep 0.1; done
+    t0=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
+    e0=$(metric netwatcher_events_total 'plugin="tcp"')
+    g=$(measure)
+    e1=$(metric netwatcher_events_total 'plugin="tcp"')
+    l=$(metric netwatcher_events_lost_total 'plugin="tcp"')
+    t1=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
+    r=$(awk '/VmHWM/ {print $2}' /proc/$nw_pid/status)
+    kill -TERM "$nw_pid"; wait "$nw_pid" || true; nw_pid=
+    gbps[$mode]+="$g "
+    cpu[$mode]+="$(( (t1 - t0) * 1000 / $(getconf CLK_TCK) )) "
+    rss[$mode]+="$r "
+    rate[$mode]+="$(( (e1 - e0) / seconds )) "
+    lost[$mode]+="$l "
+    line+=", $mode $g"
+  done
+  echo "$line Gbit/s"
 done
-rm -f "$cfg"
+
 b=$(printf '%s\n' "${base[@]}" | median)
-t=$(printf '%s\n' "${traced[@]}" | median)
 echo
-printf '%-34s %s\n' "median baseline (Gbit/s)" "$b"
-printf '%-34s %s\n' "median with netwatcher (Gbit/s)" "$t"
-printf '%-34s %s\n' "ratio (with / without)" "$(awk -v b="$b" -v t="$t" 'BEGIN {printf "%.4f", t/b}')"
-printf '%-34s %s\n' "netwatcher CPU per run (ms)" "$(printf '%s ' "${cpu_ms[@]}")"
-printf '%-34s %s\n' "netwatcher peak RSS (KiB)" "$(printf '%s ' "${rss_kb[@]}")"
+printf '%-14s %10s %8s %16s %14s %12s %10s\n' mode Gbit/s ratio "agent CPU ms/run" "peak RSS KiB" "events/s" lost
+printf '%-14s %10s %8s\n' none "$b" 1.0000
+for mode in "${modes[@]}"; do
+  m=$(tr ' ' '\n' <<<"${gbps[$mode]}" | grep . | median)
+  printf '%-14s %10s %8s %16s %14s %12s %10s\n' "$mode" "$m" \
+    "$(awk -v b="$b" -v t="$m" 'BEGIN {printf "%.4f", t/b}')" \
+    "$(tr ' ' '\n' <<<"${cpu[$mode]}" | grep . | median)" \
+    "$(tr ' ' '\n' <<<"${rss[$mode]}" | grep . | sort -n | tail -1)" \
+    "$(tr ' ' '\n' <<<"${rate[$mode]}" | grep . | median)" \
+    "$(tr ' ' '\n' <<<"${lost[$mode]}" | grep . | sort -n | tail -1)"
+done

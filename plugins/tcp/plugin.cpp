@@ -279,8 +279,10 @@ class TcpPlugin {
          "srtt histogram per destination, sampled on every segment TCP processes"},
         {"rtt_per_connection", ConfigType::boolean, false,
          "srtt histogram per connection instead of per destination"},
-        {"max_rtt_series", ConfigType::integer, std::int64_t{1024},
-         "srtt histogram series kept in the kernel (destinations or connections)", 1, 1 << 20},
+        {"max_rtt_series", ConfigType::integer, std::int64_t{256},
+         "srtt histogram series kept in the kernel (destinations or connections; 272 bytes "
+         "per series and CPU)",
+         1, 1 << 20},
         {"layer_time", ConfigType::boolean, false,
          "per-layer time of every segment (link, IP, transport, application), as histograms"},
         {"layer_events", ConfigType::boolean, false,
@@ -857,8 +859,9 @@ class TcpPlugin {
     int fd = bpf_map__fd(skeleton_->maps.tcp_rtt);
     std::set<LabelValues> seen;
     for_each_key<tcp_rtt_key>(fd, [&](const tcp_rtt_key& key) {
-      tcp_rtt_hist hist;
-      if (bpf_map_lookup_elem(fd, &key, &hist) != 0) return;
+      auto summed = sum_percpu<tcp_rtt_hist>(fd, &key);
+      if (!summed) return;
+      const tcp_rtt_hist& hist = *summed;
       LabelValues labels{format_address(key.family, key.daddr), "", "", ""};
       if (rtt_per_connection_)
         labels = {labels[0], format_address(key.family, key.saddr), std::to_string(key.sport),
@@ -976,7 +979,7 @@ class TcpPlugin {
                *layer_unmatched_ = nullptr;
   bool states_enabled_ = false, resets_enabled_ = true, errors_ = false, rtt_histogram_ = true,
        rtt_per_connection_ = false, layer_time_ = false, layer_events_ = false;
-  std::uint32_t max_rtt_series_ = 1024, max_tracked_packets_ = 8192;
+  std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;
   std::uint64_t max_events_per_second_ = 0;
   std::vector<std::string> layer_namespaces_;
   std::map<std::uint32_t, std::string> ca_states_, reset_reasons_, drop_reasons_;

@@ -216,8 +216,7 @@ void print_features(const KernelFeatures& features) {
 
 void print_hook_reports(const ProbeRuntime& runtime) {
   for (const auto& hook : runtime.hook_reports()) {
-    bool off = !hook.candidates.empty() &&
-               hook.candidates.front().status.rfind("disabled by config", 0) == 0;
+    bool off = hook.off_by_config && !hook.candidates.empty();
     std::cout << "    hook " << hook.hook << (hook.required ? "" : " (optional)") << ": "
               << (off                             ? "off, " + hook.candidates.front().status
                   : hook.attached_program.empty() ? "NOT ATTACHED"

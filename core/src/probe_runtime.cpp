@@ -306,6 +306,7 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       wanted_hook[h] = true;
       break;
     }
+    report.off_by_config = config_off;
     if (config_off) {
       for (auto& candidate : report.candidates) candidate.status = off;
       choice[h] = kNoCandidate;
@@ -404,7 +405,7 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
   auto& hooks = description_.hooks;
   reports_.clear();
   for (const auto& hook : hooks) {
-    HookReport report{hook.name, hook.required, "", {}};
+    HookReport report{hook.name, hook.required, false, "", {}};
     for (const auto& program : hook.programs) report.candidates.push_back({program, "", ""});
     reports_.push_back(std::move(report));
   }
@@ -443,8 +444,7 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
     if (!report.attached_program.empty())
       spdlog::info("plugin '{}': hook '{}' attached via {}", name(), report.hook,
                    report.attached_program);
-    else if (!report.candidates.empty() &&
-             report.candidates.front().status.rfind("disabled by config", 0) == 0)
+    else if (report.off_by_config)
       spdlog::debug("plugin '{}': hook '{}' off: {}", name(), report.hook,
                     report.candidates.front().status);
     else

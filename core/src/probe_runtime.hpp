@@ -30,6 +30,9 @@ struct CandidateReport {
 struct HookReport {
   std::string hook;
   bool required = true;
+  // Not wanted: HookSpec::enabled_by names a key that is false. Candidates
+  // then say which.
+  bool off_by_config = false;
   std::string attached_program;  // empty when not attached
   std::vector<CandidateReport> candidates;
 };

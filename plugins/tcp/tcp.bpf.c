@@ -826,19 +826,44 @@ static __always_inline __u64 span(__u64 from, __u64 to) {
 }
 
 /* Receive path. At the driver hand-off skb->data is the IP header. */
-static __always_inline bool carries_tcp(const struct sk_buff* skb) {
-  __u16 ethertype = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-  const unsigned char* data = BPF_CORE_READ(skb, data);
-  __u8 protocol = 0;
-  if (ethertype == NW_ETH_P_IP)
-    bpf_probe_read_kernel(&protocol, 1, data + 9);
-  else if (ethertype == NW_ETH_P_IPV6)
-    bpf_probe_read_kernel(&protocol, 1, data + 6);
-  return protocol == IPPROTO_TCP;
+/* True for a TCP segment with payload: only those reach the application, so
+ * pure ACKs are not stamped at all. skb fields are read through the BTF
+ * type (plain loads), packet bytes with two probe reads. IPv6 packets with
+ * extension headers are not followed. */
+static __always_inline bool carries_tcp_payload(const struct sk_buff* skb) {
+  __u16 ethertype = bpf_ntohs(skb->protocol);
+  const unsigned char* data = skb->data;
+  __u32 ip_header = 0, ip_total = 0;
+  if (ethertype == NW_ETH_P_IP) {
+    struct {
+      __u8 version_ihl, tos;
+      __be16 tot_len, id, frag_off;
+      __u8 ttl, protocol;
+    } ip;
+    if (bpf_probe_read_kernel(&ip, sizeof(ip), data) || ip.protocol != IPPROTO_TCP) return false;
+    ip_header = (ip.version_ihl & 0x0f) * 4;
+    ip_total = bpf_ntohs(ip.tot_len);
+  } else if (ethertype == NW_ETH_P_IPV6) {
+    struct {
+      __be32 flow;
+      __be16 payload_len;
+      __u8 nexthdr, hop_limit;
+    } ip6;
+    if (bpf_probe_read_kernel(&ip6, sizeof(ip6), data) || ip6.nexthdr != IPPROTO_TCP) return false;
+    ip_header = 40;
+    ip_total = bpf_ntohs(ip6.payload_len) + 40;
+  } else {
+    return false;
+  }
+  /* A GRO packet over 64 KiB (BIG TCP) has no length field: it has data. */
+  if (ip_total <= ip_header) return true;
+  __u8 data_offset = 0;
+  bpf_probe_read_kernel(&data_offset, 1, data + ip_header + 12);
+  return ip_total > ip_header + (data_offset >> 4) * 4;
 }
 
 static __always_inline void rx_link(const struct sk_buff* skb) {
-  if (!carries_tcp(skb)) return;
+  if (!carries_tcp_payload(skb)) return;
   __u64 key = (__u64)skb;
   struct tcp_rx_stamp stamp = {};
   stamp.link_ns = bpf_ktime_get_ns();
@@ -891,9 +916,10 @@ int BPF_PROG(layer_rx_tcp, struct sock* sk, const struct sk_buff* skb) {
   __u64 key = (__u64)skb;
   struct tcp_rx_stamp* stamp = bpf_map_lookup_elem(&tcp_rx_inflight, &key);
   if (!stamp) return 0;
-  const struct tcp_skb_cb* cb = (const void*)skb + bpf_core_field_offset(struct sk_buff, cb);
-  __u32 seq = BPF_CORE_READ(cb, seq), end_seq = BPF_CORE_READ(cb, end_seq);
-  __u16 flags = BPF_CORE_READ(cb, tcp_flags);
+  /* TCP's control block lives in skb->cb: plain loads, no helper calls. */
+  const struct tcp_skb_cb* cb = (const struct tcp_skb_cb*)skb->cb;
+  __u32 seq = cb->seq, end_seq = cb->end_seq;
+  __u16 flags = cb->tcp_flags;
   __u32 length = end_seq - seq - ((flags & 0x02) ? 1 : 0) - ((flags & 0x01) ? 1 : 0);
   if ((__s32)length <= 0) {
     /* Nothing for the application to read: no application time to wait for. */
@@ -903,7 +929,7 @@ int BPF_PROG(layer_rx_tcp, struct sock* sk, const struct sk_buff* skb) {
   stamp->tcp_ns = bpf_ktime_get_ns();
   stamp->sock = (__u64)sk;
   stamp->seq = seq;
-  stamp->ack = BPF_CORE_READ(cb, ack_seq);
+  stamp->ack = cb->ack_seq;
   stamp->length = length;
   return 0;
 }
@@ -939,8 +965,9 @@ int BPF_PROG(layer_tx_send, const struct sock* sk) {
     log = bpf_map_lookup_elem(&tcp_send_logs, &key);
     if (!log) return 0;
   }
-  const struct tcp_sock* tp = (const struct tcp_sock*)sk;
-  __u32 write_seq = BPF_CORE_READ(tp, write_seq);
+  struct tcp_sock* tp = bpf_skc_to_tcp_sock((void*)sk);
+  if (!tp) return 0;
+  __u32 write_seq = tp->write_seq;
   /* Fired once per chunk of a send; a chunk that adds nothing keeps the
    * time of the one that started at this sequence number. */
   if (log->used && log->seq[(log->next - 1) & (TCP_SEND_LOG - 1)] == write_seq) return 0;
@@ -949,7 +976,7 @@ int BPF_PROG(layer_tx_send, const struct sock* sk) {
    * logged write, overstating their transport time by the gap, instead of
    * losing the oldest bytes' start altogether. */
   if (log->used == TCP_SEND_LOG &&
-      nw_seq_after(log->seq[(log->next + 1) & (TCP_SEND_LOG - 1)], BPF_CORE_READ(tp, snd_nxt)))
+      nw_seq_after(log->seq[(log->next + 1) & (TCP_SEND_LOG - 1)], tp->snd_nxt))
     return 0;
   __u32 slot = log->next & (TCP_SEND_LOG - 1);
   log->seq[slot] = write_seq;
@@ -982,25 +1009,25 @@ static __always_inline __u64 written_at(__u64 sock, __u32 seq) {
  * sequence numbers and the time its first byte was written. */
 static __always_inline bool outgoing_segment(const struct sk_buff* skb,
                                              struct tcp_tx_stamp* stamp) {
-  const struct sock* sk = BPF_CORE_READ(skb, sk);
+  /* Plain loads through the BTF types: this runs for every packet sent. */
+  const unsigned char* head = skb->head;
+  const unsigned char* data = skb->data;
+  __u16 network = skb->network_header, transport = skb->transport_header;
+  __u32 len = skb->len;
+  if (transport <= network) return false;
+  struct tcp_header_start th;
+  if (bpf_probe_read_kernel(&th, sizeof(th), head + transport)) return false;
+  /* skb->data is the IP header at LOCAL_OUT and the MAC header at the device
+   * queue; skb->len covers a whole GSO packet. */
+  __u32 headers = (head + transport + (th.data_offset >> 4) * 4) - data;
+  if (len <= headers) return false; /* pure ACK: nothing was written */
+  struct sock* sk = skb->sk;
   if (!sk) return false;
   /* Request and time-wait sockets (SYN-ACKs, ACKs after close) have no
    * struct sock fields beyond sock_common. */
-  __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+  __u8 state = sk->__sk_common.skc_state;
   if (state == TCP_NEW_SYN_RECV || state == TCP_TIME_WAIT) return false;
-  if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return false;
-  const unsigned char* head = BPF_CORE_READ(skb, head);
-  __u16 network = BPF_CORE_READ(skb, network_header);
-  __u16 transport = BPF_CORE_READ(skb, transport_header);
-  struct tcp_header_start th;
-  if (transport <= network || bpf_probe_read_kernel(&th, sizeof(th), head + transport))
-    return false;
-  /* skb->data is the IP header at LOCAL_OUT and the MAC header at the device
-   * queue; skb->len covers a whole GSO packet. */
-  const unsigned char* data = BPF_CORE_READ(skb, data);
-  __u32 headers = (head + transport + (th.data_offset >> 4) * 4) - data;
-  __u32 len = BPF_CORE_READ(skb, len);
-  if (len <= headers) return false; /* pure ACK: nothing was written */
+  if (sk->sk_protocol != IPPROTO_TCP) return false;
   stamp->seq = bpf_ntohl(th.seq);
   stamp->ack = bpf_ntohl(th.ack_seq);
   stamp->length = len - headers;

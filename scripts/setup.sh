@@ -11,7 +11,7 @@ packages=(
   libtomlplusplus-dev libspdlog-dev libfmt-dev
   libgtest-dev
   # used by the tests and bench/: namespaces, traffic, firewall rules
-  iproute2 iperf3 nftables python3 procps iputils-ping
+  iproute2 iperf3 nftables python3 procps iputils-ping curl
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -348,25 +348,29 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
       << "median tx link time " << median(link_slow) << " us with TBF vs " << median(link_fast);
   EXPECT_GT(median(link_slow), 20000) << "frames wait ~43 ms each behind the TBF";
 
-  // Every measured segment is in the histograms and, with layer_events, has
-  // its event (nothing was lost: the ring buffer had room). The scrape's own
-  // HTTP exchange came after the histograms were read.
-  std::map<std::string, double> measured;
+  // Every segment of the test is in the histograms, and every histogram
+  // sample has its event (with layer_events nothing is sampled silently).
+  // Other TCP traffic on the host may add to both, so bound from both sides;
+  // the scrape's own HTTP exchange came after the histograms were read.
+  std::map<std::string, double> ours, all;
   for (const auto& e : layers) {
     const auto& f = e["fields"];
-    if (f["sport"].u64() != kPromPort && f["dport"].u64() != kPromPort)
-      measured[f["direction"].str()] += 1;
+    const std::string direction = f["direction"].str();
+    if (f["sport"].u64() == kPromPort || f["dport"].u64() == kPromPort) continue;
+    all[direction] += 1;
+    if ((direction == "tx" && f["dport"].u64() == kPort) ||
+        (direction == "rx" && f["sport"].u64() == kPort))
+      ours[direction] += 1;
   }
-  for (const char* layer : {"link", "ip", "transport", "total"})
-    EXPECT_EQ(histogram_count(prom, "netwatcher_tcp_layer_latency_seconds",
-                              {{"layer", layer}, {"direction", "tx"}}),
-              measured["tx"])
-        << layer;
-  for (const char* layer : {"link", "ip", "transport", "application", "total"})
-    EXPECT_EQ(histogram_count(prom, "netwatcher_tcp_layer_latency_seconds",
-                              {{"layer", layer}, {"direction", "rx"}}),
-              measured["rx"])
-        << layer;
+  for (const char* direction : {"tx", "rx"}) {
+    for (const char* layer : {"link", "ip", "transport", "application", "total"}) {
+      if (std::string(direction) == "tx" && std::string(layer) == "application") continue;
+      double count = histogram_count(prom, "netwatcher_tcp_layer_latency_seconds",
+                                     {{"layer", layer}, {"direction", direction}});
+      EXPECT_GE(count, ours[direction]) << direction << " " << layer;
+      EXPECT_LE(count, all[direction]) << direction << " " << layer;
+    }
+  }
   EXPECT_GT(histogram_count(prom, "netwatcher_tcp_srtt_seconds", {{"daddr", "10.77.0.2"}}), 0);
 }
 
@@ -401,7 +405,8 @@ TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
       prom.value("netwatcher_latency_anomalies_total", {{"plugin", "tcp"}, {"field", "link_us"}})
           .value_or(0),
       1);
-  EXPECT_NE(nw.log().find("latency anomaly: tcp.tcp_layer link_us"), std::string::npos) << nw.log();
+  // The first anomaly is always logged (later ones are rate-limited).
+  EXPECT_NE(nw.log().find("latency anomaly: tcp.tcp_layer "), std::string::npos) << nw.log();
 }
 
 }  // namespace

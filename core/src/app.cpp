@@ -155,7 +155,8 @@ void list_components(const Discovery& discovery,
               << "." << c->abi_minor << ", " << c->path << ")\n  " << c->description << "\n";
     std::cout << "  hooks:\n";
     for (const auto& hook : d.hooks) {
-      std::cout << "    " << hook.name << (hook.required ? "" : " (optional)") << ": ";
+      std::cout << "    " << hook.name << (hook.required ? "" : " (optional)")
+                << (hook.enabled_by.empty() ? "" : " (only with " + hook.enabled_by + ")") << ": ";
       for (std::size_t i = 0; i < hook.programs.size(); ++i)
         std::cout << (i ? " | " : "") << hook.programs[i];
       std::cout << "\n";

@@ -385,7 +385,8 @@ class TcpPlugin {
          log2_ns_bucket_bounds(kLayerFirstLog2, kLayerLastLog2)},
         {"netwatcher_tcp_layer_unmatched_total",
          MetricType::counter,
-         "Segments whose layer times could not be measured (tx: written before the send log).",
+         "Segments whose layer times could not be measured (tx: written before the send log; rx: "
+         "processed outside ESTABLISHED).",
          {"direction"}},
     };
     d.hooks = {

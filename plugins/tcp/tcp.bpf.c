@@ -941,7 +941,12 @@ int BPF_PROG(layer_rx_read, const struct sk_buff* skb) {
   if (!stamp) return 0;
   struct tcp_rx_stamp s = *stamp;
   bpf_map_delete_elem(&tcp_rx_inflight, &key);
-  if (!s.tcp_ns) return 0;
+  if (!s.tcp_ns) {
+    /* Data TCP processed outside ESTABLISHED (tcp_probe fires only there),
+     * e.g. received after our FIN: no transport stamp. */
+    count_unmatched(TCP_RX);
+    return 0;
+  }
   __u64 now = bpf_ktime_get_ns();
   __u64 ns[TCP_LAYERS];
   ns[TCP_LAYER_LINK] = span(s.link_ns, s.ip_ns);

@@ -98,9 +98,9 @@ class TcpDetail : public ::testing::Test {
   PromText metrics() { return parse_prometheus(http_get(kPromPort, "/metrics")); }
   static void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1200)); }
   // tcp_peers.py pace from the client to the server: COUNT sends of SIZE bytes.
-  static Json pace(int size, int count, double interval) {
+  static Json pace(int size, int count, double interval, const std::string& server = "10.77.0.2") {
     return run_tcp_peer(TwoHosts::kClient,
-                        {"pace", "10.77.0.2", std::to_string(kPort), std::to_string(size),
+                        {"pace", server, std::to_string(kPort), std::to_string(size),
                          std::to_string(count), std::to_string(interval)})
         .at(0);
   }
@@ -291,6 +291,7 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   // send path cannot follow (see the plugin README).
   must_run("ip -n nwt-cli link set dev nwt-c0 gso_max_segs 1");
   Json fast = pace(1000, 40, 0.005);
+  Json fast_v6 = pace(700, 15, 0.005, "fd77::2");
   // 200 kbit/s: a 1066-byte frame takes 43 ms, so back-to-back sends queue.
   must_run(
       "ip netns exec nwt-cli tc qdisc add dev nwt-c0 root tbf rate 200kbit burst 1600 "
@@ -301,12 +302,14 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
   const auto layers = events("tcp_layer");
-  auto check = [&](const Json& client, std::vector<double>& tx_link) {
+  auto check = [&](const Json& client, std::vector<double>& tx_link,
+                   const std::string& client_addr = "10.77.0.1",
+                   const std::string& server_addr = "10.77.0.2") {
     const std::uint64_t sport = client["sport"].u64();
     auto tx =
-        with_field(with_tuple(layers, {"10.77.0.1", sport, "10.77.0.2", kPort}), "direction", "tx");
+        with_field(with_tuple(layers, {client_addr, sport, server_addr, kPort}), "direction", "tx");
     auto rx =
-        with_field(with_tuple(layers, {"10.77.0.2", kPort, "10.77.0.1", sport}), "direction", "rx");
+        with_field(with_tuple(layers, {server_addr, kPort, client_addr, sport}), "direction", "rx");
     std::uint64_t tx_bytes = 0, rx_bytes = 0;
     for (const auto& e : tx) {
       const auto& f = e["fields"];
@@ -338,8 +341,10 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
     EXPECT_GT(rx.size(), 0u);
     EXPECT_LE(rx_bytes, client["sent"].u64());
   };
-  std::vector<double> link_fast, link_slow;
+  std::vector<double> link_fast, link_slow, link_v6;
   check(fast, link_fast);
+  check(fast_v6, link_v6, "fd77::1", "fd77::2");
+  EXPECT_GE(link_v6.size(), 10u);
   check(slow, link_slow);
   // Writes queued behind a busy link join the tail skb: fewer segments.
   ASSERT_GE(link_fast.size(), 30u);

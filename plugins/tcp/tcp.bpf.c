@@ -72,6 +72,11 @@ static __always_inline void count(__u32 counter) {
   if (value) *value += 1;
 }
 
+static __always_inline bool filter_active(void) {
+  return nw_filter_cfg.family || nw_filter_cfg.nr_sports || nw_filter_cfg.nr_dports ||
+         nw_filter_cfg.pid;
+}
+
 /* Reads the tuple of a tracked connection once its local port is bound. */
 static __always_inline void ensure_tuple(const struct sock* sk, struct tcp_conn_info* info) {
   if (info->tuple_valid) return;
@@ -300,15 +305,14 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
     else
       __sync_fetch_and_add(&info->fast_retrans, 1);
   }
-  if (!tcp_retransmit_events) {
-    count(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST);
-    return;
-  }
+  /* Like every other counter, the global one follows the filter. */
   struct tcp_who who;
-  fill_who(&who, sk, info);
-  if (!who_selected(&who)) return;
+  if (tcp_retransmit_events || filter_active()) {
+    fill_who(&who, sk, info);
+    if (!who_selected(&who)) return;
+  }
   count(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST);
-  if (!nw_rate_allow(tcp_max_events_per_second)) return;
+  if (!tcp_retransmit_events || !nw_rate_allow(tcp_max_events_per_second)) return;
   struct tcp_retransmit_record* r = nw_reserve(sizeof(*r), TCP_RECORD_RETRANSMIT);
   if (!r) return;
   r->who = who;
@@ -445,6 +449,16 @@ static __always_inline void handle_reset(const struct sock* sk, const struct sk_
     if (info) ensure_tuple(sk, info);
     fill_who(&who, sk, info);
     state = BPF_CORE_READ(sk, __sk_common.skc_state);
+    /* A listener answering a stray segment: the peer is in the packet. */
+    if (state == TCP_LISTEN && skb) {
+      struct tcp_who from_packet;
+      if (packet_who(skb, &from_packet)) {
+        from_packet.sock = who.sock;
+        from_packet.pid = who.pid;
+        __builtin_memcpy(from_packet.comm, who.comm, sizeof(who.comm));
+        who = from_packet;
+      }
+    }
   } else if (!skb || !packet_who(skb, &who)) {
     return;
   }
@@ -629,11 +643,6 @@ static __always_inline void log2_slot_add_atomic(__u64* slots, __u64 value) {
   __u32 slot = nw_log2(value);
   if (slot >= NW_LOG2_SLOTS) slot = NW_LOG2_SLOTS - 1;
   __sync_fetch_and_add(&slots[slot & (NW_LOG2_SLOTS - 1)], 1);
-}
-
-static __always_inline bool filter_active(void) {
-  return nw_filter_cfg.family || nw_filter_cfg.nr_sports || nw_filter_cfg.nr_dports ||
-         nw_filter_cfg.pid;
 }
 
 static __always_inline void rtt_add(const struct tcp_rtt_key* key, __u32 srtt_us) {

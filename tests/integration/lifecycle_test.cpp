@@ -38,6 +38,30 @@ TEST_F(Lifecycle, CheckFailsWhenAConfiguredPluginCannotRun) {
   EXPECT_NE(result.output.find("plugin tcp: ok"), std::string::npos);
 }
 
+TEST_F(Lifecycle, CheckShowsHooksSwitchedOffByConfigAndRefusesInconsistentKeys) {
+  auto check = [&](const std::string& tcp_keys) {
+    write_file(dir_.file("c.toml"), "[plugins.tcp]\n" + tcp_keys);
+    return run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
+               dir_.file("c.toml") + " --check");
+  };
+  auto off = check("errors = false\n");
+  EXPECT_EQ(off.exit_code, 0) << off.output;
+  EXPECT_NE(
+      off.output.find("hook error_drops (optional): off, disabled by config (errors = false)"),
+      std::string::npos)
+      << off.output;
+  auto on = check("errors = true\nlayer_time = true\n");
+  EXPECT_EQ(on.exit_code, 0) << on.output;
+  EXPECT_NE(on.output.find("hook error_drops (optional): ok via error_drop_btf"), std::string::npos)
+      << on.output;
+  EXPECT_NE(on.output.find("layer_rx_local_in [netfilter]: attached"), std::string::npos)
+      << on.output;
+  auto bad = check("layer_events = true\n");
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("plugins.tcp.layer_events needs layer_time = true"), std::string::npos)
+      << bad.output;
+}
+
 TEST_F(Lifecycle, MountsTracefsWhenItIsMissing) {
   run("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug/tracing 2>/dev/null");
   ASSERT_NE(run("test -e /sys/kernel/tracing/events").exit_code, 0)

@@ -284,6 +284,40 @@ TEST_F(TcpDetail, DroppedPacketsCauseRetransmitEventsThatMatchTheConnectionCount
   EXPECT_GE(counted, static_cast<double>(retransmits.size()));
 }
 
+TEST_F(TcpDetail, PerConnectionSrttHistogramsLiveAsLongAsTheirConnection) {
+  Netwatcher nw(dir_, config("rtt_per_connection = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  std::map<std::string, std::string> labels;
+  {
+    HeldConnection held(TwoHosts::kClient, "10.77.0.2", kPort, 200000, 2.5, dir_);
+    labels = {{"daddr", "10.77.0.2"},
+              {"saddr", "10.77.0.1"},
+              {"sport", std::to_string(held.info().sport)},
+              {"dport", std::to_string(kPort)}};
+    settle();
+    auto open = metrics();
+    double count = open.value("netwatcher_tcp_srtt_seconds_count", labels).value_or(0);
+    double sum = open.value("netwatcher_tcp_srtt_seconds_sum", labels).value_or(0);
+    ASSERT_GT(count, 0) << "200 kB make TCP process segments";
+    EXPECT_GT(sum / count, 1e-6);
+    EXPECT_LT(sum / count, 0.1) << "a veth round trip is microseconds";
+    // The server's side of the same connection is its own series.
+    EXPECT_GT(open.value("netwatcher_tcp_srtt_seconds_count",
+                         {{"daddr", "10.77.0.1"},
+                          {"saddr", "10.77.0.2"},
+                          {"sport", std::to_string(kPort)},
+                          {"dport", std::to_string(held.info().sport)}})
+                  .value_or(0),
+              0);
+    std::this_thread::sleep_for(std::chrono::seconds(2));  // the client closes
+  }
+  settle();
+  auto closed = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_FALSE(closed.value("netwatcher_tcp_srtt_seconds_count", labels).has_value())
+      << "the series ends with its connection";
+}
+
 TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   Netwatcher nw(dir_, config("extra = true\nlayer_time = true\nlayer_events = true\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);

@@ -565,19 +565,23 @@ class TcpPlugin {
       case TCP_RECORD_CLOSE:
         break;
       case TCP_RECORD_STATE:
-        return decode_as<tcp_state_record>(bytes, [&](const auto& r) { emit_state(r, out); });
+        return decode_as<tcp_state_record>(bytes,
+                                           [&](const auto& r) { return emit_state(r, out); });
       case TCP_RECORD_RESET:
-        return decode_as<tcp_reset_record>(bytes, [&](const auto& r) { emit_reset(r, out); });
+        return decode_as<tcp_reset_record>(bytes,
+                                           [&](const auto& r) { return emit_reset(r, out); });
       case TCP_RECORD_RETRANSMIT:
-        return decode_as<tcp_retransmit_record>(bytes,
-                                                [&](const auto& r) { emit_retransmit(r, out); });
+        return decode_as<tcp_retransmit_record>(
+            bytes, [&](const auto& r) { return emit_retransmit(r, out); });
       case TCP_RECORD_CONGESTION:
-        return decode_as<tcp_congestion_record>(bytes,
-                                                [&](const auto& r) { emit_congestion(r, out); });
+        return decode_as<tcp_congestion_record>(
+            bytes, [&](const auto& r) { return emit_congestion(r, out); });
       case TCP_RECORD_ERROR:
-        return decode_as<tcp_error_record>(bytes, [&](const auto& r) { emit_error(r, out); });
+        return decode_as<tcp_error_record>(bytes,
+                                           [&](const auto& r) { return emit_error(r, out); });
       case TCP_RECORD_LAYER:
-        return decode_as<tcp_layer_record>(bytes, [&](const auto& r) { emit_layer(r, out); });
+        return decode_as<tcp_layer_record>(bytes,
+                                           [&](const auto& r) { return emit_layer(r, out); });
       default:
         return Status::failure("unknown record type " + std::to_string(header.type));
     }
@@ -618,6 +622,9 @@ class TcpPlugin {
     if (layer_time_) read_layer_histograms();
     std::vector<tcp_conn_record> live;
     Status s = read_live_connections(live);
+    // Rebuilt from the live table: sockets destroyed without a CLOSE record
+    // do not linger.
+    owners_.clear();
     std::map<std::string, double> live_received, live_acked, current;
     for (const char* direction : {"client", "server", "unknown"}) current[direction] = 0;
     for (const auto& rec : live) {
@@ -723,6 +730,8 @@ class TcpPlugin {
     series_.erase(it);
   }
 
+  // `emit` returns a failed Status for a record whose discriminators are out
+  // of range (a BPF object from another build).
   template <class Record, class Emit>
   static Status decode_as(std::span<const std::byte> bytes, Emit&& emit) {
     if (bytes.size() < sizeof(Record))
@@ -730,8 +739,7 @@ class TcpPlugin {
                              std::to_string(sizeof(Record)));
     Record record;
     std::memcpy(&record, bytes.data(), sizeof record);
-    emit(record);
-    return Status::success();
+    return emit(record);
   }
 
   static std::string named(const std::map<std::uint32_t, std::string>& names, std::uint32_t value) {
@@ -754,36 +762,40 @@ class TcpPlugin {
     return values;
   }
 
-  void emit_state(const tcp_state_record& r, EventEmitter& out) const {
+  Status emit_state(const tcp_state_record& r, EventEmitter& out) const {
     auto values = who_values(r.who);
     values.emplace_back(state_name(r.old_state));
     values.emplace_back(state_name(r.new_state));
     values.push_back(r.duration_ns ? Value(std::uint64_t{r.duration_ns / 1000}) : Value());
     out.emit(kStateEvent, r.hdr.timestamp_ns, std::move(values));
+    return Status::success();
   }
 
-  void emit_reset(const tcp_reset_record& r, EventEmitter& out) const {
+  Status emit_reset(const tcp_reset_record& r, EventEmitter& out) const {
     auto values = who_values(r.who, true);
     values.emplace_back(std::string(r.sent ? "sent" : "received"));
     values.push_back(r.state == TCP_NO_STATE ? Value() : Value(state_name(r.state)));
     values.push_back(r.sent ? Value(named(reset_reasons_, r.reason)) : Value());
     out.emit(kResetEvent, r.hdr.timestamp_ns, std::move(values));
+    return Status::success();
   }
 
-  void emit_retransmit(const tcp_retransmit_record& r, EventEmitter& out) const {
+  Status emit_retransmit(const tcp_retransmit_record& r, EventEmitter& out) const {
     auto values = who_values(r.who);
     values.emplace_back(state_name(r.state));
     values.emplace_back(std::uint64_t{r.seq});
     values.emplace_back(std::uint64_t{r.length});
     values.emplace_back(std::string(r.timeout ? "timeout" : "fast"));
     out.emit(kRetransmitEvent, r.hdr.timestamp_ns, std::move(values));
+    return Status::success();
   }
 
-  void emit_congestion(const tcp_congestion_record& r, EventEmitter& out) const {
+  Status emit_congestion(const tcp_congestion_record& r, EventEmitter& out) const {
     auto values = who_values(r.who);
     values.emplace_back(named(ca_states_, r.old_state));
     values.emplace_back(named(ca_states_, r.new_state));
     out.emit(kCongestionEvent, r.hdr.timestamp_ns, std::move(values));
+    return Status::success();
   }
 
   // Packets dropped before the socket lookup (e.g. a bad checksum) carry no
@@ -802,8 +814,9 @@ class TcpPlugin {
     owners_[tuple_key(rec.info.tuple)] = who;
   }
 
-  void emit_error(const tcp_error_record& r, EventEmitter& out) const {
-    if (r.kind >= TCP_ERROR_KINDS) return;
+  Status emit_error(const tcp_error_record& r, EventEmitter& out) const {
+    if (r.kind >= TCP_ERROR_KINDS)
+      return Status::failure("tcp_error record with unknown kind " + std::to_string(r.kind));
     tcp_who who = r.who;
     if (!who.sock)
       if (auto it = owners_.find(tuple_key(who.tuple)); it != owners_.end()) who = it->second;
@@ -821,10 +834,13 @@ class TcpPlugin {
       values.resize(values.size() + 3);
     }
     out.emit(kErrorEvent, r.hdr.timestamp_ns, std::move(values));
+    return Status::success();
   }
 
-  void emit_layer(const tcp_layer_record& r, EventEmitter& out) const {
-    if (r.direction >= TCP_PACKET_DIRECTIONS) return;
+  Status emit_layer(const tcp_layer_record& r, EventEmitter& out) const {
+    if (r.direction >= TCP_PACKET_DIRECTIONS)
+      return Status::failure("tcp_layer record with unknown direction " +
+                             std::to_string(r.direction));
     auto values = who_values(r.who);
     values.emplace_back(std::string(kPacketDirectionNames[r.direction]));
     values.emplace_back(std::uint64_t{r.seq});
@@ -835,6 +851,7 @@ class TcpPlugin {
                            ? Value()
                            : Value(static_cast<double>(r.ns[layer]) / 1e3));
     out.emit(kLayerEvent, r.hdr.timestamp_ns, std::move(values));
+    return Status::success();
   }
 
   void read_counters() {

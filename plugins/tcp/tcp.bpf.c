@@ -809,10 +809,13 @@ static __always_inline void record_layers(__u8 direction, const __u64* ns, const
 #pragma unroll
     for (int l = 0; l < TCP_LAYERS; l++) {
       if (ns[l] == TCP_TIME_UNKNOWN) continue;
-      /* Atomic although per CPU: a softirq transmit can interrupt the
-       * application's read on the same CPU mid-update. */
-      log2_slot_add_atomic(h->slots[direction][l], ns[l]);
-      __sync_fetch_and_add(&h->sum_ns[direction][l], ns[l]);
+      /* Plain adds on per-CPU memory. Updates of one direction never
+       * interleave on a CPU: rx is recorded only from the application's
+       * read (process context), tx only from the driver hand-off, which
+       * runs with bottom halves disabled. A softirq tx update can interrupt
+       * an rx update, but they touch different slots. */
+      nw_log2_slot_add(h->slots[direction][l], ns[l]);
+      h->sum_ns[direction][l] += ns[l];
     }
   }
   if (!tcp_layer_events || !nw_rate_allow(tcp_max_events_per_second)) return;

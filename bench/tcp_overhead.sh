@@ -9,6 +9,7 @@
 # scripts/setup.sh. Usage: bench/tcp_overhead.sh [runs] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 runs=${1:-5}
 seconds=${2:-5}
 nw=build/netwatcher
@@ -18,21 +19,13 @@ modes=(default layer-time layer-events)
 cleanup() {
   [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
   [[ -n ${srv_pid:-} ]] && kill "$srv_pid" 2>/dev/null || true
-  ip netns del nwb-a 2>/dev/null || true
-  ip netns del nwb-b 2>/dev/null || true
+  remove_veth_pair
   for f in "${cfgs[@]}"; do rm -f "$f"; done
 }
 declare -A cfgs=()
 trap cleanup EXIT
 cleanup
-ip netns add nwb-a
-ip netns add nwb-b
-ip link add nwb-a0 netns nwb-a type veth peer name nwb-b0 netns nwb-b
-ip -n nwb-a addr add 10.78.0.1/24 dev nwb-a0
-ip -n nwb-b addr add 10.78.0.2/24 dev nwb-b0
-for ns in nwb-a nwb-b; do ip -n $ns link set lo up; done
-ip -n nwb-a link set nwb-a0 up
-ip -n nwb-b link set nwb-b0 up
+make_veth_pair
 ip netns exec nwb-b iperf3 -s >/dev/null 2>&1 &
 srv_pid=$!
 sleep 1

@@ -6,6 +6,7 @@
 # scripts/setup.sh. Usage: bench/tcp_program_cost.sh [seconds] [write size]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 seconds=${1:-4}
 write=${2:-1000}
 cfg=$(mktemp --suffix=.toml)
@@ -15,21 +16,11 @@ was=$(sysctl -n kernel.bpf_stats_enabled)
 cleanup() {
   [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
   sysctl -qw kernel.bpf_stats_enabled="$was"
-  ip netns del nwb-a 2>/dev/null || true
-  ip netns del nwb-b 2>/dev/null || true
+  remove_veth_pair
   rm -f "$cfg" "$stats"
 }
 trap cleanup EXIT
-ip netns del nwb-a 2>/dev/null || true
-ip netns del nwb-b 2>/dev/null || true
-ip netns add nwb-a
-ip netns add nwb-b
-ip link add nwb-a0 netns nwb-a type veth peer name nwb-b0 netns nwb-b
-ip -n nwb-a addr add 10.78.0.1/24 dev nwb-a0
-ip -n nwb-b addr add 10.78.0.2/24 dev nwb-b0
-for ns in nwb-a nwb-b; do ip -n $ns link set lo up; done
-ip -n nwb-a link set nwb-a0 up
-ip -n nwb-b link set nwb-b0 up
+make_veth_pair
 ip netns exec nwb-b iperf3 -s -1 >/dev/null 2>&1 &
 
 sed '/^\[\[sinks\]\]$/,$d' netwatcher.toml >"$cfg"

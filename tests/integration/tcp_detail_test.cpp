@@ -105,6 +105,17 @@ class TcpDetail : public ::testing::Test {
         .at(0);
   }
 
+  // One segment per skb on the client's link: TBF splits larger GSO skbs into
+  // new skbs, which the send path cannot follow (see the plugin README).
+  static void one_segment_per_skb() {
+    must_run("ip -n nwt-cli link set dev nwt-c0 gso_max_segs 1");
+  }
+  // A token bucket on the client's link: frames queue behind it.
+  static void throttle_client_link(const std::string& rate) {
+    must_run("ip netns exec nwt-cli tc qdisc add dev nwt-c0 root tbf rate " + rate +
+             " burst 1600 latency 5s");
+  }
+
   TempDir dir_;
   std::unique_ptr<TwoHosts> hosts_;
 };
@@ -321,15 +332,11 @@ TEST_F(TcpDetail, PerConnectionSrttHistogramsLiveAsLongAsTheirConnection) {
 TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   Netwatcher nw(dir_, config("extra = true\nlayer_time = true\nlayer_events = true\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
-  // One segment per skb: TBF splits larger GSO skbs into new skbs, which the
-  // send path cannot follow (see the plugin README).
-  must_run("ip -n nwt-cli link set dev nwt-c0 gso_max_segs 1");
+  one_segment_per_skb();
   Json fast = pace(1000, 40, 0.005);
   Json fast_v6 = pace(700, 15, 0.005, "fd77::2");
   // 200 kbit/s: a 1066-byte frame takes 43 ms, so back-to-back sends queue.
-  must_run(
-      "ip netns exec nwt-cli tc qdisc add dev nwt-c0 root tbf rate 200kbit burst 1600 "
-      "latency 5s");
+  throttle_client_link("200kbit");
   Json slow = pace(1000, 20, 0.001);
   settle();
   auto prom = metrics();
@@ -419,11 +426,9 @@ TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
                        "[anomaly]\nwarmup = 10\nmultiplier = 3\n"),
                 {"-L"});
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
-  must_run("ip -n nwt-cli link set dev nwt-c0 gso_max_segs 1");
+  one_segment_per_skb();
   pace(500, 30, 0.005);
-  must_run(
-      "ip netns exec nwt-cli tc qdisc add dev nwt-c0 root tbf rate 100kbit burst 1600 "
-      "latency 5s");
+  throttle_client_link("100kbit");
   Json slow = pace(1000, 8, 0.001);
   settle();
   auto prom = metrics();

@@ -12,6 +12,8 @@ packages=(
   libgtest-dev
   # used by the tests and bench/: namespaces, traffic, firewall rules
   iproute2 iperf3 nftables python3 procps iputils-ping curl
+  # libFuzzer for the parser fuzz targets
+  libclang-rt-14-dev
 )
 missing=()
 for p in "${packages[@]}"; do

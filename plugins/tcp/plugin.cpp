@@ -289,7 +289,8 @@ class TcpPlugin {
          "with layer_time: a tcp_layer event per segment, not only the histograms"},
         {"layer_namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
          "network namespaces whose IP layer is timed (netfilter links): 'self', '*' (self and "
-         "every /run/netns/*), a /run/netns name or a path; elsewhere ip_us is absent"},
+         "every /run/netns/*), a /run/netns name or a path; elsewhere ip_us and transport_us "
+         "are absent"},
         {"max_tracked_packets", ConfigType::integer, std::int64_t{8192},
          "segments in flight between layer hooks tracked at once, per direction (LRU)", 256,
          1 << 22},
@@ -509,13 +510,11 @@ class TcpPlugin {
     rodata->tcp_layer_events = layer_events_;
     rodata->tcp_max_events_per_second = max_events_per_second_;
     bpf_map__set_max_entries(skeleton_->maps.tcp_conns, max_connections_);
-    bpf_map__set_max_entries(skeleton_->maps.tcp_send_logs, max_connections_);
     bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, max_rtt_series_);
     // Maps of features that are off stay at one entry: no memory for nothing.
     std::uint32_t tracked = layer_time_ ? max_tracked_packets_ : 1;
     bpf_map__set_max_entries(skeleton_->maps.tcp_rx_inflight, tracked);
     bpf_map__set_max_entries(skeleton_->maps.tcp_tx_inflight, tracked);
-    if (!layer_time_) bpf_map__set_max_entries(skeleton_->maps.tcp_send_logs, 1);
     if (!rtt_histogram_) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
     *object = skeleton_->obj;
     return Status::success();

@@ -763,10 +763,12 @@ struct {
   __type(value, struct tcp_tx_stamp);
 } tcp_tx_inflight SEC(".maps");
 
+/* Socket-local storage: found from the socket without a hash lookup and
+ * freed by the kernel with the socket. */
 struct {
-  __uint(type, BPF_MAP_TYPE_LRU_HASH);
-  __uint(max_entries, 16384); /* resized from max_connections */
-  __type(key, __u64);
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
   __type(value, struct tcp_send_log);
 } tcp_send_logs SEC(".maps");
 
@@ -974,14 +976,9 @@ int BPF_PROG(layer_rx_read, const struct sk_buff* skb) {
 /* Send path. */
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(layer_tx_send, const struct sock* sk) {
-  __u64 key = (__u64)sk;
-  struct tcp_send_log* log = bpf_map_lookup_elem(&tcp_send_logs, &key);
-  if (!log) {
-    struct tcp_send_log empty = {};
-    bpf_map_update_elem(&tcp_send_logs, &key, &empty, BPF_NOEXIST);
-    log = bpf_map_lookup_elem(&tcp_send_logs, &key);
-    if (!log) return 0;
-  }
+  struct tcp_send_log* log =
+      bpf_sk_storage_get(&tcp_send_logs, (void*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (!log) return 0;
   struct tcp_sock* tp = bpf_skc_to_tcp_sock((void*)sk);
   if (!tp) return 0;
   __u32 write_seq = tp->write_seq;
@@ -1005,8 +1002,8 @@ int BPF_PROG(layer_tx_send, const struct sock* sk) {
 
 /* When the byte at `seq` was written: the logged chunk starting closest at
  * or before it. 0 when it is older than the log. */
-static __always_inline __u64 written_at(__u64 sock, __u32 seq) {
-  struct tcp_send_log* log = bpf_map_lookup_elem(&tcp_send_logs, &sock);
+static __always_inline __u64 written_at(struct sock* sk, __u32 seq) {
+  struct tcp_send_log* log = bpf_sk_storage_get(&tcp_send_logs, sk, 0, 0);
   if (!log) return 0;
   __u64 best_ns = 0;
   __u32 best_distance = ~0U;
@@ -1023,7 +1020,7 @@ static __always_inline __u64 written_at(__u64 sock, __u32 seq) {
 }
 
 /* A TCP segment with payload leaving a full socket: fills `stamp` with its
- * sequence numbers and the time its first byte was written. */
+ * sequence numbers and socket. */
 static __always_inline bool outgoing_segment(const struct sk_buff* skb,
                                              struct tcp_tx_stamp* stamp) {
   /* Plain loads through the BTF types: this runs for every packet sent. */
@@ -1049,12 +1046,18 @@ static __always_inline bool outgoing_segment(const struct sk_buff* skb,
   stamp->ack = bpf_ntohl(th.ack_seq);
   stamp->length = len - headers;
   stamp->sock = (__u64)sk;
-  stamp->send_ns = written_at(stamp->sock, stamp->seq);
-  if (!stamp->send_ns) {
-    count_unmatched(TCP_TX);
-    return false;
-  }
   return true;
+}
+
+/* Finds the write of the segment's first byte in its socket's log (sk
+ * storage, which netfilter programs cannot reach: done at the device queue).
+ * False, counted, when the log has no such write. */
+static __always_inline bool match_write(const struct sk_buff* skb, struct tcp_tx_stamp* stamp) {
+  struct sock* sk = skb->sk;
+  if (sk) stamp->send_ns = written_at(sk, stamp->seq);
+  if (stamp->send_ns) return true;
+  count_unmatched(TCP_TX);
+  return false;
 }
 
 SEC("netfilter")
@@ -1073,12 +1076,14 @@ int BPF_PROG(layer_tx_queue, struct sk_buff* skb) {
   __u64 now = bpf_ktime_get_ns();
   struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
   if (stamp) {
-    if (!stamp->dev_ns) stamp->dev_ns = now;
+    if (stamp->dev_ns) return 0;
+    stamp->dev_ns = now;
+    if (!match_write(skb, stamp)) bpf_map_delete_elem(&tcp_tx_inflight, &key);
     return 0;
   }
   /* No LOCAL_OUT link in this netns: IP entry unknown, start here. */
   struct tcp_tx_stamp fresh = {};
-  if (!outgoing_segment(skb, &fresh)) return 0;
+  if (!outgoing_segment(skb, &fresh) || !match_write(skb, &fresh)) return 0;
   fresh.dev_ns = now;
   bpf_map_update_elem(&tcp_tx_inflight, &key, &fresh, BPF_ANY);
   return 0;
@@ -1108,7 +1113,6 @@ int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
 static __always_inline void forget(const struct sock* sk) {
   __u64 key = (__u64)sk;
   bpf_map_delete_elem(&tcp_conns, &key);
-  bpf_map_delete_elem(&tcp_send_logs, &key);
 }
 
 SEC("tp_btf/tcp_destroy_sock")

@@ -420,6 +420,42 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   EXPECT_GT(histogram_count(prom, "netwatcher_tcp_srtt_seconds", {{"daddr", "10.77.0.2"}}), 0);
 }
 
+TEST_F(TcpDetail, NamespacesWithoutNetfilterLinksStillGetLinkAndTotalTimes) {
+  Netwatcher nw(dir_, config("layer_time = true\nlayer_events = true\n"
+                             "layer_namespaces = [\"self\"]\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  Json client = pace(800, 10, 0.005);
+  settle();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const auto layers = events("tcp_layer");
+  const std::uint64_t sport = client["sport"].u64();
+  auto tx =
+      with_field(with_tuple(layers, {"10.77.0.1", sport, "10.77.0.2", kPort}), "direction", "tx");
+  auto rx =
+      with_field(with_tuple(layers, {"10.77.0.2", kPort, "10.77.0.1", sport}), "direction", "rx");
+  ASSERT_GE(tx.size(), 5u) << nw.log();
+  ASSERT_GE(rx.size(), 5u);
+  std::uint64_t tx_bytes = 0;
+  for (const auto& e : tx) {
+    const auto& f = e["fields"];
+    // Picked up at the device queue: the IP and transport split is unknown.
+    EXPECT_FALSE(f.has("ip_us"));
+    EXPECT_FALSE(f.has("transport_us"));
+    ASSERT_TRUE(f.has("link_us"));
+    ASSERT_TRUE(f.has("total_us"));
+    EXPECT_LE(f["link_us"].num(), f["total_us"].num());
+    tx_bytes += f["length"].u64();
+  }
+  EXPECT_EQ(tx_bytes, client["sent"].u64());
+  for (const auto& e : rx) {
+    const auto& f = e["fields"];
+    EXPECT_FALSE(f.has("ip_us"));
+    EXPECT_FALSE(f.has("transport_us"));
+    for (const char* field : {"link_us", "app_us", "total_us"}) ASSERT_TRUE(f.has(field)) << field;
+  }
+}
+
 TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
   Netwatcher nw(dir_,
                 config("layer_time = true\nlayer_events = true\n",

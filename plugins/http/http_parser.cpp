@@ -219,17 +219,18 @@ ParseResult HttpParser::parse_request(std::span<const std::byte> bytes, L7Reques
     return ParseResult::invalid("malformed request target");
   if (!valid_version(version)) return ParseResult::invalid("not HTTP/1.0 or HTTP/1.1");
 
+  // The start line is known even if the capture cut the headers.
+  request.operation = std::string(method);
+  std::string_view path = target;
+  if (options_.strip_query) path = path.substr(0, path.find('?'));
+  request.resource = std::string(path);
+
   Fields fields;
   if (ParseResult r = read_fields(reader, options_.max_head_bytes, fields);
       r.status != ParseStatus::complete)
     return r;
   if (fields.transfer_encoding && !fields.chunked)
     return ParseResult::invalid("request with a Transfer-Encoding other than chunked last");
-
-  request.operation = std::string(method);
-  std::string_view path = target;
-  if (options_.strip_query) path = path.substr(0, path.find('?'));
-  request.resource = std::string(path);
   request.authority = fields.host;
   request.head_size = reader.position();
   request.body_size.reset();
@@ -270,14 +271,14 @@ ParseResult HttpParser::parse_response(std::span<const std::byte> bytes, const L
   if (std::any_of(reason.begin(), reason.end(), [](char c) { return is_ctl(c) && c != '\t'; }))
     return ParseResult::invalid("control character in reason phrase");
 
+  const int status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
+  response.status = status;
+  response.detail = std::string(reason);
+
   Fields fields;
   if (ParseResult r = read_fields(reader, options_.max_head_bytes, fields);
       r.status != ParseStatus::complete)
     return r;
-
-  const int status = (code[0] - '0') * 100 + (code[1] - '0') * 10 + (code[2] - '0');
-  response.status = status;
-  response.detail = std::string(reason);
   response.head_size = reader.position();
   response.body_size.reset();
   response.message_size.reset();

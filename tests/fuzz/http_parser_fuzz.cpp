@@ -1,11 +1,14 @@
 // libFuzzer target for the HTTP/1.x parser: any bytes, as a request, as a
 // response to a GET and to a HEAD, and cut at every pipelined boundary the
 // parser reports. AddressSanitizer and UBSan turn any overrun into a crash.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "http_parser.hpp"
+#include "netwatcher/l7_tracker.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace netwatcher;
@@ -33,5 +36,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       __builtin_trap();
     p->parse_response(bytes, &head, response);
   }
+
+  // The same bytes as a conversation: segments cut where the input says,
+  // alternating directions, with a short capture and overlapping sequence
+  // numbers now and then.
+  static L7Tracker tracker(parser, L7TrackerLimits{1000, 64, 8, 256});
+  std::vector<L7Exchange> done;
+  std::uint32_t seq[2] = {0, 0};
+  std::size_t offset = 0;
+  for (int i = 0; offset < size && i < 32; ++i) {
+    std::size_t length = 1 + data[offset] % 97;
+    if (offset + length > size) length = size - offset;
+    L7Segment segment;
+    segment.connection = data[offset] % 3;
+    segment.outbound = i % 2 == 0;
+    segment.seq = seq[i % 2] - (data[offset] % 5 == 0 ? 7 : 0);
+    segment.length = static_cast<std::uint32_t>(length + data[offset] % 11);
+    segment.captured = bytes.subspan(offset, std::min<std::size_t>(length, 48));
+    segment.ns = static_cast<std::uint64_t>(i) * 100;
+    seq[i % 2] += segment.length;
+    tracker.segment(segment, done);
+    offset += length;
+  }
+  tracker.expire(10000, done);
   return 0;
 }

@@ -53,9 +53,12 @@ class ByteReader {
 };
 
 enum class ParseStatus : std::uint8_t {
-  complete,    // the message head was parsed; see the message for sizes
-  incomplete,  // the bytes end before the head does: more may make it complete
-  invalid,     // not this protocol, or malformed beyond repair
+  complete,  // the message head was parsed; see the message for sizes
+  // The bytes end before the head does: more may make it complete. The
+  // start-line fields (operation and resource, or status and detail) are
+  // filled when the start line itself was complete.
+  incomplete,
+  invalid,  // not this protocol, or malformed beyond repair
 };
 
 struct ParseResult {

@@ -1,0 +1,345 @@
+// http: HTTP/1.x requests and responses read from the traffic of any
+// process, on any port: method, path, host, status, sizes and latency, from
+// the client's and from the server's socket.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "http.h"
+#include "http.skel.h"
+#include "http_parser.hpp"
+#include "netwatcher/format.hpp"
+#include "netwatcher/kernel.hpp"
+#include "netwatcher/l7_tracker.hpp"
+#include "netwatcher/plugin.hpp"
+
+namespace {
+
+using namespace netwatcher;
+
+// Request durations from 64 us to 64 s, doubling.
+std::vector<double> duration_buckets() {
+  std::vector<double> bounds;
+  for (double b = 64e-6; b <= 64.5; b *= 2) bounds.push_back(b);
+  return bounds;
+}
+
+const char* side_name(L7Side side) {
+  return side == L7Side::client ? "client" : "server";
+}
+
+const char* outcome_name(L7Outcome outcome) {
+  switch (outcome) {
+    case L7Outcome::answered:
+      return "answered";
+    case L7Outcome::timed_out:
+      return "timed_out";
+    case L7Outcome::closed:
+      return "closed";
+  }
+  return "unknown";
+}
+
+std::string status_class(int status) {
+  return status >= 100 && status <= 599 ? std::to_string(status / 100) + "xx" : "other";
+}
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+// What the capture told about a socket, for the exchanges it ends in.
+struct SocketInfo {
+  nw_tuple tuple{};
+  std::uint32_t pid = 0;
+  std::string comm;
+};
+
+class HttpPlugin {
+ public:
+  PluginDescription describe() const {
+    PluginDescription d;
+    d.config = {
+        {"capture_bytes", ConfigType::integer, std::int64_t{256},
+         "payload bytes captured from the start of each TCP segment", 16, HTTP_MAX_CAPTURE},
+        {"strip_query", ConfigType::boolean, true,
+         "report paths without their query string (?...)"},
+        {"request_timeout", ConfigType::floating, 30.0,
+         "seconds after which an unanswered request is reported as timed_out"},
+        {"max_connections", ConfigType::integer, std::int64_t{16384},
+         "connections followed at once (least recently active forgotten)", 16, 1 << 22},
+        {"events", ConfigType::boolean, true, "an http_exchange event per request"},
+        {"path_labels", ConfigType::boolean, false,
+         "also count requests per path (netwatcher_http_path_requests_total)"},
+        {"max_paths", ConfigType::integer, std::int64_t{100},
+         "paths with their own series; the rest count under path=\"other\"", 1, 100000},
+    };
+    d.flags = {{'i', "http", "enabled", "HTTP requests and responses from the traffic"}};
+    auto label = [](const char* name, const char* help, int width = 0) {
+      return FieldSchema{name, FieldType::text, "", help, FieldRole::label, width};
+    };
+    auto count = [](const char* name, const char* unit, const char* help) {
+      FieldSchema f{name, FieldType::u64, unit, help, FieldRole::value, 0, true};
+      return f;
+    };
+    FieldSchema latency{"latency_us",
+                        FieldType::f64,
+                        "microseconds",
+                        "from the request's first segment to the response's first segment, at "
+                        "this socket",
+                        FieldRole::value,
+                        10,
+                        true};
+    latency.anomaly = AnomalyRole::sample;
+    FieldSchema side = label("side", "client or server: which socket saw the exchange", 6);
+    side.anomaly = AnomalyRole::key;
+    FieldSchema connection{"sock", FieldType::u64, "", "socket cookie", FieldRole::label, 20};
+    connection.anomaly = AnomalyRole::connection;
+    d.events = {
+        {"http_exchange",
+         "one HTTP request with its response (or why there is none)",
+         {
+             side,
+             {"pid", FieldType::u64, "", "process owning the socket (0 until it sent or read)",
+              FieldRole::label, 7},
+             label("comm", "process name", 15),
+             label("family", "ipv4 or ipv6", 6),
+             label("saddr", "local address", 15),
+             {"sport", FieldType::u64, "", "local port", FieldRole::label, 5},
+             label("daddr", "remote address", 15),
+             {"dport", FieldType::u64, "", "remote port", FieldRole::label, 5},
+             label("method", "request method", 7),
+             label("path", "request path (query stripped unless strip_query = false)", 24),
+             label("host", "Host header", 16),
+             {"status", FieldType::u64, "", "response status code", FieldRole::label, 6, true},
+             label("outcome", "answered, timed_out or closed (no response)", 9),
+             latency,
+             count("request_bytes", "bytes", "request body size, when known"),
+             count("response_bytes", "bytes", "response body size, when known"),
+             connection,
+         }},
+    };
+    d.metrics = {
+        {"netwatcher_http_requests_total",
+         MetricType::counter,
+         "HTTP requests answered, by method, status class and the side that saw them.",
+         {"method", "status_class", "side"}},
+        {"netwatcher_http_request_duration_seconds",
+         MetricType::histogram,
+         "From request to response start, by method and side.",
+         {"method", "side"},
+         duration_buckets()},
+        {"netwatcher_http_requests_unanswered_total",
+         MetricType::counter,
+         "HTTP requests without a response: timed_out or closed.",
+         {"outcome", "side"}},
+        {"netwatcher_http_path_requests_total",
+         MetricType::counter,
+         "HTTP requests per path (path_labels = true, at most max_paths paths).",
+         {"method", "path", "status_class", "side"}},
+        {"netwatcher_http_parse_errors_total",
+         MetricType::counter,
+         "Message starts that did not parse, and responses without a request.",
+         {"kind"}},
+    };
+    d.hooks = {
+        {"egress", "segments sent (cgroup_skb egress)", {"http_egress"}, true},
+        {"ingress", "segments received (cgroup_skb ingress)", {"http_ingress"}, true},
+        {"send_owner", "socket owner on send", {"http_send_owner"}, false},
+        {"recv_owner", "socket owner on receive", {"http_recv_owner"}, false},
+        {"socket_closed", "unanswered requests of closed sockets", {"http_socket_closed"}, false},
+    };
+    return d;
+  }
+
+  Status configure(const ConfigValues& config, const GlobalFilter& filter) {
+    capture_bytes_ = static_cast<std::uint32_t>(config.get_int("capture_bytes"));
+    double timeout = config.get_double("request_timeout");
+    if (!(timeout >= 0.001 && timeout <= 86400))
+      return Status::failure("plugins.http.request_timeout must be between 0.001 and 86400 s");
+    limits_.timeout_ns = static_cast<std::uint64_t>(timeout * 1e9);
+    limits_.max_connections = static_cast<std::size_t>(config.get_int("max_connections"));
+    events_ = config.get_bool("events");
+    path_labels_ = config.get_bool("path_labels");
+    max_paths_ = static_cast<std::size_t>(config.get_int("max_paths"));
+    parser_ = std::make_unique<http::HttpParser>(
+        http::HttpParserOptions{16 * 1024, config.get_bool("strip_query")});
+    tracker_ = std::make_unique<L7Tracker>(*parser_, limits_);
+    filter_ = filter;
+    return Status::success();
+  }
+
+  Status open(bpf_object** object) {
+    skeleton_.reset(http_bpf__open());
+    if (!skeleton_)
+      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
+    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
+    skeleton_->rodata->http_capture_bytes = capture_bytes_;
+    *object = skeleton_->obj;
+    return Status::success();
+  }
+
+  Status load() {
+    if (int err = http_bpf__load(skeleton_.get()); err)
+      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
+    return Status::success();
+  }
+
+  Status start(PluginHost& host) {
+    requests_ = host.metric("netwatcher_http_requests_total");
+    duration_ = host.metric("netwatcher_http_request_duration_seconds");
+    unanswered_ = host.metric("netwatcher_http_requests_unanswered_total");
+    paths_ = host.metric("netwatcher_http_path_requests_total");
+    parse_errors_ = host.metric("netwatcher_http_parse_errors_total");
+    for (const char* outcome : {"timed_out", "closed"})
+      for (const char* side : {"client", "server"}) unanswered_->add({outcome, side}, 0);
+    return Status::success();
+  }
+
+  Status decode(std::span<const std::byte> bytes, EventEmitter& out) {
+    nw_record_header header;
+    if (bytes.size() < sizeof header)
+      return Status::failure("record of " + std::to_string(bytes.size()) + " bytes");
+    std::memcpy(&header, bytes.data(), sizeof header);
+    done_.clear();
+    if (header.type == HTTP_RECORD_CLOSE) {
+      if (bytes.size() < sizeof(http_close)) return Status::failure("short close record");
+      http_close rec;
+      std::memcpy(&rec, bytes.data(), sizeof rec);
+      tracker_->close(rec.cookie, done_);
+      emit_all(out);
+      sockets_.erase(rec.cookie);
+      return Status::success();
+    }
+    if (header.type != HTTP_RECORD_SEGMENT)
+      return Status::failure("unknown record type " + std::to_string(header.type));
+    if (bytes.size() < sizeof(http_segment)) return Status::failure("short segment record");
+    http_segment rec;
+    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (rec.captured > HTTP_MAX_CAPTURE || bytes.size() < sizeof rec + rec.captured)
+      return Status::failure("segment record claims " + std::to_string(rec.captured) +
+                             " captured bytes in " + std::to_string(bytes.size()));
+    SocketInfo& info = sockets_[rec.cookie];
+    info.tuple = rec.tuple;
+    if (rec.pid) {
+      info.pid = rec.pid;
+      info.comm.assign(rec.comm, strnlen(rec.comm, sizeof rec.comm));
+    }
+    L7Segment segment;
+    segment.connection = rec.cookie;
+    segment.outbound = rec.outbound;
+    segment.seq = rec.seq;
+    segment.length = rec.length;
+    segment.captured = bytes.subspan(sizeof rec, rec.captured);
+    segment.ns = rec.hdr.timestamp_ns;
+    tracker_->segment(segment, done_);
+    emit_all(out);
+    return Status::success();
+  }
+
+  Status collect(EventEmitter& out) {
+    done_.clear();
+    tracker_->expire(monotonic_ns(), done_);
+    emit_all(out);
+    // Sockets the tracker forgot (idle, evicted) need no info either.
+    if (sockets_.size() > tracker_->connections() + limits_.max_connections / 4) sockets_.clear();
+    const auto& s = tracker_->stats();
+    parse_errors_->set({"invalid_request"}, static_cast<double>(s.invalid_requests));
+    parse_errors_->set({"invalid_response"}, static_cast<double>(s.invalid_responses));
+    parse_errors_->set({"orphan_response"}, static_cast<double>(s.orphan_responses));
+    parse_errors_->set({"lost_sync"}, static_cast<double>(s.lost_sync));
+    return Status::success();
+  }
+
+  void stop() { skeleton_.reset(); }
+
+ private:
+  struct SkeletonDeleter {
+    void operator()(http_bpf* skeleton) const { http_bpf__destroy(skeleton); }
+  };
+
+  void emit_all(EventEmitter& out) {
+    for (const L7Exchange& exchange : done_) emit(exchange, out);
+    done_.clear();
+  }
+
+  void emit(const L7Exchange& e, EventEmitter& out) {
+    const char* side = side_name(e.side);
+    const std::string& method = e.request.operation;
+    if (e.outcome == L7Outcome::answered && e.response) {
+      const std::string klass = status_class(e.response->status);
+      requests_->add({method, klass, side}, 1);
+      duration_->observe({method, side}, static_cast<double>(e.response_ns - e.request_ns) / 1e9);
+      if (path_labels_) count_path(method, e.request.resource, klass, side);
+    } else {
+      unanswered_->add({outcome_name(e.outcome), side}, 1);
+    }
+    if (!events_) return;
+    SocketInfo info;
+    if (auto it = sockets_.find(e.connection); it != sockets_.end()) info = it->second;
+    const nw_tuple& t = info.tuple;
+    auto optional = [](const std::optional<std::uint64_t>& v) { return v ? Value(*v) : Value(); };
+    std::vector<Value> values{
+        Value(std::string(side)),
+        Value(std::uint64_t{info.pid}),
+        Value(info.comm),
+        Value(std::string(t.family == AF_INET6 ? "ipv6" : "ipv4")),
+        Value(format_address(t.family, t.saddr)),
+        Value(std::uint64_t{t.sport}),
+        Value(format_address(t.family, t.daddr)),
+        Value(std::uint64_t{t.dport}),
+        Value(method),
+        Value(e.request.resource),
+        Value(e.request.authority),
+        e.response ? Value(static_cast<std::uint64_t>(e.response->status)) : Value(),
+        Value(std::string(outcome_name(e.outcome))),
+        e.response ? Value(static_cast<double>(e.response_ns - e.request_ns) / 1e3) : Value(),
+        optional(e.request.body_size),
+        e.response ? optional(e.response->body_size) : Value(),
+        Value(std::uint64_t{e.connection}),
+    };
+    out.emit(0, e.response ? e.response_ns : 0, std::move(values));
+  }
+
+  void count_path(const std::string& method, const std::string& path, const std::string& klass,
+                  const char* side) {
+    std::string label = path;
+    if (!known_paths_.count(path)) {
+      if (known_paths_.size() < max_paths_)
+        known_paths_[path] = true;
+      else
+        label = "other";
+    }
+    paths_->add({method, label, klass, side}, 1);
+  }
+
+  std::unique_ptr<http_bpf, SkeletonDeleter> skeleton_;
+  std::uint32_t capture_bytes_ = 256;
+  L7TrackerLimits limits_;
+  bool events_ = true, path_labels_ = false;
+  std::size_t max_paths_ = 100;
+  GlobalFilter filter_;
+  std::unique_ptr<http::HttpParser> parser_;
+  std::unique_ptr<L7Tracker> tracker_;
+  std::vector<L7Exchange> done_;
+  std::unordered_map<std::uint64_t, SocketInfo> sockets_;
+  std::unordered_map<std::string, bool> known_paths_;
+  MetricFamily *requests_ = nullptr, *duration_ = nullptr, *unanswered_ = nullptr,
+               *paths_ = nullptr, *parse_errors_ = nullptr;
+};
+
+}  // namespace
+
+NETWATCHER_PROBE_PLUGIN(HttpPlugin, "http", "1.0.0",
+                        "HTTP/1.x requests and responses read from any process's traffic")

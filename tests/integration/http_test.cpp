@@ -1,0 +1,170 @@
+// The http plugin against a real HTTP/1.1 server (python http.server) in one
+// namespace and a keep-alive client in another: every exchange, from both
+// sockets, with method, path, status, sizes and latency.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+constexpr int kPromPort = 41489;
+constexpr int kHttpPort = 8080;
+const std::string kHttpPeers = std::string(NW_SOURCE_DIR) + "/tests/integration/http_peers.py";
+
+class Http : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    NW_REQUIRE_ROOT();
+    hosts_ = std::make_unique<TwoHosts>();
+    std::string ready = dir_.file("http.ready");
+    server_ = std::make_unique<Process>(
+        std::vector<std::string>{"ip", "netns", "exec", TwoHosts::kServer, "/usr/bin/python3",
+                                 kHttpPeers, "server", std::to_string(kHttpPort), "--pidfile",
+                                 dir_.file("http.pid"), "--ready", ready},
+        dir_.file("http-server.log"));
+    for (int i = 0; i < 100 && !std::filesystem::exists(ready); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_TRUE(std::filesystem::exists(ready)) << read_file(dir_.file("http-server.log"));
+    server_pid_ = std::stoull(read_file(dir_.file("http.pid")));
+  }
+  std::string config(const std::string& keys = "") {
+    return "snapshot_interval = 0.5\n[plugins.http]\n" + keys +
+           sink_config_json(dir_.file("events.jsonl")) +
+           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
+           "\"\n";
+  }
+  std::vector<Json> exchanges(const std::string& side, std::uint64_t client_port) {
+    std::vector<Json> out;
+    for (const auto& e :
+         events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), "http_exchange")) {
+      const auto& f = e["fields"];
+      const bool client = f["side"].str() == "client";
+      if (f["side"].str() != side) continue;
+      if ((client ? f["sport"].u64() : f["dport"].u64()) == client_port) out.push_back(e);
+    }
+    return out;
+  }
+  static void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1200)); }
+
+  TempDir dir_;
+  std::unique_ptr<TwoHosts> hosts_;
+  std::unique_ptr<Process> server_;
+  std::uint64_t server_pid_ = 0;
+};
+
+TEST_F(Http, KeepAliveExchangesAreReportedFromBothSockets) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  auto result = run("ip netns exec nwt-cli /usr/bin/python3 " + kHttpPeers + " client 10.77.0.2 " +
+                    std::to_string(kHttpPort));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  Json client = parse_json_lines(result.output).at(0);
+  settle();
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  struct Expected {
+    const char* method;
+    const char* path;
+    std::uint64_t status, request_bytes, response_bytes;
+  };
+  const Expected expected[] = {{"GET", "/hello", 200, 0, 2},
+                               {"POST", "/echo", 200, 1000, 1000},
+                               {"GET", "/missing", 404, 0, 12},
+                               {"GET", "/slow", 200, 0, 4},  // query string stripped
+                               {"GET", "/hello", 200, 0, 2}};
+  const std::uint64_t sport = client["sport"].u64();
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 5u) << nw.log();
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      const auto& f = seen[i]["fields"];
+      EXPECT_EQ(f["method"].str(), expected[i].method) << i;
+      EXPECT_EQ(f["path"].str(), expected[i].path) << i;
+      EXPECT_EQ(f["status"].u64(), expected[i].status) << i;
+      EXPECT_EQ(f["outcome"].str(), "answered");
+      EXPECT_EQ(f["host"].str(), "10.77.0.2:8080");
+      EXPECT_EQ(f["request_bytes"].u64(), expected[i].request_bytes) << i;
+      EXPECT_EQ(f["response_bytes"].u64(), expected[i].response_bytes) << i;
+      EXPECT_EQ(f["comm"].str(), "python3");
+      EXPECT_EQ(f["pid"].u64(), std::string(side) == "client" ? client["pid"].u64() : server_pid_);
+      EXPECT_GT(f["latency_us"].num(), 0);
+    }
+    // The server sleeps 0.3 s before answering /slow.
+    EXPECT_GE(seen[3]["fields"]["latency_us"].num(), 300000);
+    EXPECT_LT(seen[0]["fields"]["latency_us"].num(), 300000);
+    const auto& first = seen[0]["fields"];
+    EXPECT_EQ(first["saddr"].str(), std::string(side) == "client" ? "10.77.0.1" : "10.77.0.2");
+  }
+  // The scrape itself is a GET answered 200 on this host: it may or may not
+  // have been counted yet.
+  auto requests = [&](const char* method, const char* status_class, const char* side) {
+    return prom
+        .value("netwatcher_http_requests_total",
+               {{"method", method}, {"status_class", status_class}, {"side", side}})
+        .value_or(0);
+  };
+  EXPECT_EQ(requests("POST", "2xx", "client"), 1);
+  EXPECT_EQ(requests("GET", "4xx", "server"), 1);
+  EXPECT_GE(requests("GET", "2xx", "client"), 3);
+  EXPECT_LE(requests("GET", "2xx", "client"), 4);
+  EXPECT_GE(prom.value("netwatcher_http_request_duration_seconds_count",
+                       {{"method", "GET"}, {"side", "server"}})
+                .value_or(0),
+            4);
+}
+
+TEST_F(Http, ARequestLeftUnansweredIsReportedWhenItsConnectionCloses) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  // Ask for the slow page and hang up before the answer.
+  auto result =
+      run("ip netns exec nwt-cli /usr/bin/python3 -c \"import socket,json\n"
+          "s=socket.create_connection(('10.77.0.2', 8080))\n"
+          "s.sendall(b'GET /slow HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+          "print(json.dumps({'sport': s.getsockname()[1]}))\ns.close()\"");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::uint64_t sport = parse_json_lines(result.output).at(0)["sport"].u64();
+  std::this_thread::sleep_for(
+      std::chrono::milliseconds(600));  // the server answers into a closed socket
+  settle();
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  auto seen = exchanges("client", sport);
+  ASSERT_EQ(seen.size(), 1u) << nw.log();
+  const auto& f = seen[0]["fields"];
+  EXPECT_EQ(f["path"].str(), "/slow");
+  EXPECT_EQ(f["outcome"].str(), "closed");
+  EXPECT_FALSE(f.has("status"));
+  EXPECT_FALSE(f.has("latency_us"));
+  EXPECT_GE(prom.value("netwatcher_http_requests_unanswered_total",
+                       {{"outcome", "closed"}, {"side", "client"}})
+                .value_or(0),
+            1);
+}
+
+TEST_F(Http, OtherTcpTrafficIsNotMistakenForHttp) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  run_client(TwoHosts::kClient, "10.77.0.2", 5000, {5000, 70000});
+  settle();
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  for (const auto& e :
+       events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), "http_exchange")) {
+    EXPECT_NE(e["fields"]["sport"].u64(), 5000u);
+    EXPECT_NE(e["fields"]["dport"].u64(), 5000u);
+  }
+  EXPECT_EQ(
+      prom.value("netwatcher_http_parse_errors_total", {{"kind", "invalid_request"}}).value_or(0),
+      0);
+}
+
+}  // namespace

@@ -133,7 +133,7 @@ TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
   EXPECT_EQ(result.exit_code, 2);
   EXPECT_NE(result.output.find(
                 dir.file("p.toml") +
-                ":1:1: unknown plugin 'tpc' (found: drop, icmp, netfilter, nic, tcp, udp in " +
+                ":1:1: unknown plugin 'tpc' (found: drop, http, icmp, netfilter, nic, tcp, udp in " +
                 std::string(NW_PLUGIN_DIR) + ")"),
             std::string::npos)
       << result.output;

@@ -18,6 +18,7 @@
 #include "http_parser.hpp"
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
+#include "netwatcher/l7_capture.hpp"
 #include "netwatcher/l7_tracker.hpp"
 #include "netwatcher/plugin.hpp"
 
@@ -72,7 +73,7 @@ class HttpPlugin {
     PluginDescription d;
     d.config = {
         {"capture_bytes", ConfigType::integer, std::int64_t{256},
-         "payload bytes captured from the start of each TCP segment", 16, HTTP_MAX_CAPTURE},
+         "payload bytes captured from the start of each TCP segment", 16, NW_L7_MAX_CAPTURE},
         {"strip_query", ConfigType::boolean, true,
          "report paths without their query string (?...)"},
         {"request_timeout", ConfigType::floating, 30.0,
@@ -114,6 +115,10 @@ class HttpPlugin {
              {"pid", FieldType::u64, "", "process owning the socket (0 until it sent or read)",
               FieldRole::label, 7},
              label("comm", "process name", 15),
+             {"peer_pid", FieldType::u64, "",
+              "process at the other end, when it is on this host (absent otherwise)",
+              FieldRole::label, 8, true},
+             {"peer_comm", FieldType::text, "", "its name", FieldRole::label, 15, true},
              label("family", "ipv4 or ipv6", 6),
              label("saddr", "local address", 15),
              {"sport", FieldType::u64, "", "local port", FieldRole::label, 5},
@@ -185,7 +190,7 @@ class HttpPlugin {
     if (!skeleton_)
       return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
     fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    skeleton_->rodata->http_capture_bytes = capture_bytes_;
+    skeleton_->rodata->nw_l7_capture_bytes = capture_bytes_;
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -208,42 +213,17 @@ class HttpPlugin {
   }
 
   Status decode(std::span<const std::byte> bytes, EventEmitter& out) {
-    nw_record_header header;
-    if (bytes.size() < sizeof header)
-      return Status::failure("record of " + std::to_string(bytes.size()) + " bytes");
-    std::memcpy(&header, bytes.data(), sizeof header);
+    L7CaptureRecord rec;
+    if (Status s = decode_l7_record(bytes, rec); !s) return s;
     done_.clear();
-    if (header.type == HTTP_RECORD_CLOSE) {
-      if (bytes.size() < sizeof(http_close)) return Status::failure("short close record");
-      http_close rec;
-      std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (rec.kind == L7CaptureRecord::Kind::close) {
       tracker_->close(rec.cookie, done_);
       emit_all(out);
-      sockets_.erase(rec.cookie);
+      forget_socket(rec.cookie);
       return Status::success();
     }
-    if (header.type != HTTP_RECORD_SEGMENT)
-      return Status::failure("unknown record type " + std::to_string(header.type));
-    if (bytes.size() < sizeof(http_segment)) return Status::failure("short segment record");
-    http_segment rec;
-    std::memcpy(&rec, bytes.data(), sizeof rec);
-    if (rec.captured > HTTP_MAX_CAPTURE || bytes.size() < sizeof rec + rec.captured)
-      return Status::failure("segment record claims " + std::to_string(rec.captured) +
-                             " captured bytes in " + std::to_string(bytes.size()));
-    SocketInfo& info = sockets_[rec.cookie];
-    info.tuple = rec.tuple;
-    if (rec.pid) {
-      info.pid = rec.pid;
-      info.comm.assign(rec.comm, strnlen(rec.comm, sizeof rec.comm));
-    }
-    L7Segment segment;
-    segment.connection = rec.cookie;
-    segment.outbound = rec.outbound;
-    segment.seq = rec.seq;
-    segment.length = rec.length;
-    segment.captured = bytes.subspan(sizeof rec, rec.captured);
-    segment.ns = rec.hdr.timestamp_ns;
-    tracker_->segment(segment, done_);
+    remember_socket(rec);
+    tracker_->segment(rec.segment, done_);
     emit_all(out);
     return Status::success();
   }
@@ -253,7 +233,14 @@ class HttpPlugin {
     tracker_->expire(monotonic_ns(), done_);
     emit_all(out);
     // Sockets the tracker forgot (idle, evicted) need no info either.
-    if (sockets_.size() > tracker_->connections() + limits_.max_connections / 4) sockets_.clear();
+    for (auto it = sockets_.begin(); it != sockets_.end();) {
+      if (tracker_->tracking(it->first)) {
+        ++it;
+        continue;
+      }
+      by_tuple_.erase(tuple_key(it->second.tuple, false));
+      it = sockets_.erase(it);
+    }
     const auto& s = tracker_->stats();
     parse_errors_->set({"invalid_request"}, static_cast<double>(s.invalid_requests));
     parse_errors_->set({"invalid_response"}, static_cast<double>(s.invalid_responses));
@@ -268,6 +255,52 @@ class HttpPlugin {
   struct SkeletonDeleter {
     void operator()(http_bpf* skeleton) const { http_bpf__destroy(skeleton); }
   };
+
+  // Local and remote end of a tuple as a key; `mirrored` swaps them, which
+  // is how the other end's socket sees the same connection.
+  static std::string tuple_key(const nw_tuple& t, bool mirrored) {
+    std::string key(reinterpret_cast<const char*>(&t.family), sizeof t.family);
+    auto end = [&](const __u8* addr, __u16 port) {
+      key.append(reinterpret_cast<const char*>(addr), 16);
+      key.append(reinterpret_cast<const char*>(&port), sizeof port);
+    };
+    if (mirrored) {
+      end(t.daddr, t.dport);
+      end(t.saddr, t.sport);
+    } else {
+      end(t.saddr, t.sport);
+      end(t.daddr, t.dport);
+    }
+    return key;
+  }
+
+  void remember_socket(const L7CaptureRecord& rec) {
+    auto [it, inserted] = sockets_.try_emplace(rec.cookie);
+    SocketInfo& info = it->second;
+    if (inserted) by_tuple_[tuple_key(rec.tuple, false)] = rec.cookie;
+    info.tuple = rec.tuple;
+    if (rec.pid) {
+      info.pid = rec.pid;
+      info.comm = rec.comm;
+    }
+  }
+
+  void forget_socket(std::uint64_t cookie) {
+    auto it = sockets_.find(cookie);
+    if (it == sockets_.end()) return;
+    by_tuple_.erase(tuple_key(it->second.tuple, false));
+    sockets_.erase(it);
+  }
+
+  // The socket at the other end of `info`'s connection, when it is on this
+  // host and was seen. (Two namespaces with the same addresses and ports
+  // would be confused; the tuple is all there is to go by.)
+  const SocketInfo* peer_of(const SocketInfo& info) const {
+    auto it = by_tuple_.find(tuple_key(info.tuple, true));
+    if (it == by_tuple_.end()) return nullptr;
+    auto peer = sockets_.find(it->second);
+    return peer != sockets_.end() ? &peer->second : nullptr;
+  }
 
   void emit_all(EventEmitter& out) {
     for (const L7Exchange& exchange : done_) emit(exchange, out);
@@ -288,12 +321,15 @@ class HttpPlugin {
     if (!events_) return;
     SocketInfo info;
     if (auto it = sockets_.find(e.connection); it != sockets_.end()) info = it->second;
+    const SocketInfo* peer = peer_of(info);
     const nw_tuple& t = info.tuple;
     auto optional = [](const std::optional<std::uint64_t>& v) { return v ? Value(*v) : Value(); };
     std::vector<Value> values{
         Value(std::string(side)),
         Value(std::uint64_t{info.pid}),
         Value(info.comm),
+        peer && peer->pid ? Value(std::uint64_t{peer->pid}) : Value(),
+        peer && peer->pid ? Value(peer->comm) : Value(),
         Value(std::string(t.family == AF_INET6 ? "ipv6" : "ipv4")),
         Value(format_address(t.family, t.saddr)),
         Value(std::uint64_t{t.sport}),
@@ -334,6 +370,7 @@ class HttpPlugin {
   std::unique_ptr<L7Tracker> tracker_;
   std::vector<L7Exchange> done_;
   std::unordered_map<std::uint64_t, SocketInfo> sockets_;
+  std::unordered_map<std::string, std::uint64_t> by_tuple_;  // tuple_key(local first) -> cookie
   std::unordered_map<std::string, bool> known_paths_;
   MetricFamily *requests_ = nullptr, *duration_ = nullptr, *unanswered_ = nullptr,
                *paths_ = nullptr, *parse_errors_ = nullptr;

@@ -94,7 +94,11 @@ TEST_F(Http, KeepAliveExchangesAreReportedFromBothSockets) {
       EXPECT_EQ(f["request_bytes"].u64(), expected[i].request_bytes) << i;
       EXPECT_EQ(f["response_bytes"].u64(), expected[i].response_bytes) << i;
       EXPECT_EQ(f["comm"].str(), "python3");
-      EXPECT_EQ(f["pid"].u64(), std::string(side) == "client" ? client["pid"].u64() : server_pid_);
+      const bool client_side = std::string(side) == "client";
+      EXPECT_EQ(f["pid"].u64(), client_side ? client["pid"].u64() : server_pid_);
+      // Both ends are on this host: each event names the other one too.
+      EXPECT_EQ(f["peer_pid"].u64(), client_side ? server_pid_ : client["pid"].u64());
+      EXPECT_EQ(f["peer_comm"].str(), "python3");
       EXPECT_GT(f["latency_us"].num(), 0);
     }
     // The server sleeps 0.3 s before answering /slow.

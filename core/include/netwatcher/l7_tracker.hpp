@@ -89,6 +89,7 @@ class L7Tracker {
 
   const L7TrackerStats& stats() const { return stats_; }
   std::size_t connections() const { return connections_.size(); }
+  bool tracking(std::uint64_t connection) const { return connections_.count(connection) != 0; }
 
  private:
   struct Stream {

@@ -227,7 +227,7 @@ void L7Tracker::expire(std::uint64_t now_ns, std::vector<L7Exchange>& done) {
       done.push_back(std::move(exchange));
       c.pending.pop_front();
     }
-    if (c.pending.empty() && c.last_ns + limits_.timeout_ns < now_ns) {
+    if (c.pending.empty() && c.last_ns + limits_.idle_ns < now_ns) {
       connections_.erase(c.id);
       it = recency_.erase(it);
     } else {

@@ -40,7 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The same bytes as a conversation: segments cut where the input says,
   // alternating directions, with a short capture and overlapping sequence
   // numbers now and then.
-  static L7Tracker tracker(parser, L7TrackerLimits{1000, 64, 8, 256});
+  static L7Tracker tracker(parser, L7TrackerLimits{1000, 2000, 64, 8, 256});
   std::vector<L7Exchange> done;
   std::uint32_t seq[2] = {0, 0};
   std::size_t offset = 0;

@@ -34,8 +34,8 @@ class Http : public ::testing::Test {
     ASSERT_TRUE(std::filesystem::exists(ready)) << read_file(dir_.file("http-server.log"));
     server_pid_ = std::stoull(read_file(dir_.file("http.pid")));
   }
-  std::string config(const std::string& keys = "") {
-    return "snapshot_interval = 0.5\n[plugins.http]\n" + keys +
+  std::string config(const std::string& keys = "", const std::string& interval = "0.5") {
+    return "snapshot_interval = " + interval + "\n[plugins.http]\n" + keys +
            sink_config_json(dir_.file("events.jsonl")) +
            "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
            "\"\n";
@@ -152,6 +152,34 @@ TEST_F(Http, ARequestLeftUnansweredIsReportedWhenItsConnectionCloses) {
                        {{"outcome", "closed"}, {"side", "client"}})
                 .value_or(0),
             1);
+}
+
+TEST_F(Http, ARequestOverTheTimeoutIsReportedAsTimedOutAndItsLateAnswerCounted) {
+  // Expiry runs every snapshot (0.1 s here); /slow answers after 0.3 s.
+  Netwatcher nw(dir_, config("request_timeout = 0.1\n", "0.1"), {"-i"});
+  auto result =
+      run("ip netns exec nwt-cli /usr/bin/python3 -c \"import http.client,json\n"
+          "c=http.client.HTTPConnection('10.77.0.2', 8080)\nc.request('GET','/slow')\n"
+          "c.getresponse().read()\nprint(json.dumps({'sport': c.sock.getsockname()[1]}))\"");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::uint64_t sport = parse_json_lines(result.output).at(0)["sport"].u64();
+  settle();
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  auto seen = exchanges("client", sport);
+  ASSERT_EQ(seen.size(), 1u) << nw.log();
+  EXPECT_EQ(seen[0]["fields"]["outcome"].str(), "timed_out");
+  EXPECT_EQ(seen[0]["fields"]["path"].str(), "/slow");
+  EXPECT_FALSE(seen[0]["fields"].has("status"));
+  EXPECT_GE(prom.value("netwatcher_http_requests_unanswered_total",
+                       {{"outcome", "timed_out"}, {"side", "client"}})
+                .value_or(0),
+            1);
+  EXPECT_GE(
+      prom.value("netwatcher_http_parse_errors_total", {{"kind", "orphan_response"}}).value_or(0),
+      1)
+      << "the answer came after its request was given up";
 }
 
 TEST_F(Http, OtherTcpTrafficIsNotMistakenForHttp) {

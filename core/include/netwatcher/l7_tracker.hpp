@@ -60,9 +60,12 @@ struct L7Exchange {
 
 struct L7TrackerLimits {
   std::uint64_t timeout_ns = 30'000'000'000;  // a request unanswered this long is reported
-  std::size_t max_connections = 16384;        // least recently active ones are forgotten
-  std::size_t max_pending = 64;               // unanswered requests kept per connection
-  std::size_t max_head_bytes = 16 * 1024;     // a head split over segments is buffered up to this
+  // A connection with nothing pending and no segment for this long is
+  // forgotten (keep-alive connections are often idle for minutes).
+  std::uint64_t idle_ns = 300'000'000'000;
+  std::size_t max_connections = 16384;     // least recently active ones are forgotten
+  std::size_t max_pending = 64;            // unanswered requests kept per connection
+  std::size_t max_head_bytes = 16 * 1024;  // a head split over segments is buffered up to this
 };
 
 struct L7TrackerStats {
@@ -83,8 +86,8 @@ class L7Tracker {
   void segment(const L7Segment& segment, std::vector<L7Exchange>& done);
   // The connection closed: its unanswered requests end as `closed`.
   void close(std::uint64_t connection, std::vector<L7Exchange>& done);
-  // Requests older than the timeout end as `timed_out`; idle connections
-  // with nothing pending are forgotten after the same time.
+  // Requests older than the timeout end as `timed_out`; connections idle
+  // for `idle_ns` with nothing pending are forgotten.
   void expire(std::uint64_t now_ns, std::vector<L7Exchange>& done);
 
   const L7TrackerStats& stats() const { return stats_; }

@@ -152,30 +152,17 @@ bool L7Tracker::parse_from(Connection& c, Stream& s, bool is_request, std::uint3
     // Complete, or cut by the capture after the start line: a message.
     if (is_request) {
       if (c.pending.size() >= limits_.max_pending) {
-        L7Exchange dropped;
-        dropped.connection = c.id;
-        dropped.side = c.role == Role::client ? L7Side::client : L7Side::server;
-        dropped.request = std::move(c.pending.front().request);
-        dropped.request_ns = c.pending.front().ns;
-        dropped.outcome = L7Outcome::timed_out;
-        done.push_back(std::move(dropped));
-        c.pending.pop_front();
+        done.push_back(take_oldest(c, L7Outcome::timed_out));
         ++stats_.dropped_requests;
       }
       c.pending.push_back({request, ns});
     } else if (c.pending.empty()) {
       ++stats_.orphan_responses;
     } else {
-      L7Exchange exchange;
-      exchange.connection = c.id;
-      exchange.side = c.role == Role::client ? L7Side::client : L7Side::server;
-      exchange.request = std::move(c.pending.front().request);
-      exchange.request_ns = c.pending.front().ns;
+      L7Exchange exchange = take_oldest(c, L7Outcome::answered);
       exchange.response = response;
       exchange.response_ns = ns;
-      exchange.outcome = L7Outcome::answered;
       done.push_back(std::move(exchange));
-      c.pending.pop_front();
     }
 
     const std::optional<std::uint64_t> size =
@@ -193,17 +180,19 @@ bool L7Tracker::parse_from(Connection& c, Stream& s, bool is_request, std::uint3
   return true;
 }
 
+L7Exchange L7Tracker::take_oldest(Connection& c, L7Outcome outcome) {
+  L7Exchange exchange;
+  exchange.connection = c.id;
+  exchange.side = c.role == Role::client ? L7Side::client : L7Side::server;
+  exchange.request = std::move(c.pending.front().request);
+  exchange.request_ns = c.pending.front().ns;
+  exchange.outcome = outcome;
+  c.pending.pop_front();
+  return exchange;
+}
+
 void L7Tracker::finish(Connection& c, L7Outcome outcome, std::vector<L7Exchange>& done) {
-  for (auto& pending : c.pending) {
-    L7Exchange exchange;
-    exchange.connection = c.id;
-    exchange.side = c.role == Role::client ? L7Side::client : L7Side::server;
-    exchange.request = std::move(pending.request);
-    exchange.request_ns = pending.ns;
-    exchange.outcome = outcome;
-    done.push_back(std::move(exchange));
-  }
-  c.pending.clear();
+  while (!c.pending.empty()) done.push_back(take_oldest(c, outcome));
 }
 
 void L7Tracker::close(std::uint64_t connection, std::vector<L7Exchange>& done) {
@@ -218,14 +207,7 @@ void L7Tracker::expire(std::uint64_t now_ns, std::vector<L7Exchange>& done) {
   for (auto it = recency_.begin(); it != recency_.end();) {
     Connection& c = *it;
     while (!c.pending.empty() && c.pending.front().ns + limits_.timeout_ns < now_ns) {
-      L7Exchange exchange;
-      exchange.connection = c.id;
-      exchange.side = c.role == Role::client ? L7Side::client : L7Side::server;
-      exchange.request = std::move(c.pending.front().request);
-      exchange.request_ns = c.pending.front().ns;
-      exchange.outcome = L7Outcome::timed_out;
-      done.push_back(std::move(exchange));
-      c.pending.pop_front();
+      done.push_back(take_oldest(c, L7Outcome::timed_out));
     }
     if (c.pending.empty() && c.last_ns + limits_.idle_ns < now_ns) {
       connections_.erase(c.id);

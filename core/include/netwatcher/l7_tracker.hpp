@@ -126,6 +126,8 @@ class L7Tracker {
   bool parse_from(Connection& c, Stream& s, bool is_request, std::uint32_t seq,
                   std::span<const std::byte> bytes, bool whole, std::uint64_t ns,
                   std::vector<L7Exchange>& done, bool probing);
+  // Removes the oldest pending request of `c` as an exchange (no response).
+  static L7Exchange take_oldest(Connection& c, L7Outcome outcome);
   void finish(Connection& c, L7Outcome outcome, std::vector<L7Exchange>& done);
 
   const ProtocolParser& parser_;

@@ -192,6 +192,10 @@ void append_csv_field(std::string& out, std::string_view text) {
   out += '"';
 }
 
+const char* family_name(int family) {
+  return family == AF_INET6 ? "ipv6" : "ipv4";
+}
+
 std::string format_address(int family, const std::uint8_t* bytes) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family == AF_INET) {

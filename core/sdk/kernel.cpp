@@ -4,6 +4,7 @@
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cmath>
@@ -125,6 +126,13 @@ std::vector<std::uint64_t> log2_slots_to_buckets(std::span<const __u64> slots, i
     counts[static_cast<std::size_t>(std::min(bucket, buckets))] += slots[i];
   }
   return counts;
+}
+
+std::uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 std::vector<std::string> resolve_namespaces(const std::vector<std::string>& entries) {

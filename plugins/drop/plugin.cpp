@@ -251,7 +251,7 @@ class DropPlugin {
     v[kLocation] = location_name(rec.location);
     v[kProtocol] = protocol_name(rec.ethertype, p.protocol, ip);
     if (ip) {
-      v[kFamily] = std::string(p.tuple.family == AF_INET6 ? "ipv6" : "ipv4");
+      v[kFamily] = std::string(family_name(p.tuple.family));
       v[kSrcAddr] = format_address(p.tuple.family, p.tuple.saddr);
       v[kDstAddr] = format_address(p.tuple.family, p.tuple.daddr);
       if (p.has_ports) {

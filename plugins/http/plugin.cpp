@@ -53,13 +53,6 @@ std::string status_class(int status) {
   return status >= 100 && status <= 599 ? std::to_string(status / 100) + "xx" : "other";
 }
 
-std::uint64_t monotonic_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 // What the capture told about a socket, for the exchanges it ends in.
 struct SocketInfo {
   nw_tuple tuple{};
@@ -330,7 +323,7 @@ class HttpPlugin {
         Value(info.comm),
         peer && peer->pid ? Value(std::uint64_t{peer->pid}) : Value(),
         peer && peer->pid ? Value(peer->comm) : Value(),
-        Value(std::string(t.family == AF_INET6 ? "ipv6" : "ipv4")),
+        Value(std::string(family_name(t.family))),
         Value(format_address(t.family, t.saddr)),
         Value(std::uint64_t{t.sport}),
         Value(format_address(t.family, t.daddr)),

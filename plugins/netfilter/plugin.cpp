@@ -198,7 +198,7 @@ class NetfilterPlugin {
     const nw_packet& p = rec.packet;
     std::vector<Value> v(kFieldCount);
     v[kHook] = std::string(kHookNames[rec.hook]);
-    v[kFamily] = std::string(rec.family == 10 ? "ipv6" : "ipv4");
+    v[kFamily] = std::string(family_name(rec.family));
     v[kPath] = std::string(kPathNames[rec.path]);
     v[kProtocol] = ip_protocol_name(p.protocol);
     int family = rec.family == 10 ? AF_INET6 : AF_INET;

@@ -49,9 +49,7 @@ struct KeyOrder {
 using Totals = std::map<nic_key, nic_counters, KeyOrder>;
 
 double monotonic_seconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+  return static_cast<double>(monotonic_ns()) / 1e9;
 }
 
 class NicPlugin {

@@ -662,19 +662,20 @@ class TcpPlugin {
     return it != states_.end() ? it->second : "UNKNOWN(" + std::to_string(state) + ")";
   }
 
+  // The socket a connection record is about, as the per-event records carry it.
+  static tcp_who who_of(const tcp_conn_record& rec) {
+    tcp_who who{};
+    who.sock = rec.sock;
+    who.tuple = rec.info.tuple;
+    who.pid = rec.info.pid;
+    std::memcpy(who.comm, rec.info.comm, sizeof who.comm);
+    return who;
+  }
+
   std::vector<Value> identity_values(const tcp_conn_record& rec) const {
-    const nw_tuple& t = rec.info.tuple;
-    return {
-        Value(std::uint64_t{rec.sock}),
-        Value(std::uint64_t{rec.info.pid}),
-        Value(std::string(rec.info.comm, strnlen(rec.info.comm, sizeof rec.info.comm))),
-        Value(std::string(t.family == AF_INET6 ? "ipv6" : "ipv4")),
-        Value(format_address(t.family, t.saddr)),
-        Value(std::uint64_t{t.sport}),
-        Value(format_address(t.family, t.daddr)),
-        Value(std::uint64_t{t.dport}),
-        Value(std::string(direction_name(rec.info.direction))),
-    };
+    std::vector<Value> values = who_values(who_of(rec));
+    values.emplace_back(std::string(direction_name(rec.info.direction)));
+    return values;
   }
 
   std::vector<Value> conn_values(const tcp_conn_record& rec) const {
@@ -752,7 +753,7 @@ class TcpPlugin {
         sock_optional && !who.sock ? Value() : Value(std::uint64_t{who.sock}),
         Value(std::uint64_t{who.pid}),
         Value(std::string(who.comm, strnlen(who.comm, sizeof who.comm))),
-        Value(std::string(t.family == AF_INET6 ? "ipv6" : "ipv4")),
+        Value(std::string(family_name(t.family))),
         Value(format_address(t.family, t.saddr)),
         Value(std::uint64_t{t.sport}),
         Value(format_address(t.family, t.daddr)),
@@ -805,12 +806,7 @@ class TcpPlugin {
 
   void remember_owner(const tcp_conn_record& rec) {
     if (!rec.info.tuple_valid || owners_.size() >= max_connections_) return;
-    tcp_who who{};
-    who.sock = rec.sock;
-    who.tuple = rec.info.tuple;
-    who.pid = rec.info.pid;
-    std::memcpy(who.comm, rec.info.comm, sizeof who.comm);
-    owners_[tuple_key(rec.info.tuple)] = who;
+    owners_[tuple_key(rec.info.tuple)] = who_of(rec);
   }
 
   Status emit_error(const tcp_error_record& r, EventEmitter& out) const {

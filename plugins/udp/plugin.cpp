@@ -104,13 +104,6 @@ std::vector<FieldSchema> concat(std::vector<FieldSchema> first, Lists... rest) {
   return first;
 }
 
-std::uint64_t monotonic_now_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
 class UdpPlugin {
  public:
   PluginDescription describe() const {
@@ -279,7 +272,7 @@ class UdpPlugin {
     latency_ = host.metric("netwatcher_udp_latency_seconds");
     failures_ = host.metric("netwatcher_udp_receive_queue_failures_total");
     flow_count_ = host.metric("netwatcher_udp_flows");
-    last_collect_ns_ = monotonic_now_ns();
+    last_collect_ns_ = monotonic_ns();
     return Status::success();
   }
 
@@ -326,7 +319,7 @@ class UdpPlugin {
 
   static void put_endpoints(std::vector<Value>& v, std::size_t first, const nw_tuple& t) {
     int family = t.family == AF_INET6 ? AF_INET6 : AF_INET;
-    v[first] = std::string(family == AF_INET6 ? "ipv6" : "ipv4");
+    v[first] = std::string(family_name(family));
     v[first + 1] = format_address(family, t.saddr);
     v[first + 2] = std::uint64_t{t.sport};
     v[first + 3] = format_address(family, t.daddr);
@@ -382,7 +375,7 @@ class UdpPlugin {
   }
 
   void collect_flows(EventEmitter& out) {
-    const std::uint64_t now = monotonic_now_ns();
+    const std::uint64_t now = monotonic_ns();
     const int fd = bpf_map__fd(skeleton_->maps.udp_flows);
     std::vector<udp_flow_key> idle;
     std::uint64_t tracked = 0;

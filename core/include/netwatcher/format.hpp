@@ -35,6 +35,10 @@ void append_csv_field(std::string& out, std::string_view text);
 // Formats a network address of the given family (AF_INET / AF_INET6) from raw bytes.
 std::string format_address(int family, const std::uint8_t* bytes);
 
+// The `family` label value of an address family: "ipv6" for AF_INET6 (10),
+// "ipv4" for anything else (callers only hold IPv4 or IPv6 addresses).
+const char* family_name(int family);
+
 // An IP protocol number as a label value: "tcp", "udp", "icmp", "icmpv6",
 // "sctp", ... or "ip_proto_<n>" (so at most 256 distinct values).
 std::string ip_protocol_name(std::uint8_t protocol);

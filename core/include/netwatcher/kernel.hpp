@@ -33,6 +33,10 @@ void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter);
 std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
                                                  const std::string& strip_prefix = "");
 
+// Now on CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns() and
+// of every record's timestamp_ns.
+std::uint64_t monotonic_ns();
+
 // Network namespace files for netfilter links (NetfilterPoint::netns) from a
 // config list: "self" is netwatcher's own (""), "*" is self plus every
 // /run/netns/* present now, a name is /run/netns/<name>, and anything with a

@@ -227,6 +227,7 @@ void ProbeRuntime::use_anomaly_detector(AnomalyDetector* detector, MetricFamily*
                            field.type == FieldType::f64;
       if (field.anomaly == AnomalyRole::sample && numeric_field) {
         plan.samples.push_back(f);
+        plan.series_prefix.push_back(name() + "/" + schema.name + "/" + field.name);
         if (anomalies_) anomalies_->add({name(), field.name}, 0);
       } else if (field.anomaly == AnomalyRole::key) {
         plan.keys.push_back(f);
@@ -252,11 +253,12 @@ bool ProbeRuntime::judge(std::size_t index, const std::vector<Value>& values) {
   add_labels(plan.keys);
   if (detector_->settings().per_connection) add_labels(plan.connection);
   bool any = false;
-  for (std::size_t f : plan.samples) {
+  for (std::size_t i = 0; i < plan.samples.size(); ++i) {
+    const std::size_t f = plan.samples[i];
     std::optional<double> sample = numeric(values[f]);
     if (!sample) continue;  // absent optional field
     const FieldSchema& field = schema.fields[f];
-    std::string series = name() + "/" + schema.name + "/" + field.name + labels;
+    const std::string series = plan.series_prefix[i] + labels;
     AnomalyDetector::Verdict verdict = detector_->observe(series, *sample);
     if (!verdict.anomaly) continue;
     any = true;

@@ -83,6 +83,7 @@ class ProbeRuntime final : public PluginHost {
   // Which fields of one schema the anomaly detector reads.
   struct AnomalyPlan {
     std::vector<std::size_t> samples, keys, connection;
+    std::vector<std::string> series_prefix;  // "plugin/event/field", one per sample
   };
   // Runs the detector over one valid event; true when a sample is anomalous.
   bool judge(std::size_t schema, const std::vector<Value>& values);

@@ -326,14 +326,19 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
   bpf_ringbuf_submit(r, 0);
 }
 
+/* Since 6.9 the tracepoint also fires for attempts that failed (err != 0,
+ * e.g. the original still in a host queue): only sent segments count, as in
+ * the kernel's own total_retrans. */
 SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(retransmit_btf, const struct sock* sk, const struct sk_buff* skb) {
+int BPF_PROG(retransmit_btf, const struct sock* sk, const struct sk_buff* skb, int err) {
+  if (err) return 0;
   handle_retransmit(sk, skb);
   return 0;
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit_tp(struct trace_event_raw_tcp_retransmit_skb* ctx) {
+  if (bpf_core_field_exists(ctx->err) && BPF_CORE_READ(ctx, err)) return 0;
   handle_retransmit((const struct sock*)ctx->skaddr, (const struct sk_buff*)ctx->skbaddr);
   return 0;
 }

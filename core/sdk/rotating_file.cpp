@@ -57,7 +57,11 @@ Status RotatingFile::open_current() {
   if (!parent.empty()) std::filesystem::create_directories(parent, ec);
   file_ = std::fopen(options_.path.c_str(), "ae");
   if (!file_) return io_error("cannot open", options_.path, errno);
-  size_ = std::filesystem::file_size(options_.path, ec);
+  // Sinks flush whenever their queue runs empty; between flushes a large
+  // buffer turns thousands of lines into one write(2).
+  std::setvbuf(file_, nullptr, _IOFBF, 1 << 18);
+  rotatable_ = std::filesystem::is_regular_file(options_.path, ec);
+  size_ = rotatable_ ? std::filesystem::file_size(options_.path, ec) : 0;
   if (ec) size_ = 0;
   if (size_ == 0 && options_.header) {
     std::string header = options_.header();
@@ -91,7 +95,7 @@ Status RotatingFile::write(std::string_view data) {
   if (!file_) {
     if (Status s = open_current(); !s) return s;
   }
-  if (!is_stdout_ && options_.max_bytes && size_ > 0 && size_ + data.size() > options_.max_bytes) {
+  if (rotatable_ && options_.max_bytes && size_ > 0 && size_ + data.size() > options_.max_bytes) {
     if (Status s = rotate(); !s) return s;
   }
   if (std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {

@@ -1,6 +1,7 @@
 // Each sink's exact output for a fixed set of events and metrics.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -103,6 +104,22 @@ TEST_F(SinkFixture, JsonRotatesBySize) {
   EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl")).find("18446744073709551615"),
             std::string::npos);
   EXPECT_NE(nwtest::read_file(dir_.file("r.jsonl.2")).find("\"plain\""), std::string::npos);
+}
+
+TEST_F(SinkFixture, JsonNeverRotatesAFifo) {
+  // A sink pointed at /dev/null or a pipe must never rename it, however much
+  // it writes.
+  const std::string fifo = dir_.file("pipe");
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  int reader = open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(reader, 0);
+  run_sink("json", {{"path", fifo}, {"max_size", std::int64_t{100}}});
+  std::string got(4096, '\0');
+  ssize_t n = read(reader, got.data(), got.size());
+  close(reader);
+  EXPECT_GT(n, 500);
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo));
+  EXPECT_FALSE(std::filesystem::exists(fifo + ".1"));
 }
 
 TEST_F(SinkFixture, CsvQuotesPerRfc4180) {

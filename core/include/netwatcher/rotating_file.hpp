@@ -47,6 +47,13 @@ class RotatingFile {
   Status close();
   const std::string& path() const { return options_.path; }
   std::uint64_t size() const { return size_; }
+  // Bytes that fit in the current file before a write rotates it (unlimited
+  // when it never rotates). Sinks that gather lines into one write use it to
+  // keep rotation exact to the line.
+  std::uint64_t room() const {
+    if (!rotatable_ || !options_.max_bytes) return ~std::uint64_t{0};
+    return size_ >= options_.max_bytes ? 0 : options_.max_bytes - size_;
+  }
 
  private:
   Status open_current();
@@ -55,6 +62,9 @@ class RotatingFile {
   Options options_;
   std::FILE* file_ = nullptr;
   bool is_stdout_ = false;
+  // Only regular files rotate: renaming /dev/null or a FIFO would break the
+  // system or the reader behind it.
+  bool rotatable_ = false;
   std::uint64_t size_ = 0;
 };
 

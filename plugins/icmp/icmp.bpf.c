@@ -217,6 +217,6 @@ int BPF_PROG(icmp_error_sent, const struct sk_buff* skb, int type, int code) {
   struct net_device* dev = BPF_CORE_READ(skb, dev);
   rec->netns = dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
   rec->pad = 0;
-  bpf_ringbuf_submit(rec, 0);
+  nw_submit(rec);
   return 0;
 }

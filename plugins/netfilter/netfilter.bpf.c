@@ -133,6 +133,6 @@ int nf_last(struct bpf_nf_ctx* ctx) {
   rec->family = pf;
   rec->path = path_of(hook, entry->seen);
   rec->parsed = parsed;
-  bpf_ringbuf_submit(rec, 0);
+  nw_submit(rec);
   return NW_NF_ACCEPT;
 }

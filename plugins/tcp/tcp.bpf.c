@@ -154,7 +154,7 @@ static __always_inline void emit(__u32 type, __u64 key, const struct tcp_conn_in
   struct tcp_conn_record* rec = nw_reserve(sizeof(*rec), type);
   if (!rec) return;
   fill_record(rec, key, info, sk, state, rec->hdr.timestamp_ns);
-  bpf_ringbuf_submit(rec, 0);
+  nw_submit(rec);
 }
 
 /* One state transition; `at_ns` overrides the record's time (0: now) and
@@ -169,7 +169,7 @@ static __always_inline void emit_state(const struct tcp_who* who, __u8 old_state
   r->old_state = old_state;
   r->new_state = new_state;
   __builtin_memset(r->pad, 0, sizeof(r->pad));
-  bpf_ringbuf_submit(r, 0);
+  nw_submit(r);
 }
 
 /* Transitions of sockets that are not tracked: listeners, connections that
@@ -323,7 +323,7 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
   r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
   r->timeout = timeout;
   __builtin_memset(r->pad, 0, sizeof(r->pad));
-  bpf_ringbuf_submit(r, 0);
+  nw_submit(r);
 }
 
 /* Since 6.9 the tracepoint also fires for attempts that failed (err != 0,
@@ -477,7 +477,7 @@ static __always_inline void handle_reset(const struct sock* sk, const struct sk_
   r->sent = sent;
   r->state = state;
   r->pad[0] = r->pad[1] = 0;
-  bpf_ringbuf_submit(r, 0);
+  nw_submit(r);
 }
 
 SEC("tp_btf/tcp_send_reset")
@@ -523,7 +523,7 @@ static __always_inline void handle_congestion(const struct sock* sk, __u8 new_st
   r->old_state = old_state;
   r->new_state = new_state;
   __builtin_memset(r->pad, 0, sizeof(r->pad));
-  bpf_ringbuf_submit(r, 0);
+  nw_submit(r);
 }
 
 SEC("tp_btf/tcp_cong_state_set")
@@ -836,7 +836,7 @@ static __always_inline void record_layers(__u8 direction, const __u64* ns, const
   r->length = length;
   r->direction = direction;
   r->pad[0] = r->pad[1] = r->pad[2] = 0;
-  bpf_ringbuf_submit(r, 0);
+  nw_submit(r);
 }
 
 static __always_inline __u64 span(__u64 from, __u64 to) {

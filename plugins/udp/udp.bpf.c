@@ -205,7 +205,7 @@ static __always_inline void emit_datagram(const struct udp_flow_key* flow, int d
   rec->direction = dir;
   rec->flags = flags | (pid ? UDP_HAS_PID : 0);
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
-  bpf_ringbuf_submit(rec, 0);
+  nw_submit(rec);
 }
 
 /* ---- receive ---- */
@@ -293,7 +293,7 @@ int BPF_PROG(udp_queue_failure, int rc, struct sock* sk, struct sk_buff* skb) {
   rec->length = payload_length(&p);
   rec->reason = reason;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
-  bpf_ringbuf_submit(rec, 0);
+  nw_submit(rec);
   return 0;
 }
 

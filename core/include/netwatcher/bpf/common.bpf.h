@@ -7,7 +7,12 @@
  *              netwatcher_events_lost_total)
  *   nw_suppressed  per-CPU count of records a rate limit held back on purpose
  *              (reported as netwatcher_events_suppressed_total)
- * and the rodata global filter `nw_filter_cfg`, filled by the plugin before load. */
+ * the rodata global filter `nw_filter_cfg`, filled by the plugin before load,
+ * and the rodata `nw_wakeup_bytes`, filled by the host before load.
+ *
+ * Submit records with nw_submit() / nw_output(), never bpf_ringbuf_submit(..., 0):
+ * they wake the host only once enough data waits, so a burst of records costs
+ * the host one wakeup instead of one per record. */
 #ifndef NETWATCHER_COMMON_BPF_H
 #define NETWATCHER_COMMON_BPF_H
 
@@ -57,6 +62,23 @@ struct {
 } nw_rate SEC(".maps");
 
 const volatile struct nw_filter nw_filter_cfg = {};
+
+/* Unread bytes in nw_events at which a submit wakes the host ([netwatcher]
+ * wakeup_bytes). Below it the record waits for the host's next timed poll
+ * (poll_interval). 0: the kernel's default, a wakeup whenever the host had
+ * caught up, i.e. up to one per record at moderate rates. */
+const volatile __u64 nw_wakeup_bytes = 0;
+
+static __always_inline __u64 nw_wakeup_flag(void) {
+  if (!nw_wakeup_bytes) return 0;
+  return bpf_ringbuf_query(&nw_events, BPF_RB_AVAIL_DATA) >= nw_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+                                                                             : BPF_RB_NO_WAKEUP;
+}
+
+/* Commits a record from nw_reserve(). */
+static __always_inline void nw_submit(void* record) {
+  bpf_ringbuf_submit(record, nw_wakeup_flag());
+}
 
 static __always_inline void nw_count_lost(void) {
   __u32 zero = 0;
@@ -149,7 +171,7 @@ static __always_inline void nw_output(void* record, __u64 size, __u32 type) {
   hdr->type = type;
   hdr->size = size;
   hdr->timestamp_ns = bpf_ktime_get_ns();
-  if (bpf_ringbuf_output(&nw_events, record, size, 0)) nw_count_lost();
+  if (bpf_ringbuf_output(&nw_events, record, size, nw_wakeup_flag())) nw_count_lost();
 }
 
 static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, __u32 nr) {

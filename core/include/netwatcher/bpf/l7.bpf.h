@@ -208,7 +208,7 @@ static __always_inline void nw_l7_socket_closed(struct sock* sk, int newstate) {
   struct nw_l7_close* rec = nw_reserve(sizeof(*rec), NW_L7_RECORD_CLOSE);
   if (!rec) return;
   rec->cookie = bpf_get_socket_cookie(sk);
-  bpf_ringbuf_submit(rec, 0);
+  nw_submit(rec);
 }
 
 #endif

@@ -6,6 +6,37 @@
 
 namespace netwatcher::host {
 
+namespace {
+
+// Events handed to a sink at once; also how many the producer caches.
+constexpr std::size_t kBatch = 512;
+// Value vectors kept for make_values(); more than one batch is never in use.
+constexpr std::size_t kMaxSpareStorage = 64;
+
+}  // namespace
+
+void EventPool::take(std::vector<PooledEvent*>& into, std::size_t count) {
+  std::lock_guard lock(mutex_);
+  while (count && !free_.empty()) {
+    into.push_back(free_.back());
+    free_.pop_back();
+    --count;
+  }
+  for (; count; --count) into.push_back(&storage_.emplace_back());
+}
+
+void EventPool::give_back(std::vector<PooledEvent*>& events) {
+  if (events.empty()) return;
+  std::lock_guard lock(mutex_);
+  free_.insert(free_.end(), events.begin(), events.end());
+  events.clear();
+}
+
+std::size_t EventPool::created() const {
+  std::lock_guard lock(mutex_);
+  return storage_.size();
+}
+
 SinkWorker::SinkWorker(std::string instance, std::shared_ptr<Sink> sink,
                        std::optional<std::set<std::string>> plugins, std::size_t capacity)
     : instance_(std::move(instance)),
@@ -17,7 +48,8 @@ SinkWorker::~SinkWorker() {
   stop();
 }
 
-Status SinkWorker::start(const SinkContext& context) {
+Status SinkWorker::start(const SinkContext& context, EventPool& pool) {
+  pool_ = &pool;
   if (Status s = sink_->open(context); !s)
     return Status::failure("sink '" + instance_ + "': " + s.message());
   started_ = true;
@@ -25,16 +57,48 @@ Status SinkWorker::start(const SinkContext& context) {
   return Status::success();
 }
 
-void SinkWorker::push(const EventPtr& event) {
+void SinkWorker::release(std::vector<PooledEvent*>& events) {
+  std::vector<PooledEvent*> unused;
+  for (PooledEvent* event : events)
+    if (event->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) unused.push_back(event);
+  events.clear();
+  if (pool_) pool_->give_back(unused);
+}
+
+void SinkWorker::push(std::vector<PooledEvent*>& batch) {
+  if (batch.empty()) return;
+  std::vector<PooledEvent*> overflow;
+  bool wake = false;
   {
     std::lock_guard lock(mutex_);
-    if (queue_.size() >= capacity_) {
-      dropped_.fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
-    queue_.push_back(event);
+    std::size_t room = capacity_ > queue_.size() ? capacity_ - queue_.size() : 0;
+    std::size_t accepted = std::min(room, batch.size());
+    queue_.insert(queue_.end(), batch.begin(), batch.begin() + static_cast<long>(accepted));
+    overflow.assign(batch.begin() + static_cast<long>(accepted), batch.end());
+    wake = accepted && sleeping_;
   }
-  wake_.notify_one();
+  batch.clear();
+  if (wake) wake_.notify_one();
+  if (!overflow.empty()) {
+    dropped_.fetch_add(overflow.size(), std::memory_order_relaxed);
+    release(overflow);
+  }
+}
+
+bool SinkWorker::above_half() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size() > capacity_ / 2;
+}
+
+bool SinkWorker::wait_for_room(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock lock(mutex_);
+  if (batches_taken_ == stalled_at_) return false;  // still stuck since last time
+  producer_waiting_ = true;
+  bool drained = drained_.wait_until(lock, deadline,
+                                     [&] { return queue_.size() <= capacity_ / 2 || stopping_; });
+  producer_waiting_ = false;
+  if (!drained) stalled_at_ = batches_taken_;
+  return drained;
 }
 
 std::size_t SinkWorker::depth() const {
@@ -55,23 +119,29 @@ void SinkWorker::report(const Status& status, const char* what) {
 }
 
 void SinkWorker::run() {
-  std::deque<EventPtr> batch;
+  std::vector<PooledEvent*> batch;
   for (;;) {
     {
       std::unique_lock lock(mutex_);
+      sleeping_ = true;
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      sleeping_ = false;
       if (queue_.empty() && stopping_) break;
       batch.swap(queue_);
+      ++batches_taken_;
+      if (producer_waiting_) drained_.notify_one();
     }
-    for (const auto& event : batch) {
-      Status s = sink_->write(*event);
+    std::uint64_t written = 0;
+    for (PooledEvent* event : batch) {
+      Status s = sink_->write(event->event);
       if (s) {
-        written_.fetch_add(1, std::memory_order_relaxed);
+        ++written;
       } else {
         report(s, "write");
       }
     }
-    batch.clear();
+    written_.fetch_add(written, std::memory_order_relaxed);
+    release(batch);
     bool idle;
     {
       std::lock_guard lock(mutex_);
@@ -94,36 +164,112 @@ void SinkWorker::stop() {
   started_ = false;
 }
 
+const EventFilter::Positions& EventFilter::positions(const EventSchema* schema) const {
+  auto it = positions_.find(schema);
+  if (it != positions_.end()) return it->second;
+  Positions p;
+  p.pid = schema->index_of("pid");
+  p.sport = schema->index_of("sport");
+  p.dport = schema->index_of("dport");
+  p.family = schema->index_of("family");
+  return positions_.emplace(schema, p).first->second;
+}
+
 bool EventFilter::accepts(const Event& event) const {
   if (!active_) return true;
-  const auto& fields = event.schema->fields;
-  for (std::size_t i = 0; i < fields.size() && i < event.values.size(); ++i) {
-    const std::string& name = fields[i].name;
-    const Value& value = event.values[i];
-    if (name == "pid" && filter_.pid) {
-      const auto* pid = std::get_if<std::uint64_t>(&value);
-      if (!pid || *pid != filter_.pid) return false;
-    } else if ((name == "sport" && !filter_.sports.empty()) ||
-               (name == "dport" && !filter_.dports.empty())) {
-      const auto& ports = name == "sport" ? filter_.sports : filter_.dports;
-      const auto* port = std::get_if<std::uint64_t>(&value);
-      if (port && std::find(ports.begin(), ports.end(), *port) == ports.end()) return false;
-    } else if (name == "family" && filter_.family) {
-      const auto* family = std::get_if<std::string>(&value);
-      if (family && *family != (filter_.family == 4 ? "ipv4" : "ipv6")) return false;
-    }
+  const Positions& p = positions(event.schema);
+  const auto value = [&](int index) -> const Value* {
+    return index >= 0 && static_cast<std::size_t>(index) < event.values.size()
+               ? &event.values[static_cast<std::size_t>(index)]
+               : nullptr;
+  };
+  if (filter_.pid && p.pid >= 0) {
+    const Value* v = value(p.pid);
+    const auto* pid = v ? std::get_if<std::uint64_t>(v) : nullptr;
+    if (!pid || *pid != filter_.pid) return false;
+  }
+  const auto port_ok = [&](int index, const std::vector<std::uint16_t>& ports) {
+    if (ports.empty() || index < 0) return true;
+    const Value* v = value(index);
+    const auto* port = v ? std::get_if<std::uint64_t>(v) : nullptr;
+    return !port || std::find(ports.begin(), ports.end(), *port) != ports.end();
+  };
+  if (!port_ok(p.sport, filter_.sports) || !port_ok(p.dport, filter_.dports)) return false;
+  if (filter_.family && p.family >= 0) {
+    const Value* v = value(p.family);
+    const auto* family = v ? std::get_if<std::string>(v) : nullptr;
+    if (family && *family != (filter_.family == 4 ? "ipv4" : "ipv6")) return false;
   }
   return true;
 }
 
-bool Bus::publish(EventPtr event) {
-  if (!filter_.accepts(*event)) return false;
-  for (auto& worker : workers_)
-    if (worker->wants(event->schema->plugin)) worker->push(event);
+Bus::~Bus() {
+  stop();
+}
+
+Status Bus::add(std::unique_ptr<SinkWorker> worker, const SinkContext& context) {
+  if (Status s = worker->start(context, pool_); !s) return s;
+  workers_.push_back(std::move(worker));
+  pending_.resize(workers_.size());
+  return Status::success();
+}
+
+PooledEvent* Bus::take() {
+  if (free_.empty()) pool_.take(free_, kBatch);
+  PooledEvent* event = free_.back();
+  free_.pop_back();
+  return event;
+}
+
+std::vector<Value> Bus::make_values(std::size_t size) {
+  std::vector<Value> values;
+  if (!spare_storage_.empty()) {
+    values = std::move(spare_storage_.back());
+    spare_storage_.pop_back();
+    values.clear();
+  }
+  values.resize(size);
+  return values;
+}
+
+void Bus::keep_storage(std::vector<Value>&& values) {
+  if (values.capacity() && spare_storage_.size() < kMaxSpareStorage)
+    spare_storage_.push_back(std::move(values));
+}
+
+void Bus::recycle(PooledEvent* event) {
+  free_.push_back(event);
+}
+
+bool Bus::publish(PooledEvent* event) {
+  if (!filter_.accepts(event->event)) {
+    recycle(event);
+    return false;
+  }
+  std::uint32_t holders = 0;
+  for (const auto& worker : workers_) holders += worker->wants(event->event.schema->plugin);
+  if (!holders) {
+    recycle(event);
+    return true;
+  }
+  event->holders.store(holders, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < workers_.size(); ++i)
+    if (workers_[i]->wants(event->event.schema->plugin)) pending_[i].push_back(event);
+  if (++pending_events_ >= kBatch) flush(backpressure_deadline_);
   return true;
 }
 
+void Bus::flush(std::chrono::steady_clock::time_point wait_until) {
+  // push() publishes the holder counts to the sink threads under their lock.
+  for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->push(pending_[i]);
+  pending_events_ = 0;
+  if (wait_until == std::chrono::steady_clock::time_point{}) return;
+  for (const auto& worker : workers_)
+    if (worker->above_half()) worker->wait_for_room(wait_until);
+}
+
 void Bus::stop() {
+  flush();
   for (auto& worker : workers_) worker->stop();
 }
 

@@ -1,10 +1,16 @@
 // Routes events from plugins to sinks through one bounded queue per sink.
+//
+// The steady state allocates nothing per event: events and their value vectors
+// are recycled through an EventPool, the poller hands events to the sinks in
+// batches (one lock and at most one wakeup per sink and batch), and each sink
+// thread gives the events it is done with back in one go.
 #pragma once
 
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -19,7 +25,27 @@
 
 namespace netwatcher::host {
 
-using EventPtr = std::shared_ptr<const Event>;
+// An event plus how many sinks still hold it; the last one recycles it.
+struct PooledEvent {
+  Event event;
+  std::atomic<std::uint32_t> holders{0};
+};
+
+// Every PooledEvent ever made, and the free ones. Thread-safe; callers move
+// events in and out in batches so the lock is taken once per batch.
+class EventPool {
+ public:
+  // Appends `count` free events to `into`, making new ones when none are free.
+  void take(std::vector<PooledEvent*>& into, std::size_t count);
+  // Returns every event in `events` (which ends empty) to the free list.
+  void give_back(std::vector<PooledEvent*>& events);
+  std::size_t created() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::deque<PooledEvent> storage_;  // deque: addresses stay valid as it grows
+  std::vector<PooledEvent*> free_;
+};
 
 class SinkWorker {
  public:
@@ -28,11 +54,21 @@ class SinkWorker {
   ~SinkWorker();
 
   // Opens the sink on the calling thread (start-up errors must stop start-up),
-  // then starts the worker thread.
-  Status start(const SinkContext& context);
+  // then starts the worker thread. `pool` takes back written events.
+  Status start(const SinkContext& context, EventPool& pool);
   bool wants(const std::string& plugin) const { return !plugins_ || plugins_->count(plugin); }
-  // Never blocks: when the queue is full the event is dropped and counted.
-  void push(const EventPtr& event);
+  // Queues the events of `batch` (which ends empty) and wakes the thread if it
+  // sleeps. Never blocks on the sink: what does not fit in the queue is
+  // dropped, counted and released.
+  void push(std::vector<PooledEvent*>& batch);
+  // Backpressure for the poller: waits until the queue is at most half full,
+  // up to `deadline`. Lets a sink sharing the poller's core catch up while the
+  // backlog waits in the kernel's ring buffer, which is sized for it, instead
+  // of dropping here. A sink that makes no progress until the deadline is
+  // marked stalled and not waited for again until it writes something, so a
+  // hung sink cannot slow the others down. False when it did not drain.
+  bool wait_for_room(std::chrono::steady_clock::time_point deadline);
+  bool above_half() const;
   // Writes everything queued, flushes, closes, and joins the thread.
   void stop();
 
@@ -41,21 +77,30 @@ class SinkWorker {
   std::uint64_t written() const { return written_.load(std::memory_order_relaxed); }
   std::uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
   std::size_t depth() const;
+  std::size_t capacity() const { return capacity_; }
 
  private:
   void run();
   void report(const Status& status, const char* what);
+  // Drops one hold on each event; those no sink holds any more go back to the pool.
+  void release(std::vector<PooledEvent*>& events);
 
   std::string instance_;
   std::shared_ptr<Sink> sink_;
   std::optional<std::set<std::string>> plugins_;
   std::size_t capacity_;
+  EventPool* pool_ = nullptr;
   mutable std::mutex mutex_;
-  std::condition_variable wake_;
-  std::deque<EventPtr> queue_;
+  std::condition_variable wake_, drained_;
+  std::vector<PooledEvent*> queue_;
+  bool sleeping_ = false;
+  bool producer_waiting_ = false;
+  std::uint64_t batches_taken_ = 0;   // under mutex_: progress for wait_for_room()
+  std::uint64_t stalled_at_ = ~0ULL;  // batches_taken_ when last found stalled
   bool stopping_ = false;
   bool started_ = false;
   std::thread thread_;
+  std::vector<PooledEvent*> released_;  // worker thread only
   std::atomic<std::uint64_t> dropped_{0}, written_{0}, errors_{0};
   std::chrono::steady_clock::time_point last_error_log_{};
 };
@@ -70,22 +115,62 @@ class EventFilter {
   bool accepts(const Event& event) const;
 
  private:
+  // Where the filtered fields are in one schema (-1: not there).
+  struct Positions {
+    int pid = -1, sport = -1, dport = -1, family = -1;
+  };
+  const Positions& positions(const EventSchema* schema) const;
+
   GlobalFilter filter_;
   bool active_;  // false: every event passes without looking at its fields
+  mutable std::map<const EventSchema*, Positions> positions_;
 };
 
 class Bus {
  public:
   explicit Bus(GlobalFilter filter) : filter_(std::move(filter)) {}
-  void add(std::unique_ptr<SinkWorker> worker) { workers_.push_back(std::move(worker)); }
-  // False when the event was filtered out.
-  bool publish(EventPtr event);
+  ~Bus();
+  // Opens the sink and starts its thread. On failure the worker is discarded
+  // and the Status names the sink.
+  Status add(std::unique_ptr<SinkWorker> worker, const SinkContext& context);
+
+  // Producer side: take(), make_values(), publish() and flush() are for one
+  // thread only, the poller.
+  //
+  // A free event; give it to publish() (or recycle() it).
+  PooledEvent* take();
+  // `size` absent values in recycled storage.
+  std::vector<Value> make_values(std::size_t size);
+  // Keeps the storage of a value vector for make_values().
+  void keep_storage(std::vector<Value>&& values);
+  void recycle(PooledEvent* event);
+  // Takes `event`; false when the host filter refused it (it is recycled).
+  // Accepted events wait in a batch per sink until flush().
+  bool publish(PooledEvent* event);
+  // Hands the waiting batches to the sinks. Call after every poll round.
+  // With `wait_until` set, then waits (see SinkWorker::wait_for_room) for
+  // queues more than half full to drain.
+  void flush(std::chrono::steady_clock::time_point wait_until = {});
+
+  // Until when publish() may wait for sinks in the current poll round (see
+  // flush()); the poller sets it before each read. Default: never waits.
+  void set_backpressure_deadline(std::chrono::steady_clock::time_point deadline) {
+    backpressure_deadline_ = deadline;
+  }
+
   void stop();
   const std::vector<std::unique_ptr<SinkWorker>>& workers() const { return workers_; }
+  const EventPool& pool() const { return pool_; }
 
  private:
   EventFilter filter_;
+  EventPool pool_;
   std::vector<std::unique_ptr<SinkWorker>> workers_;
+  std::vector<PooledEvent*> free_;  // producer-side cache of free events
+  std::vector<std::vector<Value>> spare_storage_;
+  std::vector<std::vector<PooledEvent*>> pending_;  // one batch per worker
+  std::size_t pending_events_ = 0;
+  std::chrono::steady_clock::time_point backpressure_deadline_{};
 };
 
 }  // namespace netwatcher::host

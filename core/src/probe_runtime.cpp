@@ -1,13 +1,16 @@
 #include "probe_runtime.hpp"
 
 #include <bpf/bpf.h>
+#include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -18,6 +21,7 @@
 #include "bpf_uapi.hpp"
 #include "bus.hpp"
 #include "libbpf_log.hpp"
+#include "live_programs.hpp"
 #include "netwatcher/kernel.hpp"
 
 namespace netwatcher::host {
@@ -101,6 +105,32 @@ bool value_matches(const FieldSchema& field, const Value& value) {
   return false;
 }
 
+// Sets the 8-byte global `variable` in the object's .rodata (before load), using
+// the section's BTF to find its offset. False when there is no such variable.
+bool set_rodata_u64(bpf_object* object, const char* variable, std::uint64_t value) {
+  const btf* types = bpf_object__btf(object);
+  if (!types) return false;
+  int section_id = btf__find_by_name_kind(types, ".rodata", BTF_KIND_DATASEC);
+  if (section_id < 0) return false;
+  const btf_type* section = btf__type_by_id(types, static_cast<__u32>(section_id));
+  bpf_map* map = nullptr;
+  bpf_object__for_each_map(map, object) {
+    std::string_view map_name = bpf_map__name(map);
+    if (!bpf_map__is_internal(map) || !map_name.ends_with(".rodata")) continue;
+    std::size_t size = 0;
+    auto* data = static_cast<char*>(const_cast<void*>(bpf_map__initial_value(map, &size)));
+    const btf_var_secinfo* vars = btf_var_secinfos(section);
+    for (unsigned i = 0; data && i < btf_vlen(section); ++i) {
+      const btf_type* var = btf__type_by_id(types, vars[i].type);
+      if (std::strcmp(btf__name_by_offset(types, var->name_off), variable) != 0) continue;
+      if (vars[i].size != sizeof value || vars[i].offset + sizeof value > size) return false;
+      std::memcpy(data + vars[i].offset, &value, sizeof value);
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 class ProbeRuntime::Emitter final : public EventEmitter {
@@ -127,12 +157,15 @@ class ProbeRuntime::Emitter final : public EventEmitter {
         bool anomaly = runtime_.judge(index, values);
         values.emplace_back(anomaly);
       }
-      auto event = std::make_shared<Event>();
-      event->schema = schema;
-      event->timestamp_ns = monotonic_ns ? monotonic_ns + runtime_.realtime_offset_ns_
-                                         : static_cast<std::uint64_t>(clock_ns(CLOCK_REALTIME));
-      event->values = std::move(values);
-      if (bus_.publish(std::move(event))) {
+      PooledEvent* pooled = bus_.take();
+      Event& event = pooled->event;
+      event.schema = schema;
+      event.timestamp_ns = monotonic_ns ? monotonic_ns + runtime_.realtime_offset_ns_
+                                        : static_cast<std::uint64_t>(clock_ns(CLOCK_REALTIME));
+      // The event's old storage goes back to make_values() for the next one.
+      event.values.swap(values);
+      bus_.keep_storage(std::move(values));
+      if (bus_.publish(pooled)) {
         runtime_.event_counts_[index].fetch_add(1, std::memory_order_relaxed);
       } else {
         runtime_.filtered_.fetch_add(1, std::memory_order_relaxed);
@@ -140,6 +173,14 @@ class ProbeRuntime::Emitter final : public EventEmitter {
     } catch (const std::exception& e) {
       runtime_.decode_errors_.fetch_add(1, std::memory_order_relaxed);
       spdlog::debug("plugin '{}': emit failed: {}", runtime_.name(), e.what());
+    }
+  }
+
+  std::vector<Value> make_values(std::size_t size) noexcept override {
+    try {
+      return bus_.make_values(size);
+    } catch (...) {
+      return {};
     }
   }
 
@@ -277,7 +318,8 @@ bool ProbeRuntime::judge(std::size_t index, const std::vector<Value>& values) {
 }
 
 Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
-                                  std::vector<std::size_t>& choice, std::string& failed_hook) {
+                                  std::uint64_t wakeup_bytes, std::vector<std::size_t>& choice,
+                                  std::string& failed_hook) {
   failed_hook.clear();
   object_ = nullptr;
   if (Status s = plugin_->open(&object_); !s) return s;
@@ -345,6 +387,9 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
         "BPF object has no 'nw_events' ring buffer (include netwatcher/bpf/common.bpf.h)");
   if (int err = bpf_map__set_max_entries(events, static_cast<__u32>(ring_buffer_bytes)); err)
     return Status::failure("cannot size ring buffer: " + std::string(std::strerror(-err)));
+  // Objects built before the SDK had it simply wake the host for every record.
+  if (!set_rodata_u64(object_, "nw_wakeup_bytes", wakeup_bytes))
+    spdlog::debug("plugin '{}': no nw_wakeup_bytes in its BPF object", name());
 
   take_failed_program();
   if (Status s = plugin_->load(); !s) {
@@ -403,7 +448,8 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   return Status::success();
 }
 
-Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes) {
+Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
+                              std::uint64_t wakeup_bytes) {
   auto& hooks = description_.hooks;
   reports_.clear();
   for (const auto& hook : hooks) {
@@ -415,7 +461,7 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
   Status result;
   for (int attempt = 0; attempt < kMaxBringUpAttempts; ++attempt) {
     std::string failed_hook;
-    result = try_bring_up(features, ring_buffer_bytes, choice, failed_hook);
+    result = try_bring_up(features, ring_buffer_bytes, wakeup_bytes, choice, failed_hook);
     if (result) break;
     destroy_links();
     for (auto& report : reports_) report.attached_program.clear();
@@ -459,6 +505,17 @@ Status ProbeRuntime::add_to_poller(ring_buffer** poller, Bus& bus) {
   bus_ = &bus;
   bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
   int fd = bpf_map__fd(events);
+  // The consumer page and the producer page, read-only: the fill level is
+  // their difference. Not fatal: only the fill metrics need it.
+  const long page = sysconf(_SC_PAGESIZE);
+  void* positions = mmap(nullptr, static_cast<std::size_t>(2 * page), PROT_READ, MAP_SHARED, fd, 0);
+  if (positions != MAP_FAILED) {
+    ring_positions_ = positions;
+    ring_bytes_ = bpf_map__max_entries(events);
+  } else {
+    spdlog::debug("plugin '{}': cannot map ring buffer positions: {}", name(),
+                  std::strerror(errno));
+  }
   if (!*poller) {
     *poller = ring_buffer__new(fd, &ProbeRuntime::on_record, this, nullptr);
     if (!*poller) return Status::failure("ring_buffer__new: " + std::string(std::strerror(errno)));
@@ -468,8 +525,43 @@ Status ProbeRuntime::add_to_poller(ring_buffer** poller, Bus& bus) {
   return Status::success();
 }
 
+double ProbeRuntime::ring_fill() const {
+  if (!ring_positions_ || !ring_bytes_) return 0;
+  static const long page = sysconf(_SC_PAGESIZE);
+  const auto* consumer = static_cast<const volatile std::uint64_t*>(ring_positions_);
+  const auto* producer = reinterpret_cast<const volatile std::uint64_t*>(
+      static_cast<const char*>(ring_positions_) + page);
+  const std::uint64_t unread = *producer - *consumer;
+  return std::min(1.0, static_cast<double>(unread) / static_cast<double>(ring_bytes_));
+}
+
+void ProbeRuntime::note_ring_fill() {
+  const double fill = ring_fill();
+  if (fill > ring_fill_peak_.load(std::memory_order_relaxed))
+    ring_fill_peak_.store(fill, std::memory_order_relaxed);
+}
+
+std::vector<ProbeRuntime::ProgramStats> ProbeRuntime::program_stats() const {
+  std::vector<ProgramStats> stats;
+  if (!object_) return stats;
+  for (const auto& report : reports_) {
+    if (report.attached_program.empty()) continue;
+    bpf_program* program =
+        bpf_object__find_program_by_name(object_, report.attached_program.c_str());
+    int fd = program ? bpf_program__fd(program) : -1;
+    if (fd < 0) continue;
+    bpf_prog_info info{};
+    __u32 length = sizeof info;
+    if (bpf_obj_get_info_by_fd(fd, &info, &length) != 0) continue;
+    stats.push_back(
+        {report.attached_program, info.id, info.run_cnt, info.run_time_ns, program_tag(info.tag)});
+  }
+  return stats;
+}
+
 int ProbeRuntime::on_record(void* ctx, void* data, std::size_t size) {
   auto* self = static_cast<ProbeRuntime*>(ctx);
+  self->records_.fetch_add(1, std::memory_order_relaxed);
   Emitter emitter(*self, *self->bus_);
   Status s = self->plugin_->decode({static_cast<const std::byte*>(data), size}, emitter);
   if (!s) {
@@ -569,6 +661,10 @@ void ProbeRuntime::detach() {
 
 void ProbeRuntime::shut_down() {
   destroy_links();
+  if (ring_positions_) {
+    munmap(ring_positions_, static_cast<std::size_t>(2 * sysconf(_SC_PAGESIZE)));
+    ring_positions_ = nullptr;
+  }
   if (started_) {
     plugin_->stop();
     started_ = false;

@@ -55,7 +55,9 @@ class ProbeRuntime final : public PluginHost {
   void use_anomaly_detector(AnomalyDetector* detector, MetricFamily* anomalies);
   // Open, load and attach, trying hook candidates in order. On failure the
   // plugin is left stopped and the Status says why.
-  Status bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes);
+  // `wakeup_bytes` goes to the object's nw_wakeup_bytes (common.bpf.h).
+  Status bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
+                  std::uint64_t wakeup_bytes = 0);
   const std::vector<HookReport>& hook_reports() const { return reports_; }
   // Adds this plugin's ring buffer to the shared poller (created on first use).
   Status add_to_poller(ring_buffer** poller, Bus& bus);
@@ -72,6 +74,26 @@ class ProbeRuntime final : public PluginHost {
     return event_counts_[schema].load(std::memory_order_relaxed);
   }
   std::uint64_t filtered() const { return filtered_.load(std::memory_order_relaxed); }
+  // Ring-buffer records handed to the plugin's decoder.
+  std::uint64_t records() const { return records_.load(std::memory_order_relaxed); }
+
+  // Unread share of the ring buffer now (0..1); 0 when not running.
+  double ring_fill() const;
+  std::uint64_t ring_bytes() const { return ring_bytes_; }
+  // Highest ring_fill() seen by note_ring_fill() since start-up.
+  double ring_fill_peak() const { return ring_fill_peak_.load(std::memory_order_relaxed); }
+  // Samples the fill level; the poller calls it before each read.
+  void note_ring_fill();
+
+  // Kernel run-time statistics of one loaded program (BPF_STATS_RUN_TIME).
+  struct ProgramStats {
+    std::string program;
+    std::uint32_t id = 0;
+    std::uint64_t runs = 0, run_time_ns = 0;
+    std::string tag;  // hex of the instruction hash, to find the same code elsewhere
+  };
+  // One entry per loaded program; counts stay 0 while statistics are off.
+  std::vector<ProgramStats> program_stats() const;
 
   // PluginHost
   MetricFamily* metric(std::string_view name) noexcept override;
@@ -91,7 +113,8 @@ class ProbeRuntime final : public PluginHost {
   std::string disabled_by_config(const HookSpec& hook) const;
   static int on_record(void* ctx, void* data, std::size_t size);
   Status try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
-                      std::vector<std::size_t>& choice, std::string& failed_hook);
+                      std::uint64_t wakeup_bytes, std::vector<std::size_t>& choice,
+                      std::string& failed_hook);
   void destroy_links();
 
   Component component_;
@@ -112,7 +135,11 @@ class ProbeRuntime final : public PluginHost {
   AnomalyDetector* detector_ = nullptr;
   MetricFamily* anomalies_ = nullptr;
   std::vector<AnomalyPlan> anomaly_plans_;
-  std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0};
+  std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0}, records_{0};
+  // Read-only mapping of the ring buffer's consumer and producer positions.
+  void* ring_positions_ = nullptr;
+  std::uint64_t ring_bytes_ = 0;
+  std::atomic<double> ring_fill_peak_{0};  // written by the poller, read by scrapes
   // CLOCK_REALTIME - CLOCK_MONOTONIC, to convert kernel timestamps.
   std::int64_t realtime_offset_ns_ = 0;
 };

@@ -91,6 +91,20 @@ class EventEmitter {
   // counted as a decode error and dropped, never forwarded.
   virtual void emit(std::size_t event_index, std::uint64_t monotonic_ns,
                     std::vector<Value>&& values) noexcept = 0;
+
+  // `size` absent values (std::monostate) to fill and pass to emit(). The
+  // storage is recycled from events every sink is done with, so a decoder that
+  // builds its events this way allocates nothing per event once the host is
+  // warm (strings of up to 15 characters live inside std::string itself).
+  // Returns an empty vector if memory runs out; emit() then counts a decode
+  // error. Since ABI 2.1; the default only serves hosts of tests and tools.
+  virtual std::vector<Value> make_values(std::size_t size) noexcept {
+    try {
+      return std::vector<Value>(size);
+    } catch (...) {
+      return {};
+    }
+  }
 };
 
 }  // namespace netwatcher

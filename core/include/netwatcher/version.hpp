@@ -11,14 +11,17 @@
 // that crosses the boundary (FieldSchema, HookSpec, ...) changes its layout
 // and needs a new major.
 //
+// A new virtual function at the end of a class the host implements and plugins
+// only call (EventEmitter, PluginHost) is an append too.
+//
 // History: 2.0 added FieldSchema::anomaly, EventSchema::plugin_fields and
-// HookSpec::enabled_by.
+// HookSpec::enabled_by. 2.1 added EventEmitter::make_values().
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION
 
 #define NETWATCHER_ABI_MAJOR 2
-#define NETWATCHER_ABI_MINOR 0
+#define NETWATCHER_ABI_MINOR 1
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

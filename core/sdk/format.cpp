@@ -11,15 +11,38 @@
 
 namespace netwatcher {
 
+void append_timestamp(std::string& out, std::uint64_t realtime_ns) {
+  // Sinks write many events per second: the date part is formatted once per
+  // second and per thread, the nanoseconds by hand.
+  thread_local std::uint64_t cached_second = ~std::uint64_t{0};
+  thread_local char prefix[32];
+  thread_local std::size_t prefix_length = 0;
+  const std::uint64_t second = realtime_ns / 1000000000ULL;
+  if (second != cached_second) {
+    std::time_t seconds = static_cast<std::time_t>(second);
+    std::tm tm{};
+    gmtime_r(&seconds, &tm);
+    int n =
+        std::snprintf(prefix, sizeof prefix, "%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900,
+                      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    prefix_length = n > 0 ? static_cast<std::size_t>(n) : 0;
+    cached_second = second;
+  }
+  out.append(prefix, prefix_length);
+  char digits[10];
+  std::uint64_t fraction = realtime_ns % 1000000000ULL;
+  for (int i = 8; i >= 0; --i) {
+    digits[i] = static_cast<char>('0' + fraction % 10);
+    fraction /= 10;
+  }
+  digits[9] = 'Z';
+  out.append(digits, sizeof digits);
+}
+
 std::string format_timestamp(std::uint64_t realtime_ns) {
-  std::time_t seconds = static_cast<std::time_t>(realtime_ns / 1000000000ULL);
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09" PRIu64 "Z", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<std::uint64_t>(realtime_ns % 1000000000ULL));
-  return buf;
+  std::string out;
+  append_timestamp(out, realtime_ns);
+  return out;
 }
 
 namespace {
@@ -68,6 +91,18 @@ void append_double(std::string& out, double v) {
 void append_json_string(std::string& out, std::string_view text) {
   out += '"';
   for (std::size_t i = 0; i < text.size();) {
+    // Runs of plain printable ASCII, the common case, are copied at once.
+    std::size_t plain = i;
+    while (plain < text.size()) {
+      unsigned char p = static_cast<unsigned char>(text[plain]);
+      if (p < 0x20 || p >= 0x7F || p == '"' || p == '\\') break;
+      ++plain;
+    }
+    if (plain > i) {
+      out.append(text.data() + i, plain - i);
+      i = plain;
+      continue;
+    }
     unsigned char c = static_cast<unsigned char>(text[i]);
     if (c < 0x80) {
       switch (c) {
@@ -129,17 +164,21 @@ void append_json_value(std::string& out, const Value& value) {
         } else if constexpr (std::is_same_v<T, std::string>) {
           append_json_string(out, v);
         } else {
-          out += std::to_string(v);
+          char buf[24];
+          auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+          out.append(buf, ec == std::errc() ? end : buf);
         }
       },
       value);
 }
 
 void append_json_event(std::string& out, const Event& event) {
-  out += "{\"time\":";
-  append_json_string(out, format_timestamp(event.timestamp_ns));
-  out += ",\"timestamp_ns\":";
-  out += std::to_string(event.timestamp_ns);
+  out += "{\"time\":\"";
+  append_timestamp(out, event.timestamp_ns);
+  out += "\",\"timestamp_ns\":";
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, event.timestamp_ns);
+  out.append(buf, ec == std::errc() ? end : buf);
   out += ",\"plugin\":";
   append_json_string(out, event.schema->plugin);
   out += ",\"event\":";
@@ -153,6 +192,44 @@ void append_json_event(std::string& out, const Event& event) {
     first = false;
     append_json_string(out, fields[i].name);
     out += ':';
+    append_json_value(out, event.values[i]);
+  }
+  out += "}}";
+}
+
+const JsonEventFormatter::Keys& JsonEventFormatter::keys(const EventSchema* schema) {
+  auto it = keys_.find(schema);
+  if (it != keys_.end()) return it->second;
+  Keys k;
+  k.head = ",\"plugin\":";
+  append_json_string(k.head, schema->plugin);
+  k.head += ",\"event\":";
+  append_json_string(k.head, schema->name);
+  k.head += ",\"fields\":{";
+  for (const auto& field : schema->fields) {
+    std::string key;
+    append_json_string(key, field.name);
+    key += ':';
+    k.fields.push_back(std::move(key));
+  }
+  return keys_.emplace(schema, std::move(k)).first->second;
+}
+
+void JsonEventFormatter::append(std::string& out, const Event& event) {
+  const Keys& k = keys(event.schema);
+  out += "{\"time\":\"";
+  append_timestamp(out, event.timestamp_ns);
+  out += "\",\"timestamp_ns\":";
+  char buf[24];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, event.timestamp_ns);
+  out.append(buf, ec == std::errc() ? end : buf);
+  out += k.head;
+  bool first = true;
+  for (std::size_t i = 0; i < k.fields.size() && i < event.values.size(); ++i) {
+    if (std::holds_alternative<std::monostate>(event.values[i])) continue;
+    if (!first) out += ',';
+    first = false;
+    out += k.fields[i];
     append_json_value(out, event.values[i]);
   }
   out += "}}";
@@ -199,7 +276,13 @@ const char* family_name(int family) {
 std::string format_address(int family, const std::uint8_t* bytes) {
   char buf[INET6_ADDRSTRLEN] = {};
   if (family == AF_INET) {
-    inet_ntop(AF_INET, bytes, buf, sizeof buf);
+    // By hand: glibc's inet_ntop goes through sprintf, a hot spot per packet.
+    char* p = buf;
+    for (int i = 0; i < 4; ++i) {
+      if (i) *p++ = '.';
+      p = std::to_chars(p, buf + sizeof buf, bytes[i]).ptr;
+    }
+    return std::string(buf, p);
   } else if (family == AF_INET6) {
     inet_ntop(AF_INET6, bytes, buf, sizeof buf);
   } else {

@@ -31,19 +31,46 @@ class JsonSink {
     return file_.open(std::move(options));
   }
 
+  // Lines are gathered and written in large chunks: one write(2) and no
+  // stdio copy for hundreds of events. A line that would not fit in the
+  // current file first sends what is gathered, so rotation stays per line.
   Status write(const Event& event) {
     line_.clear();
-    append_json_event(line_, event);
+    formatter_.append(line_, event);
     line_ += '\n';
-    return file_.write(line_);
+    if (pending_.size() + line_.size() > file_.room() || pending_.size() >= kChunk) {
+      if (Status s = send(); !s) return s;
+    }
+    if (line_.size() > file_.room()) return file_.write(line_);  // rotates first
+    pending_ += line_;
+    return Status::success();
   }
 
-  Status flush() { return file_.flush(); }
-  Status close() { return file_.close(); }
+  Status flush() {
+    if (Status s = send(); !s) return s;
+    return file_.flush();
+  }
+  Status close() {
+    Status s = send();
+    Status c = file_.close();
+    return s ? c : s;
+  }
 
  private:
+  static constexpr std::size_t kChunk = 256 * 1024;
+
+  // On failure the chunk is dropped (and the write counted as failed): keeping
+  // it would grow without bound on a full disk.
+  Status send() {
+    if (pending_.empty()) return Status::success();
+    Status s = file_.write(pending_);
+    pending_.clear();
+    return s;
+  }
+
   RotatingFile file_;
-  std::string line_;
+  JsonEventFormatter formatter_;
+  std::string line_, pending_;
 };
 
 }  // namespace

@@ -49,8 +49,14 @@ TEST(MetricStore, HistogramBucketsUseLessOrEqual) {
 TEST(Format, TimestampsAndAddresses) {
   EXPECT_EQ(format_timestamp(0), "1970-01-01T00:00:00.000000000Z");
   EXPECT_EQ(format_timestamp(1795299213000000123ULL), "2026-11-21T22:13:33.000000123Z");
+  // The per-second cache must follow the second, in both directions.
+  EXPECT_EQ(format_timestamp(1795299213999999999ULL), "2026-11-21T22:13:33.999999999Z");
+  EXPECT_EQ(format_timestamp(1795299214000000000ULL), "2026-11-21T22:13:34.000000000Z");
+  EXPECT_EQ(format_timestamp(1795299213000000001ULL), "2026-11-21T22:13:33.000000001Z");
   std::uint8_t v4[4] = {127, 0, 0, 1};
   EXPECT_EQ(format_address(2, v4), "127.0.0.1");
+  std::uint8_t v4_wide[4] = {255, 10, 0, 199};
+  EXPECT_EQ(format_address(2, v4_wide), "255.10.0.199");
   std::uint8_t v6[16] = {0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   EXPECT_EQ(format_address(10, v6), "fd77::1");
   EXPECT_EQ(format_address(99, v6), "");

@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 #include "netwatcher/event.hpp"
 #include "netwatcher/metrics.hpp"
@@ -12,6 +14,8 @@ namespace netwatcher {
 
 // RFC 3339 UTC timestamp with nanoseconds, e.g. "2026-11-21T22:13:33.123456789Z".
 std::string format_timestamp(std::uint64_t realtime_ns);
+// The same, appended to `out` (no quotes); cheap enough for every event.
+void append_timestamp(std::string& out, std::uint64_t realtime_ns);
 
 // Appends `text` as a JSON string literal (quotes included). Control characters
 // are escaped; bytes that are not valid UTF-8 become U+FFFD, so the output is
@@ -24,6 +28,23 @@ void append_json_value(std::string& out, const Value& value);
 // Appends {"time":..., "timestamp_ns":..., "plugin":..., "event":..., "fields":{...}}
 // without a trailing newline.
 void append_json_event(std::string& out, const Event& event);
+
+// append_json_event() for sinks that write many events: the constant parts of
+// each schema (plugin, event and field names) are escaped once and reused, so
+// only the values are formatted per event. The output is byte-identical.
+// Not thread-safe; schemas must outlive the formatter (they outlive sinks).
+class JsonEventFormatter {
+ public:
+  void append(std::string& out, const Event& event);
+
+ private:
+  struct Keys {
+    std::string head;                 // ,"plugin":"..","event":"..","fields":{
+    std::vector<std::string> fields;  // "name":
+  };
+  const Keys& keys(const EventSchema* schema);
+  std::unordered_map<const EventSchema*, Keys> keys_;
+};
 
 // A value as plain text, as a table or CSV cell shows it: "" when absent.
 std::string value_to_string(const Value& value);

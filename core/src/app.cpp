@@ -1,7 +1,9 @@
 #include "app.hpp"
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -9,8 +11,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <set>
+#include <sstream>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -20,6 +25,7 @@
 #include "config.hpp"
 #include "kernel_features.hpp"
 #include "libbpf_log.hpp"
+#include "live_programs.hpp"
 #include "loader.hpp"
 #include "metric_store.hpp"
 #include "netwatcher/format.hpp"
@@ -148,6 +154,10 @@ void print_config_keys(const std::vector<ConfigKey>& keys) {
 void list_components(const Discovery& discovery,
                      const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes,
                      const std::vector<std::pair<const Component*, SinkDescription>>& sinks) {
+  // A running agent's programs, matched by name: listing loads nothing, so
+  // there is no tag to compare.
+  const std::vector<LiveProgram> live =
+      geteuid() == 0 ? live_netwatcher_programs() : std::vector<LiveProgram>{};
   for (const auto& runtime : runtimes) {
     const Component* c = discovery.probe(runtime->name());
     const auto& d = runtime->description();
@@ -160,6 +170,10 @@ void list_components(const Discovery& discovery,
       for (std::size_t i = 0; i < hook.programs.size(); ++i)
         std::cout << (i ? " | " : "") << hook.programs[i];
       std::cout << "\n";
+      for (const auto& program : hook.programs)
+        for (const auto& running : live)
+          if (running.name == program)
+            std::cout << "      " << program << ": " << describe_live(running) << "\n";
     }
     std::cout << "  events:\n";
     for (const auto& event : d.events) {
@@ -215,7 +229,16 @@ void print_features(const KernelFeatures& features) {
   for (const auto& [name, result] : features.hook_types()) line(name, result);
 }
 
-void print_hook_reports(const ProbeRuntime& runtime) {
+// The same code (same tag) loaded by a running netwatcher, if any.
+const LiveProgram* find_live(const std::vector<LiveProgram>& live,
+                             const ProbeRuntime::ProgramStats& mine) {
+  for (const auto& program : live)
+    if (program.name == mine.program && program.tag == mine.tag) return &program;
+  return nullptr;
+}
+
+void print_hook_reports(const ProbeRuntime& runtime, const std::vector<LiveProgram>& live) {
+  const auto stats = runtime.program_stats();
   for (const auto& hook : runtime.hook_reports()) {
     bool off = hook.off_by_config && !hook.candidates.empty();
     std::cout << "    hook " << hook.hook << (hook.required ? "" : " (optional)") << ": "
@@ -224,10 +247,15 @@ void print_hook_reports(const ProbeRuntime& runtime) {
                                                   : "ok via " + hook.attached_program)
               << "\n";
     if (off) continue;
-    for (const auto& candidate : hook.candidates)
+    for (const auto& candidate : hook.candidates) {
       std::cout << "      " << candidate.program
                 << (candidate.section.empty() ? "" : " [" + candidate.section + "]") << ": "
                 << candidate.status << "\n";
+      for (const auto& mine : stats)
+        if (mine.program == candidate.program)
+          if (const LiveProgram* running = find_live(live, mine))
+            std::cout << "        " << describe_live(*running) << "\n";
+    }
   }
 }
 
@@ -279,6 +307,53 @@ class OwnMetrics {
                                MetricType::gauge,
                                "1 when the hook is attached via the given program.",
                                {"plugin", "hook", "program"}});
+    records_ = store.declare({"netwatcher_records_decoded_total",
+                              MetricType::counter,
+                              "Ring-buffer records handed to each plugin's decoder.",
+                              {"plugin"}});
+    record_rate_ = store.declare({"netwatcher_records_decoded_per_second",
+                                  MetricType::gauge,
+                                  "Records decoded per second over the last snapshot_interval.",
+                                  {"plugin"}});
+    ring_size_ = store.declare({"netwatcher_ring_buffer_size_bytes",
+                                MetricType::gauge,
+                                "Size of each plugin's ring buffer.",
+                                {"plugin"}});
+    ring_fill_ = store.declare({"netwatcher_ring_buffer_fill_ratio",
+                                MetricType::gauge,
+                                "Unread share of each plugin's ring buffer when scraped.",
+                                {"plugin"}});
+    ring_peak_ = store.declare(
+        {"netwatcher_ring_buffer_peak_fill_ratio",
+         MetricType::gauge,
+         "Highest unread share of each plugin's ring buffer seen before a read, since start-up.",
+         {"plugin"}});
+    capacity_ = store.declare({"netwatcher_sink_queue_capacity",
+                               MetricType::gauge,
+                               "Events each sink's queue holds before dropping.",
+                               {"sink"}});
+    pool_ = store.declare({"netwatcher_event_pool_events",
+                           MetricType::gauge,
+                           "Events allocated for the pipeline (recycled, never freed); bounded "
+                           "by the sink queues.",
+                           {}});
+    runs_ = store.declare({"netwatcher_bpf_program_runs_total",
+                           MetricType::counter,
+                           "Runs of each BPF program (kernel run-time statistics, bpf_stats).",
+                           {"plugin", "program"}});
+    run_time_ = store.declare({"netwatcher_bpf_program_run_seconds_total",
+                               MetricType::counter,
+                               "Time spent in each BPF program (kernel run-time statistics, "
+                               "bpf_stats).",
+                               {"plugin", "program"}});
+    cpu_ = store.declare({"process_cpu_seconds_total",
+                          MetricType::counter,
+                          "User and system CPU time of the netwatcher process.",
+                          {}});
+    rss_ = store.declare({"process_resident_memory_bytes",
+                          MetricType::gauge,
+                          "Resident memory of the netwatcher process.",
+                          {}});
     build_ = store.declare({"netwatcher_build_info",
                             MetricType::gauge,
                             "Build information; always 1.",
@@ -304,18 +379,58 @@ class OwnMetrics {
       suppressed_->set({runtime->name()}, static_cast<double>(runtime->suppressed_events()));
       filtered_->set({runtime->name()}, static_cast<double>(runtime->filtered()));
       decode_errors_->set({runtime->name()}, static_cast<double>(runtime->decode_errors()));
+      records_->set({runtime->name()}, static_cast<double>(runtime->records()));
+      ring_size_->set({runtime->name()}, static_cast<double>(runtime->ring_bytes()));
+      ring_fill_->set({runtime->name()}, runtime->ring_fill());
+      ring_peak_->set({runtime->name()}, runtime->ring_fill_peak());
+      for (const auto& program : runtime->program_stats()) {
+        runs_->set({runtime->name(), program.program}, static_cast<double>(program.runs));
+        run_time_->set({runtime->name(), program.program},
+                       static_cast<double>(program.run_time_ns) / 1e9);
+      }
     }
+    pool_->set({}, static_cast<double>(bus.pool().created()));
+    refresh_process();
     for (const auto& worker : bus.workers()) {
       written_->set({worker->instance()}, static_cast<double>(worker->written()));
       dropped_->set({worker->instance()}, static_cast<double>(worker->dropped()));
       errors_->set({worker->instance()}, static_cast<double>(worker->errors()));
       depth_->set({worker->instance()}, static_cast<double>(worker->depth()));
+      capacity_->set({worker->instance()}, static_cast<double>(worker->capacity()));
+    }
+  }
+
+  // Decode rates over the time since the last call (the main loop calls it
+  // every snapshot_interval).
+  void update_rates(const std::vector<ProbeRuntime*>& running, double elapsed_s) {
+    for (const ProbeRuntime* runtime : running) {
+      const std::uint64_t now = runtime->records();
+      std::uint64_t& before = last_records_[runtime->name()];
+      record_rate_->set({runtime->name()},
+                        elapsed_s > 0 ? static_cast<double>(now - before) / elapsed_s : 0);
+      before = now;
     }
   }
 
  private:
+  void refresh_process() {
+    // /proc/self/stat: utime and stime are fields 14 and 15, rss (pages) 24.
+    std::ifstream in("/proc/self/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::size_t end = text.rfind(')');
+    if (end == std::string::npos) return;
+    std::istringstream fields(text.substr(end + 2));
+    std::vector<std::string> f{std::istream_iterator<std::string>(fields), {}};
+    if (f.size() < 22) return;  // f[0] is field 3 (state)
+    const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+    cpu_->set({}, (std::stod(f[11]) + std::stod(f[12])) / ticks);
+    rss_->set({}, std::stod(f[21]) * static_cast<double>(sysconf(_SC_PAGESIZE)));
+  }
+
   MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
-      *errors_, *depth_, *up_, *attached_, *build_;
+      *errors_, *depth_, *up_, *attached_, *build_, *records_, *record_rate_, *ring_size_,
+      *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_;
+  std::map<std::string, std::uint64_t> last_records_;  // main loop only
 };
 
 int run(int argc, char** argv) {
@@ -565,15 +680,18 @@ int run(int argc, char** argv) {
 
   if (options.check) {
     print_features(features);
+    const std::vector<LiveProgram> live = live_netwatcher_programs();
     bool all_ok = configured_but_refused.empty();
     for (const auto& name : configured_but_refused)
       std::cout << "plugin " << name << ": CANNOT RUN (refused by the loader)\n";
     for (ProbeRuntime* runtime : enabled) {
       Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
-      if (s) s = runtime->bring_up(features, config.settings.ring_buffer_bytes);
+      if (s)
+        s = runtime->bring_up(features, config.settings.ring_buffer_bytes,
+                              config.settings.wakeup_bytes);
       std::cout << "plugin " << runtime->name() << ": " << (s ? "ok" : "CANNOT RUN: " + s.message())
                 << "\n";
-      print_hook_reports(*runtime);
+      print_hook_reports(*runtime, live);
       runtime->shut_down();
       all_ok = all_ok && s.ok();
     }
@@ -600,8 +718,7 @@ int run(int argc, char** argv) {
       if (!sink) throw ConfigError(error);
       auto worker = std::make_unique<SinkWorker>(plan.context.instance, std::move(sink),
                                                  plan.routed, config.settings.sink_queue_capacity);
-      if (Status s = worker->start(plan.context); !s) throw ConfigError(s.message());
-      bus.add(std::move(worker));
+      if (Status s = bus.add(std::move(worker), plan.context); !s) throw ConfigError(s.message());
     }
   } catch (const ConfigError& e) {
     spdlog::critical("{}", e.what());
@@ -610,11 +727,29 @@ int run(int argc, char** argv) {
   }
 
   install_signal_handlers();
+  // Held for the whole run: the kernel keeps run-time statistics while any
+  // such fd is open (or the kernel.bpf_stats_enabled sysctl is 1).
+  struct StatsHandle {
+    int fd = -1;
+    ~StatsHandle() {
+      if (fd >= 0) close(fd);
+    }
+  } bpf_stats;
+  if (config.settings.bpf_stats) {
+    bpf_stats.fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+    if (bpf_stats.fd < 0)
+      spdlog::warn(
+          "cannot enable BPF run-time statistics ([netwatcher] bpf_stats): {}; "
+          "netwatcher_bpf_program_* stay at 0",
+          std::strerror(errno));
+  }
   auto started_at = std::chrono::steady_clock::now();
   ring_buffer* poller = nullptr;
   for (ProbeRuntime* runtime : enabled) {
     Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
-    if (s) s = runtime->bring_up(features, config.settings.ring_buffer_bytes);
+    if (s)
+      s = runtime->bring_up(features, config.settings.ring_buffer_bytes,
+                            config.settings.wakeup_bytes);
     if (s) s = runtime->add_to_poller(&poller, bus);
     own.set_plugin_state(runtime->name(), s.ok(), runtime->hook_reports());
     if (!s) {
@@ -643,19 +778,40 @@ int run(int argc, char** argv) {
                             ? clock::now() + std::chrono::duration_cast<clock::duration>(
                                                  std::chrono::duration<double>(options.duration_s))
                             : clock::time_point::max();
+  // Records wake the poller only once wakeup_bytes wait (common.bpf.h); the
+  // rest are read on the poll_interval tick, so a burst costs a few wakeups
+  // and a few reads, not one of each per record.
+  const int poll_ms = std::max(1, static_cast<int>(config.settings.poll_interval_s * 1000));
+  const int epoll_fd = poller ? ring_buffer__epoll_fd(poller) : -1;
   auto next_collect = clock::now() + interval;
+  auto last_rates = clock::now();
   while (!stop_requested.load() && clock::now() < deadline) {
     if (poller) {
-      int n = ring_buffer__poll(poller, 100);
-      if (n < 0 && n != -EINTR) {
-        spdlog::error("ring buffer poll failed: {}", std::strerror(-n));
+      epoll_event ready[16];
+      int n = epoll_wait(epoll_fd, ready, 16, poll_ms);
+      if (n < 0 && errno != EINTR) {
+        spdlog::error("ring buffer poll failed: {}", std::strerror(errno));
         break;
       }
+      for (ProbeRuntime* runtime : running) runtime->note_ring_fill();
+      // A sink more than half full may hold the poller back for up to one
+      // poll interval per round; meanwhile records wait in the ring buffers.
+      bus.set_backpressure_deadline(clock::now() + std::chrono::milliseconds(poll_ms));
+      int consumed = ring_buffer__consume(poller);
+      if (consumed < 0) {
+        spdlog::error("ring buffer read failed: {}", std::strerror(-consumed));
+        break;
+      }
+      bus.flush();
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     if (clock::now() >= next_collect) {
       for (ProbeRuntime* runtime : running) runtime->collect(bus);
+      bus.flush();
+      const auto now = clock::now();
+      own.update_rates(running, std::chrono::duration<double>(now - last_rates).count());
+      last_rates = now;
       next_collect += interval;
       if (next_collect < clock::now()) next_collect = clock::now() + interval;
     }
@@ -665,10 +821,24 @@ int run(int argc, char** argv) {
   for (ProbeRuntime* runtime : running) runtime->detach();
   if (poller) {
     ring_buffer__consume(poller);  // records produced before detach still count
+    bus.flush();
     ring_buffer__free(poller);
   }
   own.refresh(running, bus);
   bus.stop();
+  // What an operator (and bench/) needs to know whether anything was lost.
+  for (ProbeRuntime* runtime : running) {
+    std::uint64_t events = 0;
+    for (std::size_t i = 0; i < runtime->schemas().size(); ++i) events += runtime->events(i);
+    spdlog::info(
+        "plugin '{}': {} events, {} lost in the kernel, {} suppressed, {} decode errors, {} "
+        "filtered",
+        runtime->name(), events, runtime->lost_events(), runtime->suppressed_events(),
+        runtime->decode_errors(), runtime->filtered());
+  }
+  for (const auto& worker : bus.workers())
+    spdlog::info("sink '{}': {} written, {} dropped on a full queue, {} errors", worker->instance(),
+                 worker->written(), worker->dropped(), worker->errors());
   for (ProbeRuntime* runtime : running) runtime->shut_down();
   return 0;
 }

@@ -147,6 +147,9 @@ std::vector<ConfigKey> host_keys() {
        std::int64_t{1} << 30,
        {}},
       {"sink_queue_size", ConfigType::integer, std::int64_t{16384}, "", 16, 1 << 24, {}},
+      {"wakeup_bytes", ConfigType::integer, std::int64_t{65536}, "", 0, std::int64_t{1} << 29, {}},
+      {"poll_interval", ConfigType::floating, 0.01, "", {}, {}, {}},
+      {"bpf_stats", ConfigType::boolean, true, "", {}, {}, {}},
   };
 }
 
@@ -325,6 +328,17 @@ Config load_config(const std::string& path) {
     fail(config, host ? host->get("ring_buffer_size") : nullptr,
          "key 'netwatcher.ring_buffer_size' must be a power of two");
   config.settings.sink_queue_capacity = hv.get_int("sink_queue_size");
+  config.settings.wakeup_bytes = static_cast<std::uint64_t>(hv.get_int("wakeup_bytes"));
+  if (config.settings.wakeup_bytes > config.settings.ring_buffer_bytes / 2)
+    fail(config, host ? host->get("wakeup_bytes") : nullptr,
+         "key 'netwatcher.wakeup_bytes' must be at most half of ring_buffer_size (" +
+             std::to_string(config.settings.ring_buffer_bytes / 2) +
+             "), or records are lost before the host is woken");
+  config.settings.poll_interval_s = hv.get_double("poll_interval");
+  if (!(config.settings.poll_interval_s >= 0.001 && config.settings.poll_interval_s <= 1))
+    fail(config, host ? host->get("poll_interval") : nullptr,
+         "key 'netwatcher.poll_interval' must be between 0.001 and 1 second");
+  config.settings.bpf_stats = hv.get_bool("bpf_stats");
 
   const toml::table* anomaly = sub_table(config, root, "anomaly");
   ConfigValues av = validate_keys(config, "anomaly", anomaly, anomaly_keys(), {});

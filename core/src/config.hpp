@@ -29,6 +29,12 @@ struct HostSettings {
   double snapshot_interval_s = 5.0;
   std::uint64_t ring_buffer_bytes = 256 * 1024;
   std::uint64_t sink_queue_capacity = 16384;
+  // Unread ring-buffer bytes that wake the poller; below that it reads on its
+  // next poll_interval tick. 0: woken for every record the kernel's way.
+  std::uint64_t wakeup_bytes = 65536;
+  double poll_interval_s = 0.01;
+  // Kernel run-time statistics for every BPF program while netwatcher runs.
+  bool bpf_stats = true;
   AnomalySettings anomaly;
 };
 

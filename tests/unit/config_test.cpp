@@ -50,7 +50,8 @@ TEST(Config, SyntaxErrorNamesLineAndColumn) {
 TEST(Config, UnknownKeyNamesFileLineAndKey) {
   EXPECT_EQ(config_error("[netwatcher]\nlog_level = \"info\"\nsnapshot = 3\n"),
             "t.toml:3:1: unknown key 'netwatcher.snapshot' (known: plugin_dirs, log_level, "
-            "snapshot_interval, ring_buffer_size, sink_queue_size)");
+            "snapshot_interval, ring_buffer_size, sink_queue_size, wakeup_bytes, "
+            "poll_interval, bpf_stats)");
 }
 
 TEST(Config, UnknownTopLevelTable) {
@@ -131,11 +132,12 @@ TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
   nwtest::write_file(dir.file("p.toml"), "[plugins.tpc]\nenabled = true\n");
   auto result = nwtest::run(base + dir.file("p.toml") + " --list-plugins");
   EXPECT_EQ(result.exit_code, 2);
-  EXPECT_NE(result.output.find(
-                dir.file("p.toml") +
-                ":1:1: unknown plugin 'tpc' (found: drop, http, icmp, netfilter, nic, tcp, udp in " +
-                std::string(NW_PLUGIN_DIR) + ")"),
-            std::string::npos)
+  EXPECT_NE(
+      result.output.find(
+          dir.file("p.toml") +
+          ":1:1: unknown plugin 'tpc' (found: drop, http, icmp, netfilter, nic, tcp, udp in " +
+          std::string(NW_PLUGIN_DIR) + ")"),
+      std::string::npos)
       << result.output;
 
   nwtest::write_file(dir.file("s.toml"), "[[sinks]]\ntype = \"kafka\"\n");

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# TCP throughput over a veth pair between two namespaces, without netwatcher
-# and with it in three modes, several interleaved runs each:
+# TCP throughput (iperf3) without netwatcher and with it in four modes,
+# several interleaved runs each:
 #   default       netwatcher.toml as shipped (tcp + drop)
 #   layer-time    + tcp layer_time = true (per-layer histograms, no events)
 #   layer-events  + layer_events = true (one tcp_layer event per segment)
-# Prints Gbit/s per run, the median ratio to no tracing, netwatcher's CPU
-# time, peak RSS, events/s and lost events. Run as root after
-# scripts/setup.sh. Usage: bench/tcp_overhead.sh [runs] [seconds]
+#   all           every plugin on, every per-packet event on, no rate limits
+# over a veth pair between two namespaces, or with LINK=loopback over lo
+# inside one namespace. Prints Gbit/s per run, the median ratio to no
+# tracing, netwatcher's CPU time, peak RSS, events/s (all plugins) and lost
+# events. Run as root after scripts/setup.sh.
+# Usage: [LINK=veth|loopback] bench/tcp_overhead.sh [runs] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh
+source bench/make_configs.sh
 runs=${1:-5}
 seconds=${2:-5}
 nw=build/netwatcher
 port=41421
-modes=(default layer-time layer-events)
+modes=(default layer-time layer-events all)
+link=${LINK:-veth}
+server=10.78.0.2
+[[ $link == loopback ]] && server=127.0.0.1
 
 cleanup() {
   [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
@@ -26,12 +33,16 @@ declare -A cfgs=()
 trap cleanup EXIT
 cleanup
 make_veth_pair
-ip netns exec nwb-b iperf3 -s >/dev/null 2>&1 &
+if [[ $link == loopback ]]; then
+  ip netns exec nwb-a iperf3 -s >/dev/null 2>&1 &
+else
+  ip netns exec nwb-b iperf3 -s >/dev/null 2>&1 &
+fi
 srv_pid=$!
 sleep 1
 
 measure() {  # prints Gbit/s of one run
-  ip netns exec nwb-a iperf3 -c 10.78.0.2 -t "$seconds" -J |
+  ip netns exec nwb-a iperf3 -c "$server" -t "$seconds" -J |
     python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
@@ -43,17 +54,16 @@ metric() {
     awk -v name="$1" -v labels="$2" '$1 ~ "^"name"({|$)" && index($1, labels) {s += $2} END {printf "%d", s}'
 }
 
-# The default config, minus the stdout table (a terminal would be the
-# bottleneck): Prometheus for the counters, JSON Lines to /dev/null.
 for mode in "${modes[@]}"; do
   cfg=$(mktemp --suffix=.toml)
-  sed '/^\[\[sinks\]\]$/,$d' netwatcher.toml >"$cfg"
+  case $mode in
+    all) config_all "$cfg" ;;
+    *) config_default "$cfg" ;;
+  esac
   case $mode in
     layer-time) sed -i 's/^layer_time = false/layer_time = true/' "$cfg" ;;
     layer-events) sed -i 's/^layer_time = false/layer_time = true/; s/^layer_events = false/layer_events = true/' "$cfg" ;;
   esac
-  printf '[[sinks]]\ntype = "prometheus"\nlisten = "127.0.0.1:%d"\n' "$port" >>"$cfg"
-  printf '[[sinks]]\ntype = "json"\npath = "/dev/null"\n' >>"$cfg"
   cfgs[$mode]=$cfg
 done
 
@@ -67,10 +77,10 @@ for ((i = 1; i <= runs; i++)); do
     nw_pid=$!
     for _ in $(seq 50); do grep -q ' running: ' /tmp/nw-bench.log && break; sleep 0.1; done
     t0=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
-    e0=$(metric netwatcher_events_total 'plugin="tcp"')
+    e0=$(metric netwatcher_events_total '')
     g=$(measure)
-    e1=$(metric netwatcher_events_total 'plugin="tcp"')
-    l=$(metric netwatcher_events_lost_total 'plugin="tcp"')
+    e1=$(metric netwatcher_events_total '')
+    l=$(metric netwatcher_events_lost_total '')
     t1=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
     r=$(awk '/VmHWM/ {print $2}' /proc/$nw_pid/status)
     kill -TERM "$nw_pid"; wait "$nw_pid" || true; nw_pid=
@@ -86,6 +96,7 @@ done
 
 b=$(printf '%s\n' "${base[@]}" | median)
 echo
+echo "link: $link"
 printf '%-14s %10s %8s %16s %14s %12s %10s\n' mode Gbit/s ratio "agent CPU ms/run" "peak RSS KiB" "events/s" lost
 printf '%-14s %10s %8s\n' none "$b" 1.0000
 for mode in "${modes[@]}"; do

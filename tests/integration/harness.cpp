@@ -262,11 +262,11 @@ UdpSent send_udp(const std::string& netns, const std::string& host, int port, in
 
 Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,
                        const std::vector<std::string>& extra_args) {
-  std::string config = dir.file("netwatcher.toml");
-  write_file(config, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
-                         config_toml);
+  config_ = dir.file("netwatcher.toml");
+  write_file(config_, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
+                          config_toml);
   log_ = dir.file("netwatcher.log");
-  std::vector<std::string> argv = {NW_BINARY, "--config", config};
+  std::vector<std::string> argv = {NW_BINARY, "--config", config_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   process_ = std::make_unique<Process>(argv, log_);
   if (!wait_for([&] { return read_file(log_).find(" running: ") != std::string::npos; }, 15000))

@@ -142,12 +142,15 @@ class Netwatcher {
              const std::vector<std::string>& extra_args = {});
   ~Netwatcher();
   int stop();
+  pid_t pid() const { return process_->pid(); }
+  // The config file it runs with, for --check / --list-plugins next to it.
+  const std::string& config_path() const { return config_; }
   const std::string& log_path() const { return log_; }
   std::string log() const { return read_file(log_); }
 
  private:
   std::unique_ptr<Process> process_;
-  std::string log_;
+  std::string config_, log_;
 };
 
 std::string sink_config_json(const std::string& path);

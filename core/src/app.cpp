@@ -783,6 +783,9 @@ int run(int argc, char** argv) {
   // and a few reads, not one of each per record.
   const int poll_ms = std::max(1, static_cast<int>(config.settings.poll_interval_s * 1000));
   const int epoll_fd = poller ? ring_buffer__epoll_fd(poller) : -1;
+  // A sink more than half full holds the poller back for up to a poll
+  // interval at a time; meanwhile records wait in the ring buffers.
+  bus.set_backpressure_timeout(std::chrono::milliseconds(poll_ms));
   auto next_collect = clock::now() + interval;
   auto last_rates = clock::now();
   while (!stop_requested.load() && clock::now() < deadline) {
@@ -794,9 +797,6 @@ int run(int argc, char** argv) {
         break;
       }
       for (ProbeRuntime* runtime : running) runtime->note_ring_fill();
-      // A sink more than half full may hold the poller back for up to one
-      // poll interval per round; meanwhile records wait in the ring buffers.
-      bus.set_backpressure_deadline(clock::now() + std::chrono::milliseconds(poll_ms));
       int consumed = ring_buffer__consume(poller);
       if (consumed < 0) {
         spdlog::error("ring buffer read failed: {}", std::strerror(-consumed));

@@ -90,12 +90,12 @@ bool SinkWorker::above_half() const {
   return queue_.size() > capacity_ / 2;
 }
 
-bool SinkWorker::wait_for_room(std::chrono::steady_clock::time_point deadline) {
+bool SinkWorker::wait_for_room(std::chrono::steady_clock::duration timeout) {
   std::unique_lock lock(mutex_);
   if (batches_taken_ == stalled_at_) return false;  // still stuck since last time
   producer_waiting_ = true;
-  bool drained = drained_.wait_until(lock, deadline,
-                                     [&] { return queue_.size() <= capacity_ / 2 || stopping_; });
+  bool drained =
+      drained_.wait_for(lock, timeout, [&] { return queue_.size() <= capacity_ / 2 || stopping_; });
   producer_waiting_ = false;
   if (!drained) stalled_at_ = batches_taken_;
   return drained;
@@ -255,17 +255,20 @@ bool Bus::publish(PooledEvent* event) {
   event->holders.store(holders, std::memory_order_relaxed);
   for (std::size_t i = 0; i < workers_.size(); ++i)
     if (workers_[i]->wants(event->event.schema->plugin)) pending_[i].push_back(event);
-  if (++pending_events_ >= kBatch) flush(backpressure_deadline_);
+  if (++pending_events_ >= kBatch) flush();
   return true;
 }
 
-void Bus::flush(std::chrono::steady_clock::time_point wait_until) {
+void Bus::flush() {
+  const bool may_wait = backpressure_timeout_ > std::chrono::steady_clock::duration::zero();
+  // Waiting before the push: a batch pushed into a full queue would be dropped.
   // push() publishes the holder counts to the sink threads under their lock.
-  for (std::size_t i = 0; i < workers_.size(); ++i) workers_[i]->push(pending_[i]);
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    if (pending_[i].empty()) continue;
+    if (may_wait && workers_[i]->above_half()) workers_[i]->wait_for_room(backpressure_timeout_);
+    workers_[i]->push(pending_[i]);
+  }
   pending_events_ = 0;
-  if (wait_until == std::chrono::steady_clock::time_point{}) return;
-  for (const auto& worker : workers_)
-    if (worker->above_half()) worker->wait_for_room(wait_until);
 }
 
 void Bus::stop() {

@@ -62,12 +62,12 @@ class SinkWorker {
   // dropped, counted and released.
   void push(std::vector<PooledEvent*>& batch);
   // Backpressure for the poller: waits until the queue is at most half full,
-  // up to `deadline`. Lets a sink sharing the poller's core catch up while the
+  // for up to `timeout`. Lets a sink sharing the poller's core catch up while the
   // backlog waits in the kernel's ring buffer, which is sized for it, instead
   // of dropping here. A sink that makes no progress until the deadline is
-  // marked stalled and not waited for again until it writes something, so a
-  // hung sink cannot slow the others down. False when it did not drain.
-  bool wait_for_room(std::chrono::steady_clock::time_point deadline);
+  // marked stalled and not waited for again until it takes another batch, so
+  // a hung sink cannot slow the others down. False when it did not drain.
+  bool wait_for_room(std::chrono::steady_clock::duration timeout);
   bool above_half() const;
   // Writes everything queued, flushes, closes, and joins the thread.
   void stop();
@@ -148,14 +148,14 @@ class Bus {
   // Accepted events wait in a batch per sink until flush().
   bool publish(PooledEvent* event);
   // Hands the waiting batches to the sinks. Call after every poll round.
-  // With `wait_until` set, then waits (see SinkWorker::wait_for_room) for
-  // queues more than half full to drain.
-  void flush(std::chrono::steady_clock::time_point wait_until = {});
+  // Before pushing to a queue more than half full it waits (see
+  // SinkWorker::wait_for_room) for up to the backpressure timeout.
+  void flush();
 
-  // Until when publish() may wait for sinks in the current poll round (see
-  // flush()); the poller sets it before each read. Default: never waits.
-  void set_backpressure_deadline(std::chrono::steady_clock::time_point deadline) {
-    backpressure_deadline_ = deadline;
+  // How long flush() may wait for one sink to drain; zero (the default)
+  // never waits. The poller sets its poll interval.
+  void set_backpressure_timeout(std::chrono::steady_clock::duration timeout) {
+    backpressure_timeout_ = timeout;
   }
 
   void stop();
@@ -170,7 +170,7 @@ class Bus {
   std::vector<std::vector<Value>> spare_storage_;
   std::vector<std::vector<PooledEvent*>> pending_;  // one batch per worker
   std::size_t pending_events_ = 0;
-  std::chrono::steady_clock::time_point backpressure_deadline_{};
+  std::chrono::steady_clock::duration backpressure_timeout_{};
 };
 
 }  // namespace netwatcher::host

@@ -92,7 +92,7 @@ class SinkWorker {
   EventPool* pool_ = nullptr;
   mutable std::mutex mutex_;
   std::condition_variable wake_, drained_;
-  std::vector<PooledEvent*> queue_;
+  std::deque<PooledEvent*> queue_;
   bool sleeping_ = false;
   bool producer_waiting_ = false;
   std::uint64_t batches_taken_ = 0;   // under mutex_: progress for wait_for_room()

@@ -31,18 +31,24 @@ class JsonSink {
     return file_.open(std::move(options));
   }
 
-  // Lines are gathered and written in large chunks: one write(2) and no
-  // stdio copy for hundreds of events. A line that would not fit in the
-  // current file first sends what is gathered, so rotation stays per line.
+  // Lines are formatted straight into a chunk written with one write(2) per
+  // 256 KiB. A line that would not fit in the current file first sends the
+  // lines before it, so rotation stays exact to the line.
   Status write(const Event& event) {
-    line_.clear();
-    formatter_.append(line_, event);
-    line_ += '\n';
-    if (pending_.size() + line_.size() > file_.room() || pending_.size() >= kChunk) {
-      if (Status s = send(); !s) return s;
+    const std::size_t start = pending_.size();
+    formatter_.append(pending_, event);
+    pending_ += '\n';
+    const std::size_t line = pending_.size() - start;
+    if (pending_.size() > file_.room() && start > 0) {
+      Status s = file_.write(std::string_view(pending_).substr(0, start));
+      pending_.erase(0, start);
+      if (!s) {
+        pending_.clear();
+        return s;
+      }
     }
-    if (line_.size() > file_.room()) return file_.write(line_);  // rotates first
-    pending_ += line_;
+    if (line > file_.room()) return send();  // rotates first
+    if (pending_.size() >= kChunk) return send();
     return Status::success();
   }
 
@@ -70,7 +76,7 @@ class JsonSink {
 
   RotatingFile file_;
   JsonEventFormatter formatter_;
-  std::string line_, pending_;
+  std::string pending_;
 };
 
 }  // namespace

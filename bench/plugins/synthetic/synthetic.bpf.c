@@ -34,7 +34,7 @@ int synthetic_tick(void* ctx) {
   for (__u32 i = 0; i < 64; i++) {
     if (i >= synthetic_burst) break;
     struct synthetic_record* r = nw_reserve(sizeof(*r), SYNTHETIC_RECORD);
-    if (!r) return 0;
+    if (!r) continue; /* counted as lost; the rest of the burst is still tried */
     __u64 n = (*sequence)++;
     __builtin_memset(&r->tuple, 0, sizeof(r->tuple));
     r->tuple.family = AF_INET;

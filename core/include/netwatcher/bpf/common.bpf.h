@@ -69,15 +69,23 @@ const volatile struct nw_filter nw_filter_cfg = {};
  * caught up, i.e. up to one per record at moderate rates. */
 const volatile __u64 nw_wakeup_bytes = 0;
 
-static __always_inline __u64 nw_wakeup_flag(void) {
+/* The submit flag for a record of `size` bytes that was just reserved: a
+ * wakeup only when the unread data crosses a multiple of nw_wakeup_bytes.
+ * Waking on every record above the threshold would cost an irq_work and a
+ * cross-CPU wakeup per record exactly when the host is busiest. */
+static __always_inline __u64 nw_wakeup_flag(__u64 size) {
   if (!nw_wakeup_bytes) return 0;
-  return bpf_ringbuf_query(&nw_events, BPF_RB_AVAIL_DATA) >= nw_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
-                                                                             : BPF_RB_NO_WAKEUP;
+  __u64 avail = bpf_ringbuf_query(&nw_events, BPF_RB_AVAIL_DATA);
+  if (avail < nw_wakeup_bytes) return BPF_RB_NO_WAKEUP;
+  __u64 step = (size + 8 + 7) & ~7ULL; /* plus the ring buffer's own header, 8-byte aligned */
+  __u64 before = avail > step ? avail - step : 0;
+  return avail / nw_wakeup_bytes != before / nw_wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+                                                             : BPF_RB_NO_WAKEUP;
 }
 
 /* Commits a record from nw_reserve(). */
 static __always_inline void nw_submit(void* record) {
-  bpf_ringbuf_submit(record, nw_wakeup_flag());
+  bpf_ringbuf_submit(record, nw_wakeup_flag(((struct nw_record_header*)record)->size));
 }
 
 static __always_inline void nw_count_lost(void) {
@@ -171,7 +179,7 @@ static __always_inline void nw_output(void* record, __u64 size, __u32 type) {
   hdr->type = type;
   hdr->size = size;
   hdr->timestamp_ns = bpf_ktime_get_ns();
-  if (bpf_ringbuf_output(&nw_events, record, size, nw_wakeup_flag())) nw_count_lost();
+  if (bpf_ringbuf_output(&nw_events, record, size, nw_wakeup_flag(size))) nw_count_lost();
 }
 
 static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, __u32 nr) {

@@ -10,7 +10,8 @@
 # written (lines in the file), lost in the kernel, dropped on the sink queue,
 # agent CPU per event and in % of its core, and peak RSS.
 # Run as root after scripts/setup.sh.
-# Usage: [BURST=8] bench/pipeline_capacity.sh [seconds] [rate ...]
+# Usage: [BURST=8] [OUT=file] [RING=bytes] [QUEUE=events] [WAKEUP=bytes]
+#        bench/pipeline_capacity.sh [seconds] [rate ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-5}
@@ -19,16 +20,19 @@ rates=("$@")
 ((${#rates[@]})) || rates=(250000 500000 1000000 1500000 2000000 3000000)
 nw=build/netwatcher
 loadgen=build/bench/netwatcher-loadgen
-out=/dev/shm/nw-pipeline.jsonl
+out=${OUT:-/dev/shm/nw-pipeline.jsonl}
 start=/dev/shm/nw-pipeline.start
 log=/tmp/nw-pipeline.log
 cfg=$(mktemp --suffix=.toml)
 burst=${BURST:-8}
 
+# Only regular files: OUT may be /dev/null, which must never be removed.
+remove_files() { for f; do [[ -f $f ]] && rm -f "$f"; done; true; }
+
 cleanup() {
   [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
   [[ -n ${lg_pid:-} ]] && kill "$lg_pid" 2>/dev/null || true
-  rm -f "$cfg" "$start" "$out" "$out".1
+  remove_files "$cfg" "$start" "$out" "$out".1
 }
 trap cleanup EXIT
 
@@ -36,6 +40,7 @@ cat >"$cfg" <<TOML
 [netwatcher]
 ring_buffer_size = ${RING:-262144}
 sink_queue_size = ${QUEUE:-16384}
+wakeup_bytes = ${WAKEUP:-65536}
 
 [plugins.synthetic]
 enabled = true
@@ -53,7 +58,7 @@ echo "burst $burst records per generator syscall; agent on CPU 0, generator on C
 printf '%10s %10s %10s %10s %10s %12s %10s %10s\n' rate/s generated written lost dropped \
   "agent ns/ev" "agent CPU%" "RSS KiB"
 for rate in "${rates[@]}"; do
-  rm -f "$start" "$out" "$out".1
+  remove_files "$start" "$out" "$out".1
   taskset -c 1 "$loadgen" "$((rate / burst))" "$seconds" "$start" >/tmp/nw-loadgen.out &
   lg_pid=$!
   taskset -c 0 "$nw" --config "$cfg" --plugin-dir build/bench-plugins --plugin-dir build/plugins \
@@ -71,7 +76,11 @@ for rate in "${rates[@]}"; do
   rss=$(awk '/VmHWM/ {print $2}' /proc/$nw_pid/status)
   kill -TERM "$nw_pid"; wait "$nw_pid" || true; nw_pid=
   generated=$(awk -v b="$burst" '{print $1 * b}' /tmp/nw-loadgen.out)
-  written=$( { cat "$out"; [[ -f "$out.1" ]] && cat "$out.1"; true; } | wc -l)
+  written=$(sed -n "s/.*sink 'json': \([0-9]*\) written.*/\1/p" "$log")
+  if [[ -f $out ]]; then  # the file must hold exactly what the sink reported
+    lines=$( { cat "$out"; [[ -f "$out.1" ]] && cat "$out.1"; true; } | wc -l)
+    [[ $lines == "$written" ]] || echo "warning: $lines lines in $out, $written reported" >&2
+  fi
   lost=$(sed -n "s/.*plugin 'synthetic': .* events, \([0-9]*\) lost.*/\1/p" "$log")
   dropped=$(sed -n "s/.*sink 'json': .* written, \([0-9]*\) dropped.*/\1/p" "$log")
   cpu_ms=$(( (t1 - t0) * 1000 / clk ))

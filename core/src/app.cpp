@@ -785,7 +785,8 @@ int run(int argc, char** argv) {
   const int epoll_fd = poller ? ring_buffer__epoll_fd(poller) : -1;
   // A sink more than half full holds the poller back for up to a poll
   // interval at a time; meanwhile records wait in the ring buffers.
-  bus.set_backpressure_timeout(std::chrono::milliseconds(poll_ms));
+  const auto backpressure =
+      std::chrono::duration_cast<clock::duration>(std::chrono::milliseconds(poll_ms));
   auto next_collect = clock::now() + interval;
   auto last_rates = clock::now();
   while (!stop_requested.load() && clock::now() < deadline) {
@@ -796,7 +797,14 @@ int run(int argc, char** argv) {
         spdlog::error("ring buffer poll failed: {}", std::strerror(errno));
         break;
       }
-      for (ProbeRuntime* runtime : running) runtime->note_ring_fill();
+      // Backpressure moves a burst from a sink queue into the ring buffers;
+      // once a ring is a quarter full, there is no room left to move it to.
+      double fullest = 0;
+      for (ProbeRuntime* runtime : running) {
+        runtime->note_ring_fill();
+        fullest = std::max(fullest, runtime->ring_fill());
+      }
+      bus.set_backpressure_timeout(fullest < 0.25 ? backpressure : clock::duration::zero());
       int consumed = ring_buffer__consume(poller);
       if (consumed < 0) {
         spdlog::error("ring buffer read failed: {}", std::strerror(-consumed));
@@ -832,9 +840,9 @@ int run(int argc, char** argv) {
     for (std::size_t i = 0; i < runtime->schemas().size(); ++i) events += runtime->events(i);
     spdlog::info(
         "plugin '{}': {} events, {} lost in the kernel, {} suppressed, {} decode errors, {} "
-        "filtered",
+        "filtered, ring buffer at most {:.0f}% full",
         runtime->name(), events, runtime->lost_events(), runtime->suppressed_events(),
-        runtime->decode_errors(), runtime->filtered());
+        runtime->decode_errors(), runtime->filtered(), runtime->ring_fill_peak() * 100);
   }
   for (const auto& worker : bus.workers())
     spdlog::info("sink '{}': {} written, {} dropped on a full queue, {} errors", worker->instance(),

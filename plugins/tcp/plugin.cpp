@@ -46,8 +46,11 @@ const char* const kPacketDirectionNames[TCP_PACKET_DIRECTIONS] = {"rx", "tx"};
 // In-kernel histograms: srtt from 1 us to 8.6 s, layer times from 256 ns to 1 s.
 constexpr int kRttFirstLog2 = 10, kRttLastLog2 = 33;
 constexpr int kLayerFirstLog2 = 8, kLayerLastLog2 = 30;
-constexpr int kFirstPriority = INT_MIN + 1;
-constexpr int kLastPriority = INT_MAX - 1;
+// One step inside the extremes: the kernel refuses a second BPF link at a
+// priority already taken at the same hook (EBUSY), and the netfilter plugin
+// holds INT_MIN + 1 and INT_MAX - 1 to time whole hooks. Both run together.
+constexpr int kFirstPriority = INT_MIN + 2;
+constexpr int kLastPriority = INT_MAX - 2;
 constexpr int kNfInetLocalIn = 1, kNfInetLocalOut = 3;
 
 // Field order of tcp_close and tcp_conn (they share it).

@@ -515,3 +515,27 @@ TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
 }
 
 }  // namespace
+
+TEST_F(TcpDetail, LayerTimeRunsAlongsideTheNetfilterPluginInTheSameHooks) {
+  // Both time LOCAL_IN and LOCAL_OUT with BPF netfilter links, which the
+  // kernel allows only one of per priority and hook: once, tcp was refused.
+  Netwatcher nw(dir_, config("layer_time = true\nlayer_events = true\n", "") +
+                          "[plugins.netfilter]\nhooks = [\"input\", \"output\"]\n"
+                          "namespaces = [\"*\"]\n");
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  Json client = pace(600, 10, 0.005);
+  settle();
+  PromText prom = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(nw.log().find("disabled"), std::string::npos) << nw.log();
+
+  const std::uint64_t sport = client["sport"].u64();
+  auto tx = with_field(with_tuple(events("tcp_layer"), {"10.77.0.1", sport, "10.77.0.2", kPort}),
+                       "direction", "tx");
+  ASSERT_GE(tx.size(), 5u) << nw.log();
+  for (const auto& e : tx) EXPECT_TRUE(e["fields"].has("ip_us"));
+  double hooked = 0;
+  for (const auto& s : prom.samples)
+    if (s.name == "netwatcher_netfilter_packets_total") hooked += s.value;
+  EXPECT_GE(hooked, 20);  // our segments, both ways, in and out
+}

@@ -212,7 +212,7 @@ class DropPlugin {
     std::memcpy(&rec, bytes.data(), sizeof rec);
     if (rec.hdr.type != DROP_RECORD)
       return Status::failure("unknown record type " + std::to_string(rec.hdr.type));
-    out.emit(0, rec.hdr.timestamp_ns, values(rec));
+    out.emit(0, rec.hdr.timestamp_ns, values(out, rec));
     return Status::success();
   }
 
@@ -242,8 +242,8 @@ class DropPlugin {
            symbol->name.rfind("__traceiter_", 0) == 0;
   }
 
-  std::vector<Value> values(const drop_record& rec) {
-    std::vector<Value> v(kFieldCount);
+  std::vector<Value> values(EventEmitter& out, const drop_record& rec) {
+    std::vector<Value> v = out.make_values(kFieldCount);
     const nw_packet& p = rec.packet;
     bool ip = p.tuple.family == AF_INET || p.tuple.family == AF_INET6;
     v[kReason] = reasons_.name(rec.reason);

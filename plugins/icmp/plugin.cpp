@@ -289,7 +289,7 @@ class IcmpPlugin {
     const nw_packet& p = rec.packet;
     bool ipv6 = p.tuple.family == AF_INET6;
     int family = ipv6 ? AF_INET6 : AF_INET;
-    std::vector<Value> v(kMessageFieldCount);
+    std::vector<Value> v = out.make_values(kMessageFieldCount);
     v[kDirection] = std::string(kDirectionNames[rec.direction]);
     v[kFamily] = std::string(kFamilyNames[ipv6 ? 1 : 0]);
     v[kSrcAddr] = format_address(family, p.tuple.saddr);
@@ -324,7 +324,7 @@ class IcmpPlugin {
                              " bytes, expected " + std::to_string(sizeof(icmp_error_record)));
     icmp_error_record rec;
     std::memcpy(&rec, bytes.data(), sizeof rec);
-    std::vector<Value> v(kErrorFieldCount);
+    std::vector<Value> v = out.make_values(kErrorFieldCount);
     v[kErrType] = icmp::type_name(false, rec.type);
     v[kErrCode] = icmp::code_name(false, rec.type, rec.code);
     v[kErrTypeNumber] = static_cast<std::uint64_t>(rec.type & 0xff);

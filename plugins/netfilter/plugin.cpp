@@ -196,7 +196,7 @@ class NetfilterPlugin {
       return Status::failure("nf_hook record with hook " + std::to_string(rec.hook) + " and path " +
                              std::to_string(rec.path));
     const nw_packet& p = rec.packet;
-    std::vector<Value> v(kFieldCount);
+    std::vector<Value> v = out.make_values(kFieldCount);
     v[kHook] = std::string(kHookNames[rec.hook]);
     v[kFamily] = std::string(family_name(rec.family));
     v[kPath] = std::string(kPathNames[rec.path]);

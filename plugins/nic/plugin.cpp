@@ -175,7 +175,7 @@ class NicPlugin {
       packets_rate_->set(labels, packets_per_second);
       average_->set(labels, average);
       if (!events_ || packets == 0) continue;
-      std::vector<Value> v(kFieldCount);
+      std::vector<Value> v = out.make_values(kFieldCount);
       v[kInterface] = name;
       v[kIfindex] = std::uint64_t{k.ifindex};
       v[kNetns] = std::uint64_t{k.netns};

@@ -596,7 +596,7 @@ class TcpPlugin {
     const char* direction = direction_name(rec.info.direction);
     if (header.type == TCP_RECORD_OPEN) {
       remember_owner(rec);
-      std::vector<Value> values = identity_values(rec);
+      std::vector<Value> values = identity_values(out, rec);
       out.emit(kOpenEvent, header.timestamp_ns, std::move(values));
       opened_->add({direction}, 1);
       return Status::success();
@@ -606,7 +606,7 @@ class TcpPlugin {
     closed_received_[direction] += rec.stats.bytes_received;
     closed_acked_[direction] += rec.stats.bytes_acked;
     forget_series(rec);
-    std::vector<Value> values = conn_values(rec);
+    std::vector<Value> values = conn_values(out, rec);
     if (all_conn_ && max_closed_ > 0) {
       closed_table_.push_back(values);
       // The row now describes a closed connection: the kernel's TCP_CLOSE,
@@ -635,7 +635,7 @@ class TcpPlugin {
       current[direction] += 1;
       live_received[direction] += rec.stats.bytes_received;
       live_acked[direction] += rec.stats.bytes_acked;
-      if (snapshot_) out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(rec));
+      if (snapshot_) out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
       if (per_connection_metrics_) update_series(rec);
     }
     if (snapshot_)
@@ -675,14 +675,14 @@ class TcpPlugin {
     return who;
   }
 
-  std::vector<Value> identity_values(const tcp_conn_record& rec) const {
-    std::vector<Value> values = who_values(who_of(rec));
+  std::vector<Value> identity_values(EventEmitter& out, const tcp_conn_record& rec) const {
+    std::vector<Value> values = who_values(out, who_of(rec));
     values.emplace_back(std::string(direction_name(rec.info.direction)));
     return values;
   }
 
-  std::vector<Value> conn_values(const tcp_conn_record& rec) const {
-    std::vector<Value> values = identity_values(rec);
+  std::vector<Value> conn_values(EventEmitter& out, const tcp_conn_record& rec) const {
+    std::vector<Value> values = identity_values(out, rec);
     values.resize(kConnFieldCount);
     const tcp_conn_stats& s = rec.stats;
     values[kState] = state_name(rec.state);
@@ -750,23 +750,27 @@ class TcpPlugin {
     return it != names.end() ? it->second : "UNKNOWN(" + std::to_string(value) + ")";
   }
 
-  static std::vector<Value> who_values(const tcp_who& who, bool sock_optional = false) {
+  // The leading fields every event has, in storage recycled by the host.
+  static std::vector<Value> who_values(EventEmitter& out, const tcp_who& who,
+                                       bool sock_optional = false) {
     const nw_tuple& t = who.tuple;
-    std::vector<Value> values{
-        sock_optional && !who.sock ? Value() : Value(std::uint64_t{who.sock}),
-        Value(std::uint64_t{who.pid}),
-        Value(std::string(who.comm, strnlen(who.comm, sizeof who.comm))),
-        Value(std::string(family_name(t.family))),
-        Value(format_address(t.family, t.saddr)),
-        Value(std::uint64_t{t.sport}),
-        Value(format_address(t.family, t.daddr)),
-        Value(std::uint64_t{t.dport}),
-    };
+    std::vector<Value> values = out.make_values(0);
+    if (sock_optional && !who.sock)
+      values.emplace_back();
+    else
+      values.emplace_back(std::uint64_t{who.sock});
+    values.emplace_back(std::uint64_t{who.pid});
+    values.emplace_back(std::string(who.comm, strnlen(who.comm, sizeof who.comm)));
+    values.emplace_back(std::string(family_name(t.family)));
+    values.emplace_back(format_address(t.family, t.saddr));
+    values.emplace_back(std::uint64_t{t.sport});
+    values.emplace_back(format_address(t.family, t.daddr));
+    values.emplace_back(std::uint64_t{t.dport});
     return values;
   }
 
   Status emit_state(const tcp_state_record& r, EventEmitter& out) const {
-    auto values = who_values(r.who);
+    auto values = who_values(out, r.who);
     values.emplace_back(state_name(r.old_state));
     values.emplace_back(state_name(r.new_state));
     values.push_back(r.duration_ns ? Value(std::uint64_t{r.duration_ns / 1000}) : Value());
@@ -775,7 +779,7 @@ class TcpPlugin {
   }
 
   Status emit_reset(const tcp_reset_record& r, EventEmitter& out) const {
-    auto values = who_values(r.who, true);
+    auto values = who_values(out, r.who, true);
     values.emplace_back(std::string(r.sent ? "sent" : "received"));
     values.push_back(r.state == TCP_NO_STATE ? Value() : Value(state_name(r.state)));
     values.push_back(r.sent ? Value(named(reset_reasons_, r.reason)) : Value());
@@ -784,7 +788,7 @@ class TcpPlugin {
   }
 
   Status emit_retransmit(const tcp_retransmit_record& r, EventEmitter& out) const {
-    auto values = who_values(r.who);
+    auto values = who_values(out, r.who);
     values.emplace_back(state_name(r.state));
     values.emplace_back(std::uint64_t{r.seq});
     values.emplace_back(std::uint64_t{r.length});
@@ -794,7 +798,7 @@ class TcpPlugin {
   }
 
   Status emit_congestion(const tcp_congestion_record& r, EventEmitter& out) const {
-    auto values = who_values(r.who);
+    auto values = who_values(out, r.who);
     values.emplace_back(named(ca_states_, r.old_state));
     values.emplace_back(named(ca_states_, r.new_state));
     out.emit(kCongestionEvent, r.hdr.timestamp_ns, std::move(values));
@@ -818,7 +822,7 @@ class TcpPlugin {
     tcp_who who = r.who;
     if (!who.sock)
       if (auto it = owners_.find(tuple_key(who.tuple)); it != owners_.end()) who = it->second;
-    auto values = who_values(who, true);
+    auto values = who_values(out, who, true);
     values.emplace_back(std::string(kErrorNames[r.kind]));
     values.emplace_back(named(drop_reasons_, r.kernel_reason));
     values.emplace_back(std::uint64_t{r.seq});
@@ -839,7 +843,7 @@ class TcpPlugin {
     if (r.direction >= TCP_PACKET_DIRECTIONS)
       return Status::failure("tcp_layer record with unknown direction " +
                              std::to_string(r.direction));
-    auto values = who_values(r.who);
+    auto values = who_values(out, r.who);
     values.emplace_back(std::string(kPacketDirectionNames[r.direction]));
     values.emplace_back(std::uint64_t{r.seq});
     values.emplace_back(std::uint64_t{r.ack});

@@ -338,7 +338,7 @@ class UdpPlugin {
     std::memcpy(&rec, bytes.data(), sizeof rec);
     if (rec.direction >= UDP_DIRECTIONS)
       return Status::failure("udp_datagram record with direction " + std::to_string(rec.direction));
-    std::vector<Value> v(kDatagramFieldCount);
+    std::vector<Value> v = out.make_values(kDatagramFieldCount);
     v[kDirection] = std::string(kDirectionNames[rec.direction]);
     put_endpoints(v, kFamily, rec.tuple);
     v[kLength] = std::uint64_t{rec.length};
@@ -362,7 +362,7 @@ class UdpPlugin {
     std::memcpy(&rec, bytes.data(), sizeof rec);
     if (rec.reason >= UDP_FAILURES)
       return Status::failure("udp_queue_failure record with reason " + std::to_string(rec.reason));
-    std::vector<Value> v(kFailureFieldCount);
+    std::vector<Value> v = out.make_values(kFailureFieldCount);
     v[kFailReason] = std::string(kFailureNames[rec.reason]);
     v[kFailErrno] = std::int64_t{rec.rc};
     put_endpoints(v, kFailFamily, rec.tuple);
@@ -389,7 +389,7 @@ class UdpPlugin {
       }
       if (!flows_ || flow.last_ns <= last_collect_ns_) return;
       if (filter_.pid && flow.pid != filter_.pid) return;
-      std::vector<Value> v(kFlowFieldCount);
+      std::vector<Value> v = out.make_values(kFlowFieldCount);
       put_endpoints(v, kFlowFamily, key.tuple);
       if (flow.pid) {
         v[kFlowPid] = std::uint64_t{flow.pid};

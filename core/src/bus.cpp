@@ -12,8 +12,6 @@ namespace {
 constexpr std::size_t kBatch = 512;
 // Events a sink thread takes from its queue at once.
 constexpr std::size_t kSinkChunk = 1024;
-// Values make_values() reserves at least (tcp_conn, the widest event, has 26).
-constexpr std::size_t kValueCapacity = 32;
 // Value vectors kept for make_values(); more than one batch is never in use.
 constexpr std::size_t kMaxSpareStorage = 64;
 
@@ -62,7 +60,8 @@ Status SinkWorker::start(const SinkContext& context, EventPool& pool) {
 }
 
 void SinkWorker::release(std::vector<PooledEvent*>& events) {
-  std::vector<PooledEvent*> unused;
+  // Per thread (the sink's own, or the poller's for overflow), reused.
+  thread_local std::vector<PooledEvent*> unused;
   for (PooledEvent* event : events)
     if (event->holders.fetch_sub(1, std::memory_order_acq_rel) == 1) unused.push_back(event);
   events.clear();
@@ -237,9 +236,6 @@ std::vector<Value> Bus::make_values(std::size_t size) {
     spare_storage_.pop_back();
     values.clear();
   }
-  // Room for the widest event up front: decoders that emplace_back fields
-  // then never reallocate, and every vector in circulation ends up this big.
-  values.reserve(std::max(size, kValueCapacity));
   values.resize(size);
   return values;
 }

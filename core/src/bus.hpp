@@ -100,7 +100,6 @@ class SinkWorker {
   bool stopping_ = false;
   bool started_ = false;
   std::thread thread_;
-  std::vector<PooledEvent*> released_;  // worker thread only
   std::atomic<std::uint64_t> dropped_{0}, written_{0}, errors_{0};
   std::chrono::steady_clock::time_point last_error_log_{};
 };

@@ -750,11 +750,13 @@ class TcpPlugin {
     return it != names.end() ? it->second : "UNKNOWN(" + std::to_string(value) + ")";
   }
 
-  // The leading fields every event has, in storage recycled by the host.
+  // The leading fields every event has, in storage recycled by the host, with
+  // room for the widest tcp event so the fields added next never reallocate.
   static std::vector<Value> who_values(EventEmitter& out, const tcp_who& who,
                                        bool sock_optional = false) {
     const nw_tuple& t = who.tuple;
     std::vector<Value> values = out.make_values(0);
+    values.reserve(kConnFieldCount);
     if (sock_optional && !who.sock)
       values.emplace_back();
     else

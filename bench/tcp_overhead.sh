@@ -2,7 +2,8 @@
 # TCP throughput (iperf3) without netwatcher and with it in four modes,
 # several interleaved runs each:
 #   default       netwatcher.toml as shipped (tcp + drop)
-#   no-stats      the same with bpf_stats = false (what run-time statistics cost)
+#   stats-off     the same with bpf_stats = "off" (default: "sampled")
+#   stats-always  the same with bpf_stats = "always" (statistics on every run)
 #   layer-time    + tcp layer_time = true (per-layer histograms, no events)
 #   layer-events  + layer_events = true (one tcp_layer event per segment)
 #   all           every plugin on, every per-packet event on, no rate limits
@@ -19,7 +20,7 @@ runs=${1:-5}
 seconds=${2:-5}
 nw=build/netwatcher
 port=41421
-modes=(default no-stats layer-time layer-events all)
+modes=(default stats-off stats-always layer-time layer-events all)
 link=${LINK:-veth}
 server=10.78.0.2
 [[ $link == loopback ]] && server=127.0.0.1
@@ -62,7 +63,8 @@ for mode in "${modes[@]}"; do
     *) config_default "$cfg" ;;
   esac
   case $mode in
-    no-stats) sed -i 's/^bpf_stats = true/bpf_stats = false/' "$cfg" ;;
+    stats-off) sed -i 's/^bpf_stats = "sampled"/bpf_stats = "off"/' "$cfg" ;;
+    stats-always) sed -i 's/^bpf_stats = "sampled"/bpf_stats = "always"/' "$cfg" ;;
     layer-time) sed -i 's/^layer_time = false/layer_time = true/' "$cfg" ;;
     layer-events) sed -i 's/^layer_time = false/layer_time = true/; s/^layer_events = false/layer_events = true/' "$cfg" ;;
   esac

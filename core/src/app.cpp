@@ -339,12 +339,13 @@ class OwnMetrics {
                            {}});
     runs_ = store.declare({"netwatcher_bpf_program_runs_total",
                            MetricType::counter,
-                           "Runs of each BPF program (kernel run-time statistics, bpf_stats).",
+                           "Runs of each BPF program while kernel run-time statistics were on "
+                           "([netwatcher] bpf_stats).",
                            {"plugin", "program"}});
     run_time_ = store.declare({"netwatcher_bpf_program_run_seconds_total",
                                MetricType::counter,
-                               "Time spent in each BPF program (kernel run-time statistics, "
-                               "bpf_stats).",
+                               "Time spent in each BPF program while kernel run-time statistics "
+                               "were on; divided by runs: the cost per run.",
                                {"plugin", "program"}});
     cpu_ = store.declare({"process_cpu_seconds_total",
                           MetricType::counter,
@@ -727,22 +728,31 @@ int run(int argc, char** argv) {
   }
 
   install_signal_handlers();
-  // Held for the whole run: the kernel keeps run-time statistics while any
-  // such fd is open (or the kernel.bpf_stats_enabled sysctl is 1).
+  // The kernel keeps run-time statistics while any BPF_ENABLE_STATS fd is
+  // open (or the kernel.bpf_stats_enabled sysctl is 1); the main loop opens
+  // and closes ours as the sampler says.
   struct StatsHandle {
     int fd = -1;
-    ~StatsHandle() {
-      if (fd >= 0) close(fd);
+    bool warned = false;
+    void set(bool on) {
+      if (on && fd < 0) {
+        fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
+        if (fd < 0 && !warned) {
+          warned = true;
+          spdlog::warn(
+              "cannot enable BPF run-time statistics ([netwatcher] bpf_stats): {}; "
+              "netwatcher_bpf_program_* stay at 0",
+              std::strerror(errno));
+        }
+      } else if (!on && fd >= 0) {
+        close(fd);
+        fd = -1;
+      }
     }
+    ~StatsHandle() { set(false); }
   } bpf_stats;
-  if (config.settings.bpf_stats) {
-    bpf_stats.fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
-    if (bpf_stats.fd < 0)
-      spdlog::warn(
-          "cannot enable BPF run-time statistics ([netwatcher] bpf_stats): {}; "
-          "netwatcher_bpf_program_* stay at 0",
-          std::strerror(errno));
-  }
+  const StatsSampler stats_sampler(config.settings.bpf_stats, std::chrono::steady_clock::now());
+  bpf_stats.set(stats_sampler.wanted(std::chrono::steady_clock::now()));
   auto started_at = std::chrono::steady_clock::now();
   ring_buffer* poller = nullptr;
   for (ProbeRuntime* runtime : enabled) {
@@ -814,6 +824,7 @@ int run(int argc, char** argv) {
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
+    bpf_stats.set(stats_sampler.wanted(clock::now()));
     if (clock::now() >= next_collect) {
       for (ProbeRuntime* runtime : running) runtime->collect(bus);
       bus.flush();

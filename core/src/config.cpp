@@ -149,7 +149,13 @@ std::vector<ConfigKey> host_keys() {
       {"sink_queue_size", ConfigType::integer, std::int64_t{16384}, "", 16, 1 << 24, {}},
       {"wakeup_bytes", ConfigType::integer, std::int64_t{65536}, "", 0, std::int64_t{1} << 29, {}},
       {"poll_interval", ConfigType::floating, 0.01, "", {}, {}, {}},
-      {"bpf_stats", ConfigType::boolean, true, "", {}, {}, {}},
+      {"bpf_stats",
+       ConfigType::string,
+       std::string("sampled"),
+       "",
+       {},
+       {},
+       {"off", "sampled", "always"}},
   };
 }
 
@@ -338,7 +344,10 @@ Config load_config(const std::string& path) {
   if (!(config.settings.poll_interval_s >= 0.001 && config.settings.poll_interval_s <= 1))
     fail(config, host ? host->get("poll_interval") : nullptr,
          "key 'netwatcher.poll_interval' must be between 0.001 and 1 second");
-  config.settings.bpf_stats = hv.get_bool("bpf_stats");
+  const std::string stats = hv.get_string("bpf_stats");
+  config.settings.bpf_stats = stats == "off"      ? BpfStatsMode::off
+                              : stats == "always" ? BpfStatsMode::always
+                                                  : BpfStatsMode::sampled;
 
   const toml::table* anomaly = sub_table(config, root, "anomaly");
   ConfigValues av = validate_keys(config, "anomaly", anomaly, anomaly_keys(), {});

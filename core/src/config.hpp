@@ -14,6 +14,7 @@
 
 #include "anomaly.hpp"
 #include "netwatcher/config.hpp"
+#include "stats_sampler.hpp"
 
 namespace netwatcher::host {
 
@@ -33,8 +34,8 @@ struct HostSettings {
   // next poll_interval tick. 0: woken for every record the kernel's way.
   std::uint64_t wakeup_bytes = 65536;
   double poll_interval_s = 0.01;
-  // Kernel run-time statistics for every BPF program while netwatcher runs.
-  bool bpf_stats = true;
+  // Kernel run-time statistics for BPF programs (see stats_sampler.hpp).
+  BpfStatsMode bpf_stats = BpfStatsMode::sampled;
   AnomalySettings anomaly;
 };
 

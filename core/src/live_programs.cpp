@@ -89,7 +89,7 @@ std::string program_tag(const unsigned char (&tag)[8]) {
 std::string describe_live(const LiveProgram& program) {
   if (!program.runs)
     return "loaded by pid " + std::to_string(program.pid) +
-           ", 0 runs counted (no traffic yet, or bpf_stats = false there)";
+           ", 0 runs counted (no traffic while statistics were on, or bpf_stats = \"off\" there)";
   return "running in pid " + std::to_string(program.pid) + ": " + std::to_string(program.runs) +
          " runs, " + std::to_string(program.run_time_ns / program.runs) + " ns/run";
 }

@@ -24,7 +24,7 @@ std::vector<LiveProgram> live_netwatcher_programs();
 // bpf_prog_info::tag as bpftool prints it.
 std::string program_tag(const unsigned char (&tag)[8]);
 
-// "1234 runs, 180 ns/run (pid 77)" or "loaded by pid 77; no statistics (bpf_stats off)".
+// "running in pid 77: 1234 runs, 180 ns/run", or why there are no runs.
 std::string describe_live(const LiveProgram& program);
 
 }  // namespace netwatcher::host

@@ -25,9 +25,11 @@ class SelfMetrics : public ::testing::Test {
     server_ = std::make_unique<TcpServer>(TwoHosts::kServer, std::vector<int>{5000}, dir_);
   }
   std::string config() const {
-    return "snapshot_interval = 0.5\nring_buffer_size = " + std::to_string(kRingBytes) +
-           "\nsink_queue_size = " + std::to_string(kQueue) + "\n[plugins.tcp]\nstates = true\n" +
-           sink_config_json(dir_.file("events.jsonl")) +
+    // Every run counted: the default samples 1 s in 30, which the traffic
+    // below could miss.
+    return "snapshot_interval = 0.5\nbpf_stats = \"always\"\nring_buffer_size = " +
+           std::to_string(kRingBytes) + "\nsink_queue_size = " + std::to_string(kQueue) +
+           "\n[plugins.tcp]\nstates = true\n" + sink_config_json(dir_.file("events.jsonl")) +
            "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
            "\"\n";
   }

@@ -25,6 +25,13 @@ std::string config_error(const std::string& text, std::string* path_out = nullpt
   return "";
 }
 
+Config load_from_text(const std::string& text) {
+  static nwtest::TempDir dir;
+  std::string path = dir.file("ok.toml");
+  nwtest::write_file(path, text);
+  return load_config(path);
+}
+
 }  // namespace
 
 TEST(Config, ValidFileLoadsWithDefaults) {
@@ -187,4 +194,27 @@ TEST(Config, AnomalySettingsAreReadAndChecked) {
             "t.toml:2:9: key 'anomaly.alpha' must be in (0, 1]");
   EXPECT_EQ(config_error("[anomaly]\nmultiplier = 0.5\n"),
             "t.toml:2:14: key 'anomaly.multiplier' must be between 1 and 1000000");
+}
+
+TEST(StatsSampler, SampledModeIsOnForOneWindowPerPeriod) {
+  using namespace std::chrono_literals;
+  const auto start = StatsSampler::clock::now();
+  const StatsSampler sampled(BpfStatsMode::sampled, start);
+  EXPECT_TRUE(sampled.wanted(start));
+  EXPECT_TRUE(sampled.wanted(start + 999ms));
+  EXPECT_FALSE(sampled.wanted(start + 1s));
+  EXPECT_FALSE(sampled.wanted(start + 29s));
+  EXPECT_TRUE(sampled.wanted(start + 30s + 500ms));
+  EXPECT_FALSE(sampled.wanted(start + 61s));
+  EXPECT_TRUE(StatsSampler(BpfStatsMode::always, start).wanted(start + 17s));
+  EXPECT_FALSE(StatsSampler(BpfStatsMode::off, start).wanted(start));
+}
+
+TEST(Config, BpfStatsTakesOnlyItsThreeModes) {
+  EXPECT_EQ(load_from_text("[netwatcher]\nbpf_stats = \"always\"\n").settings.bpf_stats,
+            BpfStatsMode::always);
+  EXPECT_EQ(load_from_text("").settings.bpf_stats, BpfStatsMode::sampled);
+  EXPECT_NE(config_error("[netwatcher]\nbpf_stats = true\n").find("bpf_stats"), std::string::npos);
+  EXPECT_NE(config_error("[netwatcher]\nbpf_stats = \"sometimes\"\n").find("sometimes"),
+            std::string::npos);
 }

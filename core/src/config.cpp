@@ -141,7 +141,7 @@ std::vector<ConfigKey> host_keys() {
       {"snapshot_interval", ConfigType::floating, 5.0, "", {}, {}, {}},
       {"ring_buffer_size",
        ConfigType::integer,
-       std::int64_t{1024 * 1024},
+       std::int64_t{2 * 1024 * 1024},
        "",
        4096,
        std::int64_t{1} << 30,

@@ -28,7 +28,7 @@ struct HostSettings {
   std::vector<std::string> plugin_dirs;
   std::string log_level = "info";
   double snapshot_interval_s = 5.0;
-  std::uint64_t ring_buffer_bytes = 1024 * 1024;
+  std::uint64_t ring_buffer_bytes = 2 * 1024 * 1024;
   std::uint64_t sink_queue_capacity = 16384;
   // Unread ring-buffer bytes that wake the poller; below that it reads on its
   // next poll_interval tick. 0: woken for every record the kernel's way.

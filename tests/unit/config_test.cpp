@@ -42,7 +42,7 @@ TEST(Config, ValidFileLoadsWithDefaults) {
             "");
   Config config = load_config(path);
   EXPECT_DOUBLE_EQ(config.settings.snapshot_interval_s, 2.0);
-  EXPECT_EQ(config.settings.ring_buffer_bytes, 1048576u);
+  EXPECT_EQ(config.settings.ring_buffer_bytes, 2097152u);
   EXPECT_TRUE(config.plugins.at("tcp").enabled);
   ASSERT_EQ(config.sinks.size(), 2u);
   EXPECT_EQ(config.sinks[0].instance, "json");

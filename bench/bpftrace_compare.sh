@@ -91,33 +91,34 @@ declare -A gbps=() events=() cpu=()
 
 gbps[none]=$(load)
 
+# Runs the load under one tool (already started as $tool_pid) and records its
+# events (new lines in $out), CPU seconds and the link's Gbit/s.
+measure_tool() {
+  local tool=$1 t0 t1 l0 l1
+  sleep 1
+  t0=$(cpu_of "$tool_pid"); l0=$(wc -l <"$out")
+  gbps[$tool]=$(load)
+  sleep 1
+  t1=$(cpu_of "$tool_pid"); l1=$(wc -l <"$out")
+  events[$tool]=$((l1 - l0))
+  cpu[$tool]=$(awk -v t=$((t1 - t0)) -v c="$clk" 'BEGIN {printf "%.2f", t / c}')
+}
+
 rm -f "$out"
 ulimit -l unlimited 2>/dev/null || true  # bpftrace asks for it; new kernels do not need it
 bpftrace "$bt" >"$out" 2>/tmp/nw-compare-bpftrace.err &
 tool_pid=$!
 for _ in $(seq 100); do grep -q . "$out" 2>/dev/null && break; sleep 0.1; done
-sleep 1
-t0=$(cpu_of "$tool_pid"); l0=$(wc -l <"$out")
-gbps[bpftrace]=$(load)
-sleep 1
-t1=$(cpu_of "$tool_pid"); l1=$(wc -l <"$out")
+measure_tool bpftrace
 kill -INT "$tool_pid"; wait "$tool_pid" || true; tool_pid=
-events[bpftrace]=$((l1 - l0))
-cpu[bpftrace]=$(awk -v t=$((t1 - t0)) -v c="$clk" 'BEGIN {printf "%.2f", t / c}')
 lost_bt=$( { grep -o 'Lost [0-9]* events' /tmp/nw-compare-bpftrace.err || true; } | awk '{s += $2} END {print s + 0}')
 
 rm -f "$out"
 "$nw" --config "$cfg" --plugin-dir build/plugins 2>/tmp/nw-compare.log &
 tool_pid=$!
 for _ in $(seq 100); do grep -q ' running: ' /tmp/nw-compare.log && break; sleep 0.1; done
-sleep 1
-t0=$(cpu_of "$tool_pid"); l0=$(wc -l <"$out")
-gbps[netwatcher]=$(load)
-sleep 1
-t1=$(cpu_of "$tool_pid"); l1=$(wc -l <"$out")
+measure_tool netwatcher
 kill -TERM "$tool_pid"; wait "$tool_pid" || true; tool_pid=
-events[netwatcher]=$((l1 - l0))
-cpu[netwatcher]=$(awk -v t=$((t1 - t0)) -v c="$clk" 'BEGIN {printf "%.2f", t / c}')
 lost_nw=$(sed -n "s/.*events, \([0-9]*\) lost in the kernel.*/\1/p" /tmp/nw-compare.log | awk '{s += $1} END {print s + 0}')
 
 printf '%-11s %10s %12s %14s %10s %8s %8s\n' tool events "CPU s" "CPU s/M events" Gbit/s ratio lost

@@ -172,31 +172,6 @@ void append_json_value(std::string& out, const Value& value) {
       value);
 }
 
-void append_json_event(std::string& out, const Event& event) {
-  out += "{\"time\":\"";
-  append_timestamp(out, event.timestamp_ns);
-  out += "\",\"timestamp_ns\":";
-  char buf[24];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, event.timestamp_ns);
-  out.append(buf, ec == std::errc() ? end : buf);
-  out += ",\"plugin\":";
-  append_json_string(out, event.schema->plugin);
-  out += ",\"event\":";
-  append_json_string(out, event.schema->name);
-  out += ",\"fields\":{";
-  const auto& fields = event.schema->fields;
-  bool first = true;
-  for (std::size_t i = 0; i < fields.size() && i < event.values.size(); ++i) {
-    if (std::holds_alternative<std::monostate>(event.values[i])) continue;
-    if (!first) out += ',';
-    first = false;
-    append_json_string(out, fields[i].name);
-    out += ':';
-    append_json_value(out, event.values[i]);
-  }
-  out += "}}";
-}
-
 const JsonEventFormatter::Keys& JsonEventFormatter::keys(const EventSchema* schema) {
   auto it = keys_.find(schema);
   if (it != keys_.end()) return it->second;
@@ -233,6 +208,10 @@ void JsonEventFormatter::append(std::string& out, const Event& event) {
     append_json_value(out, event.values[i]);
   }
   out += "}}";
+}
+
+void append_json_event(std::string& out, const Event& event) {
+  JsonEventFormatter().append(out, event);
 }
 
 std::string value_to_string(const Value& value) {

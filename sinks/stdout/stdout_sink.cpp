@@ -101,7 +101,7 @@ class StdoutSink {
   Status write(const Event& event) {
     line_.clear();
     if (json_) {
-      append_json_event(line_, event);
+      json_formatter_.append(line_, event);
       line_ += '\n';
       return out_.write(line_);
     }
@@ -146,6 +146,7 @@ class StdoutSink {
   const EventSchema* last_schema_ = nullptr;
   RotatingFile out_;
   std::string line_;
+  JsonEventFormatter json_formatter_;
 };
 
 }  // namespace

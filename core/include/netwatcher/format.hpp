@@ -26,12 +26,12 @@ void append_json_string(std::string& out, std::string_view text);
 void append_json_value(std::string& out, const Value& value);
 
 // Appends {"time":..., "timestamp_ns":..., "plugin":..., "event":..., "fields":{...}}
-// without a trailing newline.
+// without a trailing newline. For one-off use; sinks use JsonEventFormatter.
 void append_json_event(std::string& out, const Event& event);
 
 // append_json_event() for sinks that write many events: the constant parts of
 // each schema (plugin, event and field names) are escaped once and reused, so
-// only the values are formatted per event. The output is byte-identical.
+// only the values are formatted per event. The output is the same.
 // Not thread-safe; schemas must outlive the formatter (they outlive sinks).
 class JsonEventFormatter {
  public:

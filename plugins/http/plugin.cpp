@@ -317,27 +317,29 @@ class HttpPlugin {
     const SocketInfo* peer = peer_of(info);
     const nw_tuple& t = info.tuple;
     auto optional = [](const std::optional<std::uint64_t>& v) { return v ? Value(*v) : Value(); };
-    std::vector<Value> values{
-        Value(std::string(side)),
-        Value(std::uint64_t{info.pid}),
-        Value(info.comm),
-        peer && peer->pid ? Value(std::uint64_t{peer->pid}) : Value(),
-        peer && peer->pid ? Value(peer->comm) : Value(),
-        Value(std::string(family_name(t.family))),
-        Value(format_address(t.family, t.saddr)),
-        Value(std::uint64_t{t.sport}),
-        Value(format_address(t.family, t.daddr)),
-        Value(std::uint64_t{t.dport}),
-        Value(method),
-        Value(e.request.resource),
-        Value(e.request.authority),
-        e.response ? Value(static_cast<std::uint64_t>(e.response->status)) : Value(),
-        Value(std::string(outcome_name(e.outcome))),
-        e.response ? Value(static_cast<double>(e.response_ns - e.request_ns) / 1e3) : Value(),
-        optional(e.request.body_size),
-        e.response ? optional(e.response->body_size) : Value(),
-        Value(std::uint64_t{e.connection}),
-    };
+    // In storage recycled by the host: no allocation per exchange once warm.
+    std::vector<Value> values = out.make_values(0);
+    values.reserve(19);
+    values.push_back(Value(std::string(side)));
+    values.push_back(Value(std::uint64_t{info.pid}));
+    values.push_back(Value(info.comm));
+    values.push_back(peer && peer->pid ? Value(std::uint64_t{peer->pid}) : Value());
+    values.push_back(peer && peer->pid ? Value(peer->comm) : Value());
+    values.push_back(Value(std::string(family_name(t.family))));
+    values.push_back(Value(format_address(t.family, t.saddr)));
+    values.push_back(Value(std::uint64_t{t.sport}));
+    values.push_back(Value(format_address(t.family, t.daddr)));
+    values.push_back(Value(std::uint64_t{t.dport}));
+    values.push_back(Value(method));
+    values.push_back(Value(e.request.resource));
+    values.push_back(Value(e.request.authority));
+    values.push_back(e.response ? Value(static_cast<std::uint64_t>(e.response->status)) : Value());
+    values.push_back(Value(std::string(outcome_name(e.outcome))));
+    values.push_back(e.response ? Value(static_cast<double>(e.response_ns - e.request_ns) / 1e3)
+                                : Value());
+    values.push_back(optional(e.request.body_size));
+    values.push_back(e.response ? optional(e.response->body_size) : Value());
+    values.push_back(Value(std::uint64_t{e.connection}));
     out.emit(0, e.response ? e.response_ns : 0, std::move(values));
   }
 

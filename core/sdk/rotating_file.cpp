@@ -95,7 +95,7 @@ Status RotatingFile::write(std::string_view data) {
   if (!file_) {
     if (Status s = open_current(); !s) return s;
   }
-  if (rotatable_ && options_.max_bytes && size_ > 0 && size_ + data.size() > options_.max_bytes) {
+  if (size_ > 0 && data.size() > room()) {
     if (Status s = rotate(); !s) return s;
   }
   if (std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {

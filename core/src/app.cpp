@@ -810,10 +810,7 @@ int run(int argc, char** argv) {
       // Backpressure moves a burst from a sink queue into the ring buffers;
       // once a ring is a quarter full, there is no room left to move it to.
       double fullest = 0;
-      for (ProbeRuntime* runtime : running) {
-        runtime->note_ring_fill();
-        fullest = std::max(fullest, runtime->ring_fill());
-      }
+      for (ProbeRuntime* runtime : running) fullest = std::max(fullest, runtime->note_ring_fill());
       bus.set_backpressure_timeout(fullest < 0.25 ? backpressure : clock::duration::zero());
       int consumed = ring_buffer__consume(poller);
       if (consumed < 0) {

@@ -88,20 +88,14 @@ void SinkWorker::push(std::vector<PooledEvent*>& batch) {
   }
 }
 
-bool SinkWorker::above_half() const {
-  std::lock_guard lock(mutex_);
-  return queue_.size() > capacity_ / 2;
-}
-
-bool SinkWorker::wait_for_room(std::chrono::steady_clock::duration timeout) {
+void SinkWorker::wait_for_room(std::chrono::steady_clock::duration timeout) {
   std::unique_lock lock(mutex_);
-  if (batches_taken_ == stalled_at_) return false;  // still stuck since last time
+  if (batches_taken_ == stalled_at_) return;  // still stuck since last time
   producer_waiting_ = true;
   bool drained =
       drained_.wait_for(lock, timeout, [&] { return queue_.size() <= capacity_ / 2 || stopping_; });
   producer_waiting_ = false;
   if (!drained) stalled_at_ = batches_taken_;
-  return drained;
 }
 
 std::size_t SinkWorker::depth() const {
@@ -240,29 +234,32 @@ std::vector<Value> Bus::make_values(std::size_t size) {
   return values;
 }
 
-void Bus::keep_storage(std::vector<Value>&& values) {
+bool Bus::publish(const EventSchema* schema, std::uint64_t timestamp_ns,
+                  std::vector<Value>&& values) {
+  PooledEvent* pooled = take();
+  Event& event = pooled->event;
+  event.schema = schema;
+  event.timestamp_ns = timestamp_ns;
+  // The event's old storage goes back to make_values() for the next one.
+  event.values.swap(values);
   if (values.capacity() && spare_storage_.size() < kMaxSpareStorage)
     spare_storage_.push_back(std::move(values));
-}
-
-void Bus::recycle(PooledEvent* event) {
-  free_.push_back(event);
-}
-
-bool Bus::publish(PooledEvent* event) {
-  if (!filter_.accepts(event->event)) {
-    recycle(event);
+  if (!filter_.accepts(event)) {
+    free_.push_back(pooled);
     return false;
   }
   std::uint32_t holders = 0;
-  for (const auto& worker : workers_) holders += worker->wants(event->event.schema->plugin);
+  for (std::size_t i = 0; i < workers_.size(); ++i) {
+    if (!workers_[i]->wants(schema->plugin)) continue;
+    pending_[i].push_back(pooled);
+    ++holders;
+  }
   if (!holders) {
-    recycle(event);
+    free_.push_back(pooled);
     return true;
   }
-  event->holders.store(holders, std::memory_order_relaxed);
-  for (std::size_t i = 0; i < workers_.size(); ++i)
-    if (workers_[i]->wants(event->event.schema->plugin)) pending_[i].push_back(event);
+  // Set before flush() hands the event to any sink thread.
+  pooled->holders.store(holders, std::memory_order_relaxed);
   if (++pending_events_ >= kBatch) flush();
   return true;
 }
@@ -273,7 +270,7 @@ void Bus::flush() {
   // push() publishes the holder counts to the sink threads under their lock.
   for (std::size_t i = 0; i < workers_.size(); ++i) {
     if (pending_[i].empty()) continue;
-    if (may_wait && workers_[i]->above_half()) workers_[i]->wait_for_room(backpressure_timeout_);
+    if (may_wait) workers_[i]->wait_for_room(backpressure_timeout_);
     workers_[i]->push(pending_[i]);
   }
   pending_events_ = 0;

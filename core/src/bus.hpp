@@ -61,14 +61,13 @@ class SinkWorker {
   // sleeps. Never blocks on the sink: what does not fit in the queue is
   // dropped, counted and released.
   void push(std::vector<PooledEvent*>& batch);
-  // Backpressure for the poller: waits until the queue is at most half full,
-  // for up to `timeout`. Lets a sink sharing the poller's core catch up while the
-  // backlog waits in the kernel's ring buffer, which is sized for it, instead
-  // of dropping here. A sink that makes no progress until the deadline is
-  // marked stalled and not waited for again until it takes another batch, so
-  // a hung sink cannot slow the others down. False when it did not drain.
-  bool wait_for_room(std::chrono::steady_clock::duration timeout);
-  bool above_half() const;
+  // Backpressure for the poller: waits until the queue is at most half full
+  // (returns at once when it is), for up to `timeout`. Lets a sink sharing the
+  // poller's core catch up while the backlog waits in the kernel's ring
+  // buffer, which is sized for it, instead of dropping here. A sink that does
+  // not drain within the timeout is marked stalled and not waited for again
+  // until it takes another batch, so a hung sink cannot slow the others down.
+  void wait_for_room(std::chrono::steady_clock::duration timeout);
   // Writes everything queued, flushes, closes, and joins the thread.
   void stop();
 
@@ -133,19 +132,15 @@ class Bus {
   // and the Status names the sink.
   Status add(std::unique_ptr<SinkWorker> worker, const SinkContext& context);
 
-  // Producer side: take(), make_values(), publish() and flush() are for one
-  // thread only, the poller.
+  // Producer side: make_values(), publish() and flush() are for one thread
+  // only, the poller.
   //
-  // A free event; give it to publish() (or recycle() it).
-  PooledEvent* take();
   // `size` absent values in recycled storage.
   std::vector<Value> make_values(std::size_t size);
-  // Keeps the storage of a value vector for make_values().
-  void keep_storage(std::vector<Value>&& values);
-  void recycle(PooledEvent* event);
-  // Takes `event`; false when the host filter refused it (it is recycled).
-  // Accepted events wait in a batch per sink until flush().
-  bool publish(PooledEvent* event);
+  // Makes a pooled event of `values` (whose storage is kept for
+  // make_values()); false when the host filter refused it. Accepted events
+  // wait in a batch per sink until flush().
+  bool publish(const EventSchema* schema, std::uint64_t timestamp_ns, std::vector<Value>&& values);
   // Hands the waiting batches to the sinks. Call after every poll round.
   // Before pushing to a queue more than half full it waits (see
   // SinkWorker::wait_for_room) for up to the backpressure timeout.
@@ -162,6 +157,8 @@ class Bus {
   const EventPool& pool() const { return pool_; }
 
  private:
+  PooledEvent* take();  // a free event, from the producer's cache
+
   EventFilter filter_;
   EventPool pool_;
   std::vector<std::unique_ptr<SinkWorker>> workers_;

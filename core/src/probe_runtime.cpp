@@ -157,15 +157,10 @@ class ProbeRuntime::Emitter final : public EventEmitter {
         bool anomaly = runtime_.judge(index, values);
         values.emplace_back(anomaly);
       }
-      PooledEvent* pooled = bus_.take();
-      Event& event = pooled->event;
-      event.schema = schema;
-      event.timestamp_ns = monotonic_ns ? monotonic_ns + runtime_.realtime_offset_ns_
-                                        : static_cast<std::uint64_t>(clock_ns(CLOCK_REALTIME));
-      // The event's old storage goes back to make_values() for the next one.
-      event.values.swap(values);
-      bus_.keep_storage(std::move(values));
-      if (bus_.publish(pooled)) {
+      const std::uint64_t timestamp_ns = monotonic_ns
+                                             ? monotonic_ns + runtime_.realtime_offset_ns_
+                                             : static_cast<std::uint64_t>(clock_ns(CLOCK_REALTIME));
+      if (bus_.publish(schema, timestamp_ns, std::move(values))) {
         runtime_.event_counts_[index].fetch_add(1, std::memory_order_relaxed);
       } else {
         runtime_.filtered_.fetch_add(1, std::memory_order_relaxed);
@@ -535,10 +530,11 @@ double ProbeRuntime::ring_fill() const {
   return std::min(1.0, static_cast<double>(unread) / static_cast<double>(ring_bytes_));
 }
 
-void ProbeRuntime::note_ring_fill() {
+double ProbeRuntime::note_ring_fill() {
   const double fill = ring_fill();
   if (fill > ring_fill_peak_.load(std::memory_order_relaxed))
     ring_fill_peak_.store(fill, std::memory_order_relaxed);
+  return fill;
 }
 
 std::vector<ProbeRuntime::ProgramStats> ProbeRuntime::program_stats() const {

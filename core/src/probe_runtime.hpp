@@ -82,8 +82,9 @@ class ProbeRuntime final : public PluginHost {
   std::uint64_t ring_bytes() const { return ring_bytes_; }
   // Highest ring_fill() seen by note_ring_fill() since start-up.
   double ring_fill_peak() const { return ring_fill_peak_.load(std::memory_order_relaxed); }
-  // Samples the fill level; the poller calls it before each read.
-  void note_ring_fill();
+  // Samples the fill level into the peak and returns it; the poller calls it
+  // before each read.
+  double note_ring_fill();
 
   // Kernel run-time statistics of one loaded program (BPF_STATS_RUN_TIME).
   struct ProgramStats {

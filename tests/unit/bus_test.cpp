@@ -61,12 +61,7 @@ TEST(Bus, FullQueueDropsAndCountsInsteadOfBlocking) {
   Bus bus(GlobalFilter{});
   ASSERT_TRUE(
       bus.add(std::make_unique<SinkWorker>("gated", sink, std::nullopt, 2), SinkContext{}).ok());
-  auto publish = [&] {
-    PooledEvent* e = bus.take();
-    e->event.schema = &schema;
-    e->event.values.clear();
-    bus.publish(e);
-  };
+  auto publish = [&] { bus.publish(&schema, 0, {}); };
   publish();
   bus.flush();
   {
@@ -105,11 +100,7 @@ TEST(Bus, EventsAndTheirStorageAreRecycledAcrossSinks) {
     ASSERT_EQ(values.size(), 1u);
     values[0] = n;
     expected += n;
-    PooledEvent* e = bus.take();
-    e->event.schema = &schema;
-    e->event.values.swap(values);
-    bus.keep_storage(std::move(values));
-    ASSERT_TRUE(bus.publish(e));
+    ASSERT_TRUE(bus.publish(&schema, 0, std::move(values)));
     if (n % 1000 == 0) {
       bus.flush();
       // Give the sinks a chance to return events, as the poller's waits do.
@@ -135,15 +126,18 @@ TEST(Bus, RoutingAndHostFilter) {
   GlobalFilter filter;
   filter.dports = {443};
   Bus bus(filter);
+  auto values = [](std::uint64_t pid, std::uint64_t dport) {
+    return std::vector<Value>{Value(pid), Value(dport)};
+  };
+  EXPECT_TRUE(bus.publish(&schema, 0, values(1, 443)));
+  EXPECT_FALSE(bus.publish(&schema, 0, values(1, 80)));
   auto make = [&](std::uint64_t pid, std::uint64_t dport) {
-    PooledEvent* e = bus.take();
-    e->event.schema = &schema;
-    e->event.values = {Value(pid), Value(dport)};
+    Event e;
+    e.schema = &schema;
+    e.values = values(pid, dport);
     return e;
   };
-  EXPECT_TRUE(bus.publish(make(1, 443)));
-  EXPECT_FALSE(bus.publish(make(1, 80)));
   EventFilter by_pid(GlobalFilter{42, {}, {}, 0});
-  EXPECT_TRUE(by_pid.accepts(make(42, 80)->event));
-  EXPECT_FALSE(by_pid.accepts(make(0, 80)->event));  // owner unknown is not "this process"
+  EXPECT_TRUE(by_pid.accepts(make(42, 80)));
+  EXPECT_FALSE(by_pid.accepts(make(0, 80)));  // owner unknown is not "this process"
 }

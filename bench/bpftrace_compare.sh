@@ -85,7 +85,6 @@ while time.time() < end:
   wait "$churn"
 }
 
-cpu_of() { awk '{print $14+$15}' "/proc/$1/stat"; }
 clk=$(getconf CLK_TCK)
 declare -A gbps=() events=() cpu=()
 
@@ -96,10 +95,10 @@ gbps[none]=$(load)
 measure_tool() {
   local tool=$1 t0 t1 l0 l1
   sleep 1
-  t0=$(cpu_of "$tool_pid"); l0=$(wc -l <"$out")
+  t0=$(cpu_ticks "$tool_pid"); l0=$(wc -l <"$out")
   gbps[$tool]=$(load)
   sleep 1
-  t1=$(cpu_of "$tool_pid"); l1=$(wc -l <"$out")
+  t1=$(cpu_ticks "$tool_pid"); l1=$(wc -l <"$out")
   events[$tool]=$((l1 - l0))
   cpu[$tool]=$(awk -v t=$((t1 - t0)) -v c="$clk" 'BEGIN {printf "%.2f", t / c}')
 }

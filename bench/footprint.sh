@@ -11,6 +11,7 @@
 # Usage: bench/footprint.sh [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 source bench/make_configs.sh
 runs=${1:-5}
 nw=build/netwatcher
@@ -28,7 +29,6 @@ for mode in default all; do
 done
 
 ms() { date +%s%3N; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # Sum of the memlock of the process's BPF fds of one kind (map_id or prog_id).
 memlock() {
   for f in /proc/"$1"/fdinfo/*; do

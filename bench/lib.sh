@@ -1,6 +1,8 @@
 # Shared by the bench/ scripts: a veth pair between namespaces nwb-a
 # (10.78.0.1) and nwb-b (10.78.0.2). Source it, then call make_veth_pair;
-# remove_veth_pair undoes it (also safe when nothing exists).
+# remove_veth_pair undoes it (also safe when nothing exists). Also:
+#   median          median of the numbers on standard input, one per line
+#   cpu_ticks PID   user + system clock ticks of a process so far
 remove_veth_pair() {
   ip netns del nwb-a 2>/dev/null || true
   ip netns del nwb-b 2>/dev/null || true
@@ -17,3 +19,7 @@ make_veth_pair() {
   ip -n nwb-a link set nwb-a0 up
   ip -n nwb-b link set nwb-b0 up
 }
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }

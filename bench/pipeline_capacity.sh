@@ -14,6 +14,7 @@
 #        bench/pipeline_capacity.sh [seconds] [rate ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/lib.sh
 seconds=${1:-5}
 shift || true
 rates=("$@")
@@ -66,12 +67,12 @@ for rate in "${rates[@]}"; do
   nw_pid=$!
   for _ in $(seq 100); do grep -q ' running: ' "$log" && break; sleep 0.05; done
   grep -q ' running: ' "$log" || { cat "$log"; exit 1; }
-  t0=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
+  t0=$(cpu_ticks "$nw_pid")
   w0=$(date +%s.%N)
   touch "$start"
   wait "$lg_pid"; lg_pid=
   sleep 0.5  # let the agent drain what is still in flight
-  t1=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
+  t1=$(cpu_ticks "$nw_pid")
   w1=$(date +%s.%N)
   rss=$(awk '/VmHWM/ {print $2}' /proc/$nw_pid/status)
   kill -TERM "$nw_pid"; wait "$nw_pid" || true; nw_pid=

@@ -48,7 +48,6 @@ measure() {  # prints Gbit/s of one run
     python3 -c 'import json,sys; print("%.3f" % (json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/1e9))'
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
 # Sum of a netwatcher metric over the series whose labels contain $2.
 metric() {
@@ -80,12 +79,12 @@ for ((i = 1; i <= runs; i++)); do
     "$nw" --config "${cfgs[$mode]}" --plugin-dir build/plugins 2>/tmp/nw-bench.log &
     nw_pid=$!
     for _ in $(seq 50); do grep -q ' running: ' /tmp/nw-bench.log && break; sleep 0.1; done
-    t0=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
+    t0=$(cpu_ticks "$nw_pid")
     e0=$(metric netwatcher_events_total '')
     g=$(measure)
     e1=$(metric netwatcher_events_total '')
     l=$(metric netwatcher_events_lost_total '')
-    t1=$(awk '{print $14+$15}' /proc/$nw_pid/stat)
+    t1=$(cpu_ticks "$nw_pid")
     r=$(awk '/VmHWM/ {print $2}' /proc/$nw_pid/status)
     kill -TERM "$nw_pid"; wait "$nw_pid" || true; nw_pid=
     gbps[$mode]+="$g "

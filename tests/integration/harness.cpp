@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -72,9 +73,23 @@ void bring_up(const std::vector<LinkEnd>& ends) {
   }
 }
 
+// Integration tests share namespace names, ports and the kernel's netfilter
+// priorities, also with the suites of other checkouts on the same machine:
+// the first test object a process makes waits for this machine-wide lock and
+// holds it until the process exits.
+void hold_machine_lock() {
+  static const int fd = [] {
+    int lock = ::open("/run/netwatcher-integration.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock >= 0) ::flock(lock, LOCK_EX);
+    return lock;
+  }();
+  (void)fd;
+}
+
 }  // namespace
 
 TwoHosts::TwoHosts() {
+  hold_machine_lock();
   run("ip netns del nwt-cli 2>/dev/null; ip netns del nwt-srv 2>/dev/null");
   must("ip netns add nwt-cli && ip netns add nwt-srv");
   no_dad({"nwt-cli", "nwt-srv"});
@@ -88,6 +103,7 @@ TwoHosts::~TwoHosts() {
 }
 
 RoutedHosts::RoutedHosts() {
+  hold_machine_lock();
   run("ip netns del nwt-a 2>/dev/null; ip netns del nwt-r 2>/dev/null; ip netns del nwt-b "
       "2>/dev/null");
   must("ip netns add nwt-a && ip netns add nwt-r && ip netns add nwt-b");
@@ -262,6 +278,7 @@ UdpSent send_udp(const std::string& netns, const std::string& host, int port, in
 
 Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,
                        const std::vector<std::string>& extra_args) {
+  hold_machine_lock();
   config_ = dir.file("netwatcher.toml");
   write_file(config_, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
                           config_toml);

@@ -588,6 +588,13 @@ int run(int argc, char** argv) {
       plugin_values[runtime->name()] = values;
       if (on) enabled.push_back(runtime.get());
     }
+    for (const auto& [key, program] : config.settings.hook_overrides) {
+      std::string plugin = key.substr(0, key.find('.'));
+      if (key != "*" && std::none_of(runtimes.begin(), runtimes.end(),
+                                     [&](const auto& r) { return r->name() == plugin; }))
+        throw ConfigError(config.path + ": key 'netwatcher.hook_override.\"" + key +
+                          "\"': unknown plugin '" + plugin + "'");
+    }
   } catch (const ConfigError& e) {
     spdlog::critical("config error: {}", e.what());
     return 2;
@@ -687,6 +694,7 @@ int run(int argc, char** argv) {
       std::cout << "plugin " << name << ": CANNOT RUN (refused by the loader)\n";
     for (ProbeRuntime* runtime : enabled) {
       Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
+      runtime->set_hook_overrides(config.settings.hook_overrides);
       if (s)
         s = runtime->bring_up(features, config.settings.ring_buffer_bytes,
                               config.settings.wakeup_bytes);
@@ -757,6 +765,7 @@ int run(int argc, char** argv) {
   ring_buffer* poller = nullptr;
   for (ProbeRuntime* runtime : enabled) {
     Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
+    runtime->set_hook_overrides(config.settings.hook_overrides);
     if (s)
       s = runtime->bring_up(features, config.settings.ring_buffer_bytes,
                             config.settings.wakeup_bytes);

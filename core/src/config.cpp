@@ -159,6 +159,37 @@ std::vector<ConfigKey> host_keys() {
   };
 }
 
+// [netwatcher] hook_override = { "tcp.conn_table" = "user:sock_diag", "*" = "fallback" }.
+// Keys are "*", "<plugin>.*" or "<plugin>.<hook>"; which plugins and hooks
+// exist is only known once plugins are loaded, so names are checked there.
+std::map<std::string, std::string> parse_hook_overrides(const Config& config,
+                                                        const toml::node& node) {
+  const toml::table* table = node.as_table();
+  if (!table)
+    fail(config, &node,
+         "key 'netwatcher.hook_override' must be a table of \"plugin.hook\" = \"program\"");
+  std::map<std::string, std::string> overrides;
+  for (const auto& [key, value] : *table) {
+    std::string name(key.str());
+    std::string path = "netwatcher.hook_override.\"" + name + "\"";
+    auto dot = name.find('.');
+    bool well_formed =
+        name == "*" || (dot != std::string::npos && dot > 0 && dot + 1 < name.size() &&
+                        name.find('.', dot + 1) == std::string::npos);
+    if (!well_formed)
+      fail(config, &value,
+           "key '" + path + "' must be \"*\", \"<plugin>.*\" or \"<plugin>.<hook>\"");
+    const std::string* program = value.as_string() ? &value.as_string()->get() : nullptr;
+    if (!program || program->empty())
+      fail(config, &value,
+           "key '" + path +
+               "' must be a candidate program name, \"fallback\" (the hook's next candidate) or "
+               "\"none\"");
+    overrides[name] = *program;
+  }
+  return overrides;
+}
+
 std::vector<ConfigKey> anomaly_keys() {
   return {
       {"enabled", ConfigType::boolean, false, "", {}, {}, {}},
@@ -318,7 +349,9 @@ Config load_config(const std::string& path) {
                    {"netwatcher", "filter", "anomaly", "plugins", "sinks"});
 
   const toml::table* host = sub_table(config, root, "netwatcher");
-  ConfigValues hv = validate_keys(config, "netwatcher", host, host_keys(), {});
+  ConfigValues hv = validate_keys(config, "netwatcher", host, host_keys(), {"hook_override"});
+  if (const toml::node* overrides = host ? host->get("hook_override") : nullptr)
+    config.settings.hook_overrides = parse_hook_overrides(config, *overrides);
   config.settings.plugin_dirs = hv.get_strings("plugin_dirs");
   // Relative plugin directories are relative to the config file, like includes.
   auto base = std::filesystem::path(path).parent_path();

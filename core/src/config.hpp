@@ -36,6 +36,9 @@ struct HostSettings {
   double poll_interval_s = 0.01;
   // Kernel run-time statistics for BPF programs (see stats_sampler.hpp).
   BpfStatsMode bpf_stats = BpfStatsMode::sampled;
+  // [netwatcher] hook_override: "*", "plugin.*" or "plugin.hook" -> a
+  // candidate program, "fallback" or "none" (see ProbeRuntime).
+  std::map<std::string, std::string> hook_overrides;
   AnomalySettings anomaly;
 };
 

@@ -79,6 +79,12 @@ struct FdCloser {
 };
 
 constexpr std::size_t kNoCandidate = static_cast<std::size_t>(-1);
+
+// "user:sock_diag (no backlog)" -> "user:sock_diag": what a candidate is called
+// in --check and in hook_override.
+std::string candidate_name(const std::string& program) {
+  return program.substr(0, program.find(' '));
+}
 constexpr int kMaxBringUpAttempts = 16;
 
 std::int64_t clock_ns(clockid_t clock) {
@@ -330,6 +336,12 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
     for (std::size_t c = choice[h]; !config_off && c < hooks[h].programs.size(); ++c) {
       auto& candidate = report.candidates[c];
       if (!candidate.status.empty()) continue;  // already known not to work
+      if (is_user_space_candidate(hooks[h].programs[c])) {
+        candidate.section = "user space";
+        choice[h] = c;
+        wanted_hook[h] = true;
+        break;
+      }
       bpf_program* program =
           bpf_object__find_program_by_name(object_, hooks[h].programs[c].c_str());
       if (!program) {
@@ -401,6 +413,16 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   for (std::size_t h = 0; h < hooks.size(); ++h) {
     if (choice[h] == kNoCandidate) continue;
     const std::string& name = hooks[h].programs[choice[h]];
+    if (is_user_space_candidate(name)) {
+      // The plugin serves this hook itself, without a program of its own.
+      std::string::size_type note = name.find(" (");
+      reports_[h].attached_program = candidate_name(name);
+      reports_[h].candidates[choice[h]].status =
+          "serves the hook from user space" +
+          (note == std::string::npos ? std::string()
+                                     : "; " + name.substr(note + 2, name.size() - note - 3));
+      continue;
+    }
     bpf_program* prog = bpf_object__find_program_by_name(object_, name.c_str());
     if (is_netfilter_section(bpf_program__section_name(prog))) {
       // One program serves many (family, hook, priority, netns) points, which
@@ -443,16 +465,66 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   return Status::success();
 }
 
+const std::string* ProbeRuntime::override_for(const std::string& hook) const {
+  for (const std::string& key : {name() + "." + hook, name() + ".*", std::string("*")})
+    if (auto it = hook_overrides_.find(key); it != hook_overrides_.end()) return &it->second;
+  return nullptr;
+}
+
+Status ProbeRuntime::apply_hook_overrides() {
+  const auto& hooks = description_.hooks;
+  const std::string prefix = name() + ".";
+  for (const auto& [key, value] : hook_overrides_) {
+    if (key.rfind(prefix, 0) != 0 || key == prefix + "*") continue;
+    std::string hook = key.substr(prefix.size());
+    if (std::none_of(hooks.begin(), hooks.end(), [&](const HookSpec& h) { return h.name == hook; }))
+      return Status::failure("netwatcher.hook_override: plugin '" + name() + "' has no hook '" +
+                             hook + "'");
+  }
+  for (std::size_t h = 0; h < hooks.size(); ++h) {
+    const std::string* forced = override_for(hooks[h].name);
+    if (!forced) continue;
+    auto& candidates = reports_[h].candidates;
+    const std::string skipped = "skipped: netwatcher.hook_override = \"" + *forced + "\"";
+    if (*forced == "fallback") {
+      // A hook with one candidate keeps it: there is nothing to fall back to.
+      if (candidates.size() > 1) candidates.front().status = skipped;
+      continue;
+    }
+    if (*forced == "none") {
+      if (hooks[h].required)
+        return Status::failure("netwatcher.hook_override: hook '" + hooks[h].name +
+                               "' is required and cannot be \"none\"");
+      for (auto& candidate : candidates) candidate.status = skipped;
+      continue;
+    }
+    auto chosen = std::find_if(candidates.begin(), candidates.end(),
+                               [&](const CandidateReport& c) { return c.program == *forced; });
+    if (chosen == candidates.end()) {
+      std::string names;
+      for (const auto& candidate : candidates)
+        names += (names.empty() ? "" : ", ") + candidate.program;
+      return Status::failure("netwatcher.hook_override: hook '" + hooks[h].name +
+                             "' has no candidate '" + *forced + "' (candidates: " + names + ")");
+    }
+    for (auto& candidate : candidates)
+      if (&candidate != &*chosen) candidate.status = skipped;
+  }
+  return Status::success();
+}
+
 Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
                               std::uint64_t wakeup_bytes) {
   auto& hooks = description_.hooks;
   reports_.clear();
   for (const auto& hook : hooks) {
     HookReport report{hook.name, hook.required, false, "", {}};
-    for (const auto& program : hook.programs) report.candidates.push_back({program, "", ""});
+    for (const auto& program : hook.programs)
+      report.candidates.push_back({candidate_name(program), "", ""});
     reports_.push_back(std::move(report));
   }
   std::vector<std::size_t> choice(hooks.size(), 0);
+  if (Status s = apply_hook_overrides(); !s) return s;
   Status result;
   for (int attempt = 0; attempt < kMaxBringUpAttempts; ++attempt) {
     std::string failed_hook;

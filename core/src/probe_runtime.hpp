@@ -59,6 +59,10 @@ class ProbeRuntime final : public PluginHost {
   Status bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
                   std::uint64_t wakeup_bytes = 0);
   const std::vector<HookReport>& hook_reports() const { return reports_; }
+  // [netwatcher] hook_override; call before bring_up().
+  void set_hook_overrides(std::map<std::string, std::string> overrides) {
+    hook_overrides_ = std::move(overrides);
+  }
   // Adds this plugin's ring buffer to the shared poller (created on first use).
   Status add_to_poller(ring_buffer** poller, Bus& bus);
   void collect(Bus& bus);
@@ -112,6 +116,10 @@ class ProbeRuntime final : public PluginHost {
   bool judge(std::size_t schema, const std::vector<Value>& values);
   // Why `hook` is switched off by the plugin's config, or empty.
   std::string disabled_by_config(const HookSpec& hook) const;
+  // The most specific hook_override entry for `hook`, or nullptr.
+  const std::string* override_for(const std::string& hook) const;
+  // Marks the candidates that hook_override rules out; fails on unknown names.
+  Status apply_hook_overrides();
   static int on_record(void* ctx, void* data, std::size_t size);
   Status try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
                       std::uint64_t wakeup_bytes, std::vector<std::size_t>& choice,
@@ -133,6 +141,7 @@ class ProbeRuntime final : public PluginHost {
   bool started_ = false;
   Bus* bus_ = nullptr;
   ConfigValues config_;
+  std::map<std::string, std::string> hook_overrides_;
   AnomalyDetector* detector_ = nullptr;
   MetricFamily* anomalies_ = nullptr;
   std::vector<AnomalyPlan> anomaly_plans_;

@@ -11,6 +11,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -19,6 +20,7 @@
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
+#include "sock_diag.hpp"
 #include "tcp.h"
 #include "tcp.skel.h"
 
@@ -414,7 +416,7 @@ class TcpPlugin {
          false},
         {"conn_table",
          "live statistics of tracked connections in every netns",
-         {"dump_conns"},
+         {"dump_conns", "user:sock_diag (no backlog, max_backlog)"},
          false,
          "tcp_conns"},
         {"tcp_send_reset", "RSTs sent", {"send_reset_btf", "send_reset_tp"}, false, "", "resets"},
@@ -491,6 +493,7 @@ class TcpPlugin {
     // kernel version.
     for (auto& [value, name] : kernel_enum("TCP_ESTABLISHED", "TCP_"))
       states_[static_cast<std::uint32_t>(value)] = name;
+    diag_states_.emplace(states_);
     for (auto& [value, name] : kernel_enum("TCP_CA_Open", "TCP_CA_"))
       ca_states_[static_cast<std::uint32_t>(value)] = name;
     for (auto& [value, name] : kernel_enum("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_"))
@@ -691,13 +694,15 @@ class TcpPlugin {
     values[kBytesAcked] = std::uint64_t{s.bytes_acked};
     if (extra_) {
       values[kSrttUs] = std::uint64_t{s.srtt_us};
-      values[kRwnd] = std::uint64_t{s.rcv_wnd};
+      if (!(rec.flags & TCP_CONN_NO_RCV_WND)) values[kRwnd] = std::uint64_t{s.rcv_wnd};
       values[kCwnd] = std::uint64_t{s.snd_cwnd};
       values[kSsthresh] = std::uint64_t{s.snd_ssthresh};
       values[kSndbuf] = std::uint64_t{s.sndbuf};
       values[kWmemQueued] = std::uint64_t{s.wmem_queued};
-      values[kBacklog] = std::uint64_t{s.backlog};
-      values[kMaxBacklog] = std::uint64_t{s.max_backlog};
+      if (!(rec.flags & TCP_CONN_NO_BACKLOG)) {
+        values[kBacklog] = std::uint64_t{s.backlog};
+        values[kMaxBacklog] = std::uint64_t{s.max_backlog};
+      }
       values[kTotalRetrans] = std::uint64_t{s.total_retrans};
     }
     if (retrans_) {
@@ -952,8 +957,8 @@ class TcpPlugin {
     return Status::success();
   }
 
-  // Live connections with statistics from the map iterator; without it (older
-  // kernels), what the tracking map knows, with zero statistics.
+  // Live connections with statistics: from the map iterator, or where the
+  // kernel refuses it, from sock_diag in each connection's namespace.
   Status read_live_connections(std::vector<tcp_conn_record>& out) {
     std::vector<char> buffer;
     if (int adopt = host_ ? host_->link_fd("adopt_tcp") : -1; adopt >= 0) {
@@ -970,20 +975,65 @@ class TcpPlugin {
       }
       return Status::success();
     }
+    return read_with_sock_diag(out);
+  }
+
+  Status read_with_sock_diag(std::vector<tcp_conn_record>& out) {
     int map = bpf_map__fd(skeleton_->maps.tcp_conns);
+    std::vector<std::pair<std::uint64_t, tcp_conn_info>> tracked;
+    std::set<std::uint32_t> namespaces;
     for_each_key<std::uint64_t>(map, [&](std::uint64_t sock) {
-      tcp_conn_record rec{};
-      if (bpf_map_lookup_elem(map, &sock, &rec.info) == 0 && rec.info.tuple_valid) {
-        rec.sock = sock;
-        rec.state = 1;  // tracked and past SYN: ESTABLISHED or closing
-        out.push_back(rec);
+      tcp_conn_info info{};
+      if (bpf_map_lookup_elem(map, &sock, &info) == 0 && info.tuple_valid) {
+        tracked.emplace_back(sock, info);
+        namespaces.insert(info.netns);
       }
     });
+    if (tracked.empty()) return Status::success();
+    std::map<std::uint32_t, std::vector<tcp::DiagSocket>> sockets;
+    std::vector<std::uint32_t> missing;
+    if (Status s = namespace_dumper_.dump(*diag_states_, {namespaces.begin(), namespaces.end()},
+                                          sockets, missing);
+        !s)
+      return s;
+    // Said once per namespace (through collect()'s Status, which the host logs).
+    std::string unreachable;
+    for (std::uint32_t inode : missing)
+      if (unreachable_namespaces_.insert(inode).second)
+        unreachable += (unreachable.empty() ? "" : ", ") + std::to_string(inode);
+    // By tuple: unique among the live sockets of one namespace.
+    std::map<std::pair<std::uint32_t, std::string>, const tcp::DiagSocket*> by_tuple;
+    for (const auto& [inode, list] : sockets)
+      for (const auto& socket : list) by_tuple[{inode, tuple_key(socket.tuple)}] = &socket;
+    const std::uint64_t now = monotonic_ns();
+    for (const auto& [sock, info] : tracked) {
+      auto it = by_tuple.find({info.netns, tuple_key(info.tuple)});
+      if (it == by_tuple.end()) continue;  // gone since (TIME_WAIT, closed) or unreachable
+      const tcp::DiagSocket& socket = *it->second;
+      tcp_conn_record rec{};
+      rec.hdr.type = TCP_RECORD_SNAPSHOT;
+      rec.hdr.size = sizeof rec;
+      rec.hdr.timestamp_ns = now;
+      rec.sock = sock;
+      rec.info = info;
+      rec.stats = tcp::stats_from_diag(socket, info, *diag_states_);
+      rec.duration_ns = info.start_ns && now > info.start_ns ? now - info.start_ns : 0;
+      rec.state = socket.state;
+      rec.flags = TCP_CONN_NO_BACKLOG | (socket.has_rcv_wnd ? 0 : TCP_CONN_NO_RCV_WND);
+      out.push_back(rec);
+    }
+    if (!unreachable.empty())
+      return Status::failure("network namespace " + unreachable +
+                             " has tracked connections but no process or /run/netns file to "
+                             "enter it by: its connections are left out of snapshots");
     return Status::success();
   }
 
   std::unique_ptr<tcp_bpf, SkeletonDeleter> skeleton_;
   PluginHost* host_ = nullptr;
+  std::optional<tcp::DiagStates> diag_states_;
+  tcp::NamespaceDumper namespace_dumper_;
+  std::set<std::uint32_t> unreachable_namespaces_;
   bool extra_ = false, retrans_ = false, all_conn_ = false, snapshot_ = true;
   bool per_connection_metrics_ = false;
   std::uint32_t max_connections_ = 16384;

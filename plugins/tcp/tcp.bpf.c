@@ -146,7 +146,7 @@ static __always_inline void fill_record(struct tcp_conn_record* rec, __u64 key,
   read_stats(sk, info, state, &rec->stats);
   rec->duration_ns = info->start_ns ? now - info->start_ns : 0;
   rec->state = state;
-  rec->pad = 0;
+  rec->flags = 0;
 }
 
 static __always_inline void emit(__u32 type, __u64 key, const struct tcp_conn_info* info,
@@ -208,6 +208,7 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
     info.start_ns = now;
     info.state_ns = now;
     info.start_old_state = oldstate;
+    info.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
     if (newstate == TCP_SYN_SENT) {
       /* connect() runs in the caller's context. */
       info.pid = bpf_get_current_pid_tgid() >> 32;
@@ -398,6 +399,7 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   struct tcp_conn_info adopted = {};
   nw_read_sock_tuple(sk, &adopted.tuple);
   adopted.tuple_valid = 1;
+  adopted.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
   /* The SYN of an adopted active open stays in bytes_acked (off by one). */
   if (nw_tuple_selected(&adopted.tuple))
     bpf_map_update_elem(&tcp_conns, &key, &adopted, BPF_NOEXIST);
@@ -638,7 +640,10 @@ int BPF_PROG(error_drop_btf, struct sk_buff* skb, void* location, enum skb_drop_
 
 SEC("tracepoint/skb/kfree_skb")
 int error_drop_tp(struct trace_event_raw_kfree_skb* ctx) {
-  handle_error_drop(ctx->skbaddr, ctx->reason, NULL);
+  /* The classic tracepoint records the receiving socket too since 6.12. */
+  const struct sock* rx_sk = NULL;
+  if (bpf_core_field_exists(ctx->rx_sk)) rx_sk = BPF_CORE_READ(ctx, rx_sk);
+  handle_error_drop(ctx->skbaddr, ctx->reason, rx_sk);
   return 0;
 }
 

@@ -77,7 +77,7 @@ struct tcp_conn_info {
   __u8 pad;
   /* bytes_acked at ESTABLISHED: 1 for active opens (the SYN), else 0. */
   __u32 acked_base;
-  __u32 pad2;
+  __u32 netns; /* inode of the socket's network namespace */
   __u64 state_ns; /* when the current state was entered; 0 when unknown */
   char comm[NW_TASK_COMM_LEN];
 };
@@ -106,8 +106,14 @@ struct tcp_conn_record {
   struct tcp_conn_stats stats;
   __u64 duration_ns; /* 0 when the start is unknown */
   __u32 state;       /* kernel TCP state number */
-  __u32 pad;
+  __u32 flags;       /* TCP_CONN_*; 0 from BPF */
 };
+
+/* Statistics of a snapshot row read without the iterator (sock_diag): the
+ * accept backlog is not in INET_DIAG for connected sockets. */
+#define TCP_CONN_NO_BACKLOG 1u
+/* ... and tcp_info has no tcpi_rcv_wnd on this kernel. */
+#define TCP_CONN_NO_RCV_WND 2u
 
 /* Who a per-event record is about; pid 0 / empty comm when unknown. */
 struct tcp_who {

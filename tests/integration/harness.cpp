@@ -276,12 +276,21 @@ UdpSent send_udp(const std::string& netns, const std::string& host, int port, in
   return {line["pid"].u64(), line["sport"].u64()};
 }
 
+bool fallback_hooks() {
+  const char* mode = std::getenv("NW_TEST_HOOKS");
+  return mode && std::string(mode) == "fallback";
+}
+
+std::string hook_override_line() {
+  return fallback_hooks() ? "hook_override = { \"*\" = \"fallback\" }\n" : "";
+}
+
 Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,
                        const std::vector<std::string>& extra_args) {
   hold_machine_lock();
   config_ = dir.file("netwatcher.toml");
   write_file(config_, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
-                          config_toml);
+                          hook_override_line() + config_toml);
   log_ = dir.file("netwatcher.log");
   std::vector<std::string> argv = {NW_BINARY, "--config", config_};
   argv.insert(argv.end(), extra_args.begin(), extra_args.end());

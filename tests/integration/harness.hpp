@@ -135,6 +135,13 @@ struct UdpSent {
 UdpSent send_udp(const std::string& netns, const std::string& host, int port, int count, int size,
                  int sport = 0);
 
+// NW_TEST_HOOKS=fallback (the "fallback." tests): every netwatcher a test
+// starts runs with [netwatcher] hook_override = { "*" = "fallback" }, so each
+// hook with more than one candidate program runs on its second.
+bool fallback_hooks();
+// The hook_override line for the current mode ("" normally).
+std::string hook_override_line();
+
 // netwatcher with a config file; waits until it reports running.
 class Netwatcher {
  public:

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "harness.hpp"
@@ -105,31 +107,82 @@ TEST_F(Tcp, Ipv6ConnectionsAreReported) {
   EXPECT_FALSE(f.has("srtt_us"));  // extra is off
 }
 
+// `ss -tinH` of one established connection in `netns`, as key -> value
+// ("cwnd" -> "10", "rtt" -> "0.071/0.035", "bytes_acked" -> "12346").
+std::map<std::string, std::string> ss_info(const std::string& netns, std::uint64_t sport,
+                                           std::uint64_t dport) {
+  auto r = run("ip netns exec " + netns + " ss -tinH state established '( sport = :" +
+               std::to_string(sport) + " and dport = :" + std::to_string(dport) + " )'");
+  std::map<std::string, std::string> info;
+  std::istringstream words(r.output);
+  std::string word;
+  while (words >> word) {
+    auto colon = word.find(':');
+    if (colon != std::string::npos && colon > 0)
+      info[word.substr(0, colon)] = word.substr(colon + 1);
+  }
+  return info;
+}
+
+// Whichever way the table is read (the map iterator, or sock_diag in the
+// fallback run), a snapshot row carries the kernel's own current values.
 TEST_F(Tcp, SnapshotsShowLiveConnectionsWithCurrentStatistics) {
   Netwatcher nw(
       dir_, "snapshot_interval = 0.2\n" + tcp_config(dir_.file("events.jsonl"), "extra = true\n"));
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   HeldConnection held(TwoHosts::kClient, "10.77.0.2", 5000, 12345, 3.0, dir_);
-  std::this_thread::sleep_for(std::chrono::milliseconds(800));
+  const std::uint64_t sport = held.info().sport;
+  // Idle after its write: what ss says now is what the next snapshots see.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  auto client_ss = ss_info(TwoHosts::kClient, sport, 5000);
+  auto server_ss = ss_info(TwoHosts::kServer, 5000, sport);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   ASSERT_EQ(nw.stop(), 0);
+  ASSERT_TRUE(client_ss.count("cwnd") && client_ss.count("rtt")) << "ss printed no tcp_info";
   const Json* client_row = nullptr;
   const Json* server_row = nullptr;
   const auto rows = events_of(events(), "tcp_conn");
   for (const auto& e : rows) {
     const auto& f = e["fields"];
-    if (f["direction"].str() == "client" && f["sport"].u64() == held.info().sport) client_row = &e;
-    if (f["direction"].str() == "server" && f["dport"].u64() == held.info().sport) server_row = &e;
+    if (f["direction"].str() == "client" && f["sport"].u64() == sport) client_row = &e;
+    if (f["direction"].str() == "server" && f["dport"].u64() == sport) server_row = &e;
   }
   ASSERT_NE(client_row, nullptr) << nw.log();
   ASSERT_NE(server_row, nullptr);
+  const char* path = fallback_hooks() ? "'conn_table' attached via user:sock_diag"
+                                      : "'conn_table' attached via dump_conns";
+  EXPECT_NE(nw.log().find(path), std::string::npos) << nw.log();
   const auto& c = (*client_row)["fields"];
   EXPECT_EQ(c["state"].str(), "ESTABLISHED");
   EXPECT_EQ(c["pid"].u64(), held.info().pid);
   EXPECT_EQ(c["bytes_acked"].u64(), 12345u);
+  // The kernel's counter includes the SYN; netwatcher's is payload only.
+  EXPECT_EQ(std::to_string(c["bytes_acked"].u64() + 1), client_ss["bytes_acked"]);
+  EXPECT_EQ(std::to_string(c["cwnd"].u64()), client_ss["cwnd"]);
+  // ss prints srtt in ms with microsecond digits: "0.071/0.035".
+  double ss_srtt_ms = std::stod(client_ss["rtt"].substr(0, client_ss["rtt"].find('/')));
+  EXPECT_NEAR(c["srtt_us"].u64() / 1000.0, ss_srtt_ms, 0.0015);
   EXPECT_GT(c["srtt_us"].u64(), 0u);
+  EXPECT_LT(c["srtt_us"].u64(), 20000u) << "a veth round trip is far below 20 ms";
+  // ss leaves out an ssthresh that is still TCP_INFINITE_SSTHRESH.
+  if (client_ss.count("ssthresh")) {
+    EXPECT_EQ(std::to_string(c["ssthresh"].u64()), client_ss["ssthresh"]);
+  } else {
+    EXPECT_EQ(c["ssthresh"].u64(), 0x7fffffffu);
+  }
+  EXPECT_EQ(c["total_retrans"].u64(), 0u);
+  EXPECT_GT(c["rwnd"].u64(), 0u);
+  EXPECT_GT(c["sndbuf"].u64(), 0u);
   EXPECT_GT(c["duration_us"].u64(), 500000u);
+  EXPECT_LT(c["duration_us"].u64(), 5000000u);
+  // sock_diag has no accept backlog for connected sockets: the fallback
+  // leaves those fields out instead of reporting 0.
+  EXPECT_EQ(c.has("backlog"), !fallback_hooks());
+  EXPECT_EQ(c.has("max_backlog"), !fallback_hooks());
   const auto& s = (*server_row)["fields"];
   EXPECT_EQ(s["bytes_received"].u64(), 12345u);
+  // Received bytes count no SYN in the kernel either (the FIN would count).
+  EXPECT_EQ(std::to_string(s["bytes_received"].u64()), server_ss["bytes_received"]);
   EXPECT_EQ(s["pid"].u64(), static_cast<std::uint64_t>(server.pid()));
 }
 
@@ -276,9 +329,10 @@ TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
             3);
   EXPECT_EQ(parsed.value("netwatcher_plugin_up", {{"plugin", "tcp"}}), 1);
   EXPECT_EQ(parsed.value("netwatcher_events_lost_total", {{"plugin", "tcp"}}), 0);
-  EXPECT_EQ(parsed.value(
-                "netwatcher_plugin_hook_attached",
-                {{"plugin", "tcp"}, {"hook", "inet_sock_set_state"}, {"program", "set_state_btf"}}),
+  EXPECT_EQ(parsed.value("netwatcher_plugin_hook_attached",
+                         {{"plugin", "tcp"},
+                          {"hook", "inet_sock_set_state"},
+                          {"program", fallback_hooks() ? "set_state_tp" : "set_state_btf"}}),
             1);
   EXPECT_GE(parsed.value("netwatcher_events_total", {{"plugin", "tcp"}, {"event", "tcp_close"}})
                 .value_or(0),

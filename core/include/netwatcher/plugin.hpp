@@ -50,6 +50,17 @@ namespace netwatcher {
 // attached to the root of the cgroup v2 hierarchy (mounted by the host if
 // needed), so they run for every socket on the host, in every netns; they must
 // always allow the packet (return 1).
+//
+// A candidate named "user:<name>" is no BPF program: it stands for the plugin
+// serving the hook from user space (e.g. "user:sock_diag" reads socket
+// statistics over netlink where no iterator loads). The host always "attaches"
+// it, links nothing, and reports it; the plugin sees link_fd() < 0 for the BPF
+// candidates and takes its user-space path. Text after a space, in
+// parentheses, is shown in --check, e.g. "user:sock_diag (no backlog)" for the
+// fields that path lacks. Hosts before 2.1 report such a candidate as missing.
+//
+// Operators (and tests) can force candidates with [netwatcher] hook_override:
+// a program name, "fallback" (skip the preferred one) or "none".
 struct HookSpec {
   std::string name;  // e.g. "inet_sock_set_state"
   std::string description;
@@ -64,6 +75,10 @@ struct HookSpec {
   // always wanted. A required hook that is disabled this way is not an error.
   std::string enabled_by;
 };
+
+inline bool is_user_space_candidate(std::string_view program) {
+  return program.substr(0, 5) == "user:";
+}
 
 // One attachment of a SEC("netfilter") program (BPF_PROG_TYPE_NETFILTER). The
 // host loads such programs with the right type but does not link them itself:

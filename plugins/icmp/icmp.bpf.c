@@ -172,16 +172,26 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
   return 0;
 }
 
-SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(icmp_receive, struct sk_buff* skb) {
+static __always_inline int received(const struct sk_buff* skb) {
   __u32 zero = 0;
   struct icmp_record* rec = bpf_map_lookup_elem(&icmp_scratch, &zero);
   if (!rec || !nw_read_received_packet(skb, &rec->packet)) return 0;
   return handle(skb, BPF_CORE_READ(skb, data), ICMP_RX);
 }
 
-SEC("tp_btf/net_dev_queue")
-int BPF_PROG(icmp_send_queue, struct sk_buff* skb) {
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(icmp_receive, struct sk_buff* skb) {
+  return received(skb);
+}
+
+/* The classic tracepoints give the same skb as a plain address; every read
+ * below goes through BPF_CORE_READ, so one body serves both. */
+SEC("tracepoint/net/netif_receive_skb")
+int icmp_receive_tp(struct trace_event_raw_net_dev_template* ctx) {
+  return received(ctx->skbaddr);
+}
+
+static __always_inline int queued(const struct sk_buff* skb) {
   __u32 zero = 0;
   struct icmp_record* rec = bpf_map_lookup_elem(&icmp_scratch, &zero);
   if (!rec || !nw_read_skb_packet(skb, 0, &rec->packet)) return 0;
@@ -192,10 +202,19 @@ int BPF_PROG(icmp_send_queue, struct sk_buff* skb) {
   return handle(skb, nh, ICMP_TX);
 }
 
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(icmp_send_queue, struct sk_buff* skb) {
+  return queued(skb);
+}
+
+SEC("tracepoint/net/net_dev_queue")
+int icmp_send_queue_tp(struct trace_event_raw_net_dev_template* ctx) {
+  return queued(ctx->skbaddr);
+}
+
 /* The kernel decided to answer `skb` with an ICMP error (IPv4 only: ICMPv6
  * errors have no tracepoint and show up as sent messages instead). */
-SEC("tp_btf/icmp_send")
-int BPF_PROG(icmp_error_sent, const struct sk_buff* skb, int type, int code) {
+static __always_inline int error_sent(const struct sk_buff* skb, int type, int code) {
   struct icmp_error_key key = {.type = type, .code = code};
   __u64* count = bpf_map_lookup_elem(&icmp_errors_sent, &key);
   if (count) {
@@ -219,4 +238,14 @@ int BPF_PROG(icmp_error_sent, const struct sk_buff* skb, int type, int code) {
   rec->pad = 0;
   nw_submit(rec);
   return 0;
+}
+
+SEC("tp_btf/icmp_send")
+int BPF_PROG(icmp_error_sent, const struct sk_buff* skb, int type, int code) {
+  return error_sent(skb, type, code);
+}
+
+SEC("tracepoint/icmp/icmp_send")
+int icmp_error_sent_tp(struct trace_event_raw_icmp_send* ctx) {
+  return error_sent(ctx->skbaddr, ctx->type, ctx->code);
 }

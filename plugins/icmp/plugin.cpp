@@ -177,9 +177,18 @@ class IcmpPlugin {
          {"type", "code"}},
     };
     d.hooks = {
-        {"receive", "messages received (net:netif_receive_skb)", {"icmp_receive"}, true},
-        {"send", "messages sent (net:net_dev_queue)", {"icmp_send_queue"}, true},
-        {"error_sent", "errors the kernel generates (icmp:icmp_send)", {"icmp_error_sent"}, false},
+        {"receive",
+         "messages received (net:netif_receive_skb)",
+         {"icmp_receive", "icmp_receive_tp"},
+         true},
+        {"send",
+         "messages sent (net:net_dev_queue)",
+         {"icmp_send_queue", "icmp_send_queue_tp"},
+         true},
+        {"error_sent",
+         "errors the kernel generates (icmp:icmp_send)",
+         {"icmp_error_sent", "icmp_error_sent_tp"},
+         false},
     };
     return d;
   }

@@ -207,27 +207,45 @@ class UdpPlugin {
         {"netwatcher_udp_flows", MetricType::gauge, "UDP flows tracked in the kernel.", {}},
     };
     d.hooks = {
-        {"ip_receive", "IP layer entry (net:netif_receive_skb)", {"udp_ip_receive"}, true},
+        {"ip_receive",
+         "IP layer entry (net:netif_receive_skb)",
+         {"udp_ip_receive", "udp_ip_receive_tp"},
+         true},
         {"socket_queue",
          "right before the socket queues a datagram (cgroup_skb ingress at the cgroup v2 root)",
          {"udp_socket_queue"},
          true},
-        {"queue_failure", "udp:udp_fail_queue_rcv_skb", {"udp_queue_failure"}, false},
+        {"queue_failure",
+         "udp:udp_fail_queue_rcv_skb",
+         {"udp_queue_failure", "udp_queue_failure_tp"},
+         false},
         {"bind_enter", "a process binds a socket", {"udp_bind_enter"}, false},
         {"connect_enter", "a process connects a socket", {"udp_connect_enter"}, false},
         {"recvfrom_enter", "a process waits on a socket", {"udp_recvfrom_enter"}, false},
         {"recvmsg_enter", "a process waits on a socket", {"udp_recvmsg_enter"}, false},
         {"recvmmsg_enter", "a process waits on a socket", {"udp_recvmmsg_enter"}, false},
-        {"recv_done", "one read done (sock:sock_recv_length)", {"udp_recv_done"}, false},
+        {"recv_done",
+         "one read done (sock:sock_recv_length)",
+         {"udp_recv_done", "udp_recv_done_tp"},
+         false},
         {"sendto_enter", "send call starts", {"udp_sendto_enter"}, false},
         {"sendmsg_enter", "send call starts", {"udp_sendmsg_enter"}, false},
         {"sendmmsg_enter", "send call starts", {"udp_sendmmsg_enter"}, false},
         {"sendto_exit", "send call ends", {"udp_sendto_exit"}, false},
         {"sendmsg_exit", "send call ends", {"udp_sendmsg_exit"}, false},
         {"sendmmsg_exit", "send call ends", {"udp_sendmmsg_exit"}, false},
-        {"send_done", "one message sent (sock:sock_send_length)", {"udp_send_done"}, false},
-        {"dev_queue", "device layer entry (net:net_dev_queue)", {"udp_dev_queue"}, true},
-        {"dev_xmit", "driver accepted the packet (net:net_dev_xmit)", {"udp_dev_xmit"}, true},
+        {"send_done",
+         "one message sent (sock:sock_send_length)",
+         {"udp_send_done", "udp_send_done_tp"},
+         false},
+        {"dev_queue",
+         "device layer entry (net:net_dev_queue)",
+         {"udp_dev_queue", "udp_dev_queue_tp"},
+         true},
+        {"dev_xmit",
+         "driver accepted the packet (net:net_dev_xmit)",
+         {"udp_dev_xmit", "udp_dev_xmit_tp"},
+         true},
     };
     return d;
   }
@@ -261,6 +279,10 @@ class UdpPlugin {
   }
 
   Status load() {
+    // The host has picked the candidates by now: the classic failure
+    // tracepoint needs the queue hook to remember each datagram.
+    const_cast<bool&>(skeleton_->rodata->udp_remember_queued) =
+        bpf_program__autoload(skeleton_->progs.udp_queue_failure_tp);
     if (int err = udp_bpf__load(skeleton_.get()); err)
       return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
     return Status::success();

@@ -210,8 +210,27 @@ static __always_inline void emit_datagram(const struct udp_flow_key* flow, int d
 
 /* ---- receive ---- */
 
-SEC("tp_btf/netif_receive_skb")
-int BPF_PROG(udp_ip_receive, struct sk_buff* skb) {
+/* The last datagram this CPU handed to a socket, for the classic
+ * udp_fail_queue_rcv_skb tracepoint, which names no skb: it fires right after,
+ * on the same CPU, for that datagram. Kept only when that program runs. */
+struct queued_datagram {
+  struct udp_flow_key flow;
+  __u64 sock;
+  __u64 ns;
+  __u32 ifindex;
+  __u32 length;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct queued_datagram);
+} udp_last_queued SEC(".maps");
+
+const volatile bool udp_remember_queued = false;
+
+static __always_inline int ip_receive(const struct sk_buff* skb) {
   struct nw_packet p;
   if (!nw_read_received_packet(skb, &p) || !is_udp(p.protocol) || !p.has_ports) return 0;
   struct rx_inflight entry = {};
@@ -224,6 +243,18 @@ int BPF_PROG(udp_ip_receive, struct sk_buff* skb) {
   __u64 key = (__u64)skb;
   bpf_map_update_elem(&udp_rx_inflight, &key, &entry, BPF_ANY);
   return 0;
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(udp_ip_receive, struct sk_buff* skb) {
+  return ip_receive(skb);
+}
+
+/* Classic-tracepoint twins pass the same skb as an address; the bodies read
+ * everything through BPF_CORE_READ, so they serve both. */
+SEC("tracepoint/net/netif_receive_skb")
+int udp_ip_receive_tp(struct trace_event_raw_net_dev_template* ctx) {
+  return ip_receive(ctx->skbaddr);
 }
 
 /* Runs in sk_filter() of the receiving socket, right before UDP queues the
@@ -256,24 +287,34 @@ int udp_socket_queue(struct __sk_buff* ctx) {
     flow_owner(counted, pid, comm);
   }
   emit_datagram(&flow, UDP_RX, sock, ifindex, length, pid, comm, delta, UDP_HAS_KERNEL_NS);
+  if (udp_remember_queued) {
+    __u32 zero = 0;
+    struct queued_datagram* last = bpf_map_lookup_elem(&udp_last_queued, &zero);
+    if (last) {
+      last->flow = flow;
+      last->sock = sock;
+      last->ns = now;
+      last->ifindex = ifindex;
+      last->length = length;
+    }
+  }
   return 1;
 }
 
 /* The socket refused a datagram the queue hook already counted as received
  * (rx counts datagrams that reached their socket). */
-SEC("tp_btf/udp_fail_queue_rcv_skb")
-int BPF_PROG(udp_queue_failure, int rc, struct sock* sk, struct sk_buff* skb) {
+static __always_inline __u8 count_failure(int rc) {
   __u8 reason = rc == -NW_ENOMEM    ? UDP_FAILURE_RCVBUF
                 : rc == -NW_ENOBUFS ? UDP_FAILURE_MEMORY
                                     : UDP_FAILURE_OTHER;
   struct udp_stats* s = stats();
   if (s) s->failures[reason] += 1;
+  return reason;
+}
 
-  struct nw_packet p;
-  if (!nw_read_skb_packet(skb, 0, &p)) return 0;
-  struct udp_flow_key flow = {};
-  received_flow(&p, &flow);
-  flow.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+static __always_inline int queue_failure(int rc, __u8 reason, const struct udp_flow_key* key,
+                                         __u64 sock, __u32 ifindex, __u32 length) {
+  struct udp_flow_key flow = *key;
   if (!nw_tuple_selected(&flow.tuple)) return 0;
   __u64 now = bpf_ktime_get_ns();
   struct udp_flow* f = flow_of(&flow, now);
@@ -286,15 +327,57 @@ int BPF_PROG(udp_queue_failure, int rc, struct sock* sk, struct sk_buff* skb) {
   struct udp_failure_record* rec = nw_reserve(sizeof(*rec), UDP_RECORD_QUEUE_FAILURE);
   if (!rec) return 0;
   rec->tuple = flow.tuple;
-  rec->sock = (__u64)sk;
+  rec->sock = sock;
   rec->rc = rc;
   rec->netns = flow.netns;
-  rec->ifindex = BPF_CORE_READ(skb, skb_iif);
-  rec->length = payload_length(&p);
+  rec->ifindex = ifindex;
+  rec->length = length;
   rec->reason = reason;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   nw_submit(rec);
   return 0;
+}
+
+SEC("tp_btf/udp_fail_queue_rcv_skb")
+int BPF_PROG(udp_queue_failure, int rc, struct sock* sk, struct sk_buff* skb) {
+  __u8 reason = count_failure(rc);
+  struct nw_packet p;
+  if (!nw_read_skb_packet(skb, 0, &p)) return 0;
+  struct udp_flow_key flow = {};
+  received_flow(&p, &flow);
+  flow.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+  return queue_failure(rc, reason, &flow, (__u64)sk, BPF_CORE_READ(skb, skb_iif),
+                       payload_length(&p));
+}
+
+struct trace_event_raw_udp_fail_queue_rcv_skb___old {
+  struct trace_entry ent;
+  int rc;
+  __u16 lport;
+} __attribute__((preserve_access_index));
+
+/* The classic tracepoint has the datagram's ports and addresses but neither skb
+ * nor sock: the datagram is the one the queue hook just saw on this CPU. A
+ * failure that does not match it is counted but attributed to no flow. */
+SEC("tracepoint/udp/udp_fail_queue_rcv_skb")
+int udp_queue_failure_tp(struct trace_event_raw_udp_fail_queue_rcv_skb* ctx) {
+  int rc = ctx->rc;
+  __u8 reason = count_failure(rc);
+  __u32 zero = 0;
+  struct queued_datagram* last = bpf_map_lookup_elem(&udp_last_queued, &zero);
+  if (!last || !last->ns) return 0;
+  struct queued_datagram seen = *last;
+  last->ns = 0;
+  /* Since 6.10 the ports are the packet's (dport is local); before, lport. */
+  __u16 local_port = 0;
+  if (bpf_core_field_exists(ctx->dport)) {
+    local_port = BPF_CORE_READ(ctx, dport);
+  } else {
+    struct trace_event_raw_udp_fail_queue_rcv_skb___old* old = (void*)ctx;
+    if (bpf_core_field_exists(old->lport)) local_port = BPF_CORE_READ(old, lport);
+  }
+  if (seen.flow.tuple.sport != local_port || bpf_ktime_get_ns() - seen.ns > 1000000) return 0;
+  return queue_failure(rc, reason, &seen.flow, seen.sock, seen.ifindex, seen.length);
 }
 
 /* ---- socket owners ---- */
@@ -356,6 +439,12 @@ int BPF_PROG(udp_recv_done, struct sock* sk, int ret, int flags) {
   return 0;
 }
 
+SEC("tracepoint/sock/sock_recv_length")
+int udp_recv_done_tp(struct trace_event_raw_sock_msg_length* ctx) {
+  if (is_udp(ctx->protocol)) remember_owner((__u64)ctx->sk);
+  return 0;
+}
+
 /* ---- send ---- */
 
 static __always_inline int send_begins(void) {
@@ -403,9 +492,7 @@ int udp_sendmmsg_exit(void* ctx) {
 
 /* End of one sock_sendmsg(): the socket's owner is known, and in sendmmsg the
  * next message starts now. */
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(udp_send_done, struct sock* sk, int ret, int flags) {
-  if (!is_udp(BPF_CORE_READ(sk, sk_protocol))) return 0;
+static __always_inline int send_done(const struct sock* sk) {
   remember_owner((__u64)sk);
   __u64 thread = bpf_get_current_pid_tgid();
   __u64* start = bpf_map_lookup_elem(&udp_send_start, &thread);
@@ -413,8 +500,17 @@ int BPF_PROG(udp_send_done, struct sock* sk, int ret, int flags) {
   return 0;
 }
 
-SEC("tp_btf/net_dev_queue")
-int BPF_PROG(udp_dev_queue, struct sk_buff* skb) {
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(udp_send_done, struct sock* sk, int ret, int flags) {
+  return is_udp(BPF_CORE_READ(sk, sk_protocol)) ? send_done(sk) : 0;
+}
+
+SEC("tracepoint/sock/sock_send_length")
+int udp_send_done_tp(struct trace_event_raw_sock_msg_length* ctx) {
+  return is_udp(ctx->protocol) ? send_done(ctx->sk) : 0;
+}
+
+static __always_inline int dev_queue(const struct sk_buff* skb) {
   struct sock* sk = BPF_CORE_READ(skb, sk);
   if (!sk || !is_udp(BPF_CORE_READ(sk, sk_protocol))) return 0;
   __u64 key = (__u64)skb;
@@ -451,8 +547,17 @@ int BPF_PROG(udp_dev_queue, struct sk_buff* skb) {
   return 0;
 }
 
-SEC("tp_btf/net_dev_xmit")
-int BPF_PROG(udp_dev_xmit, struct sk_buff* skb, int rc, struct net_device* dev, unsigned int len) {
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(udp_dev_queue, struct sk_buff* skb) {
+  return dev_queue(skb);
+}
+
+SEC("tracepoint/net/net_dev_queue")
+int udp_dev_queue_tp(struct trace_event_raw_net_dev_template* ctx) {
+  return dev_queue(ctx->skbaddr);
+}
+
+static __always_inline int dev_xmit(const struct sk_buff* skb, int rc) {
   if (rc == NW_NETDEV_TX_BUSY) return 0; /* requeued; it comes back */
   __u64 key = (__u64)skb;
   struct tx_inflight* found = bpf_map_lookup_elem(&udp_tx_inflight, &key);
@@ -472,4 +577,14 @@ int BPF_PROG(udp_dev_xmit, struct sk_buff* skb, int rc, struct net_device* dev, 
   emit_datagram(&entry.flow, UDP_TX, entry.sock, entry.ifindex, entry.length, entry.pid, entry.comm,
                 kernel_ns, flags);
   return 0;
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(udp_dev_xmit, struct sk_buff* skb, int rc, struct net_device* dev, unsigned int len) {
+  return dev_xmit(skb, rc);
+}
+
+SEC("tracepoint/net/net_dev_xmit")
+int udp_dev_xmit_tp(struct trace_event_raw_net_dev_xmit* ctx) {
+  return dev_xmit(ctx->skbaddr, ctx->rc);
 }

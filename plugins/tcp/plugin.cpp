@@ -147,8 +147,9 @@ std::vector<FieldSchema> retransmit_fields() {
   auto fields = who_fields();
   fields.push_back(text_label("state", "socket state", 11));
   fields.push_back(count_value("seq", "", "first sequence number of the segment", 10));
-  fields.push_back(count_value("length", "bytes", "sequence space of the segment", 6));
+  fields.push_back(count_value("length", "bytes", "sequence space of the skb", 6));
   fields.push_back(text_label("type", "fast or timeout (after RTO)", 7));
+  fields.push_back(count_value("segments", "", "segments the skb went out as (tcp_skb_pcount)", 4));
   return fields;
 }
 
@@ -344,8 +345,12 @@ class TcpPlugin {
          {"direction"}},
         {"netwatcher_tcp_retransmits_total",
          MetricType::counter,
-         "Retransmitted TCP segments, by cause (fast or timeout).",
+         "Retransmitted TCP segments (the kernel's RetransSegs), by cause (fast or timeout).",
          {"type"}},
+        {"netwatcher_tcp_retransmitted_skbs_total",
+         MetricType::counter,
+         "Retransmissions as skbs: a GSO skb of many segments counts once.",
+         {}},
         {"netwatcher_tcp_received_bytes_total",
          MetricType::counter,
          "Payload bytes received on tracked TCP connections.",
@@ -538,6 +543,7 @@ class TcpPlugin {
     closed_ = host.metric("netwatcher_tcp_connections_closed_total");
     current_ = host.metric("netwatcher_tcp_connections");
     retransmits_ = host.metric("netwatcher_tcp_retransmits_total");
+    retransmitted_skbs_ = host.metric("netwatcher_tcp_retransmitted_skbs_total");
     received_ = host.metric("netwatcher_tcp_received_bytes_total");
     acked_ = host.metric("netwatcher_tcp_acked_bytes_total");
     conn_srtt_ = host.metric("netwatcher_tcp_connection_srtt_seconds");
@@ -800,6 +806,7 @@ class TcpPlugin {
     values.emplace_back(std::uint64_t{r.seq});
     values.emplace_back(std::uint64_t{r.length});
     values.emplace_back(std::string(r.timeout ? "timeout" : "fast"));
+    values.emplace_back(std::uint64_t{r.segments});
     out.emit(kRetransmitEvent, r.hdr.timestamp_ns, std::move(values));
     return Status::success();
   }
@@ -870,6 +877,7 @@ class TcpPlugin {
     };
     mirror(TCP_COUNTER_RETRANS_FAST, retransmits_, {"fast"});
     mirror(TCP_COUNTER_RETRANS_TIMEOUT, retransmits_, {"timeout"});
+    mirror(TCP_COUNTER_RETRANS_SKBS, retransmitted_skbs_, {});
     if (resets_enabled_) {
       mirror(TCP_COUNTER_RESET_SENT, resets_, {"sent"});
       mirror(TCP_COUNTER_RESET_RECEIVED, resets_, {"received"});
@@ -1044,11 +1052,11 @@ class TcpPlugin {
   std::map<std::string, double> closed_received_, closed_acked_;
   std::map<std::uint64_t, LabelValues> series_;
   MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr, *retransmits_ = nullptr,
-               *received_ = nullptr, *acked_ = nullptr, *conn_srtt_ = nullptr,
-               *conn_cwnd_ = nullptr, *conn_received_ = nullptr, *conn_acked_ = nullptr,
-               *resets_ = nullptr, *congestion_ = nullptr, *errors_total_ = nullptr,
-               *srtt_ = nullptr, *srtt_dropped_ = nullptr, *layer_latency_ = nullptr,
-               *layer_unmatched_ = nullptr;
+               *retransmitted_skbs_ = nullptr, *received_ = nullptr, *acked_ = nullptr,
+               *conn_srtt_ = nullptr, *conn_cwnd_ = nullptr, *conn_received_ = nullptr,
+               *conn_acked_ = nullptr, *resets_ = nullptr, *congestion_ = nullptr,
+               *errors_total_ = nullptr, *srtt_ = nullptr, *srtt_dropped_ = nullptr,
+               *layer_latency_ = nullptr, *layer_unmatched_ = nullptr;
   bool states_enabled_ = false, resets_enabled_ = true, errors_ = false, rtt_histogram_ = true,
        rtt_per_connection_ = false, layer_time_ = false, layer_events_ = false;
   std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;

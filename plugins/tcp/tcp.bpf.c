@@ -293,18 +293,35 @@ static __always_inline __u8 ca_state(const struct sock* sk) {
   return BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
 }
 
+/* tcp_skb_pcount(): the segments a (GSO) skb goes out as, which is what the
+ * kernel adds to RetransSegs and total_retrans. */
+static __always_inline __u16 skb_segments(const struct sk_buff* skb) {
+  __u16 segs = 0;
+  if (skb)
+    bpf_probe_read_kernel(&segs, sizeof(segs),
+                          (const void*)skb + bpf_core_field_offset(struct sk_buff, cb) +
+                              bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
+  return segs ? segs : 1;
+}
+
+static __always_inline void count_by(__u32 counter, __u64 n) {
+  __u64* value = bpf_map_lookup_elem(&tcp_counters, &counter);
+  if (value) *value += n;
+}
+
 static __always_inline void handle_retransmit(const struct sock* sk, const struct sk_buff* skb) {
   /* RTO puts the socket in TCP_CA_Loss before retransmitting; fast
    * retransmits happen in Disorder/Recovery. */
   bool timeout = ca_state(sk) == TCP_CA_Loss;
+  __u16 segments = skb_segments(skb);
   __u64 key = (__u64)sk;
   struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
   if (info) {
     ensure_tuple(sk, info);
     if (timeout)
-      __sync_fetch_and_add(&info->timeout_retrans, 1);
+      __sync_fetch_and_add(&info->timeout_retrans, segments);
     else
-      __sync_fetch_and_add(&info->fast_retrans, 1);
+      __sync_fetch_and_add(&info->fast_retrans, segments);
   }
   /* Like every other counter, the global one follows the filter. */
   struct tcp_who who;
@@ -312,7 +329,8 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
     fill_who(&who, sk, info);
     if (!who_selected(&who)) return;
   }
-  count(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST);
+  count_by(timeout ? TCP_COUNTER_RETRANS_TIMEOUT : TCP_COUNTER_RETRANS_FAST, segments);
+  count(TCP_COUNTER_RETRANS_SKBS);
   if (!tcp_retransmit_events || !nw_rate_allow(tcp_max_events_per_second)) return;
   struct tcp_retransmit_record* r = nw_reserve(sizeof(*r), TCP_RECORD_RETRANSMIT);
   if (!r) return;
@@ -323,6 +341,7 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
   r->length = end_seq - seq;
   r->state = BPF_CORE_READ(sk, __sk_common.skc_state);
   r->timeout = timeout;
+  r->segments = segments;
   __builtin_memset(r->pad, 0, sizeof(r->pad));
   nw_submit(r);
 }

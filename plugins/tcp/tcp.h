@@ -34,6 +34,7 @@ enum tcp_error_kind {
 
 /* Counters kept per CPU (index into tcp_counters). */
 enum tcp_counter {
+  /* Retransmitted segments (tcp_skb_pcount), as the kernel's RetransSegs. */
   TCP_COUNTER_RETRANS_FAST = 0,
   TCP_COUNTER_RETRANS_TIMEOUT = 1,
   TCP_COUNTER_RESET_RECEIVED = 2,
@@ -41,7 +42,8 @@ enum tcp_counter {
   TCP_COUNTER_CONG_STATE = 4,    /* + new state (TCP_CA_Open .. TCP_CA_Loss) */
   TCP_COUNTER_ERROR = 9,         /* + enum tcp_error_kind */
   TCP_COUNTER_RTT_OVERFLOW = 14, /* srtt samples whose series did not fit in tcp_rtt */
-  TCP_COUNTER_MAX = 15,
+  TCP_COUNTER_RETRANS_SKBS = 15, /* retransmitted skbs (a GSO skb counts once) */
+  TCP_COUNTER_MAX = 16,
 };
 
 #define TCP_CA_STATES 5
@@ -69,8 +71,8 @@ struct tcp_conn_info {
   struct nw_tuple tuple;
   __u64 start_ns; /* SYN_SENT / SYN_RECV; 0 when adopted by the iterator */
   __u32 pid;      /* owner; 0 until seen in process context */
-  __u32 fast_retrans;
-  __u32 timeout_retrans;
+  __u32 fast_retrans;    /* segments */
+  __u32 timeout_retrans; /* segments */
   __u8 direction;
   __u8 tuple_valid;
   __u8 start_old_state; /* the state before SYN_SENT, reported late (states = true) */
@@ -148,10 +150,11 @@ struct tcp_retransmit_record {
   struct nw_record_header hdr;
   struct tcp_who who;
   __u32 seq;
-  __u32 length; /* sequence space of the segment (SYN/FIN count one) */
+  __u32 length; /* sequence space of the skb (SYN/FIN count one) */
   __u8 state;
-  __u8 timeout; /* 1: after RTO (socket in TCP_CA_Loss), 0: fast */
-  __u8 pad[6];
+  __u8 timeout;    /* 1: after RTO (socket in TCP_CA_Loss), 0: fast */
+  __u16 segments; /* MSS-sized segments in the skb (tcp_skb_pcount) */
+  __u8 pad[4];
 };
 
 struct tcp_congestion_record {

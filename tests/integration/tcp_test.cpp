@@ -268,6 +268,61 @@ TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
   EXPECT_TRUE(events_of(events(), "tcp_open").empty());
 }
 
+// A counter of the kernel's own MIB (nstat -a: absolute, -s: the history
+// file untouched, -z: zeros too) in `netns`.
+std::uint64_t nstat(const std::string& netns, const std::string& counter) {
+  auto r = run("ip netns exec " + netns + " nstat -asz " + counter);
+  std::istringstream lines(r.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string name;
+    std::uint64_t value = 0;
+    if (words >> name >> value && name == counter) return value;
+  }
+  throw std::runtime_error("nstat printed no " + counter + ": " + r.output);
+}
+
+// Retransmissions count segments, as the kernel's RetransSegs does: a
+// GSO skb of many segments is many retransmits (it used to be one).
+TEST_F(Tcp, RetransmittedSegmentsEqualTheKernelsRetransSegs) {
+  constexpr int kPort = 41497;
+  Netwatcher nw(dir_, "snapshot_interval = 0.2\n[filter]\ndport = [5000]\n" +
+                          tcp_config(dir_.file("events.jsonl"), "retrans = true\n") +
+                          "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                          std::to_string(kPort) + "\"\n");
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  nft(TwoHosts::kServer,
+      "table inet nwloss {\n chain in {\n  type filter hook input priority 0;\n  tcp dport 5000 "
+      "numgen random mod 100 < 3 drop\n }\n}\n");
+  const std::uint64_t before = nstat(TwoHosts::kClient, "TcpRetransSegs");
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {3000000});
+  ASSERT_EQ(clients.size(), 1u);
+  const std::uint64_t kernel = nstat(TwoHosts::kClient, "TcpRetransSegs") - before;
+  ASSERT_GT(kernel, 20u) << "3% loss on 3 MB retransmits many segments";
+  auto counted = [&](const PromText& m) {
+    return m.value("netwatcher_tcp_retransmits_total", {{"type", "fast"}}).value_or(0) +
+           m.value("netwatcher_tcp_retransmits_total", {{"type", "timeout"}}).value_or(0);
+  };
+  PromText metrics;
+  for (int i = 0; i < 50; ++i) {  // mirrored from the kernel every snapshot
+    metrics = parse_prometheus(http_get(kPort, "/metrics"));
+    if (counted(metrics) >= static_cast<double>(kernel)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(counted(metrics), static_cast<double>(kernel));
+  const double skbs = metrics.value("netwatcher_tcp_retransmitted_skbs_total", {}).value_or(0);
+  EXPECT_GT(skbs, 0);
+  EXPECT_LE(skbs, static_cast<double>(kernel));
+  std::uint64_t event_segments = 0;
+  for (const auto& e : events_of(events(), "tcp_retransmit")) {
+    EXPECT_GE(e["fields"]["segments"].u64(), 1u);
+    event_segments += e["fields"]["segments"].u64();
+  }
+  EXPECT_EQ(event_segments, kernel);
+}
+
 TEST_F(Tcp, RetransmitsAfterTimeoutAreCountedPerConnection) {
   // Kernel-side counters are mirrored into metrics every snapshot_interval.
   Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "harness.hpp"
@@ -170,6 +171,82 @@ TEST_F(Icmp, ClosedUdpPortGivesPortUnreachableWithTheOffendingTuple) {
     }
     EXPECT_EQ(quoted, 1);
   }
+}
+
+// The kernel's own MIB counter `name` in `netns` (nstat: absolute, history
+// file untouched, zeros included).
+std::uint64_t nstat(const std::string& netns, const std::string& name) {
+  auto r = run("ip netns exec " + netns + " nstat -asz " + name);
+  std::istringstream lines(r.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string counter;
+    std::uint64_t value = 0;
+    if (words >> counter >> value && counter == name) return value;
+  }
+  throw std::runtime_error("nstat printed no " + name + ": " + r.output);
+}
+
+// Per namespace, the messages netwatcher saw of each type equal the
+// kernel's Icmp/Icmp6 In/Out counters there, and the port unreachables the
+// server sent equal its UdpNoPorts.
+TEST_F(Icmp, MessagesPerTypeEqualTheKernelsCountersInEachNamespace) {
+  struct Twin {
+    const char* netns;
+    const char* counter;
+    const char* family;
+    const char* direction;
+    const char* type;
+  };
+  const std::vector<Twin> twins = {
+      {TwoHosts::kClient, "IcmpOutEchos", "ipv4", "tx", "echo_request"},
+      {TwoHosts::kServer, "IcmpInEchos", "ipv4", "rx", "echo_request"},
+      {TwoHosts::kServer, "IcmpOutEchoReps", "ipv4", "tx", "echo_reply"},
+      {TwoHosts::kClient, "IcmpInEchoReps", "ipv4", "rx", "echo_reply"},
+      {TwoHosts::kServer, "IcmpOutDestUnreachs", "ipv4", "tx", "destination_unreachable"},
+      {TwoHosts::kClient, "IcmpInDestUnreachs", "ipv4", "rx", "destination_unreachable"},
+      {TwoHosts::kClient, "Icmp6OutEchos", "ipv6", "tx", "echo_request"},
+      {TwoHosts::kServer, "Icmp6InEchos", "ipv6", "rx", "echo_request"},
+      {TwoHosts::kServer, "Icmp6OutEchoReplies", "ipv6", "tx", "echo_reply"},
+      {TwoHosts::kClient, "Icmp6InEchoReplies", "ipv6", "rx", "echo_reply"},
+  };
+  std::vector<std::uint64_t> before;
+  for (const auto& twin : twins) before.push_back(nstat(twin.netns, twin.counter));
+  const std::uint64_t no_ports_before = nstat(TwoHosts::kServer, "UdpNoPorts");
+  Netwatcher nw(dir_, config());
+  ping(TwoHosts::kClient, "10.77.0.2");
+  ping(TwoHosts::kClient, "fd77::2");
+  for (int i = 0; i < 3; ++i) {
+    send_udp(TwoHosts::kClient, "10.77.0.2", 7398, 1, 20);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_EQ(nw.stop(), 0);
+  const auto messages = events("icmp_message");
+  for (std::size_t i = 0; i < twins.size(); ++i) {
+    const Twin& twin = twins[i];
+    SCOPED_TRACE(std::string(twin.netns) + " " + twin.counter);
+    const std::uint64_t kernel = nstat(twin.netns, twin.counter) - before[i];
+    const std::uint64_t inode = netns_inode(twin.netns);
+    std::uint64_t seen = 0;
+    for (const auto& e : messages) {
+      const auto& f = e["fields"];
+      seen += f["netns"].u64() == inode && f["family"].str() == twin.family &&
+              f["direction"].str() == twin.direction && f["type"].str() == twin.type;
+    }
+    EXPECT_GT(kernel, 0u);
+    EXPECT_EQ(seen, kernel);
+  }
+  const std::uint64_t no_ports = nstat(TwoHosts::kServer, "UdpNoPorts") - no_ports_before;
+  EXPECT_EQ(no_ports, 3u);
+  const std::uint64_t server = netns_inode(TwoHosts::kServer);
+  std::uint64_t unreachable_sent = 0;
+  for (const auto& e : events("icmp_error_sent")) {
+    const auto& f = e["fields"];
+    unreachable_sent += f["netns"].u64() == server && f["code"].str() == "port_unreachable";
+  }
+  EXPECT_EQ(unreachable_sent, no_ports);
 }
 
 }  // namespace

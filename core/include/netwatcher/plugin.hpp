@@ -57,7 +57,7 @@ namespace netwatcher {
 // it, links nothing, and reports it; the plugin sees link_fd() < 0 for the BPF
 // candidates and takes its user-space path. Text after a space, in
 // parentheses, is shown in --check, e.g. "user:sock_diag (no backlog)" for the
-// fields that path lacks. Hosts before 2.1 report such a candidate as missing.
+// fields that path lacks. Hosts before 2.2 report such a candidate as missing.
 //
 // Operators (and tests) can force candidates with [netwatcher] hook_override:
 // a program name, "fallback" (skip the preferred one) or "none".

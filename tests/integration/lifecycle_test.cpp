@@ -26,6 +26,54 @@ TEST_F(Lifecycle, CheckReportsKernelFeaturesAndAttachableHooks) {
   EXPECT_NE(result.output.find("hook inet_sock_set_state: ok via "), std::string::npos);
 }
 
+TEST_F(Lifecycle, HookOverrideForcesCandidatesAndNamesWhatIsWrong) {
+  auto check = [&](const std::string& overrides) {
+    write_file(dir_.file("c.toml"), "[netwatcher]\nhook_override = { " + overrides +
+                                        " }\n[plugins.tcp]\nextra = true\n");
+    return run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
+               dir_.file("c.toml") + " --check");
+  };
+  auto forced = check("\"tcp.conn_table\" = \"user:sock_diag\", \"tcp.rtt_samples\" = \"none\"");
+  EXPECT_EQ(forced.exit_code, 0) << forced.output;
+  for (const char* line :
+       {"hook conn_table (optional): ok via user:sock_diag",
+        "dump_conns: skipped: netwatcher.hook_override = \"user:sock_diag\"",
+        "user:sock_diag [user space]: serves the hook from user space; no backlog, max_backlog",
+        "hook rtt_samples (optional): NOT ATTACHED",
+        "rtt_probe_tp: skipped: netwatcher.hook_override = \"none\""})
+    EXPECT_NE(forced.output.find(line), std::string::npos) << line << "\n" << forced.output;
+
+  auto fallback = check("\"*\" = \"fallback\"");
+  EXPECT_EQ(fallback.exit_code, 0) << fallback.output;
+  EXPECT_NE(fallback.output.find("hook inet_sock_set_state: ok via set_state_tp"),
+            std::string::npos)
+      << fallback.output;
+  // A hook with a single candidate keeps it.
+  EXPECT_NE(fallback.output.find("hook tcp_adopt (optional): ok via adopt_tcp"), std::string::npos);
+
+  auto unknown = check("\"tcp.conn_table\" = \"nope\"");
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.output.find("plugin tcp: CANNOT RUN: netwatcher.hook_override: hook "
+                                "'conn_table' has no candidate 'nope' (candidates: dump_conns, "
+                                "user:sock_diag)"),
+            std::string::npos)
+      << unknown.output;
+  auto no_hook = check("\"tcp.nope\" = \"fallback\"");
+  EXPECT_NE(no_hook.output.find("netwatcher.hook_override: plugin 'tcp' has no hook 'nope'"),
+            std::string::npos)
+      << no_hook.output;
+  auto required = check("\"tcp.inet_sock_set_state\" = \"none\"");
+  EXPECT_NE(required.output.find("hook 'inet_sock_set_state' is required and cannot be \"none\""),
+            std::string::npos)
+      << required.output;
+  auto no_plugin = check("\"nope.x\" = \"fallback\"");
+  EXPECT_EQ(no_plugin.exit_code, 2);
+  EXPECT_NE(
+      no_plugin.output.find("key 'netwatcher.hook_override.\"nope.x\"': unknown plugin 'nope'"),
+      std::string::npos)
+      << no_plugin.output;
+}
+
 TEST_F(Lifecycle, CheckFailsWhenAConfiguredPluginCannotRun) {
   write_file(dir_.file("c.toml"), "[plugins.wrong_major]\nenabled = true\n[plugins.tcp]\n");
   auto result = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --plugin-dir " +

@@ -218,3 +218,21 @@ TEST(Config, BpfStatsTakesOnlyItsThreeModes) {
   EXPECT_NE(config_error("[netwatcher]\nbpf_stats = \"sometimes\"\n").find("sometimes"),
             std::string::npos);
 }
+
+TEST(Config, HookOverridesNameTheirKeyWhenMalformed) {
+  Config config = load_from_text(
+      "[netwatcher]\nhook_override = { \"*\" = \"fallback\", \"tcp.conn_table\" = "
+      "\"user:sock_diag\", \"drop.*\" = \"none\" }\n");
+  EXPECT_EQ(config.settings.hook_overrides,
+            (std::map<std::string, std::string>{
+                {"*", "fallback"}, {"drop.*", "none"}, {"tcp.conn_table", "user:sock_diag"}}));
+  EXPECT_EQ(config_error("[netwatcher]\nhook_override = \"fallback\"\n"),
+            "t.toml:2:17: key 'netwatcher.hook_override' must be a table of \"plugin.hook\" = "
+            "\"program\"");
+  EXPECT_EQ(config_error("[netwatcher]\nhook_override = { conn_table = \"x\" }\n"),
+            "t.toml:2:32: key 'netwatcher.hook_override.\"conn_table\"' must be \"*\", "
+            "\"<plugin>.*\" or \"<plugin>.<hook>\"");
+  EXPECT_EQ(config_error("[netwatcher]\nhook_override = { \"tcp.conn_table\" = 3 }\n"),
+            "t.toml:2:38: key 'netwatcher.hook_override.\"tcp.conn_table\"' must be a candidate "
+            "program name, \"fallback\" (the hook's next candidate) or \"none\"");
+}

@@ -53,8 +53,11 @@ struct {
   __type(value, __u32);
 } serving_softirq SEC(".maps");
 
-/* Set by the plugin once both softirq hooks are attached; without them the
- * context is unknown and drops carry no pid. */
+/* How a drop's context is told (enum drop_context), set by the plugin. */
+const volatile __u8 drop_context = DROP_CONTEXT_NONE;
+/* THREAD_SIZE of this kernel: a task's kernel stack, from task->stack up. */
+const volatile __u64 drop_task_stack_bytes = 16384;
+/* Set by the plugin once both softirq hooks are attached (DROP_CONTEXT_SOFTIRQ_HOOKS). */
 volatile __u8 context_known = 0;
 
 /* False when the map is full and the key is new. */
@@ -127,7 +130,32 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
   return 0;
 }
 
+#define NW_PF_KTHREAD 0x00200000
+
+/* Process context is where this program runs on the current task's own kernel
+ * stack: softirqs (and hardirqs) run on the per-CPU IRQ stack (x86_64 and
+ * arm64 do_softirq_own_stack), except in ksoftirqd, whose softirq work is no
+ * process's either. This costs a few loads per drop instead of two programs
+ * on every softirq of the host. */
+static __always_inline bool on_task_stack(void) {
+  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
+  __u64 stack = (__u64)BPF_CORE_READ(task, stack);
+  /* This frame's address, read back as a number. */
+  __u64 here = 0, sp = 0;
+  void* frame = &here;
+  bpf_probe_read_kernel(&sp, sizeof(sp), &frame);
+  if (!stack || sp - stack >= drop_task_stack_bytes) return false;
+  if (BPF_CORE_READ(task, flags) & NW_PF_KTHREAD) {
+    char comm[10];
+    bpf_get_current_comm(comm, sizeof(comm));
+    if (__builtin_memcmp(comm, "ksoftirqd", 9) == 0) return false;
+  }
+  return true;
+}
+
 static __always_inline bool in_task_context(void) {
+  if (drop_context == DROP_CONTEXT_STACK) return on_task_stack();
+  if (drop_context != DROP_CONTEXT_SOFTIRQ_HOOKS) return false;
   __u32 zero = 0;
   __u32* in_softirq = bpf_map_lookup_elem(&serving_softirq, &zero);
   return context_known && in_softirq && !*in_softirq;

@@ -32,6 +32,13 @@ struct drop_record {
 };
 
 /* Tunables, rodata set by the plugin before load. */
+/* How a drop is known to happen in process context (pid/comm) or not. */
+enum drop_context {
+  DROP_CONTEXT_NONE = 0,          /* unknown: drops carry no pid */
+  DROP_CONTEXT_STACK = 1,         /* on the task's own kernel stack (x86_64, arm64) */
+  DROP_CONTEXT_SOFTIRQ_HOOKS = 2, /* a per-CPU flag from irq:softirq_entry/exit */
+};
+
 struct drop_config {
   __u32 skb_consumed;    /* SKB_CONSUMED in this kernel: not a drop */
   __u32 not_dropped_yet; /* SKB_NOT_DROPPED_YET: not a drop either */

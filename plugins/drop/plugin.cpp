@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -24,6 +25,24 @@ namespace {
 
 using namespace netwatcher;
 using netwatcher::drop::DropReasons;
+
+// Architectures whose softirqs run on their own per-CPU stack, so that the
+// stack a drop runs on tells its context (drop.bpf.c on_task_stack()).
+#if defined(__x86_64__) || defined(__aarch64__)
+constexpr bool kStackContext = true;
+#else
+constexpr bool kStackContext = false;
+#endif
+
+// THREAD_SIZE: 16 KiB on x86_64 and arm64, twice that with KASAN, whose
+// symbols kallsyms lists when it is built in.
+std::uint64_t task_stack_bytes() {
+  std::ifstream kallsyms("/proc/kallsyms");
+  std::string line;
+  while (std::getline(kallsyms, line))
+    if (line.find(" kasan_") != std::string::npos) return 32768;
+  return 16384;
+}
 
 enum Field : std::size_t {
   kReason,
@@ -85,6 +104,10 @@ class DropPlugin {
         {"symbolize", ConfigType::boolean, true,
          "name drop locations (and stacks) function+offset from /proc/kallsyms"},
         {"stack", ConfigType::boolean, false, "add the kernel stack to each drop event"},
+        {"softirq_hooks", ConfigType::boolean, false,
+         "tell process context from softirq (for pid/comm) with irq:softirq_entry/exit, two "
+         "programs on every softirq of the host, instead of checking which kernel stack the "
+         "drop runs on (x86_64 and arm64 only)"},
         {"top_locations", ConfigType::integer, std::int64_t{20},
          "drop locations with their own netwatcher_drop_locations_total series; the rest "
          "count as 'other'",
@@ -141,13 +164,17 @@ class DropPlugin {
     d.hooks = {
         {"kfree_skb", "skbs freed with a reason (drops)", {"kfree_skb_btf", "kfree_skb_tp"}, true},
         {"softirq_entry",
-         "tells process context from softirq, for pid/comm",
+         "tells process context from softirq, for pid/comm (softirq_hooks = true)",
          {"softirq_entry_btf", "softirq_entry_tp"},
-         false},
+         false,
+         "",
+         "softirq_hooks"},
         {"softirq_exit",
-         "tells process context from softirq, for pid/comm",
+         "tells process context from softirq, for pid/comm (softirq_hooks = true)",
          {"softirq_exit_btf", "softirq_exit_tp"},
-         false},
+         false,
+         "",
+         "softirq_hooks"},
     };
     return d;
   }
@@ -157,6 +184,7 @@ class DropPlugin {
     max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
     symbolize_ = config.get_bool("symbolize");
     stack_ = config.get_bool("stack");
+    softirq_hooks_ = config.get_bool("softirq_hooks");
     top_locations_ = static_cast<std::size_t>(config.get_int("top_locations"));
     filter_ = filter;
     reasons_ = DropReasons::from_kernel();
@@ -177,6 +205,12 @@ class DropPlugin {
     cfg.max_events_per_second = max_events_per_second_;
     cfg.events = events_;
     cfg.stack = stack_;
+    auto* rodata = skeleton_->rodata;
+    if (softirq_hooks_)
+      const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_SOFTIRQ_HOOKS;
+    else if (kStackContext)
+      const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_STACK;
+    const_cast<__u64&>(rodata->drop_task_stack_bytes) = task_stack_bytes();
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -328,7 +362,7 @@ class DropPlugin {
   }
 
   std::unique_ptr<drop_bpf, SkeletonDeleter> skeleton_;
-  bool events_ = true, symbolize_ = true, stack_ = false;
+  bool events_ = true, symbolize_ = true, stack_ = false, softirq_hooks_ = false;
   std::uint64_t max_events_per_second_ = 1000;
   std::size_t top_locations_ = 20;
   GlobalFilter filter_;

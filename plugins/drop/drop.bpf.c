@@ -132,30 +132,61 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
 
 #define NW_PF_KTHREAD 0x00200000
 
-/* Process context is where this program runs on the current task's own kernel
- * stack: softirqs (and hardirqs) run on the per-CPU IRQ stack (x86_64 and
- * arm64 do_softirq_own_stack), except in ksoftirqd, whose softirq work is no
- * process's either. This costs a few loads per drop instead of two programs
- * on every softirq of the host. */
-static __always_inline bool on_task_stack(void) {
-  struct task_struct* task = (struct task_struct*)bpf_get_current_task();
+/* ksoftirqd's softirq work is no process's, though it runs on its own stack. */
+static __always_inline bool in_ksoftirqd(const struct task_struct* task) {
+  if (!(BPF_CORE_READ(task, flags) & NW_PF_KTHREAD)) return false;
+  char comm[16];
+  bpf_get_current_comm(comm, sizeof(comm));
+  const char ksoftirqd[] = "ksoftirqd";
+  bool same = true;
+  for (int i = 0; i < 9; ++i) same = same && comm[i] == ksoftirqd[i];
+  return same;
+}
+
+/* tp_btf: process context is where the tracepoint runs on the current task's
+ * own kernel stack, which is where its argument array (our ctx) lives:
+ * softirqs and hardirqs run on the per-CPU IRQ stack (x86_64 and arm64
+ * do_softirq_own_stack). A few loads per drop instead of two programs on every
+ * softirq of the host. (The BPF frame itself may be a private per-CPU stack.) */
+static __always_inline bool args_on_task_stack(const void* ctx) {
+  const struct task_struct* task = (const struct task_struct*)bpf_get_current_task();
   __u64 stack = (__u64)BPF_CORE_READ(task, stack);
-  /* This frame's address, read back as a number. */
-  __u64 here = 0, sp = 0;
-  void* frame = &here;
-  bpf_probe_read_kernel(&sp, sizeof(sp), &frame);
-  if (!stack || sp - stack >= drop_task_stack_bytes) return false;
-  if (BPF_CORE_READ(task, flags) & NW_PF_KTHREAD) {
-    char comm[10];
-    bpf_get_current_comm(comm, sizeof(comm));
-    if (__builtin_memcmp(comm, "ksoftirqd", 9) == 0) return false;
+  const void* args = ctx;
+  __u64 address = 0;
+  bpf_probe_read_kernel(&address, sizeof(address), &args);
+  if (!stack || address - stack >= drop_task_stack_bytes) return false;
+  return !in_ksoftirqd(task);
+}
+
+/* Classic tracepoints hand over a per-CPU buffer, not the stack: look for the
+ * softirq handler (handle_softirqs, which ksoftirqd runs too) among the
+ * return addresses instead. Dearer, and only on this fallback. */
+#define DROP_CONTEXT_FRAMES 48
+const volatile __u64 drop_softirq_text_start = 0;
+const volatile __u64 drop_softirq_text_end = 0;
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64[DROP_CONTEXT_FRAMES]);
+} drop_frames SEC(".maps");
+
+static __always_inline bool no_softirq_frame(void* ctx) {
+  if (!drop_softirq_text_start) return false; /* unknown: say nothing */
+  __u32 zero = 0;
+  __u64* frames = bpf_map_lookup_elem(&drop_frames, &zero);
+  if (!frames) return false;
+  long bytes = bpf_get_stack(ctx, frames, DROP_CONTEXT_FRAMES * sizeof(__u64), 0);
+  if (bytes <= 0) return false;
+  for (int i = 0; i < DROP_CONTEXT_FRAMES; ++i) {
+    if (i * (long)sizeof(__u64) >= bytes) break;
+    if (frames[i] >= drop_softirq_text_start && frames[i] < drop_softirq_text_end) return false;
   }
   return true;
 }
 
-static __always_inline bool in_task_context(void) {
-  if (drop_context == DROP_CONTEXT_STACK) return on_task_stack();
-  if (drop_context != DROP_CONTEXT_SOFTIRQ_HOOKS) return false;
+static __always_inline bool softirq_flag_clear(void) {
   __u32 zero = 0;
   __u32* in_softirq = bpf_map_lookup_elem(&serving_softirq, &zero);
   return context_known && in_softirq && !*in_softirq;
@@ -195,13 +226,19 @@ int softirq_exit_tp(void* ctx) {
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb_btf, struct sk_buff* skb, void* location, enum skb_drop_reason reason) {
-  return handle_drop(ctx, skb, (__u64)location, reason, in_task_context());
+  bool in_task = drop_context == DROP_CONTEXT_STACK         ? args_on_task_stack(ctx)
+                 : drop_context == DROP_CONTEXT_SOFTIRQ_HOOKS ? softirq_flag_clear()
+                                                              : false;
+  return handle_drop(ctx, skb, (__u64)location, reason, in_task);
 }
 
 SEC("tracepoint/skb/kfree_skb")
 int kfree_skb_tp(struct trace_event_raw_kfree_skb* ctx) {
   /* Kernels before 5.17 have no reason field. */
   __u32 reason = bpf_core_field_exists(ctx->reason) ? BPF_CORE_READ(ctx, reason) : 0;
+  bool in_task = drop_context == DROP_CONTEXT_STACK         ? no_softirq_frame(ctx)
+                 : drop_context == DROP_CONTEXT_SOFTIRQ_HOOKS ? softirq_flag_clear()
+                                                              : false;
   return handle_drop(ctx, (struct sk_buff*)BPF_CORE_READ(ctx, skbaddr),
-                     (__u64)BPF_CORE_READ(ctx, location), reason, in_task_context());
+                     (__u64)BPF_CORE_READ(ctx, location), reason, in_task);
 }

@@ -34,14 +34,39 @@ constexpr bool kStackContext = true;
 constexpr bool kStackContext = false;
 #endif
 
-// THREAD_SIZE: 16 KiB on x86_64 and arm64, twice that with KASAN, whose
-// symbols kallsyms lists when it is built in.
-std::uint64_t task_stack_bytes() {
+// What the BPF side needs from kallsyms to tell a drop's context.
+struct ContextSymbols {
+  // THREAD_SIZE: 16 KiB on x86_64 and arm64, twice that with KASAN (whose
+  // symbols kallsyms lists when it is built in).
+  std::uint64_t task_stack_bytes = 16384;
+  // handle_softirqs (6.10+; __do_softirq before), up to the next text symbol.
+  std::uint64_t softirq_start = 0, softirq_end = 0;
+};
+
+ContextSymbols context_symbols() {
+  ContextSymbols found;
   std::ifstream kallsyms("/proc/kallsyms");
-  std::string line;
-  while (std::getline(kallsyms, line))
-    if (line.find(" kasan_") != std::string::npos) return 32768;
-  return 16384;
+  std::vector<std::uint64_t> text;
+  std::uint64_t handle_softirqs = 0, do_softirq = 0;
+  std::string address, type, name;
+  while (kallsyms >> address >> type >> name) {
+    kallsyms.ignore(4096, '\n');
+    if (name.rfind("kasan_", 0) == 0) found.task_stack_bytes = 32768;
+    if (type != "t" && type != "T") continue;
+    std::uint64_t value = std::strtoull(address.c_str(), nullptr, 16);
+    if (!value) continue;  // kptr_restrict hides addresses
+    text.push_back(value);
+    if (name == "handle_softirqs") handle_softirqs = value;
+    if (name == "__do_softirq") do_softirq = value;
+  }
+  std::uint64_t start = handle_softirqs ? handle_softirqs : do_softirq;
+  if (!start) return found;
+  std::sort(text.begin(), text.end());
+  auto next = std::upper_bound(text.begin(), text.end(), start);
+  if (next == text.end()) return found;
+  found.softirq_start = start;
+  found.softirq_end = *next;
+  return found;
 }
 
 enum Field : std::size_t {
@@ -210,7 +235,10 @@ class DropPlugin {
       const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_SOFTIRQ_HOOKS;
     else if (kStackContext)
       const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_STACK;
-    const_cast<__u64&>(rodata->drop_task_stack_bytes) = task_stack_bytes();
+    const ContextSymbols symbols = context_symbols();
+    const_cast<__u64&>(rodata->drop_task_stack_bytes) = symbols.task_stack_bytes;
+    const_cast<__u64&>(rodata->drop_softirq_text_start) = symbols.softirq_start;
+    const_cast<__u64&>(rodata->drop_softirq_text_end) = symbols.softirq_end;
     *object = skeleton_->obj;
     return Status::success();
   }

@@ -346,19 +346,27 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
   nw_submit(r);
 }
 
-/* Since 6.9 the tracepoint also fires for attempts that failed (err != 0,
- * e.g. the original still in a host queue): only sent segments count, as in
- * the kernel's own total_retrans. */
+/* Since 6.9 the tracepoint also fires for attempts that failed. The kernel
+ * counts RetransSegs and total_retrans once the segment is handed to
+ * tcp_transmit_skb(), so a segment the qdisc or netfilter then drops (err
+ * NET_XMIT_DROP, -EPERM, -ENOBUFS) counts, and an attempt refused before that
+ * does not: the original still in a host queue (-EBUSY), TCP small queues
+ * (-EAGAIN), no memory to trim or split it (-ENOMEM), no route (-EHOSTUNREACH). */
+static __always_inline bool retransmit_counted(int err) {
+  return err != -16 /* EBUSY */ && err != -11 /* EAGAIN */ && err != -12 /* ENOMEM */ &&
+         err != -113 /* EHOSTUNREACH */;
+}
+
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(retransmit_btf, const struct sock* sk, const struct sk_buff* skb, int err) {
-  if (err) return 0;
+  if (!retransmit_counted(err)) return 0;
   handle_retransmit(sk, skb);
   return 0;
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit_tp(struct trace_event_raw_tcp_retransmit_skb* ctx) {
-  if (bpf_core_field_exists(ctx->err) && BPF_CORE_READ(ctx, err)) return 0;
+  if (bpf_core_field_exists(ctx->err) && !retransmit_counted(BPF_CORE_READ(ctx, err))) return 0;
   handle_retransmit((const struct sock*)ctx->skaddr, (const struct sk_buff*)ctx->skbaddr);
   return 0;
 }

@@ -155,6 +155,43 @@ TEST_F(Drop, ReasonsTuplesAndLocationsOfRealDrops) {
   }
 }
 
+// Both ways of telling a drop's context agree: the kernel stack it runs on
+// (default) and the softirq_entry/exit hooks. A drop in sendto() has the
+// sender's pid; one in the receiver's softirq, and a loopback one handled in
+// softirq on the sender's CPU, has none.
+TEST_F(Drop, ProcessContextIsToldTheSameWayByStackAndBySoftirqHooks) {
+  for (bool hooks : {false, true}) {
+    SCOPED_TRACE(hooks ? "softirq_hooks = true" : "stack");
+    TempDir dir;
+    run("ip netns exec nwt-srv nft delete table inet nwctx 2>/dev/null; ip netns exec nwt-cli nft "
+        "delete table inet nwctx 2>/dev/null");
+    nft(TwoHosts::kServer,
+        "table inet nwctx {\n chain input_rules {\n  type filter hook input priority 0;\n"
+        "  udp dport 7011 drop\n }\n}\n");
+    nft(TwoHosts::kClient,
+        "table inet nwctx {\n chain output_rules {\n  type filter hook output priority 0;\n"
+        "  udp dport 7014 drop\n }\n}\n");
+    Netwatcher nw(dir, "[plugins.drop]\nsoftirq_hooks = " + std::string(hooks ? "true" : "false") +
+                           "\n" + sink_config_json(dir.file("events.jsonl")));
+    send_udp(TwoHosts::kClient, "10.77.0.2", 7011, 3, 100, 40011);
+    UdpSent own = send_udp(TwoHosts::kClient, "10.77.0.2", 7014, 3, 10, 40014);
+    std::string log = nw.log();
+    ASSERT_EQ(nw.stop(), 0);
+    EXPECT_EQ(log.find("hook 'softirq_entry' attached") != std::string::npos, hooks) << log;
+    const auto all = events_of(parse_json_lines(read_file(dir.file("events.jsonl"))), "drop");
+    auto received = drops_matching(all, "NETFILTER_DROP", "10.77.0.2", 7011);
+    ASSERT_EQ(received.size(), 3u);
+    for (const auto& e : received) EXPECT_FALSE(e["fields"].has("pid"));
+    auto sent = drops_matching(all, "NETFILTER_DROP", "10.77.0.2", 7014);
+    ASSERT_EQ(sent.size(), 3u);
+    for (const auto& e : sent) {
+      ASSERT_TRUE(e["fields"].has("pid"));
+      EXPECT_EQ(e["fields"]["pid"].u64(), own.pid);
+      EXPECT_EQ(e["fields"]["comm"].str(), "python3");
+    }
+  }
+}
+
 TEST_F(Drop, RateLimitBoundsEventsButEveryDropIsCounted) {
   Netwatcher nw(dir_, config("max_events_per_second = 5\n"));
   send_udp(TwoHosts::kClient, "10.77.0.2", 7002, 300, 20, 40010);

@@ -532,6 +532,10 @@ class TcpPlugin {
   }
 
   Status load() {
+    // The host has picked the candidates: only the tp_btf state hook marks
+    // accepted sockets for the owner hooks (tcp.bpf.c claim_marked_owner).
+    const_cast<bool&>(skeleton_->rodata->tcp_owner_marks) =
+        bpf_program__autoload(skeleton_->progs.set_state_btf);
     if (int err = tcp_bpf__load(skeleton_.get()); err)
       return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
     return Status::success();

@@ -57,6 +57,21 @@ struct {
   __type(value, struct tcp_rtt_hist);
 } tcp_rtt SEC(".maps");
 
+/* Per-socket marks that spare the per-segment and per-call programs their
+ * hash lookups; freed by the kernel with the socket. */
+struct tcp_sock_mark {
+  __u32 sampled_srtt_us; /* the srtt last added to the histogram */
+  __u8 owner_wanted;     /* tracked, accepted, owner not seen yet */
+  __u8 pad[3];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_SK_STORAGE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __type(key, int);
+  __type(value, struct tcp_sock_mark);
+} tcp_sock_marks SEC(".maps");
+
 /* Inserted as the first value of a new tcp_rtt series; never written. */
 const struct tcp_rtt_hist tcp_rtt_empty = {};
 
@@ -267,6 +282,16 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(set_state_btf, const struct sock* sk, const int oldstate, const int newstate) {
   handle_state(sk, oldstate, newstate);
+  /* An accepted connection learns its owner on its first send or receive;
+   * until then the mark sends those calls to the tracking map. */
+  if (newstate == TCP_SYN_RECV) {
+    __u64 key = (__u64)sk;
+    if (bpf_map_lookup_elem(&tcp_conns, &key)) {
+      struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0,
+                                                      BPF_SK_STORAGE_GET_F_CREATE);
+      if (mark) mark->owner_wanted = 1;
+    }
+  }
   return 0;
 }
 
@@ -385,9 +410,26 @@ static __always_inline void claim_owner(const void* sk) {
   bpf_get_current_comm(info->comm, sizeof(info->comm));
 }
 
+/* tp_btf runs on every send and receive call of the host: a socket without
+ * the mark costs one pointer read (sk->sk_bpf_storage), not a hash lookup.
+ * The classic-tracepoint twins have no BTF socket for sk storage and look
+ * the tracking map up for every TCP call. */
+const volatile bool tcp_owner_marks = false; /* set_state_btf runs and marks sockets */
+
+static __always_inline void claim_marked_owner(struct sock* sk) {
+  if (!tcp_owner_marks) {
+    claim_owner(sk);
+    return;
+  }
+  struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, sk, 0, 0);
+  if (!mark || !mark->owner_wanted) return;
+  mark->owner_wanted = 0;
+  claim_owner(sk);
+}
+
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(recv_length_btf, struct sock* sk) {
-  claim_owner(sk);
+  claim_marked_owner(sk);
   return 0;
 }
 
@@ -399,7 +441,7 @@ int recv_length_tp(struct trace_event_raw_sock_msg_length* ctx) {
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(send_length_btf, struct sock* sk) {
-  claim_owner(sk);
+  claim_marked_owner(sk);
   return 0;
 }
 
@@ -728,6 +770,14 @@ int BPF_PROG(rtt_probe_btf, struct sock* sk) {
   if (!tp) return 0;
   __u32 srtt_us = tp->srtt_us >> 3;
   if (!srtt_us) return 0;
+  /* One sample per change of a connection's srtt, not per segment: a bulk
+   * receiver's srtt stays put for thousands of segments. */
+  struct tcp_sock_mark* mark =
+      bpf_sk_storage_get(&tcp_sock_marks, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (mark) {
+    if (mark->sampled_srtt_us == srtt_us) return 0;
+    mark->sampled_srtt_us = srtt_us;
+  }
   if (filter_active() || tcp_rtt_per_connection) {
     sample_rtt(sk, srtt_us);
     return 0;

@@ -6,6 +6,10 @@
 // header (e.g. a CSV header row) at the top of every file. Errors (a full disk,
 // a removed directory) are returned with the path and errno text; nothing is
 // buffered silently beyond what the Status reports.
+//
+// A failed write or flush drops everything written since the last successful
+// flush, from the buffer and from the file (truncated back), so the file never
+// ends in a torn line that the next write would be glued to.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +62,9 @@ class RotatingFile {
  private:
   Status open_current();
   Status rotate();
+  Status write_header();
+  // After a failed write or flush: drops what was not flushed (see above).
+  void discard_unflushed();
 
   Options options_;
   std::FILE* file_ = nullptr;
@@ -66,6 +73,8 @@ class RotatingFile {
   // system or the reader behind it.
   bool rotatable_ = false;
   std::uint64_t size_ = 0;
+  std::uint64_t flushed_ = 0;  // bytes in the file at the last successful flush
+  bool header_due_ = false;    // truncated back to empty: the header goes first again
 };
 
 }  // namespace netwatcher

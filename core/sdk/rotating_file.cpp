@@ -68,6 +68,7 @@ Status RotatingFile::open_current() {
   size_ = rotatable_ ? std::filesystem::file_size(options_.path, ec) : 0;
   if (ec) size_ = 0;
   flushed_ = size_;
+  failed_ = false;
   header_due_ = size_ == 0 && options_.header;
   return write_header();
 }
@@ -86,6 +87,7 @@ Status RotatingFile::write_header() {
 }
 
 void RotatingFile::discard_unflushed() {
+  failed_ = true;
   // The C library has dropped what the failed write(2) did not take; drop
   // whatever else it still buffers, then the part of it that reached the file.
   __fpurge(file_);
@@ -99,6 +101,15 @@ void RotatingFile::discard_unflushed() {
     flushed_ = size_;
   }
   header_due_ = size_ == 0 && options_.header;
+}
+
+bool RotatingFile::replaced() const {
+  if (!file_ || !rotatable_) return false;
+  struct stat held {};
+  struct stat named {};
+  if (::fstat(::fileno(file_), &held) != 0) return false;
+  if (::stat(options_.path.c_str(), &named) != 0) return errno == ENOENT;
+  return held.st_dev != named.st_dev || held.st_ino != named.st_ino;
 }
 
 Status RotatingFile::rotate() {
@@ -121,6 +132,12 @@ Status RotatingFile::rotate() {
 }
 
 Status RotatingFile::write(std::string_view data) {
+  if (failed_ && replaced()) {
+    // Nothing of it is worth writing into a file nobody can read.
+    __fpurge(file_);
+    std::fclose(file_);
+    file_ = nullptr;
+  }
   if (!file_) {
     if (Status s = open_current(); !s) return s;
   }
@@ -145,6 +162,7 @@ Status RotatingFile::flush() {
     return io_error("cannot flush", options_.path, err);
   }
   flushed_ = size_;
+  failed_ = false;
   return Status::success();
 }
 

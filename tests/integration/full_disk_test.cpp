@@ -1,7 +1,8 @@
 // A JSON sink on a full filesystem (a 1 MiB tmpfs) next to a JSON sink on
 // normal disk, under loopback TCP traffic: netwatcher keeps running, counts
 // the failed writes, the other sink still writes every event, and once there
-// is room again (the tmpfs enlarged) the sink writes whole lines again.
+// is room again (the tmpfs enlarged, or the full file removed) the sink
+// writes whole lines again.
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
@@ -285,5 +286,24 @@ TEST_F(FullDisk, KeepsRunningCountsErrorsAndResumesWhenTheFilesystemGrows) {
   const int made = fill_and_keep_going();
   ASSERT_GT(full_errors(), 0);
   tmpfs_->resize("16m");
+  expect_writes_resume(made);
+}
+
+TEST_F(FullDisk, ResumesInANewFileWhenTheFullOneIsRemoved) {
+  nw_ = std::make_unique<Netwatcher>(dir_, config());
+  int made = fill_and_keep_going();
+  ASSERT_GT(full_errors(), 0);
+  // What an operator does to free the space; the space only comes back once
+  // netwatcher lets go of the removed file.
+  std::filesystem::remove(tmpfs_->file("events.jsonl"));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        connect_many(kFillPort, 20);
+        made += 20;
+        return std::filesystem::exists(tmpfs_->file("events.jsonl"));
+      },
+      10000))
+      << "no new file after the full one was removed:\n"
+      << nw_->log();
   expect_writes_resume(made);
 }

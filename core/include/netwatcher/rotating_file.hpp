@@ -9,7 +9,10 @@
 //
 // A failed write or flush drops everything written since the last successful
 // flush, from the buffer and from the file (truncated back), so the file never
-// ends in a torn line that the next write would be glued to.
+// ends in a torn line that the next write would be glued to. While writes
+// fail, each one first checks that the path still names the open file: when
+// it was removed (to free a full disk) or replaced, a new file is started
+// there, and the space of the old one is released.
 #pragma once
 
 #include <cstdint>
@@ -65,6 +68,8 @@ class RotatingFile {
   Status write_header();
   // After a failed write or flush: drops what was not flushed (see above).
   void discard_unflushed();
+  // True when the path no longer names the open file (removed or replaced).
+  bool replaced() const;
 
   Options options_;
   std::FILE* file_ = nullptr;
@@ -74,6 +79,7 @@ class RotatingFile {
   bool rotatable_ = false;
   std::uint64_t size_ = 0;
   std::uint64_t flushed_ = 0;  // bytes in the file at the last successful flush
+  bool failed_ = false;        // the last write or flush failed
   bool header_due_ = false;    // truncated back to empty: the header goes first again
 };
 

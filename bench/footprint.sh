@@ -29,12 +29,6 @@ for mode in default all; do
 done
 
 ms() { date +%s%3N; }
-# Sum of the memlock of the process's BPF fds of one kind (map_id or prog_id).
-memlock() {
-  for f in /proc/"$1"/fdinfo/*; do
-    awk -v kind="$2" '$1 == kind":" {id = $2} $1 == "memlock:" {m = $2} END {if (id) print id, m}' "$f" 2>/dev/null
-  done | sort -u | awk '{s += $2} END {printf "%d", s / 1024}'
-}
 
 printf '%-8s %12s %10s %10s %14s %14s %14s\n' config "start-up ms" "exit ms" "RSS KiB" "peak RSS KiB" \
   "BPF maps KiB" "BPF progs KiB"

@@ -11,7 +11,9 @@
 # Usage: bench/footprint.sh [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
+# shellcheck source=bench/make_configs.sh
 source bench/make_configs.sh
 runs=${1:-5}
 nw=build/netwatcher
@@ -19,7 +21,7 @@ port=41422
 log=/tmp/nw-footprint.log
 declare -A cfgs=()
 cleanup() {
-  [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
+  if [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null; then wait "$nw_pid" 2>/dev/null || true; fi
   for f in "${cfgs[@]}"; do rm -f "$f"; done
 }
 trap cleanup EXIT

@@ -8,12 +8,14 @@
 #   cpu_ticks PID   user + system clock ticks of a process so far
 #   memlock PID KIND  KiB of memlock of the process's BPF fds of one kind
 #                   (map_id or prog_id), what bpftool reports as bytes_memlock
+# shellcheck disable=SC2120  # the prefix is optional
 remove_veth_pair() {
   local prefix=${1:-nwb}
   ip netns del "$prefix-a" 2>/dev/null || true
   ip netns del "$prefix-b" 2>/dev/null || true
 }
 
+# shellcheck disable=SC2120  # the prefix is optional
 make_veth_pair() {
   local prefix=${1:-nwb} net=${2:-10.78.0}
   remove_veth_pair "$prefix"

@@ -128,7 +128,7 @@ scrape() { curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | grep -v '^#' 
 sum_of() { awk -v n="$1" '{split($1, a, "{")} a[1] == n {s += $2} END {printf "%d", s}'; }
 
 # Bytes both ways through nwsoak-a's end of the pair.
-veth_bytes() { in_a cat /sys/class/net/"$ns_a"0/statistics/{rx,tx}_bytes | awk '{s += $1} END {print s}'; }
+veth_bytes() { in_a cat /sys/class/net/"$ns_a"0/statistics/{rx,tx}_bytes | awk '{s += $1} END {printf "%.0f", s}'; }
 bytes0=$(veth_bytes)
 
 printf '%3s %9s %7s %10s %10s %10s %7s %9s %9s %5s %7s %7s %11s\n' min "RSS KiB" spread \

@@ -15,6 +15,7 @@
 # Run as root after scripts/setup.sh. Usage: bench/bpftrace_compare.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
 seconds=${1:-10}
 nw=build/netwatcher
@@ -23,9 +24,9 @@ cfg=$(mktemp --suffix=.toml)
 bt=$(mktemp --suffix=.bt)
 
 cleanup() {
-  [[ -n ${tool_pid:-} ]] && kill "$tool_pid" 2>/dev/null && wait "$tool_pid" 2>/dev/null || true
-  [[ -n ${srv_pid:-} ]] && kill "$srv_pid" 2>/dev/null || true
-  [[ -n ${echo_pid:-} ]] && kill "$echo_pid" 2>/dev/null || true
+  if [[ -n ${tool_pid:-} ]] && kill "$tool_pid" 2>/dev/null; then wait "$tool_pid" 2>/dev/null || true; fi
+  if [[ -n ${srv_pid:-} ]]; then kill "$srv_pid" 2>/dev/null || true; fi
+  if [[ -n ${echo_pid:-} ]]; then kill "$echo_pid" 2>/dev/null || true; fi
   remove_veth_pair
   rm -f "$cfg" "$bt" "$out"
 }

@@ -11,7 +11,9 @@
 # Usage: bench/footprint.sh [runs]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
+# shellcheck source=bench/make_configs.sh
 source bench/make_configs.sh
 runs=${1:-5}
 nw=build/netwatcher
@@ -19,7 +21,7 @@ port=41422
 log=/tmp/nw-footprint.log
 declare -A cfgs=()
 cleanup() {
-  [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
+  if [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null; then wait "$nw_pid" 2>/dev/null || true; fi
   for f in "${cfgs[@]}"; do rm -f "$f"; done
 }
 trap cleanup EXIT
@@ -29,12 +31,6 @@ for mode in default all; do
 done
 
 ms() { date +%s%3N; }
-# Sum of the memlock of the process's BPF fds of one kind (map_id or prog_id).
-memlock() {
-  for f in /proc/"$1"/fdinfo/*; do
-    awk -v kind="$2" '$1 == kind":" {id = $2} $1 == "memlock:" {m = $2} END {if (id) print id, m}' "$f" 2>/dev/null
-  done | sort -u | awk '{s += $2} END {printf "%d", s / 1024}'
-}
 
 printf '%-8s %12s %10s %10s %14s %14s %14s\n' config "start-up ms" "exit ms" "RSS KiB" "peak RSS KiB" \
   "BPF maps KiB" "BPF progs KiB"

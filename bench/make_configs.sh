@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by bench/ scripts: writes the benchmark configurations derived from
 # the shipped netwatcher.toml, without its stdout table (a terminal would be
 # the bottleneck), with Prometheus on $port and JSON Lines to $json_out.
@@ -6,6 +7,7 @@
 #                         netfilter in every namespace (the anomaly detector,
 #                         a host feature, stays off)
 config_sinks() {
+  # shellcheck disable=SC2154  # $port is the sourcing script's
   printf '[[sinks]]\ntype = "prometheus"\nlisten = "127.0.0.1:%d"\n' "$port"
   printf '[[sinks]]\ntype = "json"\npath = "%s"\nmax_size = 0\n' "${json_out:-/dev/null}"
 }

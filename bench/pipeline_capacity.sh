@@ -14,6 +14,7 @@
 #        bench/pipeline_capacity.sh [seconds] [rate ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
 seconds=${1:-5}
 shift || true
@@ -31,8 +32,8 @@ burst=${BURST:-8}
 remove_files() { for f; do [[ -f $f ]] && rm -f "$f"; done; true; }
 
 cleanup() {
-  [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
-  [[ -n ${lg_pid:-} ]] && kill "$lg_pid" 2>/dev/null || true
+  if [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null; then wait "$nw_pid" 2>/dev/null || true; fi
+  if [[ -n ${lg_pid:-} ]]; then kill "$lg_pid" 2>/dev/null || true; fi
   remove_files "$cfg" "$start" "$out" "$out".1
 }
 trap cleanup EXIT

@@ -14,7 +14,9 @@
 # Usage: [LINK=veth|loopback] bench/tcp_overhead.sh [runs] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
+# shellcheck source=bench/make_configs.sh
 source bench/make_configs.sh
 runs=${1:-5}
 seconds=${2:-5}
@@ -26,8 +28,8 @@ server=10.78.0.2
 [[ $link == loopback ]] && server=127.0.0.1
 
 cleanup() {
-  [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
-  [[ -n ${srv_pid:-} ]] && kill "$srv_pid" 2>/dev/null || true
+  if [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null; then wait "$nw_pid" 2>/dev/null || true; fi
+  if [[ -n ${srv_pid:-} ]]; then kill "$srv_pid" 2>/dev/null || true; fi
   remove_veth_pair
   for f in "${cfgs[@]}"; do rm -f "$f"; done
 }

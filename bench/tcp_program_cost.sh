@@ -6,6 +6,7 @@
 # scripts/setup.sh. Usage: bench/tcp_program_cost.sh [seconds] [write size]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
 source bench/lib.sh
 seconds=${1:-4}
 write=${2:-1000}
@@ -14,7 +15,7 @@ stats=$(mktemp)
 was=$(sysctl -n kernel.bpf_stats_enabled)
 
 cleanup() {
-  [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null && wait "$nw_pid" 2>/dev/null || true
+  if [[ -n ${nw_pid:-} ]] && kill "$nw_pid" 2>/dev/null; then wait "$nw_pid" 2>/dev/null || true; fi
   sysctl -qw kernel.bpf_stats_enabled="$was"
   remove_veth_pair
   rm -f "$cfg" "$stats"

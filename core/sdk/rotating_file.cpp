@@ -1,5 +1,9 @@
 #include "netwatcher/rotating_file.hpp"
 
+#include <stdio_ext.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -63,13 +67,49 @@ Status RotatingFile::open_current() {
   rotatable_ = std::filesystem::is_regular_file(options_.path, ec);
   size_ = rotatable_ ? std::filesystem::file_size(options_.path, ec) : 0;
   if (ec) size_ = 0;
-  if (size_ == 0 && options_.header) {
-    std::string header = options_.header();
-    if (std::fwrite(header.data(), 1, header.size(), file_) != header.size())
-      return io_error("cannot write", options_.path, errno);
-    size_ += header.size();
+  flushed_ = size_;
+  failed_ = false;
+  header_due_ = size_ == 0 && options_.header;
+  return write_header();
+}
+
+Status RotatingFile::write_header() {
+  if (!header_due_) return Status::success();
+  std::string header = options_.header();
+  if (std::fwrite(header.data(), 1, header.size(), file_) != header.size()) {
+    int err = errno;
+    discard_unflushed();
+    return io_error("cannot write", options_.path, err);
   }
+  size_ += header.size();
+  header_due_ = false;
   return Status::success();
+}
+
+void RotatingFile::discard_unflushed() {
+  failed_ = true;
+  // The C library has dropped what the failed write(2) did not take; drop
+  // whatever else it still buffers, then the part of it that reached the file.
+  __fpurge(file_);
+  std::clearerr(file_);
+  if (!rotatable_) return;
+  struct stat st {};
+  if (::ftruncate(::fileno(file_), static_cast<off_t>(flushed_)) == 0) {
+    size_ = flushed_;
+  } else if (::fstat(::fileno(file_), &st) == 0) {
+    size_ = static_cast<std::uint64_t>(st.st_size);
+    flushed_ = size_;
+  }
+  header_due_ = size_ == 0 && options_.header;
+}
+
+bool RotatingFile::replaced() const {
+  if (!file_ || !rotatable_) return false;
+  struct stat held {};
+  struct stat named {};
+  if (::fstat(::fileno(file_), &held) != 0) return false;
+  if (::stat(options_.path.c_str(), &named) != 0) return errno == ENOENT;
+  return held.st_dev != named.st_dev || held.st_ino != named.st_ino;
 }
 
 Status RotatingFile::rotate() {
@@ -92,15 +132,22 @@ Status RotatingFile::rotate() {
 }
 
 Status RotatingFile::write(std::string_view data) {
+  if (failed_ && replaced()) {
+    // Nothing of it is worth writing into a file nobody can read.
+    __fpurge(file_);
+    std::fclose(file_);
+    file_ = nullptr;
+  }
   if (!file_) {
     if (Status s = open_current(); !s) return s;
   }
   if (size_ > 0 && data.size() > room()) {
     if (Status s = rotate(); !s) return s;
   }
+  if (Status s = write_header(); !s) return s;
   if (std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {
     int err = errno;
-    std::clearerr(file_);
+    discard_unflushed();
     return io_error("cannot write", options_.path, err);
   }
   size_ += data.size();
@@ -108,11 +155,14 @@ Status RotatingFile::write(std::string_view data) {
 }
 
 Status RotatingFile::flush() {
-  if (file_ && std::fflush(file_) != 0) {
+  if (!file_) return Status::success();
+  if (std::fflush(file_) != 0) {
     int err = errno;
-    std::clearerr(file_);
+    discard_unflushed();
     return io_error("cannot flush", options_.path, err);
   }
+  flushed_ = size_;
+  failed_ = false;
   return Status::success();
 }
 

@@ -6,6 +6,13 @@
 // header (e.g. a CSV header row) at the top of every file. Errors (a full disk,
 // a removed directory) are returned with the path and errno text; nothing is
 // buffered silently beyond what the Status reports.
+//
+// A failed write or flush drops everything written since the last successful
+// flush, from the buffer and from the file (truncated back), so the file never
+// ends in a torn line that the next write would be glued to. While writes
+// fail, each one first checks that the path still names the open file: when
+// it was removed (to free a full disk) or replaced, a new file is started
+// there, and the space of the old one is released.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +65,11 @@ class RotatingFile {
  private:
   Status open_current();
   Status rotate();
+  Status write_header();
+  // After a failed write or flush: drops what was not flushed (see above).
+  void discard_unflushed();
+  // True when the path no longer names the open file (removed or replaced).
+  bool replaced() const;
 
   Options options_;
   std::FILE* file_ = nullptr;
@@ -66,6 +78,9 @@ class RotatingFile {
   // system or the reader behind it.
   bool rotatable_ = false;
   std::uint64_t size_ = 0;
+  std::uint64_t flushed_ = 0;  // bytes in the file at the last successful flush
+  bool failed_ = false;        // the last write or flush failed
+  bool header_due_ = false;    // truncated back to empty: the header goes first again
 };
 
 }  // namespace netwatcher

@@ -214,6 +214,16 @@ void append_json_event(std::string& out, const Event& event) {
   JsonEventFormatter().append(out, event);
 }
 
+std::string field_value_to_string(const FieldSchema& field, const Value& value) {
+  if (field.unit == kAddressUnit)
+    if (const auto* address = std::get_if<std::uint64_t>(&value)) {
+      char hex[24];
+      std::snprintf(hex, sizeof hex, "0x%" PRIx64, *address);
+      return hex;
+    }
+  return value_to_string(value);
+}
+
 std::string value_to_string(const Value& value) {
   return std::visit(
       [](const auto& v) -> std::string {

@@ -88,8 +88,8 @@ enum ConnField : std::size_t {
 
 std::vector<FieldSchema> identity_fields() {
   return {
-      {"sock", FieldType::u64, "", "kernel socket address, stable for the connection's life",
-       FieldRole::label, 18},
+      {"sock", FieldType::u64, kAddressUnit,
+       "kernel socket address, stable for the connection's life", FieldRole::label, 18},
       {"pid", FieldType::u64, "", "owning process (0 until known for accepted connections)",
        FieldRole::label, 7},
       {"comm", FieldType::text, "", "owning process name", FieldRole::label, 15},

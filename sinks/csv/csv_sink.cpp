@@ -48,9 +48,11 @@ class CsvSink {
     }
     row_.clear();
     append_csv_field(row_, format_timestamp(event.timestamp_ns));
-    for (const auto& value : event.values) {
+    const auto& fields = event.schema->fields;
+    for (std::size_t i = 0; i < event.values.size(); ++i) {
       row_ += ',';
-      append_csv_field(row_, value_to_string(value));
+      append_csv_field(row_, i < fields.size() ? field_value_to_string(fields[i], event.values[i])
+                                               : value_to_string(event.values[i]));
     }
     row_ += "\r\n";
     return file.write(row_);

@@ -1,9 +1,16 @@
-// Standard output: an aligned table with a header per event type (like the bcc
-// tools), or JSON Lines with format = "json".
+// Standard output: an aligned table (like the bcc tools), or JSON Lines with
+// format = "json". Every row starts with its event type, so rows of different
+// types can interleave under headers that are not repeated on every change:
+// each type's header is printed when the type first appears and again only
+// once a screenful of other rows has scrolled it away.
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <string>
+#include <unordered_map>
 
 #include "netwatcher/format.hpp"
 #include "netwatcher/rotating_file.hpp"
@@ -35,6 +42,7 @@ int column_width(const FieldSchema& field) {
 }
 
 bool right_aligned(const FieldSchema& field) {
+  if (field.unit == kAddressUnit) return false;  // hex, like a name
   return field.type == FieldType::u64 || field.type == FieldType::i64 ||
          field.type == FieldType::f64;
 }
@@ -88,11 +96,25 @@ class StdoutSink {
          {},
          {},
          {"table", "json"}},
+        {"header_every",
+         ConfigType::integer,
+         std::int64_t{0},
+         "rows after which an event type's header is printed again before its next row; 0: "
+         "the terminal's height when stdout is a terminal, else never (one header per type)",
+         std::int64_t{0},
+         std::int64_t{1000000},
+         {}},
     }};
   }
 
   Status open(const SinkContext& context) {
     json_ = context.config.get_string("format") == "json";
+    header_every_ = static_cast<std::uint64_t>(context.config.get_int("header_every"));
+    if (header_every_ == 0 && ::isatty(STDOUT_FILENO)) {
+      winsize size{};
+      header_every_ =
+          ::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_row > 4 ? size.ws_row - 2 : 24;
+    }
     RotatingFile::Options options;
     options.path = "-";
     return out_.open(std::move(options));
@@ -106,10 +128,16 @@ class StdoutSink {
       return out_.write(line_);
     }
     const EventSchema& schema = *event.schema;
-    if (&schema != last_schema_) {
-      if (last_schema_) line_ += '\n';
-      line_ += "# " + schema.plugin + "/" + schema.name + "\n";
+    const int type_width = std::max<int>(10, static_cast<int>(schema.name.size()));
+    auto header = headers_.find(&schema);
+    bool due =
+        header == headers_.end() ||
+        (header_every_ && rows_ - header->second >= header_every_ && last_schema_ != &schema);
+    if (due) {
+      if (rows_) line_ += '\n';
       append_cell(line_, "TIME", 12, false);
+      line_ += ' ';
+      append_cell(line_, "EVENT", type_width, false);
       for (const auto& field : schema.fields) {
         std::string name = field.name;
         std::transform(name.begin(), name.end(), name.begin(),
@@ -118,13 +146,17 @@ class StdoutSink {
         append_cell(line_, name, column_width(field), right_aligned(field));
       }
       trim_and_end(line_);
-      last_schema_ = &schema;
+      headers_[&schema] = rows_;
     }
+    last_schema_ = &schema;
+    ++rows_;
     // HH:MM:SS.mmm in UTC, like the TIME column of the bcc tools.
     std::string time = format_timestamp(event.timestamp_ns).substr(11, 12);
     append_cell(line_, time, 12, false);
+    line_ += ' ';
+    append_cell(line_, schema.name, type_width, false);
     for (std::size_t i = 0; i < schema.fields.size() && i < event.values.size(); ++i) {
-      std::string cell = printable(value_to_string(event.values[i]));
+      std::string cell = printable(field_value_to_string(schema.fields[i], event.values[i]));
       if (cell.empty()) cell = "-";
       line_ += ' ';
       append_cell(line_, cell, column_width(schema.fields[i]), right_aligned(schema.fields[i]));
@@ -144,6 +176,9 @@ class StdoutSink {
 
   bool json_ = false;
   const EventSchema* last_schema_ = nullptr;
+  std::uint64_t header_every_ = 0;                                 // 0: each type's header once
+  std::uint64_t rows_ = 0;                                         // rows written so far
+  std::unordered_map<const EventSchema*, std::uint64_t> headers_;  // row of each type's last header
   RotatingFile out_;
   std::string line_;
   JsonEventFormatter json_formatter_;

@@ -186,6 +186,54 @@ TEST_F(Tcp, SnapshotsShowLiveConnectionsWithCurrentStatistics) {
   EXPECT_EQ(s["pid"].u64(), static_cast<std::uint64_t>(server.pid()));
 }
 
+// What a user sees on a terminal: the table through a pty (script(1)), with
+// open and close rows interleaving under one header per event type, each
+// row tagged with its type, and sockets as kernel tools print them.
+TEST_F(Tcp, TheTableOnATerminalHasOneHeaderPerTypeAndHexSockets) {
+  const std::string config = dir_.file("tty.toml");
+  write_file(config, "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
+                         hook_override_line() +
+                         "[plugins.tcp]\n[plugins.drop]\nenabled = false\n[[sinks]]\ntype = "
+                         "\"stdout\"\n");
+  const std::string screen = dir_.file("tty.txt");
+  Process terminal({"script", "-qfec", std::string(NW_BINARY) + " --config " + config, screen},
+                   dir_.file("script.log"));
+  auto wait_for_text = [&](const std::string& text, int count) {
+    for (int i = 0; i < 200; ++i) {
+      std::string shown = read_file(screen);
+      int seen = 0;
+      for (auto at = shown.find(text); at != std::string::npos; at = shown.find(text, at + 1))
+        ++seen;
+      if (seen >= count) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return false;
+  };
+  ASSERT_TRUE(wait_for_text(" running: ", 1)) << read_file(screen);
+  TcpServer server(TwoHosts::kServer, {5000}, dir_);
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {100, 200, 300});
+  ASSERT_EQ(clients.size(), 3u);
+  ASSERT_TRUE(wait_for_text(" tcp_close ", 6)) << read_file(screen);
+  terminal.stop();
+  std::istringstream lines(read_file(screen));
+  std::string line;
+  int headers = 0, rows = 0, hex_sockets = 0;
+  while (std::getline(lines, line)) {
+    if (line.rfind("TIME ", 0) == 0) {
+      ++headers;
+      EXPECT_NE(line.find(" EVENT "), std::string::npos) << line;
+    }
+    if (line.find(" tcp_open ") != std::string::npos ||
+        line.find(" tcp_close ") != std::string::npos) {
+      ++rows;
+      hex_sockets += line.find(" 0xffff") != std::string::npos;
+    }
+  }
+  EXPECT_EQ(headers, 2) << read_file(screen);  // tcp_open and tcp_close, once each
+  EXPECT_GE(rows, 12);                         // both ends of three connections
+  EXPECT_EQ(hex_sockets, rows);
+}
+
 TEST_F(Tcp, AllConnKeepsClosedConnectionsInTheTable) {
   for (bool all_conn : {false, true}) {
     SCOPED_TRACE(all_conn ? "with -a" : "without -a");

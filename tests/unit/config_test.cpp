@@ -56,7 +56,8 @@ TEST(Config, SyntaxErrorNamesLineAndColumn) {
 
 TEST(Config, UnknownKeyNamesFileLineAndKey) {
   EXPECT_EQ(config_error("[netwatcher]\nlog_level = \"info\"\nsnapshot = 3\n"),
-            "t.toml:3:1: unknown key 'netwatcher.snapshot' (known: plugin_dirs, log_level, "
+            "t.toml:3:1: unknown key 'netwatcher.snapshot' (known: hook_override, plugin_dirs, "
+            "log_level, "
             "snapshot_interval, ring_buffer_size, sink_queue_size, wakeup_bytes, "
             "poll_interval, bpf_stats)");
 }

@@ -167,12 +167,72 @@ TEST_F(SinkFixture, StdoutTableAlignsColumnsWithAHeaderPerEventType) {
   fflush(stdout);
   dup2(saved, 1);
   close(saved);
-  EXPECT_EQ(nwtest::read_file(path),
-            "# demo/demo_event\n"
-            "TIME         NAME        COUNT  DELTA  RATIO OK    NOTE\n"
-            "22:13:33.000 plain          42     -7    0.5 true  -\n"
-            "22:13:33.001 a,b \"q\"         0      3  1e-06 false line1\\nline2\\\\\\t\\x01\n"
-            "22:13:33.002 bad\xff utf8 \xc3\xa9 18446744073709551615      0      2 true  -\n");
+  EXPECT_EQ(
+      nwtest::read_file(path),
+      "TIME         EVENT      NAME        COUNT  DELTA  RATIO OK    NOTE\n"
+      "22:13:33.000 demo_event plain          42     -7    0.5 true  -\n"
+      "22:13:33.001 demo_event a,b \"q\"         0      3  1e-06 false line1\\nline2\\\\\\t\\x01\n"
+      "22:13:33.002 demo_event bad\xff utf8 \xc3\xa9 18446744073709551615      0      2 true  -\n");
+}
+
+// Two types interleaving: each header once (stdout is no terminal here), rows
+// tagged with their type; with header_every, a header comes back once that
+// many rows have passed. Kernel addresses print in hex.
+TEST_F(SinkFixture, StdoutTableHeadersDoNotRepeatWhenTypesInterleave) {
+  EventSchema other;
+  other.plugin = "demo";
+  other.name = "demo_sock";
+  other.fields = {{"sock", FieldType::u64, kAddressUnit, "", FieldRole::label, 18}};
+  auto sock_event = [&](std::uint64_t ts) {
+    Event e;
+    e.schema = &other;
+    e.timestamp_ns = ts;
+    e.values = {std::uint64_t{0xffff9d1ecb3ba300ULL}};
+    return e;
+  };
+  const std::uint64_t t = 1795299213000000123ULL;
+  std::vector<Event> interleaved;
+  for (int i = 0; i < 3; ++i) {
+    Event a = events_[0];
+    a.timestamp_ns = t + i * 2000000;
+    interleaved.push_back(a);
+    interleaved.push_back(sock_event(t + i * 2000000 + 1000000));
+  }
+  events_ = interleaved;
+  auto capture = [&](const std::map<std::string, ConfigValue>& keys) {
+    std::string path = dir_.file("stdout.txt");
+    fflush(stdout);
+    int saved = dup(1);
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    close(fd);
+    run_sink("stdout", keys);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    return nwtest::read_file(path);
+  };
+  const std::string header_a =
+      "TIME         EVENT      NAME        COUNT  DELTA  RATIO OK    NOTE\n";
+  const std::string header_b = "TIME         EVENT      SOCK\n";
+  auto row_a = [](const char* time) {
+    return std::string(time) + " demo_event plain          42     -7    0.5 true  -\n";
+  };
+  auto row_b = [](const char* time) {
+    return std::string(time) + " demo_sock  0xffff9d1ecb3ba300\n";
+  };
+  EXPECT_EQ(capture({}), header_a + row_a("22:13:33.000") + "\n" + header_b +
+                             row_b("22:13:33.001") + row_a("22:13:33.002") + row_b("22:13:33.003") +
+                             row_a("22:13:33.004") + row_b("22:13:33.005"));
+  EXPECT_EQ(capture({{"header_every", std::int64_t{3}}}),
+            header_a + row_a("22:13:33.000") + "\n" + header_b + row_b("22:13:33.001") +
+                row_a("22:13:33.002") + row_b("22:13:33.003") + "\n" + header_a +
+                row_a("22:13:33.004") + "\n" + header_b + row_b("22:13:33.005"));
+
+  // CSV writes the address in hex too; JSON keeps the number.
+  run_sink("csv", {{"directory", dir_.file("csv")}});
+  EXPECT_NE(nwtest::read_file(dir_.file("csv/demo_demo_sock.csv")).find(",0xffff9d1ecb3ba300\r\n"),
+            std::string::npos);
 }
 
 MetricsSnapshot sample_metrics() {

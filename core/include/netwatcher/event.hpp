@@ -39,7 +39,9 @@ enum class AnomalyRole : std::uint8_t {
 struct FieldSchema {
   std::string name;  // snake_case; becomes a column / JSON key
   FieldType type = FieldType::u64;
-  std::string unit;         // base unit where one applies: "bytes", "microseconds", ...
+  // Base unit where one applies: "bytes", "microseconds", ...; kAddressUnit
+  // for a kernel address, which tables and CSV print in hex.
+  std::string unit;
   std::string description;  // one line, shown by --list-plugins
   FieldRole role = FieldRole::value;
   int width = 0;  // column width hint for tables; 0 = derived from type and name
@@ -48,6 +50,8 @@ struct FieldSchema {
   bool optional = false;
   AnomalyRole anomaly = AnomalyRole::none;
 };
+
+inline constexpr const char* kAddressUnit = "address";
 
 struct EventSchema {
   std::string name;  // unique within the plugin, e.g. "tcp_close"

@@ -48,6 +48,10 @@ class JsonEventFormatter {
 
 // A value as plain text, as a table or CSV cell shows it: "" when absent.
 std::string value_to_string(const Value& value);
+// The same for a value of `field`: a u64 whose unit is kAddressUnit (a kernel
+// address such as a socket) is written as hex, "0xffff9d1ecb3ba300", the way
+// kernel tools print pointers. JSON keeps the number.
+std::string field_value_to_string(const FieldSchema& field, const Value& value);
 
 // Appends one RFC 4180 field: quoted (with doubled quotes) when it contains a
 // comma, a quote, CR or LF, verbatim otherwise.

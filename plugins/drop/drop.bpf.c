@@ -43,6 +43,14 @@ struct {
   __type(value, struct drop_record);
 } drop_scratch SEC(".maps");
 
+/* Housekeeping frees per drop_cfg.housekeeping entry. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, DROP_HOUSEKEEPING_MAX);
+  __type(key, __u32);
+  __type(value, __u64);
+} drop_housekeeping_counts SEC(".maps");
+
 /* Whether each CPU is serving a softirq, kept by the
  * irq:softirq_entry/exit hooks. A drop outside a softirq happens in the
  * context of the process whose pid bpf_get_current_pid_tgid() returns. */
@@ -85,6 +93,14 @@ static __always_inline __u32 skb_netns(const struct sk_buff* skb, const struct s
 static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 location, __u32 reason,
                                        bool in_task) {
   if (reason == drop_cfg.skb_consumed || reason == drop_cfg.not_dropped_yet) return 0;
+  for (__u32 i = 0; i < DROP_HOUSEKEEPING_MAX; ++i) {
+    if (i >= drop_cfg.housekeeping_count) break;
+    const volatile struct drop_housekeeping* h = &drop_cfg.housekeeping[i];
+    if (h->reason != reason || (h->end && (location < h->start || location >= h->end))) continue;
+    __u64* n = bpf_map_lookup_elem(&drop_housekeeping_counts, &i);
+    if (n) *n += 1;
+    return 0;
+  }
   __u32 zero = 0;
   struct drop_record* rec = bpf_map_lookup_elem(&drop_scratch, &zero);
   if (!rec) return 0;

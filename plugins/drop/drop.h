@@ -39,13 +39,24 @@ enum drop_context {
   DROP_CONTEXT_SOFTIRQ_HOOKS = 2, /* a per-CPU flag from irq:softirq_entry/exit */
 };
 
+/* Reasons (optionally only at one function) that are the kernel's
+ * housekeeping, not packets lost: counted apart, never reported as drops. */
+#define DROP_HOUSEKEEPING_MAX 8
+struct drop_housekeeping {
+  __u32 reason;
+  __u32 pad;
+  __u64 start, end; /* text range of the function; 0, 0: anywhere */
+};
+
 struct drop_config {
   __u32 skb_consumed;    /* SKB_CONSUMED in this kernel: not a drop */
   __u32 not_dropped_yet; /* SKB_NOT_DROPPED_YET: not a drop either */
   __u64 max_events_per_second;
   __u8 events; /* emit drop records (counters are always kept) */
   __u8 stack;  /* capture the kernel stack */
-  __u8 pad[6];
+  __u8 housekeeping_count;
+  __u8 pad[5];
+  struct drop_housekeeping housekeeping[DROP_HOUSEKEEPING_MAX];
 };
 
 #endif

@@ -34,20 +34,19 @@ constexpr bool kStackContext = true;
 constexpr bool kStackContext = false;
 #endif
 
-// What the BPF side needs from kallsyms to tell a drop's context.
-struct ContextSymbols {
-  // THREAD_SIZE: 16 KiB on x86_64 and arm64, twice that with KASAN (whose
-  // symbols kallsyms lists when it is built in).
+// What the BPF side needs from kallsyms: THREAD_SIZE (16 KiB on x86_64 and
+// arm64, twice that with KASAN, whose symbols kallsyms lists when it is built
+// in) and the text range of some functions (start up to the next symbol).
+struct KernelText {
   std::uint64_t task_stack_bytes = 16384;
-  // handle_softirqs (6.10+; __do_softirq before), up to the next text symbol.
-  std::uint64_t softirq_start = 0, softirq_end = 0;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> ranges;
 };
 
-ContextSymbols context_symbols() {
-  ContextSymbols found;
+KernelText scan_kernel_text(const std::set<std::string>& functions) {
+  KernelText found;
   std::ifstream kallsyms("/proc/kallsyms");
   std::vector<std::uint64_t> text;
-  std::uint64_t handle_softirqs = 0, do_softirq = 0;
+  std::map<std::string, std::uint64_t> starts;
   std::string address, type, name;
   while (kallsyms >> address >> type >> name) {
     kallsyms.ignore(4096, '\n');
@@ -56,18 +55,22 @@ ContextSymbols context_symbols() {
     std::uint64_t value = std::strtoull(address.c_str(), nullptr, 16);
     if (!value) continue;  // kptr_restrict hides addresses
     text.push_back(value);
-    if (name == "handle_softirqs") handle_softirqs = value;
-    if (name == "__do_softirq") do_softirq = value;
+    if (functions.count(name) && !starts.count(name)) starts[name] = value;
   }
-  std::uint64_t start = handle_softirqs ? handle_softirqs : do_softirq;
-  if (!start) return found;
   std::sort(text.begin(), text.end());
-  auto next = std::upper_bound(text.begin(), text.end(), start);
-  if (next == text.end()) return found;
-  found.softirq_start = start;
-  found.softirq_end = *next;
+  for (const auto& [function, start] : starts) {
+    auto next = std::upper_bound(text.begin(), text.end(), start);
+    if (next != text.end()) found.ranges[function] = {start, *next};
+  }
   return found;
 }
+
+// One entry of `housekeeping`: "REASON" or "REASON@function".
+struct Housekeeping {
+  std::string entry;
+  std::uint32_t reason = 0;
+  std::string function;  // empty: anywhere
+};
 
 enum Field : std::size_t {
   kReason,
@@ -129,6 +132,12 @@ class DropPlugin {
         {"symbolize", ConfigType::boolean, true,
          "name drop locations (and stacks) function+offset from /proc/kallsyms"},
         {"stack", ConfigType::boolean, false, "add the kernel stack to each drop event"},
+        {"housekeeping", ConfigType::string_list,
+         std::vector<std::string>{"QUEUE_PURGE", "NOT_SPECIFIED@ip6_mc_input"},
+         "drop reasons, or REASON@function, that are housekeeping rather than loss: counted in "
+         "netwatcher_drop_housekeeping_total, not as drops (QUEUE_PURGE: a closing socket's "
+         "queues; NOT_SPECIFIED@ip6_mc_input: IPv6 multicast such as neighbour discovery for "
+         "groups nobody joined)"},
         {"softirq_hooks", ConfigType::boolean, false,
          "tell process context from softirq (for pid/comm) with irq:softirq_entry/exit, two "
          "programs on every softirq of the host, instead of checking which kernel stack the "
@@ -180,6 +189,11 @@ class DropPlugin {
          MetricType::counter,
          "Packets freed with a drop reason, by reason and protocol.",
          {"reason", "protocol"}},
+        {"netwatcher_drop_housekeeping_total",
+         MetricType::counter,
+         "skbs freed with a drop reason that is the kernel's housekeeping, not a lost packet "
+         "(the drop plugin's housekeeping key), by entry.",
+         {"entry"}},
         {"netwatcher_drop_locations_total",
          MetricType::counter,
          "Packets dropped by kernel location (function+offset); the first top_locations "
@@ -210,12 +224,32 @@ class DropPlugin {
     symbolize_ = config.get_bool("symbolize");
     stack_ = config.get_bool("stack");
     softirq_hooks_ = config.get_bool("softirq_hooks");
+    housekeeping_.clear();
     top_locations_ = static_cast<std::size_t>(config.get_int("top_locations"));
     filter_ = filter;
     reasons_ = DropReasons::from_kernel();
     // Absent on kernels without drop reasons: then nothing is excluded.
     skb_consumed_ = reasons_.value_of("SKB_CONSUMED").value_or(~0u);
     not_dropped_yet_ = reasons_.value_of("SKB_NOT_DROPPED_YET").value_or(~0u);
+    for (const auto& entry : config.get_strings("housekeeping")) {
+      Housekeeping h;
+      h.entry = entry;
+      auto at = entry.find('@');
+      std::string reason = entry.substr(0, at);
+      if (at != std::string::npos) h.function = entry.substr(at + 1);
+      auto value = reasons_.value_of(reason);
+      if (!value)
+        return Status::failure("plugins.drop.housekeeping: '" + entry + "': '" + reason +
+                               "' is no drop reason of this kernel");
+      if (at != std::string::npos && h.function.empty())
+        return Status::failure("plugins.drop.housekeeping: '" + entry +
+                               "': expected REASON or REASON@function");
+      h.reason = *value;
+      housekeeping_.push_back(std::move(h));
+    }
+    if (housekeeping_.size() > DROP_HOUSEKEEPING_MAX)
+      return Status::failure("plugins.drop.housekeeping: at most " +
+                             std::to_string(DROP_HOUSEKEEPING_MAX) + " entries");
     return Status::success();
   }
 
@@ -235,10 +269,31 @@ class DropPlugin {
       const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_SOFTIRQ_HOOKS;
     else if (kStackContext)
       const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_STACK;
-    const ContextSymbols symbols = context_symbols();
-    const_cast<__u64&>(rodata->drop_task_stack_bytes) = symbols.task_stack_bytes;
-    const_cast<__u64&>(rodata->drop_softirq_text_start) = symbols.softirq_start;
-    const_cast<__u64&>(rodata->drop_softirq_text_end) = symbols.softirq_end;
+    std::set<std::string> functions = {"handle_softirqs", "__do_softirq"};
+    for (const auto& h : housekeeping_)
+      if (!h.function.empty()) functions.insert(h.function);
+    const KernelText text = scan_kernel_text(functions);
+    const_cast<__u64&>(rodata->drop_task_stack_bytes) = text.task_stack_bytes;
+    // handle_softirqs since 6.10, which ksoftirqd runs too; __do_softirq before.
+    for (const char* handler : {"__do_softirq", "handle_softirqs"})
+      if (auto it = text.ranges.find(handler); it != text.ranges.end()) {
+        const_cast<__u64&>(rodata->drop_softirq_text_start) = it->second.first;
+        const_cast<__u64&>(rodata->drop_softirq_text_end) = it->second.second;
+      }
+    // A function this kernel does not have (e.g. no IPv6) frees nothing there.
+    housekeeping_active_.clear();
+    for (const auto& h : housekeeping_) {
+      drop_housekeeping entry{};
+      entry.reason = h.reason;
+      if (!h.function.empty()) {
+        auto it = text.ranges.find(h.function);
+        if (it == text.ranges.end()) continue;
+        entry.start = it->second.first;
+        entry.end = it->second.second;
+      }
+      cfg.housekeeping[cfg.housekeeping_count++] = entry;
+      housekeeping_active_.push_back(h.entry);
+    }
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -251,6 +306,7 @@ class DropPlugin {
 
   Status start(PluginHost& host) {
     drops_ = host.metric("netwatcher_drops_total");
+    housekeeping_counts_ = host.metric("netwatcher_drop_housekeeping_total");
     locations_ = host.metric("netwatcher_drop_locations_total");
     if (symbolize_) {
       symbols_ = KernelSymbols::load();
@@ -281,6 +337,7 @@ class DropPlugin {
   Status collect(EventEmitter&) {
     read_counts();
     read_locations();
+    read_housekeeping();
     return Status::success();
   }
 
@@ -290,6 +347,13 @@ class DropPlugin {
   struct SkeletonDeleter {
     void operator()(drop_bpf* skeleton) const { drop_bpf__destroy(skeleton); }
   };
+
+  void read_housekeeping() {
+    int fd = bpf_map__fd(skeleton_->maps.drop_housekeeping_counts);
+    for (std::uint32_t i = 0; i < housekeeping_active_.size(); ++i)
+      if (auto total = sum_percpu_u64(fd, &i))
+        housekeeping_counts_->set({housekeeping_active_[i]}, static_cast<double>(*total));
+  }
 
   // Without symbolize the table stays empty and format() gives "0x<hex>".
   std::string location_name(std::uint64_t address) const { return symbols_.format(address); }
@@ -398,7 +462,9 @@ class DropPlugin {
   std::uint32_t skb_consumed_ = ~0u, not_dropped_yet_ = ~0u;
   KernelSymbols symbols_;
   std::set<std::string> shown_;
-  MetricFamily *drops_ = nullptr, *locations_ = nullptr;
+  MetricFamily *drops_ = nullptr, *locations_ = nullptr, *housekeeping_counts_ = nullptr;
+  std::vector<Housekeeping> housekeeping_;
+  std::vector<std::string> housekeeping_active_;  // entries in the kernel's table, in order
 };
 
 }  // namespace

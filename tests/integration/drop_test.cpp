@@ -192,6 +192,61 @@ TEST_F(Drop, ProcessContextIsToldTheSameWayByStackAndBySoftirqHooks) {
   }
 }
 
+// The kernel frees some skbs with a drop reason as housekeeping: IPv6
+// multicast (neighbour discovery, MLD) to groups nobody joined, as soon as a
+// veth comes up. By default they are counted apart and are no drop events;
+// with an empty housekeeping list they are.
+TEST_F(Drop, HousekeepingFreesAreCountedApartFromDrops) {
+  auto veth_up = [] {
+    run("ip -n nwt-cli link del nwt-hk0 2>/dev/null");
+    run("ip -n nwt-cli link add nwt-hk0 type veth peer name nwt-hk1 && ip -n nwt-cli link set "
+        "nwt-hk0 up && ip -n nwt-cli link set nwt-hk1 up");
+  };
+  auto multicast_at_mc_input = [](const std::vector<Json>& all) {
+    int n = 0;
+    for (const auto& e : all)
+      n += e["fields"]["reason"].str() == "NOT_SPECIFIED" &&
+           function_of(e["fields"]["location"].str()) == "ip6_mc_input";
+    return n;
+  };
+  {
+    Netwatcher nw(dir_, config());
+    veth_up();
+    double counted = 0;
+    for (int i = 0; i < 40 && counted == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      counted = parse_prometheus(http_get(kPromPort, "/metrics"))
+                    .value("netwatcher_drop_housekeeping_total",
+                           {{"entry", "NOT_SPECIFIED@ip6_mc_input"}})
+                    .value_or(0);
+    }
+    ASSERT_EQ(nw.stop(), 0);
+    EXPECT_GT(counted, 0) << "a veth coming up sends IPv6 multicast";
+    EXPECT_EQ(multicast_at_mc_input(drops()), 0);
+  }
+  TempDir dir;
+  Netwatcher nw(dir,
+                "[plugins.drop]\nhousekeeping = []\n" + sink_config_json(dir.file("events.jsonl")));
+  veth_up();
+  int reported = 0;
+  for (int i = 0; i < 40 && reported == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    reported = multicast_at_mc_input(
+        events_of(parse_json_lines(read_file(dir.file("events.jsonl"))), "drop"));
+  }
+  ASSERT_EQ(nw.stop(), 0);
+  EXPECT_GT(reported, 0);
+
+  write_file(dir.file("bad.toml"), "[plugins.drop]\nhousekeeping = [\"NOPE\"]\n");
+  auto bad = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
+                 dir.file("bad.toml") + " --check");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("plugins.drop.housekeeping: 'NOPE': 'NOPE' is no drop reason of this "
+                            "kernel"),
+            std::string::npos)
+      << bad.output;
+}
+
 TEST_F(Drop, RateLimitBoundsEventsButEveryDropIsCounted) {
   Netwatcher nw(dir_, config("max_events_per_second = 5\n"));
   send_udp(TwoHosts::kClient, "10.77.0.2", 7002, 300, 20, 40010);

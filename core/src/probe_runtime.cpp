@@ -526,6 +526,7 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
   std::vector<std::size_t> choice(hooks.size(), 0);
   if (Status s = apply_hook_overrides(); !s) return s;
   Status result;
+  hold_libbpf_warnings(true);
   for (int attempt = 0; attempt < kMaxBringUpAttempts; ++attempt) {
     std::string failed_hook;
     result = try_bring_up(features, ring_buffer_bytes, wakeup_bytes, choice, failed_hook);
@@ -534,8 +535,12 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
     for (auto& report : reports_) report.attached_program.clear();
     // Only a failure pinned on one hook's candidate can be retried with the next one.
     if (failed_hook.empty()) break;
-    spdlog::info("plugin '{}': hook '{}' failed, trying the next candidate", name(), failed_hook);
+    spdlog::debug("plugin '{}': hook '{}' failed, trying the next candidate", name(), failed_hook);
   }
+  hold_libbpf_warnings(false);
+  std::vector<std::string> libbpf_warnings = take_held_libbpf_warnings();
+  if (!result)
+    for (const auto& line : libbpf_warnings) spdlog::warn("libbpf: {}", line);
   for (auto& report : reports_)
     for (auto& candidate : report.candidates)
       if (candidate.status.empty()) candidate.status = "available";
@@ -555,6 +560,20 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
     return s;
   }
   started_ = true;
+  // A refused candidate with a successor is the fallback working as designed.
+  for (const auto& report : reports_) {
+    if (report.attached_program.empty()) continue;
+    for (const auto& candidate : report.candidates) {
+      if (candidate.program == report.attached_program) break;
+      if (candidate.status.rfind("load failed", 0) != 0 &&
+          candidate.status.rfind("attach failed", 0) != 0)
+        continue;
+      std::string verdict = verifier_reason(libbpf_warnings, candidate.program);
+      spdlog::info("plugin '{}': hook '{}': the kernel refused {} ({}{}); {} serves instead",
+                   name(), report.hook, candidate.program, candidate.status,
+                   verdict.empty() ? "" : ": " + verdict, report.attached_program);
+    }
+  }
   for (const auto& report : reports_) {
     if (!report.attached_program.empty())
       spdlog::info("plugin '{}': hook '{}' attached via {}", name(), report.hook,

@@ -74,6 +74,31 @@ TEST_F(Lifecycle, HookOverrideForcesCandidatesAndNamesWhatIsWrong) {
       << no_plugin.output;
 }
 
+// A candidate the kernel refuses, with a successor that serves, is the
+// fallback working as designed: one info line with the hook, the refused
+// program, the verifier's verdict and the program serving instead; libbpf's
+// own warnings only with -v.
+TEST_F(Lifecycle, ARefusedCandidateWithASuccessorCostsOneInfoLine) {
+  write_file(dir_.file("c.toml"), "[plugins.fallback_probe]\n");
+  const std::string command = std::string(NW_BINARY) + " --plugin-dir " + NW_FIXTURE_DIR +
+                              " --config " + dir_.file("c.toml") + " --duration 0.5";
+  auto quiet = run(command + " 2>&1");
+  EXPECT_EQ(quiet.exit_code, 0) << quiet.output;
+  EXPECT_NE(quiet.output.find("info plugin 'fallback_probe': hook 'tick': the kernel refused "
+                              "refused_candidate (load failed: cannot load BPF object: Permission "
+                              "denied: R0 invalid mem access 'scalar'); served_candidate serves "
+                              "instead"),
+            std::string::npos)
+      << quiet.output;
+  EXPECT_EQ(quiet.output.find("libbpf"), std::string::npos) << quiet.output;
+  EXPECT_EQ(quiet.output.find(" warn "), std::string::npos) << quiet.output;
+  auto verbose = run(command + " -v 2>&1");
+  EXPECT_NE(verbose.output.find("debug libbpf: libbpf: prog 'refused_candidate': BPF program load "
+                                "failed"),
+            std::string::npos)
+      << verbose.output;
+}
+
 TEST_F(Lifecycle, CheckFailsWhenAConfiguredPluginCannotRun) {
   write_file(dir_.file("c.toml"), "[plugins.wrong_major]\nenabled = true\n[plugins.tcp]\n");
   auto result = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --plugin-dir " +

@@ -59,7 +59,7 @@ class NetfilterPlugin {
         {"hooks", ConfigType::string_list,
          std::vector<std::string>(std::begin(kHookNames), std::end(kHookNames)),
          "hooks to time: prerouting, input, forward, output, postrouting"},
-        {"namespaces", ConfigType::string_list, std::vector<std::string>{"self"},
+        {"namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
          "network namespaces to watch: 'self' (netwatcher's own), '*' (self and every "
          "namespace in /run/netns), a name in /run/netns, or a path such as /proc/PID/ns/net"},
         {"events", ConfigType::boolean, false,

@@ -74,7 +74,7 @@ EOF
 {
   sed '/^\[\[sinks\]\]$/,$d' netwatcher.toml |
     sed -E '/^\[plugins\./,$ s/^enabled = false/enabled = true/' |
-    sed -E "/^\[plugins\.netfilter\]/,/^\[/ s/^namespaces = \[\"self\"\]/namespaces = [\"$ns_a\", \"$ns_b\"]/"
+    sed -E "/^\[plugins\.netfilter\]/,/^\[/ s/^namespaces = \[\"\*\"\]/namespaces = [\"$ns_a\", \"$ns_b\"]/"
   printf '[[sinks]]\ntype = "prometheus"\nlisten = "127.0.0.1:%d"\n' "$port"
   printf '[[sinks]]\ntype = "json"\npath = "%s"\nmax_size = 67108864\nmax_files = 2\n' "$work/events.jsonl"
 } >"$work/netwatcher.toml"

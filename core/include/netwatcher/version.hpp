@@ -15,13 +15,14 @@
 // only call (EventEmitter, PluginHost) is an append too.
 //
 // History: 2.0 added FieldSchema::anomaly, EventSchema::plugin_fields and
-// HookSpec::enabled_by. 2.1 added EventEmitter::make_values().
+// HookSpec::enabled_by. 2.1 added EventEmitter::make_values(). 2.2 added
+// PluginHost::set_metrics_refresh().
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION
 
 #define NETWATCHER_ABI_MAJOR 2
-#define NETWATCHER_ABI_MINOR 1
+#define NETWATCHER_ABI_MINOR 2
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

@@ -22,6 +22,7 @@
 #include <boost/program_options.hpp>
 
 #include "bus.hpp"
+#include "capabilities.hpp"
 #include "config.hpp"
 #include "kernel_features.hpp"
 #include "libbpf_log.hpp"
@@ -779,6 +780,20 @@ int run(int argc, char** argv) {
     bus.stop();
     return 1;
   }
+  // Everything is attached and every netfilter link made (plugins' start()):
+  // from here on only what keep_capabilities names is needed.
+  CapabilityDrop dropped;
+  if (Status s = drop_capabilities(config.settings.keep_capabilities, dropped); !s) {
+    spdlog::critical("{}; stopping ([netwatcher] keep_capabilities)", s.message());
+    bus.stop();
+    for (ProbeRuntime* runtime : running) runtime->shut_down();
+    return 1;
+  }
+  for (const auto& warning : dropped.warnings)
+    spdlog::warn("capabilities ([netwatcher] keep_capabilities): {}", warning);
+  spdlog::info("capabilities kept: {} (every other one dropped in every thread); no_new_privs set",
+               capability_names(dropped.kept));
+
   // Poller thread only (see MetricsRefresher).
   auto refresh_metrics = [&running, &own, &bus] {
     for (ProbeRuntime* runtime : running) runtime->refresh_metrics();

@@ -13,6 +13,7 @@
 #include <toml++/toml.h>
 
 #include "anomaly.hpp"
+#include "capabilities.hpp"
 #include "netwatcher/config.hpp"
 #include "stats_sampler.hpp"
 
@@ -36,6 +37,8 @@ struct HostSettings {
   double poll_interval_s = 0.01;
   // Kernel run-time statistics for BPF programs (see stats_sampler.hpp).
   BpfStatsMode bpf_stats = BpfStatsMode::sampled;
+  // Capabilities kept once everything is attached (capability_bit() mask).
+  std::uint64_t keep_capabilities = kDefaultKeptCapabilities;
   AnomalySettings anomaly;
 };
 

@@ -1,6 +1,6 @@
-// Start-up and shutdown as a scraper sees them: /metrics answered
-// well-formed while the agent starts and stops, complete and current from
-// the first scrape.
+// Start-up and shutdown as a scraper and an attacker see them: /metrics
+// answered well-formed while the agent starts and stops, complete and current
+// from the first scrape, and the capabilities the agent keeps once attached.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -210,6 +210,129 @@ void send_udp_to_closed_port(int count) {
   close(fd);
 }
 
+std::string thread_sanitizer_reports(const std::string& log);
+
+// An established TCP connection on loopback for as long as it lives: one row
+// in the tcp plugin's connection table.
+class LoopbackConnection {
+ public:
+  LoopbackConnection() {
+    listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t length = sizeof addr;
+    bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    listen(listener_, 1);
+    getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &length);
+    client_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    connect(client_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    server_ = accept(listener_, nullptr, nullptr);
+  }
+  ~LoopbackConnection() {
+    for (int fd : {client_, server_, listener_})
+      if (fd >= 0) close(fd);
+  }
+
+ private:
+  int listener_ = -1, client_ = -1, server_ = -1;
+};
+
+// What /proc/<pid>/task/<tid>/status says about one thread's privileges.
+struct ThreadPrivileges {
+  std::string tid, name;
+  std::uint64_t effective = 0, permitted = 0, bounding = 0, inheritable = 0, ambient = 0,
+                blocked = 0;
+  int no_new_privs = -1;
+};
+
+ThreadPrivileges read_privileges(const std::string& status_path) {
+  ThreadPrivileges t;
+  std::stringstream lines(read_file(status_path));
+  std::string line;
+  while (std::getline(lines, line)) {
+    const auto colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string key = line.substr(0, colon);
+    std::string value = line.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    if (key == "Name") t.name = value;
+    if (key == "CapEff") t.effective = std::stoull(value, nullptr, 16);
+    if (key == "CapPrm") t.permitted = std::stoull(value, nullptr, 16);
+    if (key == "CapBnd") t.bounding = std::stoull(value, nullptr, 16);
+    if (key == "CapInh") t.inheritable = std::stoull(value, nullptr, 16);
+    if (key == "CapAmb") t.ambient = std::stoull(value, nullptr, 16);
+    if (key == "SigBlk") t.blocked = std::stoull(value, nullptr, 16);
+    if (key == "NoNewPrivs") t.no_new_privs = std::stoi(value);
+  }
+  return t;
+}
+
+constexpr std::uint64_t bit(int capability) {
+  return std::uint64_t{1} << capability;
+}
+constexpr int kCapNetAdmin = 12, kCapSysPtrace = 19, kCapSysAdmin = 21, kCapBpf = 39;
+
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kThreadSanitizer = true;
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+#else
+constexpr bool kThreadSanitizer = false;
+#endif
+
+// Starts the agent with `netwatcher_keys`, and checks that its main thread
+// (what /proc/<pid>/status shows) and every other thread keep exactly
+// `expected` of what this (root) process may pass on.
+void expect_capabilities(const TempDir& dir, const std::string& netwatcher_keys,
+                         std::uint64_t expected) {
+  const std::uint64_t ours = read_privileges("/proc/self/status").bounding;
+  expected &= ours;
+  Netwatcher nw(dir, "snapshot_interval = 0.5\n" + netwatcher_keys +
+                         "[plugins.tcp]\n[plugins.netfilter]\n[[sinks]]\ntype = \"prometheus\"\n"
+                         "listen = \"127.0.0.1:" +
+                         std::to_string(kPromPort) + "\"\n" +
+                         sink_config_json(dir.file("events.jsonl")));
+  const std::string proc = "/proc/" + std::to_string(nw.pid());
+  const ThreadPrivileges main = read_privileges(proc + "/status");
+  EXPECT_EQ(main.effective, expected) << std::hex << main.effective;
+  EXPECT_EQ(main.permitted, expected) << std::hex << main.permitted;
+  EXPECT_EQ(main.bounding, expected) << std::hex << main.bounding;
+  EXPECT_EQ(main.inheritable, 0u);
+  EXPECT_EQ(main.ambient, 0u);
+  EXPECT_EQ(main.no_new_privs, 1);
+  int threads = 0;
+  for (const auto& task : std::filesystem::directory_iterator(proc + "/task")) {
+    const ThreadPrivileges t = read_privileges(task.path() / "status");
+    // ThreadSanitizer's own thread blocks every signal, so the agent cannot
+    // reach it (and says so in its log).
+    constexpr std::uint64_t kSigterm = std::uint64_t{1} << (15 - 1);
+    if (kThreadSanitizer && (t.blocked & kSigterm)) continue;
+    ++threads;
+    EXPECT_EQ(t.effective, expected) << "thread " << task.path().filename() << " " << t.name;
+    EXPECT_EQ(t.permitted, expected) << "thread " << task.path().filename();
+    EXPECT_EQ(t.bounding, expected) << "thread " << task.path().filename();
+    EXPECT_EQ(t.inheritable, 0u) << "thread " << task.path().filename();
+    EXPECT_EQ(t.no_new_privs, 1) << "thread " << task.path().filename();
+  }
+  // The poller, the Prometheus endpoint and one worker per sink at least.
+  EXPECT_GE(threads, 4);
+  // It still works: snapshots (BPF iterators) and scrapes after the drop.
+  LoopbackConnection open_connection;
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  Scrape s = scrape(kPromPort);
+  EXPECT_EQ(s.error, "");
+  EXPECT_TRUE(s.answered);
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(thread_sanitizer_reports(nw.log()), "");
+  auto events = parse_json_lines(read_file(dir.file("events.jsonl")));
+  EXPECT_FALSE(events_of(events, "tcp_conn").empty()) << nw.log();
+}
+
 std::string thread_sanitizer_reports(const std::string& log) {
   const auto at = log.find("WARNING: ThreadSanitizer");
   return at == std::string::npos ? "" : log.substr(at, 4000);
@@ -296,4 +419,32 @@ TEST_F(Startup, AScrapeShowsTheKernelsCountersWithoutWaitingForASnapshot) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::milliseconds(2500));
   ASSERT_EQ(nw.stop(), 0) << nw.log();
   EXPECT_EQ(thread_sanitizer_reports(nw.log()), "");
+}
+
+TEST_F(Startup, OnceAttachedTheAgentKeepsOnlySysAdminAndSysPtrace) {
+  expect_capabilities(dir_, "", bit(kCapSysAdmin) | bit(kCapSysPtrace));
+}
+
+TEST_F(Startup, KeepCapabilitiesOverridesTheKeptSet) {
+  {
+    TempDir dir;
+    expect_capabilities(dir, "keep_capabilities = [\"CAP_BPF\", \"CAP_NET_ADMIN\"]\n",
+                        bit(kCapBpf) | bit(kCapNetAdmin));
+  }
+  {
+    TempDir dir;
+    expect_capabilities(dir, "keep_capabilities = []\n", 0);
+  }
+}
+
+TEST_F(Startup, AnUnknownCapabilityStopsStartUpNamingTheKey) {
+  write_file(dir_.file("c.toml"), "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) +
+                                      "\"]\nkeep_capabilities = [\"CAP_SYS_ADMIN\", \"CAP_BFP\"]\n"
+                                      "[plugins.tcp]\n");
+  auto result = run(std::string(NW_BINARY) + " --config " + dir_.file("c.toml") + " 2>&1");
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find(
+                ":3:39: key 'netwatcher.keep_capabilities' names unknown capability \"CAP_BFP\""),
+            std::string::npos)
+      << result.output;
 }

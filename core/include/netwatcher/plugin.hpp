@@ -20,6 +20,9 @@
 //   [if load fails: close(), then open()/load() again with other candidates]
 //   (host attaches programs hook by hook)
 //   start()               links are up; fill maps, remember the PluginHost
+//   (host drops every capability but [netwatcher] keep_capabilities, in
+//   every thread, and sets no_new_privs: start() is the last call that may
+//   rely on the others, e.g. CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)
 //   decode() / collect()  from the poller thread, until shutdown; also the
 //                         refresh registered with set_metrics_refresh()
 //   stop()                links are already destroyed; release everything

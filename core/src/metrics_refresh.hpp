@@ -48,7 +48,7 @@ class MetricsRefresher {
   // last refresh is older than max_age (waiting at most max_wait for it).
   MetricsSnapshot metrics() {
     std::unique_lock lock(mutex_);
-    if (serving_ && clock::now() - last_refresh_ >= max_age_) {
+    if (serving_ && (!served_one_ || clock::now() - last_refresh_ >= max_age_)) {
       if (std::this_thread::get_id() == poller_) {
         // Asked on the poller thread itself (a sink doing it from there).
         lock.unlock();
@@ -73,13 +73,15 @@ class MetricsRefresher {
   int wake_fd() const { return wake_fd_; }
 
   // Poller: from now on, requests are served by calling `refresh` from
-  // run_pending() on this thread. `refresh` counts as just done.
+  // run_pending() on this thread. The first request always refreshes: a
+  // refresh the poller ran before serving (at start-up) shows the counts of
+  // then, not of the first scrape.
   void serve(std::function<void()> refresh) {
     std::lock_guard lock(mutex_);
     refresh_ = std::move(refresh);
     poller_ = std::this_thread::get_id();
     serving_ = true;
-    last_refresh_ = clock::now();
+    served_one_ = false;
   }
 
   // Poller: no more refreshes; waiting requests return with the store as it is.
@@ -113,6 +115,7 @@ class MetricsRefresher {
       std::lock_guard lock(mutex_);
       completed_ = std::max(completed_, serving_request);
       last_refresh_ = started;
+      served_one_ = true;
       refreshes_ += 1;
     }
     done_.notify_all();
@@ -133,6 +136,7 @@ class MetricsRefresher {
   std::function<void()> refresh_;
   std::thread::id poller_;
   bool serving_ = false;
+  bool served_one_ = false;  // a refresh since serve()
   std::uint64_t requested_ = 0, completed_ = 0, refreshes_ = 0;
   clock::time_point last_refresh_{};
   std::atomic<bool> pending_{false};

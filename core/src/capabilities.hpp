@@ -255,7 +255,9 @@ inline Status drop_capabilities(std::uint64_t keep, CapabilityDrop& report) {
   d::first_error.store(0);
   d::bounding_refused.store(false);
 
-  const int signal = SIGRTMIN + 4;  // glibc keeps SIGRTMIN-2..-1 for itself
+  // SIGRTMIN already skips the real-time signals glibc keeps for itself;
+  // + 4 stays clear of libraries that take the first free ones.
+  const int signal = SIGRTMIN + 4;
   struct sigaction action {
   }, previous{};
   action.sa_handler = d::on_signal;
@@ -288,7 +290,7 @@ inline Status drop_capabilities(std::uint64_t keep, CapabilityDrop& report) {
       d::done.store(0);
       if (syscall(SYS_tgkill, getpid(), tid, signal) != 0) continue;  // exited meanwhile
       ++sent;
-      // One at a time: the handler is not reentrant across threads' reports.
+      // One thread at a time, so that `done` tells that this one answered.
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       while (d::done.load() == 0 && std::chrono::steady_clock::now() < deadline)
         std::this_thread::sleep_for(std::chrono::microseconds(200));

@@ -22,12 +22,14 @@
 #include <boost/program_options.hpp>
 
 #include "bus.hpp"
+#include "capabilities.hpp"
 #include "config.hpp"
 #include "kernel_features.hpp"
 #include "libbpf_log.hpp"
 #include "live_programs.hpp"
 #include "loader.hpp"
 #include "metric_store.hpp"
+#include "metrics_refresh.hpp"
 #include "netwatcher/format.hpp"
 #include "probe_runtime.hpp"
 
@@ -712,13 +714,16 @@ int run(int argc, char** argv) {
         "not running as root: loading BPF programs needs CAP_BPF, CAP_PERFMON and "
         "CAP_NET_ADMIN");
 
+  // Sink threads read metrics only through the refresher: the running
+  // plugins, their maps and the bus belong to this (the poller) thread, which
+  // refreshes the store when asked. Declared before the bus so that it
+  // outlives every sink.
+  MetricsRefresher refresher([&store] { return store.snapshot(); }, std::chrono::milliseconds(500),
+                             std::chrono::seconds(1));
   // Sinks first, so a broken sink stops start-up before anything is attached.
   Bus bus(config.filter);
   std::vector<ProbeRuntime*> running;
-  auto metrics_source = [&store, &own, &running, &bus]() {
-    own.refresh(running, bus);
-    return store.snapshot();
-  };
+  auto metrics_source = [&refresher]() { return refresher.metrics(); };
   try {
     for (auto& plan : sink_plans) {
       plan.context.metrics = metrics_source;
@@ -784,6 +789,28 @@ int run(int argc, char** argv) {
     bus.stop();
     return 1;
   }
+  // Everything is attached and every netfilter link made (plugins' start()):
+  // from here on only what keep_capabilities names is needed.
+  CapabilityDrop dropped;
+  if (Status s = drop_capabilities(config.settings.keep_capabilities, dropped); !s) {
+    spdlog::critical("{}; stopping ([netwatcher] keep_capabilities)", s.message());
+    bus.stop();
+    for (ProbeRuntime* runtime : running) runtime->shut_down();
+    return 1;
+  }
+  for (const auto& warning : dropped.warnings)
+    spdlog::warn("capabilities ([netwatcher] keep_capabilities): {}", warning);
+  spdlog::info("capabilities kept: {} (every other one dropped in every thread); no_new_privs set",
+               capability_names(dropped.kept));
+
+  // Poller thread only (see MetricsRefresher).
+  auto refresh_metrics = [&running, &own, &bus] {
+    for (ProbeRuntime* runtime : running) runtime->refresh_metrics();
+    own.refresh(running, bus);
+  };
+  // The first scrape after start-up sees every family with its current series.
+  refresh_metrics();
+  refresher.serve(refresh_metrics);
   spdlog::info("netwatcher {} running: {} plugin(s), {} sink(s), attached in {} ms",
                NETWATCHER_VERSION, running.size(), bus.workers().size(),
                std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -801,7 +828,30 @@ int run(int argc, char** argv) {
   // rest are read on the poll_interval tick, so a burst costs a few wakeups
   // and a few reads, not one of each per record.
   const int poll_ms = std::max(1, static_cast<int>(config.settings.poll_interval_s * 1000));
-  const int epoll_fd = poller ? ring_buffer__epoll_fd(poller) : -1;
+  // The ring buffers' epoll set, and the refresher's wakeup: a scrape does
+  // not wait for the next tick.
+  struct EpollSet {
+    int fd = epoll_create1(EPOLL_CLOEXEC);
+    ~EpollSet() {
+      if (fd >= 0) close(fd);
+    }
+    void add(int watched) const {
+      epoll_event event{};
+      event.events = EPOLLIN;
+      event.data.fd = watched;
+      if (fd >= 0 && watched >= 0 && epoll_ctl(fd, EPOLL_CTL_ADD, watched, &event) != 0)
+        spdlog::warn("epoll_ctl: {}", std::strerror(errno));
+    }
+  } epoll_set;
+  if (epoll_set.fd < 0) {
+    spdlog::critical("epoll_create1: {}", std::strerror(errno));
+    refresher.stop_serving();
+    bus.stop();
+    for (ProbeRuntime* runtime : running) runtime->shut_down();
+    return 1;
+  }
+  if (poller) epoll_set.add(ring_buffer__epoll_fd(poller));
+  epoll_set.add(refresher.wake_fd());
   // A sink more than half full holds the poller back for up to a poll
   // interval at a time; meanwhile records wait in the ring buffers.
   const auto backpressure =
@@ -809,13 +859,15 @@ int run(int argc, char** argv) {
   auto next_collect = clock::now() + interval;
   auto last_rates = clock::now();
   while (!stop_requested.load() && clock::now() < deadline) {
+    epoll_event ready[4];
+    int n = epoll_wait(epoll_set.fd, ready, 4, poller ? poll_ms : 100);
+    if (n < 0 && errno != EINTR) {
+      spdlog::error("ring buffer poll failed: {}", std::strerror(errno));
+      break;
+    }
+    // Before reading: the fill gauges show what waited when scraped.
+    if (refresher.pending()) refresher.run_pending();
     if (poller) {
-      epoll_event ready[16];
-      int n = epoll_wait(epoll_fd, ready, 16, poll_ms);
-      if (n < 0 && errno != EINTR) {
-        spdlog::error("ring buffer poll failed: {}", std::strerror(errno));
-        break;
-      }
       // Backpressure moves a burst from a sink queue into the ring buffers;
       // once a ring is a quarter full, there is no room left to move it to.
       double fullest = 0;
@@ -827,8 +879,6 @@ int run(int argc, char** argv) {
         break;
       }
       bus.flush();
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     bpf_stats.set(stats_sampler.wanted(clock::now()));
     if (clock::now() >= next_collect) {
@@ -843,13 +893,16 @@ int run(int argc, char** argv) {
   }
 
   spdlog::info("shutting down");
+  // Scrapes from now on get the store as it is, without waiting.
+  refresher.stop_serving();
   for (ProbeRuntime* runtime : running) runtime->detach();
   if (poller) {
     ring_buffer__consume(poller);  // records produced before detach still count
     bus.flush();
     ring_buffer__free(poller);
   }
-  own.refresh(running, bus);
+  // Final values for the sinks' last output (e.g. the textfile at close).
+  refresh_metrics();
   bus.stop();
   // What an operator (and bench/) needs to know whether anything was lost.
   for (ProbeRuntime* runtime : running) {

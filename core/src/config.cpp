@@ -156,6 +156,13 @@ std::vector<ConfigKey> host_keys() {
        {},
        {},
        {"off", "sampled", "always"}},
+      {"keep_capabilities",
+       ConfigType::string_list,
+       std::vector<std::string>{"CAP_SYS_ADMIN", "CAP_SYS_PTRACE"},
+       "",
+       {},
+       {},
+       {}},
   };
 }
 
@@ -381,6 +388,19 @@ Config load_config(const std::string& path) {
   config.settings.bpf_stats = stats == "off"      ? BpfStatsMode::off
                               : stats == "always" ? BpfStatsMode::always
                                                   : BpfStatsMode::sampled;
+  const auto& keep = hv.get_strings("keep_capabilities");
+  config.settings.keep_capabilities = 0;
+  for (std::size_t i = 0; i < keep.size(); ++i) {
+    const std::optional<int> number = capability_number(keep[i]);
+    if (!number) {
+      const toml::node* list = host ? host->get("keep_capabilities") : nullptr;
+      const toml::node* item = list && list->as_array() ? list->as_array()->get(i) : list;
+      fail(config, item,
+           "key 'netwatcher.keep_capabilities' names unknown capability \"" + keep[i] +
+               "\" (expected names like \"CAP_SYS_ADMIN\" or \"CAP_BPF\", see capabilities(7))");
+    }
+    config.settings.keep_capabilities |= capability_bit(*number);
+  }
 
   const toml::table* anomaly = sub_table(config, root, "anomaly");
   ConfigValues av = validate_keys(config, "anomaly", anomaly, anomaly_keys(), {});

@@ -13,6 +13,7 @@
 #include <toml++/toml.h>
 
 #include "anomaly.hpp"
+#include "capabilities.hpp"
 #include "netwatcher/config.hpp"
 #include "stats_sampler.hpp"
 
@@ -39,6 +40,8 @@ struct HostSettings {
   // [netwatcher] hook_override: "*", "plugin.*" or "plugin.hook" -> a
   // candidate program, "fallback" or "none" (see ProbeRuntime).
   std::map<std::string, std::string> hook_overrides;
+  // Capabilities kept once everything is attached (capability_bit() mask).
+  std::uint64_t keep_capabilities = kDefaultKeptCapabilities;
   AnomalySettings anomaly;
 };
 

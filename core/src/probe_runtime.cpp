@@ -554,6 +554,7 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
   if (bpf_map* suppressed = bpf_object__find_map_by_name(object_, "nw_suppressed"))
     suppressed_map_fd_ = bpf_map__fd(suppressed);
   if (Status s = plugin_->start(*this); !s) {
+    refresh_ = nullptr;
     destroy_links();
     plugin_->stop();
     object_ = nullptr;
@@ -666,6 +667,26 @@ void ProbeRuntime::collect(Bus& bus) {
     spdlog::warn("plugin '{}': collect failed: {}", name(), s.message());
 }
 
+void ProbeRuntime::refresh_metrics() {
+  if (!started_ || !refresh_) return;
+  Status s;
+  try {
+    s = refresh_();
+  } catch (const std::exception& e) {
+    s = Status::failure(e.what());
+  } catch (...) {
+    s = Status::failure("unknown exception");
+  }
+  if (s) return;
+  const std::uint64_t n = ++refresh_failures_;
+  if ((n & (n - 1)) == 0)  // 1, 2, 4, 8, ...: a scrape storm does not flood the log
+    spdlog::warn("plugin '{}': metrics refresh failed (#{}): {}", name(), n, s.message());
+}
+
+void ProbeRuntime::set_metrics_refresh(std::function<Status()> refresh) noexcept {
+  refresh_ = std::move(refresh);
+}
+
 std::uint64_t ProbeRuntime::lost_events() const {
   std::uint32_t key = 0;
   return sum_percpu_u64(lost_map_fd_, &key).value_or(0);
@@ -752,6 +773,7 @@ void ProbeRuntime::shut_down() {
     munmap(ring_positions_, static_cast<std::size_t>(2 * sysconf(_SC_PAGESIZE)));
     ring_positions_ = nullptr;
   }
+  refresh_ = nullptr;  // plugin code: gone before the plugin stops
   if (started_) {
     plugin_->stop();
     started_ = false;

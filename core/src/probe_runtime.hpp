@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -66,6 +67,9 @@ class ProbeRuntime final : public PluginHost {
   // Adds this plugin's ring buffer to the shared poller (created on first use).
   Status add_to_poller(ring_buffer** poller, Bus& bus);
   void collect(Bus& bus);
+  // Runs the plugin's registered metrics refresh (see
+  // PluginHost::set_metrics_refresh), if any. Poller thread only.
+  void refresh_metrics();
   // Destroys the links (no new records after this returns).
   void detach();
   // detach() + plugin stop(); idempotent.
@@ -104,6 +108,7 @@ class ProbeRuntime final : public PluginHost {
   MetricFamily* metric(std::string_view name) noexcept override;
   int link_fd(std::string_view program) const noexcept override;
   Status attach_netfilter(std::string_view program, const NetfilterPoint& point) noexcept override;
+  void set_metrics_refresh(std::function<Status()> refresh) noexcept override;
 
  private:
   class Emitter;
@@ -146,6 +151,8 @@ class ProbeRuntime final : public PluginHost {
   MetricFamily* anomalies_ = nullptr;
   std::vector<AnomalyPlan> anomaly_plans_;
   std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0}, records_{0};
+  std::function<Status()> refresh_;  // the plugin's; destroyed before stop()
+  std::uint64_t refresh_failures_ = 0;
   // Read-only mapping of the ring buffer's consumer and producer positions.
   void* ring_positions_ = nullptr;
   std::uint64_t ring_bytes_ = 0;

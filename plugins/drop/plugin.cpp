@@ -319,6 +319,7 @@ class DropPlugin {
     bool entry = host.link_fd("softirq_entry_btf") >= 0 || host.link_fd("softirq_entry_tp") >= 0;
     bool exit = host.link_fd("softirq_exit_btf") >= 0 || host.link_fd("softirq_exit_tp") >= 0;
     skeleton_->bss->context_known = entry && exit;
+    host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
 
@@ -334,7 +335,10 @@ class DropPlugin {
     return Status::success();
   }
 
-  Status collect(EventEmitter&) {
+  Status collect(EventEmitter&) { return refresh_metrics(); }
+
+  // Both families mirror in-kernel counters; also run at scrape time.
+  Status refresh_metrics() {
     read_counts();
     read_locations();
     read_housekeeping();

@@ -202,6 +202,7 @@ class HttpPlugin {
     parse_errors_ = host.metric("netwatcher_http_parse_errors_total");
     for (const char* outcome : {"timed_out", "closed"})
       for (const char* side : {"client", "server"}) unanswered_->add({outcome, side}, 0);
+    host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
 
@@ -234,6 +235,12 @@ class HttpPlugin {
       by_tuple_.erase(tuple_key(it->second.tuple, false));
       it = sockets_.erase(it);
     }
+    return refresh_metrics();
+  }
+
+  // The tracker counts parse errors as records are decoded; also run at
+  // scrape time.
+  Status refresh_metrics() {
     const auto& s = tracker_->stats();
     parse_errors_->set({"invalid_request"}, static_cast<double>(s.invalid_requests));
     parse_errors_->set({"invalid_response"}, static_cast<double>(s.invalid_responses));

@@ -225,6 +225,7 @@ class IcmpPlugin {
     rtt_ = host.metric("netwatcher_icmp_echo_rtt_seconds");
     reply_ = host.metric("netwatcher_icmp_echo_reply_seconds");
     errors_ = host.metric("netwatcher_icmp_errors_sent_total");
+    host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
 
@@ -238,7 +239,10 @@ class IcmpPlugin {
     return Status::failure("unknown icmp record type " + std::to_string(hdr.type));
   }
 
-  Status collect(EventEmitter&) {
+  Status collect(EventEmitter&) { return refresh_metrics(); }
+
+  // Every family mirrors in-kernel counters; also run at scrape time.
+  Status refresh_metrics() {
     const std::uint32_t zero = 0;
     auto counters = sum_percpu<icmp_counters>(bpf_map__fd(skeleton_->maps.icmp_messages), &zero);
     if (!counters)

@@ -181,6 +181,7 @@ class NetfilterPlugin {
         }
       }
     }
+    host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
 
@@ -217,7 +218,10 @@ class NetfilterPlugin {
     return Status::success();
   }
 
-  Status collect(EventEmitter&) {
+  Status collect(EventEmitter&) { return refresh_metrics(); }
+
+  // Every family mirrors in-kernel counters; also run at scrape time.
+  Status refresh_metrics() {
     int fd = bpf_map__fd(skeleton_->maps.nf_stats);
     for (int fam = 0; fam < NF_FAMILIES; ++fam) {
       for (int hook = 0; hook < NF_HOOKS; ++hook) {

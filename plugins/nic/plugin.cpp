@@ -140,6 +140,7 @@ class NicPlugin {
     packets_rate_ = host.metric("netwatcher_nic_packets_per_second");
     average_ = host.metric("netwatcher_nic_average_packet_bytes");
     last_seconds_ = monotonic_seconds();
+    host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
 
@@ -151,11 +152,7 @@ class NicPlugin {
     const double now = monotonic_seconds();
     const double elapsed = std::max(now - last_seconds_, 1e-3);
     last_seconds_ = now;
-    const int traffic = bpf_map__fd(skeleton_->maps.nic_traffic);
-    Totals current;
-    for_each_key<nic_key>(traffic, [&](const nic_key& key) {
-      if (auto totals = sum_percpu<nic_counters>(traffic, &key)) current[key] = *totals;
-    });
+    Totals current = read_totals();
     for (const auto& [k, totals] : current) {
       std::string name = interface_name(k);
       if (!interfaces_.empty() && !interfaces_.count(name)) continue;
@@ -167,10 +164,7 @@ class NicPlugin {
       const double packets_per_second = static_cast<double>(packets) / elapsed;
       const double average =
           packets ? static_cast<double>(bytes) / static_cast<double>(packets) : 0;
-      LabelValues labels{std::to_string(k.netns), name, std::to_string(k.queue),
-                         kDirectionNames[k.direction & 1]};
-      bytes_total_->set(labels, static_cast<double>(totals.bytes));
-      packets_total_->set(labels, static_cast<double>(totals.packets));
+      LabelValues labels = labels_of(k, name);
       bytes_rate_->set(labels, bytes_per_second);
       packets_rate_->set(labels, packets_per_second);
       average_->set(labels, average);
@@ -192,12 +186,41 @@ class NicPlugin {
     return Status::success();
   }
 
+  // The totals mirror in-kernel counters: also run at scrape time. The
+  // per-second gauges stay with collect(), which owns the interval.
+  Status refresh_metrics() {
+    read_totals();
+    return Status::success();
+  }
+
   void stop() { skeleton_.reset(); }
 
  private:
   struct SkeletonDeleter {
     void operator()(nic_bpf* skeleton) const { nic_bpf__destroy(skeleton); }
   };
+
+  static LabelValues labels_of(const nic_key& k, const std::string& name) {
+    return {std::to_string(k.netns), name, std::to_string(k.queue),
+            kDirectionNames[k.direction & 1]};
+  }
+
+  // Every key's counters, summed over CPUs; sets the two totals families.
+  Totals read_totals() {
+    const int traffic = bpf_map__fd(skeleton_->maps.nic_traffic);
+    Totals current;
+    for_each_key<nic_key>(traffic, [&](const nic_key& key) {
+      if (auto totals = sum_percpu<nic_counters>(traffic, &key)) current[key] = *totals;
+    });
+    for (const auto& [k, totals] : current) {
+      std::string name = interface_name(k);
+      if (!interfaces_.empty() && !interfaces_.count(name)) continue;
+      LabelValues labels = labels_of(k, name);
+      bytes_total_->set(labels, static_cast<double>(totals.bytes));
+      packets_total_->set(labels, static_cast<double>(totals.packets));
+    }
+    return current;
+  }
 
   std::string interface_name(const nic_key& k) const {
     nic_device device{k.netns, k.ifindex};

@@ -297,6 +297,7 @@ class UdpPlugin {
     failures_ = host.metric("netwatcher_udp_receive_queue_failures_total");
     flow_count_ = host.metric("netwatcher_udp_flows");
     last_collect_ns_ = monotonic_ns();
+    host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
 
@@ -311,6 +312,14 @@ class UdpPlugin {
   }
 
   Status collect(EventEmitter& out) {
+    if (Status s = refresh_metrics(); !s) return s;
+    collect_flows(out);
+    return Status::success();
+  }
+
+  // The counters and histograms mirror in-kernel ones: also run at scrape
+  // time. The flow gauge stays with collect_flows(), which walks the flows.
+  Status refresh_metrics() {
     auto s = sum_percpu<udp_stats>(bpf_map__fd(skeleton_->maps.udp_stats), &kZeroKey);
     if (!s) return Status::failure("reading udp_stats: " + std::string(std::strerror(errno)));
     for (int dir = 0; dir < UDP_DIRECTIONS; ++dir) {
@@ -328,7 +337,6 @@ class UdpPlugin {
         static_cast<double>(s->latency_ns[UDP_LATENCY_TX]) / 1e9);
     for (int r = 0; r < UDP_FAILURES; ++r)
       failures_->set({kFailureNames[r]}, static_cast<double>(s->failures[r]));
-    collect_flows(out);
     return Status::success();
   }
 

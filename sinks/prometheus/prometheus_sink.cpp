@@ -272,8 +272,11 @@ class PrometheusSink {
     setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
     std::string request;
     char buf[4096];
+    // A signal (SIGTERM, the host's capability drop) interrupts a socket
+    // call that has a timeout even with SA_RESTART: retry it.
     while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
       ssize_t n = recv(client, buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       request.append(buf, n);
     }
@@ -299,6 +302,7 @@ class PrometheusSink {
     std::size_t sent = 0;
     while (sent < response.size()) {
       ssize_t n = send(client, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
       sent += n;
     }

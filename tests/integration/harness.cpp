@@ -73,6 +73,8 @@ void bring_up(const std::vector<LinkEnd>& ends) {
   }
 }
 
+}  // namespace
+
 // Integration tests share namespace names, ports and the kernel's netfilter
 // priorities, also with the suites of other checkouts on the same machine:
 // the first test object a process makes waits for this machine-wide lock and
@@ -85,8 +87,6 @@ void hold_machine_lock() {
   }();
   (void)fd;
 }
-
-}  // namespace
 
 TwoHosts::TwoHosts() {
   hold_machine_lock();

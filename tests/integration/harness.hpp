@@ -45,6 +45,11 @@ class RoutedHosts {
   static constexpr const char* kB = "nwt-b";
 };
 
+// The machine-wide lock every integration test takes (see harness.cpp);
+// held until the process exits. TwoHosts, RoutedHosts and Netwatcher take it
+// themselves; call it first when a test touches shared ports before those.
+void hold_machine_lock();
+
 // Inode of a named network namespace (what netwatcher reports as `netns`).
 std::uint64_t netns_inode(const std::string& name);
 // Runs `nft -f` with `ruleset` inside `netns`; throws on failure.

@@ -59,7 +59,7 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
             "t.toml:3:1: unknown key 'netwatcher.snapshot' (known: hook_override, plugin_dirs, "
             "log_level, "
             "snapshot_interval, ring_buffer_size, sink_queue_size, wakeup_bytes, "
-            "poll_interval, bpf_stats)");
+            "poll_interval, bpf_stats, keep_capabilities)");
 }
 
 TEST(Config, UnknownTopLevelTable) {
@@ -236,4 +236,36 @@ TEST(Config, HookOverridesNameTheirKeyWhenMalformed) {
   EXPECT_EQ(config_error("[netwatcher]\nhook_override = { \"tcp.conn_table\" = 3 }\n"),
             "t.toml:2:38: key 'netwatcher.hook_override.\"tcp.conn_table\"' must be a candidate "
             "program name, \"fallback\" (the hook's next candidate) or \"none\"");
+}
+
+TEST(Config, KeepCapabilitiesTakesCapabilityNames) {
+  EXPECT_EQ(load_from_text("").settings.keep_capabilities,
+            capability_bit(CAP_SYS_ADMIN) | capability_bit(CAP_SYS_PTRACE));
+  EXPECT_EQ(load_from_text("[netwatcher]\nkeep_capabilities = []\n").settings.keep_capabilities,
+            0u);
+  EXPECT_EQ(load_from_text("[netwatcher]\nkeep_capabilities = [\"CAP_BPF\", \"cap_net_admin\"]\n")
+                .settings.keep_capabilities,
+            capability_bit(CAP_BPF) | capability_bit(CAP_NET_ADMIN));
+  EXPECT_EQ(config_error("[netwatcher]\nkeep_capabilities = [\"CAP_BPF\", \"CAP_NOPE\"]\n"),
+            "t.toml:2:33: key 'netwatcher.keep_capabilities' names unknown capability "
+            "\"CAP_NOPE\" (expected names like \"CAP_SYS_ADMIN\" or \"CAP_BPF\", see "
+            "capabilities(7))");
+  EXPECT_EQ(config_error("[netwatcher]\nkeep_capabilities = \"CAP_BPF\"\n"),
+            "t.toml:2:21: key 'netwatcher.keep_capabilities' must be an array of strings, got "
+            "string");
+}
+
+TEST(Capabilities, NamesAndNumbersMatchTheKernelHeaders) {
+  EXPECT_EQ(capability_number("CAP_CHOWN"), CAP_CHOWN);
+  EXPECT_EQ(capability_number("CAP_SYS_ADMIN"), CAP_SYS_ADMIN);
+  EXPECT_EQ(capability_number("cap_bpf"), CAP_BPF);
+  EXPECT_EQ(capability_number("CAP_CHECKPOINT_RESTORE"), CAP_CHECKPOINT_RESTORE);
+  EXPECT_EQ(capability_number("SYS_ADMIN"), std::nullopt);
+  EXPECT_EQ(capability_number(""), std::nullopt);
+  int expected = 0;
+  for (const auto& cap : kCapabilityNames) EXPECT_EQ(cap.number, expected++) << cap.name;
+  EXPECT_EQ(expected, CAP_LAST_CAP + 1);
+  EXPECT_EQ(capability_names(capability_bit(CAP_SYS_PTRACE) | capability_bit(CAP_SYS_ADMIN)),
+            "CAP_SYS_PTRACE, CAP_SYS_ADMIN");
+  EXPECT_EQ(capability_names(0), "none");
 }

@@ -1,6 +1,7 @@
 // A PluginHost and EventEmitter for driving a plugin's decoder without the kernel.
 #pragma once
 
+#include <functional>
 #include <string_view>
 #include <vector>
 
@@ -33,7 +34,11 @@ class FakeHost : public PluginHost {
   Status attach_netfilter(std::string_view, const NetfilterPoint&) noexcept override {
     return Status::failure("no kernel in unit tests");
   }
+  void set_metrics_refresh(std::function<Status()> refresh) noexcept override {
+    metrics_refresh = std::move(refresh);
+  }
   host::MetricStore store;
+  std::function<Status()> metrics_refresh;
 };
 
 }  // namespace netwatcher::fakes

@@ -20,13 +20,18 @@
 //   [if load fails: close(), then open()/load() again with other candidates]
 //   (host attaches programs hook by hook)
 //   start()               links are up; fill maps, remember the PluginHost
-//   decode() / collect()  from the poller thread, until shutdown
+//   (host drops every capability but [netwatcher] keep_capabilities, in
+//   every thread, and sets no_new_privs: start() is the last call that may
+//   rely on the others, e.g. CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN)
+//   decode() / collect()  from the poller thread, until shutdown; also the
+//                         refresh registered with set_metrics_refresh()
 //   stop()                links are already destroyed; release everything
 // The object is deleted after stop(); the host keeps the shared object mapped
 // until then.
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -119,6 +124,18 @@ class PluginHost {
   // Call from start() only (it briefly switches the calling thread's netns).
   virtual Status attach_netfilter(std::string_view program,
                                   const NetfilterPoint& point) noexcept = 0;
+  // ABI 2.2. Registers how the plugin brings its metric families up to date
+  // (e.g. from counters and histograms in its BPF maps) without emitting
+  // events, so that a scrape sees the kernel's counts of now rather than of
+  // the last snapshot_interval. The host calls `refresh` on the poller
+  // thread, never during decode() or collect(): once when start-up is done,
+  // then whenever a sink asks for current metrics (a Prometheus scrape; at
+  // most about once a second however often it is scraped), and once at
+  // shutdown after the links are gone. collect() should still update the
+  // same metrics (calling the same code is simplest). A failed Status is
+  // logged. Call from start(); the host destroys `refresh` before stop().
+  // Without it, metrics change only in decode() and collect().
+  virtual void set_metrics_refresh(std::function<Status()> refresh) noexcept = 0;
 };
 
 class ProbePlugin {

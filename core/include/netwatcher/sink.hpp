@@ -36,7 +36,10 @@ struct SinkContext {
   // the host; valid until close() returns.
   std::vector<const EventSchema*> schemas;
   // Current value of every metric family (plugins' and netwatcher's own).
-  // Thread-safe; valid until close() returns.
+  // Thread-safe; valid until close() returns. The host's poller thread
+  // refreshes the values first (at most once a second, however often this
+  // is called), so a call may wait up to about 0.5 s: call it from a thread
+  // of the sink's own rather than from write().
   std::function<MetricsSnapshot()> metrics;
 };
 

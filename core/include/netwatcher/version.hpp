@@ -16,7 +16,8 @@
 //
 // History: 2.0 added FieldSchema::anomaly, EventSchema::plugin_fields and
 // HookSpec::enabled_by. 2.1 added EventEmitter::make_values(). 2.2 added
-// user-space hook candidates ("user:<name>", see HookSpec).
+// user-space hook candidates ("user:<name>", see HookSpec) and
+// PluginHost::set_metrics_refresh().
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION

@@ -543,6 +543,13 @@ class TcpPlugin {
 
   Status start(PluginHost& host) {
     host_ = &host;
+    // Counters the kernel keeps, current at every scrape (on the poller thread).
+    host.set_metrics_refresh([this] {
+      read_counters();
+      if (rtt_histogram_) read_rtt_histograms();
+      if (layer_time_) read_layer_histograms();
+      return Status::success();
+    });
     opened_ = host.metric("netwatcher_tcp_connections_opened_total");
     closed_ = host.metric("netwatcher_tcp_connections_closed_total");
     current_ = host.metric("netwatcher_tcp_connections");

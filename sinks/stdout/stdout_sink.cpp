@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstdio>
 #include <string>
+#include <string_view>
 
 #include "netwatcher/format.hpp"
 #include "netwatcher/rotating_file.hpp"
@@ -70,7 +71,7 @@ std::string printable(const std::string& text) {
   return out;
 }
 
-void append_cell(std::string& out, const std::string& text, int width, bool right) {
+void append_cell(std::string& out, std::string_view text, int width, bool right) {
   int pad = std::max<int>(0, width - static_cast<int>(text.size()));
   if (right) out.append(pad, ' ');
   out += text;
@@ -124,10 +125,12 @@ class StdoutSink {
     std::string time = format_timestamp(event.timestamp_ns).substr(11, 12);
     append_cell(line_, time, 12, false);
     for (std::size_t i = 0; i < schema.fields.size() && i < event.values.size(); ++i) {
-      std::string cell = printable(value_to_string(event.values[i]));
-      if (cell.empty()) cell = "-";
+      // An empty value shows as "-"; a view, not an assignment to the cell,
+      // which gcc 12 -O3 misreads as an overlapping copy (-Wrestrict).
+      const std::string cell = printable(value_to_string(event.values[i]));
       line_ += ' ';
-      append_cell(line_, cell, column_width(schema.fields[i]), right_aligned(schema.fields[i]));
+      append_cell(line_, cell.empty() ? std::string_view("-") : std::string_view(cell),
+                  column_width(schema.fields[i]), right_aligned(schema.fields[i]));
     }
     trim_and_end(line_);
     return out_.write(line_);

@@ -559,8 +559,9 @@ int run(int argc, char** argv) {
   std::map<std::string, ConfigValues> plugin_values;
   try {
     for (const auto& [name, section] : config.plugins) {
+      // A structured binding is not captured by clang 14 (C++20 allows it).
       bool known = std::any_of(runtimes.begin(), runtimes.end(),
-                               [&](const auto& r) { return r->name() == name; });
+                               [&plugin = name](const auto& r) { return r->name() == plugin; });
       if (known) continue;
       if (const RefusedFile* refused = discovery.refused_named(name)) {
         if (section.enabled) {

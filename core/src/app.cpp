@@ -718,8 +718,13 @@ int run(int argc, char** argv) {
   // Sinks first, so a broken sink stops start-up before anything is attached.
   Bus bus(config.filter);
   std::vector<ProbeRuntime*> running;
-  auto metrics_source = [&store, &own, &running, &bus]() {
-    own.refresh(running, bus);
+  // Sinks call metrics_source on their own threads (a Prometheus scrape) as
+  // soon as they are open, while this thread still adds sinks to the bus and
+  // plugins to `running`. Both lists are read only once they are complete;
+  // until then a scrape gets the agent's metrics as last refreshed.
+  std::atomic<bool> started_up{false};
+  auto metrics_source = [&store, &own, &running, &bus, &started_up]() {
+    if (started_up.load(std::memory_order_acquire)) own.refresh(running, bus);
     return store.snapshot();
   };
   try {
@@ -781,6 +786,7 @@ int run(int argc, char** argv) {
     running.push_back(runtime);
   }
   for (const auto& name : configured_but_refused) own.set_plugin_state(name, false, {});
+  started_up.store(true, std::memory_order_release);  // neither list changes from here on
   if (running.empty() && !enabled.empty()) {
     spdlog::critical("no plugin could start; see the errors above and `netwatcher --check`");
     bus.stop();

@@ -43,7 +43,11 @@ function(_netwatcher_module_defaults target output_name)
     VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY "${NETWATCHER_PLUGIN_OUTPUT_DIR}")
   target_link_libraries(${target} PRIVATE netwatcher::sdk)
-  target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  # clang links a sanitizer runtime into executables only; a module leaves its
+  # __asan_*/__tsan_* symbols to the host, which --no-undefined would refuse.
+  if(NOT (NETWATCHER_SANITIZE AND CMAKE_CXX_COMPILER_ID MATCHES "Clang"))
+    target_link_options(${target} PRIVATE -Wl,--no-undefined)
+  endif()
 endfunction()
 
 function(netwatcher_add_probe_plugin name)

@@ -31,5 +31,7 @@ if ((${#missing[@]})); then
 fi
 
 build_type=${NETWATCHER_BUILD_TYPE:-RelWithDebInfo}
-cmake -S . -B build -DCMAKE_BUILD_TYPE="$build_type" ${NETWATCHER_CMAKE_ARGS:-} >/dev/null
+# Warnings fail the build here and in CI (the CMake default is off, for others).
+cmake -S . -B build -DCMAKE_BUILD_TYPE="$build_type" -DNETWATCHER_WERROR=ON \
+  ${NETWATCHER_CMAKE_ARGS:-} >/dev/null
 cmake --build build -j"$(nproc)"

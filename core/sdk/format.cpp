@@ -263,21 +263,28 @@ const char* family_name(int family) {
 }
 
 std::string format_address(int family, const std::uint8_t* bytes) {
-  char buf[INET6_ADDRSTRLEN] = {};
   if (family == AF_INET) {
     // By hand: glibc's inet_ntop goes through sprintf, a hot spot per packet.
+    // Each octet has at most 3 digits, so "255.255.255.255" (15 bytes) is the
+    // longest text and every write below stays inside buf, which the compiler
+    // can see (std::to_chars' error path, which returns the end, is gone).
+    char buf[sizeof "255.255.255.255"];
     char* p = buf;
     for (int i = 0; i < 4; ++i) {
       if (i) *p++ = '.';
-      p = std::to_chars(p, buf + sizeof buf, bytes[i]).ptr;
+      const unsigned octet = bytes[i];
+      if (octet >= 100) *p++ = static_cast<char>('0' + octet / 100);
+      if (octet >= 10) *p++ = static_cast<char>('0' + octet / 10 % 10);
+      *p++ = static_cast<char>('0' + octet % 10);
     }
     return std::string(buf, p);
-  } else if (family == AF_INET6) {
-    inet_ntop(AF_INET6, bytes, buf, sizeof buf);
-  } else {
-    return "";
   }
-  return buf;
+  if (family == AF_INET6) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (!inet_ntop(AF_INET6, bytes, buf, sizeof buf)) return "";
+    return buf;
+  }
+  return "";
 }
 
 const char* field_type_name(FieldType type) {

@@ -219,8 +219,9 @@ void list_components(const Discovery& discovery,
 }
 
 void print_features(const KernelFeatures& features) {
-  auto line = [](const std::string& what, const FeatureResult& r) {
-    std::cout << "  " << what << std::string(what.size() < 16 ? 16 - what.size() : 1, ' ')
+  std::size_t width = 16;
+  auto line = [&width](const std::string& what, const FeatureResult& r) {
+    std::cout << "  " << what << std::string(what.size() + 2 < width ? width - what.size() : 2, ' ')
               << (r.available ? "yes  " : "no   ") << r.detail << "\n";
   };
   std::cout << "kernel " << features.kernel_release() << "\n";
@@ -229,6 +230,14 @@ void print_features(const KernelFeatures& features) {
   line("tracefs", features.tracefs());
   line("cgroup2", features.cgroup2());
   for (const auto& [name, result] : features.hook_types()) line(name, result);
+  // Kernels refuse some iterator targets and take others: one line each, in
+  // a column of their own (target names are long).
+  for (const auto& [target, result] : features.iter_targets())
+    width = std::max(width, std::string("iter/").size() + target.size() + 2);
+  if (features.iter_targets().empty())
+    line("iter", {false, features.btf().available ? "no BPF iterator targets in kernel BTF"
+                                                  : "needs kernel BTF"});
+  for (const auto& [target, result] : features.iter_targets()) line("iter/" + target, result);
 }
 
 // The same code (same tag) loaded by a running netwatcher, if any.
@@ -561,8 +570,9 @@ int run(int argc, char** argv) {
   std::map<std::string, ConfigValues> plugin_values;
   try {
     for (const auto& [name, section] : config.plugins) {
+      // A structured binding is not captured by clang 14 (C++20 allows it).
       bool known = std::any_of(runtimes.begin(), runtimes.end(),
-                               [&](const auto& r) { return r->name() == name; });
+                               [&plugin = name](const auto& r) { return r->name() == plugin; });
       if (known) continue;
       if (const RefusedFile* refused = discovery.refused_named(name)) {
         if (section.enabled) {
@@ -689,6 +699,7 @@ int run(int argc, char** argv) {
   KernelFeatures features = KernelFeatures::probe();
 
   if (options.check) {
+    features.probe_all_iter_targets();
     print_features(features);
     const std::vector<LiveProgram> live = live_netwatcher_programs();
     bool all_ok = configured_but_refused.empty();

@@ -29,29 +29,29 @@ std::string errno_text(int err) {
   return std::string(std::strerror(err));
 }
 
-// Loads a two-instruction program (r0 = ret; exit) and reports the verdict.
-FeatureResult try_load(int prog_type, int attach_type, int attach_btf_id, int ret = 0) {
-  struct bpf_insn insns[2] = {};
-  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
-  insns[0].dst_reg = BPF_REG_0;
-  insns[0].imm = ret;
-  insns[1].code = BPF_JMP | BPF_EXIT;
-  LIBBPF_OPTS(bpf_prog_load_opts, opts);
-  opts.expected_attach_type = static_cast<bpf_attach_type>(attach_type);
-  opts.attach_btf_id = attach_btf_id;
-  int fd = bpf_prog_load(static_cast<bpf_prog_type>(prog_type), nullptr, "GPL", insns, 2, &opts);
-  if (fd < 0) return {false, "program load refused: " + errno_text(errno)};
-  close(fd);
-  return {true, "loads"};
+// The name of a type in vmlinux BTF, or "" for anonymous/out of range.
+std::string type_name(const struct btf* btf, __u32 id) {
+  const struct btf_type* t = btf__type_by_id(btf, id);
+  const char* name = t ? btf__name_by_offset(btf, t->name_off) : nullptr;
+  return name ? name : "";
 }
 
-FeatureResult probe_prog_type(bpf_prog_type type) {
-  int ret = libbpf_probe_bpf_prog_type(type, nullptr);
-  if (ret == 1) return {true, "loads"};
-  return {false, ret == 0 ? "not supported by this kernel" : "probe failed: " + errno_text(-ret)};
+// An iterator target is a function `int bpf_iter_<target>(struct
+// bpf_iter_meta* meta, ...)` (DEFINE_BPF_ITER_FUNC). Other bpf_iter_* functions
+// (helpers, open-coded iterator kfuncs) return something else or take other
+// arguments.
+bool is_iter_target_function(const struct btf* btf, int func_id) {
+  const struct btf_type* func = btf__type_by_id(btf, func_id);
+  if (!func || !btf_is_func(func)) return false;
+  const struct btf_type* proto = btf__type_by_id(btf, func->type);
+  if (!proto || !btf_is_func_proto(proto) || btf_vlen(proto) < 1) return false;
+  const struct btf_type* ret = btf__type_by_id(btf, proto->type);
+  if (!ret || !btf_is_int(ret) || type_name(btf, proto->type) != "int") return false;
+  const struct btf_type* meta = btf__type_by_id(btf, btf_params(proto)[0].type);
+  return meta && btf_is_ptr(meta) && type_name(btf, meta->type) == "bpf_iter_meta";
 }
 
-std::string find_tracefs(FeatureResult& result) {
+std::string find_tracefs(FeatureResult& result, bool may_mount) {
   for (const char* path : {"/sys/kernel/tracing", "/sys/kernel/debug/tracing"}) {
     if (std::filesystem::exists(std::string(path) + "/events")) {
       result = {true, path};
@@ -60,6 +60,10 @@ std::string find_tracefs(FeatureResult& result) {
   }
   // Classic tracepoints need tracefs; mount it the way the kernel docs do.
   const char* target = "/sys/kernel/tracing";
+  if (!may_mount) {
+    result = {false, "not mounted"};
+    return {};
+  }
   if (mount("nodev", target, "tracefs", 0, nullptr) == 0) {
     spdlog::info("mounted tracefs at {}", target);
     result = {true, std::string(target) + " (mounted by netwatcher)"};
@@ -72,7 +76,7 @@ std::string find_tracefs(FeatureResult& result) {
 
 // The cgroup v2 root: the first cgroup2 mount (on hybrid v1/v2 systems it is
 // /sys/fs/cgroup/unified), else one netwatcher mounts itself.
-std::string find_cgroup2(FeatureResult& result) {
+std::string find_cgroup2(FeatureResult& result, bool may_mount) {
   std::ifstream mounts("/proc/self/mounts");
   std::string device, path, type, rest;
   while (mounts >> device >> path >> type && std::getline(mounts, rest)) {
@@ -82,6 +86,10 @@ std::string find_cgroup2(FeatureResult& result) {
     }
   }
   const char* target = "/run/netwatcher/cgroup2";
+  if (!may_mount) {
+    result = {false, "no cgroup2 mount"};
+    return {};
+  }
   std::error_code ec;
   std::filesystem::create_directories(target, ec);
   if (!ec && mount("none", target, "cgroup2", 0, nullptr) == 0) {
@@ -110,6 +118,8 @@ KernelFeatures& KernelFeatures::operator=(KernelFeatures&& other) noexcept {
     cgroup2_ = std::move(other.cgroup2_);
     cgroup2_path_ = std::move(other.cgroup2_path_);
     hook_types_ = std::move(other.hook_types_);
+    iter_targets_ = std::move(other.iter_targets_);
+    loader_ = std::move(other.loader_);
     std::swap(vmlinux_btf_, other.vmlinux_btf_);
   }
   return *this;
@@ -123,8 +133,31 @@ bool KernelFeatures::btf_has(const std::string& name, int kind) const {
   return vmlinux_btf_ && btf__find_by_name_kind(vmlinux_btf_, name.c_str(), kind) > 0;
 }
 
-KernelFeatures KernelFeatures::probe() {
+FeatureResult KernelFeatures::load_program(const ProgramLoad& load) {
+  struct bpf_insn insns[2] = {};
+  insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;
+  insns[0].dst_reg = BPF_REG_0;
+  insns[0].imm = load.ret;
+  insns[1].code = BPF_JMP | BPF_EXIT;
+  LIBBPF_OPTS(bpf_prog_load_opts, opts);
+  opts.expected_attach_type = static_cast<bpf_attach_type>(load.expected_attach_type);
+  opts.attach_btf_id = static_cast<__u32>(load.attach_btf_id);
+  int fd =
+      bpf_prog_load(static_cast<bpf_prog_type>(load.prog_type), nullptr, "GPL", insns, 2, &opts);
+  if (fd < 0) return {false, "program load refused: " + errno_text(errno)};
+  close(fd);
+  return {true, "loads"};
+}
+
+FeatureResult KernelFeatures::load(const ProgramLoad& load) const {
+  FeatureResult result = loader_ ? loader_(load) : load_program(load);
+  spdlog::debug("probe {}: {}", load.name, result.detail);
+  return result;
+}
+
+KernelFeatures KernelFeatures::probe(Options options) {
   KernelFeatures f;
+  f.loader_ = std::move(options.loader);
   struct utsname uts {};
   if (uname(&uts) == 0) f.kernel_release_ = std::string(uts.release) + " " + uts.machine;
 
@@ -137,48 +170,91 @@ KernelFeatures KernelFeatures::probe() {
   int rb = libbpf_probe_bpf_map_type(BPF_MAP_TYPE_RINGBUF, nullptr);
   f.ring_buffer_ = rb == 1 ? FeatureResult{true, "BPF_MAP_TYPE_RINGBUF"}
                            : FeatureResult{false, "BPF ring buffer not supported (kernel < 5.8?)"};
-  f.tracefs_path_ = find_tracefs(f.tracefs_);
+  f.tracefs_path_ = find_tracefs(f.tracefs_, options.mount_missing);
 
+  // Every type is probed the way its programs are loaded: same program type,
+  // expected attach type and (for BTF-attached types) a real attach target.
   auto& types = f.hook_types_;
-  types["tracepoint"] = probe_prog_type(BPF_PROG_TYPE_TRACEPOINT);
-  if (types["tracepoint"].available && !f.tracefs_.available)
+  auto type = [&](const char* name, int prog_type, int attach_type = 0, int attach_btf_id = 0,
+                  int ret = 0) -> const FeatureResult& {
+    return types[name] = f.load({name, prog_type, attach_type, attach_btf_id, ret});
+  };
+  auto btf_id = [&](const char* name, int kind) {
+    return f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, name, kind) : -1;
+  };
+  if (type("tracepoint", BPF_PROG_TYPE_TRACEPOINT).available && !f.tracefs_.available)
     types["tracepoint"] = {false, "tracefs unavailable: " + f.tracefs_.detail};
-  types["raw_tp"] = probe_prog_type(BPF_PROG_TYPE_RAW_TRACEPOINT);
-
-  int tp_btf_id = f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "btf_trace_sched_switch",
-                                                          BTF_KIND_TYPEDEF)
-                                 : -1;
-  types["tp_btf"] = tp_btf_id > 0 ? try_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, tp_btf_id)
-                                  : FeatureResult{false, "needs kernel BTF"};
-  int fentry_id =
-      f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "tcp_v4_connect", BTF_KIND_FUNC) : -1;
-  types["fentry"] = fentry_id > 0 ? try_load(BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, fentry_id)
-                                  : FeatureResult{false, "needs kernel BTF"};
-  int iter_id =
-      f.vmlinux_btf_ ? btf__find_by_name_kind(f.vmlinux_btf_, "bpf_iter_tcp", BTF_KIND_FUNC) : -1;
-  types["iter"] = iter_id > 0 ? FeatureResult{true, "bpf_iter targets present in BTF"}
-                              : FeatureResult{false, "no bpf_iter targets in kernel BTF"};
-  bool kprobes =
+  type("raw_tp", BPF_PROG_TYPE_RAW_TRACEPOINT);
+  if (int id = btf_id("btf_trace_sched_switch", BTF_KIND_TYPEDEF); id > 0)
+    type("tp_btf", BPF_PROG_TYPE_TRACING, BPF_TRACE_RAW_TP, id);
+  else
+    types["tp_btf"] = {false, "needs kernel BTF"};
+  if (int id = btf_id("tcp_v4_connect", BTF_KIND_FUNC); id > 0)
+    type("fentry", BPF_PROG_TYPE_TRACING, BPF_TRACE_FENTRY, id);
+  else
+    types["fentry"] = {false, "needs kernel BTF"};
+  // kprobe programs also serve uprobes: the program type loads wherever
+  // either exists, so whether a probe can be made is the PMU's to say.
+  const bool kprobe_pmu =
       std::filesystem::exists("/sys/bus/event_source/devices/kprobe/type") ||
       (!f.tracefs_path_.empty() && std::filesystem::exists(f.tracefs_path_ + "/kprobe_events"));
-  types["kprobe"] = kprobes ? FeatureResult{true, "kprobe PMU present"}
-                            : FeatureResult{false,
-                                            "kprobes are not supported by this kernel "
-                                            "(no CONFIG_KPROBES)"};
-  types["netfilter"] = try_load(kProgTypeNetfilter, kAttachNetfilter, 0, 1);
-  types["tc"] = probe_prog_type(BPF_PROG_TYPE_SCHED_CLS);
-  types["xdp"] = probe_prog_type(BPF_PROG_TYPE_XDP);
-  types["cgroup_skb"] = probe_prog_type(BPF_PROG_TYPE_CGROUP_SKB);
-  if (types["cgroup_skb"].available) {
-    f.cgroup2_path_ = find_cgroup2(f.cgroup2_);
+  const bool uprobe_pmu = std::filesystem::exists("/sys/bus/event_source/devices/uprobe/type");
+  if (type("kprobe", BPF_PROG_TYPE_KPROBE).available) {
+    types["uprobe"] = types["kprobe"];
+    if (!kprobe_pmu)
+      types["kprobe"] = {false,
+                         "program loads, but kprobes are not supported by this kernel "
+                         "(no CONFIG_KPROBES)"};
+    if (!uprobe_pmu)
+      types["uprobe"] = {false,
+                         "program loads, but uprobes are not supported by this kernel "
+                         "(no CONFIG_UPROBES)"};
+  } else {
+    types["uprobe"] = types["kprobe"];
+  }
+  type("netfilter", kProgTypeNetfilter, kAttachNetfilter, 0, 1);  // NF_ACCEPT
+  type("tc", BPF_PROG_TYPE_SCHED_CLS);
+  type("xdp", BPF_PROG_TYPE_XDP, BPF_XDP);
+  if (type("cgroup_skb", BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS, 0, 1).available) {
+    f.cgroup2_path_ = find_cgroup2(f.cgroup2_, options.mount_missing);
     if (!f.cgroup2_.available)
       types["cgroup_skb"] = {false, "cgroup v2 unavailable: " + f.cgroup2_.detail};
   } else {
     f.cgroup2_ = {false, "cgroup_skb programs not supported"};
   }
-  types["sockops"] = probe_prog_type(BPF_PROG_TYPE_SOCK_OPS);
-  types["socket_filter"] = probe_prog_type(BPF_PROG_TYPE_SOCKET_FILTER);
+  type("sockops", BPF_PROG_TYPE_SOCK_OPS, BPF_CGROUP_SOCK_OPS);
+  type("socket_filter", BPF_PROG_TYPE_SOCKET_FILTER);
   return f;
+}
+
+const FeatureResult& KernelFeatures::iter_target(const std::string& target) const {
+  auto it = iter_targets_.find(target);
+  if (it != iter_targets_.end()) return it->second;
+  FeatureResult result;
+  const std::string function = "bpf_iter_" + target;
+  int id =
+      vmlinux_btf_ ? btf__find_by_name_kind(vmlinux_btf_, function.c_str(), BTF_KIND_FUNC) : -1;
+  if (!vmlinux_btf_) {
+    result = {false, "needs kernel BTF"};
+  } else if (id <= 0 || !is_iter_target_function(vmlinux_btf_, id)) {
+    result = {false,
+              "no BPF iterator '" + target + "' in this kernel (no " + function + " in its BTF)"};
+  } else {
+    result = load({"iter/" + target, BPF_PROG_TYPE_TRACING, BPF_TRACE_ITER, id});
+  }
+  return iter_targets_.emplace(target, std::move(result)).first->second;
+}
+
+void KernelFeatures::probe_all_iter_targets() {
+  if (!vmlinux_btf_) return;
+  const __u32 count = btf__type_cnt(vmlinux_btf_);
+  for (__u32 id = 1; id < count; ++id) {
+    const struct btf_type* t = btf__type_by_id(vmlinux_btf_, id);
+    if (!btf_is_func(t)) continue;
+    const std::string name = type_name(vmlinux_btf_, id);
+    if (starts_with(name, "bpf_iter_") && is_iter_target_function(vmlinux_btf_, id))
+      iter_target(name.substr(std::strlen("bpf_iter_")));
+  }
 }
 
 std::optional<std::string> KernelFeatures::type_unavailable(const std::string& type) const {
@@ -212,13 +288,14 @@ std::optional<std::string> KernelFeatures::program_unavailable(const bpf_program
     return std::nullopt;
   }
   if (starts_with(section, "iter/")) {
-    if (auto why = type_unavailable("iter")) return why;
-    if (!btf_has("bpf_iter_" + after("iter/"), BTF_KIND_FUNC))
-      return "BPF iterator '" + after("iter/") + "' does not exist in this kernel";
+    const FeatureResult& target = iter_target(after("iter/"));
+    if (!target.available) return section + ": " + target.detail;
     return std::nullopt;
   }
-  if (starts_with(section, "kprobe/") || starts_with(section, "kretprobe/"))
+  if (starts_with(section, "kprobe") || starts_with(section, "kretprobe"))
     return type_unavailable("kprobe");
+  if (starts_with(section, "uprobe") || starts_with(section, "uretprobe"))
+    return type_unavailable("uprobe");
   if (starts_with(section, "fentry/") || starts_with(section, "fexit/"))
     return type_unavailable("fentry");
   if (starts_with(section, "netfilter")) return type_unavailable("netfilter");

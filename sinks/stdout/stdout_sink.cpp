@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "netwatcher/format.hpp"
@@ -78,7 +79,7 @@ std::string printable(const std::string& text) {
   return out;
 }
 
-void append_cell(std::string& out, const std::string& text, int width, bool right) {
+void append_cell(std::string& out, std::string_view text, int width, bool right) {
   int pad = std::max<int>(0, width - static_cast<int>(text.size()));
   if (right) out.append(pad, ' ');
   out += text;
@@ -156,10 +157,12 @@ class StdoutSink {
     line_ += ' ';
     append_cell(line_, schema.name, type_width, false);
     for (std::size_t i = 0; i < schema.fields.size() && i < event.values.size(); ++i) {
-      std::string cell = printable(field_value_to_string(schema.fields[i], event.values[i]));
-      if (cell.empty()) cell = "-";
+      // An empty value shows as "-"; a view, not an assignment to the cell,
+      // which gcc 12 -O3 misreads as an overlapping copy (-Wrestrict).
+      const std::string cell = printable(field_value_to_string(schema.fields[i], event.values[i]));
       line_ += ' ';
-      append_cell(line_, cell, column_width(schema.fields[i]), right_aligned(schema.fields[i]));
+      append_cell(line_, cell.empty() ? std::string_view("-") : std::string_view(cell),
+                  column_width(schema.fields[i]), right_aligned(schema.fields[i]));
     }
     trim_and_end(line_);
     return out_.write(line_);

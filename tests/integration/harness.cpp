@@ -189,7 +189,7 @@ std::vector<ClientConnection> run_client(const std::string& netns, const std::st
                                          int port, const std::vector<int>& sizes) {
   std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kPeers + " client " +
                         host + " " + std::to_string(port);
-  for (int size : sizes) command += " " + std::to_string(size);
+  for (int size : sizes) command.append(" ").append(std::to_string(size));
   auto result = run(command);
   if (result.exit_code != 0) throw std::runtime_error("client failed: " + result.output);
   std::vector<ClientConnection> out;
@@ -257,7 +257,7 @@ UdpExchange udp_exchange(const std::string& netns, const std::string& host, int 
                          const std::vector<int>& sizes) {
   std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers + " exchange " +
                         host + " " + std::to_string(port);
-  for (int size : sizes) command += " " + std::to_string(size);
+  for (int size : sizes) command.append(" ").append(std::to_string(size));
   auto result = run(command);
   if (result.exit_code != 0) throw std::runtime_error("UDP exchange failed: " + result.output);
   Json line = parse_json(result.output);

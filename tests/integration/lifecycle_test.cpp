@@ -24,6 +24,23 @@ TEST_F(Lifecycle, CheckReportsKernelFeaturesAndAttachableHooks) {
   EXPECT_NE(result.output.find("ring buffer     yes"), std::string::npos);
   EXPECT_NE(result.output.find("plugin tcp: ok"), std::string::npos);
   EXPECT_NE(result.output.find("hook inet_sock_set_state: ok via "), std::string::npos);
+  // Each iterator target is loaded on its own: machines of this kind refuse
+  // bpf_map_elem or take it, and the tcp plugin's table candidate says which.
+  EXPECT_NE(result.output.find("\n  iter/tcp "), std::string::npos) << result.output;
+  const std::size_t map_elem = result.output.find("\n  iter/bpf_map_elem ");
+  ASSERT_NE(map_elem, std::string::npos) << result.output;
+  const std::string verdict =
+      result.output.substr(map_elem, result.output.find('\n', map_elem + 1) - map_elem);
+  if (verdict.find(" yes  loads") != std::string::npos) {
+    EXPECT_NE(result.output.find("dump_conns [iter/bpf_map_elem]: attached"), std::string::npos)
+        << result.output;
+  } else {
+    EXPECT_NE(verdict.find(" no   program load refused: "), std::string::npos) << verdict;
+    EXPECT_NE(result.output.find("dump_conns [iter/bpf_map_elem]: iter/bpf_map_elem: program load "
+                                 "refused: "),
+              std::string::npos)
+        << result.output;
+  }
 }
 
 TEST_F(Lifecycle, HookOverrideForcesCandidatesAndNamesWhatIsWrong) {

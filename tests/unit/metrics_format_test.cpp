@@ -57,6 +57,10 @@ TEST(Format, TimestampsAndAddresses) {
   EXPECT_EQ(format_address(2, v4), "127.0.0.1");
   std::uint8_t v4_wide[4] = {255, 10, 0, 199};
   EXPECT_EQ(format_address(2, v4_wide), "255.10.0.199");
+  std::uint8_t v4_longest[4] = {255, 255, 255, 255};
+  EXPECT_EQ(format_address(2, v4_longest), "255.255.255.255");
+  std::uint8_t v4_digits[4] = {0, 9, 10, 100};
+  EXPECT_EQ(format_address(2, v4_digits), "0.9.10.100");
   std::uint8_t v6[16] = {0xfd, 0x77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
   EXPECT_EQ(format_address(10, v6), "fd77::1");
   EXPECT_EQ(format_address(99, v6), "");

@@ -61,17 +61,11 @@ config_for() {
   echo "$cfg"
 }
 
-# "program seconds" lines of every netwatcher program's run time so far.
-program_seconds() {
+# "plugin/program value" lines of one per-program metric of the agent, e.g.
+# netwatcher_bpf_program_run_seconds_total.
+program_metric() {
   curl -s "http://127.0.0.1:$port/metrics" |
-    awk '/^netwatcher_bpf_program_run_seconds_total\{/ {
-      match($0, /plugin="[^"]*"/); p = substr($0, RSTART + 8, RLENGTH - 9)
-      match($0, /program="[^"]*"/); q = substr($0, RSTART + 9, RLENGTH - 10)
-      print p "/" q, $NF }'
-}
-program_runs() {
-  curl -s "http://127.0.0.1:$port/metrics" |
-    awk '/^netwatcher_bpf_program_runs_total\{/ {
+    awk -v metric="$1" 'index($0, metric "{") == 1 {
       match($0, /plugin="[^"]*"/); p = substr($0, RSTART + 8, RLENGTH - 9)
       match($0, /program="[^"]*"/); q = substr($0, RSTART + 9, RLENGTH - 10)
       print p "/" q, $NF }'
@@ -93,14 +87,14 @@ for mode in "${modes[@]}"; do
     ip netns exec nwb-b iperf3 -s -1 >/dev/null 2>&1 &
     server_pid=$!
     sleep 0.3
-    program_seconds >"$work/before"
-    program_runs >"$work/runs_before"
+    program_metric netwatcher_bpf_program_run_seconds_total >"$work/before"
+    program_metric netwatcher_bpf_program_runs_total >"$work/runs_before"
     busy0=$(busy_jiffies)
     bytes=$(ip netns exec nwb-a iperf3 -c 10.78.0.2 -t "$seconds" -J |
       python3 -c 'import json,sys; print(int(json.load(sys.stdin)["end"]["sum_sent"]["bytes"]))')
     busy1=$(busy_jiffies)
-    program_seconds >"$work/after"
-    program_runs >"$work/runs_after"
+    program_metric netwatcher_bpf_program_run_seconds_total >"$work/after"
+    program_metric netwatcher_bpf_program_runs_total >"$work/runs_after"
     kill "$nw_pid"
     wait "$nw_pid" 2>/dev/null || true
     nw_pid=

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -130,6 +131,19 @@ std::uint64_t netns_inode(const std::string& name) {
   if (stat(("/run/netns/" + name).c_str(), &st) != 0)
     throw std::runtime_error("no network namespace " + name);
   return st.st_ino;
+}
+
+std::uint64_t nstat(const std::string& netns, const std::string& counter) {
+  auto r = run("ip netns exec " + netns + " nstat -asz " + counter);
+  std::istringstream lines(r.output);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string name;
+    std::uint64_t value = 0;
+    if (words >> name >> value && name == counter) return value;
+  }
+  throw std::runtime_error("nstat printed no " + counter + ": " + r.output);
 }
 
 void nft(const std::string& netns, const std::string& ruleset) {

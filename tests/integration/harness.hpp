@@ -50,6 +50,10 @@ class RoutedHosts {
 // themselves; call it first when a test touches shared ports before those.
 void hold_machine_lock();
 
+// A counter of the kernel's own MIB (nstat -a: absolute, -s: the history
+// file untouched, -z: zeros too) in `netns`; throws when nstat has no such counter.
+std::uint64_t nstat(const std::string& netns, const std::string& counter);
+
 // Inode of a named network namespace (what netwatcher reports as `netns`).
 std::uint64_t netns_inode(const std::string& name);
 // Runs `nft -f` with `ruleset` inside `netns`; throws on failure.

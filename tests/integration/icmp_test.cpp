@@ -173,21 +173,6 @@ TEST_F(Icmp, ClosedUdpPortGivesPortUnreachableWithTheOffendingTuple) {
   }
 }
 
-// The kernel's own MIB counter `name` in `netns` (nstat: absolute, history
-// file untouched, zeros included).
-std::uint64_t nstat(const std::string& netns, const std::string& name) {
-  auto r = run("ip netns exec " + netns + " nstat -asz " + name);
-  std::istringstream lines(r.output);
-  std::string line;
-  while (std::getline(lines, line)) {
-    std::istringstream words(line);
-    std::string counter;
-    std::uint64_t value = 0;
-    if (words >> counter >> value && counter == name) return value;
-  }
-  throw std::runtime_error("nstat printed no " + name + ": " + r.output);
-}
-
 // Per namespace, the messages netwatcher saw of each type equal the
 // kernel's Icmp/Icmp6 In/Out counters there, and the port unreachables the
 // server sent equal its UdpNoPorts.

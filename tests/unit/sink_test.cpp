@@ -48,6 +48,21 @@ class SinkFixture : public ::testing::Test {
     return e;
   }
 
+  // What the stdout sink, opened with `overrides`, prints for the events.
+  std::string stdout_of_sink(const std::map<std::string, ConfigValue>& overrides) {
+    std::string path = dir_.file("stdout.txt");
+    fflush(stdout);
+    int saved = dup(1);
+    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(fd, 1);
+    close(fd);
+    run_sink("stdout", overrides);
+    fflush(stdout);
+    dup2(saved, 1);
+    close(saved);
+    return nwtest::read_file(path);
+  }
+
   // Opens the named sink with its defaults plus `overrides`, writes the events, closes it.
   void run_sink(const std::string& type, const std::map<std::string, ConfigValue>& overrides,
                 std::function<MetricsSnapshot()> metrics = {}) {
@@ -157,18 +172,8 @@ TEST_F(SinkFixture, CsvReportsAnUnusableDirectory) {
 }
 
 TEST_F(SinkFixture, StdoutTableAlignsColumnsWithAHeaderPerEventType) {
-  std::string path = dir_.file("stdout.txt");
-  fflush(stdout);
-  int saved = dup(1);
-  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  dup2(fd, 1);
-  close(fd);
-  run_sink("stdout", {});
-  fflush(stdout);
-  dup2(saved, 1);
-  close(saved);
   EXPECT_EQ(
-      nwtest::read_file(path),
+      stdout_of_sink({}),
       "TIME         EVENT      NAME        COUNT  DELTA  RATIO OK    NOTE\n"
       "22:13:33.000 demo_event plain          42     -7    0.5 true  -\n"
       "22:13:33.001 demo_event a,b \"q\"         0      3  1e-06 false line1\\nline2\\\\\\t\\x01\n"
@@ -199,19 +204,6 @@ TEST_F(SinkFixture, StdoutTableHeadersDoNotRepeatWhenTypesInterleave) {
     interleaved.push_back(sock_event(t + i * 2000000 + 1000000));
   }
   events_ = interleaved;
-  auto capture = [&](const std::map<std::string, ConfigValue>& keys) {
-    std::string path = dir_.file("stdout.txt");
-    fflush(stdout);
-    int saved = dup(1);
-    int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fd, 1);
-    close(fd);
-    run_sink("stdout", keys);
-    fflush(stdout);
-    dup2(saved, 1);
-    close(saved);
-    return nwtest::read_file(path);
-  };
   const std::string header_a =
       "TIME         EVENT      NAME        COUNT  DELTA  RATIO OK    NOTE\n";
   const std::string header_b = "TIME         EVENT      SOCK\n";
@@ -221,10 +213,11 @@ TEST_F(SinkFixture, StdoutTableHeadersDoNotRepeatWhenTypesInterleave) {
   auto row_b = [](const char* time) {
     return std::string(time) + " demo_sock  0xffff9d1ecb3ba300\n";
   };
-  EXPECT_EQ(capture({}), header_a + row_a("22:13:33.000") + "\n" + header_b +
-                             row_b("22:13:33.001") + row_a("22:13:33.002") + row_b("22:13:33.003") +
-                             row_a("22:13:33.004") + row_b("22:13:33.005"));
-  EXPECT_EQ(capture({{"header_every", std::int64_t{3}}}),
+  EXPECT_EQ(stdout_of_sink({}), header_a + row_a("22:13:33.000") + "\n" + header_b +
+                                    row_b("22:13:33.001") + row_a("22:13:33.002") +
+                                    row_b("22:13:33.003") + row_a("22:13:33.004") +
+                                    row_b("22:13:33.005"));
+  EXPECT_EQ(stdout_of_sink({{"header_every", std::int64_t{3}}}),
             header_a + row_a("22:13:33.000") + "\n" + header_b + row_b("22:13:33.001") +
                 row_a("22:13:33.002") + row_b("22:13:33.003") + "\n" + header_a +
                 row_a("22:13:33.004") + "\n" + header_b + row_b("22:13:33.005"));

@@ -8,6 +8,12 @@
 #   cpu_ticks PID   user + system clock ticks of a process so far
 #   memlock PID KIND  KiB of memlock of the process's BPF fds of one kind
 #                   (map_id or prog_id), what bpftool reports as bytes_memlock
+# Benches share namespaces, ports and netfilter priorities with the
+# integration tests of every checkout on this machine: like them, a script
+# that sources this file waits for the machine-wide lock and holds it to exit.
+exec {nw_machine_lock}>/run/netwatcher-integration.lock
+flock "$nw_machine_lock"
+
 # shellcheck disable=SC2120  # the prefix is optional
 remove_veth_pair() {
   local prefix=${1:-nwb}

@@ -80,10 +80,25 @@ void bring_up(const std::vector<LinkEnd>& ends) {
 // priorities, also with the suites of other checkouts on the same machine:
 // the first test object a process makes waits for this machine-wide lock and
 // holds it until the process exits.
+// The tests' fixed ports (Prometheus endpoints 41420-41499) sit inside the
+// ephemeral range: a test that opens thousands of connections leaves client
+// sockets in TIME_WAIT on some of them, and a listener cannot bind over a
+// TIME_WAIT socket that was not SO_REUSEADDR. Reserving the range keeps the
+// kernel from handing those ports to clients.
+void reserve_test_ports() {
+  const char* path = "/proc/sys/net/ipv4/ip_local_reserved_ports";
+  std::string reserved = read_file(path);
+  while (!reserved.empty() && (reserved.back() == '\n' || reserved.back() == ' '))
+    reserved.pop_back();
+  if (reserved.find("41400-41499") != std::string::npos) return;
+  write_file(path, reserved.empty() ? "41400-41499" : reserved + ",41400-41499");
+}
+
 void hold_machine_lock() {
   static const int fd = [] {
     int lock = ::open("/run/netwatcher-integration.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (lock >= 0) ::flock(lock, LOCK_EX);
+    reserve_test_ports();
     return lock;
   }();
   (void)fd;

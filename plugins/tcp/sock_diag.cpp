@@ -114,15 +114,21 @@ Status dump_family(int fd, int family, std::uint32_t states, std::vector<DiagSoc
       return Status::failure(errno_text("sock_diag reply"));
     }
     if (n == 0) return Status::failure("sock_diag reply: connection closed");
-    int left = static_cast<int>(n);
-    for (const auto* header = reinterpret_cast<const nlmsghdr*>(buffer); NLMSG_OK(header, left);
-         header = NLMSG_NEXT(header, left)) {
+    // Walked by hand: NLMSG_OK() compares the unsigned nlmsg_len with an int.
+    const char* at = buffer;
+    std::size_t left = static_cast<std::size_t>(n);
+    while (left >= sizeof(nlmsghdr)) {
+      const auto* header = reinterpret_cast<const nlmsghdr*>(at);
+      if (header->nlmsg_len < sizeof(nlmsghdr) || header->nlmsg_len > left) break;
       if (header->nlmsg_type == NLMSG_DONE) return Status::success();
       if (header->nlmsg_type == NLMSG_ERROR) {
         const auto* error = static_cast<const nlmsgerr*>(NLMSG_DATA(header));
         return Status::failure(std::string("sock_diag: ") + std::strerror(-error->error));
       }
       parse_entry(header, out);
+      const std::size_t step = std::min<std::size_t>(left, NLMSG_ALIGN(header->nlmsg_len));
+      at += step;
+      left -= step;
     }
   }
 }

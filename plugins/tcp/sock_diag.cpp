@@ -68,21 +68,21 @@ void parse_entry(const nlmsghdr* header, std::vector<DiagSocket>& out) {
       // predate Linux 4.6 except tcpi_rcv_wnd, checked by length.
       if (length < offsetof(tcp_info, tcpi_bytes_received) + sizeof(__u64)) continue;
       has_info = true;
-      socket.bytes_received = info.tcpi_bytes_received;
-      socket.bytes_acked = info.tcpi_bytes_acked;
-      socket.srtt_us = info.tcpi_rtt;
-      socket.snd_cwnd = info.tcpi_snd_cwnd;
-      socket.snd_ssthresh = info.tcpi_snd_ssthresh;
-      socket.total_retrans = info.tcpi_total_retrans;
+      socket.stats.bytes_received = info.tcpi_bytes_received;
+      socket.stats.bytes_acked = info.tcpi_bytes_acked;
+      socket.stats.srtt_us = info.tcpi_rtt;
+      socket.stats.snd_cwnd = info.tcpi_snd_cwnd;
+      socket.stats.snd_ssthresh = info.tcpi_snd_ssthresh;
+      socket.stats.total_retrans = info.tcpi_total_retrans;
       if (length >= kRcvWndOffset + sizeof(__u32)) {
-        std::memcpy(&socket.rcv_wnd, payload + kRcvWndOffset, sizeof socket.rcv_wnd);
+        std::memcpy(&socket.stats.rcv_wnd, payload + kRcvWndOffset, sizeof socket.stats.rcv_wnd);
         socket.has_rcv_wnd = true;
       }
     } else if (attr->rta_type == INET_DIAG_SKMEMINFO &&
                length >= sizeof(__u32) * (SK_MEMINFO_WMEM_QUEUED + 1)) {
       const auto* meminfo = reinterpret_cast<const __u32*>(payload);
-      socket.sndbuf = meminfo[SK_MEMINFO_SNDBUF];
-      socket.wmem_queued = meminfo[SK_MEMINFO_WMEM_QUEUED];
+      socket.stats.sndbuf = meminfo[SK_MEMINFO_SNDBUF];
+      socket.stats.wmem_queued = meminfo[SK_MEMINFO_WMEM_QUEUED];
     }
   }
   // Without tcp_info (e.g. a socket past CLOSE) there are no statistics to report.
@@ -156,22 +156,15 @@ Status dump_tcp_sockets(const DiagStates& states, std::vector<DiagSocket>& out) 
 
 tcp_conn_stats stats_from_diag(const DiagSocket& socket, const tcp_conn_info& info,
                                const DiagStates& states) {
-  tcp_conn_stats s{};
+  tcp_conn_stats s = socket.stats;
   std::uint32_t state = socket.state < 32 ? 1u << socket.state : 0;
-  std::uint64_t received = socket.bytes_received, acked = socket.bytes_acked;
+  std::uint64_t received = s.bytes_received, acked = s.bytes_acked;
   // The peer's FIN was consumed in exactly the states entered through tcp_fin().
   if ((state & states.fin_received) && received) received--;
   // Our FIN counts once everything up to write_seq (which includes it) is acked.
   if ((state & states.fin_sent) && socket.write_queue == 0 && acked) acked--;
   s.bytes_received = received;
   s.bytes_acked = acked > info.acked_base ? acked - info.acked_base : 0;
-  s.srtt_us = socket.srtt_us;
-  s.rcv_wnd = socket.rcv_wnd;
-  s.snd_cwnd = socket.snd_cwnd;
-  s.snd_ssthresh = socket.snd_ssthresh;
-  s.sndbuf = socket.sndbuf;
-  s.wmem_queued = socket.wmem_queued;
-  s.total_retrans = socket.total_retrans;
   return s;
 }
 

@@ -13,17 +13,15 @@
 
 namespace netwatcher::tcp {
 
-// One socket as INET_DIAG reports it, with the kernel's raw RFC 4898 byte
-// counters (SYN and FIN included, as in struct tcp_sock).
+// One socket as INET_DIAG reports it. `stats` holds what the iterator would
+// read, except that its byte counts are the kernel's raw RFC 4898 counters
+// (SYN and FIN included, as in struct tcp_sock) and backlog is not known.
 struct DiagSocket {
   nw_tuple tuple{};  // local / remote, ports in host order, like nw_read_sock_tuple()
   std::uint32_t state = 0;
   std::uint32_t write_queue = 0;  // write_seq - snd_una
-  std::uint64_t bytes_received = 0, bytes_acked = 0;
-  std::uint32_t srtt_us = 0, snd_cwnd = 0, snd_ssthresh = 0, total_retrans = 0;
-  std::uint32_t rcv_wnd = 0;
+  tcp_conn_stats stats{};
   bool has_rcv_wnd = false;  // tcp_info.tcpi_rcv_wnd exists from Linux 6.? on
-  std::uint32_t sndbuf = 0, wmem_queued = 0;
 };
 
 // The TCP state numbers this path needs, by name from the running kernel's

@@ -24,8 +24,8 @@ DiagSocket socket_in(std::uint32_t state, std::uint64_t received, std::uint64_t 
                      std::uint32_t write_queue) {
   DiagSocket s;
   s.state = state;
-  s.bytes_received = received;
-  s.bytes_acked = acked;
+  s.stats.bytes_received = received;
+  s.stats.bytes_acked = acked;
   s.write_queue = write_queue;
   return s;
 }
@@ -105,10 +105,10 @@ TEST(TcpSockDiag, DumpFindsThisProcesssConnectionWithItsCounters) {
   EXPECT_EQ(mine->state, 1u);
   EXPECT_EQ(mine->tuple.family, AF_INET);
   EXPECT_EQ(std::memcmp(mine->tuple.saddr, &local.sin_addr, 4), 0);
-  EXPECT_EQ(mine->bytes_acked, 3001u);  // with the SYN
-  EXPECT_EQ(peer->bytes_received, 3000u);
-  EXPECT_GT(mine->snd_cwnd, 0u);
-  EXPECT_GT(mine->sndbuf, 0u);
+  EXPECT_EQ(mine->stats.bytes_acked, 3001u);  // with the SYN
+  EXPECT_EQ(peer->stats.bytes_received, 3000u);
+  EXPECT_GT(mine->stats.snd_cwnd, 0u);
+  EXPECT_GT(mine->stats.sndbuf, 0u);
   ::close(server);
   ::close(client);
   ::close(listener);

@@ -4,6 +4,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
+#include <bit>
 #include <cerrno>
 #include <climits>
 #include <cstddef>
@@ -54,6 +57,19 @@ constexpr int kLayerFirstLog2 = 8, kLayerLastLog2 = 30;
 constexpr int kFirstPriority = INT_MIN + 2;
 constexpr int kLastPriority = INT_MAX - 2;
 constexpr int kNfInetLocalIn = 1, kNfInetLocalOut = 3;
+
+// An srtt histogram kept in user space, in the kernel's tcp_rtt_hist slots
+// (log2 of nanoseconds), so both kinds publish through one path.
+struct SrttHistogram {
+  std::array<__u64, sizeof(tcp_rtt_hist::slots) / sizeof(__u64)> slots{};
+  __u64 sum_ns = 0;
+
+  void add(std::uint64_t ns) {
+    std::size_t slot = ns ? static_cast<std::size_t>(std::bit_width(ns) - 1) : 0;
+    slots[std::min(slot, slots.size() - 1)] += 1;
+    sum_ns += ns;
+  }
+};
 
 // Field order of tcp_close and tcp_conn (they share it).
 enum ConnField : std::size_t {
@@ -282,12 +298,15 @@ class TcpPlugin {
         {"errors", ConfigType::boolean, false,
          "tcp_error events and counters for segments with a bad checksum, sequence or ack number"},
         {"rtt_histogram", ConfigType::boolean, true,
-         "srtt histogram per destination, sampled on every segment TCP processes"},
+         "srtt histogram per destination: each tracked connection's srtt once per "
+         "snapshot_interval and at its close"},
+        {"rtt_every_change", ConfigType::boolean, false,
+         "sample srtt whenever it changes instead (tcp:tcp_probe: one program per segment)"},
         {"rtt_per_connection", ConfigType::boolean, false,
          "srtt histogram per connection instead of per destination"},
         {"max_rtt_series", ConfigType::integer, std::int64_t{256},
-         "srtt histogram series kept in the kernel (destinations or connections; 272 bytes "
-         "per series and CPU)",
+         "srtt histogram series kept (destinations or connections; with rtt_every_change, "
+         "272 bytes per series and CPU in the kernel)",
          1, 1 << 20},
         {"layer_time", ConfigType::boolean, false,
          "per-layer time of every segment (link, IP, transport, application), as histograms"},
@@ -381,8 +400,9 @@ class TcpPlugin {
          {"reason"}},
         {"netwatcher_tcp_srtt_seconds",
          MetricType::histogram,
-         "Smoothed RTT sampled on every segment TCP processes, per destination (saddr, sport and "
-         "dport empty) or per connection (rtt_per_connection).",
+         "Smoothed RTT of tracked connections, once per snapshot_interval and at close (or at "
+         "every change with rtt_every_change), per destination (saddr, sport and dport empty) "
+         "or per connection (rtt_per_connection).",
          {"daddr", "saddr", "sport", "dport"},
          log2_ns_bucket_bounds(kRttFirstLog2, kRttLastLog2)},
         {"netwatcher_tcp_srtt_samples_dropped_total",
@@ -442,11 +462,11 @@ class TcpPlugin {
          "",
          "errors"},
         {"rtt_samples",
-         "srtt histogram (tcp:tcp_probe)",
+         "srtt histogram at every change of srtt (tcp:tcp_probe)",
          {"rtt_probe_btf", "rtt_probe_tp"},
          false,
          "",
-         "rtt_histogram"},
+         "rtt_every_change"},
     };
     // Layer time: every hook optional, so a kernel without one still gets
     // the others (start() says which stages are missing).
@@ -482,6 +502,7 @@ class TcpPlugin {
     resets_enabled_ = config.get_bool("resets");
     errors_ = config.get_bool("errors");
     rtt_histogram_ = config.get_bool("rtt_histogram");
+    rtt_every_change_ = rtt_histogram_ && config.get_bool("rtt_every_change");
     rtt_per_connection_ = config.get_bool("rtt_per_connection");
     max_rtt_series_ = static_cast<std::uint32_t>(config.get_int("max_rtt_series"));
     layer_time_ = config.get_bool("layer_time");
@@ -518,6 +539,7 @@ class TcpPlugin {
     rodata->tcp_state_events = states_enabled_;
     rodata->tcp_retransmit_events = retrans_;
     rodata->tcp_rtt_per_connection = rtt_per_connection_;
+    rodata->tcp_rtt_every_change = rtt_every_change_;
     rodata->tcp_layer_events = layer_events_;
     rodata->tcp_max_events_per_second = max_events_per_second_;
     bpf_map__set_max_entries(skeleton_->maps.tcp_conns, max_connections_);
@@ -526,7 +548,7 @@ class TcpPlugin {
     std::uint32_t tracked = layer_time_ ? max_tracked_packets_ : 1;
     bpf_map__set_max_entries(skeleton_->maps.tcp_rx_inflight, tracked);
     bpf_map__set_max_entries(skeleton_->maps.tcp_tx_inflight, tracked);
-    if (!rtt_histogram_) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
+    if (!rtt_every_change_) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -622,6 +644,7 @@ class TcpPlugin {
       return Status::success();
     }
     owners_.erase(tuple_key(rec.info.tuple));
+    sample_srtt(rec, /*closing=*/true);
     closed_->add({direction}, 1);
     closed_received_[direction] += rec.stats.bytes_received;
     closed_acked_[direction] += rec.stats.bytes_acked;
@@ -640,10 +663,14 @@ class TcpPlugin {
 
   Status collect(EventEmitter& out) {
     read_counters();
-    if (rtt_histogram_) read_rtt_histograms();
     if (layer_time_) read_layer_histograms();
     std::vector<tcp_conn_record> live;
     Status s = read_live_connections(live);
+    if (rtt_histogram_) {
+      for (const auto& rec : live) sample_srtt(rec, /*closing=*/false);
+      if (rtt_per_connection_ && !rtt_every_change_) forget_closed_srtt_series(live);
+      read_rtt_histograms();
+    }
     // Rebuilt from the live table: sockets destroyed without a CLOSE record
     // do not linger.
     owners_.clear();
@@ -898,22 +925,75 @@ class TcpPlugin {
     if (errors_)
       for (std::uint32_t kind = 0; kind < TCP_ERROR_KINDS; ++kind)
         mirror(TCP_COUNTER_ERROR + kind, errors_total_, {kErrorNames[kind]});
-    if (rtt_histogram_) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
+    if (rtt_every_change_) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
+  }
+
+  LabelValues srtt_labels(__u16 family, const __u8* daddr, const __u8* saddr, __u16 sport,
+                          __u16 dport) const {
+    if (!rtt_per_connection_) return {format_address(family, daddr), "", "", ""};
+    return {format_address(family, daddr), format_address(family, saddr), std::to_string(sport),
+            std::to_string(dport)};
+  }
+
+  LabelValues srtt_labels(const nw_tuple& t) const {
+    return srtt_labels(t.family, t.daddr, t.saddr, t.sport, t.dport);
+  }
+
+  // One sample per tracked connection and snapshot, and one at its close:
+  // the histogram weighs connections by how long they live, not by how many
+  // segments they move, and no program runs per segment. A per-connection
+  // series ends at close instead.
+  void sample_srtt(const tcp_conn_record& rec, bool closing) {
+    if (!rtt_histogram_ || rtt_every_change_) return;
+    LabelValues labels = srtt_labels(rec.info.tuple);
+    if (closing && rtt_per_connection_) {
+      if (sampled_rtt_.erase(labels)) srtt_->remove(labels);
+      return;
+    }
+    if (!rec.stats.srtt_us) return;  // no RTT measured yet
+    auto it = sampled_rtt_.find(labels);
+    if (it == sampled_rtt_.end()) {
+      if (sampled_rtt_.size() >= max_rtt_series_) {
+        srtt_dropped_->add({}, 1);
+        return;
+      }
+      it = sampled_rtt_.emplace(std::move(labels), SrttHistogram{}).first;
+    }
+    it->second.add(std::uint64_t{rec.stats.srtt_us} * 1000);
+  }
+
+  // Per-connection series of connections that left the table without a
+  // close record (destroyed while not yet established, a lost record).
+  void forget_closed_srtt_series(const std::vector<tcp_conn_record>& live) {
+    std::set<LabelValues> open;
+    for (const auto& rec : live) open.insert(srtt_labels(rec.info.tuple));
+    for (auto it = sampled_rtt_.begin(); it != sampled_rtt_.end();) {
+      if (open.count(it->first)) {
+        ++it;
+        continue;
+      }
+      srtt_->remove(it->first);
+      it = sampled_rtt_.erase(it);
+    }
+  }
+
+  void publish_srtt(const LabelValues& labels, std::span<const __u64> slots, __u64 sum_ns) {
+    srtt_->set_histogram(labels, log2_slots_to_buckets(slots, kRttFirstLog2, kRttLastLog2),
+                         static_cast<double>(sum_ns) / 1e9);
   }
 
   void read_rtt_histograms() {
+    if (!rtt_every_change_) {
+      for (const auto& [labels, hist] : sampled_rtt_) publish_srtt(labels, hist.slots, hist.sum_ns);
+      return;
+    }
     int fd = bpf_map__fd(skeleton_->maps.tcp_rtt);
     std::set<LabelValues> seen;
     for_each_key<tcp_rtt_key>(fd, [&](const tcp_rtt_key& key) {
       auto summed = sum_percpu<tcp_rtt_hist>(fd, &key);
       if (!summed) return;
-      const tcp_rtt_hist& hist = *summed;
-      LabelValues labels{format_address(key.family, key.daddr), "", "", ""};
-      if (rtt_per_connection_)
-        labels = {labels[0], format_address(key.family, key.saddr), std::to_string(key.sport),
-                  std::to_string(key.dport)};
-      srtt_->set_histogram(labels, log2_slots_to_buckets(hist.slots, kRttFirstLog2, kRttLastLog2),
-                           static_cast<double>(hist.sum_ns) / 1e9);
+      LabelValues labels = srtt_labels(key.family, key.daddr, key.saddr, key.sport, key.dport);
+      publish_srtt(labels, summed->slots, summed->sum_ns);
       seen.insert(labels);
     });
     // Per-connection series leave with their connection.
@@ -1069,12 +1149,16 @@ class TcpPlugin {
                *errors_total_ = nullptr, *srtt_ = nullptr, *srtt_dropped_ = nullptr,
                *layer_latency_ = nullptr, *layer_unmatched_ = nullptr;
   bool states_enabled_ = false, resets_enabled_ = true, errors_ = false, rtt_histogram_ = true,
-       rtt_per_connection_ = false, layer_time_ = false, layer_events_ = false;
+       rtt_every_change_ = false, rtt_per_connection_ = false, layer_time_ = false,
+       layer_events_ = false;
   std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;
   std::uint64_t max_events_per_second_ = 0;
   std::vector<std::string> layer_namespaces_;
   std::map<std::uint32_t, std::string> ca_states_, reset_reasons_, drop_reasons_;
   std::set<LabelValues> rtt_series_;
+  // Without rtt_every_change the histograms live here, fed by snapshots and
+  // close records; at most max_rtt_series_ of them.
+  std::map<LabelValues, SrttHistogram> sampled_rtt_;
   // Established connections by tuple (see emit_error).
   std::unordered_map<std::string, tcp_who> owners_;
 };

@@ -79,6 +79,7 @@ const struct tcp_rtt_hist tcp_rtt_empty = {};
 const volatile bool tcp_state_events = false;
 const volatile bool tcp_retransmit_events = false;
 const volatile bool tcp_rtt_per_connection = false;
+const volatile bool tcp_rtt_every_change = false; /* rtt_probe_btf keeps sampled_srtt_us */
 const volatile bool tcp_layer_events = false;
 const volatile __u64 tcp_max_events_per_second = 0;
 
@@ -425,6 +426,9 @@ static __always_inline void claim_marked_owner(struct sock* sk) {
   if (!mark || !mark->owner_wanted) return;
   mark->owner_wanted = 0;
   claim_owner(sk);
+  /* Without storage the socket's later calls stop at sk->sk_bpf_storage
+   * == NULL instead of searching its storage list. */
+  if (!tcp_rtt_every_change) bpf_sk_storage_delete(&tcp_sock_marks, sk);
 }
 
 SEC("tp_btf/sock_recv_length")

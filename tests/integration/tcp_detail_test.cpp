@@ -334,6 +334,108 @@ TEST_F(TcpDetail, PerConnectionSrttHistogramsLiveAsLongAsTheirConnection) {
       << "the series ends with its connection";
 }
 
+// One destination's srtt histogram as scraped: cumulative count per bucket
+// bound (seconds), total count and sum.
+struct SrttHistogram {
+  std::map<double, double> cumulative;
+  double count = 0, sum = 0;
+};
+SrttHistogram srtt_histogram(const PromText& metrics, const std::string& daddr) {
+  SrttHistogram h;
+  for (const auto& sample : metrics.samples) {
+    auto d = sample.labels.find("daddr");
+    if (d == sample.labels.end() || d->second != daddr) continue;
+    if (sample.name == "netwatcher_tcp_srtt_seconds_count") h.count += sample.value;
+    if (sample.name == "netwatcher_tcp_srtt_seconds_sum") h.sum += sample.value;
+    if (sample.name == "netwatcher_tcp_srtt_seconds_bucket" && sample.labels.at("le") != "+Inf")
+      h.cumulative[std::stod(sample.labels.at("le"))] += sample.value;
+  }
+  return h;
+}
+// The same cumulative buckets built from srtt values in microseconds: the
+// plugin's log2 slots hold [2^k, 2^(k+1)) ns, under the bound 2^(k+1) ns.
+std::map<double, double> cumulative_buckets(const std::vector<std::uint64_t>& srtt_us,
+                                            const std::map<double, double>& like) {
+  std::map<double, double> out;
+  for (const auto& [bound, unused] : like) {
+    (void)unused;
+    double n = 0;
+    for (auto us : srtt_us)
+      if (static_cast<double>(us) * 1e-6 < bound) n += 1;
+    out[bound] = n;
+  }
+  return out;
+}
+
+// By default the histogram takes one sample per connection and snapshot
+// (each tcp_conn row) and one at close, with no program per segment: the
+// scraped buckets are exactly those of the rows' and the close's srtt, and
+// the idle connection's rows carry what ss shows.
+TEST_F(TcpDetail, SrttHistogramTakesOneSamplePerSnapshotAndOneAtClose) {
+  Netwatcher nw(dir_, config("extra = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  std::uint64_t sport = 0;
+  std::string ss_rtt;
+  {
+    HeldConnection held(TwoHosts::kClient, "10.77.0.2", kPort, 12345, 2.5, dir_);
+    sport = held.info().sport;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    auto r = run("ip netns exec nwt-cli ss -tinH state established '( sport = :" +
+                 std::to_string(sport) + " )'");
+    auto at = r.output.find(" rtt:");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    ss_rtt = r.output.substr(at + 5, r.output.find('/', at) - at - 5);
+  }
+  settle();  // closed, and its close record decoded
+  auto scraped = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(nw.log().find("rtt_probe"), std::string::npos) << "no per-segment program by default";
+  std::vector<std::uint64_t> samples;
+  for (const auto& e : events("tcp_conn"))
+    if (e["fields"]["direction"].str() == "client" && e["fields"]["sport"].u64() == sport)
+      samples.push_back(e["fields"]["srtt_us"].u64());
+  ASSERT_GE(samples.size(), 3u) << "2.5 s at one snapshot per 0.5 s";
+  // After its write the connection is idle: srtt stays what ss printed.
+  EXPECT_NEAR(samples.back() / 1000.0, std::stod(ss_rtt), 0.0015) << "ss rtt " << ss_rtt << " ms";
+  std::vector<std::uint64_t> at_close;
+  for (const auto& e : events("tcp_close"))
+    if (e["fields"]["direction"].str() == "client" && e["fields"]["sport"].u64() == sport)
+      at_close.push_back(e["fields"]["srtt_us"].u64());
+  ASSERT_EQ(at_close.size(), 1u);
+  samples.push_back(at_close[0]);
+  auto h = srtt_histogram(scraped, "10.77.0.2");
+  EXPECT_EQ(h.count, static_cast<double>(samples.size())) << "rows plus the close";
+  double sum_us = 0;
+  for (auto us : samples) sum_us += static_cast<double>(us);
+  EXPECT_NEAR(h.sum, sum_us * 1e-6, 1e-9);
+  EXPECT_EQ(h.cumulative, cumulative_buckets(samples, h.cumulative));
+}
+
+// rtt_every_change samples at tcp:tcp_probe instead, whenever a socket's
+// srtt changed: a 200 kB transfer changes it many times, and the value the
+// idle connection ends with (what ss shows) is among the samples.
+TEST_F(TcpDetail, SrttHistogramAtEveryChangeHoldsTheSrttSsShows) {
+  Netwatcher nw(dir_, config("rtt_every_change = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  HeldConnection held(TwoHosts::kClient, "10.77.0.2", kPort, 200000, 2.0, dir_);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  auto r = run("ip netns exec nwt-cli ss -tinH state established '( sport = :" +
+               std::to_string(held.info().sport) + " )'");
+  auto at = r.output.find(" rtt:");
+  ASSERT_NE(at, std::string::npos) << r.output;
+  double ss_srtt_s = std::stod(r.output.substr(at + 5)) / 1000;
+  auto scraped = metrics();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_NE(nw.log().find("'rtt_samples' attached via rtt_probe"), std::string::npos) << nw.log();
+  auto h = srtt_histogram(scraped, "10.77.0.2");
+  EXPECT_GT(h.count, 1) << "200 kB change srtt more than once";
+  // The bucket holding ss's srtt has a sample: the last change.
+  auto upper = h.cumulative.upper_bound(ss_srtt_s);
+  ASSERT_NE(upper, h.cumulative.end());
+  double below = upper == h.cumulative.begin() ? 0 : std::prev(upper)->second;
+  EXPECT_GE(upper->second - below, 1) << "ss srtt " << ss_srtt_s << " s";
+}
+
 TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   Netwatcher nw(dir_, config("extra = true\nlayer_time = true\nlayer_events = true\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);

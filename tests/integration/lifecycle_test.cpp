@@ -45,8 +45,9 @@ TEST_F(Lifecycle, CheckReportsKernelFeaturesAndAttachableHooks) {
 
 TEST_F(Lifecycle, HookOverrideForcesCandidatesAndNamesWhatIsWrong) {
   auto check = [&](const std::string& overrides) {
-    write_file(dir_.file("c.toml"), "[netwatcher]\nhook_override = { " + overrides +
-                                        " }\n[plugins.tcp]\nextra = true\nrtt_every_change = true\n");
+    write_file(dir_.file("c.toml"),
+               "[netwatcher]\nhook_override = { " + overrides +
+                   " }\n[plugins.tcp]\nextra = true\nrtt_every_change = true\n");
     return run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
                dir_.file("c.toml") + " --check");
   };

@@ -358,6 +358,24 @@ class OwnMetrics {
                                "Time spent in each BPF program while kernel run-time statistics "
                                "were on; divided by runs: the cost per run.",
                                {"plugin", "program"}});
+    table_entries_ = store.declare({"netwatcher_table_entries",
+                                    MetricType::gauge,
+                                    "Entries in use in each bounded table of a plugin.",
+                                    {"plugin", "table"}});
+    table_capacity_ = store.declare({"netwatcher_table_capacity",
+                                     MetricType::gauge,
+                                     "Entries that fit in each bounded table of a plugin.",
+                                     {"plugin", "table"}});
+    table_full_ = store.declare({"netwatcher_table_full_total",
+                                 MetricType::counter,
+                                 "Inserts a full table refused (the log names the key to raise).",
+                                 {"plugin", "table"}});
+    table_evictions_ =
+        store.declare({"netwatcher_table_evictions_total",
+                       MetricType::counter,
+                       "Entries that left a table unused: pushed out to make room, or replaced "
+                       "under their key.",
+                       {"plugin", "table"}});
     cpu_ = store.declare({"process_cpu_seconds_total",
                           MetricType::counter,
                           "User and system CPU time of the netwatcher process.",
@@ -395,6 +413,13 @@ class OwnMetrics {
       ring_size_->set({runtime->name()}, static_cast<double>(runtime->ring_bytes()));
       ring_fill_->set({runtime->name()}, runtime->ring_fill());
       ring_peak_->set({runtime->name()}, runtime->ring_fill_peak());
+      for (const auto& table : runtime->table_usage()) {
+        const LabelValues labels{runtime->name(), table.table};
+        table_entries_->set(labels, static_cast<double>(table.entries));
+        table_capacity_->set(labels, static_cast<double>(table.capacity));
+        table_full_->set(labels, static_cast<double>(table.refused));
+        table_evictions_->set(labels, static_cast<double>(table.evicted));
+      }
       for (const auto& program : runtime->program_stats()) {
         runs_->set({runtime->name(), program.program}, static_cast<double>(program.runs));
         run_time_->set({runtime->name(), program.program},
@@ -441,7 +466,8 @@ class OwnMetrics {
 
   MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
       *errors_, *depth_, *up_, *attached_, *build_, *records_, *record_rate_, *ring_size_,
-      *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_;
+      *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_,
+      *table_entries_, *table_capacity_, *table_full_, *table_evictions_;
   std::map<std::string, std::uint64_t> last_records_;  // main loop only
 };
 
@@ -924,6 +950,11 @@ int run(int argc, char** argv) {
         "filtered, ring buffer at most {:.0f}% full",
         runtime->name(), events, runtime->lost_events(), runtime->suppressed_events(),
         runtime->decode_errors(), runtime->filtered(), runtime->ring_fill_peak() * 100);
+    for (const auto& table : runtime->table_usage())
+      if (table.refused || table.evicted)
+        spdlog::warn("plugin '{}': table '{}' ({} entries) refused {} and evicted {}; raise {}",
+                     runtime->name(), table.table, table.capacity, table.refused, table.evicted,
+                     table.raise_key);
   }
   for (const auto& worker : bus.workers())
     spdlog::info("sink '{}': {} written, {} dropped on a full queue, {} errors", worker->instance(),

@@ -192,7 +192,10 @@ class ProbeRuntime::Emitter final : public EventEmitter {
 
 ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
                            MetricStore& metrics)
-    : component_(component), plugin_(std::move(plugin)), metrics_(metrics) {
+    : component_(component),
+      plugin_(std::move(plugin)),
+      metrics_(metrics),
+      tables_(component_.name) {
   description_ = plugin_->describe();
   for (const auto& schema : description_.events) {
     auto copy = std::make_unique<EventSchema>(schema);
@@ -553,8 +556,10 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
     lost_map_fd_ = bpf_map__fd(lost);
   if (bpf_map* suppressed = bpf_object__find_map_by_name(object_, "nw_suppressed"))
     suppressed_map_fd_ = bpf_map__fd(suppressed);
+  tables_.set_object(object_);
   if (Status s = plugin_->start(*this); !s) {
     refresh_ = nullptr;
+    tables_.clear();
     destroy_links();
     plugin_->stop();
     object_ = nullptr;
@@ -665,10 +670,13 @@ void ProbeRuntime::collect(Bus& bus) {
   Emitter emitter(*this, bus);
   if (Status s = plugin_->collect(emitter); !s)
     spdlog::warn("plugin '{}': collect failed: {}", name(), s.message());
+  tables_.update(/*count_entries=*/true);
 }
 
 void ProbeRuntime::refresh_metrics() {
-  if (!started_ || !refresh_) return;
+  if (!started_) return;
+  tables_.update(/*count_entries=*/false);
+  if (!refresh_) return;
   Status s;
   try {
     s = refresh_();
@@ -685,6 +693,15 @@ void ProbeRuntime::refresh_metrics() {
 
 void ProbeRuntime::set_metrics_refresh(std::function<Status()> refresh) noexcept {
   refresh_ = std::move(refresh);
+}
+
+TableAccount* ProbeRuntime::track_table(const TableSpec& spec) noexcept {
+  try {
+    return tables_.track(spec);
+  } catch (const std::exception& e) {
+    spdlog::warn("plugin '{}': table '{}' is not tracked: {}", name(), spec.name, e.what());
+    return nullptr;
+  }
 }
 
 std::uint64_t ProbeRuntime::lost_events() const {
@@ -778,6 +795,7 @@ void ProbeRuntime::shut_down() {
     plugin_->stop();
     started_ = false;
   }
+  tables_.clear();
   object_ = nullptr;
   lost_map_fd_ = -1;
   suppressed_map_fd_ = -1;

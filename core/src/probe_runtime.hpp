@@ -14,6 +14,7 @@
 #include "loader.hpp"
 #include "metric_store.hpp"
 #include "netwatcher/plugin.hpp"
+#include "table_accounts.hpp"
 
 struct bpf_link;
 struct ring_buffer;
@@ -109,6 +110,10 @@ class ProbeRuntime final : public PluginHost {
   int link_fd(std::string_view program) const noexcept override;
   Status attach_netfilter(std::string_view program, const NetfilterPoint& point) noexcept override;
   void set_metrics_refresh(std::function<Status()> refresh) noexcept override;
+  TableAccount* track_table(const TableSpec& spec) noexcept override;
+
+  // The plugin's bounded tables as of the last snapshot or scrape.
+  std::vector<TableUsage> table_usage() const { return tables_.usage(); }
 
  private:
   class Emitter;
@@ -153,6 +158,7 @@ class ProbeRuntime final : public PluginHost {
   std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0}, records_{0};
   std::function<Status()> refresh_;  // the plugin's; destroyed before stop()
   std::uint64_t refresh_failures_ = 0;
+  TableAccounts tables_;
   // Read-only mapping of the ring buffer's consumer and producer positions.
   void* ring_positions_ = nullptr;
   std::uint64_t ring_bytes_ = 0;

@@ -7,6 +7,7 @@
 
 #include "metric_store.hpp"
 #include "netwatcher/plugin.hpp"
+#include "table_accounts.hpp"
 
 namespace netwatcher::fakes {
 
@@ -37,8 +38,11 @@ class FakeHost : public PluginHost {
   void set_metrics_refresh(std::function<Status()> refresh) noexcept override {
     metrics_refresh = std::move(refresh);
   }
+  // User-space tables only: there is no BPF object.
+  TableAccount* track_table(const TableSpec& spec) noexcept override { return tables.track(spec); }
   host::MetricStore store;
   std::function<Status()> metrics_refresh;
+  host::TableAccounts tables{"fake"};
 };
 
 }  // namespace netwatcher::fakes

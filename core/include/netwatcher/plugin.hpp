@@ -31,6 +31,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <span>
 #include <string>
@@ -98,6 +99,56 @@ struct NetfilterPoint {
   std::string netns;
 };
 
+// ABI 2.3. One bounded table of a plugin: a hash or LRU hash map in its BPF
+// object, or a container in the plugin's own memory. For every table the host
+// exports, with labels {plugin, table}:
+//   netwatcher_table_entries         entries in use (gauge)
+//   netwatcher_table_capacity        entries that fit (gauge)
+//   netwatcher_table_full_total      inserts refused for want of room
+//   netwatcher_table_evictions_total entries that left to make room (LRU), or
+//                                    that a new entry under their key replaced
+//                                    before they were used
+// and logs one warning naming `raise_key` the first time the table refuses or
+// evicts anything; the shutdown summary lists such tables again. So a table
+// that is too small is never silent.
+struct TableSpec {
+  std::string name;  // e.g. "connections"; unique within the plugin
+  // The BPF map (BPF_MAP_TYPE_HASH or _LRU_HASH) of the plugin's object that
+  // holds the table. The BPF code inserts and deletes through
+  // nw_table_insert() / nw_table_remove() (common.bpf.h) with `kernel_index`,
+  // and the host counts the map's entries every snapshot_interval (one
+  // bpf_map_get_next_key() per entry). Empty for a table in user space: the
+  // plugin then reports everything through its TableAccount.
+  std::string map;
+  unsigned kernel_index = 0;  // 0 .. NW_MAX_TABLES - 1; kernel tables only
+  // How many entries fit. Kernel tables: 0 takes the map's max_entries.
+  std::uint64_t capacity = 0;
+  // What an operator raises when the table is too small, as written in
+  // netwatcher.toml, e.g. "plugins.tcp.max_connections".
+  std::string raise_key;
+};
+
+// What a plugin reports about one of its tables (see TableSpec). Owned by the
+// host; valid from track_table() until stop() returns. Poller thread only
+// (decode(), collect(), the metrics refresh, start()).
+class TableAccount {
+ public:
+  // Inserts that found no room, and entries dropped to make room. For kernel
+  // tables the BPF side counts its own; these add what user space refused or
+  // evicted.
+  virtual void count_refused(std::uint64_t n = 1) noexcept = 0;
+  virtual void count_evicted(std::uint64_t n = 1) noexcept = 0;
+  // User-space tables: the entries in use now. Ignored for kernel tables,
+  // whose entries the host counts.
+  virtual void set_entries(std::uint64_t entries) noexcept = 0;
+  // Kernel tables: entries user space deleted from the map (e.g. expiry of
+  // idle entries), so that they are not taken for evictions.
+  virtual void count_removed(std::uint64_t n = 1) noexcept = 0;
+
+ protected:
+  ~TableAccount() = default;
+};
+
 struct PluginDescription {
   std::vector<ConfigKey> config;  // `enabled` is implicit: do not declare it
   std::vector<CliFlag> flags;
@@ -136,6 +187,12 @@ class PluginHost {
   // logged. Call from start(); the host destroys `refresh` before stop().
   // Without it, metrics change only in decode() and collect().
   virtual void set_metrics_refresh(std::function<Status()> refresh) noexcept = 0;
+  // ABI 2.3. Declares one bounded table (TableSpec) and returns its account.
+  // Call from start(). nullptr, with a warning in the log, when the spec is
+  // invalid: a duplicate name, a map the object does not have or that is not
+  // a hash map, a kernel_index out of range, a user-space table without a
+  // capacity.
+  virtual TableAccount* track_table(const TableSpec& spec) noexcept = 0;
 };
 
 class ProbePlugin {

@@ -7,6 +7,9 @@
  *              netwatcher_events_lost_total)
  *   nw_suppressed  per-CPU count of records a rate limit held back on purpose
  *              (reported as netwatcher_events_suppressed_total)
+ *   nw_tables  per-CPU counts of bounded tables (nw_table_insert/remove),
+ *              reported as netwatcher_table_* for tables declared with
+ *              PluginHost::track_table()
  * the rodata global filter `nw_filter_cfg`, filled by the plugin before load,
  * and the rodata `nw_wakeup_bytes`, filled by the host before load.
  *
@@ -47,6 +50,61 @@ struct {
   __type(key, __u32);
   __type(value, __u64);
 } nw_suppressed SEC(".maps");
+
+/* Bounded tables: at most NW_MAX_TABLES per plugin, indexed by the
+ * TableSpec::kernel_index the plugin gives the host. */
+#define NW_MAX_TABLES 16
+
+struct nw_table_counts {
+  __u64 inserted; /* new keys */
+  __u64 removed;  /* deleted by the BPF code */
+  __u64 refused;  /* new keys that found no room (-E2BIG) */
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, NW_MAX_TABLES);
+  __type(key, __u32);
+  __type(value, struct nw_table_counts);
+} nw_tables SEC(".maps");
+
+#ifndef E2BIG
+#define E2BIG 7
+#endif
+#ifndef EEXIST
+#define EEXIST 17
+#endif
+
+/* bpf_map_update_elem() on a bounded table, counted under index `table`.
+ * Inserts a new key: with BPF_NOEXIST an existing key is left alone (-EEXIST,
+ * not counted); with BPF_ANY it is replaced, which the host sees as an entry
+ * that left unused (an eviction), so use BPF_ANY only where a leftover under
+ * the same key is stale (e.g. keys that are skb addresses). A hash map that is
+ * full refuses (-E2BIG, counted); an LRU map makes room instead (the host
+ * derives those evictions). Per CPU, no atomics: a lost count under nesting
+ * is the price of not bouncing a cache line per packet. */
+static __always_inline long nw_table_insert(void* map, __u32 table, const void* key,
+                                            const void* value, __u64 flags) {
+  long err = bpf_map_update_elem(map, key, value, flags);
+  struct nw_table_counts* counts = bpf_map_lookup_elem(&nw_tables, &table);
+  if (counts) {
+    if (!err)
+      counts->inserted += 1;
+    else if (err == -E2BIG)
+      counts->refused += 1;
+  }
+  return err;
+}
+
+/* bpf_map_delete_elem() on a bounded table; counts keys that were there. */
+static __always_inline long nw_table_remove(void* map, __u32 table, const void* key) {
+  long err = bpf_map_delete_elem(map, key);
+  if (!err) {
+    struct nw_table_counts* counts = bpf_map_lookup_elem(&nw_tables, &table);
+    if (counts) counts->removed += 1;
+  }
+  return err;
+}
 
 /* One-second window shared by every CPU for nw_rate_allow(). */
 struct nw_rate_window {

@@ -565,6 +565,7 @@ class TcpPlugin {
 
   Status start(PluginHost& host) {
     host_ = &host;
+    track_tables(host);
     // Counters the kernel keeps, current at every scrape (on the poller thread).
     host.set_metrics_refresh([this] {
       read_counters();
@@ -640,12 +641,10 @@ class TcpPlugin {
       remember_owner(rec);
       std::vector<Value> values = identity_values(out, rec);
       out.emit(kOpenEvent, header.timestamp_ns, std::move(values));
-      opened_->add({direction}, 1);
       return Status::success();
     }
     owners_.erase(tuple_key(rec.info.tuple));
     sample_srtt(rec, /*closing=*/true);
-    closed_->add({direction}, 1);
     closed_received_[direction] += rec.stats.bytes_received;
     closed_acked_[direction] += rec.stats.bytes_acked;
     forget_series(rec);
@@ -655,7 +654,10 @@ class TcpPlugin {
       // The row now describes a closed connection: the kernel's TCP_CLOSE,
       // named like every other state (prefix stripped).
       closed_table_.back()[kState] = std::string("CLOSE");
-      while (closed_table_.size() > max_closed_) closed_table_.pop_front();
+      while (closed_table_.size() > max_closed_) {
+        closed_table_.pop_front();
+        if (closed_rows_table_) closed_rows_table_->count_evicted();
+      }
     }
     out.emit(kCloseEvent, header.timestamp_ns, std::move(values));
     return Status::success();
@@ -690,14 +692,21 @@ class TcpPlugin {
     for (const auto& [direction, n] : current) current_->set({direction}, n);
     // Closed totals plus live values only ever grow: a connection's final
     // count at close is at least what the last snapshot saw.
+    // Connections the table had no room for count at their close.
     for (const char* direction : {"client", "server", "unknown"}) {
-      received_->set({direction}, closed_received_[direction] + live_received[direction]);
-      acked_->set({direction}, closed_acked_[direction] + live_acked[direction]);
+      received_->set({direction}, closed_received_[direction] + live_received[direction] +
+                                      untracked_received_[direction]);
+      acked_->set({direction},
+                  closed_acked_[direction] + live_acked[direction] + untracked_acked_[direction]);
     }
+    if (series_table_) series_table_->set_entries(series_.size());
+    if (rtt_table_) rtt_table_->set_entries(sampled_rtt_.size());
+    if (closed_rows_table_) closed_rows_table_->set_entries(closed_table_.size());
     return s;
   }
 
   void stop() {
+    series_table_ = rtt_table_ = closed_rows_table_ = nullptr;
     skeleton_.reset();
     host_ = nullptr;
   }
@@ -765,7 +774,10 @@ class TcpPlugin {
   void update_series(const tcp_conn_record& rec) {
     auto it = series_.find(rec.sock);
     if (it == series_.end()) {
-      if (series_.size() >= max_connection_series_) return;
+      if (series_.size() >= max_connection_series_) {
+        if (series_table_) series_table_->count_refused();
+        return;
+      }
       it = series_.emplace(rec.sock, connection_key(rec).labels()).first;
     }
     conn_srtt_->set(it->second, rec.stats.srtt_us / 1e6);
@@ -926,6 +938,42 @@ class TcpPlugin {
       for (std::uint32_t kind = 0; kind < TCP_ERROR_KINDS; ++kind)
         mirror(TCP_COUNTER_ERROR + kind, errors_total_, {kErrorNames[kind]});
     if (rtt_every_change_) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
+    // Opens and closes are counted in the kernel, tracked or not.
+    for (std::uint8_t direction :
+         {TCP_DIRECTION_UNKNOWN, TCP_DIRECTION_CLIENT, TCP_DIRECTION_SERVER}) {
+      mirror(TCP_COUNTER_OPENED + direction, opened_, {direction_name(direction)});
+      mirror(TCP_COUNTER_CLOSED + direction, closed_, {direction_name(direction)});
+      std::uint32_t received = TCP_COUNTER_UNTRACKED_RECEIVED + direction;
+      std::uint32_t acked = TCP_COUNTER_UNTRACKED_ACKED + direction;
+      untracked_received_[direction_name(direction)] =
+          static_cast<double>(sum_percpu_u64(fd, &received).value_or(0));
+      untracked_acked_[direction_name(direction)] =
+          static_cast<double>(sum_percpu_u64(fd, &acked).value_or(0));
+    }
+  }
+
+  // Every bounded table, so that none fills up silently.
+  void track_tables(PluginHost& host) {
+    host.track_table(
+        {"connections", "tcp_conns", TCP_TABLE_CONNECTIONS, 0, "plugins.tcp.max_connections"});
+    if (layer_time_) {
+      host.track_table({"rx_segments", "tcp_rx_inflight", TCP_TABLE_RX_PACKETS, 0,
+                        "plugins.tcp.max_tracked_packets"});
+      host.track_table({"tx_segments", "tcp_tx_inflight", TCP_TABLE_TX_PACKETS, 0,
+                        "plugins.tcp.max_tracked_packets"});
+    }
+    if (rtt_every_change_)
+      host.track_table(
+          {"rtt_series", "tcp_rtt", TCP_TABLE_RTT_SERIES, 0, "plugins.tcp.max_rtt_series"});
+    else if (rtt_histogram_)
+      rtt_table_ =
+          host.track_table({"rtt_series", "", 0, max_rtt_series_, "plugins.tcp.max_rtt_series"});
+    if (per_connection_metrics_)
+      series_table_ = host.track_table({"connection_series", "", 0, max_connection_series_,
+                                        "plugins.tcp.max_connection_series"});
+    if (all_conn_ && max_closed_ > 0)
+      closed_rows_table_ =
+          host.track_table({"closed_connections", "", 0, max_closed_, "plugins.tcp.max_closed"});
   }
 
   LabelValues srtt_labels(__u16 family, const __u8* daddr, const __u8* saddr, __u16 sport,
@@ -955,6 +1003,7 @@ class TcpPlugin {
     if (it == sampled_rtt_.end()) {
       if (sampled_rtt_.size() >= max_rtt_series_) {
         srtt_dropped_->add({}, 1);
+        if (rtt_table_) rtt_table_->count_refused();
         return;
       }
       it = sampled_rtt_.emplace(std::move(labels), SrttHistogram{}).first;
@@ -1159,6 +1208,9 @@ class TcpPlugin {
   // Without rtt_every_change the histograms live here, fed by snapshots and
   // close records; at most max_rtt_series_ of them.
   std::map<LabelValues, SrttHistogram> sampled_rtt_;
+  std::map<std::string, double> untracked_received_, untracked_acked_;
+  // User-space tables (the kernel ones the host follows itself); null when off.
+  TableAccount *series_table_ = nullptr, *rtt_table_ = nullptr, *closed_rows_table_ = nullptr;
   // Established connections by tuple (see emit_error).
   std::unordered_map<std::string, tcp_who> owners_;
 };

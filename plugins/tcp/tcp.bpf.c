@@ -62,7 +62,8 @@ struct {
 struct tcp_sock_mark {
   __u32 sampled_srtt_us; /* the srtt last added to the histogram */
   __u8 owner_wanted;     /* tracked, accepted, owner not seen yet */
-  __u8 pad[3];
+  __u8 refused;          /* tcp_conns was full: 1 + enum tcp_direction */
+  __u8 pad[2];
 };
 
 struct {
@@ -86,6 +87,11 @@ const volatile __u64 tcp_max_events_per_second = 0;
 static __always_inline void count(__u32 counter) {
   __u64* value = bpf_map_lookup_elem(&tcp_counters, &counter);
   if (value) *value += 1;
+}
+
+static __always_inline void count_by(__u32 counter, __u64 n) {
+  __u64* value = bpf_map_lookup_elem(&tcp_counters, &counter);
+  if (value) *value += n;
 }
 
 static __always_inline bool filter_active(void) {
@@ -211,11 +217,45 @@ static __always_inline void forget_rtt_series(const struct nw_tuple* t) {
   __builtin_memcpy(rtt.saddr, t->saddr, 16);
   rtt.sport = t->sport;
   rtt.dport = t->dport;
-  bpf_map_delete_elem(&tcp_rtt, &rtt);
+  nw_table_remove(&tcp_rtt, TCP_TABLE_RTT_SERIES, &rtt);
 }
 
-static __always_inline void handle_state(const struct sock* sk, int oldstate, int newstate) {
-  if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return;
+/* A connection the full table refused, as handle_state() is told about it:
+ * TCP_NOT_REFUSED, or its direction (from the socket's mark; unknown for the
+ * classic tracepoint, which cannot read marks). */
+#define TCP_NOT_REFUSED 0xff
+
+/* Opens, closes and bytes of a connection tcp_conns had no room for: counted
+ * all the same, only not in the table. The tuple filter applies as for
+ * tracked ones (a pid filter is checked by the caller). */
+static __always_inline void count_untracked(const struct sock* sk, int oldstate, int newstate,
+                                            __u8 refused) {
+  if (refused == TCP_NOT_REFUSED) return;
+  struct nw_tuple tuple;
+  nw_read_sock_tuple(sk, &tuple);
+  if (!nw_tuple_selected(&tuple)) return;
+  if (newstate == TCP_ESTABLISHED) {
+    __u8 direction = oldstate == TCP_SYN_SENT   ? TCP_DIRECTION_CLIENT
+                     : oldstate == TCP_SYN_RECV ? TCP_DIRECTION_SERVER
+                                                : refused;
+    count(TCP_COUNTER_OPENED + (direction % 3));
+  } else if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN) {
+    struct tcp_conn_info none = {};
+    none.acked_base = 1; /* the SYN, as for tracked connections */
+    struct tcp_conn_stats stats;
+    read_stats(sk, &none, oldstate, &stats);
+    __u32 direction = refused % 3;
+    count(TCP_COUNTER_CLOSED + direction);
+    count_by(TCP_COUNTER_UNTRACKED_RECEIVED + direction, stats.bytes_received);
+    count_by(TCP_COUNTER_UNTRACKED_ACKED + direction, stats.bytes_acked);
+  }
+}
+
+/* Returns the direction of a connection that tcp_conns refused (the tp_btf
+ * caller marks its socket), else TCP_NOT_REFUSED. */
+static __always_inline __u8 handle_state(const struct sock* sk, int oldstate, int newstate,
+                                         __u8 refused) {
+  if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP) return TCP_NOT_REFUSED;
   __u64 key = (__u64)sk;
   __u64 now = bpf_ktime_get_ns();
 
@@ -228,7 +268,7 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
     if (newstate == TCP_SYN_SENT) {
       /* connect() runs in the caller's context. */
       info.pid = bpf_get_current_pid_tgid() >> 32;
-      if (!nw_pid_selected(info.pid)) return;
+      if (!nw_pid_selected(info.pid)) return TCP_NOT_REFUSED;
       bpf_get_current_comm(info.comm, sizeof(info.comm));
       info.direction = TCP_DIRECTION_CLIENT;
       /* Its state event waits for the local port (next transition). */
@@ -241,14 +281,21 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
         if (nw_tuple_selected(&who.tuple)) emit_state(&who, oldstate, newstate, 0, 0);
       }
     }
-    bpf_map_update_elem(&tcp_conns, &key, &info, BPF_ANY);
-    return;
+    long err = nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &info, BPF_NOEXIST);
+    /* A leftover of a socket freed without CLOSE at the same address. */
+    if (err == -EEXIST) bpf_map_update_elem(&tcp_conns, &key, &info, BPF_EXIST);
+    /* A server's owner is only learnt from the table: with a pid filter
+     * its connection cannot be counted. */
+    if (err == -E2BIG && (info.direction == TCP_DIRECTION_CLIENT || !nw_filter_cfg.pid))
+      return info.direction;
+    return TCP_NOT_REFUSED;
   }
 
   struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
   if (!info) {
+    count_untracked(sk, oldstate, newstate, refused);
     if (tcp_state_events) emit_untracked_state(sk, oldstate, newstate);
-    return;
+    return TCP_NOT_REFUSED;
   }
   if (!info->tuple_valid) {
     /* The local port is only bound after SYN_SENT, so read the tuple late.
@@ -256,8 +303,8 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
     nw_read_sock_tuple(sk, &info->tuple);
     info->tuple_valid = 1;
     if (!nw_tuple_selected(&info->tuple)) {
-      bpf_map_delete_elem(&tcp_conns, &key);
-      return;
+      nw_table_remove(&tcp_conns, TCP_TABLE_CONNECTIONS, &key);
+      return TCP_NOT_REFUSED;
     }
   }
   if (tcp_state_events) {
@@ -272,17 +319,30 @@ static __always_inline void handle_state(const struct sock* sk, int oldstate, in
   info->state_ns = now;
   if (newstate == TCP_ESTABLISHED) {
     info->acked_base = BPF_CORE_READ((const struct tcp_sock*)sk, bytes_acked);
+    count(TCP_COUNTER_OPENED + (info->direction % 3));
     emit(TCP_RECORD_OPEN, key, info, sk, newstate);
   } else if (newstate == TCP_CLOSE) {
+    count(TCP_COUNTER_CLOSED + (info->direction % 3));
     emit(TCP_RECORD_CLOSE, key, info, sk, oldstate);
     forget_rtt_series(&info->tuple);
-    bpf_map_delete_elem(&tcp_conns, &key);
+    nw_table_remove(&tcp_conns, TCP_TABLE_CONNECTIONS, &key);
   }
+  return TCP_NOT_REFUSED;
 }
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(set_state_btf, const struct sock* sk, const int oldstate, const int newstate) {
-  handle_state(sk, oldstate, newstate);
+  __u8 marked = TCP_NOT_REFUSED;
+  if (newstate == TCP_ESTABLISHED || newstate == TCP_CLOSE) {
+    struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, 0);
+    if (mark && mark->refused) marked = mark->refused - 1;
+  }
+  __u8 refused = handle_state(sk, oldstate, newstate, marked);
+  if (refused != TCP_NOT_REFUSED) {
+    struct tcp_sock_mark* mark =
+        bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (mark) mark->refused = refused + 1;
+  }
   /* An accepted connection learns its owner on its first send or receive;
    * until then the mark sends those calls to the tracking map. */
   if (newstate == TCP_SYN_RECV) {
@@ -299,7 +359,10 @@ int BPF_PROG(set_state_btf, const struct sock* sk, const int oldstate, const int
 SEC("tracepoint/sock/inet_sock_set_state")
 int set_state_tp(struct trace_event_raw_inet_sock_set_state* ctx) {
   if (ctx->protocol != IPPROTO_TCP) return 0;
-  handle_state((const struct sock*)ctx->skaddr, ctx->oldstate, ctx->newstate);
+  /* No marks here: an untracked connection counts as refused, of unknown
+   * direction at close (unless a pid filter makes that a guess). */
+  handle_state((const struct sock*)ctx->skaddr, ctx->oldstate, ctx->newstate,
+               nw_filter_cfg.pid ? TCP_NOT_REFUSED : TCP_DIRECTION_UNKNOWN);
   return 0;
 }
 
@@ -328,11 +391,6 @@ static __always_inline __u16 skb_segments(const struct sk_buff* skb) {
                           (const void*)skb + bpf_core_field_offset(struct sk_buff, cb) +
                               bpf_core_field_offset(struct tcp_skb_cb, tcp_gso_segs));
   return segs ? segs : 1;
-}
-
-static __always_inline void count_by(__u32 counter, __u64 n) {
-  __u64* value = bpf_map_lookup_elem(&tcp_counters, &counter);
-  if (value) *value += n;
 }
 
 static __always_inline void handle_retransmit(const struct sock* sk, const struct sk_buff* skb) {
@@ -404,7 +462,7 @@ static __always_inline void claim_owner(const void* sk) {
   if (!info || info->pid) return;
   __u32 pid = bpf_get_current_pid_tgid() >> 32;
   if (!nw_pid_selected(pid)) {
-    bpf_map_delete_elem(&tcp_conns, &key);
+    nw_table_remove(&tcp_conns, TCP_TABLE_CONNECTIONS, &key);
     return;
   }
   info->pid = pid;
@@ -475,7 +533,7 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   adopted.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
   /* The SYN of an adopted active open stays in bytes_acked (off by one). */
   if (nw_tuple_selected(&adopted.tuple))
-    bpf_map_update_elem(&tcp_conns, &key, &adopted, BPF_NOEXIST);
+    nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &adopted, BPF_NOEXIST);
   return 0;
 }
 
@@ -731,7 +789,7 @@ static __always_inline void log2_slot_add_atomic(__u64* slots, __u64 value) {
 static __always_inline void rtt_add(const struct tcp_rtt_key* key, __u32 srtt_us) {
   struct tcp_rtt_hist* h = bpf_map_lookup_elem(&tcp_rtt, key);
   if (!h) {
-    bpf_map_update_elem(&tcp_rtt, key, &tcp_rtt_empty, BPF_NOEXIST);
+    nw_table_insert(&tcp_rtt, TCP_TABLE_RTT_SERIES, key, &tcp_rtt_empty, BPF_NOEXIST);
     h = bpf_map_lookup_elem(&tcp_rtt, key);
     if (!h) {
       count(TCP_COUNTER_RTT_OVERFLOW);
@@ -972,7 +1030,7 @@ static __always_inline void rx_link(const struct sk_buff* skb) {
   __u64 key = (__u64)skb;
   struct tcp_rx_stamp stamp = {};
   stamp.link_ns = bpf_ktime_get_ns();
-  bpf_map_update_elem(&tcp_rx_inflight, &key, &stamp, BPF_ANY);
+  nw_table_insert(&tcp_rx_inflight, TCP_TABLE_RX_PACKETS, &key, &stamp, BPF_ANY);
 }
 
 SEC("tp_btf/netif_rx")
@@ -1028,7 +1086,7 @@ int BPF_PROG(layer_rx_tcp, struct sock* sk, const struct sk_buff* skb) {
   __u32 length = end_seq - seq - ((flags & 0x02) ? 1 : 0) - ((flags & 0x01) ? 1 : 0);
   if ((__s32)length <= 0) {
     /* Nothing for the application to read: no application time to wait for. */
-    bpf_map_delete_elem(&tcp_rx_inflight, &key);
+    nw_table_remove(&tcp_rx_inflight, TCP_TABLE_RX_PACKETS, &key);
     return 0;
   }
   stamp->tcp_ns = bpf_ktime_get_ns();
@@ -1045,7 +1103,7 @@ int BPF_PROG(layer_rx_read, const struct sk_buff* skb) {
   struct tcp_rx_stamp* stamp = bpf_map_lookup_elem(&tcp_rx_inflight, &key);
   if (!stamp) return 0;
   struct tcp_rx_stamp s = *stamp;
-  bpf_map_delete_elem(&tcp_rx_inflight, &key);
+  nw_table_remove(&tcp_rx_inflight, TCP_TABLE_RX_PACKETS, &key);
   if (!s.tcp_ns) {
     /* Data TCP processed outside ESTABLISHED (tcp_probe fires only there),
      * e.g. received after our FIN: no transport stamp. */
@@ -1157,7 +1215,7 @@ int layer_tx_local_out(struct bpf_nf_ctx* ctx) {
   if (!outgoing_segment(ctx->skb, &stamp)) return NW_NF_ACCEPT;
   stamp.ip_ns = bpf_ktime_get_ns();
   __u64 key = (__u64)ctx->skb;
-  bpf_map_update_elem(&tcp_tx_inflight, &key, &stamp, BPF_ANY);
+  nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &stamp, BPF_ANY);
   return NW_NF_ACCEPT;
 }
 
@@ -1169,14 +1227,14 @@ int BPF_PROG(layer_tx_queue, struct sk_buff* skb) {
   if (stamp) {
     if (stamp->dev_ns) return 0;
     stamp->dev_ns = now;
-    if (!match_write(skb, stamp)) bpf_map_delete_elem(&tcp_tx_inflight, &key);
+    if (!match_write(skb, stamp)) nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
     return 0;
   }
   /* No LOCAL_OUT link in this netns: IP entry unknown, start here. */
   struct tcp_tx_stamp fresh = {};
   if (!outgoing_segment(skb, &fresh) || !match_write(skb, &fresh)) return 0;
   fresh.dev_ns = now;
-  bpf_map_update_elem(&tcp_tx_inflight, &key, &fresh, BPF_ANY);
+  nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &fresh, BPF_ANY);
   return 0;
 }
 
@@ -1186,7 +1244,7 @@ int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
   struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
   if (!stamp) return 0;
   struct tcp_tx_stamp s = *stamp;
-  bpf_map_delete_elem(&tcp_tx_inflight, &key);
+  nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
   if (rc != 0 || !s.dev_ns) return 0; /* not accepted by the driver */
   __u64 now = bpf_ktime_get_ns();
   __u64 ns[TCP_LAYERS];
@@ -1203,7 +1261,7 @@ int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
  * Safety net: a socket freed without passing CLOSE must not leak its entries. */
 static __always_inline void forget(const struct sock* sk) {
   __u64 key = (__u64)sk;
-  bpf_map_delete_elem(&tcp_conns, &key);
+  nw_table_remove(&tcp_conns, TCP_TABLE_CONNECTIONS, &key);
 }
 
 SEC("tp_btf/tcp_destroy_sock")

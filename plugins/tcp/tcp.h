@@ -43,7 +43,21 @@ enum tcp_counter {
   TCP_COUNTER_ERROR = 9,         /* + enum tcp_error_kind */
   TCP_COUNTER_RTT_OVERFLOW = 14, /* srtt samples whose series did not fit in tcp_rtt */
   TCP_COUNTER_RETRANS_SKBS = 15, /* retransmitted skbs (a GSO skb counts once) */
-  TCP_COUNTER_MAX = 16,
+  /* Each + enum tcp_direction. Connections are counted whether or not they
+   * found room in tcp_conns; bytes of those that did not count at close. */
+  TCP_COUNTER_OPENED = 16,
+  TCP_COUNTER_CLOSED = 19,
+  TCP_COUNTER_UNTRACKED_RECEIVED = 22,
+  TCP_COUNTER_UNTRACKED_ACKED = 25,
+  TCP_COUNTER_MAX = 28,
+};
+
+/* Bounded kernel tables (TableSpec::kernel_index, nw_tables). */
+enum tcp_table {
+  TCP_TABLE_CONNECTIONS = 0, /* tcp_conns */
+  TCP_TABLE_RX_PACKETS = 1,  /* tcp_rx_inflight */
+  TCP_TABLE_TX_PACKETS = 2,  /* tcp_tx_inflight */
+  TCP_TABLE_RTT_SERIES = 3,  /* tcp_rtt (rtt_every_change) */
 };
 
 #define TCP_CA_STATES 5

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <future>
 #include <stdexcept>
 #include <thread>
 
@@ -434,6 +436,78 @@ TEST_F(TcpDetail, SrttHistogramAtEveryChangeHoldsTheSrttSsShows) {
   ASSERT_NE(upper, h.cumulative.end());
   double below = upper == h.cumulative.begin() ? 0 : std::prev(upper)->second;
   EXPECT_GE(upper->second - below, 1) << "ss srtt " << ss_srtt_s << " s";
+}
+
+// 100 connections between the namespaces, so 200 sockets, against a table
+// of 64: what did not fit is counted as refused, warned about once with the
+// key to raise, and every connection's open, close and bytes still count.
+// The test's own scrapes are connections too (root netns, loopback), each
+// one client and one server socket: they are in the expected numbers.
+TEST_F(TcpDetail, AFullConnectionTableCountsWhatItRefusedAndStillEveryConnection) {
+  constexpr int kConnections = 100, kSize = 3000;
+  Netwatcher nw(dir_, config("max_connections = 64\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  const std::string ready = dir_.file("many.ready");
+  auto peer = std::async(std::launch::async, [&] {
+    return run_tcp_peer(TwoHosts::kClient,
+                        {"many", "10.77.0.2", std::to_string(kPort), std::to_string(kConnections),
+                         std::to_string(kSize), "3", "--ready", ready});
+  });
+  for (int i = 0; i < 500 && !std::filesystem::exists(ready); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(std::filesystem::exists(ready)) << "the connections did not open";
+  settle();               // a snapshot counted the table
+  auto full = metrics();  // scrape 1: its two sockets find the table full too
+  Json done = peer.get().at(0);
+  EXPECT_EQ(done["received"].u64(), 2u * kConnections) << "each server answered \"ok\"";
+  settle();
+  auto after = metrics();  // scrape 2
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  const std::map<std::string, std::string> table{{"plugin", "tcp"}, {"table", "connections"}};
+  EXPECT_EQ(full.value("netwatcher_table_capacity", table), 64);
+  EXPECT_EQ(full.value("netwatcher_table_entries", table), 64);
+  EXPECT_EQ(full.value("netwatcher_table_full_total", table), 2 * kConnections - 64 + 2);
+  EXPECT_EQ(after.value("netwatcher_table_full_total", table), 2 * kConnections - 64 + 2)
+      << "scrape 2 found room: the test's connections had closed";
+  EXPECT_EQ(full.value("netwatcher_table_evictions_total", table), 0) << "a hash map refuses";
+  auto direction = [](const PromText& m, const std::string& name, const std::string& d) {
+    return m.value(name, {{"direction", d}}).value_or(0);
+  };
+  auto all_directions = [&](const PromText& m, const std::string& name) {
+    return direction(m, name, "client") + direction(m, name, "server") +
+           direction(m, name, "unknown");
+  };
+  EXPECT_EQ(direction(full, "netwatcher_tcp_connections_opened_total", "client"), kConnections + 1);
+  EXPECT_EQ(direction(full, "netwatcher_tcp_connections_opened_total", "server"), kConnections + 1);
+  EXPECT_EQ(direction(after, "netwatcher_tcp_connections_opened_total", "client"),
+            kConnections + 2);
+  // Scrape 1's connection closed before scrape 2; scrape 2's is open.
+  EXPECT_EQ(all_directions(after, "netwatcher_tcp_connections_closed_total"),
+            2 * (kConnections + 1));
+  // Bytes: the test's, plus the scrapes' (a request of under 200 bytes each
+  // way in; responses out of the endpoint are acked by the scraper's side).
+  const double sent = static_cast<double>(kConnections) * kSize;
+  const double received = all_directions(after, "netwatcher_tcp_received_bytes_total");
+  EXPECT_GE(received, sent + 2 * kConnections) << "refused connections count at close";
+  if (!fallback_hooks()) {
+    // Refused sockets are marked (socket storage), so their direction is known.
+    EXPECT_EQ(direction(after, "netwatcher_tcp_connections_closed_total", "client"),
+              kConnections + 1);
+    EXPECT_EQ(direction(after, "netwatcher_tcp_connections_closed_total", "server"),
+              kConnections + 1);
+    const double server_received =
+        direction(after, "netwatcher_tcp_received_bytes_total", "server");
+    EXPECT_GE(server_received, sent);
+    EXPECT_LT(server_received, sent + 400);
+    const double client_acked = direction(after, "netwatcher_tcp_acked_bytes_total", "client");
+    EXPECT_GE(client_acked, sent);
+    EXPECT_LT(client_acked, sent + 400);
+  }
+  const std::string log = nw.log();
+  const std::string warning = "table 'connections' is full (64 entries)";
+  ASSERT_NE(log.find(warning), std::string::npos) << log;
+  EXPECT_EQ(log.find(warning, log.find(warning) + 1), std::string::npos) << "warned once";
+  EXPECT_NE(log.find("raise plugins.tcp.max_connections"), std::string::npos);
 }
 
 TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {

@@ -8,6 +8,10 @@ client HOST PORT SIZE... : one connection per SIZE, sends SIZE bytes, shuts
                  connection: {"pid", "sport", "dport", "sent", "received"}.
 hold HOST PORT SIZE SECONDS : one connection that sends SIZE bytes, prints its
                  JSON line, and stays open for SECONDS before closing.
+many HOST PORT COUNT SIZE SECONDS : COUNT connections open at once, each
+                 sends SIZE bytes; once all are open it touches --ready (the
+                 last argument after it), holds them SECONDS, then ends each
+                 like client. Prints {"pid", "connections", "sent", "received"}.
 pace HOST PORT SIZE COUNT INTERVAL : one connection that sends SIZE bytes
                  COUNT times, INTERVAL seconds apart, then ends like client.
 craft HOST PORT : connects, learns the connection's sequence numbers with
@@ -89,6 +93,27 @@ def hold(host, port, size, seconds):
     s.close()
 
 
+def many(host, port, count, size, seconds, ready):
+    conns = []
+    for _ in range(count):
+        s = socket.create_connection((host, port), timeout=10)
+        s.sendall(b"x" * size)
+        conns.append(s)
+    open(ready, "w").close()
+    time.sleep(seconds)
+    received = 0
+    for s in conns:
+        s.shutdown(socket.SHUT_WR)
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            received += len(chunk)
+        s.close()
+    print(json.dumps({"pid": os.getpid(), "connections": count, "sent": count * size,
+                      "received": received}), flush=True)
+
+
 def pace(host, port, size, count, interval):
     s = socket.create_connection((host, port), timeout=30)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -153,6 +178,9 @@ if __name__ == "__main__":
              float(sys.argv[6]))
     elif sys.argv[1] == "craft":
         craft(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "many":
+        many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]),
+             float(sys.argv[6]), sys.argv[sys.argv.index("--ready") + 1])
     elif sys.argv[1] == "hold":
         hold(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
     else:

@@ -745,6 +745,9 @@ int run(int argc, char** argv) {
   // outlives every sink.
   MetricsRefresher refresher([&store] { return store.snapshot(); }, std::chrono::milliseconds(500),
                              std::chrono::seconds(1));
+  // Every plugin that should run reads 0 until it is attached: a readiness
+  // probe (the prometheus sink's /readyz) answers from these before and after.
+  for (ProbeRuntime* runtime : enabled) own.set_plugin_state(runtime->name(), false, {});
   // Sinks first, so a broken sink stops start-up before anything is attached.
   Bus bus(config.filter);
   std::vector<ProbeRuntime*> running;

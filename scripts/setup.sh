@@ -10,8 +10,12 @@ packages=(
   libboost-dev libboost-program-options-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev
   libgtest-dev
+  # the prometheus sink's endpoint: HTTP(S) server, TLS, bcrypt (crypt_r)
+  libmicrohttpd-dev libgnutls28-dev libcrypt-dev
   # used by the tests and bench/: namespaces, traffic, firewall rules
   iproute2 iperf3 nftables python3 procps iputils-ping curl
+  # the endpoint tests: certificates, and the real Prometheus server scraping
+  openssl prometheus
   # libFuzzer for the parser fuzz targets
   libclang-rt-14-dev
 )

@@ -88,6 +88,8 @@ Status RotatingFile::write_header() {
 
 void RotatingFile::discard_unflushed() {
   failed_ = true;
+  tally_.failed += unflushed_events_;
+  unflushed_events_ = 0;
   // The C library has dropped what the failed write(2) did not take; drop
   // whatever else it still buffers, then the part of it that reached the file.
   __fpurge(file_);
@@ -101,6 +103,16 @@ void RotatingFile::discard_unflushed() {
     flushed_ = size_;
   }
   header_due_ = size_ == 0 && options_.header;
+}
+
+void RotatingFile::let_go() {
+  if (!file_) return;
+  tally_.failed += unflushed_events_;
+  unflushed_events_ = 0;
+  // Nothing of it is worth writing into a file nobody can read.
+  __fpurge(file_);
+  if (!is_stdout_) std::fclose(file_);
+  file_ = nullptr;
 }
 
 bool RotatingFile::replaced() const {
@@ -131,48 +143,76 @@ Status RotatingFile::rotate() {
   return open_current();
 }
 
-Status RotatingFile::write(std::string_view data) {
-  if (failed_ && replaced()) {
-    // Nothing of it is worth writing into a file nobody can read.
-    __fpurge(file_);
-    std::fclose(file_);
-    file_ = nullptr;
-  }
+Status RotatingFile::write(std::string_view data, std::uint64_t events) {
+  if (failed_ && replaced()) let_go();
   if (!file_) {
-    if (Status s = open_current(); !s) return s;
+    if (Status s = open_current(); !s) {
+      tally_.failed += events;
+      return s;
+    }
   }
   if (size_ > 0 && data.size() > room()) {
-    if (Status s = rotate(); !s) return s;
+    if (Status s = rotate(); !s) {
+      tally_.failed += events;
+      return s;
+    }
   }
-  if (Status s = write_header(); !s) return s;
+  if (Status s = write_header(); !s) {
+    tally_.failed += events;
+    return s;
+  }
   if (std::fwrite(data.data(), 1, data.size(), file_) != data.size()) {
     int err = errno;
     discard_unflushed();
+    tally_.failed += events;
     return io_error("cannot write", options_.path, err);
   }
   size_ += data.size();
+  unflushed_events_ += events;
   return Status::success();
 }
 
 Status RotatingFile::flush() {
   if (!file_) return Status::success();
+  Status result = Status::success();
   if (std::fflush(file_) != 0) {
     int err = errno;
     discard_unflushed();
-    return io_error("cannot flush", options_.path, err);
+    result = io_error("cannot flush", options_.path, err);
+  } else {
+    flushed_ = size_;
+    failed_ = false;
+    tally_.written += unflushed_events_;
+    unflushed_events_ = 0;
   }
-  flushed_ = size_;
-  failed_ = false;
-  return Status::success();
+  // Also when the flush failed: removing the full file is how an operator
+  // frees the disk, and its space comes back only once it is closed.
+  const auto now = std::chrono::steady_clock::now();
+  if (rotatable_ && (failed_ || now >= next_check_)) {
+    next_check_ = now + kCheckInterval;
+    if (replaced()) {
+      let_go();
+      if (Status s = open_current(); !s && result) result = s;
+    }
+  }
+  return result;
 }
 
 Status RotatingFile::close() {
   if (!file_) return Status::success();
   Status result = flush();
+  if (!file_) return result;  // let go of a removed file and could not start a new one
   if (!is_stdout_ && std::fclose(file_) != 0 && result)
     result = io_error("cannot close", options_.path, errno);
   file_ = nullptr;
   return result;
+}
+
+Status RotatingFile::reopen() {
+  if (options_.path.empty() || is_stdout_) return flush();
+  Status result = close();
+  Status opened = open_current();
+  return result ? opened : result;
 }
 
 }  // namespace netwatcher

@@ -40,9 +40,15 @@ namespace netwatcher::host {
 namespace {
 
 std::atomic<bool> stop_requested{false};
+std::atomic<bool> reopen_requested{false};
 
 void on_signal(int) {
   stop_requested.store(true);
+}
+
+// SIGHUP reopens the sinks' files (logrotate); it re-reads nothing else.
+void on_hangup(int) {
+  reopen_requested.store(true);
 }
 
 void install_signal_handlers() {
@@ -51,6 +57,11 @@ void install_signal_handlers() {
   sigemptyset(&action.sa_mask);
   sigaction(SIGINT, &action, nullptr);
   sigaction(SIGTERM, &action, nullptr);
+  struct sigaction hangup {};
+  hangup.sa_handler = on_hangup;
+  sigemptyset(&hangup.sa_mask);
+  hangup.sa_flags = SA_RESTART;
+  sigaction(SIGHUP, &hangup, nullptr);
 }
 
 const char* kDefaultConfig = "netwatcher.toml";
@@ -300,8 +311,9 @@ class OwnMetrics {
                               {"sink"}});
     dropped_ = store.declare({"netwatcher_sink_dropped_total",
                               MetricType::counter,
-                              "Events dropped because a sink's queue was full.",
-                              {"sink"}});
+                              "Events a sink did not write: its queue was full (queue_full) or "
+                              "writing failed (write_error).",
+                              {"sink", "reason"}});
     errors_ = store.declare({"netwatcher_sink_errors_total",
                              MetricType::counter,
                              "Failed sink writes, flushes and closes.",
@@ -430,7 +442,9 @@ class OwnMetrics {
     refresh_process();
     for (const auto& worker : bus.workers()) {
       written_->set({worker->instance()}, static_cast<double>(worker->written()));
-      dropped_->set({worker->instance()}, static_cast<double>(worker->dropped()));
+      dropped_->set({worker->instance(), "queue_full"}, static_cast<double>(worker->dropped()));
+      dropped_->set({worker->instance(), "write_error"},
+                    static_cast<double>(worker->write_failures()));
       errors_->set({worker->instance()}, static_cast<double>(worker->errors()));
       depth_->set({worker->instance()}, static_cast<double>(worker->depth()));
       capacity_->set({worker->instance()}, static_cast<double>(worker->capacity()));
@@ -757,6 +771,9 @@ int run(int argc, char** argv) {
   // outlives every sink.
   MetricsRefresher refresher([&store] { return store.snapshot(); }, std::chrono::milliseconds(500),
                              std::chrono::seconds(1));
+  // Every plugin that should run reads 0 until it is attached: a readiness
+  // probe (the prometheus sink's /readyz) answers from these before and after.
+  for (ProbeRuntime* runtime : enabled) own.set_plugin_state(runtime->name(), false, {});
   // Sinks first, so a broken sink stops start-up before anything is attached.
   Bus bus(config.filter);
   std::vector<ProbeRuntime*> running;
@@ -768,7 +785,8 @@ int run(int argc, char** argv) {
       auto sink = create_sink(*plan.component, error);
       if (!sink) throw ConfigError(error);
       auto worker = std::make_unique<SinkWorker>(plan.context.instance, std::move(sink),
-                                                 plan.routed, config.settings.sink_queue_capacity);
+                                                 plan.routed, config.settings.sink_queue_capacity,
+                                                 plan.component->abi_minor);
       if (Status s = bus.add(std::move(worker), plan.context); !s) throw ConfigError(s.message());
     }
   } catch (const ConfigError& e) {
@@ -896,6 +914,10 @@ int run(int argc, char** argv) {
   auto next_collect = clock::now() + interval;
   auto last_rates = clock::now();
   while (!stop_requested.load() && clock::now() < deadline) {
+    if (reopen_requested.exchange(false)) {
+      spdlog::info("SIGHUP: reopening the sinks' files");
+      bus.reopen_sinks();
+    }
     epoll_event ready[4];
     int n = epoll_wait(epoll_set.fd, ready, 4, poller ? poll_ms : 100);
     if (n < 0 && errno != EINTR) {
@@ -957,8 +979,11 @@ int run(int argc, char** argv) {
                      table.raise_key);
   }
   for (const auto& worker : bus.workers())
-    spdlog::info("sink '{}': {} written, {} dropped on a full queue, {} errors", worker->instance(),
-                 worker->written(), worker->dropped(), worker->errors());
+    spdlog::info(
+        "sink '{}': {} written, {} dropped on a full queue, {} lost to write errors, {} "
+        "errors",
+        worker->instance(), worker->written(), worker->dropped(), worker->write_failures(),
+        worker->errors());
   for (ProbeRuntime* runtime : running) runtime->shut_down();
   return 0;
 }

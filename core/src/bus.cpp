@@ -1,6 +1,7 @@
 #include "bus.hpp"
 
 #include <algorithm>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -40,11 +41,15 @@ std::size_t EventPool::created() const {
 }
 
 SinkWorker::SinkWorker(std::string instance, std::shared_ptr<Sink> sink,
-                       std::optional<std::set<std::string>> plugins, std::size_t capacity)
+                       std::optional<std::set<std::string>> plugins, std::size_t capacity,
+                       unsigned abi_minor)
     : instance_(std::move(instance)),
       sink_(std::move(sink)),
       plugins_(std::move(plugins)),
-      capacity_(capacity) {}
+      capacity_(capacity),
+      // Older sinks have no such entries in their vtable: never call them there.
+      tallies_(abi_minor >= 3 && sink_->tallies_writes()),
+      can_reopen_(abi_minor >= 3) {}
 
 SinkWorker::~SinkWorker() {
   stop();
@@ -115,15 +120,40 @@ void SinkWorker::report(const Status& status, const char* what) {
   }
 }
 
+void SinkWorker::collect_tally() {
+  if (!tallies_) return;
+  const SinkTally tally = sink_->take_tally();
+  written_.fetch_add(tally.written, std::memory_order_relaxed);
+  write_failures_.fetch_add(tally.failed, std::memory_order_relaxed);
+}
+
+void SinkWorker::request_reopen() {
+  {
+    std::lock_guard lock(mutex_);
+    reopen_requested_ = true;
+  }
+  wake_.notify_one();
+}
+
 void SinkWorker::run() {
   std::vector<PooledEvent*> batch;
   for (;;) {
+    bool reopen = false;
     {
       std::unique_lock lock(mutex_);
       sleeping_ = true;
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      const bool woken = wake_.wait_for(
+          lock, kIdleFlush, [&] { return stopping_ || reopen_requested_ || !queue_.empty(); });
       sleeping_ = false;
       if (queue_.empty() && stopping_) break;
+      reopen = std::exchange(reopen_requested_, false);
+      if (!woken || queue_.empty()) {
+        lock.unlock();
+        if (reopen && can_reopen_) report(sink_->reopen(), "reopen");
+        if (!woken) report(sink_->flush(), "flush");
+        collect_tally();
+        continue;
+      }
       // A bounded share at a time: the poller, which may wait for room, hears
       // of progress every few hundred microseconds instead of once per
       // full queue.
@@ -133,16 +163,22 @@ void SinkWorker::run() {
       ++batches_taken_;
       if (producer_waiting_) drained_.notify_one();
     }
-    std::uint64_t written = 0;
+    // Before the batch: its events belong in the new file.
+    if (reopen && can_reopen_) report(sink_->reopen(), "reopen");
+    std::uint64_t written = 0, failed = 0;
     for (PooledEvent* event : batch) {
       Status s = sink_->write(event->event);
       if (s) {
         ++written;
       } else {
+        ++failed;
         report(s, "write");
       }
     }
-    written_.fetch_add(written, std::memory_order_relaxed);
+    if (!tallies_) {
+      written_.fetch_add(written, std::memory_order_relaxed);
+      write_failures_.fetch_add(failed, std::memory_order_relaxed);
+    }
     release(batch);
     bool idle;
     {
@@ -150,9 +186,11 @@ void SinkWorker::run() {
       idle = queue_.empty();
     }
     if (idle) report(sink_->flush(), "flush");
+    collect_tally();
   }
   report(sink_->flush(), "flush");
   report(sink_->close(), "close");
+  collect_tally();
 }
 
 void SinkWorker::stop() {
@@ -274,6 +312,10 @@ void Bus::flush() {
     workers_[i]->push(pending_[i]);
   }
   pending_events_ = 0;
+}
+
+void Bus::reopen_sinks() {
+  for (auto& worker : workers_) worker->request_reopen();
 }
 
 void Bus::stop() {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -49,9 +50,16 @@ class EventPool {
 
 class SinkWorker {
  public:
+  // `abi_minor`: the sink's, from its descriptor; the ABI 2.3 calls
+  // (take_tally, reopen) are made only when it is 3 or more.
   SinkWorker(std::string instance, std::shared_ptr<Sink> sink,
-             std::optional<std::set<std::string>> plugins, std::size_t capacity);
+             std::optional<std::set<std::string>> plugins, std::size_t capacity,
+             unsigned abi_minor = NETWATCHER_ABI_MINOR);
   ~SinkWorker();
+
+  // How often an idle sink is flushed anyway, so that it notices a removed
+  // output file (and lets go of its space) without waiting for an event.
+  static constexpr std::chrono::seconds kIdleFlush{1};
 
   // Opens the sink on the calling thread (start-up errors must stop start-up),
   // then starts the worker thread. `pool` takes back written events.
@@ -68,11 +76,18 @@ class SinkWorker {
   // not drain within the timeout is marked stalled and not waited for again
   // until it takes another batch, so a hung sink cannot slow the others down.
   void wait_for_room(std::chrono::steady_clock::duration timeout);
+  // Any thread (the main loop, on SIGHUP): the sink thread calls the sink's
+  // reopen() before its next batch, or at once when idle.
+  void request_reopen();
   // Writes everything queued, flushes, closes, and joins the thread.
   void stop();
 
   const std::string& instance() const { return instance_; }
+  // Events dropped because the queue was full.
   std::uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  // Events the sink could not write (see SinkTally); never also in written().
+  std::uint64_t write_failures() const { return write_failures_.load(std::memory_order_relaxed); }
+  // Events whose bytes reached the sink's output.
   std::uint64_t written() const { return written_.load(std::memory_order_relaxed); }
   std::uint64_t errors() const { return errors_.load(std::memory_order_relaxed); }
   std::size_t depth() const;
@@ -81,6 +96,8 @@ class SinkWorker {
  private:
   void run();
   void report(const Status& status, const char* what);
+  // Adds what the sink says became of its events (sinks that tally).
+  void collect_tally();
   // Drops one hold on each event; those no sink holds any more go back to the pool.
   void release(std::vector<PooledEvent*>& events);
 
@@ -88,6 +105,8 @@ class SinkWorker {
   std::shared_ptr<Sink> sink_;
   std::optional<std::set<std::string>> plugins_;
   std::size_t capacity_;
+  bool tallies_ = false;     // the sink counts its written events itself
+  bool can_reopen_ = false;  // built for ABI 2.3 or later
   EventPool* pool_ = nullptr;
   mutable std::mutex mutex_;
   std::condition_variable wake_, drained_;
@@ -97,9 +116,10 @@ class SinkWorker {
   std::uint64_t batches_taken_ = 0;   // under mutex_: progress for wait_for_room()
   std::uint64_t stalled_at_ = ~0ULL;  // batches_taken_ when last found stalled
   bool stopping_ = false;
+  bool reopen_requested_ = false;  // under mutex_
   bool started_ = false;
   std::thread thread_;
-  std::atomic<std::uint64_t> dropped_{0}, written_{0}, errors_{0};
+  std::atomic<std::uint64_t> dropped_{0}, written_{0}, errors_{0}, write_failures_{0};
   std::chrono::steady_clock::time_point last_error_log_{};
 };
 
@@ -153,6 +173,8 @@ class Bus {
   }
 
   void stop();
+  // SIGHUP: every sink reopens its files (SinkWorker::request_reopen).
+  void reopen_sinks();
   const std::vector<std::unique_ptr<SinkWorker>>& workers() const { return workers_; }
   const EventPool& pool() const { return pool_; }
 

@@ -43,7 +43,10 @@ class CsvSink {
   Status write(const Event& event) {
     RotatingFile& file = file_for(*event.schema);
     if (!file_ok_[event.schema]) {
-      if (Status s = open_file(file, *event.schema); !s) return s;
+      if (Status s = open_file(file, *event.schema); !s) {
+        file.count_failed(1);
+        return s;
+      }
       file_ok_[event.schema] = true;
     }
     row_.clear();
@@ -55,7 +58,7 @@ class CsvSink {
                                                : value_to_string(event.values[i]));
     }
     row_ += "\r\n";
-    return file.write(row_);
+    return file.write(row_, 1);
   }
 
   Status flush() {
@@ -67,10 +70,33 @@ class CsvSink {
 
   Status close() {
     Status result;
-    for (auto& [schema, file] : files_)
+    for (auto& [schema, file] : files_) {
       if (Status s = file->close(); !s) result = s;
+      SinkTally t = file->take_tally();
+      closed_tally_.written += t.written;
+      closed_tally_.failed += t.failed;
+    }
     files_.clear();
     return result;
+  }
+
+  Status reopen() {
+    Status result;
+    for (auto& [schema, file] : files_)
+      if (file_ok_[schema])
+        if (Status s = file->reopen(); !s) result = s;
+    return result;
+  }
+
+  SinkTally take_tally() {
+    SinkTally total = closed_tally_;
+    closed_tally_ = {};
+    for (auto& [schema, file] : files_) {
+      SinkTally t = file->take_tally();
+      total.written += t.written;
+      total.failed += t.failed;
+    }
+    return total;
   }
 
  private:
@@ -101,6 +127,7 @@ class CsvSink {
   std::map<const EventSchema*, std::unique_ptr<RotatingFile>> files_;
   std::map<const EventSchema*, bool> file_ok_;
   std::string row_;
+  SinkTally closed_tally_;  // of files closed by close(), until the host takes it
 };
 
 }  // namespace

@@ -1,4 +1,5 @@
 // JSON Lines: one object per event, to a file (rotated by size) or stdout.
+#include <cstdint>
 #include <string>
 
 #include "netwatcher/format.hpp"
@@ -40,27 +41,38 @@ class JsonSink {
     pending_ += '\n';
     const std::size_t line = pending_.size() - start;
     if (pending_.size() > file_.room() && start > 0) {
-      Status s = file_.write(std::string_view(pending_).substr(0, start));
+      Status s = file_.write(std::string_view(pending_).substr(0, start), pending_events_);
       pending_.erase(0, start);
+      pending_events_ = 0;
       if (!s) {
+        // The new line goes with the chunk before it: one failure, one drop.
         pending_.clear();
+        file_.count_failed(1);
         return s;
       }
     }
+    ++pending_events_;
     if (line > file_.room()) return send();  // rotates first
     if (pending_.size() >= kChunk) return send();
     return Status::success();
   }
 
   Status flush() {
-    if (Status s = send(); !s) return s;
-    return file_.flush();
+    Status s = send();
+    Status f = file_.flush();  // also after a failed send: it notices a removed file
+    return s ? f : s;
   }
   Status close() {
     Status s = send();
     Status c = file_.close();
     return s ? c : s;
   }
+  Status reopen() {
+    Status s = send();
+    Status r = file_.reopen();
+    return s ? r : s;
+  }
+  SinkTally take_tally() { return file_.take_tally(); }
 
  private:
   static constexpr std::size_t kChunk = 256 * 1024;
@@ -69,14 +81,16 @@ class JsonSink {
   // it would grow without bound on a full disk.
   Status send() {
     if (pending_.empty()) return Status::success();
-    Status s = file_.write(pending_);
+    Status s = file_.write(pending_, pending_events_);
     pending_.clear();
+    pending_events_ = 0;
     return s;
   }
 
   RotatingFile file_;
   JsonEventFormatter formatter_;
   std::string pending_;
+  std::uint64_t pending_events_ = 0;  // lines in pending_
 };
 
 }  // namespace

@@ -1,27 +1,34 @@
-// Prometheus: an HTTP /metrics endpoint and/or a node_exporter textfile, both in
-// the text exposition format 0.0.4, with a cap on series per family.
+// Prometheus: an HTTP(S) /metrics endpoint (http_endpoint.hpp) and/or a
+// node_exporter textfile, both in the text exposition format 0.0.4, with a cap
+// on series per family.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
+#include "http_endpoint.hpp"
 #include "netwatcher/format.hpp"
 #include "netwatcher/sink.hpp"
+#include "web_config.hpp"
 
 namespace {
 
@@ -77,13 +84,42 @@ class PrometheusSink {
 
  public:
   SinkDescription describe() const {
-    return {{
+    SinkDescription d{{
         {"listen",
          ConfigType::string,
          std::string("127.0.0.1:41420"),
          "address:port of the /metrics endpoint; \"\" disables it",
          {},
          {},
+         {}},
+        {"max_connections",
+         ConfigType::integer,
+         std::int64_t{2048},
+         "connections the endpoint holds at once; more are refused until one closes",
+         1,
+         65536,
+         {}},
+        {"max_connections_per_ip",
+         ConfigType::integer,
+         std::int64_t{0},
+         "connections from one client address at once; 0 = only max_connections applies",
+         0,
+         65536,
+         {}},
+        {"idle_timeout",
+         ConfigType::integer,
+         std::int64_t{10},
+         "seconds a connection may stay silent (idle, or a request that stopped half-way) "
+         "before it is closed",
+         1,
+         3600,
+         {}},
+        {"max_request_bytes",
+         ConfigType::integer,
+         std::int64_t{16384},
+         "memory per connection for the request line and headers; larger requests get 431",
+         4096,
+         1 << 20,
          {}},
         {"textfile",
          ConfigType::string,
@@ -108,6 +144,8 @@ class PrometheusSink {
          {},
          {}},
     }};
+    for (auto& key : prometheus::web_config_keys()) d.config.push_back(std::move(key));
+    return d;
   }
 
   Status open(const SinkContext& context) {
@@ -118,14 +156,33 @@ class PrometheusSink {
         std::chrono::duration<double>(context.config.get_double("textfile_interval"));
     if (textfile_interval_.count() <= 0)
       return Status::failure("key 'textfile_interval' must be positive");
+    prometheus::EndpointOptions endpoint;
+    if (Status s = prometheus::load_web_config(context.config, endpoint.web); !s) return s;
     const std::string& listen = context.config.get_string("listen");
+    if (listen.empty() && (endpoint.web.tls() || endpoint.web.basic_auth()))
+      return Status::failure(
+          "TLS or basic_auth_users are set but key 'listen' is \"\" (no endpoint)");
     if (!listen.empty()) {
-      if (Status s = bind_listener(listen); !s) return s;
+      endpoint.max_connections = static_cast<unsigned>(context.config.get_int("max_connections"));
+      endpoint.max_connections_per_ip =
+          static_cast<unsigned>(context.config.get_int("max_connections_per_ip"));
+      endpoint.idle_timeout_s = static_cast<unsigned>(context.config.get_int("idle_timeout"));
+      endpoint.connection_memory_bytes =
+          static_cast<std::size_t>(context.config.get_int("max_request_bytes"));
+      allow_descriptors(endpoint.max_connections);
+      if (Status s = bind_listener(listen, endpoint.listen_fd); !s) return s;
+      endpoint_ = std::make_unique<prometheus::HttpEndpoint>();
+      Status s = endpoint_->start(
+          std::move(endpoint), [this] { return scrape(); }, [this] { return readiness(); });
+      if (!s) {
+        endpoint_.reset();
+        return Status::failure("endpoint on " + listen + ": " + s.message());
+      }
     }
     if (!textfile_.empty()) {
       if (Status s = write_textfile(); !s) return s;
+      textfile_thread_ = std::thread([this] { write_textfile_periodically(); });
     }
-    if (listen_fd_ >= 0 || !textfile_.empty()) thread_ = std::thread([this] { serve(); });
     return Status::success();
   }
 
@@ -133,10 +190,14 @@ class PrometheusSink {
   Status flush() { return Status::success(); }
 
   Status close() {
-    stop_.store(true);
-    if (thread_.joinable()) thread_.join();
-    if (listen_fd_ >= 0) ::close(listen_fd_);
-    listen_fd_ = -1;
+    if (endpoint_) endpoint_->stop();
+    endpoint_.reset();
+    {
+      std::lock_guard lock(textfile_mutex_);
+      stop_ = true;
+    }
+    textfile_wake_.notify_all();
+    if (textfile_thread_.joinable()) textfile_thread_.join();
     if (!textfile_.empty()) return write_textfile();
     return Status::success();
   }
@@ -212,7 +273,7 @@ class PrometheusSink {
   }
 
  private:
-  Status bind_listener(const std::string& listen) {
+  static Status bind_listener(const std::string& listen, int& listen_fd) {
     auto colon = listen.rfind(':');
     if (colon == std::string::npos)
       return Status::failure("key 'listen' must be address:port, got \"" + listen + "\"");
@@ -227,84 +288,95 @@ class PrometheusSink {
     addrinfo* result = nullptr;
     if (int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &result))
       return Status::failure("key 'listen' = \"" + listen + "\": " + gai_strerror(rc));
-    int fd = socket(result->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    // Non-blocking: every server thread accepts from it.
+    int fd = socket(result->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (fd < 0 || bind(fd, result->ai_addr, result->ai_addrlen) != 0 || ::listen(fd, 16) != 0) {
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    // The backlog absorbs a burst of connections (many scrapers at once).
+    if (fd < 0 || bind(fd, result->ai_addr, result->ai_addrlen) != 0 ||
+        ::listen(fd, SOMAXCONN) != 0) {
       int err = errno;
       freeaddrinfo(result);
       if (fd >= 0) ::close(fd);
       return Status::failure("cannot listen on " + listen + ": " + std::strerror(err));
     }
     freeaddrinfo(result);
-    listen_fd_ = fd;
+    listen_fd = fd;
     return Status::success();
   }
 
-  void serve() {
-    auto next_textfile =
-        std::chrono::steady_clock::now() +
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
-    while (!stop_.load()) {
-      if (listen_fd_ >= 0) {
-        pollfd pfd{listen_fd_, POLLIN, 0};
-        if (poll(&pfd, 1, 200) > 0) {
-          int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
-          if (client >= 0) {
-            handle(client);
-            ::close(client);
-          }
-        }
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      }
-      if (!textfile_.empty() && std::chrono::steady_clock::now() >= next_textfile) {
-        write_textfile();
-        next_textfile +=
-            std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
-      }
-    }
+  // Each connection is a descriptor: with the usual soft limit of 1024 (and
+  // the host's BPF objects holding some), max_connections would not be
+  // reachable. Raised as far as the hard limit allows.
+  static void allow_descriptors(unsigned connections) {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    const rlim_t wanted = static_cast<rlim_t>(connections) + 1024;
+    if (limit.rlim_cur >= wanted) return;
+    limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? wanted : std::min(wanted, limit.rlim_max);
+    setrlimit(RLIMIT_NOFILE, &limit);
   }
 
-  void handle(int client) {
-    timeval timeout{2, 0};
-    setsockopt(client, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    setsockopt(client, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof timeout);
-    std::string request;
-    char buf[4096];
-    // A signal (SIGTERM, the host's capability drop) interrupts a socket
-    // call that has a timeout even with SA_RESTART: retry it.
-    while (request.find("\r\n\r\n") == std::string::npos && request.size() < 16384) {
-      ssize_t n = recv(client, buf, sizeof buf, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      request.append(buf, n);
+  // Concurrent scrapes share one rendering: a request that arrives while one
+  // is made waits for it and serves its result, so fifty scrapers cost one
+  // render (and one gzip), not fifty.
+  std::shared_ptr<prometheus::ScrapeBody> scrape() {
+    std::unique_lock lock(scrape_mutex_);
+    if (rendering_) {
+      const std::uint64_t generation = generation_;
+      scrape_done_.wait(lock, [&] { return generation_ != generation; });
+      if (latest_) return latest_;
+      throw std::runtime_error("render failed");
     }
-    std::string first = request.substr(0, request.find("\r\n"));
-    std::string status, type = "text/plain; charset=utf-8", body;
-    if (first.rfind("GET /metrics ", 0) == 0 || first.rfind("GET /metrics?", 0) == 0) {
-      status = "200 OK";
-      type = "text/plain; version=0.0.4; charset=utf-8";
-      body = render();
-    } else if (first.rfind("GET / ", 0) == 0) {
-      status = "200 OK";
-      body = "netwatcher: metrics at /metrics\n";
-    } else if (first.rfind("GET ", 0) == 0) {
-      status = "404 Not Found";
-      body = "not found; try /metrics\n";
-    } else {
-      status = "405 Method Not Allowed";
-      body = "only GET is supported\n";
+    rendering_ = true;
+    lock.unlock();
+    std::shared_ptr<prometheus::ScrapeBody> body;
+    try {
+      body = std::make_shared<prometheus::ScrapeBody>(render());
+    } catch (...) {
+      lock.lock();
+      latest_.reset();
+      ++generation_;
+      rendering_ = false;
+      scrape_done_.notify_all();
+      throw;
     }
-    std::string response = "HTTP/1.1 " + status + "\r\nContent-Type: " + type +
-                           "\r\nContent-Length: " + std::to_string(body.size()) +
-                           "\r\nConnection: close\r\n\r\n" + body;
-    std::size_t sent = 0;
-    while (sent < response.size()) {
-      ssize_t n = send(client, response.data() + sent, response.size() - sent, MSG_NOSIGNAL);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      sent += n;
+    lock.lock();
+    latest_ = body;
+    ++generation_;
+    rendering_ = false;
+    scrape_done_.notify_all();
+    return body;
+  }
+
+  // Ready once every enabled plugin is attached: the host sets
+  // netwatcher_plugin_up to 0 for each of them before it opens the sinks, and
+  // to 1 once the plugin's hooks are attached.
+  prometheus::Readiness readiness() {
+    MetricsSnapshot snapshot = metrics_ ? metrics_() : MetricsSnapshot{};
+    for (const auto& family : snapshot) {
+      if (family.spec.name != "netwatcher_plugin_up") continue;
+      std::string waiting;
+      for (const auto& series : family.series)
+        if (series.value != 1 && !series.labels.empty())
+          waiting += (waiting.empty() ? "" : ", ") + series.labels[0];
+      if (family.series.empty()) return {false, "no plugin reported yet"};
+      if (!waiting.empty()) return {false, "plugins not attached: " + waiting};
+      return {true, {}};
+    }
+    return {false, "no plugin state reported yet"};
+  }
+
+  void write_textfile_periodically() {
+    const auto interval =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(textfile_interval_);
+    auto next = std::chrono::steady_clock::now() + interval;
+    std::unique_lock lock(textfile_mutex_);
+    while (!textfile_wake_.wait_until(lock, next, [&] { return stop_; })) {
+      lock.unlock();
+      write_textfile();
+      lock.lock();
+      next += interval;
     }
   }
 
@@ -343,9 +415,16 @@ class PrometheusSink {
   std::size_t max_series_ = 10000;
   std::string textfile_;
   std::chrono::duration<double> textfile_interval_{15.0};
-  int listen_fd_ = -1;
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
+  std::unique_ptr<prometheus::HttpEndpoint> endpoint_;
+  std::mutex textfile_mutex_;
+  std::condition_variable textfile_wake_;
+  bool stop_ = false;  // under textfile_mutex_
+  std::thread textfile_thread_;
+  std::mutex scrape_mutex_;
+  std::condition_variable scrape_done_;
+  bool rendering_ = false;        // under scrape_mutex_
+  std::uint64_t generation_ = 0;  // under scrape_mutex_: renders finished
+  std::shared_ptr<prometheus::ScrapeBody> latest_;
   std::mutex render_mutex_;
   std::map<std::string, std::set<LabelValues>> admitted_;
   std::map<std::string, std::set<LabelValues>> refused_seen_;

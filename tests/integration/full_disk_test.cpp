@@ -1,14 +1,18 @@
-// A JSON sink on a full filesystem (a 1 MiB tmpfs) next to a JSON sink on
-// normal disk, under loopback TCP traffic: netwatcher keeps running, counts
-// the failed writes, the other sink still writes every event, and once there
-// is room again (the tmpfs enlarged, or the full file removed) the sink
-// writes whole lines again.
+// A JSON and a CSV sink on a full filesystem (a 1 MiB tmpfs) next to a JSON
+// sink on normal disk, under loopback TCP traffic: netwatcher keeps running,
+// counts the failed writes, the other sink still writes every event, and once
+// there is room again (the tmpfs enlarged, or the full files removed: their
+// space comes back at once) the sinks write whole lines again. Every sink
+// accounts for every event: written + dropped (queue_full, write_error) ==
+// produced, and "written" is exactly what the files hold. A SIGHUP after a
+// logrotate-style move starts new files and loses nothing.
 #include <gtest/gtest.h>
 
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <regex>
 #include <stdexcept>
 #include <thread>
 
@@ -176,6 +181,76 @@ Lines read_lines(const std::string& path) {
   return out;
 }
 
+// What netwatcher's shutdown log says about one sink and the tcp plugin.
+struct Accounting {
+  std::uint64_t produced = 0, written = 0, queue_full = 0, write_error = 0;
+};
+Accounting accounting(const std::string& log, const std::string& sink) {
+  Accounting a;
+  std::smatch m;
+  if (std::regex_search(log, m, std::regex("plugin 'tcp': (\\d+) events")))
+    a.produced = std::stoull(m[1]);
+  else
+    ADD_FAILURE() << "no event count for tcp in the log:\n" << log;
+  const std::regex line("sink '" + sink +
+                        "': (\\d+) written, (\\d+) dropped on a full queue, (\\d+) lost to write "
+                        "errors");
+  if (std::regex_search(log, m, line)) {
+    a.written = std::stoull(m[1]);
+    a.queue_full = std::stoull(m[2]);
+    a.write_error = std::stoull(m[3]);
+  } else {
+    ADD_FAILURE() << "no accounting for sink " << sink << " in the log:\n" << log;
+  }
+  return a;
+}
+
+void expect_every_event_accounted(const std::string& log, const std::string& sink) {
+  const Accounting a = accounting(log, sink);
+  EXPECT_GT(a.produced, 0u);
+  EXPECT_EQ(a.written + a.queue_full + a.write_error, a.produced)
+      << "sink " << sink << ": " << a.written << " written, " << a.queue_full << " queue_full, "
+      << a.write_error << " write_error";
+}
+
+// Data rows (all lines but the header) of the CSV files in `directory`
+// (rotated or moved ones included when `suffix` matches them), and how many
+// contain `needle`.
+struct CsvRows {
+  std::size_t rows = 0, matching = 0;
+};
+CsvRows csv_rows(const std::string& directory, const std::string& suffix,
+                 const std::string& needle = "\x01") {
+  CsvRows out;
+  for (const auto& entry : std::filesystem::directory_iterator(directory)) {
+    const std::string name = entry.path().filename().string();
+    if (name.size() < suffix.size() ||
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+      continue;
+    const std::string text = read_file(entry.path().string());
+    std::size_t start = text.find("\r\n");  // past the header
+    while (start != std::string::npos && start + 2 < text.size()) {
+      const std::size_t end = text.find("\r\n", start + 2);
+      const std::string row = text.substr(start + 2, end - start - 2);
+      ++out.rows;
+      if (row.find(needle) != std::string::npos) ++out.matching;
+      start = end;
+    }
+  }
+  return out;
+}
+
+// A port as a whole CSV field, so no other number that contains it matches.
+std::string field(int port) {
+  return "," + std::to_string(port) + ",";
+}
+
+std::uint64_t free_bytes(const std::string& path) {
+  struct statvfs st {};
+  if (::statvfs(path.c_str(), &st) != 0) return 0;
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
 class FullDisk : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -193,6 +268,9 @@ class FullDisk : public ::testing::Test {
     return "[plugins.tcp]\n"
            "[[sinks]]\nname = \"full\"\ntype = \"json\"\npath = \"" +
            tmpfs_->file("events.jsonl") +
+           "\"\nmax_size = 0\n"
+           "[[sinks]]\nname = \"fullcsv\"\ntype = \"csv\"\ndirectory = \"" +
+           tmpfs_->file("csv") +
            "\"\nmax_size = 0\n"
            "[[sinks]]\nname = \"disk\"\ntype = \"json\"\npath = \"" +
            dir_.file("events.jsonl") +
@@ -232,7 +310,9 @@ class FullDisk : public ::testing::Test {
 
   // Connections after there is room again: every one of them reaches the
   // full sink's file, with no more errors.
-  void expect_writes_resume(int made_before) {
+  // `files_kept`: the full sinks' files were never removed, so they must hold
+  // exactly what the sinks counted as written.
+  void expect_writes_resume(int made_before, bool files_kept) {
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // writes in flight settle
     const double errors = full_errors();
     constexpr int kAfter = 200;  // ~300 KB of JSON: fits a new file in the 1 MiB tmpfs
@@ -252,14 +332,47 @@ class FullDisk : public ::testing::Test {
     // next one to be glued to.
     EXPECT_EQ(lines.torn, 0u) << "lines that are not JSON in " << path;
     EXPECT_EQ(full_errors(), errors) << "writes still fail after space was freed";
+    // The CSV sink too: both sides' tcp_close rows of every new connection.
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return csv_rows(tmpfs_->file("csv"), "tcp_close.csv", field(kAfterPort)).matching >=
+                 2 * kAfter;
+        },
+        10000));
+    EXPECT_EQ(csv_rows(tmpfs_->file("csv"), "tcp_close.csv", field(kAfterPort)).matching,
+              static_cast<std::size_t>(2 * kAfter));
 
     PromText m = metrics();
     EXPECT_EQ(m.value("netwatcher_sink_errors_total", {{"sink", "disk"}}), 0);
     // The premises of exact counts: nothing lost in the kernel or a queue.
     EXPECT_EQ(m.value("netwatcher_events_lost_total", {{"plugin", "tcp"}}), 0);
-    EXPECT_EQ(m.value("netwatcher_sink_dropped_total", {{"sink", "disk"}}), 0);
-    EXPECT_EQ(m.value("netwatcher_sink_dropped_total", {{"sink", "full"}}), 0);
+    for (const char* sink : {"disk", "full", "fullcsv"})
+      EXPECT_EQ(
+          m.value("netwatcher_sink_dropped_total", {{"sink", sink}, {"reason", "queue_full"}}), 0)
+          << sink;
+    EXPECT_EQ(
+        m.value("netwatcher_sink_dropped_total", {{"sink", "disk"}, {"reason", "write_error"}}), 0);
+    // The failures were counted as lost events, not as written ones.
+    EXPECT_GT(
+        m.value("netwatcher_sink_dropped_total", {{"sink", "full"}, {"reason", "write_error"}})
+            .value_or(0),
+        0);
+    EXPECT_GT(
+        m.value("netwatcher_sink_dropped_total", {{"sink", "fullcsv"}, {"reason", "write_error"}})
+            .value_or(0),
+        0);
     ASSERT_EQ(nw_->stop(), 0) << nw_->log();
+    const std::string log = nw_->log();
+    for (const char* sink : {"disk", "full", "fullcsv"}) expect_every_event_accounted(log, sink);
+    const Accounting on_disk = accounting(log, "disk");
+    EXPECT_EQ(on_disk.written, on_disk.produced);
+    EXPECT_EQ(parse_json_lines(read_file(dir_.file("events.jsonl"))).size(), on_disk.written);
+    if (files_kept) {
+      EXPECT_EQ(read_lines(path).events.size(), accounting(log, "full").written)
+          << "written is not what the file holds";
+      EXPECT_EQ(csv_rows(tmpfs_->file("csv"), ".csv").rows, accounting(log, "fullcsv").written)
+          << "written is not what the CSV files hold";
+    }
 
     // The sink on normal disk wrote every connection, before, during and
     // after the other one's trouble: one close per side of each.
@@ -286,7 +399,7 @@ TEST_F(FullDisk, KeepsRunningCountsErrorsAndResumesWhenTheFilesystemGrows) {
   const int made = fill_and_keep_going();
   ASSERT_GT(full_errors(), 0);
   tmpfs_->resize("16m");
-  expect_writes_resume(made);
+  expect_writes_resume(made, true);
 }
 
 TEST_F(FullDisk, ResumesInANewFileWhenTheFullOneIsRemoved) {
@@ -294,8 +407,14 @@ TEST_F(FullDisk, ResumesInANewFileWhenTheFullOneIsRemoved) {
   int made = fill_and_keep_going();
   ASSERT_GT(full_errors(), 0);
   // What an operator does to free the space; the space only comes back once
-  // netwatcher lets go of the removed file.
+  // netwatcher lets go of the removed files, which it notices within a flush
+  // interval without waiting for another event.
   std::filesystem::remove(tmpfs_->file("events.jsonl"));
+  for (const auto& entry : std::filesystem::directory_iterator(tmpfs_->file("csv")))
+    std::filesystem::remove(entry.path());
+  const std::uint64_t total = 1u << 20;
+  EXPECT_TRUE(wait_until([&] { return free_bytes(tmpfs_->file("")) > total * 9 / 10; }, 3000))
+      << "df still shows " << free_bytes(tmpfs_->file("")) << " bytes free of " << total;
   EXPECT_TRUE(wait_until(
       [&] {
         connect_many(kFillPort, 20);
@@ -305,5 +424,59 @@ TEST_F(FullDisk, ResumesInANewFileWhenTheFullOneIsRemoved) {
       10000))
       << "no new file after the full one was removed:\n"
       << nw_->log();
-  expect_writes_resume(made);
+  expect_writes_resume(made, false);
+}
+
+// logrotate without copytruncate: move the files away, SIGHUP, and every
+// event is in the moved files or the new ones, none lost, none in both.
+TEST_F(FullDisk, SighupAfterAMoveStartsNewFilesAndLosesNothing) {
+  const std::string json = dir_.file("events.jsonl");
+  const std::string csv = dir_.file("csv");
+  nw_ = std::make_unique<Netwatcher>(
+      dir_, "[plugins.tcp]\n[[sinks]]\nname = \"disk\"\ntype = \"json\"\npath = \"" + json +
+                "\"\n[[sinks]]\nname = \"csv\"\ntype = \"csv\"\ndirectory = \"" + csv +
+                "\"\n[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                std::to_string(kPromPort) + "\"\n");
+  constexpr int kBefore = 300, kAfter = 300;
+  connect_many(kFillPort, kBefore);
+  const std::string fill = field(kFillPort), after = field(kAfterPort);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return closes_to(read_lines(json).events, kFillPort, "client") == kBefore &&
+               csv_rows(csv, "tcp_close.csv", fill).matching == 2 * kBefore;
+      },
+      10000));
+  std::filesystem::rename(json, json + ".1");
+  const std::string close_csv = csv + "/tcp_tcp_close.csv";
+  std::filesystem::rename(close_csv, close_csv + ".1");
+  ASSERT_EQ(::kill(nw_->pid(), SIGHUP), 0);
+  EXPECT_TRUE(wait_until(
+      [&] { return std::filesystem::exists(json) && std::filesystem::exists(close_csv); }, 2000))
+      << nw_->log();
+  connect_many(kAfterPort, kAfter);
+  ASSERT_TRUE(wait_until(
+      [&] { return closes_to(read_lines(json).events, kAfterPort, "client") == kAfter; }, 10000));
+  ASSERT_EQ(nw_->stop(), 0) << nw_->log();
+  EXPECT_NE(nw_->log().find("SIGHUP: reopening the sinks' files"), std::string::npos);
+
+  const auto moved = read_lines(json + ".1").events, current = read_lines(json).events;
+  for (const char* side : {"client", "server"}) {
+    EXPECT_EQ(closes_to(moved, kFillPort, side), static_cast<std::size_t>(kBefore)) << side;
+    EXPECT_EQ(closes_to(moved, kAfterPort, side), 0u) << side;
+    EXPECT_EQ(closes_to(current, kFillPort, side), 0u) << side;
+    EXPECT_EQ(closes_to(current, kAfterPort, side), static_cast<std::size_t>(kAfter)) << side;
+  }
+  EXPECT_EQ(csv_rows(csv, "tcp_close.csv.1", fill).matching, static_cast<std::size_t>(2 * kBefore));
+  EXPECT_EQ(csv_rows(csv, "tcp_close.csv.1", after).matching, 0u);
+  EXPECT_EQ(csv_rows(csv, "tcp_close.csv", fill).matching, 0u);
+  EXPECT_EQ(csv_rows(csv, "tcp_close.csv", after).matching, static_cast<std::size_t>(2 * kAfter));
+  const std::string log = nw_->log();
+  for (const char* sink : {"disk", "csv"}) {
+    const Accounting a = accounting(log, sink);
+    EXPECT_EQ(a.written, a.produced) << sink;
+    EXPECT_EQ(a.queue_full + a.write_error, 0u) << sink;
+  }
+  EXPECT_EQ(moved.size() + current.size(), accounting(log, "disk").written);
+  EXPECT_EQ(csv_rows(csv, ".csv").rows + csv_rows(csv, ".csv.1").rows,
+            accounting(log, "csv").written);
 }

@@ -426,7 +426,9 @@ TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
   EXPECT_GE(parsed.value("netwatcher_events_total", {{"plugin", "tcp"}, {"event", "tcp_close"}})
                 .value_or(0),
             6);
-  EXPECT_EQ(parsed.value("netwatcher_sink_dropped_total", {{"sink", "json"}}), 0);
+  EXPECT_EQ(
+      parsed.value("netwatcher_sink_dropped_total", {{"sink", "json"}, {"reason", "queue_full"}}),
+      0);
   ASSERT_EQ(nw.stop(), 0);
 }
 

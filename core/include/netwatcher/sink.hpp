@@ -8,11 +8,22 @@
 //   NETWATCHER_SINK(JsonSink, "json", "1.0.0", "JSON Lines");
 //
 // Threading: each configured sink instance gets its own thread and a bounded
-// queue. open(), write(), flush() and close() are all called from that thread;
-// a slow sink only fills its own queue (overflow is counted by the host).
-// `SinkContext::metrics` may be called from any thread the sink owns.
+// queue. open(), write(), flush(), close() and, from ABI 2.3, take_tally()
+// and reopen() are all called from that thread; a slow sink only fills its
+// own queue (overflow is counted by the host). `SinkContext::metrics` may be
+// called from any thread the sink owns.
+//
+// Counting (ABI 2.3): an event counts as written (netwatcher_sink_events_total)
+// only once its bytes reached the output. A sink that buffers declares
+// `SinkTally take_tally()` on its class: the host then asks it, after every
+// batch and flush, what became of the events it was given since the last
+// call, and counts the failed ones as dropped with reason "write_error". A
+// sink without take_tally() is counted by the host: each write() that
+// succeeded is written, each one that failed is dropped.
 #pragma once
 
+#include <concepts>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -43,6 +54,14 @@ struct SinkContext {
   std::function<MetricsSnapshot()> metrics;
 };
 
+// What became of the events given to write() since the previous take_tally()
+// (ABI 2.3). Every event is counted once, in one of the two, when its fate is
+// known; events still buffered are in neither yet.
+struct SinkTally {
+  std::uint64_t written = 0;  // their bytes reached the output
+  std::uint64_t failed = 0;   // they are gone: a write or flush failed, or no file could be opened
+};
+
 class Sink {
  public:
   virtual ~Sink() = default;
@@ -56,6 +75,19 @@ class Sink {
   // Called when the queue runs empty and on shutdown.
   virtual Status flush() noexcept = 0;
   virtual Status close() noexcept = 0;
+
+  // ABI 2.3 (the host calls these only on sinks built for 2.3 or later).
+  //
+  // True when take_tally() reports what was written; false: the host counts
+  // the results of write() instead.
+  virtual bool tallies_writes() const noexcept { return false; }
+  // See SinkTally. Never fails.
+  virtual SinkTally take_tally() noexcept { return {}; }
+  // SIGHUP: let go of every output file and open it again by its path (after
+  // logrotate moved it away, a new one is started). Nothing else is re-read.
+  // A failure is counted and logged like a failed flush; the sink stays in
+  // service and tries again with its next write.
+  virtual Status reopen() noexcept { return Status::success(); }
 };
 
 namespace detail {
@@ -82,8 +114,30 @@ class GuardedSink final : public Sink {
   Status close() noexcept override {
     return guard("close", [&] { return impl_.close(); });
   }
+  bool tallies_writes() const noexcept override { return kTallies; }
+  SinkTally take_tally() noexcept override {
+    if constexpr (kTallies) {
+      try {
+        return impl_.take_tally();
+      } catch (...) {
+        return {};
+      }
+    } else {
+      return {};
+    }
+  }
+  Status reopen() noexcept override {
+    if constexpr (requires(Impl & impl) { impl.reopen(); }) {
+      return guard("reopen", [&] { return impl_.reopen(); });
+    } else {
+      return Status::success();
+    }
+  }
 
  private:
+  static constexpr bool kTallies = requires(Impl & impl) {
+    { impl.take_tally() } -> std::same_as<SinkTally>;
+  };
   Impl impl_;
 };
 

@@ -370,6 +370,13 @@ class OwnMetrics {
                                "Time spent in each BPF program while kernel run-time statistics "
                                "were on; divided by runs: the cost per run.",
                                {"plugin", "program"}});
+    missed_ = store.declare(
+        {"netwatcher_bpf_program_missed_runs_total",
+         MetricType::counter,
+         "Runs of each BPF program the kernel skipped because another BPF program was running "
+         "on the same CPU (classic tracepoints and kprobes do not nest); whatever such a run "
+         "would have recorded is missing. Counted whether or not bpf_stats is on.",
+         {"plugin", "program"}});
     table_entries_ = store.declare({"netwatcher_table_entries",
                                     MetricType::gauge,
                                     "Entries in use in each bounded table of a plugin.",
@@ -436,6 +443,7 @@ class OwnMetrics {
         runs_->set({runtime->name(), program.program}, static_cast<double>(program.runs));
         run_time_->set({runtime->name(), program.program},
                        static_cast<double>(program.run_time_ns) / 1e9);
+        missed_->set({runtime->name(), program.program}, static_cast<double>(program.missed_runs));
       }
     }
     pool_->set({}, static_cast<double>(bus.pool().created()));
@@ -481,7 +489,7 @@ class OwnMetrics {
   MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
       *errors_, *depth_, *up_, *attached_, *build_, *records_, *record_rate_, *ring_size_,
       *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_,
-      *table_entries_, *table_capacity_, *table_full_, *table_evictions_;
+      *table_entries_, *table_capacity_, *table_full_, *table_evictions_, *missed_;
   std::map<std::string, std::uint64_t> last_records_;  // main loop only
 };
 
@@ -972,6 +980,12 @@ int run(int argc, char** argv) {
         "filtered, ring buffer at most {:.0f}% full",
         runtime->name(), events, runtime->lost_events(), runtime->suppressed_events(),
         runtime->decode_errors(), runtime->filtered(), runtime->ring_fill_peak() * 100);
+    for (const auto& program : runtime->program_stats())
+      if (program.missed_runs)
+        spdlog::warn(
+            "plugin '{}': the kernel skipped {} runs of {} (another BPF program was running on "
+            "that CPU): what they would have recorded is missing",
+            runtime->name(), program.missed_runs, program.program);
     for (const auto& table : runtime->table_usage())
       if (table.refused || table.evicted)
         spdlog::warn("plugin '{}': table '{}' ({} entries) refused {} and evicted {}; raise {}",

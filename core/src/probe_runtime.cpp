@@ -646,8 +646,8 @@ std::vector<ProbeRuntime::ProgramStats> ProbeRuntime::program_stats() const {
     bpf_prog_info info{};
     __u32 length = sizeof info;
     if (bpf_obj_get_info_by_fd(fd, &info, &length) != 0) continue;
-    stats.push_back(
-        {report.attached_program, info.id, info.run_cnt, info.run_time_ns, program_tag(info.tag)});
+    stats.push_back({report.attached_program, info.id, info.run_cnt, info.run_time_ns,
+                     info.recursion_misses, program_tag(info.tag)});
   }
   return stats;
 }

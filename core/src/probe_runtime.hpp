@@ -100,6 +100,9 @@ class ProbeRuntime final : public PluginHost {
     std::string program;
     std::uint32_t id = 0;
     std::uint64_t runs = 0, run_time_ns = 0;
+    // Runs the kernel skipped because a BPF program was already running on
+    // that CPU (always counted, statistics on or off).
+    std::uint64_t missed_runs = 0;
     std::string tag;  // hex of the instruction hash, to find the same code elsewhere
   };
   // One entry per loaded program; counts stay 0 while statistics are off.

@@ -318,6 +318,12 @@ class OwnMetrics {
                                MetricType::gauge,
                                "1 when the hook is attached via the given program.",
                                {"plugin", "hook", "program"}});
+    netfilter_namespaces_ = store.declare(
+        {"netwatcher_netfilter_namespaces",
+         MetricType::gauge,
+         "Network namespaces in which a plugin has netfilter links now (namespaces come and go "
+         "with the plugin's namespace list, e.g. \"*\").",
+         {"plugin"}});
     records_ = store.declare({"netwatcher_records_decoded_total",
                               MetricType::counter,
                               "Ring-buffer records handed to each plugin's decoder.",
@@ -395,6 +401,8 @@ class OwnMetrics {
       ring_size_->set({runtime->name()}, static_cast<double>(runtime->ring_bytes()));
       ring_fill_->set({runtime->name()}, runtime->ring_fill());
       ring_peak_->set({runtime->name()}, runtime->ring_fill_peak());
+      if (auto namespaces = runtime->netfilter_namespaces())
+        netfilter_namespaces_->set({runtime->name()}, static_cast<double>(*namespaces));
       for (const auto& program : runtime->program_stats()) {
         runs_->set({runtime->name(), program.program}, static_cast<double>(program.runs));
         run_time_->set({runtime->name(), program.program},
@@ -441,7 +449,8 @@ class OwnMetrics {
 
   MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
       *errors_, *depth_, *up_, *attached_, *build_, *records_, *record_rate_, *ring_size_,
-      *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_;
+      *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_,
+      *netfilter_namespaces_;
   std::map<std::string, std::uint64_t> last_records_;  // main loop only
 };
 

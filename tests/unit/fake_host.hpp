@@ -37,6 +37,7 @@ class FakeHost : public PluginHost {
   void set_metrics_refresh(std::function<Status()> refresh) noexcept override {
     metrics_refresh = std::move(refresh);
   }
+  std::size_t release_netfilter(std::uint64_t) noexcept override { return 0; }
   host::MetricStore store;
   std::function<Status()> metrics_refresh;
 };

@@ -17,13 +17,14 @@
 // History: 2.0 added FieldSchema::anomaly, EventSchema::plugin_fields and
 // HookSpec::enabled_by. 2.1 added EventEmitter::make_values(). 2.2 added
 // user-space hook candidates ("user:<name>", see HookSpec) and
-// PluginHost::set_metrics_refresh().
+// PluginHost::set_metrics_refresh(). 2.3 added PluginHost::release_netfilter()
+// and attach_netfilter() from collect().
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION
 
 #define NETWATCHER_ABI_MAJOR 2
-#define NETWATCHER_ABI_MINOR 2
+#define NETWATCHER_ABI_MINOR 3
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

@@ -37,9 +37,13 @@ class FakeHost : public PluginHost {
   void set_metrics_refresh(std::function<Status()> refresh) noexcept override {
     metrics_refresh = std::move(refresh);
   }
-  std::size_t release_netfilter(std::uint64_t) noexcept override { return 0; }
+  std::size_t release_netfilter(std::uint64_t netns_inode) noexcept override {
+    released.push_back(netns_inode);
+    return 0;
+  }
   host::MetricStore store;
   std::function<Status()> metrics_refresh;
+  std::vector<std::uint64_t> released;  // release_netfilter() arguments, in order
 };
 
 }  // namespace netwatcher::fakes

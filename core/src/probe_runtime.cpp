@@ -763,13 +763,16 @@ Status ProbeRuntime::attach_netfilter(std::string_view program,
 }
 
 std::size_t ProbeRuntime::release_netfilter(std::uint64_t netns_inode) noexcept {
+  // Newest first: plugins link the end of a measurement before its start
+  // (nf_last before nf_first), so no packet is stamped without its end.
   std::size_t released = 0;
-  std::erase_if(netfilter_links_, [&](const NetfilterLink& link) {
-    if (link.netns != netns_inode) return false;
-    close(link.fd);
+  for (auto it = netfilter_links_.rbegin(); it != netfilter_links_.rend(); ++it) {
+    if (it->netns != netns_inode) continue;
+    close(it->fd);
+    it->fd = -1;
     ++released;
-    return true;
-  });
+  }
+  std::erase_if(netfilter_links_, [](const NetfilterLink& link) { return link.fd < 0; });
   auto it = netfilter_netns_.find(netns_inode);
   if (it == netfilter_netns_.end()) return released;
   try {

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <filesystem>
 #include <memory>
 #include <vector>
 
@@ -133,25 +132,6 @@ std::uint64_t monotonic_ns() {
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
          static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-std::vector<std::string> resolve_namespaces(const std::vector<std::string>& entries) {
-  std::vector<std::string> files;
-  for (const auto& entry : entries) {
-    if (entry == "self") {
-      files.push_back("");
-    } else if (entry == "*") {
-      files.push_back("");
-      std::error_code ec;
-      for (const auto& file : std::filesystem::directory_iterator("/run/netns", ec))
-        files.push_back(file.path().string());
-    } else if (entry.find('/') != std::string::npos) {
-      files.push_back(entry);
-    } else {
-      files.push_back("/run/netns/" + entry);
-    }
-  }
-  return files;
 }
 
 }  // namespace netwatcher

@@ -145,16 +145,42 @@ std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRunt
   return flags;
 }
 
-void add_plugin_flags(po::options_description& desc, const std::vector<PluginFlag>& flags) {
-  for (const auto& f : flags) {
-    std::string spec = f.flag.long_name;
-    if (f.flag.short_name) spec += std::string(",") + f.flag.short_name;
-    std::string help = f.flag.help + " (" + f.plugin + "." + f.flag.key + ")";
-    if (f.flag.value_name.empty())
-      desc.add_options()(spec.c_str(), help.c_str());
-    else
-      desc.add_options()(spec.c_str(), po::value<std::string>()->value_name(f.flag.value_name),
-                         help.c_str());
+// --help lists plugins in the order README.md describes them ("What the ...
+// plugin reports"), the ones it does not know after them by name.
+constexpr const char* kHelpOrder[] = {"tcp", "http", "drop", "netfilter", "udp", "icmp", "nic"};
+
+std::vector<std::string> help_order(std::vector<std::string> plugins) {
+  auto rank = [](const std::string& plugin) {
+    auto it = std::find(std::begin(kHelpOrder), std::end(kHelpOrder), plugin);
+    return std::distance(std::begin(kHelpOrder), it);
+  };
+  std::sort(plugins.begin(), plugins.end(), [&](const std::string& a, const std::string& b) {
+    return rank(a) != rank(b) ? rank(a) < rank(b) : a < b;
+  });
+  return plugins;
+}
+
+// One group per plugin with flags, headed by its name and one-line description.
+void add_plugin_flags(po::options_description& all, const std::vector<PluginFlag>& flags,
+                      const std::map<std::string, std::string>& descriptions) {
+  std::vector<std::string> plugins;
+  for (const auto& [plugin, description] : descriptions) plugins.push_back(plugin);
+  for (const auto& plugin : help_order(plugins)) {
+    const std::string& description = descriptions.at(plugin);
+    po::options_description group(plugin + " plugin" +
+                                  (description.empty() ? "" : " (" + description + ")"));
+    for (const auto& f : flags) {
+      if (f.plugin != plugin) continue;
+      std::string spec = f.flag.long_name;
+      if (f.flag.short_name) spec += std::string(",") + f.flag.short_name;
+      std::string help = f.flag.help + " (" + f.plugin + "." + f.flag.key + ")";
+      if (f.flag.value_name.empty())
+        group.add_options()(spec.c_str(), help.c_str());
+      else
+        group.add_options()(spec.c_str(), po::value<std::string>()->value_name(f.flag.value_name),
+                            help.c_str());
+    }
+    if (!group.options().empty()) all.add(group);
   }
 }
 
@@ -330,6 +356,12 @@ class OwnMetrics {
                                MetricType::gauge,
                                "1 when the hook is attached via the given program.",
                                {"plugin", "hook", "program"}});
+    netfilter_namespaces_ = store.declare(
+        {"netwatcher_netfilter_namespaces",
+         MetricType::gauge,
+         "Network namespaces in which a plugin has netfilter links now (namespaces come and go "
+         "with the plugin's namespace list, e.g. \"*\").",
+         {"plugin"}});
     records_ = store.declare({"netwatcher_records_decoded_total",
                               MetricType::counter,
                               "Ring-buffer records handed to each plugin's decoder.",
@@ -439,6 +471,8 @@ class OwnMetrics {
         table_full_->set(labels, static_cast<double>(table.refused));
         table_evictions_->set(labels, static_cast<double>(table.evicted));
       }
+      if (auto namespaces = runtime->netfilter_namespaces())
+        netfilter_namespaces_->set({runtime->name()}, static_cast<double>(*namespaces));
       for (const auto& program : runtime->program_stats()) {
         runs_->set({runtime->name(), program.program}, static_cast<double>(program.runs));
         run_time_->set({runtime->name(), program.program},
@@ -489,7 +523,8 @@ class OwnMetrics {
   MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
       *errors_, *depth_, *up_, *attached_, *build_, *records_, *record_rate_, *ring_size_,
       *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_,
-      *table_entries_, *table_capacity_, *table_full_, *table_evictions_, *missed_;
+      *table_entries_, *table_capacity_, *table_full_, *table_evictions_, *missed_,
+      *netfilter_namespaces_;
   std::map<std::string, std::uint64_t> last_records_;  // main loop only
 };
 
@@ -565,9 +600,11 @@ int run(int argc, char** argv) {
   // Phase 2: the full command line, now that plugins contributed their flags.
   std::vector<PluginFlag> flags = plugin_flags(runtimes);
   po::options_description all = core_options();
-  po::options_description plugin_desc("Plugin options");
-  add_plugin_flags(plugin_desc, flags);
-  all.add(plugin_desc);
+  std::map<std::string, std::string> plugin_descriptions;
+  for (const auto& runtime : runtimes)
+    if (const Component* component = discovery.probe(runtime->name()))
+      plugin_descriptions[runtime->name()] = component->description;
+  add_plugin_flags(all, flags, plugin_descriptions);
   po::variables_map vm;
   try {
     po::store(po::parse_command_line(argc, argv, all), vm);

@@ -94,10 +94,14 @@ inline constexpr std::uint64_t capability_bit(int number) {
 //  - CAP_SYS_ADMIN: BPF_ENABLE_STATS, which bpf_stats = "sampled" (the
 //    default) opens and closes again every 30 s; and setns(2) into other
 //    network namespaces, which the tcp plugin does at every snapshot to read
-//    socket statistics there with sock_diag.
+//    socket statistics there with sock_diag, and the netfilter and tcp
+//    plugins do to link namespaces that appeared since start-up
+//    (NetfilterNamespaces). The netfilter link itself needs no capability
+//    (6.5+: BPF_LINK_CREATE checks none for netfilter programs; 6.4 wants
+//    CAP_BPF or CAP_SYS_ADMIN for any bpf(2) command).
 //  - CAP_SYS_PTRACE: opening /proc/<pid>/ns/net of processes with other
 //    credentials or more capabilities (ptrace access mode read), which is how
-//    the tcp plugin finds those namespaces.
+//    both find those namespaces.
 // Everything else is done with file descriptors opened during start-up,
 // which need no capability on kernels since 6.5: map reads and deletes,
 // BPF_OBJ_GET_INFO_BY_FD (run counts), BPF_ITER_CREATE from an iter link,

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -15,6 +16,7 @@
 #include <chrono>
 #include <cstring>
 #include <optional>
+#include <set>
 
 #include <spdlog/spdlog.h>
 
@@ -734,11 +736,12 @@ Status ProbeRuntime::attach_netfilter(std::string_view program,
     if (!is_netfilter_section(bpf_program__section_name(prog)))
       return Status::failure("program '" + std::string(program) + "' is not SEC(\"netfilter\")");
     FdCloser target, home;
+    struct stat netns {};
     if (!point.netns.empty()) {
       // Netfilter links live in the netns of the calling thread: enter the
       // target netns on this thread only, link, and come back.
       target.fd = open(point.netns.c_str(), O_RDONLY | O_CLOEXEC);
-      if (target.fd < 0)
+      if (target.fd < 0 || fstat(target.fd, &netns) != 0)
         return Status::failure("cannot open network namespace " + point.netns + ": " +
                                std::strerror(errno));
       home.fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -748,6 +751,9 @@ Status ProbeRuntime::attach_netfilter(std::string_view program,
       if (setns(target.fd, CLONE_NEWNET) != 0)
         return Status::failure("cannot enter network namespace " + point.netns + ": " +
                                std::strerror(errno));
+    } else if (stat("/proc/thread-self/ns/net", &netns) != 0) {
+      return Status::failure("cannot stat own network namespace: " +
+                             std::string(std::strerror(errno)));
     }
     int fd = create_netfilter_link(bpf_program__fd(prog), point);
     int err = errno;
@@ -760,24 +766,72 @@ Status ProbeRuntime::attach_netfilter(std::string_view program,
       return Status::failure("netfilter link (family " + std::to_string(point.family) + ", hook " +
                              std::to_string(point.hook) + ", priority " +
                              std::to_string(point.priority) + ") refused: " + std::strerror(err));
-    auto& fds = netfilter_links_[std::string(program)];
-    fds.push_back(fd);
-    for (auto& report : reports_)
-      for (auto& candidate : report.candidates)
-        if (candidate.program == program)
-          candidate.status = "attached (" + std::to_string(fds.size()) + " netfilter links)";
+    const auto inode = static_cast<std::uint64_t>(netns.st_ino);
+    netfilter_links_.push_back({std::string(program), fd, inode});
+    made_netfilter_links_ = true;
+    if (netfilter_netns_.emplace(inode, point.netns).second)
+      spdlog::info("plugin '{}': netfilter links in network namespace {} ({})", name(), inode,
+                   point.netns.empty() ? "netwatcher's own" : point.netns);
+    describe_netfilter_links();
     return Status::success();
   } catch (const std::exception& e) {
     return Status::failure(e.what());
   }
 }
 
+std::size_t ProbeRuntime::release_netfilter(std::uint64_t netns_inode) noexcept {
+  // Newest first: plugins link the end of a measurement before its start
+  // (nf_last before nf_first), so no packet is stamped without its end.
+  std::size_t released = 0;
+  for (auto it = netfilter_links_.rbegin(); it != netfilter_links_.rend(); ++it) {
+    if (it->netns != netns_inode) continue;
+    close(it->fd);
+    it->fd = -1;
+    ++released;
+  }
+  std::erase_if(netfilter_links_, [](const NetfilterLink& link) { return link.fd < 0; });
+  auto it = netfilter_netns_.find(netns_inode);
+  if (it == netfilter_netns_.end()) return released;
+  try {
+    spdlog::info("plugin '{}': released {} netfilter links in network namespace {} ({})", name(),
+                 released, netns_inode, it->second.empty() ? "netwatcher's own" : it->second);
+    netfilter_netns_.erase(it);
+    describe_netfilter_links();
+  } catch (...) {
+    netfilter_netns_.erase(it);  // the log line or report is lost, not the release
+  }
+  return released;
+}
+
+std::optional<std::size_t> ProbeRuntime::netfilter_namespaces() const {
+  if (!made_netfilter_links_) return std::nullopt;
+  return netfilter_netns_.size();
+}
+
+void ProbeRuntime::describe_netfilter_links() {
+  for (auto& report : reports_) {
+    for (auto& candidate : report.candidates) {
+      std::size_t links = 0;
+      std::set<std::uint64_t> namespaces;
+      for (const auto& link : netfilter_links_) {
+        if (link.program != candidate.program) continue;
+        ++links;
+        namespaces.insert(link.netns);
+      }
+      // A program whose last namespace went away keeps saying so.
+      if (links == 0 && candidate.status.rfind("attached (", 0) != 0) continue;
+      candidate.status = "attached (" + std::to_string(links) + " netfilter links in " +
+                         std::to_string(namespaces.size()) + " network namespaces)";
+    }
+  }
+}
+
 void ProbeRuntime::destroy_links() {
   for (auto& [name, link] : links_) bpf_link__destroy(link);
   links_.clear();
-  for (auto& [name, fds] : netfilter_links_)
-    for (int fd : fds) close(fd);
+  for (const auto& link : netfilter_links_) close(link.fd);
   netfilter_links_.clear();
+  netfilter_netns_.clear();
 }
 
 void ProbeRuntime::detach() {

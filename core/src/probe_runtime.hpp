@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -118,6 +119,12 @@ class ProbeRuntime final : public PluginHost {
   // The plugin's bounded tables as of the last snapshot or scrape.
   std::vector<TableUsage> table_usage() const { return tables_.usage(); }
 
+  std::size_t release_netfilter(std::uint64_t netns_inode) noexcept override;
+
+  // Network namespaces this plugin has netfilter links in now; nullopt when
+  // it never made one (no netfilter programs, or a feature left off).
+  std::optional<std::size_t> netfilter_namespaces() const;
+
  private:
   class Emitter;
   // Which fields of one schema the anomaly detector reads.
@@ -138,6 +145,9 @@ class ProbeRuntime final : public PluginHost {
                       std::uint64_t wakeup_bytes, std::vector<std::size_t>& choice,
                       std::string& failed_hook);
   void destroy_links();
+  // "attached (N netfilter links in M network namespaces)" on each netfilter
+  // candidate, for --check and the logs.
+  void describe_netfilter_links();
 
   Component component_;
   std::shared_ptr<ProbePlugin> plugin_;
@@ -149,7 +159,15 @@ class ProbeRuntime final : public PluginHost {
   bpf_object* object_ = nullptr;
   std::map<std::string, bpf_link*, std::less<>> links_;
   std::vector<HookReport> reports_;
-  std::map<std::string, std::vector<int>, std::less<>> netfilter_links_;
+  struct NetfilterLink {
+    std::string program;
+    int fd = -1;
+    std::uint64_t netns = 0;  // nsfs inode of the namespace it hooks
+  };
+  std::vector<NetfilterLink> netfilter_links_;
+  // Namespaces with links, inode -> the file first entered ("" = own).
+  std::map<std::uint64_t, std::string> netfilter_netns_;
+  bool made_netfilter_links_ = false;
   int lost_map_fd_ = -1, suppressed_map_fd_ = -1;
   bool started_ = false;
   Bus* bus_ = nullptr;

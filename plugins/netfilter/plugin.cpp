@@ -15,6 +15,7 @@
 #include "netfilter.skel.h"
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
+#include "netwatcher/netns.hpp"
 #include "netwatcher/plugin.hpp"
 
 namespace {
@@ -60,8 +61,9 @@ class NetfilterPlugin {
          std::vector<std::string>(std::begin(kHookNames), std::end(kHookNames)),
          "hooks to time: prerouting, input, forward, output, postrouting"},
         {"namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
-         "network namespaces to watch: 'self' (netwatcher's own), '*' (self and every "
-         "namespace in /run/netns), a name in /run/netns, or a path such as /proc/PID/ns/net"},
+         "network namespaces to watch: 'self' (netwatcher's own), '*' (every namespace: own, "
+         "/run/netns/* and those of processes, followed as they come and go), a name in "
+         "/run/netns, or a path such as /proc/PID/ns/net"},
         {"events", ConfigType::boolean, false,
          "emit an nf_hook event per packet and hook (histograms are always kept)"},
         {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
@@ -132,8 +134,10 @@ class NetfilterPlugin {
       hooks_.push_back(found);
     }
     if (hooks_.empty()) return Status::failure("plugins.netfilter.hooks is empty");
-    namespaces_ = resolve_namespaces(config.get_strings("namespaces"));
-    if (namespaces_.empty()) return Status::failure("plugins.netfilter.namespaces is empty");
+    if (Status s =
+            namespaces_.configure(config.get_strings("namespaces"), "plugins.netfilter.namespaces");
+        !s)
+      return s;
     events_ = config.get_bool("events");
     max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
     max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
@@ -164,23 +168,14 @@ class NetfilterPlugin {
     latency_ = host.metric("netwatcher_netfilter_hook_latency_seconds");
     packets_ = host.metric("netwatcher_netfilter_packets_total");
     stopped_ = host.metric("netwatcher_netfilter_packets_stopped_total");
-    // Last-priority programs first, so no packet is counted as entered and
-    // then stopped just because its exit was not linked yet.
-    for (const auto& netns : namespaces_) {
-      for (int fam = 0; fam < NF_FAMILIES; ++fam) {
-        if (filter_.family && filter_.family != (fam == 0 ? 4 : 6)) continue;
-        for (int hook : hooks_) {
-          for (const auto& [program, priority] :
-               {std::pair{"nf_last", kLastPriority}, std::pair{"nf_first", kFirstPriority}}) {
-            Status s = host.attach_netfilter(program, {kNfprotoOf[fam], hook, priority, netns});
-            if (!s)
-              return Status::failure(std::string(kHookNames[hook]) + "/" + kFamilyNames[fam] +
-                                     (netns.empty() ? "" : " in " + netns) + ": " + s.message());
-          }
-          wanted_[fam][hook] = true;
-        }
-      }
-    }
+    for (int fam = 0; fam < NF_FAMILIES; ++fam)
+      for (int hook : hooks_) wanted_[fam][hook] = family_wanted(fam);
+    if (Status s = namespaces_.start(host,
+                                     [this, host = &host](const std::string& netns) {
+                                       return link_namespace(*host, netns);
+                                     });
+        !s)
+      return s;
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
@@ -218,7 +213,13 @@ class NetfilterPlugin {
     return Status::success();
   }
 
-  Status collect(EventEmitter&) { return refresh_metrics(); }
+  // New namespaces are linked here, so they are watched within one
+  // snapshot_interval of appearing; gone ones are released.
+  Status collect(EventEmitter&) {
+    Status linked = namespaces_.update();
+    Status refreshed = refresh_metrics();
+    return linked ? refreshed : linked;
+  }
 
   // Every family mirrors in-kernel counters; also run at scrape time.
   Status refresh_metrics() {
@@ -245,13 +246,35 @@ class NetfilterPlugin {
   void stop() { skeleton_.reset(); }
 
  private:
+  bool family_wanted(int fam) const {
+    return !filter_.family || filter_.family == (fam == 0 ? 4 : 6);
+  }
+
+  // Last-priority programs first, so no packet is counted as entered and
+  // then stopped just because its exit was not linked yet.
+  Status link_namespace(PluginHost& host, const std::string& netns) {
+    for (int fam = 0; fam < NF_FAMILIES; ++fam) {
+      if (!family_wanted(fam)) continue;
+      for (int hook : hooks_) {
+        for (const auto& [program, priority] :
+             {std::pair{"nf_last", kLastPriority}, std::pair{"nf_first", kFirstPriority}}) {
+          Status s = host.attach_netfilter(program, {kNfprotoOf[fam], hook, priority, netns});
+          if (!s)
+            return Status::failure(std::string(kHookNames[hook]) + "/" + kFamilyNames[fam] + ": " +
+                                   s.message());
+        }
+      }
+    }
+    return Status::success();
+  }
+
   struct SkeletonDeleter {
     void operator()(netfilter_bpf* skeleton) const { netfilter_bpf__destroy(skeleton); }
   };
 
   std::unique_ptr<netfilter_bpf, SkeletonDeleter> skeleton_;
   std::vector<int> hooks_;
-  std::vector<std::string> namespaces_;  // "" = netwatcher's own
+  NetfilterNamespaces namespaces_;
   bool events_ = false;
   std::uint64_t max_events_per_second_ = 1000;
   std::uint32_t max_tracked_ = 16384;

@@ -22,6 +22,7 @@
 
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
+#include "netwatcher/netns.hpp"
 #include "netwatcher/plugin.hpp"
 #include "sock_diag.hpp"
 #include "tcp.h"
@@ -313,9 +314,9 @@ class TcpPlugin {
         {"layer_events", ConfigType::boolean, false,
          "with layer_time: a tcp_layer event per segment, not only the histograms"},
         {"layer_namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
-         "network namespaces whose IP layer is timed (netfilter links): 'self', '*' (self and "
-         "every /run/netns/*), a /run/netns name or a path; elsewhere ip_us and transport_us "
-         "are absent"},
+         "network namespaces whose IP layer is timed (netfilter links): 'self', '*' (every "
+         "namespace: own, /run/netns/* and those of processes, followed as they come and go), "
+         "a /run/netns name or a path; elsewhere ip_us and transport_us are absent"},
         {"max_tracked_packets", ConfigType::integer, std::int64_t{8192},
          "segments in flight between layer hooks tracked at once, per direction (LRU)", 256,
          1 << 22},
@@ -511,7 +512,10 @@ class TcpPlugin {
       return Status::failure(
           "plugins.tcp.layer_events needs layer_time = true (or -t): the per-layer hooks are "
           "only attached with layer_time");
-    layer_namespaces_ = resolve_namespaces(config.get_strings("layer_namespaces"));
+    if (Status s = layer_namespaces_.configure(config.get_strings("layer_namespaces"),
+                                               "plugins.tcp.layer_namespaces");
+        !s)
+      return s;
     max_tracked_packets_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
     max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
     filter_ = filter;
@@ -702,7 +706,9 @@ class TcpPlugin {
     if (series_table_) series_table_->set_entries(series_.size());
     if (rtt_table_) rtt_table_->set_entries(sampled_rtt_.size());
     if (closed_rows_table_) closed_rows_table_->set_entries(closed_table_.size());
-    return s;
+    // Namespaces that appeared since the last snapshot get their IP layer timed.
+    Status layers = layer_time_ ? layer_namespaces_.update() : Status::success();
+    return s ? layers : s;
   }
 
   void stop() {
@@ -1075,21 +1081,17 @@ class TcpPlugin {
       return Status::failure(
           "layer_time needs skb:skb_copy_datagram_iovec and net:net_dev_xmit, which did not "
           "attach (see --check)");
-    for (const auto& netns : layer_namespaces_) {
+    return layer_namespaces_.start(host, [host = &host](const std::string& netns) {
       for (int family : {2, 10}) {
         for (const auto& [program, point] :
              {std::pair{"layer_rx_local_in",
                         NetfilterPoint{family, kNfInetLocalIn, kLastPriority, netns}},
               std::pair{"layer_tx_local_out",
-                        NetfilterPoint{family, kNfInetLocalOut, kFirstPriority, netns}}}) {
-          if (Status s = host.attach_netfilter(program, point); !s)
-            return Status::failure("plugins.tcp.layer_namespaces: " +
-                                   (netns.empty() ? std::string("own netns") : netns) + ": " +
-                                   s.message());
-        }
+                        NetfilterPoint{family, kNfInetLocalOut, kFirstPriority, netns}}})
+          if (Status s = host->attach_netfilter(program, point); !s) return s;
       }
-    }
-    return Status::success();
+      return Status::success();
+    });
   }
 
   // Runs the iterator behind an attached iter program and returns its output.
@@ -1202,7 +1204,7 @@ class TcpPlugin {
        layer_events_ = false;
   std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;
   std::uint64_t max_events_per_second_ = 0;
-  std::vector<std::string> layer_namespaces_;
+  NetfilterNamespaces layer_namespaces_;
   std::map<std::uint32_t, std::string> ca_states_, reset_reasons_, drop_reasons_;
   std::set<LabelValues> rtt_series_;
   // Without rtt_every_change the histograms live here, fed by snapshots and

@@ -40,8 +40,13 @@ class FakeHost : public PluginHost {
   }
   // User-space tables only: there is no BPF object.
   TableAccount* track_table(const TableSpec& spec) noexcept override { return tables.track(spec); }
+  std::size_t release_netfilter(std::uint64_t netns_inode) noexcept override {
+    released.push_back(netns_inode);
+    return 0;
+  }
   host::MetricStore store;
   std::function<Status()> metrics_refresh;
+  std::vector<std::uint64_t> released;  // release_netfilter() arguments, in order
   host::TableAccounts tables{"fake"};
 };
 

@@ -37,12 +37,6 @@ std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
 // of every record's timestamp_ns.
 std::uint64_t monotonic_ns();
 
-// Network namespace files for netfilter links (NetfilterPoint::netns) from a
-// config list: "self" is netwatcher's own (""), "*" is self plus every
-// /run/netns/* present now, a name is /run/netns/<name>, and anything with a
-// slash is taken as a path (e.g. /proc/1234/ns/net).
-std::vector<std::string> resolve_namespaces(const std::vector<std::string>& entries);
-
 // Sum over CPUs of a per-CPU map's u64 value at `key`; nullopt if the lookup
 // fails. `map_fd` must be a BPF_MAP_TYPE_PERCPU_ARRAY or _PERCPU_HASH of u64.
 std::optional<std::uint64_t> sum_percpu_u64(int map_fd, const void* key);

@@ -168,11 +168,19 @@ class PluginHost {
   // Used e.g. to create BPF iterators from an attached iter program.
   virtual int link_fd(std::string_view program) const noexcept = 0;
   // Links the loaded SEC("netfilter") `program` at `point`. The host owns the
-  // link and destroys it with the others at shutdown (before stop()). Fails,
-  // with the reason, when the program is not a loaded netfilter program, the
-  // netns cannot be entered or the kernel refuses the link (e.g. EBUSY for a
-  // priority already taken at that hook with BPF_F_NETFILTER_IP_DEFRAG).
-  // Call from start() only (it briefly switches the calling thread's netns).
+  // link and destroys it with the others at shutdown (before stop()), or
+  // earlier through release_netfilter(). Fails, with the reason, when the
+  // program is not a loaded netfilter program, the netns cannot be entered or
+  // the kernel refuses the link (e.g. EBUSY for a priority already taken at
+  // that hook with BPF_F_NETFILTER_IP_DEFRAG). The host logs one info line
+  // the first time the plugin links into a namespace.
+  // Call from start() or, since ABI 2.3, from collect() (for namespaces that
+  // appeared since); it briefly switches the calling thread's netns. After
+  // start() the process keeps only [netwatcher] keep_capabilities: entering
+  // a namespace needs CAP_SYS_ADMIN (and opening /proc/<pid>/ns/net of
+  // another user's process CAP_SYS_PTRACE), both kept by default; the link
+  // itself needs none beyond the already loaded program's fd on 6.5+ (on
+  // 6.4, CAP_SYS_ADMIN or CAP_BPF).
   virtual Status attach_netfilter(std::string_view program,
                                   const NetfilterPoint& point) noexcept = 0;
   // ABI 2.2. Registers how the plugin brings its metric families up to date
@@ -193,6 +201,15 @@ class PluginHost {
   // a hash map, a kernel_index out of range, a user-space table without a
   // capacity.
   virtual TableAccount* track_table(const TableSpec& spec) noexcept = 0;
+  // ABI 2.3. Closes every netfilter link this plugin made in the network
+  // namespace whose nsfs inode is `netns_inode` (as stat(2) of its file, or a
+  // record's netns, tells it) and returns how many there were; 0 for a
+  // namespace without links. Each link holds a reference to its namespace
+  // (bpf_nf_link_attach takes one on current kernels), so a namespace that was
+  // deleted (ip netns del, its last process gone) is only freed, with its
+  // devices and sockets, once its links are released. The host logs one info
+  // line per namespace released. From start() or collect().
+  virtual std::size_t release_netfilter(std::uint64_t netns_inode) noexcept = 0;
 };
 
 class ProbePlugin {

@@ -18,9 +18,10 @@
 // HookSpec::enabled_by. 2.1 added EventEmitter::make_values(). 2.2 added
 // user-space hook candidates ("user:<name>", see HookSpec) and
 // PluginHost::set_metrics_refresh(). 2.3 added PluginHost::track_table()
-// with TableSpec and TableAccount, the nw_tables map of common.bpf.h, and
+// with TableSpec and TableAccount and the nw_tables map of common.bpf.h;
+// PluginHost::release_netfilter() and attach_netfilter() from collect(); and
 // SinkTally with, at the end of Sink, tallies_writes(), take_tally() and
-// reopen(); the host calls those only on sinks whose descriptor says 2.3 or
+// reopen(), which the host calls only on sinks whose descriptor says 2.3 or
 // later.
 #pragma once
 

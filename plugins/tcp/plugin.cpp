@@ -72,6 +72,62 @@ struct SrttHistogram {
   }
 };
 
+// The rows of one snapshot when the table is larger than snapshot_rows: the
+// `limit` lowest socket addresses above the cursor, then, wrapping around,
+// the lowest from the start. Two bounded heaps: memory stays at 2 x limit
+// rows whatever the table's size, and each connection is shown at least once
+// every ceil(connections / limit) snapshots.
+class SnapshotWindow {
+ public:
+  SnapshotWindow(std::size_t limit, std::uint64_t cursor) : limit_(limit), cursor_(cursor) {}
+
+  void offer(const tcp_conn_record& rec) {
+    ++offered_;
+    keep(rec.sock > cursor_ ? after_ : wrapped_, rec);
+  }
+
+  // The rows in socket order from the cursor on; moves `cursor` to the last
+  // one, or back to the start when every row fitted.
+  std::vector<tcp_conn_record> take(std::uint64_t& cursor) {
+    std::vector<tcp_conn_record> rows = sorted(after_);
+    for (auto& rec : sorted(wrapped_)) {
+      if (rows.size() >= limit_) break;
+      rows.push_back(rec);
+    }
+    cursor = offered_ <= limit_ || rows.empty() ? 0 : rows.back().sock;
+    return rows;
+  }
+
+ private:
+  struct BySock {
+    bool operator()(const tcp_conn_record& a, const tcp_conn_record& b) const {
+      return a.sock < b.sock;
+    }
+  };
+  using Heap = std::vector<tcp_conn_record>;  // max-heap by sock
+
+  void keep(Heap& heap, const tcp_conn_record& rec) {
+    if (heap.size() < limit_) {
+      heap.push_back(rec);
+      std::push_heap(heap.begin(), heap.end(), BySock{});
+    } else if (!heap.empty() && rec.sock < heap.front().sock) {
+      std::pop_heap(heap.begin(), heap.end(), BySock{});
+      heap.back() = rec;
+      std::push_heap(heap.begin(), heap.end(), BySock{});
+    }
+  }
+
+  static Heap sorted(Heap heap) {
+    std::sort_heap(heap.begin(), heap.end(), BySock{});
+    return heap;
+  }
+
+  std::size_t limit_;
+  std::uint64_t cursor_;
+  std::uint64_t offered_ = 0;
+  Heap after_, wrapped_;
+};
+
 // Field order of tcp_close and tcp_conn (they share it).
 enum ConnField : std::size_t {
   kSock,
@@ -284,8 +340,12 @@ class TcpPlugin {
          "keep CLOSED connections in the connection table (snapshots)"},
         {"snapshot", ConfigType::boolean, true,
          "emit the connection table (tcp_conn events) every snapshot_interval"},
-        {"max_connections", ConfigType::integer, std::int64_t{16384},
-         "connections tracked in the kernel at once", 64, 1 << 22},
+        {"snapshot_rows", ConfigType::integer, std::int64_t{2048},
+         "tcp_conn rows per snapshot at most; a larger table is shown in turns, each snapshot "
+         "continuing after the socket the last one ended with (0 = every row, every time)",
+         0, 1 << 22},
+        {"max_connections", ConfigType::integer, std::int64_t{131072},
+         "connections tracked in the kernel at once (~190 bytes each while in use)", 64, 1 << 22},
         {"max_closed", ConfigType::integer, std::int64_t{1024},
          "closed connections kept in the table with all_conn", 0, 1 << 20},
         {"per_connection_metrics", ConfigType::boolean, false,
@@ -363,6 +423,11 @@ class TcpPlugin {
          MetricType::gauge,
          "Tracked TCP connections at the last snapshot.",
          {"direction"}},
+        {"netwatcher_tcp_snapshot_deferred_rows",
+         MetricType::gauge,
+         "Connections left out of the last snapshot's tcp_conn rows by snapshot_rows (shown in "
+         "a later one).",
+         {}},
         {"netwatcher_tcp_retransmits_total",
          MetricType::counter,
          "Retransmitted TCP segments (the kernel's RetransSegs), by cause (fast or timeout).",
@@ -496,6 +561,7 @@ class TcpPlugin {
     all_conn_ = config.get_bool("all_conn");
     snapshot_ = config.get_bool("snapshot");
     max_connections_ = static_cast<std::uint32_t>(config.get_int("max_connections"));
+    snapshot_rows_ = static_cast<std::uint64_t>(config.get_int("snapshot_rows"));
     max_closed_ = static_cast<std::size_t>(config.get_int("max_closed"));
     per_connection_metrics_ = config.get_bool("per_connection_metrics");
     max_connection_series_ = static_cast<std::size_t>(config.get_int("max_connection_series"));
@@ -580,6 +646,7 @@ class TcpPlugin {
     opened_ = host.metric("netwatcher_tcp_connections_opened_total");
     closed_ = host.metric("netwatcher_tcp_connections_closed_total");
     current_ = host.metric("netwatcher_tcp_connections");
+    snapshot_deferred_ = host.metric("netwatcher_tcp_snapshot_deferred_rows");
     retransmits_ = host.metric("netwatcher_tcp_retransmits_total");
     retransmitted_skbs_ = host.metric("netwatcher_tcp_retransmitted_skbs_total");
     received_ = host.metric("netwatcher_tcp_received_bytes_total");
@@ -670,33 +737,49 @@ class TcpPlugin {
   Status collect(EventEmitter& out) {
     read_counters();
     if (layer_time_) read_layer_histograms();
-    std::vector<tcp_conn_record> live;
-    Status s = read_live_connections(live);
-    if (rtt_histogram_) {
-      for (const auto& rec : live) sample_srtt(rec, /*closing=*/false);
-      if (rtt_per_connection_ && !rtt_every_change_) forget_closed_srtt_series(live);
-      read_rtt_histograms();
-    }
     // Rebuilt from the live table: sockets destroyed without a CLOSE record
     // do not linger.
     owners_.clear();
     std::map<std::string, double> live_received, live_acked, current;
     for (const char* direction : {"client", "server", "unknown"}) current[direction] = 0;
-    for (const auto& rec : live) {
+    std::set<LabelValues> open_rtt_series;
+    SnapshotWindow window(snapshot_ ? snapshot_rows_ : 0, snapshot_cursor_);
+    std::uint64_t live = 0;
+    Status s = read_live_connections([&](const tcp_conn_record& rec) {
+      ++live;
+      if (rtt_histogram_) {
+        sample_srtt(rec, /*closing=*/false);
+        if (rtt_per_connection_ && !rtt_every_change_)
+          open_rtt_series.insert(srtt_labels(rec.info.tuple));
+      }
       remember_owner(rec);
       const char* direction = direction_name(rec.info.direction);
       current[direction] += 1;
       live_received[direction] += rec.stats.bytes_received;
       live_acked[direction] += rec.stats.bytes_acked;
-      if (snapshot_) out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
       if (per_connection_metrics_) update_series(rec);
+      if (!snapshot_) return;
+      if (snapshot_rows_ == 0)
+        out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
+      else
+        window.offer(rec);
+    });
+    if (snapshot_rows_ > 0) {
+      for (const auto& rec : window.take(snapshot_cursor_))
+        out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
+      const std::uint64_t deferred = live > snapshot_rows_ ? live - snapshot_rows_ : 0;
+      snapshot_deferred_->set({}, static_cast<double>(deferred));
+    }
+    if (rtt_histogram_) {
+      if (rtt_per_connection_ && !rtt_every_change_) forget_closed_srtt_series(open_rtt_series);
+      read_rtt_histograms();
     }
     if (snapshot_)
       for (const auto& values : closed_table_) out.emit(kConnEvent, 0, std::vector<Value>(values));
     for (const auto& [direction, n] : current) current_->set({direction}, n);
     // Closed totals plus live values only ever grow: a connection's final
-    // count at close is at least what the last snapshot saw.
-    // Connections the table had no room for count at their close.
+    // count at close is at least what the last snapshot saw. Connections the
+    // table had no room for count at their close.
     for (const char* direction : {"client", "server", "unknown"}) {
       received_->set({direction}, closed_received_[direction] + live_received[direction] +
                                       untracked_received_[direction]);
@@ -881,8 +964,9 @@ class TcpPlugin {
     return std::string(reinterpret_cast<const char*>(&t), offsetof(nw_tuple, pad));
   }
 
+  // Only error packets need owners by tuple (emit_error).
   void remember_owner(const tcp_conn_record& rec) {
-    if (!rec.info.tuple_valid || owners_.size() >= max_connections_) return;
+    if (!errors_ || !rec.info.tuple_valid || owners_.size() >= max_connections_) return;
     owners_[tuple_key(rec.info.tuple)] = who_of(rec);
   }
 
@@ -1019,9 +1103,7 @@ class TcpPlugin {
 
   // Per-connection series of connections that left the table without a
   // close record (destroyed while not yet established, a lost record).
-  void forget_closed_srtt_series(const std::vector<tcp_conn_record>& live) {
-    std::set<LabelValues> open;
-    for (const auto& rec : live) open.insert(srtt_labels(rec.info.tuple));
+  void forget_closed_srtt_series(const std::set<LabelValues>& open) {
     for (auto it = sampled_rtt_.begin(); it != sampled_rtt_.end();) {
       if (open.count(it->first)) {
         ++it;
@@ -1095,37 +1177,47 @@ class TcpPlugin {
   }
 
   // Runs the iterator behind an attached iter program and returns its output.
-  static Status run_iterator(int link, std::vector<char>& out) {
+  // Runs an iterator and hands its output to `consume` chunk by chunk, so a
+  // table of 100k connections never sits in memory whole.
+  template <class Consume>
+  static Status run_iterator(int link, Consume&& consume) {
     int fd = bpf_iter_create(link);
     if (fd < 0) return Status::failure("bpf_iter_create: " + std::string(std::strerror(errno)));
     char chunk[16384];
     ssize_t n;
-    while ((n = read(fd, chunk, sizeof chunk)) > 0) out.insert(out.end(), chunk, chunk + n);
+    while ((n = read(fd, chunk, sizeof chunk)) > 0) consume(chunk, static_cast<std::size_t>(n));
     int err = n < 0 ? errno : 0;
     close(fd);
     if (err) return Status::failure("reading BPF iterator: " + std::string(std::strerror(err)));
     return Status::success();
   }
 
-  // Live connections with statistics: from the map iterator, or where the
-  // kernel refuses it, from sock_diag in each connection's namespace.
-  Status read_live_connections(std::vector<tcp_conn_record>& out) {
-    std::vector<char> buffer;
+  // Live connections with statistics, one `visit(const tcp_conn_record&)`
+  // each: from the map iterator, or where the kernel refuses it, from
+  // sock_diag in each connection's namespace.
+  template <class Visit>
+  Status read_live_connections(Visit&& visit) {
     if (int adopt = host_ ? host_->link_fd("adopt_tcp") : -1; adopt >= 0) {
-      if (Status s = run_iterator(adopt, buffer); !s) return s;
+      if (Status s = run_iterator(adopt, [](const char*, std::size_t) {}); !s) return s;
     }
     if (int table = host_ ? host_->link_fd("dump_conns") : -1; table >= 0) {
-      buffer.clear();
-      if (Status s = run_iterator(table, buffer); !s) return s;
-      for (std::size_t off = 0; off + sizeof(tcp_conn_record) <= buffer.size();
-           off += sizeof(tcp_conn_record)) {
-        tcp_conn_record rec;
-        std::memcpy(&rec, buffer.data() + off, sizeof rec);
-        out.push_back(rec);
-      }
-      return Status::success();
+      // Records are written whole, but a read() may end inside one.
+      std::vector<char> partial;
+      return run_iterator(table, [&](const char* data, std::size_t size) {
+        partial.insert(partial.end(), data, data + size);
+        std::size_t off = 0;
+        for (; off + sizeof(tcp_conn_record) <= partial.size(); off += sizeof(tcp_conn_record)) {
+          tcp_conn_record rec;
+          std::memcpy(&rec, partial.data() + off, sizeof rec);
+          visit(rec);
+        }
+        partial.erase(partial.begin(), partial.begin() + static_cast<std::ptrdiff_t>(off));
+      });
     }
-    return read_with_sock_diag(out);
+    std::vector<tcp_conn_record> diag;
+    Status s = read_with_sock_diag(diag);
+    for (const auto& rec : diag) visit(rec);
+    return s;
   }
 
   Status read_with_sock_diag(std::vector<tcp_conn_record>& out) {
@@ -1186,13 +1278,15 @@ class TcpPlugin {
   std::set<std::uint32_t> unreachable_namespaces_;
   bool extra_ = false, retrans_ = false, all_conn_ = false, snapshot_ = true;
   bool per_connection_metrics_ = false;
-  std::uint32_t max_connections_ = 16384;
+  std::uint32_t max_connections_ = 131072;
+  std::uint64_t snapshot_rows_ = 2048, snapshot_cursor_ = 0;
   std::size_t max_closed_ = 1024, max_connection_series_ = 1000;
   GlobalFilter filter_;
   std::map<std::uint32_t, std::string> states_;
   std::deque<std::vector<Value>> closed_table_;
   std::map<std::string, double> closed_received_, closed_acked_;
   std::map<std::uint64_t, LabelValues> series_;
+  MetricFamily* snapshot_deferred_ = nullptr;
   MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr, *retransmits_ = nullptr,
                *retransmitted_skbs_ = nullptr, *received_ = nullptr, *acked_ = nullptr,
                *conn_srtt_ = nullptr, *conn_cwnd_ = nullptr, *conn_received_ = nullptr,

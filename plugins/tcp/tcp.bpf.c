@@ -25,9 +25,13 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_TCP 6
 #endif
 
+/* Not preallocated: memory follows the connections in use, so the default
+ * capacity can cover a busy server (an entry is allocated per open, never
+ * per packet). */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 16384); /* resized by the plugin from max_connections */
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __uint(max_entries, 131072); /* resized by the plugin from max_connections */
   __type(key, __u64);
   __type(value, struct tcp_conn_info);
 } tcp_conns SEC(".maps");

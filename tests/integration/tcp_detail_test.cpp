@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <future>
+#include <set>
 #include <stdexcept>
 #include <thread>
 
@@ -517,6 +518,68 @@ TEST_F(TcpDetail, AFullConnectionTableCountsWhatItRefusedAndStillEveryConnection
   ASSERT_NE(log.find(warning), std::string::npos) << log;
   EXPECT_EQ(log.find(warning, log.find(warning) + 1), std::string::npos) << "warned once";
   EXPECT_NE(log.find("raise plugins.tcp.max_connections"), std::string::npos);
+}
+
+// 200 sockets and snapshot_rows = 50: every snapshot shows exactly 50 rows,
+// continuing where the last one stopped, so four snapshots in a row show
+// every socket; the gauge says how many waited.
+TEST_F(TcpDetail, ALargeTableIsShownInTurnsOfSnapshotRows) {
+  constexpr int kConnections = 100, kRows = 50;
+  Netwatcher nw(dir_, config("snapshot_rows = 50\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  const std::string ready = dir_.file("many.ready");
+  auto peer = std::async(std::launch::async, [&] {
+    return run_tcp_peer(TwoHosts::kClient,
+                        {"many", "10.77.0.2", std::to_string(kPort), std::to_string(kConnections),
+                         "10", "4", "--ready", ready});
+  });
+  for (int i = 0; i < 500 && !std::filesystem::exists(ready); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(std::filesystem::exists(ready)) << "the connections did not open";
+  settle();
+  auto held = metrics();
+  peer.get();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  // Snapshots 0.5 s apart; the rows of one are read within milliseconds.
+  std::vector<std::vector<Json>> snapshots;
+  std::uint64_t last_ns = 0;
+  for (const auto& e : events("tcp_conn")) {
+    std::uint64_t ns = e["timestamp_ns"].u64();
+    // Rows come in socket order, each stamped when the iterator read it.
+    const std::uint64_t gap = ns > last_ns ? ns - last_ns : last_ns - ns;
+    if (snapshots.empty() || gap > 200000000) snapshots.emplace_back();
+    snapshots.back().push_back(e);
+    last_ns = ns;
+  }
+  // Socket identity: the tuple seen from its side.
+  auto key = [](const Json& e) {
+    const auto& f = e["fields"];
+    return f["saddr"].str() + ":" + std::to_string(f["sport"].u64()) + ">" + f["daddr"].str() +
+           ":" + std::to_string(f["dport"].u64());
+  };
+  std::size_t full_runs = 0, best_run_cover = 0;
+  for (std::size_t i = 0; i + 4 <= snapshots.size(); ++i) {
+    bool all_full = true;
+    std::set<std::string> seen;
+    for (std::size_t j = i; j < i + 4; ++j) {
+      all_full = all_full && snapshots[j].size() == static_cast<std::size_t>(kRows);
+      for (const auto& e : snapshots[j])
+        if (e["fields"]["dport"].u64() == kPort || e["fields"]["sport"].u64() == kPort)
+          seen.insert(key(e));
+    }
+    if (!all_full) continue;
+    ++full_runs;
+    best_run_cover = std::max(best_run_cover, seen.size());
+  }
+  std::string sizes;
+  for (const auto& snapshot : snapshots) sizes += std::to_string(snapshot.size()) + " ";
+  ASSERT_GE(full_runs, 1u) << "4 s of 200 sockets: snapshots of exactly 50 rows, 4 in a row: "
+                           << sizes;
+  EXPECT_EQ(best_run_cover, 2u * kConnections) << "four turns show every socket";
+  for (const auto& snapshot : snapshots)
+    EXPECT_LE(snapshot.size(), static_cast<std::size_t>(kRows));
+  EXPECT_GE(held.value("netwatcher_tcp_snapshot_deferred_rows").value_or(0),
+            2 * kConnections - kRows);
 }
 
 TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {

@@ -402,12 +402,18 @@ class OwnMetrics {
                                "Time spent in each BPF program while kernel run-time statistics "
                                "were on; divided by runs: the cost per run.",
                                {"plugin", "program"}});
+    collect_time_ = store.declare({"netwatcher_snapshot_duration_seconds",
+                                   MetricType::gauge,
+                                   "How long each plugin's last periodic snapshot took (its "
+                                   "collect() and the counting of its tables).",
+                                   {"plugin"}});
     missed_ = store.declare(
         {"netwatcher_bpf_program_missed_runs_total",
          MetricType::counter,
-         "Runs of each BPF program the kernel skipped because another BPF program was running "
-         "on the same CPU (classic tracepoints and kprobes do not nest); whatever such a run "
-         "would have recorded is missing. Counted whether or not bpf_stats is on.",
+         "Runs of each BPF program the kernel skipped because it was already running on the "
+         "same CPU (an interrupt arrived during a run), or for classic tracepoints and kprobes "
+         "because any BPF program was; whatever such a run would have recorded is missing. "
+         "Counted whether or not bpf_stats is on.",
          {"plugin", "program"}});
     table_entries_ = store.declare({"netwatcher_table_entries",
                                     MetricType::gauge,
@@ -464,6 +470,7 @@ class OwnMetrics {
       ring_size_->set({runtime->name()}, static_cast<double>(runtime->ring_bytes()));
       ring_fill_->set({runtime->name()}, runtime->ring_fill());
       ring_peak_->set({runtime->name()}, runtime->ring_fill_peak());
+      collect_time_->set({runtime->name()}, runtime->last_collect_seconds());
       for (const auto& table : runtime->table_usage()) {
         const LabelValues labels{runtime->name(), table.table};
         table_entries_->set(labels, static_cast<double>(table.entries));
@@ -523,7 +530,7 @@ class OwnMetrics {
   MetricFamily *events_, *lost_, *suppressed_, *filtered_, *decode_errors_, *written_, *dropped_,
       *errors_, *depth_, *up_, *attached_, *build_, *records_, *record_rate_, *ring_size_,
       *ring_fill_, *ring_peak_, *capacity_, *pool_, *runs_, *run_time_, *cpu_, *rss_,
-      *table_entries_, *table_capacity_, *table_full_, *table_evictions_, *missed_,
+      *table_entries_, *table_capacity_, *table_full_, *table_evictions_, *missed_, *collect_time_,
       *netfilter_namespaces_;
   std::map<std::string, std::uint64_t> last_records_;  // main loop only
 };
@@ -1020,8 +1027,9 @@ int run(int argc, char** argv) {
     for (const auto& program : runtime->program_stats())
       if (program.missed_runs)
         spdlog::warn(
-            "plugin '{}': the kernel skipped {} runs of {} (another BPF program was running on "
-            "that CPU): what they would have recorded is missing",
+            "plugin '{}': the kernel skipped {} runs of {} (it was already running on that CPU, "
+            "interrupted, or for a classic tracepoint another BPF program was): what they would "
+            "have recorded is missing",
             runtime->name(), program.missed_runs, program.program);
     for (const auto& table : runtime->table_usage())
       if (table.refused || table.evicted)

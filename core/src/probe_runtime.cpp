@@ -669,10 +669,14 @@ int ProbeRuntime::on_record(void* ctx, void* data, std::size_t size) {
 
 void ProbeRuntime::collect(Bus& bus) {
   if (!started_) return;
+  const auto began = std::chrono::steady_clock::now();
   Emitter emitter(*this, bus);
   if (Status s = plugin_->collect(emitter); !s)
     spdlog::warn("plugin '{}': collect failed: {}", name(), s.message());
   tables_.update(/*count_entries=*/true);
+  last_collect_s_.store(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count(),
+      std::memory_order_relaxed);
 }
 
 void ProbeRuntime::refresh_metrics() {

@@ -69,6 +69,9 @@ class ProbeRuntime final : public PluginHost {
   // Adds this plugin's ring buffer to the shared poller (created on first use).
   Status add_to_poller(ring_buffer** poller, Bus& bus);
   void collect(Bus& bus);
+  // Seconds the last collect() took, the plugin's and the host's table
+  // counting together (the cost of one snapshot).
+  double last_collect_seconds() const { return last_collect_s_.load(std::memory_order_relaxed); }
   // Runs the plugin's registered metrics refresh (see
   // PluginHost::set_metrics_refresh), if any. Poller thread only.
   void refresh_metrics();
@@ -184,6 +187,7 @@ class ProbeRuntime final : public PluginHost {
   void* ring_positions_ = nullptr;
   std::uint64_t ring_bytes_ = 0;
   std::atomic<double> ring_fill_peak_{0};  // written by the poller, read by scrapes
+  std::atomic<double> last_collect_s_{0};
   // CLOCK_REALTIME - CLOCK_MONOTONIC, to convert kernel timestamps.
   std::int64_t realtime_offset_ns_ = 0;
 };

@@ -342,6 +342,11 @@ int BPF_PROG(set_state_btf, const struct sock* sk, const int oldstate, const int
     if (mark && mark->refused) marked = mark->refused - 1;
   }
   __u8 refused = handle_state(sk, oldstate, newstate, marked);
+  /* Counted at this CLOSE: not again at destruction. */
+  if (newstate == TCP_CLOSE && marked != TCP_NOT_REFUSED) {
+    struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, 0);
+    if (mark) mark->refused = 0;
+  }
   if (refused != TCP_NOT_REFUSED) {
     struct tcp_sock_mark* mark =
         bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -531,13 +536,19 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT) return 0;
   __u64 key = (__u64)sk;
   if (bpf_map_lookup_elem(&tcp_conns, &key)) return 0;
+  /* Refused once (at open, or by an earlier walk): not again every snapshot. */
+  struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, 0);
+  if (mark && mark->refused) return 0;
   struct tcp_conn_info adopted = {};
   nw_read_sock_tuple(sk, &adopted.tuple);
   adopted.tuple_valid = 1;
   adopted.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
   /* The SYN of an adopted active open stays in bytes_acked (off by one). */
-  if (nw_tuple_selected(&adopted.tuple))
-    nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &adopted, BPF_NOEXIST);
+  if (!nw_tuple_selected(&adopted.tuple)) return 0;
+  if (nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &adopted, BPF_NOEXIST) == -E2BIG) {
+    mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (mark) mark->refused = 1 + TCP_DIRECTION_UNKNOWN;
+  }
   return 0;
 }
 
@@ -1262,15 +1273,32 @@ int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
 }
 
 /* ---- Socket destruction -------------------------------------------------
- * Safety net: a socket freed without passing CLOSE must not leak its entries. */
+ * Second chance for a close: every full socket passes here once, after
+ * CLOSE. A tracked entry still present means its CLOSE run was skipped (the
+ * kernel does not nest a program: a softirq's transition during a process
+ * context one is lost, counted in recursion_misses) or never came: report
+ * the close now, so opens and closes still balance. */
 static __always_inline void forget(const struct sock* sk) {
   __u64 key = (__u64)sk;
+  struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+  if (!info) return;
+  if (info->tuple_valid) {
+    count(TCP_COUNTER_CLOSED + (info->direction % 3));
+    emit(TCP_RECORD_CLOSE, key, info, sk, BPF_CORE_READ(sk, __sk_common.skc_state));
+    forget_rtt_series(&info->tuple);
+  }
   nw_table_remove(&tcp_conns, TCP_TABLE_CONNECTIONS, &key);
 }
 
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(destroy_sock_btf, struct sock* sk) {
   forget(sk);
+  /* A refused connection whose close was not counted yet. */
+  struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, sk, 0, 0);
+  if (mark && mark->refused) {
+    count_untracked(sk, TCP_ESTABLISHED, TCP_CLOSE, mark->refused - 1);
+    mark->refused = 0;
+  }
   return 0;
 }
 

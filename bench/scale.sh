@@ -18,6 +18,7 @@
 # /dev/null and a Prometheus endpoint in place of the stdout table.
 #
 # Usage: bench/scale.sh [N ...] [-- CHURN_SECONDS]   (default: 1000 10000 100000 -- 10)
+# TCP_KEYS="per_connection_metrics = true" adds keys to [plugins.tcp].
 # Run as root after scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +57,17 @@ sysctl -qw net.ipv4.ip_local_port_range="10000 65000"
 
 cfg=$work/nw.toml
 sed '/^\[\[sinks\]\]$/,$d' netwatcher.toml >"$cfg"
+# One "key = value" per line; a key netwatcher.toml sets already is replaced.
+while IFS= read -r assignment; do
+  [[ -z $assignment ]] && continue
+  key=${assignment%% =*}
+  if grep -q "^$key = " "$cfg"; then
+    sed -i "s|^$key = [^#]*|$assignment |" "$cfg"
+  else
+    awk -v line="$assignment" '{print} $0 == "[plugins.tcp]" {print line}' "$cfg" >"$cfg.new"
+    mv "$cfg.new" "$cfg"
+  fi
+done <<<"${TCP_KEYS:-}"
 printf '[[sinks]]\ntype = "json"\npath = "/dev/null"\n' >>"$cfg"
 printf '[[sinks]]\ntype = "prometheus"\nlisten = "127.0.0.1:%s"\n' "$prom" >>"$cfg"
 interval=$(awk -F'[ =]+' '/^snapshot_interval/ {print $2}' "$cfg")

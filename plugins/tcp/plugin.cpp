@@ -764,6 +764,10 @@ class TcpPlugin {
       else
         window.offer(rec);
     });
+    // Connections refused a series at this snapshot, sorted for the next one.
+    std::sort(refused_series_now_.begin(), refused_series_now_.end());
+    refused_series_.swap(refused_series_now_);
+    refused_series_now_.clear();
     if (snapshot_rows_ > 0) {
       for (const auto& rec : window.take(snapshot_cursor_))
         out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
@@ -864,7 +868,11 @@ class TcpPlugin {
     auto it = series_.find(rec.sock);
     if (it == series_.end()) {
       if (series_.size() >= max_connection_series_) {
-        if (series_table_) series_table_->count_refused();
+        // Each connection refused counts once, not once per snapshot.
+        refused_series_now_.push_back(rec.sock);
+        if (series_table_ &&
+            !std::binary_search(refused_series_.begin(), refused_series_.end(), rec.sock))
+          series_table_->count_refused();
         return;
       }
       it = series_.emplace(rec.sock, connection_key(rec).labels()).first;
@@ -1286,6 +1294,7 @@ class TcpPlugin {
   std::deque<std::vector<Value>> closed_table_;
   std::map<std::string, double> closed_received_, closed_acked_;
   std::map<std::uint64_t, LabelValues> series_;
+  std::vector<std::uint64_t> refused_series_, refused_series_now_;  // sockets, 8 bytes each
   MetricFamily* snapshot_deferred_ = nullptr;
   MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr, *retransmits_ = nullptr,
                *retransmitted_skbs_ = nullptr, *received_ = nullptr, *acked_ = nullptr,

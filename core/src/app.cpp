@@ -457,7 +457,30 @@ class OwnMetrics {
           hook.attached_program.empty() ? 0 : 1);
   }
 
+  // The anomaly detector's series are a bounded table of the host's own,
+  // reported like a plugin's under plugin="anomaly".
+  void watch_anomaly(const AnomalyDetector* detector) {
+    detector_ = detector;
+    if (detector_)
+      anomaly_series_ = anomaly_tables_.track(
+          {"series", "", 0, detector_->settings().max_series, "anomaly.max_series"});
+  }
+
+  // Brings the host's own tables up to date and warns once on the first
+  // eviction. Poller thread (the detector is not thread-safe).
+  void update_tables() {
+    if (!detector_ || !anomaly_series_) return;
+    anomaly_series_->set_entries(detector_->series());
+    anomaly_series_->count_evicted(detector_->evicted() - anomaly_evictions_reported_);
+    anomaly_evictions_reported_ = detector_->evicted();
+    anomaly_tables_.update(/*count_entries=*/false);
+  }
+
+  std::vector<TableUsage> anomaly_usage() const { return anomaly_tables_.usage(); }
+
   void refresh(const std::vector<ProbeRuntime*>& running, const Bus& bus) {
+    update_tables();
+    for (const auto& table : anomaly_tables_.usage()) set_table("anomaly", table);
     for (const ProbeRuntime* runtime : running) {
       const auto& schemas = runtime->schemas();
       for (std::size_t i = 0; i < schemas.size(); ++i)
@@ -471,13 +494,7 @@ class OwnMetrics {
       ring_fill_->set({runtime->name()}, runtime->ring_fill());
       ring_peak_->set({runtime->name()}, runtime->ring_fill_peak());
       collect_time_->set({runtime->name()}, runtime->last_collect_seconds());
-      for (const auto& table : runtime->table_usage()) {
-        const LabelValues labels{runtime->name(), table.table};
-        table_entries_->set(labels, static_cast<double>(table.entries));
-        table_capacity_->set(labels, static_cast<double>(table.capacity));
-        table_full_->set(labels, static_cast<double>(table.refused));
-        table_evictions_->set(labels, static_cast<double>(table.evicted));
-      }
+      for (const auto& table : runtime->table_usage()) set_table(runtime->name(), table);
       if (auto namespaces = runtime->netfilter_namespaces())
         netfilter_namespaces_->set({runtime->name()}, static_cast<double>(*namespaces));
       for (const auto& program : runtime->program_stats()) {
@@ -513,6 +530,14 @@ class OwnMetrics {
   }
 
  private:
+  void set_table(const std::string& owner, const TableUsage& table) {
+    const LabelValues labels{owner, table.table};
+    table_entries_->set(labels, static_cast<double>(table.entries));
+    table_capacity_->set(labels, static_cast<double>(table.capacity));
+    table_full_->set(labels, static_cast<double>(table.refused));
+    table_evictions_->set(labels, static_cast<double>(table.evicted));
+  }
+
   void refresh_process() {
     // /proc/self/stat: utime and stime are fields 14 and 15, rss (pages) 24.
     std::ifstream in("/proc/self/stat");
@@ -533,6 +558,10 @@ class OwnMetrics {
       *table_entries_, *table_capacity_, *table_full_, *table_evictions_, *missed_, *collect_time_,
       *netfilter_namespaces_;
   std::map<std::string, std::uint64_t> last_records_;  // main loop only
+  const AnomalyDetector* detector_ = nullptr;
+  TableAccounts anomaly_tables_{"anomaly"};
+  TableAccount* anomaly_series_ = nullptr;
+  std::uint64_t anomaly_evictions_reported_ = 0;
 };
 
 int run(int argc, char** argv) {
@@ -725,6 +754,7 @@ int run(int argc, char** argv) {
                        "Latency samples over the anomaly threshold ([anomaly], -L).",
                        {"plugin", "field"}});
     for (ProbeRuntime* runtime : enabled) runtime->use_anomaly_detector(detector.get(), anomalies);
+    own.watch_anomaly(detector.get());
   }
 
   std::vector<std::pair<const Component*, SinkDescription>> sink_types;
@@ -994,6 +1024,7 @@ int run(int argc, char** argv) {
     bpf_stats.set(stats_sampler.wanted(clock::now()));
     if (clock::now() >= next_collect) {
       for (ProbeRuntime* runtime : running) runtime->collect(bus);
+      own.update_tables();
       bus.flush();
       const auto now = clock::now();
       own.update_rates(running, std::chrono::duration<double>(now - last_rates).count());
@@ -1037,6 +1068,10 @@ int run(int argc, char** argv) {
                      runtime->name(), table.table, table.capacity, table.refused, table.evicted,
                      table.raise_key);
   }
+  for (const auto& table : own.anomaly_usage())
+    if (table.evicted)
+      spdlog::warn("anomaly detector: {} series ({} entries) evicted {}; raise {}", table.table,
+                   table.capacity, table.evicted, table.raise_key);
   for (const auto& worker : bus.workers())
     spdlog::info(
         "sink '{}': {} written, {} dropped on a full queue, {} lost to write errors, {} "

@@ -15,7 +15,7 @@ const volatile struct drop_config drop_cfg = {};
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, 4096);
+  __uint(max_entries, DROP_MAX_COUNT_KEYS);
   __type(key, struct drop_count_key);
   __type(value, __u64);
 } drop_counts SEC(".maps");
@@ -23,7 +23,7 @@ struct {
 /* Drops by location. When full, drop_location_overflow counts the rest. */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, 8192);
+  __uint(max_entries, DROP_MAX_LOCATIONS);
   __type(key, __u64);
   __type(value, __u64);
 } drop_locations SEC(".maps");
@@ -69,14 +69,14 @@ const volatile __u64 drop_task_stack_bytes = 16384;
 volatile __u8 context_known = 0;
 
 /* False when the map is full and the key is new. */
-static __always_inline bool count(void* map, const void* key) {
+static __always_inline bool count(void* map, __u32 table, const void* key) {
   __u64* n = bpf_map_lookup_elem(map, key);
   if (n) {
     *n += 1;
     return true;
   }
   __u64 one = 1;
-  if (bpf_map_update_elem(map, key, &one, BPF_NOEXIST) == 0) return true;
+  if (nw_table_insert(map, table, key, &one, BPF_NOEXIST) == 0) return true;
   n = bpf_map_lookup_elem(map, key); /* another CPU added it meanwhile */
   if (!n) return false;
   *n += 1;
@@ -123,8 +123,8 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
 
   struct drop_count_key key = {
       .reason = reason, .ethertype = rec->ethertype, .protocol = rec->packet.protocol};
-  count(&drop_counts, &key);
-  if (!count(&drop_locations, &location)) {
+  count(&drop_counts, DROP_TABLE_COUNTS, &key);
+  if (!count(&drop_locations, DROP_TABLE_LOCATIONS, &location)) {
     __u64* overflow = bpf_map_lookup_elem(&drop_location_overflow, &zero);
     if (overflow) *overflow += 1;
   }
@@ -242,7 +242,7 @@ int softirq_exit_tp(void* ctx) {
 
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kfree_skb_btf, struct sk_buff* skb, void* location, enum skb_drop_reason reason) {
-  bool in_task = drop_context == DROP_CONTEXT_STACK         ? args_on_task_stack(ctx)
+  bool in_task = drop_context == DROP_CONTEXT_STACK           ? args_on_task_stack(ctx)
                  : drop_context == DROP_CONTEXT_SOFTIRQ_HOOKS ? softirq_flag_clear()
                                                               : false;
   return handle_drop(ctx, skb, (__u64)location, reason, in_task);
@@ -252,7 +252,7 @@ SEC("tracepoint/skb/kfree_skb")
 int kfree_skb_tp(struct trace_event_raw_kfree_skb* ctx) {
   /* Kernels before 5.17 have no reason field. */
   __u32 reason = bpf_core_field_exists(ctx->reason) ? BPF_CORE_READ(ctx, reason) : 0;
-  bool in_task = drop_context == DROP_CONTEXT_STACK         ? no_softirq_frame(ctx)
+  bool in_task = drop_context == DROP_CONTEXT_STACK           ? no_softirq_frame(ctx)
                  : drop_context == DROP_CONTEXT_SOFTIRQ_HOOKS ? softirq_flag_clear()
                                                               : false;
   return handle_drop(ctx, (struct sk_buff*)BPF_CORE_READ(ctx, skbaddr),

@@ -15,6 +15,18 @@ struct drop_count_key {
   __u8 pad;
 };
 
+/* Sizes of the two count tables, fixed: drop reasons x ethertypes x IP
+ * protocols seen in practice, and the kernel functions that free skbs with a
+ * reason, are far fewer. */
+#define DROP_MAX_COUNT_KEYS 4096
+#define DROP_MAX_LOCATIONS 8192
+
+/* Bounded kernel tables (TableSpec::kernel_index, nw_tables). */
+enum drop_table_index {
+  DROP_TABLE_COUNTS = 0,    /* drop_counts */
+  DROP_TABLE_LOCATIONS = 1, /* drop_locations */
+};
+
 struct drop_record {
   struct nw_record_header hdr;
   struct nw_packet packet;

@@ -308,6 +308,10 @@ class DropPlugin {
     drops_ = host.metric("netwatcher_drops_total");
     housekeeping_counts_ = host.metric("netwatcher_drop_housekeeping_total");
     locations_ = host.metric("netwatcher_drop_locations_total");
+    host.track_table({"reason_counts", "drop_counts", DROP_TABLE_COUNTS, 0,
+                      "DROP_MAX_COUNT_KEYS in plugins/drop/drop.h (fixed)"});
+    host.track_table({"locations", "drop_locations", DROP_TABLE_LOCATIONS, 0,
+                      "DROP_MAX_LOCATIONS in plugins/drop/drop.h (fixed)"});
     if (symbolize_) {
       symbols_ = KernelSymbols::load();
       if (symbols_.hidden())

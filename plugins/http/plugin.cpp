@@ -202,6 +202,10 @@ class HttpPlugin {
     parse_errors_ = host.metric("netwatcher_http_parse_errors_total");
     for (const char* outcome : {"timed_out", "closed"})
       for (const char* side : {"client", "server"}) unanswered_->add({outcome, side}, 0);
+    connections_table_ = host.track_table(
+        {"connections", "", 0, limits_.max_connections, "plugins.http.max_connections"});
+    if (path_labels_)
+      paths_table_ = host.track_table({"paths", "", 0, max_paths_, "plugins.http.max_paths"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
@@ -246,6 +250,12 @@ class HttpPlugin {
     parse_errors_->set({"invalid_response"}, static_cast<double>(s.invalid_responses));
     parse_errors_->set({"orphan_response"}, static_cast<double>(s.orphan_responses));
     parse_errors_->set({"lost_sync"}, static_cast<double>(s.lost_sync));
+    if (connections_table_) {
+      connections_table_->set_entries(tracker_->connections());
+      connections_table_->count_evicted(s.evicted_connections - evictions_reported_);
+      evictions_reported_ = s.evicted_connections;
+    }
+    if (paths_table_) paths_table_->set_entries(known_paths_.size());
     return Status::success();
   }
 
@@ -354,10 +364,12 @@ class HttpPlugin {
                   const char* side) {
     std::string label = path;
     if (!known_paths_.count(path)) {
-      if (known_paths_.size() < max_paths_)
+      if (known_paths_.size() < max_paths_) {
         known_paths_[path] = true;
-      else
+      } else {
         label = "other";
+        if (paths_table_) paths_table_->count_refused();
+      }
     }
     paths_->add({method, label, klass, side}, 1);
   }
@@ -367,6 +379,8 @@ class HttpPlugin {
   L7TrackerLimits limits_;
   bool events_ = true, path_labels_ = false;
   std::size_t max_paths_ = 100;
+  TableAccount *connections_table_ = nullptr, *paths_table_ = nullptr;
+  std::uint64_t evictions_reported_ = 0;  // of the tracker's, already counted in the table
   GlobalFilter filter_;
   std::unique_ptr<http::HttpParser> parser_;
   std::unique_ptr<L7Tracker> tracker_;

@@ -15,26 +15,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 const volatile struct icmp_config icmp_cfg = {};
 
-/* An echo request waiting for its reply (ICMP_ECHO_RTT: we sent it) or for
- * the kernel's answer (ICMP_ECHO_REPLY: we received it). `peer` is the other
- * end; netns keeps namespaces on one host apart. */
-struct echo_key {
-  __u8 peer[16];
-  __u32 netns;
-  __u16 id;
-  __u16 seq;
-  __u8 family;
-  __u8 kind;
-  __u16 pad;
-};
-
-struct echo_pending {
-  __u64 ns;
-  __u32 pid; /* the sender of a request we sent, when known */
-  __u32 pad;
-  char comm[NW_TASK_COMM_LEN];
-};
-
 struct {
   __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 8192);
@@ -58,7 +38,7 @@ struct {
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, 256);
+  __uint(max_entries, ICMP_ERROR_KINDS);
   __type(key, struct icmp_error_key);
   __type(value, __u64);
 } icmp_errors_sent SEC(".maps");
@@ -136,7 +116,13 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
       pending.ns = now;
       pending.pid = rec->pid;
       __builtin_memcpy(pending.comm, rec->comm, sizeof(pending.comm));
-      bpf_map_update_elem(&icmp_echo_pending, &key, &pending, BPF_ANY);
+      /* A request sent again under the same id and sequence restarts its
+       * wait: an update in place, not an entry evicted. */
+      struct echo_pending* again = bpf_map_lookup_elem(&icmp_echo_pending, &key);
+      if (again)
+        *again = pending;
+      else
+        nw_table_insert(&icmp_echo_pending, ICMP_TABLE_PENDING_ECHOES, &key, &pending, BPF_NOEXIST);
     } else {
       struct echo_pending* pending = bpf_map_lookup_elem(&icmp_echo_pending, &key);
       if (pending) {
@@ -153,7 +139,7 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
           rec->flags |= ICMP_HAS_REPLY;
         }
         count_latency(family, key.kind, delta);
-        bpf_map_delete_elem(&icmp_echo_pending, &key);
+        nw_table_remove(&icmp_echo_pending, ICMP_TABLE_PENDING_ECHOES, &key);
       }
     }
   } else if (is_error(p->protocol, type) && p->transport_offset) {
@@ -221,7 +207,7 @@ static __always_inline int error_sent(const struct sk_buff* skb, int type, int c
     *count += 1;
   } else {
     __u64 one = 1;
-    bpf_map_update_elem(&icmp_errors_sent, &key, &one, BPF_NOEXIST);
+    nw_table_insert(&icmp_errors_sent, ICMP_TABLE_ERROR_KINDS, &key, &one, BPF_NOEXIST);
   }
   if (!icmp_cfg.error_events) return 0;
   struct nw_packet offending;

@@ -36,6 +36,36 @@ struct icmp_error_key {
   __u32 code;
 };
 
+/* An echo request waiting for its reply (ICMP_ECHO_RTT: we sent it) or for
+ * the kernel's answer (ICMP_ECHO_REPLY: we received it). `peer` is the other
+ * end; netns keeps namespaces on one host apart. */
+struct echo_key {
+  __u8 peer[16];
+  __u32 netns;
+  __u16 id;
+  __u16 seq;
+  __u8 family;
+  __u8 kind;
+  __u16 pad;
+};
+
+struct echo_pending {
+  __u64 ns;
+  __u32 pid; /* the sender of a request we sent, when known */
+  __u32 pad;
+  char comm[NW_TASK_COMM_LEN];
+};
+
+/* ICMPv4 (type, code) pairs counted in icmp_errors_sent: fixed, as the
+ * kernel sends a handful of kinds only. */
+#define ICMP_ERROR_KINDS 256
+
+/* Bounded kernel tables (TableSpec::kernel_index, nw_tables). */
+enum icmp_table_index {
+  ICMP_TABLE_PENDING_ECHOES = 0, /* icmp_echo_pending */
+  ICMP_TABLE_ERROR_KINDS = 1,    /* icmp_errors_sent */
+};
+
 #define ICMP_HAS_RTT 1
 #define ICMP_HAS_REPLY 2
 #define ICMP_HAS_INNER 4

@@ -102,6 +102,10 @@ class IcmpPlugin {
         {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
          "events per second across all CPUs; the rest are counted as suppressed (0 = no limit)", 0,
          10000000},
+        {"max_pending_echoes", ConfigType::integer, std::int64_t{8192},
+         "echo requests awaiting their reply tracked at once (LRU; unanswered ones leave after "
+         "a minute)",
+         64, 1 << 22},
     };
     d.flags = {
         {'I', "icmp", "enabled", "ICMP/ICMPv6 messages, echo RTT and kernel reply time"},
@@ -197,6 +201,7 @@ class IcmpPlugin {
     message_events_ = config.get_bool("events");
     error_events_ = config.get_bool("error_events");
     max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
+    max_pending_ = static_cast<std::uint32_t>(config.get_int("max_pending_echoes"));
     filter_ = filter;
     return Status::success();
   }
@@ -210,6 +215,7 @@ class IcmpPlugin {
     cfg.message_events = message_events_;
     cfg.error_events = error_events_;
     cfg.max_events_per_second = max_events_per_second_;
+    bpf_map__set_max_entries(skeleton_->maps.icmp_echo_pending, max_pending_);
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -225,6 +231,12 @@ class IcmpPlugin {
     rtt_ = host.metric("netwatcher_icmp_echo_rtt_seconds");
     reply_ = host.metric("netwatcher_icmp_echo_reply_seconds");
     errors_ = host.metric("netwatcher_icmp_errors_sent_total");
+    pending_table_ =
+        host.track_table({"pending_echoes", "icmp_echo_pending", ICMP_TABLE_PENDING_ECHOES, 0,
+                          "plugins.icmp.max_pending_echoes"});
+    // Fixed in code: every ICMPv4 error kind the kernel sends fits many times over.
+    host.track_table({"error_kinds", "icmp_errors_sent", ICMP_TABLE_ERROR_KINDS, 0,
+                      "ICMP_ERROR_KINDS in plugins/icmp/icmp.h (fixed)"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
@@ -239,7 +251,10 @@ class IcmpPlugin {
     return Status::failure("unknown icmp record type " + std::to_string(hdr.type));
   }
 
-  Status collect(EventEmitter&) { return refresh_metrics(); }
+  Status collect(EventEmitter&) {
+    expire_echoes();
+    return refresh_metrics();
+  }
 
   // Every family mirrors in-kernel counters; also run at scrape time.
   Status refresh_metrics() {
@@ -287,6 +302,26 @@ class IcmpPlugin {
   void stop() { skeleton_.reset(); }
 
  private:
+  // An echo unanswered for this long is lost. Forgetting it here keeps the
+  // table to echoes that may still be answered, so that its evictions mean
+  // it is too small rather than that a peer stopped answering.
+  static constexpr std::uint64_t kEchoLostNs = 60'000'000'000;
+
+  void expire_echoes() {
+    const int fd = bpf_map__fd(skeleton_->maps.icmp_echo_pending);
+    const std::uint64_t now = monotonic_ns();
+    std::vector<echo_key> lost;
+    for_each_key<echo_key>(fd, [&](const echo_key& key) {
+      echo_pending pending;
+      if (bpf_map_lookup_elem(fd, &key, &pending) == 0 && pending.ns + kEchoLostNs < now)
+        lost.push_back(key);
+    });
+    std::uint64_t removed = 0;
+    for (const auto& key : lost)
+      if (bpf_map_delete_elem(fd, &key) == 0) ++removed;
+    if (pending_table_) pending_table_->count_removed(removed);
+  }
+
   struct SkeletonDeleter {
     void operator()(icmp_bpf* skeleton) const { icmp_bpf__destroy(skeleton); }
   };
@@ -351,6 +386,8 @@ class IcmpPlugin {
   std::unique_ptr<icmp_bpf, SkeletonDeleter> skeleton_;
   bool message_events_ = true, error_events_ = true;
   std::uint64_t max_events_per_second_ = 1000;
+  std::uint32_t max_pending_ = 8192;
+  TableAccount* pending_table_ = nullptr;
   GlobalFilter filter_;
   MetricFamily *messages_ = nullptr, *rtt_ = nullptr, *reply_ = nullptr, *errors_ = nullptr;
 };

@@ -69,13 +69,18 @@ int nf_first(struct bpf_nf_ctx* ctx) {
   /* A packet starts its way at PRE_ROUTING or LOCAL_OUT; anything else
    * found under this address is a freed skb's leftover. */
   bool starts = hook == NW_HOOK_PRE_ROUTING || hook == NW_HOOK_LOCAL_OUT;
-  if (!entry || starts || entry->family != pf) entry = &fresh;
+  /* A leftover is reset in place rather than replaced through the map: it is
+   * a packet that a rule stopped (counted as stopped) or that left through a
+   * hook not linked, not an entry pushed out for want of room. */
+  if (entry && (starts || entry->family != pf)) *entry = fresh;
+  bool inserting = !entry;
+  if (inserting) entry = &fresh;
   entry->enter_ns = bpf_ktime_get_ns();
   entry->hook = hook;
   entry->family = pf;
   entry->seen |= 1 << hook;
   entry->active = 1;
-  if (entry == &fresh) bpf_map_update_elem(&nf_inflight, &skb, &fresh, BPF_ANY);
+  if (inserting) nw_table_insert(&nf_inflight, NF_TABLE_PACKETS, &skb, &fresh, BPF_NOEXIST);
   return NW_NF_ACCEPT;
 }
 
@@ -107,6 +112,11 @@ int nf_last(struct bpf_nf_ctx* ctx) {
   if (!entry || !entry->active || entry->hook != hook || entry->family != pf) return NW_NF_ACCEPT;
   entry->active = 0;
   __u64 delta = now - entry->enter_ns;
+  __u8 seen = entry->seen;
+  /* The packet's way through netfilter ends here: delivered, or handed to
+   * the device. */
+  if (hook == NW_HOOK_LOCAL_IN || hook == NW_HOOK_POST_ROUTING)
+    nw_table_remove(&nf_inflight, NF_TABLE_PACKETS, &key);
   __u32 index = NF_INDEX(fam, hook);
   struct nf_hook_stats* stats = bpf_map_lookup_elem(&nf_stats, &index);
   if (stats) {
@@ -131,7 +141,7 @@ int nf_last(struct bpf_nf_ctx* ctx) {
   rec->out_ifindex = out ? BPF_CORE_READ(out, ifindex) : 0;
   rec->hook = hook;
   rec->family = pf;
-  rec->path = path_of(hook, entry->seen);
+  rec->path = path_of(hook, seen);
   rec->parsed = parsed;
   nw_submit(rec);
   return NW_NF_ACCEPT;

@@ -9,6 +9,11 @@
 #define NF_FAMILIES 2 /* index 0: IPv4, 1: IPv6 */
 #define NF_INDEX(family, hook) ((family)*NF_HOOKS + (hook))
 
+/* Bounded kernel tables (TableSpec::kernel_index, nw_tables). */
+enum nf_table_index {
+  NF_TABLE_PACKETS = 0, /* nf_inflight */
+};
+
 enum nf_path {
   NF_PATH_RECEIVE = 0, /* PRE_ROUTING: not routed yet */
   NF_PATH_LOCAL_IN = 1,

@@ -176,6 +176,8 @@ class NetfilterPlugin {
                                      });
         !s)
       return s;
+    host.track_table(
+        {"packets", "nf_inflight", NF_TABLE_PACKETS, 0, "plugins.netfilter.max_tracked_packets"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }

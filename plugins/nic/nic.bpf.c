@@ -14,7 +14,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-  __uint(max_entries, 4096);
+  __uint(max_entries, NIC_MAX_QUEUES);
   __type(key, struct nic_key);
   __type(value, struct nic_counters);
 } nic_traffic SEC(".maps");
@@ -23,7 +23,7 @@ struct {
  * up an ifindex in another network namespace without entering it. */
 struct {
   __uint(type, BPF_MAP_TYPE_HASH);
-  __uint(max_entries, 4096);
+  __uint(max_entries, NIC_MAX_DEVICES);
   __type(key, struct nic_device);
   __type(value, char[NIC_IFNAMSIZ]);
 } nic_names SEC(".maps");
@@ -47,11 +47,17 @@ static __always_inline void count(const struct sk_buff* skb, const struct net_de
     return;
   }
   struct nic_counters first = {.packets = packets, .bytes = bytes};
-  bpf_map_update_elem(&nic_traffic, &key, &first, BPF_NOEXIST);
+  nw_table_insert(&nic_traffic, NIC_TABLE_QUEUES, &key, &first, BPF_NOEXIST);
   struct nic_device device = {.netns = key.netns, .ifindex = key.ifindex};
   char name[NIC_IFNAMSIZ] = {};
   bpf_probe_read_kernel_str(name, sizeof(name), dev->name);
-  bpf_map_update_elem(&nic_names, &device, name, BPF_ANY);
+  /* A device known already (seen on another queue) may have been renamed:
+   * its entry is updated in place, which is no eviction. */
+  char* known = bpf_map_lookup_elem(&nic_names, &device);
+  if (known)
+    __builtin_memcpy(known, name, NIC_IFNAMSIZ);
+  else
+    nw_table_insert(&nic_names, NIC_TABLE_DEVICES, &device, name, BPF_NOEXIST);
 }
 
 SEC("tp_btf/netif_receive_skb")

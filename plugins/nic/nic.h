@@ -8,6 +8,18 @@
 #define NIC_TX 1
 #define NIC_IFNAMSIZ 16
 
+/* Fixed sizes: (netns, ifindex, queue, direction) rows, and devices. Entries
+ * are never removed, so devices that come and go (containers' veths) use
+ * them up over time; nic_traffic's refusals are then counted as full. */
+#define NIC_MAX_QUEUES 4096
+#define NIC_MAX_DEVICES 4096
+
+/* Bounded kernel tables (TableSpec::kernel_index, nw_tables). */
+enum nic_table_index {
+  NIC_TABLE_QUEUES = 0,  /* nic_traffic */
+  NIC_TABLE_DEVICES = 1, /* nic_names */
+};
+
 struct nic_key {
   __u32 netns;
   __u32 ifindex;

@@ -140,6 +140,10 @@ class NicPlugin {
     packets_rate_ = host.metric("netwatcher_nic_packets_per_second");
     average_ = host.metric("netwatcher_nic_average_packet_bytes");
     last_seconds_ = monotonic_seconds();
+    host.track_table({"queues", "nic_traffic", NIC_TABLE_QUEUES, 0,
+                      "NIC_MAX_QUEUES in plugins/nic/nic.h (fixed)"});
+    host.track_table({"devices", "nic_names", NIC_TABLE_DEVICES, 0,
+                      "NIC_MAX_DEVICES in plugins/nic/nic.h (fixed)"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }

@@ -125,7 +125,11 @@ class UdpPlugin {
         {"max_flows", ConfigType::integer, std::int64_t{16384},
          "flows tracked in the kernel at once (least recently used are evicted)", 64, 1 << 22},
         {"max_tracked_datagrams", ConfigType::integer, std::int64_t{16384},
-         "datagrams in flight between hooks tracked at once, per direction (LRU)", 256, 1 << 22},
+         "datagrams in flight between hooks tracked at once, per direction, and send calls in "
+         "progress (LRU)",
+         256, 1 << 22},
+        {"max_sockets", ConfigType::integer, std::int64_t{16384},
+         "sockets whose owning process is remembered at once (LRU)", 256, 1 << 22},
     };
     d.flags = {
         {'u', "udp", "enabled", "UDP datagrams, flows and kernel latency"},
@@ -260,6 +264,7 @@ class UdpPlugin {
     flow_idle_ns_ = static_cast<std::uint64_t>(config.get_int("flow_idle_seconds")) * 1000000000ULL;
     max_flows_ = static_cast<std::uint32_t>(config.get_int("max_flows"));
     max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_datagrams"));
+    max_sockets_ = static_cast<std::uint32_t>(config.get_int("max_sockets"));
     filter_ = filter;
     return Status::success();
   }
@@ -276,6 +281,8 @@ class UdpPlugin {
     bpf_map__set_max_entries(skeleton_->maps.udp_flows, max_flows_);
     bpf_map__set_max_entries(skeleton_->maps.udp_rx_inflight, max_tracked_);
     bpf_map__set_max_entries(skeleton_->maps.udp_tx_inflight, max_tracked_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_send_start, max_tracked_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_owners, max_sockets_);
     *object = skeleton_->obj;
     return Status::success();
   }
@@ -297,6 +304,15 @@ class UdpPlugin {
     failures_ = host.metric("netwatcher_udp_receive_queue_failures_total");
     flow_count_ = host.metric("netwatcher_udp_flows");
     last_collect_ns_ = monotonic_ns();
+    flows_table_ =
+        host.track_table({"flows", "udp_flows", UDP_TABLE_FLOWS, 0, "plugins.udp.max_flows"});
+    host.track_table({"rx_datagrams", "udp_rx_inflight", UDP_TABLE_RX_DATAGRAMS, 0,
+                      "plugins.udp.max_tracked_datagrams"});
+    host.track_table({"tx_datagrams", "udp_tx_inflight", UDP_TABLE_TX_DATAGRAMS, 0,
+                      "plugins.udp.max_tracked_datagrams"});
+    host.track_table({"send_calls", "udp_send_start", UDP_TABLE_SEND_CALLS, 0,
+                      "plugins.udp.max_tracked_datagrams"});
+    host.track_table({"sockets", "udp_owners", UDP_TABLE_OWNERS, 0, "plugins.udp.max_sockets"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
@@ -437,7 +453,11 @@ class UdpPlugin {
       v[kFlowNetns] = std::uint64_t{key.netns};
       out.emit(kFlowEvent, 0, std::move(v));
     });
-    for (const auto& gone : idle) bpf_map_delete_elem(fd, &gone);
+    // Expired, not evicted: the table account must not take them for evictions.
+    std::uint64_t expired = 0;
+    for (const auto& gone : idle)
+      if (bpf_map_delete_elem(fd, &gone) == 0) ++expired;
+    if (flows_table_) flows_table_->count_removed(expired);
     flow_count_->set({}, static_cast<double>(tracked - idle.size()));
     last_collect_ns_ = now;
   }
@@ -446,7 +466,8 @@ class UdpPlugin {
   bool datagram_events_ = false, failure_events_ = true, flows_ = true;
   std::uint64_t max_events_per_second_ = 1000;
   std::uint64_t flow_idle_ns_ = 120ULL * 1000000000ULL;
-  std::uint32_t max_flows_ = 16384, max_tracked_ = 16384;
+  std::uint32_t max_flows_ = 16384, max_tracked_ = 16384, max_sockets_ = 16384;
+  TableAccount* flows_table_ = nullptr;
   GlobalFilter filter_;
   std::uint64_t last_collect_ns_ = 0;
   MetricFamily *datagrams_ = nullptr, *bytes_ = nullptr, *latency_ = nullptr, *failures_ = nullptr,

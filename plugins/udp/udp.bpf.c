@@ -132,7 +132,7 @@ static __always_inline struct udp_flow* flow_of(const struct udp_flow_key* key, 
   if (flow) return flow;
   struct udp_flow fresh = {};
   fresh.first_ns = now;
-  bpf_map_update_elem(&udp_flows, key, &fresh, BPF_NOEXIST);
+  nw_table_insert(&udp_flows, UDP_TABLE_FLOWS, key, &fresh, BPF_NOEXIST);
   return bpf_map_lookup_elem(&udp_flows, key);
 }
 
@@ -183,7 +183,13 @@ static __always_inline void remember_owner(__u64 sock) {
   struct sock_owner owner = {};
   owner.pid = pid;
   bpf_get_current_comm(owner.comm, sizeof(owner.comm));
-  bpf_map_update_elem(&udp_owners, &sock, &owner, BPF_ANY);
+  /* A new owner of a known socket is an update, not a new entry: replacing
+   * it through the map would count as an eviction. */
+  if (known) {
+    *known = owner;
+    return;
+  }
+  nw_table_insert(&udp_owners, UDP_TABLE_OWNERS, &sock, &owner, BPF_NOEXIST);
 }
 
 static __always_inline void emit_datagram(const struct udp_flow_key* flow, int dir, __u64 sock,
@@ -241,7 +247,9 @@ static __always_inline int ip_receive(const struct sk_buff* skb) {
   entry.length = payload_length(&p);
   entry.ip_ns = bpf_ktime_get_ns();
   __u64 key = (__u64)skb;
-  bpf_map_update_elem(&udp_rx_inflight, &key, &entry, BPF_ANY);
+  /* A leftover under this address is a freed skb's (a datagram that reached
+   * no socket): stale, so replaced. */
+  nw_table_insert(&udp_rx_inflight, UDP_TABLE_RX_DATAGRAMS, &key, &entry, BPF_ANY);
   return 0;
 }
 
@@ -275,7 +283,7 @@ int udp_socket_queue(struct __sk_buff* ctx) {
   flow_time(counted, UDP_RX, delta);
   struct udp_flow_key flow = entry->flow;
   __u32 ifindex = entry->ifindex, length = entry->length;
-  bpf_map_delete_elem(&udp_rx_inflight, &key);
+  nw_table_remove(&udp_rx_inflight, UDP_TABLE_RX_DATAGRAMS, &key);
 
   __u32 pid = 0;
   char comm[NW_TASK_COMM_LEN] = {};
@@ -450,13 +458,15 @@ int udp_recv_done_tp(struct trace_event_raw_sock_msg_length* ctx) {
 static __always_inline int send_begins(void) {
   __u64 thread = bpf_get_current_pid_tgid();
   __u64 now = bpf_ktime_get_ns();
-  bpf_map_update_elem(&udp_send_start, &thread, &now, BPF_ANY);
+  /* A leftover is a call whose exit was not seen (netwatcher started
+   * mid-call): stale. */
+  nw_table_insert(&udp_send_start, UDP_TABLE_SEND_CALLS, &thread, &now, BPF_ANY);
   return 0;
 }
 
 static __always_inline int send_ends(void) {
   __u64 thread = bpf_get_current_pid_tgid();
-  bpf_map_delete_elem(&udp_send_start, &thread);
+  nw_table_remove(&udp_send_start, UDP_TABLE_SEND_CALLS, &thread);
   return 0;
 }
 
@@ -543,7 +553,8 @@ static __always_inline int dev_queue(const struct sk_buff* skb) {
   }
   stats_count(UDP_TX, entry.length);
   flow_owner(flow_count(&entry.flow, UDP_TX, entry.length, now), entry.pid, entry.comm);
-  bpf_map_update_elem(&udp_tx_inflight, &key, &entry, BPF_ANY);
+  /* Absent: checked above. */
+  nw_table_insert(&udp_tx_inflight, UDP_TABLE_TX_DATAGRAMS, &key, &entry, BPF_NOEXIST);
   return 0;
 }
 
@@ -563,7 +574,7 @@ static __always_inline int dev_xmit(const struct sk_buff* skb, int rc) {
   struct tx_inflight* found = bpf_map_lookup_elem(&udp_tx_inflight, &key);
   if (!found) return 0;
   struct tx_inflight entry = *found;
-  bpf_map_delete_elem(&udp_tx_inflight, &key);
+  nw_table_remove(&udp_tx_inflight, UDP_TABLE_TX_DATAGRAMS, &key);
   if (rc != 0) return 0; /* the driver dropped it */
   __u64 kernel_ns = 0;
   __u8 flags = 0;

@@ -28,6 +28,15 @@ enum udp_failure {
   UDP_FAILURES = 3,
 };
 
+/* Bounded kernel tables (TableSpec::kernel_index, nw_tables). */
+enum udp_table_index {
+  UDP_TABLE_FLOWS = 0,        /* udp_flows */
+  UDP_TABLE_RX_DATAGRAMS = 1, /* udp_rx_inflight */
+  UDP_TABLE_TX_DATAGRAMS = 2, /* udp_tx_inflight */
+  UDP_TABLE_SEND_CALLS = 3,   /* udp_send_start */
+  UDP_TABLE_OWNERS = 4,       /* udp_owners */
+};
+
 /* Per CPU, one entry: every datagram, filters or not. */
 struct udp_stats {
   __u64 datagrams[UDP_DIRECTIONS];

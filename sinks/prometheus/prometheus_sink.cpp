@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -150,6 +151,7 @@ class PrometheusSink {
 
   Status open(const SinkContext& context) {
     metrics_ = context.metrics;
+    instance_ = context.instance;
     max_series_ = static_cast<std::size_t>(context.config.get_int("max_series_per_family"));
     textfile_ = context.config.get_string("textfile");
     textfile_interval_ =
@@ -208,6 +210,11 @@ class PrometheusSink {
     MetricsSnapshot snapshot = metrics_ ? metrics_() : MetricsSnapshot{};
     std::string out;
     out.reserve(64 * 1024);
+    // Admission first, for every family: the sink's own row in the
+    // netwatcher_table_* families then counts this render's refusals too.
+    std::vector<std::vector<const MetricSeries*>> shown_by_family;
+    shown_by_family.reserve(snapshot.size());
+    std::size_t fullest = 0;
     for (const auto& family : snapshot) {
       const auto& spec = family.spec;
       // Series admitted earlier keep their place while they exist; gone ones
@@ -231,9 +238,31 @@ class PrometheusSink {
         } else if (refused_seen.size() < kMaxTrackedRefusals &&
                    refused_seen.insert(series->labels).second) {
           refused_[spec.name] += 1;
+          ++refused_total_;
+          warn_once(spec.name);
         }
       }
+      fullest = std::max(fullest, still_admitted.size());
       admitted.swap(still_admitted);
+      shown_by_family.push_back(std::move(shown));
+    }
+    for (std::size_t f = 0; f < snapshot.size(); ++f) {
+      const auto& spec = snapshot[f].spec;
+      std::vector<const MetricSeries*>& shown = shown_by_family[f];
+      // This sink's cap is a bounded table like a plugin's, under its
+      // instance name: the entries of its fullest family, and every series
+      // it refused.
+      MetricSeries own;
+      own.labels = {instance_, "series_per_family"};
+      if (spec.name == "netwatcher_table_entries") own.value = static_cast<double>(fullest);
+      if (spec.name == "netwatcher_table_capacity") own.value = static_cast<double>(max_series_);
+      if (spec.name == "netwatcher_table_full_total")
+        own.value = static_cast<double>(refused_total_);
+      const bool table_family = spec.name == "netwatcher_table_entries" ||
+                                spec.name == "netwatcher_table_capacity" ||
+                                spec.name == "netwatcher_table_full_total" ||
+                                spec.name == "netwatcher_table_evictions_total";
+      if (table_family && spec.labels.size() == 2) shown.push_back(&own);
       out += "# HELP " + spec.name + " ";
       append_escaped(out, spec.help, false);
       out += "\n# TYPE " + spec.name + " " + metric_type_name(spec.type) + "\n";
@@ -273,6 +302,19 @@ class PrometheusSink {
   }
 
  private:
+  // Sinks have no logger of their own: one line on stderr, where the host
+  // logs, the first time a family is capped.
+  void warn_once(const std::string& family) {
+    if (warned_) return;
+    warned_ = true;
+    std::fprintf(stderr,
+                 "[warning] sink '%s': metric family %s reached max_series_per_family (%zu); "
+                 "its further series are not exported and are counted in "
+                 "netwatcher_table_full_total{plugin=\"%s\",table=\"series_per_family\"}; "
+                 "raise max_series_per_family of this [[sinks]] entry\n",
+                 instance_.c_str(), family.c_str(), max_series_, instance_.c_str());
+  }
+
   static Status bind_listener(const std::string& listen, int& listen_fd) {
     auto colon = listen.rfind(':');
     if (colon == std::string::npos)
@@ -428,6 +470,9 @@ class PrometheusSink {
   std::mutex render_mutex_;
   std::map<std::string, std::set<LabelValues>> admitted_;
   std::map<std::string, std::set<LabelValues>> refused_seen_;
+  std::uint64_t refused_total_ = 0;  // under render_mutex_, over every family
+  bool warned_ = false;              // under render_mutex_
+  std::string instance_ = "prometheus";
   std::map<std::string, std::uint64_t> refused_;
 };
 

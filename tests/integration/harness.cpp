@@ -305,6 +305,14 @@ UdpSent send_udp(const std::string& netns, const std::string& host, int port, in
   return {line["pid"].u64(), line["sport"].u64()};
 }
 
+void spray_udp(const std::string& netns, const std::string& host, int port, int sockets) {
+  auto result = run("ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers + " spray " + host +
+                    " " + std::to_string(port) + " " + std::to_string(sockets));
+  if (result.exit_code != 0) throw std::runtime_error("UDP sprayer failed: " + result.output);
+  if (parse_json(result.output)["sockets"].u64() != static_cast<std::uint64_t>(sockets))
+    throw std::runtime_error("UDP sprayer: " + result.output);
+}
+
 bool fallback_hooks() {
   const char* mode = std::getenv("NW_TEST_HOOKS");
   return mode && std::string(mode) == "fallback";

@@ -144,6 +144,10 @@ struct UdpSent {
 UdpSent send_udp(const std::string& netns, const std::string& host, int port, int count, int size,
                  int sport = 0);
 
+// udp_peers.py spray: one datagram from each of `sockets` sockets (one flow
+// each), then closes them all.
+void spray_udp(const std::string& netns, const std::string& host, int port, int sockets);
+
 // NW_TEST_HOOKS=fallback (the "fallback." tests): every netwatcher a test
 // starts runs with [netwatcher] hook_override = { "*" = "fallback" }, so each
 // hook with more than one candidate program runs on its second.

@@ -6,6 +6,9 @@ server PORT --pidfile FILE --ready FILE : an HTTP/1.1 server (keep-alive)
 client HOST PORT : one keep-alive connection: GET /hello, POST /echo (1000
     bytes), GET /missing, GET /slow?token=secret, GET /hello. Prints
     {"pid", "sport", "statuses"}.
+many HOST PORT N : N keep-alive connections opened one after the other, each
+    with one GET /hello answered before the next opens, all held open until
+    the last is answered, then closed. Prints {"pid", "statuses"}.
 """
 import http.client
 import http.server
@@ -70,8 +73,24 @@ def client(host, port):
     print(json.dumps({"pid": os.getpid(), "sport": sport, "statuses": statuses}), flush=True)
 
 
+def many(host, port, count):
+    connections, statuses = [], []
+    for _ in range(count):
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        conn.request("GET", "/hello")
+        response = conn.getresponse()
+        response.read()
+        statuses.append(response.status)
+        connections.append(conn)
+    for conn in connections:
+        conn.close()
+    print(json.dumps({"pid": os.getpid(), "statuses": statuses}), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "server":
         server(sys.argv[2:])
+    elif sys.argv[1] == "many":
+        many(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
     else:
         client(sys.argv[2], int(sys.argv[3]))

@@ -199,4 +199,50 @@ TEST_F(Http, OtherTcpTrafficIsNotMistakenForHttp) {
       0);
 }
 
+// 20 connections held open at once, so 40 sockets (client and server),
+// against a tracker of 16. They open one after the other and each is done
+// with before the next: every new socket pushes out the least recently
+// active one, never one still in use, so exactly 40 - 16 are evicted. The
+// closes then free the table; the test's one scrape (loopback HTTP, tracked
+// too) finds room. The anomaly detector, one series per socket, holds 8 of
+// the 40 exchanges' series: 32 evicted (the scrape's exchange is judged only
+// after its response, so after the metrics it carries).
+TEST_F(Http, AFullConnectionTrackerAndAnomalyDetectorCountWhatTheyForgot) {
+  constexpr int kConnections = 20, kCapacity = 16, kSeries = 8;
+  Netwatcher nw(
+      dir_,
+      config("max_connections = " + std::to_string(kCapacity) +
+             "\n[anomaly]\nper_connection = true\nmax_series = " + std::to_string(kSeries) + "\n"),
+      {"-i", "-L"});
+  auto result = run("ip netns exec nwt-cli /usr/bin/python3 " + kHttpPeers + " many 10.77.0.2 " +
+                    std::to_string(kHttpPort) + " " + std::to_string(kConnections));
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const Json statuses = parse_json_lines(result.output).at(0)["statuses"];
+  EXPECT_EQ(std::get<std::shared_ptr<Json::Array>>(statuses.value)->size(),
+            static_cast<std::size_t>(kConnections));
+  settle();
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const std::map<std::string, std::string> table{{"plugin", "http"}, {"table", "connections"}};
+  EXPECT_EQ(prom.value("netwatcher_table_capacity", table), kCapacity);
+  EXPECT_EQ(prom.value("netwatcher_table_evictions_total", table), 2 * kConnections - kCapacity);
+  EXPECT_EQ(prom.value("netwatcher_table_full_total", table), 0) << "the tracker evicts";
+  EXPECT_LE(prom.value("netwatcher_table_entries", table).value_or(99), 2)
+      << "closed connections left; at most the scrape's two sockets remain";
+  const std::string log = nw.log();
+  const std::string warning = "table 'connections' is full (16 entries)";
+  ASSERT_NE(log.find(warning), std::string::npos) << log;
+  EXPECT_EQ(log.find(warning, log.find(warning) + 1), std::string::npos) << "warned once";
+  EXPECT_NE(log.find("raise plugins.http.max_connections"), std::string::npos);
+
+  const std::map<std::string, std::string> series{{"plugin", "anomaly"}, {"table", "series"}};
+  EXPECT_EQ(prom.value("netwatcher_table_capacity", series), kSeries);
+  EXPECT_EQ(prom.value("netwatcher_table_entries", series), kSeries);
+  EXPECT_EQ(prom.value("netwatcher_table_evictions_total", series), 2 * kConnections - kSeries);
+  EXPECT_EQ(prom.value("netwatcher_table_full_total", series), 0);
+  EXPECT_NE(log.find("table 'series' is full (8 entries)"), std::string::npos) << log;
+  EXPECT_NE(log.find("raise anomaly.max_series"), std::string::npos);
+}
+
 }  // namespace

@@ -12,6 +12,8 @@ exchange HOST PORT SIZE... : sends each SIZE and waits for its echo, first
         "connected_sport"}.
 hold --ready FILE --rcvbuf BYTES PORT : binds PORT with a small receive
         buffer and never reads, until SIGTERM.
+spray HOST PORT SOCKETS : one datagram from each of SOCKETS sockets, all open
+        at once, then closed; prints {"pid", "sockets"}.
 """
 import json
 import os
@@ -112,6 +114,17 @@ def exchange(args):
                       "connected_sport": connected.getsockname()[1]}), flush=True)
 
 
+def spray(args):
+    host, port, count = args[0], int(args[1]), int(args[2])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sockets = [socket.socket(family, socket.SOCK_DGRAM) for _ in range(count)]
+    for s in sockets:
+        s.sendto(b"s", (host, port))
+    for s in sockets:
+        s.close()
+    print(json.dumps({"pid": os.getpid(), "sockets": count}), flush=True)
+
+
 def hold(args):
     ready = args[args.index("--ready") + 1]
     rcvbuf = int(args[args.index("--rcvbuf") + 1])
@@ -124,4 +137,4 @@ def hold(args):
 
 if __name__ == "__main__":
     {"recv": recv, "send": send, "echo": echo, "exchange": exchange,
-     "hold": hold}[sys.argv[1]](sys.argv[2:])
+     "hold": hold, "spray": spray}[sys.argv[1]](sys.argv[2:])

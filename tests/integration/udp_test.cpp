@@ -189,3 +189,50 @@ TEST_F(Udp, ReceiveBufferOverflowsMatchTheKernelsCounter) {
 }
 
 }  // namespace
+
+// 100 client sockets, one datagram each, against a flow table of 64. The
+// filter keeps to the client's side of each flow (remote port 7400), so
+// exactly 100 flows are inserted. The LRU map makes room by evicting, never
+// refuses; each CPU keeps a few free slots of its own, so it may evict before
+// all 64 are used: entries and evictions add up to 100 rather than being
+// 64 and 36. Flows then expire (flow_idle_seconds), which user space deletes
+// and reports: that must not show as evictions.
+TEST_F(Udp, AFullFlowTableCountsItsEvictionsAndNotItsExpiredFlows) {
+  constexpr int kSockets = 100, kPort = 7400;
+  Netwatcher nw(dir_, config("max_flows = 64\nflow_idle_seconds = 2\nflows = false\n"
+                             "[filter]\ndport = [7400]\n"));
+  UdpReceiver receiver(TwoHosts::kServer, {kPort}, dir_);
+  spray_udp(TwoHosts::kClient, "10.77.0.2", kPort, kSockets);
+  settle();  // under flow_idle_seconds: nothing expired yet
+  auto full = parse_prometheus(http_get(kPromPort, "/metrics"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+  auto expired = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(receiver.counts()[kPort], static_cast<std::uint64_t>(kSockets));
+
+  const std::map<std::string, std::string> flows{{"plugin", "udp"}, {"table", "flows"}};
+  EXPECT_EQ(full.value("netwatcher_table_capacity", flows), 64);
+  const double entries = full.value("netwatcher_table_entries", flows).value_or(-1);
+  const double evicted = full.value("netwatcher_table_evictions_total", flows).value_or(-1);
+  EXPECT_LE(entries, 64);
+  EXPECT_EQ(entries + evicted, kSockets);
+  EXPECT_GE(evicted, kSockets - 64);
+  EXPECT_EQ(full.value("netwatcher_table_full_total", flows), 0) << "an LRU map never refuses";
+  EXPECT_EQ(expired.value("netwatcher_table_entries", flows), 0) << "every flow expired";
+  EXPECT_EQ(expired.value("netwatcher_table_evictions_total", flows), evicted)
+      << "expired flows are not evictions";
+
+  const std::map<std::string, std::string> sockets{{"plugin", "udp"}, {"table", "sockets"}};
+  EXPECT_EQ(expired.value("netwatcher_table_capacity", sockets), 16384);
+  EXPECT_GE(expired.value("netwatcher_table_entries", sockets).value_or(0), kSockets)
+      << "every sprayer socket had its owner remembered";
+  for (const char* table : {"rx_datagrams", "tx_datagrams", "send_calls"})
+    EXPECT_TRUE(expired.value("netwatcher_table_capacity", {{"plugin", "udp"}, {"table", table}}))
+        << table;
+
+  const std::string log = nw.log();
+  const std::string warning = "table 'flows' is full (64 entries)";
+  ASSERT_NE(log.find(warning), std::string::npos) << log;
+  EXPECT_EQ(log.find(warning, log.find(warning) + 1), std::string::npos) << "warned once";
+  EXPECT_NE(log.find("raise plugins.udp.max_flows"), std::string::npos);
+}

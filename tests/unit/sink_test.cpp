@@ -287,6 +287,37 @@ TEST_F(SinkFixture, PrometheusCapsSeriesPerFamilyAndCountsRefusals) {
             1);
 }
 
+// The cap is a bounded table like a plugin's: the sink adds its own row,
+// under its instance name, to the host's netwatcher_table_* families.
+TEST_F(SinkFixture, PrometheusCountsItsCapAsABoundedTable) {
+  auto with_tables = [] {
+    MetricsSnapshot snapshot = sample_metrics();
+    for (const char* name : {"netwatcher_table_entries", "netwatcher_table_capacity",
+                             "netwatcher_table_full_total", "netwatcher_table_evictions_total"}) {
+      MetricFamilySnapshot family;
+      family.spec = {name, MetricType::gauge, "Tables.", {"plugin", "table"}};
+      family.series.push_back({{"tcp", "connections"}, 7, {}, 0, 0});
+      snapshot.push_back(family);
+    }
+    return snapshot;
+  };
+  run_sink("prometheus",
+           {{"listen", std::string("")},
+            {"textfile", dir_.file("tables.prom")},
+            {"max_series_per_family", std::int64_t{1}}},
+           with_tables);
+  auto parsed = nwtest::parse_prometheus(nwtest::read_file(dir_.file("tables.prom")));
+  const std::map<std::string, std::string> own{{"plugin", "prometheus"},
+                                               {"table", "series_per_family"}};
+  EXPECT_EQ(parsed.value("netwatcher_table_capacity", own), 1);
+  EXPECT_EQ(parsed.value("netwatcher_table_entries", own), 1) << "the fullest family's series";
+  EXPECT_EQ(parsed.value("netwatcher_table_full_total", own), 1) << "demo_requests_total's second";
+  EXPECT_EQ(parsed.value("netwatcher_table_evictions_total", own), 0);
+  EXPECT_EQ(parsed.value("netwatcher_table_entries", {{"plugin", "tcp"}, {"table", "connections"}}),
+            7)
+      << "the host's rows stay";
+}
+
 TEST_F(SinkFixture, PrometheusRefusesAnAddressItCannotBind) {
   RefusedFile refused;
   auto component =

@@ -28,12 +28,7 @@ void must(const std::string& command) {
 }
 
 bool wait_for(const std::function<bool()>& condition, int timeout_ms) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
+  return wait_until(condition, std::chrono::milliseconds(timeout_ms));
 }
 
 const std::string kPeers = std::string(NW_SOURCE_DIR) + "/tests/integration/tcp_peers.py";
@@ -75,6 +70,23 @@ void bring_up(const std::vector<LinkEnd>& ends) {
 }
 
 }  // namespace
+
+bool wait_until(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
+std::vector<Json> read_json_lines(const std::string& path) {
+  std::string text = read_file(path);
+  auto end = text.rfind('\n');
+  if (end == std::string::npos) return {};
+  text.resize(end + 1);
+  return parse_json_lines(text);
+}
 
 // Integration tests share namespace names, ports and the kernel's netfilter
 // priorities, also with the suites of other checkouts on the same machine:

@@ -3,6 +3,8 @@
 
 #include <sys/types.h>
 
+#include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -44,6 +46,16 @@ class RoutedHosts {
   static constexpr const char* kRouter = "nwt-r";
   static constexpr const char* kB = "nwt-b";
 };
+
+// Polls `condition` every 20 ms until it holds or `timeout` has passed, and
+// returns whether it held: how a test waits for an event, a metric or a file
+// instead of sleeping a fixed time.
+bool wait_until(const std::function<bool()>& condition,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// The complete lines of a JSON Lines file that may still be being written
+// (a line without its newline yet is left out); none when there is no file.
+std::vector<Json> read_json_lines(const std::string& path);
 
 // The machine-wide lock every integration test takes (see harness.cpp);
 // held until the process exits. TwoHosts, RoutedHosts and Netwatcher take it

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <set>
 #include <stdexcept>
@@ -20,6 +21,12 @@ namespace {
 
 constexpr int kPromPort = 41490;
 constexpr int kPort = 5000;
+
+std::uint64_t realtime_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
 
 struct Tuple {
   std::string saddr;
@@ -83,6 +90,16 @@ double histogram_count(const PromText& metrics, const std::string& name,
   return total;
 }
 
+// The srtt `ss -ti` shows for one established connection in `netns`, in
+// seconds (ss prints milliseconds with microsecond digits: "rtt:0.071/0.035").
+double ss_srtt_seconds(const std::string& netns, std::uint64_t sport, std::uint64_t dport) {
+  auto r = run("ip netns exec " + netns + " ss -tinH state established '( sport = :" +
+               std::to_string(sport) + " and dport = :" + std::to_string(dport) + " )'");
+  auto at = r.output.find(" rtt:");
+  if (at == std::string::npos) throw std::runtime_error("ss shows no rtt: " + r.output);
+  return std::stod(r.output.substr(at + 5)) / 1000;
+}
+
 class TcpDetail : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -99,7 +116,30 @@ class TcpDetail : public ::testing::Test {
     return events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), name);
   }
   PromText metrics() { return parse_prometheus(http_get(kPromPort, "/metrics")); }
+  // Only for the full-table test, whose counts include every scrape: its
+  // snapshots cannot be waited for by scraping, and it has no row to show one.
   static void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(1200)); }
+  // Waits until `seen` holds for the events of type `name` written so far.
+  bool wait_for_events(const std::string& name,
+                       const std::function<bool(const std::vector<Json>&)>& seen) {
+    return wait_until(
+        [&] { return seen(events_of(read_json_lines(dir_.file("events.jsonl")), name)); });
+  }
+  // Waits until the connection with this tuple (either end) has closed.
+  bool wait_for_close(const Tuple& t) {
+    return wait_for_events("tcp_close", [&](const std::vector<Json>& closes) {
+      return !with_tuple(closes, t).empty();
+    });
+  }
+  // Scrapes until `ready` holds for the metrics (or 10 s passed); returns the last scrape.
+  PromText metrics_when(const std::function<bool(const PromText&)>& ready) {
+    PromText m;
+    wait_until([&] {
+      m = metrics();
+      return ready(m);
+    });
+    return m;
+  }
   // tcp_peers.py pace from the client to the server: COUNT sends of SIZE bytes.
   static Json pace(int size, int count, double interval, const std::string& server = "10.77.0.2") {
     return run_tcp_peer(TwoHosts::kClient,
@@ -128,11 +168,14 @@ TEST_F(TcpDetail, StateTransitionsCoverTheWholeConnectionWithDurations) {
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   auto clients = run_client(TwoHosts::kClient, "10.77.0.2", kPort, {20000});
   ASSERT_EQ(clients.size(), 1u);
-  settle();
+  const auto& c = clients[0];
+  EXPECT_TRUE(wait_for_events("tcp_state", [&](const std::vector<Json>& states) {
+    return with_tuple(states, {"10.77.0.1", c.sport, "10.77.0.2", kPort}).size() >= 5 &&
+           with_tuple(states, {"10.77.0.2", kPort, "10.77.0.1", c.sport}).size() >= 5;
+  }));
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
   const auto states = events("tcp_state");
-  const auto& c = clients[0];
   auto client = with_tuple(states, {"10.77.0.1", c.sport, "10.77.0.2", kPort});
   EXPECT_EQ(
       transitions(client),
@@ -146,7 +189,10 @@ TEST_F(TcpDetail, StateTransitionsCoverTheWholeConnectionWithDurations) {
                                 "CLOSE_WAIT>LAST_ACK", "LAST_ACK>CLOSE"}));
   ASSERT_EQ(client.size(), 5u);
   // One socket throughout; the owner from connect(); durations for every
-  // state entered while watched, adding up to no more than the lifetime.
+  // state entered while watched. Each event is stamped with the instant that
+  // ends the old state and starts the new one, so each duration is exactly
+  // the time since the event before (in whole microseconds), and together
+  // they add up to the lifetime.
   const std::uint64_t sock = client[0]["fields"]["sock"].u64();
   std::uint64_t sum_us = 0;
   for (std::size_t i = 0; i < client.size(); ++i) {
@@ -161,11 +207,16 @@ TEST_F(TcpDetail, StateTransitionsCoverTheWholeConnectionWithDurations) {
     ASSERT_TRUE(f.has("duration_us")) << transitions(client)[i];
     EXPECT_LT(f["duration_us"].u64(), 5000000u);
     sum_us += f["duration_us"].u64();
-    EXPECT_GE(client[i]["timestamp_ns"].u64(), client[i - 1]["timestamp_ns"].u64());
+    ASSERT_GE(client[i]["timestamp_ns"].u64(), client[i - 1]["timestamp_ns"].u64());
+    EXPECT_EQ(f["duration_us"].u64(),
+              (client[i]["timestamp_ns"].u64() - client[i - 1]["timestamp_ns"].u64()) / 1000)
+        << transitions(client)[i];
   }
   const std::uint64_t life_us =
       (client.back()["timestamp_ns"].u64() - client.front()["timestamp_ns"].u64()) / 1000;
+  // Each of the four durations lost under a microsecond to rounding down.
   EXPECT_LE(sum_us, life_us);
+  EXPECT_GE(sum_us + 4, life_us);
   EXPECT_GT(sum_us, 0u);
   // SYN_SENT lasted a round trip (plus neighbour resolution on a new link).
   EXPECT_GT(client[1]["fields"]["duration_us"].u64(), 0u);
@@ -180,8 +231,17 @@ TEST_F(TcpDetail, AConnectionToAClosedPortGivesResetEventsOnBothSides) {
   ASSERT_EQ(result.exit_code, 0) << result.output;
   std::uint64_t pid = 0, sport = 0;
   ASSERT_EQ(std::sscanf(result.output.c_str(), "%lu %lu", &pid, &sport), 2) << result.output;
-  settle();
-  auto prom = metrics();
+  EXPECT_TRUE(wait_for_events("tcp_reset", [&](const std::vector<Json>& resets) {
+    return !with_tuple(resets, {"10.77.0.2", 5999, "10.77.0.1", sport}).empty() &&
+           !with_tuple(resets, {"10.77.0.1", sport, "10.77.0.2", 5999}).empty();
+  }));
+  EXPECT_TRUE(wait_for_events("tcp_state", [&](const std::vector<Json>& states) {
+    return with_tuple(states, {"10.77.0.1", sport, "10.77.0.2", 5999}).size() >= 2;
+  }));
+  auto prom = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_tcp_resets_total", {{"direction", "sent"}}).value_or(0) >= 1 &&
+           m.value("netwatcher_tcp_resets_total", {{"direction", "received"}}).value_or(0) >= 1;
+  });
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
   const auto resets = events("tcp_reset");
@@ -215,12 +275,19 @@ TEST_F(TcpDetail, ErrorPacketsAreReportedAndOutOfOrderSegmentsAreNot) {
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   Json crafted =
       run_tcp_peer(TwoHosts::kClient, {"craft", "10.77.0.2", std::to_string(kPort)}).at(0);
-  settle();
-  auto prom = metrics();
-  ASSERT_EQ(nw.stop(), 0) << nw.log();
-
   const std::uint32_t seq = static_cast<std::uint32_t>(crafted["seq"].u64());
   const std::uint64_t sport = crafted["sport"].u64();
+  EXPECT_TRUE(wait_for_events("tcp_error", [&](const std::vector<Json>& errors) {
+    return with_tuple(errors, {"10.77.0.2", kPort, "10.77.0.1", sport}).size() >= 2;
+  }));
+  auto prom = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_tcp_error_packets_total", {{"reason", "bad_checksum"}})
+                   .value_or(0) >= 1 &&
+           m.value("netwatcher_tcp_error_packets_total", {{"reason", "sequence_beyond_window"}})
+                   .value_or(0) >= 1;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
   auto errors = with_tuple(events("tcp_error"), {"10.77.0.2", kPort, "10.77.0.1", sport});
   ASSERT_EQ(errors.size(), 2u) << nw.log();
   std::map<std::string, Json> by_reason;
@@ -265,11 +332,15 @@ TEST_F(TcpDetail, DroppedPacketsCauseRetransmitEventsThatMatchTheConnectionCount
       "  tcp dport 5000 numgen random mod 100 < 8 drop\n }\n}\n");
   auto clients = run_client(TwoHosts::kClient, "10.77.0.2", kPort, {1500000});
   ASSERT_EQ(clients.size(), 1u);
+  const Tuple tuple{"10.77.0.1", clients[0].sport, "10.77.0.2", kPort};
+  EXPECT_TRUE(wait_for_close(tuple));
+  // Not a wait for a metric: the missed-runs count below is sampled on its
+  // own schedule, and a scrape as soon as the retransmit counters match can
+  // see it stale (1 run in ~12 then had total_retrans one above the sum).
   settle();
   auto prom = metrics();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
-  const Tuple tuple{"10.77.0.1", clients[0].sport, "10.77.0.2", kPort};
   auto retransmits = with_tuple(events("tcp_retransmit"), tuple);
   ASSERT_GT(retransmits.size(), 0u) << "8% loss over 1.5 MB must retransmit";
   std::uint64_t fast = 0, timeout = 0;
@@ -318,32 +389,46 @@ TEST_F(TcpDetail, PerConnectionSrttHistogramsLiveAsLongAsTheirConnection) {
   std::map<std::string, std::string> labels;
   {
     HeldConnection held(TwoHosts::kClient, "10.77.0.2", kPort, 200000, 2.5, dir_);
+    const std::uint64_t sport = held.info().sport;
     labels = {{"daddr", "10.77.0.2"},
               {"saddr", "10.77.0.1"},
-              {"sport", std::to_string(held.info().sport)},
+              {"sport", std::to_string(sport)},
               {"dport", std::to_string(kPort)}};
-    settle();
-    auto open = metrics();
-    double count = open.value("netwatcher_tcp_srtt_seconds_count", labels).value_or(0);
-    double sum = open.value("netwatcher_tcp_srtt_seconds_sum", labels).value_or(0);
-    ASSERT_GT(count, 0) << "200 kB make TCP process segments";
-    EXPECT_GT(sum / count, 1e-6);
-    EXPECT_LT(sum / count, 0.1) << "a veth round trip is microseconds";
-    // The server's side of the same connection is its own series.
-    EXPECT_GT(open.value("netwatcher_tcp_srtt_seconds_count",
-                         {{"daddr", "10.77.0.1"},
-                          {"saddr", "10.77.0.2"},
-                          {"sport", std::to_string(kPort)},
-                          {"dport", std::to_string(held.info().sport)}})
-                  .value_or(0),
-              0);
-    std::this_thread::sleep_for(std::chrono::seconds(2));  // the client closes
+    const std::map<std::string, std::string> server_labels = {{"daddr", "10.77.0.1"},
+                                                              {"saddr", "10.77.0.2"},
+                                                              {"sport", std::to_string(kPort)},
+                                                              {"dport", std::to_string(sport)}};
+    // One sample per snapshot: wait for two of each end's.
+    auto open = metrics_when([&](const PromText& m) {
+      return m.value("netwatcher_tcp_srtt_seconds_count", labels).value_or(0) >= 2 &&
+             m.value("netwatcher_tcp_srtt_seconds_count", server_labels).value_or(0) >= 2;
+    });
+    // The transfer took milliseconds: since then each end's srtt is what ss
+    // shows, and so is (nearly) every sample. A sample taken during the
+    // transfer may differ, hence the factors 1/2 and 4; the kernel's srtt
+    // left shifted (srtt_us << 3) would be 8 times ss's, one read as
+    // milliseconds 1000 times.
+    for (const auto& [end, series] :
+         {std::pair{"client", labels}, std::pair{"server", server_labels}}) {
+      SCOPED_TRACE(end);
+      const bool client = std::string(end) == "client";
+      const double ss = ss_srtt_seconds(client ? TwoHosts::kClient : TwoHosts::kServer,
+                                        client ? sport : kPort, client ? kPort : sport);
+      double count = open.value("netwatcher_tcp_srtt_seconds_count", series).value_or(0);
+      double sum = open.value("netwatcher_tcp_srtt_seconds_sum", series).value_or(0);
+      ASSERT_GE(count, 2) << "the connection is tracked from its start";
+      EXPECT_GE(sum / count, ss * 0.5) << "ss srtt " << ss << " s";
+      EXPECT_LE(sum / count, ss * 4) << "ss srtt " << ss << " s";
+    }
   }
-  settle();
-  auto closed = metrics();
+  // The client closes after 2.5 s; the series ends with its connection.
+  EXPECT_TRUE(wait_for_close({"10.77.0.1", std::stoull(labels.at("sport")), "10.77.0.2", kPort}));
+  PromText closed;
+  EXPECT_TRUE(wait_until([&] {
+    closed = metrics();
+    return !closed.value("netwatcher_tcp_srtt_seconds_count", labels).has_value();
+  })) << "the series ends with its connection";
   ASSERT_EQ(nw.stop(), 0) << nw.log();
-  EXPECT_FALSE(closed.value("netwatcher_tcp_srtt_seconds_count", labels).has_value())
-      << "the series ends with its connection";
 }
 
 // One destination's srtt histogram as scraped: cumulative count per bucket
@@ -391,14 +476,21 @@ TEST_F(TcpDetail, SrttHistogramTakesOneSamplePerSnapshotAndOneAtClose) {
   {
     HeldConnection held(TwoHosts::kClient, "10.77.0.2", kPort, 12345, 2.5, dir_);
     sport = held.info().sport;
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    // Three snapshot rows: the connection is long idle after its write.
+    EXPECT_TRUE(wait_for_events("tcp_conn", [&](const std::vector<Json>& rows) {
+      std::size_t n = 0;
+      for (const auto& e : rows)
+        n += e["fields"]["direction"].str() == "client" && e["fields"]["sport"].u64() == sport;
+      return n >= 3;
+    }));
     auto r = run("ip netns exec nwt-cli ss -tinH state established '( sport = :" +
                  std::to_string(sport) + " )'");
     auto at = r.output.find(" rtt:");
     ASSERT_NE(at, std::string::npos) << r.output;
     ss_rtt = r.output.substr(at + 5, r.output.find('/', at) - at - 5);
   }
-  settle();  // closed, and its close record decoded
+  // Its close record decoded: the histogram has its last sample.
+  EXPECT_TRUE(wait_for_close({"10.77.0.1", sport, "10.77.0.2", kPort}));
   auto scraped = metrics();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
   EXPECT_EQ(nw.log().find("rtt_probe"), std::string::npos) << "no per-segment program by default";
@@ -536,7 +628,13 @@ TEST_F(TcpDetail, ALargeTableIsShownInTurnsOfSnapshotRows) {
   for (int i = 0; i < 500 && !std::filesystem::exists(ready); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   ASSERT_TRUE(std::filesystem::exists(ready)) << "the connections did not open";
-  settle();
+  // A whole snapshot taken since: its 50 rows are read after the connections opened.
+  const std::uint64_t ready_ns = realtime_ns();
+  EXPECT_TRUE(wait_for_events("tcp_conn", [&](const std::vector<Json>& rows) {
+    std::size_t after = 0;
+    for (const auto& e : rows) after += e["timestamp_ns"].u64() > ready_ns;
+    return after >= static_cast<std::size_t>(kRows);
+  }));
   auto held = metrics();
   peer.get();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
@@ -586,12 +684,23 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   Netwatcher nw(dir_, config("extra = true\nlayer_time = true\nlayer_events = true\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   one_segment_per_skb();
-  Json fast = pace(1000, 40, 0.005);
-  Json fast_v6 = pace(700, 15, 0.005, "fd77::2");
+  // Each run's wall time in microseconds: no segment of it can have spent
+  // longer in any layer (the server reads all before it answers, and the
+  // client waits for the answer).
+  auto timed = [](double& wall_us, const std::function<Json()>& run_pace) {
+    const auto start = std::chrono::steady_clock::now();
+    Json out = run_pace();
+    wall_us =
+        std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count();
+    return out;
+  };
+  double fast_us = 0, fast_v6_us = 0, slow_us = 0;
+  Json fast = timed(fast_us, [] { return pace(1000, 40, 0.005); });
+  Json fast_v6 = timed(fast_v6_us, [] { return pace(700, 15, 0.005, "fd77::2"); });
   // 200 kbit/s: a 1066-byte frame takes 43 ms, so back-to-back sends queue.
   throttle_client_link("200kbit");
-  Json slow = pace(1000, 20, 0.001);
-  settle();
+  Json slow = timed(slow_us, [] { return pace(1000, 20, 0.001); });
+  EXPECT_TRUE(wait_for_close({"10.77.0.2", kPort, "10.77.0.1", slow["sport"].u64()}));
   auto prom = metrics();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
@@ -599,7 +708,8 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
   // check_coverage: every byte sent must be in a tx event. Behind the TBF
   // a segment now and then goes unreported (about 1 run in 20, cause not
   // found yet; see the tcp plugin README), so that run checks timing only.
-  auto check = [&](const Json& client, std::vector<double>& tx_link, bool check_coverage,
+  auto check = [&](const Json& client, double wall_us, std::vector<double>& tx_link,
+                   std::vector<double>& tx_total, bool check_coverage,
                    const std::string& client_addr = "10.77.0.1",
                    const std::string& server_addr = "10.77.0.2") {
     const std::uint64_t sport = client["sport"].u64();
@@ -613,8 +723,10 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
       for (const char* field : {"link_us", "ip_us", "transport_us", "total_us"}) {
         ASSERT_TRUE(f.has(field)) << field;
         EXPECT_GE(f[field].num(), 0) << field;
+        EXPECT_LE(f[field].num(), wall_us) << field << ": longer than the run";
       }
       EXPECT_FALSE(f.has("app_us"));
+      tx_total.push_back(f["total_us"].num());
       EXPECT_LE(f["link_us"].num() + f["ip_us"].num() + f["transport_us"].num(),
                 f["total_us"].num() + 0.01);
       EXPECT_EQ(f["pid"].u64(), client["pid"].u64());
@@ -626,6 +738,7 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
       for (const char* field : {"link_us", "ip_us", "transport_us", "app_us", "total_us"}) {
         ASSERT_TRUE(f.has(field)) << field;
         EXPECT_GE(f[field].num(), 0) << field;
+        EXPECT_LE(f[field].num(), wall_us) << field << ": longer than the run";
       }
       EXPECT_LE(f["link_us"].num() + f["ip_us"].num() + f["transport_us"].num() + f["app_us"].num(),
                 f["total_us"].num() + 0.01);
@@ -657,11 +770,18 @@ TEST_F(TcpDetail, LayerTimesAreCompleteAndATbfQdiscShowsInTheLinkLayer) {
     EXPECT_GT(rx.size(), 0u);
     EXPECT_LE(rx_bytes, client["sent"].u64());
   };
-  std::vector<double> link_fast, link_slow, link_v6;
-  check(fast, link_fast, true);
-  check(fast_v6, link_v6, true, "fd77::1", "fd77::2");
+  std::vector<double> link_fast, link_slow, link_v6, total_fast, total_slow, total_v6;
+  check(fast, fast_us, link_fast, total_fast, true);
+  check(fast_v6, fast_v6_us, link_v6, total_v6, true, "fd77::1", "fd77::2");
   EXPECT_GE(link_v6.size(), 10u);
-  check(slow, link_slow, false);
+  check(slow, slow_us, link_slow, total_slow, false);
+  // Unloaded veth segments take tens of microseconds from the send call to
+  // the device: nanoseconds taken for microseconds would be a thousand
+  // times that, and microseconds for nanoseconds a thousandth.
+  for (const auto* totals : {&total_fast, &total_v6}) {
+    EXPECT_GT(median(*totals), 1) << "median tx total_us";
+    EXPECT_LT(median(*totals), 1000) << "median tx total_us";
+  }
   // Writes queued behind a busy link join the tail skb: fewer segments.
   ASSERT_GE(link_fast.size(), 30u);
   ASSERT_GE(link_slow.size(), 5u);
@@ -700,7 +820,7 @@ TEST_F(TcpDetail, NamespacesWithoutNetfilterLinksStillGetLinkAndTotalTimes) {
                              "layer_namespaces = [\"self\"]\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   Json client = pace(800, 10, 0.005);
-  settle();
+  EXPECT_TRUE(wait_for_close({"10.77.0.2", kPort, "10.77.0.1", client["sport"].u64()}));
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
   const auto layers = events("tcp_layer");
@@ -738,12 +858,28 @@ TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
                 {"-L"});
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   one_segment_per_skb();
-  pace(500, 30, 0.005);
+  Json steady = pace(500, 30, 0.005);
   throttle_client_link("100kbit");
   Json slow = pace(1000, 8, 0.001);
-  settle();
+  EXPECT_TRUE(wait_for_close({"10.77.0.2", kPort, "10.77.0.1", slow["sport"].u64()}));
   auto prom = metrics();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  // The steady part: 30 segments 5 ms apart on an idle veth. Link, IP and
+  // transport times of a few microseconds jitter, and a sample over three
+  // times the running mean of one of them flags the segment, so now and
+  // then one is; a detector that flags everything, or every sample after its
+  // warm-up, flags 20 of them.
+  auto steady_tx = with_field(
+      with_tuple(events("tcp_layer"), {"10.77.0.1", steady["sport"].u64(), "10.77.0.2", kPort}),
+      "direction", "tx");
+  ASSERT_GE(steady_tx.size(), 25u);
+  std::size_t steady_flagged = 0;
+  for (const auto& e : steady_tx) {
+    ASSERT_TRUE(e["fields"].has("anomaly"));
+    steady_flagged += e["fields"]["anomaly"].boolean();
+  }
+  EXPECT_LE(steady_flagged, steady_tx.size() / 4) << "the steady part is mostly not an anomaly";
 
   auto tx = with_field(
       with_tuple(events("tcp_layer"), {"10.77.0.1", slow["sport"].u64(), "10.77.0.2", kPort}),
@@ -774,7 +910,7 @@ TEST_F(TcpDetail, LayerTimeRunsAlongsideTheNetfilterPluginInTheSameHooks) {
                           "namespaces = [\"*\"]\n");
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   Json client = pace(600, 10, 0.005);
-  settle();
+  EXPECT_TRUE(wait_for_close({"10.77.0.2", kPort, "10.77.0.1", client["sport"].u64()}));
   PromText prom = metrics();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
   EXPECT_EQ(nw.log().find("disabled"), std::string::npos) << nw.log();

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -14,8 +16,10 @@ using namespace nwtest;
 
 namespace {
 
-void settle() {
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+std::uint64_t realtime_ns() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
 }
 
 const Json* find_close(const std::vector<Json>& closes, const std::string& direction,
@@ -35,6 +39,21 @@ class Tcp : public ::testing::Test {
     hosts_ = std::make_unique<TwoHosts>();
   }
   std::vector<Json> events() { return parse_json_lines(read_file(dir_.file("events.jsonl"))); }
+  // Waits until `seen` holds for the events written so far.
+  bool wait_for_events(const std::function<bool(const std::vector<Json>&)>& seen) {
+    return wait_until([&] { return seen(read_json_lines(dir_.file("events.jsonl"))); });
+  }
+  // Waits until both ends of each connection to `port` have closed.
+  bool wait_for_closes(const std::vector<ClientConnection>& clients, std::uint64_t port) {
+    return wait_for_events([&](const std::vector<Json>& all) {
+      auto closes = events_of(all, "tcp_close");
+      for (const auto& c : clients)
+        if (!find_close(closes, "client", c.sport, port) ||
+            !find_close(closes, "server", port, c.sport))
+          return false;
+      return true;
+    });
+  }
 
   TempDir dir_;
   std::unique_ptr<TwoHosts> hosts_;
@@ -46,7 +65,7 @@ TEST_F(Tcp, Ipv4ConnectionsReportOwnersTuplesStatesAndExactBytes) {
   const std::vector<int> sizes = {1000, 2001, 30002, 400003, 5};
   auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, sizes);
   ASSERT_EQ(clients.size(), sizes.size());
-  settle();
+  EXPECT_TRUE(wait_for_closes(clients, 5000)) << nw.log();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
   auto all = events();
@@ -94,7 +113,7 @@ TEST_F(Tcp, Ipv6ConnectionsAreReported) {
   Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")));
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   auto clients = run_client(TwoHosts::kClient, "fd77::2", 5000, {777});
-  settle();
+  EXPECT_TRUE(wait_for_closes(clients, 5000));
   ASSERT_EQ(nw.stop(), 0);
   auto closes = events_of(events(), "tcp_close");
   const Json* client = find_close(closes, "client", clients.at(0).sport, 5000);
@@ -127,28 +146,42 @@ std::map<std::string, std::string> ss_info(const std::string& netns, std::uint64
 // Whichever way the table is read (the map iterator, or sock_diag in the
 // fallback run), a snapshot row carries the kernel's own current values.
 TEST_F(Tcp, SnapshotsShowLiveConnectionsWithCurrentStatistics) {
-  Netwatcher nw(
-      dir_, "snapshot_interval = 0.2\n" + tcp_config(dir_.file("events.jsonl"), "extra = true\n"));
+  Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +
+                          tcp_config(dir_.file("events.jsonl"), "extra = true\nstates = true\n"));
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   HeldConnection held(TwoHosts::kClient, "10.77.0.2", 5000, 12345, 3.0, dir_);
   const std::uint64_t sport = held.info().sport;
-  // Idle after its write: what ss says now is what the next snapshots see.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  auto client_ss = ss_info(TwoHosts::kClient, sport, 5000);
-  auto server_ss = ss_info(TwoHosts::kServer, 5000, sport);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // Idle once its write is acked and read: what ss says then is what the
+  // next snapshots see. (The kernel's bytes_acked counts the SYN.)
+  std::map<std::string, std::string> client_ss, server_ss;
+  ASSERT_TRUE(wait_until([&] {
+    client_ss = ss_info(TwoHosts::kClient, sport, 5000);
+    server_ss = ss_info(TwoHosts::kServer, 5000, sport);
+    return client_ss["bytes_acked"] == "12346" && server_ss["bytes_received"] == "12345";
+  })) << "ss: client bytes_acked "
+      << client_ss["bytes_acked"] << ", server bytes_received " << server_ss["bytes_received"];
+  const std::uint64_t idle_ns = realtime_ns();
+  // A snapshot row of each end read after that.
+  auto row_after = [&](const std::vector<Json>& all,
+                       const std::string& direction) -> std::optional<Json> {
+    for (const auto& e : events_of(all, "tcp_conn")) {
+      const auto& f = e["fields"];
+      if (e["timestamp_ns"].u64() > idle_ns && f["direction"].str() == direction &&
+          f[direction == "client" ? "sport" : "dport"].u64() == sport)
+        return e;
+    }
+    return std::nullopt;
+  };
+  std::optional<Json> client_row, server_row;
+  EXPECT_TRUE(wait_for_events([&](const std::vector<Json>& all) {
+    client_row = row_after(all, "client");
+    server_row = row_after(all, "server");
+    return client_row && server_row;
+  }));
   ASSERT_EQ(nw.stop(), 0);
   ASSERT_TRUE(client_ss.count("cwnd") && client_ss.count("rtt")) << "ss printed no tcp_info";
-  const Json* client_row = nullptr;
-  const Json* server_row = nullptr;
-  const auto rows = events_of(events(), "tcp_conn");
-  for (const auto& e : rows) {
-    const auto& f = e["fields"];
-    if (f["direction"].str() == "client" && f["sport"].u64() == sport) client_row = &e;
-    if (f["direction"].str() == "server" && f["dport"].u64() == sport) server_row = &e;
-  }
-  ASSERT_NE(client_row, nullptr) << nw.log();
-  ASSERT_NE(server_row, nullptr);
+  ASSERT_TRUE(client_row.has_value()) << nw.log();
+  ASSERT_TRUE(server_row.has_value());
   const char* path = fallback_hooks() ? "'conn_table' attached via user:sock_diag"
                                       : "'conn_table' attached via dump_conns";
   EXPECT_NE(nw.log().find(path), std::string::npos) << nw.log();
@@ -173,8 +206,16 @@ TEST_F(Tcp, SnapshotsShowLiveConnectionsWithCurrentStatistics) {
   EXPECT_EQ(c["total_retrans"].u64(), 0u);
   EXPECT_GT(c["rwnd"].u64(), 0u);
   EXPECT_GT(c["sndbuf"].u64(), 0u);
-  EXPECT_GT(c["duration_us"].u64(), 500000u);
-  EXPECT_LT(c["duration_us"].u64(), 5000000u);
+  // The connection's age when the row was read: from its start, which its
+  // first tcp_state (CLOSE > SYN_SENT) is stamped with, on the same clock.
+  std::optional<std::uint64_t> start_ns;
+  for (const auto& e : events_of(events(), "tcp_state")) {
+    const auto& f = e["fields"];
+    if (f["sport"].u64() == sport && f["dport"].u64() == 5000 && f["old_state"].str() == "CLOSE")
+      start_ns = e["timestamp_ns"].u64();
+  }
+  ASSERT_TRUE(start_ns.has_value()) << "no CLOSE > SYN_SENT of the connection";
+  EXPECT_EQ(c["duration_us"].u64(), ((*client_row)["timestamp_ns"].u64() - *start_ns) / 1000);
   // sock_diag has no accept backlog for connected sockets: the fallback
   // leaves those fields out instead of reporting 0.
   EXPECT_EQ(c.has("backlog"), !fallback_hooks());
@@ -245,28 +286,60 @@ TEST_F(Tcp, AllConnKeepsClosedConnectionsInTheTable) {
     TcpServer server(TwoHosts::kServer, {5000}, dir);
     HeldConnection held(TwoHosts::kClient, "10.77.0.2", 5000, 10, 3.0, dir);
     auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {100, 200});
-    std::this_thread::sleep_for(std::chrono::milliseconds(800));
-    ASSERT_EQ(nw.stop(), 0);
-    auto snapshots = events_of(parse_json_lines(read_file(dir.file("events.jsonl"))), "tcp_conn");
+    const std::uint64_t closed_ns = realtime_ns();
+    // Two snapshots begun after the connections closed: the first of them is
+    // then complete, closed connections and all.
     std::set<std::uint64_t> closed_ports, live_ports;
-    for (const auto& e : snapshots) {
-      const auto& f = e["fields"];
-      if (f["direction"].str() != "client") continue;
-      (f["state"].str() == "CLOSE" ? closed_ports : live_ports).insert(f["sport"].u64());
-    }
+    EXPECT_TRUE(wait_until([&] {
+      closed_ports.clear();
+      live_ports.clear();
+      std::size_t held_rows_after = 0;
+      for (const auto& e : events_of(read_json_lines(dir.file("events.jsonl")), "tcp_conn")) {
+        const auto& f = e["fields"];
+        if (f["direction"].str() != "client") continue;
+        (f["state"].str() == "CLOSE" ? closed_ports : live_ports).insert(f["sport"].u64());
+        held_rows_after +=
+            f["sport"].u64() == held.info().sport && e["timestamp_ns"].u64() > closed_ns;
+      }
+      return held_rows_after >= 2;
+    })) << nw.log();
+    ASSERT_EQ(nw.stop(), 0);
     EXPECT_TRUE(live_ports.count(held.info().sport)) << nw.log();
     EXPECT_EQ(closed_ports.count(clients[0].sport) + closed_ports.count(clients[1].sport),
               all_conn ? 2u : 0u);
   }
 }
 
+// The kernel programs apply the filter: the host-side filter behind them
+// (netwatcher_events_filtered_total) never sees an event to drop.
 TEST_F(Tcp, PortFiltersDropOtherConnectionsInTheKernel) {
-  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")), {"-d", "5001"});
+  constexpr int kPromPort = 41496;
+  Netwatcher nw(dir_,
+                tcp_config(dir_.file("events.jsonl")) +
+                    "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                    std::to_string(kPromPort) + "\"\n",
+                {"-d", "5001"});
   TcpServer server(TwoHosts::kServer, {5000, 5001}, dir_);
   auto to_5000 = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {10, 20});
   auto to_5001 = run_client(TwoHosts::kClient, "10.77.0.2", 5001, {30, 40});
-  settle();
+  // The connections to 5000 ended first: once those to 5001 are reported,
+  // theirs would have been too.
+  EXPECT_TRUE(wait_for_events([&](const std::vector<Json>& all) {
+    auto closes = events_of(all, "tcp_close");
+    for (const auto& c : to_5001)
+      if (!find_close(closes, "client", c.sport, 5001)) return false;
+    return true;
+  }));
+  auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
   ASSERT_EQ(nw.stop(), 0);
+  EXPECT_EQ(metrics.value("netwatcher_events_filtered_total", {{"plugin", "tcp"}}), 0)
+      << "the host-side filter dropped events the kernel should have";
+  // And at shutdown, in the plugin's summary line.
+  const std::string log = nw.log();
+  const auto summary = log.find("plugin 'tcp': ", log.find("shutting down"));
+  ASSERT_NE(summary, std::string::npos) << log;
+  const std::string line = log.substr(summary, log.find('\n', summary) - summary);
+  EXPECT_NE(line.find(" decode errors, 0 filtered, "), std::string::npos) << line;
   auto all = events();
   ASSERT_FALSE(all.empty());
   for (const auto& e : all) {
@@ -283,7 +356,13 @@ TEST_F(Tcp, PidFilterKeepsOnlyThatProcess) {
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")), {"-p", std::to_string(server.pid())});
   auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {50, 60, 70});
-  settle();
+  // The server's end closes last (on the client's final ACK).
+  EXPECT_TRUE(wait_for_events([&](const std::vector<Json>& all) {
+    auto closes = events_of(all, "tcp_close");
+    for (const auto& c : clients)
+      if (!find_close(closes, "server", 5000, c.sport)) return false;
+    return true;
+  }));
   ASSERT_EQ(nw.stop(), 0);
   auto closes = events_of(events(), "tcp_close");
   EXPECT_EQ(closes.size(), clients.size());
@@ -300,7 +379,11 @@ TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
           "try:\n  socket.create_connection(('10.77.0.2', 5999), timeout=5)\n"
           "except ConnectionRefusedError:\n  print('refused')\"");
   EXPECT_NE(result.output.find("refused"), std::string::npos) << result.output;
-  settle();
+  EXPECT_TRUE(wait_for_events([](const std::vector<Json>& all) {
+    for (const auto& e : events_of(all, "tcp_close"))
+      if (e["fields"]["dport"].u64() == 5999) return true;
+    return false;
+  }));
   ASSERT_EQ(nw.stop(), 0);
   bool found = false;
   for (const auto& e : events_of(events(), "tcp_close")) {
@@ -386,13 +469,21 @@ s.close()
   auto result = run("ip netns exec nwt-cli /usr/bin/python3 " + dir_.file("lossy.py"));
   ASSERT_EQ(result.exit_code, 0) << result.output;
   std::uint64_t sport = parse_json(result.output)["sport"].u64();
-  settle();
-  auto metrics = parse_prometheus(http_get(41498, "/metrics"));
-  ASSERT_EQ(nw.stop(), 0);
+  EXPECT_TRUE(wait_for_events([&](const std::vector<Json>& all) {
+    return find_close(events_of(all, "tcp_close"), "client", sport, 5000) != nullptr;
+  }));
   auto closes = events_of(events(), "tcp_close");
   const Json* client = find_close(closes, "client", sport, 5000);
-  ASSERT_NE(client, nullptr);
+  ASSERT_NE(client, nullptr) << nw.log();
   const auto& f = (*client)["fields"];
+  // Mirrored into the metric at the next snapshot.
+  PromText metrics;
+  wait_until([&] {
+    metrics = parse_prometheus(http_get(41498, "/metrics"));
+    return metrics.value("netwatcher_tcp_retransmits_total", {{"type", "timeout"}}).value_or(0) >=
+           static_cast<double>(f["timeout_retrans"].u64());
+  });
+  ASSERT_EQ(nw.stop(), 0);
   EXPECT_GE(f["timeout_retrans"].u64(), 1u);
   EXPECT_EQ(f["total_retrans"].u64(), f["timeout_retrans"].u64() + f["fast_retrans"].u64());
   EXPECT_EQ(f["bytes_acked"].u64(), 1100u);  // retransmitted bytes are not counted twice
@@ -405,9 +496,19 @@ TEST_F(Tcp, PrometheusEndpointServesValidTextWithTheCounts) {
                           "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:41499\"\n");
   TcpServer server(TwoHosts::kServer, {5000}, dir_);
   run_client(TwoHosts::kClient, "10.77.0.2", 5000, {1, 2, 3});
-  settle();
-  std::string text = http_get(41499, "/metrics");
+  // Until the six closes are counted (each scrape refreshes the counts).
+  std::string text;
   PromText parsed;
+  wait_until([&] {
+    text = http_get(41499, "/metrics");
+    try {
+      parsed = parse_prometheus(text);
+    } catch (const std::exception&) {
+      return true;  // asserted below
+    }
+    return parsed.value("netwatcher_events_total", {{"plugin", "tcp"}, {"event", "tcp_close"}})
+               .value_or(0) >= 6;
+  });
   ASSERT_NO_THROW(parsed = parse_prometheus(text)) << text;
   EXPECT_EQ(parsed.families["netwatcher_tcp_connections_opened_total"].type, "counter");
   EXPECT_GE(parsed.value("netwatcher_tcp_connections_opened_total", {{"direction", "client"}})

@@ -1,6 +1,8 @@
 // The kallsyms symboliser and drop-reason naming, fed synthetic tables.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <fstream>
 #include <sstream>
 
 #include "netwatcher/kallsyms.hpp"
@@ -79,6 +81,55 @@ TEST(KernelSymbols, RealKallsymsResolvesAKnownFunction) {
     GTEST_SKIP() << "kallsyms hidden (not root)";
   }
   EXPECT_GT(symbols.size(), 1000u);
+  // The kernel's own listing, read here without the symboliser: the
+  // addresses of tcp_v4_rcv, of the text symbol after it and of one module
+  // function (if any module is loaded).
+  std::ifstream in("/proc/kallsyms");
+  std::string line;
+  std::uint64_t rcv = 0, next = ~std::uint64_t{0}, module_address = 0;
+  std::string module_name, module;
+  std::vector<std::pair<std::uint64_t, std::string>> text;
+  while (std::getline(in, line)) {
+    std::istringstream words(line);
+    std::string address, type, name, owner;
+    if (!(words >> address >> type >> name) || (type != "t" && type != "T")) continue;
+    words >> owner;
+    const std::uint64_t value = std::stoull(address, nullptr, 16);
+    text.emplace_back(value, name);
+    if (name == "tcp_v4_rcv" && owner.empty()) rcv = value;
+    if (module_address == 0 && owner.size() > 2 && owner.front() == '[') {
+      module_address = value;
+      module_name = name;
+      module = owner.substr(1, owner.size() - 2);
+    }
+  }
+  ASSERT_NE(rcv, 0u) << "no tcp_v4_rcv in /proc/kallsyms";
+  std::string first_at_rcv;  // of aliases at one address, the first listed
+  for (const auto& [address, name] : text) {
+    if (address == rcv && first_at_rcv.empty()) first_at_rcv = name;
+    if (address > rcv) next = std::min(next, address);
+  }
+  auto at = symbols.resolve(rcv);
+  ASSERT_TRUE(at.has_value());
+  EXPECT_EQ(at->name, first_at_rcv);
+  EXPECT_EQ(at->offset, 0u);
+  EXPECT_TRUE(at->module.empty());
+  // The last byte before the next symbol is still tcp_v4_rcv's.
+  ASSERT_GT(next, rcv + 1);
+  std::ostringstream last_byte;
+  last_byte << first_at_rcv << "+0x" << std::hex << (next - 1 - rcv);
+  EXPECT_EQ(symbols.format(next - 1), last_byte.str());
+  auto after = symbols.resolve(next);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_NE(after->name, first_at_rcv);
+  EXPECT_EQ(after->offset, 0u);
+  if (module_address != 0) {
+    auto in_module = symbols.resolve(module_address);
+    ASSERT_TRUE(in_module.has_value());
+    EXPECT_EQ(in_module->name, module_name);
+    EXPECT_EQ(in_module->module, module);
+    EXPECT_EQ(in_module->offset, 0u);
+  }
 }
 
 TEST(DropReasons, KnownUnknownAndSubsystemValues) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 
 #include "loader.hpp"
@@ -148,12 +149,59 @@ TEST_F(SinkFixture, CsvQuotesPerRfc4180) {
       "2026-11-21T22:13:33.002000123Z,bad\xff utf8 \xc3\xa9,18446744073709551615,0,2,true,\r\n");
 }
 
-TEST_F(SinkFixture, CsvRotationRepeatsTheHeader) {
-  run_sink("csv", {{"directory", dir_.file("csv")}, {"max_size", std::int64_t{150}}});
-  std::string current = nwtest::read_file(dir_.file("csv/demo_demo_event.csv"));
-  std::string rotated = nwtest::read_file(dir_.file("csv/demo_demo_event.csv.1"));
-  EXPECT_EQ(current.rfind("time,name,count,delta,ratio,ok,note\r\n", 0), 0u) << current;
-  EXPECT_EQ(rotated.rfind("time,name,count,delta,ratio,ok,note\r\n", 0), 0u) << rotated;
+// Twelve rows of 53 bytes under a 150-byte limit: the 37-byte header and two
+// rows fill a file, so six files are written. Every file starts with the
+// header, no file outgrows the limit, and the files read oldest first hold
+// every row in order; with max_files = 3 exactly the newest four files
+// remain, with the newest eight rows.
+TEST_F(SinkFixture, CsvRotationKeepsEveryRowInOrderWithTheHeaderAndMaxFiles) {
+  const std::string header = "time,name,count,delta,ratio,ok,note\r\n";
+  std::vector<std::string> rows;
+  events_.clear();
+  for (int i = 0; i < 12; ++i) {
+    events_.push_back(make(1795299213000000123ULL + static_cast<std::uint64_t>(i) * 1000000,
+                           {std::string("row") + static_cast<char>('a' + i),
+                            std::uint64_t{100} + static_cast<std::uint64_t>(i), std::int64_t{0},
+                            0.5, true, std::monostate{}}));
+    char row[64];
+    std::snprintf(row, sizeof row, "2026-11-21T22:13:33.%03d000123Z,row%c,%d,0,0.5,true,\r\n", i,
+                  'a' + i, 100 + i);
+    rows.push_back(row);
+  }
+  ASSERT_EQ(rows[0].size(), 53u);
+  // The rows the files read oldest (highest suffix) first hold, checking
+  // each file's header and size on the way.
+  auto rows_in = [&](const std::string& base, int rotated) {
+    std::string out;
+    for (int i = rotated; i >= 0; --i) {
+      const std::string path = i == 0 ? base : base + "." + std::to_string(i);
+      SCOPED_TRACE(path);
+      EXPECT_TRUE(std::filesystem::exists(path));
+      std::string text = nwtest::read_file(path);
+      EXPECT_LE(text.size(), 150u);
+      EXPECT_EQ(text.rfind(header, 0), 0u) << text;
+      if (text.rfind(header, 0) == 0) text.erase(0, header.size());
+      EXPECT_EQ(text.find(header), std::string::npos) << "one header per file";
+      out += text;
+    }
+    EXPECT_FALSE(std::filesystem::exists(base + "." + std::to_string(rotated + 1)));
+    return out;
+  };
+  auto joined = [&](std::size_t from) {
+    std::string out;
+    for (std::size_t i = from; i < rows.size(); ++i) out += rows[i];
+    return out;
+  };
+
+  run_sink("csv", {{"directory", dir_.file("all")},
+                   {"max_size", std::int64_t{150}},
+                   {"max_files", std::int64_t{10}}});
+  EXPECT_EQ(rows_in(dir_.file("all/demo_demo_event.csv"), 5), joined(0));
+
+  run_sink("csv", {{"directory", dir_.file("kept")},
+                   {"max_size", std::int64_t{150}},
+                   {"max_files", std::int64_t{3}}});
+  EXPECT_EQ(rows_in(dir_.file("kept/demo_demo_event.csv"), 3), joined(4));
 }
 
 TEST_F(SinkFixture, CsvReportsAnUnusableDirectory) {
@@ -270,7 +318,12 @@ TEST_F(SinkFixture, PrometheusTextfileIsExactAndStrictlyValid) {
             "# TYPE netwatcher_prometheus_series_refused_total counter\n");
   auto parsed = nwtest::parse_prometheus(text);
   EXPECT_EQ(parsed.value("demo_requests_total", {{"path", "c:\\dir\n"}, {"code", "500"}}), 1.5);
-  EXPECT_FALSE(std::filesystem::exists(dir_.file("nw.prom.tmp")));
+  // Written to a temporary file and renamed over the textfile: nothing else
+  // is left in the directory.
+  std::vector<std::string> left;
+  for (const auto& entry : std::filesystem::directory_iterator(dir_.path()))
+    left.push_back(entry.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{"nw.prom"});
 }
 
 TEST_F(SinkFixture, PrometheusCapsSeriesPerFamilyAndCountsRefusals) {

@@ -64,14 +64,8 @@ class Drop : public ::testing::Test {
     return wait_until(
         [&] { return seen(events_of(read_json_lines(dir_.file("events.jsonl")), "drop")); });
   }
-  // Scrapes until `ready` holds (or 10 s passed); returns the last scrape.
   PromText metrics_when(const std::function<bool(const PromText&)>& ready) {
-    PromText m;
-    wait_until([&] {
-      m = parse_prometheus(http_get(kPromPort, "/metrics"));
-      return ready(m);
-    });
-    return m;
+    return scrape_until(kPromPort, ready);
   }
 
   TempDir dir_;

@@ -369,6 +369,15 @@ std::vector<Json> events_of(const std::vector<Json>& all, const std::string& eve
   return out;
 }
 
+PromText scrape_until(int port, const std::function<bool(const PromText&)>& ready) {
+  PromText m;
+  wait_until([&] {
+    m = parse_prometheus(http_get(port, "/metrics"));
+    return ready(m);
+  });
+  return m;
+}
+
 std::string http_get(int port, const std::string& path) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};

@@ -64,15 +64,8 @@ class Http : public ::testing::Test {
       return n >= count;
     });
   }
-  // Scrapes until `ready` holds (or 10 s passed); each scrape is an HTTP
-  // exchange on loopback itself, so only where the test counts none of those.
   PromText metrics_when(const std::function<bool(const PromText&)>& ready) {
-    PromText m;
-    wait_until([&] {
-      m = parse_prometheus(http_get(kPromPort, "/metrics"));
-      return ready(m);
-    });
-    return m;
+    return scrape_until(kPromPort, ready);
   }
 
   TempDir dir_;

@@ -131,14 +131,21 @@ class TcpDetail : public ::testing::Test {
       return !with_tuple(closes, t).empty();
     });
   }
-  // Scrapes until `ready` holds for the metrics (or 10 s passed); returns the last scrape.
   PromText metrics_when(const std::function<bool(const PromText&)>& ready) {
-    PromText m;
-    wait_until([&] {
-      m = metrics();
-      return ready(m);
+    return scrape_until(kPromPort, ready);
+  }
+  // tcp_peers.py many in the background: `count` connections to the server,
+  // `size` bytes each, held `seconds`; returns once all are open.
+  std::future<std::vector<Json>> hold_many(int count, int size, int seconds) {
+    const std::string ready = dir_.file("many.ready");
+    auto peer = std::async(std::launch::async, [=] {
+      return run_tcp_peer(TwoHosts::kClient,
+                          {"many", "10.77.0.2", std::to_string(kPort), std::to_string(count),
+                           std::to_string(size), std::to_string(seconds), "--ready", ready});
     });
-    return m;
+    if (!wait_until([&] { return std::filesystem::exists(ready); }))
+      throw std::runtime_error("the connections did not open");
+    return peer;
   }
   // tcp_peers.py pace from the client to the server: COUNT sends of SIZE bytes.
   static Json pace(int size, int count, double interval, const std::string& server = "10.77.0.2") {
@@ -549,15 +556,7 @@ TEST_F(TcpDetail, AFullConnectionTableCountsWhatItRefusedAndStillEveryConnection
   constexpr int kConnections = 100, kSize = 3000;
   Netwatcher nw(dir_, config("max_connections = 64\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
-  const std::string ready = dir_.file("many.ready");
-  auto peer = std::async(std::launch::async, [&] {
-    return run_tcp_peer(TwoHosts::kClient,
-                        {"many", "10.77.0.2", std::to_string(kPort), std::to_string(kConnections),
-                         std::to_string(kSize), "3", "--ready", ready});
-  });
-  for (int i = 0; i < 500 && !std::filesystem::exists(ready); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(std::filesystem::exists(ready)) << "the connections did not open";
+  auto peer = hold_many(kConnections, kSize, 3);
   settle();               // a snapshot counted the table
   auto full = metrics();  // scrape 1: its two sockets find the table full too
   Json done = peer.get().at(0);
@@ -619,15 +618,7 @@ TEST_F(TcpDetail, ALargeTableIsShownInTurnsOfSnapshotRows) {
   constexpr int kConnections = 100, kRows = 50;
   Netwatcher nw(dir_, config("snapshot_rows = 50\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
-  const std::string ready = dir_.file("many.ready");
-  auto peer = std::async(std::launch::async, [&] {
-    return run_tcp_peer(TwoHosts::kClient,
-                        {"many", "10.77.0.2", std::to_string(kPort), std::to_string(kConnections),
-                         "10", "4", "--ready", ready});
-  });
-  for (int i = 0; i < 500 && !std::filesystem::exists(ready); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  ASSERT_TRUE(std::filesystem::exists(ready)) << "the connections did not open";
+  auto peer = hold_many(kConnections, 10, 4);
   // A whole snapshot taken since: its 50 rows are read after the connections opened.
   const std::uint64_t ready_ns = realtime_ns();
   EXPECT_TRUE(wait_for_events("tcp_conn", [&](const std::vector<Json>& rows) {

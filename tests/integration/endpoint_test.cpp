@@ -40,20 +40,6 @@ constexpr int kTlsPrometheusPort = 41475;
 // bcrypt (cost 5) of "nw-scrape-secret".
 constexpr const char* kHash = "$2b$05$jutLSgtxB0PqxJclHsuNlez7.tUqgxjl5mSym3253oHBgDa4PABWm";
 
-int connect_to(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port) + ": " +
-                             std::strerror(errno));
-  }
-  return fd;
-}
-
 std::uint64_t rss_bytes(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
   std::string key;
@@ -198,9 +184,9 @@ TEST(Endpoint, IdleStalledAndHugeClientsNeverDelayAScrape) {
   const std::size_t fds_before = open_descriptors(nw.pid());
 
   std::vector<int> held;
-  for (int i = 0; i < 1000; ++i) held.push_back(connect_to(kAbusePort));
+  for (int i = 0; i < 1000; ++i) held.push_back(connect_loopback(kAbusePort));
   for (int i = 0; i < 10; ++i) {
-    int fd = connect_to(kAbusePort);
+    int fd = connect_loopback(kAbusePort);
     ::send(fd, "GET /metr", 9, MSG_NOSIGNAL);
     held.push_back(fd);
   }
@@ -208,7 +194,7 @@ TEST(Endpoint, IdleStalledAndHugeClientsNeverDelayAScrape) {
   std::atomic<std::size_t> huge_sent{0};
   std::string huge_reply;
   std::thread huge([&] {
-    int fd = connect_to(kAbusePort);
+    int fd = connect_loopback(kAbusePort);
     std::string head = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: ";
     ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
     const std::string chunk(64 * 1024, 'a');

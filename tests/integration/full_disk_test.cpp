@@ -116,16 +116,7 @@ class LoopbackServers {
 void connect_many(int port, int count, std::size_t bytes = 1000) {
   const std::string payload(bytes, 'x');
   for (int i = 0; i < count; ++i) {
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<std::uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-      ::close(fd);
-      throw std::runtime_error("cannot connect to port " + std::to_string(port) + ": " +
-                               std::strerror(errno));
-    }
+    int fd = connect_loopback(port);
     ::send(fd, payload.data(), payload.size(), MSG_NOSIGNAL);
     ::shutdown(fd, SHUT_WR);
     char buf[64];

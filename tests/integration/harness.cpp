@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -367,6 +368,21 @@ std::vector<Json> events_of(const std::vector<Json>& all, const std::string& eve
   for (const auto& e : all)
     if (e["event"].str() == event) out.push_back(e);
   return out;
+}
+
+int connect_loopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int err = errno;
+    ::close(fd);
+    throw std::runtime_error("cannot connect to 127.0.0.1:" + std::to_string(port) + ": " +
+                             std::strerror(err));
+  }
+  return fd;
 }
 
 PromText scrape_until(int port, const std::function<bool(const PromText&)>& ready) {

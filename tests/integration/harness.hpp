@@ -192,6 +192,9 @@ std::string tcp_config(const std::string& path, const std::string& keys = "");
 std::vector<Json> events_of(const std::vector<Json>& all, const std::string& event);
 // HTTP GET on 127.0.0.1:port, body only; throws on failure.
 std::string http_get(int port, const std::string& path);
+// A connected TCP socket to 127.0.0.1:`port` (the caller closes it); throws
+// with the reason when the connection is refused.
+int connect_loopback(int port);
 // Scrapes /metrics on `port` until `ready` holds for it (or 10 s passed);
 // returns the last scrape. Each scrape is a loopback connection and an HTTP
 // exchange: tests counting those must not poll.

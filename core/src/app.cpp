@@ -277,13 +277,6 @@ void print_features(const KernelFeatures& features) {
   for (const auto& [target, result] : features.iter_targets()) line("iter/" + target, result);
 }
 
-// The same code (same tag) loaded by a running netwatcher, if any.
-const LiveProgram* find_live(const std::vector<LiveProgram>& live,
-                             const ProbeRuntime::ProgramStats& mine) {
-  for (const auto& program : live)
-    if (program.name == mine.program && program.tag == mine.tag) return &program;
-  return nullptr;
-}
 
 void print_hook_reports(const ProbeRuntime& runtime, const std::vector<LiveProgram>& live) {
   const auto stats = runtime.program_stats();
@@ -299,10 +292,13 @@ void print_hook_reports(const ProbeRuntime& runtime, const std::vector<LiveProgr
       std::cout << "      " << candidate.program
                 << (candidate.section.empty() ? "" : " [" + candidate.section + "]") << ": "
                 << candidate.status << "\n";
+      // The same code (same tag) in every running netwatcher: with two agents
+      // on a host (one per container, or one stopping), each gets its line.
       for (const auto& mine : stats)
         if (mine.program == candidate.program)
-          if (const LiveProgram* running = find_live(live, mine))
-            std::cout << "        " << describe_live(*running) << "\n";
+          for (const auto& running : live)
+            if (running.name == mine.program && running.tag == mine.tag)
+              std::cout << "        " << describe_live(running) << "\n";
     }
   }
 }

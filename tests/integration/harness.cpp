@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -188,6 +189,9 @@ Process::Process(const std::vector<std::string>& argv, const std::string& output
     dup2(fd, 1);
     dup2(fd, 2);
     setpgid(0, 0);
+    // A test binary that crashes or is killed by ctest's timeout must not
+    // leave an agent attached: the next tests would see its programs too.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);

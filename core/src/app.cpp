@@ -277,7 +277,6 @@ void print_features(const KernelFeatures& features) {
   for (const auto& [target, result] : features.iter_targets()) line("iter/" + target, result);
 }
 
-
 void print_hook_reports(const ProbeRuntime& runtime, const std::vector<LiveProgram>& live) {
   const auto stats = runtime.program_stats();
   for (const auto& hook : runtime.hook_reports()) {

@@ -17,6 +17,7 @@
 
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 #include "nic.h"
 #include "nic.skel.h"
 
@@ -25,20 +26,6 @@ namespace {
 using namespace netwatcher;
 
 constexpr const char* kDirectionNames[2] = {"rx", "tx"};
-
-enum Field : std::size_t {
-  kInterface,
-  kIfindex,
-  kNetns,
-  kQueue,
-  kDirection,
-  kBytesPerSecond,
-  kPacketsPerSecond,
-  kAveragePacketBytes,
-  kBytes,
-  kPackets,
-  kFieldCount
-};
 
 struct KeyOrder {
   bool operator()(const nic_key& a, const nic_key& b) const {
@@ -52,6 +39,8 @@ double monotonic_seconds() {
   return static_cast<double>(monotonic_ns()) / 1e9;
 }
 
+const std::vector<std::string> kQueueLabels = {"netns", "interface", "queue", "direction"};
+
 class NicPlugin {
  public:
   PluginDescription describe() const {
@@ -63,44 +52,9 @@ class NicPlugin {
          "emit a nic_throughput event per active interface, queue and direction every "
          "snapshot_interval"},
     };
-    d.flags = {
-        {0, "nic", "enabled", "per-interface and per-queue throughput"},
-    };
-    auto label = [](const char* name, const char* help, int width) {
-      return FieldSchema{name, FieldType::text, "", help, FieldRole::label, width};
-    };
-    auto rate = [](const char* name, const char* unit, const char* help, int width) {
-      return FieldSchema{name, FieldType::f64, unit, help, FieldRole::value, width};
-    };
-    d.events = {
-        {"nic_throughput",
-         "traffic of one interface queue in one direction over the last snapshot_interval",
-         {
-             label("interface", "interface name", 12),
-             {"ifindex", FieldType::u64, "", "interface index", FieldRole::label, 7},
-             {"netns", FieldType::u64, "", "network namespace inode", FieldRole::label, 10},
-             {"queue", FieldType::u64, "", "rx or tx queue number", FieldRole::label, 5},
-             label("direction", "rx or tx", 2),
-             rate("bytes_per_second", "bytes", "frame bytes per second", 12),
-             rate("packets_per_second", "", "packets per second (GSO/GRO segments counted)", 10),
-             rate("average_packet_bytes", "bytes", "bytes / packets", 8),
-             {"bytes", FieldType::u64, "bytes", "frame bytes in the interval", FieldRole::value,
-              10},
-             {"packets", FieldType::u64, "", "packets in the interval", FieldRole::value, 8},
-         }}};
-    const std::vector<std::string> labels = {"netns", "interface", "queue", "direction"};
-    d.metrics = {
-        {"netwatcher_nic_bytes_total", MetricType::counter,
-         "Frame bytes per interface queue and direction (link-layer header included).", labels},
-        {"netwatcher_nic_packets_total", MetricType::counter,
-         "Packets per interface queue and direction (GSO/GRO segments counted).", labels},
-        {"netwatcher_nic_bytes_per_second", MetricType::gauge,
-         "Frame bytes per second over the last snapshot_interval.", labels},
-        {"netwatcher_nic_packets_per_second", MetricType::gauge,
-         "Packets per second over the last snapshot_interval.", labels},
-        {"netwatcher_nic_average_packet_bytes", MetricType::gauge,
-         "Average frame size over the last snapshot_interval (0 when idle).", labels},
-    };
+    d.flags = {{0, "nic", "enabled", "per-interface and per-queue throughput"}};
+    d.events = events_.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
         {"receive", "driver to stack (net:netif_receive_skb)", {"nic_receive"}, true},
         {"transmit", "stack to driver (net:net_dev_start_xmit)", {"nic_transmit"}, true},
@@ -115,30 +69,15 @@ class NicPlugin {
       if (name.empty() || name.size() >= NIC_IFNAMSIZ)
         return Status::failure("plugins.nic.interfaces: '" + name +
                                "' is not an interface name (1 to 15 characters)");
-    events_ = config.get_bool("events");
+    events_on_ = config.get_bool("events");
     return Status::success();
   }
 
-  Status open(bpf_object** object) {
-    skeleton_.reset(nic_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    *object = skeleton_->obj;
-    return Status::success();
-  }
-
-  Status load() {
-    if (int err = nic_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
-  }
+  Status open(bpf_object** object) { return skeleton_.open(object); }
+  Status load() { return skeleton_.load(); }
 
   Status start(PluginHost& host) {
-    bytes_total_ = host.metric("netwatcher_nic_bytes_total");
-    packets_total_ = host.metric("netwatcher_nic_packets_total");
-    bytes_rate_ = host.metric("netwatcher_nic_bytes_per_second");
-    packets_rate_ = host.metric("netwatcher_nic_packets_per_second");
-    average_ = host.metric("netwatcher_nic_average_packet_bytes");
+    if (auto bound = metrics_.bind(host); !bound) return bound;
     last_seconds_ = monotonic_seconds();
     host.track_table({"queues", "nic_traffic", NIC_TABLE_QUEUES, 0,
                       "NIC_MAX_QUEUES in plugins/nic/nic.h (fixed)"});
@@ -169,22 +108,23 @@ class NicPlugin {
       const double average =
           packets ? static_cast<double>(bytes) / static_cast<double>(packets) : 0;
       LabelValues labels = labels_of(k, name);
-      bytes_rate_->set(labels, bytes_per_second);
-      packets_rate_->set(labels, packets_per_second);
-      average_->set(labels, average);
-      if (!events_ || packets == 0) continue;
-      std::vector<Value> v = out.make_values(kFieldCount);
-      v[kInterface] = name;
-      v[kIfindex] = std::uint64_t{k.ifindex};
-      v[kNetns] = std::uint64_t{k.netns};
-      v[kQueue] = std::uint64_t{k.queue};
-      v[kDirection] = std::string(kDirectionNames[k.direction & 1]);
-      v[kBytesPerSecond] = bytes_per_second;
-      v[kPacketsPerSecond] = packets_per_second;
-      v[kAveragePacketBytes] = average;
-      v[kBytes] = bytes;
-      v[kPackets] = packets;
-      out.emit(0, 0, std::move(v));
+      bytes_rate_.set(labels, bytes_per_second);
+      packets_rate_.set(labels, packets_per_second);
+      average_.set(labels, average);
+      if (!events_on_ || packets == 0) continue;
+      const Throughput& e = throughput_;
+      e.row(out)
+          .set(e.interface, name)
+          .set(e.ifindex, k.ifindex)
+          .set(e.netns, k.netns)
+          .set(e.queue, k.queue)
+          .set(e.direction, kDirectionNames[k.direction & 1])
+          .set(e.bytes_per_second, bytes_per_second)
+          .set(e.packets_per_second, packets_per_second)
+          .set(e.average_packet_bytes, average)
+          .set(e.bytes, bytes)
+          .set(e.packets, packets)
+          .emit();
     }
     previous_ = std::move(current);
     return Status::success();
@@ -200,10 +140,6 @@ class NicPlugin {
   void stop() { skeleton_.reset(); }
 
  private:
-  struct SkeletonDeleter {
-    void operator()(nic_bpf* skeleton) const { nic_bpf__destroy(skeleton); }
-  };
-
   static LabelValues labels_of(const nic_key& k, const std::string& name) {
     return {std::to_string(k.netns), name, std::to_string(k.queue),
             kDirectionNames[k.direction & 1]};
@@ -220,8 +156,8 @@ class NicPlugin {
       std::string name = interface_name(k);
       if (!interfaces_.empty() && !interfaces_.count(name)) continue;
       LabelValues labels = labels_of(k, name);
-      bytes_total_->set(labels, static_cast<double>(totals.bytes));
-      packets_total_->set(labels, static_cast<double>(totals.packets));
+      bytes_total_.mirror(labels, static_cast<double>(totals.bytes));
+      packets_total_.mirror(labels, static_cast<double>(totals.packets));
     }
     return current;
   }
@@ -231,16 +167,55 @@ class NicPlugin {
     char name[NIC_IFNAMSIZ] = {};
     if (bpf_map_lookup_elem(bpf_map__fd(skeleton_->maps.nic_names), &device, name) != 0)
       return "if" + std::to_string(k.ifindex);
-    return std::string(name, strnlen(name, sizeof name));
+    return bounded_text(name);
   }
 
-  std::unique_ptr<nic_bpf, SkeletonDeleter> skeleton_;
+  EventSet events_;
+  struct Throughput : EventDecl {
+    explicit Throughput(EventSet& set)
+        : EventDecl(set, "nic_throughput",
+                    "traffic of one interface queue in one direction over the last "
+                    "snapshot_interval") {}
+    Label<std::string> interface {
+      *this, "interface", "interface name", { .width = 12 }
+    };
+    Label<std::uint64_t> ifindex{*this, "ifindex", "interface index", {.width = 7}};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+    Label<std::uint64_t> queue{*this, "queue", "rx or tx queue number", {.width = 5}};
+    Label<std::string> direction{*this, "direction", "rx or tx", {.width = 2}};
+    Field<double> bytes_per_second{
+        *this, "bytes_per_second", "frame bytes per second", {.unit = "bytes", .width = 12}};
+    Field<double> packets_per_second{*this,
+                                     "packets_per_second",
+                                     "packets per second (GSO/GRO segments counted)",
+                                     {.width = 10}};
+    Field<double> average_packet_bytes{
+        *this, "average_packet_bytes", "bytes / packets", {.unit = "bytes", .width = 8}};
+    Field<std::uint64_t> bytes{
+        *this, "bytes", "frame bytes in the interval", {.unit = "bytes", .width = 10}};
+    Field<std::uint64_t> packets{*this, "packets", "packets in the interval", {.width = 8}};
+  } throughput_{events_};
+
+  MetricSet metrics_;
+  Counter bytes_total_{metrics_, "netwatcher_nic_bytes_total",
+                       "Frame bytes per interface queue and direction (link-layer header "
+                       "included).",
+                       kQueueLabels};
+  Counter packets_total_{metrics_, "netwatcher_nic_packets_total",
+                         "Packets per interface queue and direction (GSO/GRO segments counted).",
+                         kQueueLabels};
+  Gauge bytes_rate_{metrics_, "netwatcher_nic_bytes_per_second",
+                    "Frame bytes per second over the last snapshot_interval.", kQueueLabels};
+  Gauge packets_rate_{metrics_, "netwatcher_nic_packets_per_second",
+                      "Packets per second over the last snapshot_interval.", kQueueLabels};
+  Gauge average_{metrics_, "netwatcher_nic_average_packet_bytes",
+                 "Average frame size over the last snapshot_interval (0 when idle).", kQueueLabels};
+
+  Skeleton<nic_bpf> skeleton_{nic_bpf__open, nic_bpf__load, nic_bpf__destroy};
   std::set<std::string> interfaces_;
-  bool events_ = true;
+  bool events_on_ = true;
   double last_seconds_ = 0;
   Totals previous_;
-  MetricFamily *bytes_total_ = nullptr, *packets_total_ = nullptr, *bytes_rate_ = nullptr,
-               *packets_rate_ = nullptr, *average_ = nullptr;
 };
 
 }  // namespace

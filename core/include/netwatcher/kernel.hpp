@@ -33,6 +33,13 @@ void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter);
 std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
                                                  const std::string& strip_prefix = "");
 
+// A fixed-size char array from a BPF record (a task's comm, an interface
+// name) as a string: up to the first NUL, or all of it when there is none.
+template <std::size_t N>
+std::string bounded_text(const char (&chars)[N]) {
+  return std::string(chars, strnlen(chars, N));
+}
+
 // Now on CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns() and
 // of every record's timestamp_ns.
 std::uint64_t monotonic_ns();

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "netwatcher/config.hpp"
+#include "netwatcher/declare.hpp"
 #include "netwatcher/descriptor.hpp"
 #include "netwatcher/event.hpp"
 #include "netwatcher/metrics.hpp"

@@ -1,0 +1,329 @@
+// netwatcher SDK: events and metric families declared once, filled by handle.
+//
+// A plugin declares each event as a struct of typed fields and each metric
+// family as a typed handle, as members of the plugin class. The declarations
+// produce the schemas and specs of PluginDescription, and the same objects
+// fill events and update families: there are no field-index enums to keep in
+// step with a schema, no positional value vectors, and no look-ups by name
+// that can return nullptr.
+//
+//   class NicPlugin {
+//     EventSet events_;
+//     struct Throughput : EventDecl {
+//       explicit Throughput(EventSet& set) : EventDecl(set, "nic_throughput", "traffic of a queue")
+//       {} Label<std::string> interface{*this, "interface", "interface name", {.width = 12}};
+//       Field<std::uint64_t> bytes{*this, "bytes", "frame bytes", {.unit = "bytes"}};
+//     } throughput_{events_};
+//
+//     MetricSet metrics_;
+//     Counter bytes_total_{metrics_, "netwatcher_nic_bytes_total", "Frame bytes.", {"interface"}};
+//
+//     PluginDescription describe() const {
+//       PluginDescription d;
+//       d.events = events_.schemas();
+//       d.metrics = metrics_.specs();
+//       ...
+//     }
+//     Status start(PluginHost& host) { return metrics_.bind(host); }
+//     Status collect(EventEmitter& out) {
+//       throughput_.row(out).set(throughput_.interface, name).set(throughput_.bytes, n).emit();
+//       bytes_total_.mirror({name}, n);
+//       ...
+//     }
+//   };
+//
+// Order is declaration order: events are numbered as they are constructed,
+// fields in the order they appear in their struct (a base class's or a member
+// struct's fields first, so shared field groups compose). Every declaration
+// object belongs to the plugin object, is built in its constructor and must
+// not be copied or moved (the types refuse to be); they are used from the
+// host's one plugin thread (describe() may run on another thread before
+// start(), and only reads them).
+//
+// Types are checked at compile time: a Field<std::uint64_t> takes unsigned
+// integers only (a negative or floating value needs an explicit cast),
+// Field<std::int64_t> signed integers, Field<double> any arithmetic value,
+// Field<bool> bool, Field<std::string> text. Using a field of one event on a
+// row of another is caught when the row is emitted: the row is dropped and
+// counted as a decode error, never sent with values in the wrong columns.
+#pragma once
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "netwatcher/event.hpp"
+#include "netwatcher/metrics.hpp"
+#include "netwatcher/status.hpp"
+
+namespace netwatcher {
+
+class PluginHost;
+class EventDecl;
+
+// The events of one plugin, in PluginDescription::events order.
+class EventSet {
+ public:
+  EventSet() = default;
+  EventSet(const EventSet&) = delete;
+  EventSet& operator=(const EventSet&) = delete;
+
+  // The schemas for PluginDescription::events. Allocates; throws bad_alloc.
+  std::vector<EventSchema> schemas() const;
+  std::size_t size() const noexcept { return events_.size(); }
+
+ private:
+  friend class EventDecl;
+  std::vector<const EventDecl*> events_;
+};
+
+// Everything about a field but its name, description and type.
+struct FieldOptions {
+  std::string unit;  // base unit ("bytes", "microseconds"), kAddressUnit, or empty
+  FieldRole role = FieldRole::value;
+  int width = 0;          // column width hint; 0 = derived
+  bool optional = false;  // may be absent in an event (left unset on the row)
+  AnomalyRole anomaly = AnomalyRole::none;
+};
+
+namespace detail {
+template <class T>
+constexpr FieldType field_type_of() {
+  if constexpr (std::is_same_v<T, std::uint64_t>)
+    return FieldType::u64;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return FieldType::i64;
+  else if constexpr (std::is_same_v<T, double>)
+    return FieldType::f64;
+  else if constexpr (std::is_same_v<T, bool>)
+    return FieldType::boolean;
+  else
+    return FieldType::text;
+}
+
+template <class T>
+concept FieldValueType = std::is_same_v<T, std::uint64_t> || std::is_same_v<T, std::int64_t> ||
+    std::is_same_v<T, double> || std::is_same_v<T, bool> || std::is_same_v<T, std::string>;
+
+// What a Field<T> accepts without a cast: no change of sign, no truncation of
+// a fraction, no number taken for a bool or a bool for a number.
+template <class T, class U>
+concept AssignableTo = (std::is_same_v<T, std::uint64_t> &&
+                        std::unsigned_integral<std::remove_cvref_t<U>> &&
+                        !std::is_same_v<std::remove_cvref_t<U>, bool>) ||
+                       (std::is_same_v<T, std::int64_t> &&
+                        std::signed_integral<std::remove_cvref_t<U>>) ||
+                       (std::is_same_v<T, double> && std::is_arithmetic_v<std::remove_cvref_t<U>> &&
+                        !std::is_same_v<std::remove_cvref_t<U>, bool>) ||
+                       (std::is_same_v<T, bool> && std::is_same_v<std::remove_cvref_t<U>, bool>) ||
+                       (std::is_same_v<T, std::string> && std::is_constructible_v<std::string, U>);
+}  // namespace detail
+
+// One event type. Derive a struct from it, with Field / Label members.
+class EventDecl {
+ public:
+  EventDecl(EventSet& set, std::string name, std::string description);
+  EventDecl(const EventDecl&) = delete;
+  EventDecl& operator=(const EventDecl&) = delete;
+
+  const EventSchema& schema() const noexcept { return schema_; }
+  // Position in the plugin's events: the index EventEmitter::emit() takes.
+  std::size_t index() const noexcept { return index_; }
+
+  class Row;
+  // A row of absent values from `out` (recycled storage, see
+  // EventEmitter::make_values). Valid while `out` is, i.e. during the
+  // decode() or collect() call that was given `out`.
+  Row row(EventEmitter& out) const;
+
+ private:
+  template <class T>
+  friend class Field;
+  std::size_t add_field(FieldSchema field);
+
+  EventSchema schema_;
+  std::size_t index_ = 0;
+};
+
+// A typed field of an EventDecl; `T` is one of std::uint64_t, std::int64_t,
+// double, bool, std::string.
+template <class T>
+class Field {
+  static_assert(detail::FieldValueType<T>, "a field holds u64, i64, double, bool or std::string");
+
+ public:
+  Field(EventDecl& event, std::string name, std::string description, FieldOptions options = {})
+      : event_(&event),
+        index_(event.add_field(FieldSchema{std::move(name), detail::field_type_of<T>(),
+                                           std::move(options.unit), std::move(description),
+                                           options.role, options.width, options.optional,
+                                           options.anomaly})) {}
+  Field(const Field&) = delete;
+  Field& operator=(const Field&) = delete;
+
+  std::size_t index() const noexcept { return index_; }
+  const EventDecl& event() const noexcept { return *event_; }
+
+ protected:
+  Field(EventDecl& event, std::string name, std::string description, FieldOptions options,
+        FieldRole role)
+      : Field(event, std::move(name), std::move(description), with_role(std::move(options), role)) {
+  }
+
+ private:
+  static FieldOptions with_role(FieldOptions options, FieldRole role) {
+    options.role = role;
+    return options;
+  }
+  const EventDecl* event_;
+  std::size_t index_;
+};
+
+// A field that identifies (address, port, pid, name): FieldRole::label.
+template <class T>
+class Label : public Field<T> {
+ public:
+  Label(EventDecl& event, std::string name, std::string description, FieldOptions options = {})
+      : Field<T>(event, std::move(name), std::move(description), std::move(options),
+                 FieldRole::label) {}
+};
+
+// Free text (a path, a query): FieldRole::text, always std::string.
+class Text : public Field<std::string> {
+ public:
+  Text(EventDecl& event, std::string name, std::string description, FieldOptions options = {})
+      : Field<std::string>(event, std::move(name), std::move(description), std::move(options),
+                           FieldRole::text) {}
+};
+
+// The values of one event being filled. Fields not set stay absent, which
+// the host accepts for optional fields only (an unset required field makes
+// the event a decode error). Move-only; emit() once.
+class EventDecl::Row {
+ public:
+  Row(Row&&) noexcept = default;
+  Row& operator=(Row&&) = delete;
+
+  template <class T, class U>
+  requires detail::AssignableTo<T, U> Row& set(const Field<T>& field, U&& value) {
+    if (&field.event() != event_) {
+      foreign_field_ = true;
+      return *this;
+    }
+    if (field.index() < values_.size()) {
+      if constexpr (std::is_same_v<T, std::string>)
+        values_[field.index()] = std::string(std::forward<U>(value));
+      else
+        values_[field.index()] = static_cast<T>(value);
+    }
+    return *this;
+  }
+
+  // Hands the event to the host. `monotonic_ns` as for EventEmitter::emit():
+  // CLOCK_MONOTONIC (a record's timestamp), 0 for now.
+  void emit(std::uint64_t monotonic_ns = 0);
+
+ private:
+  friend class EventDecl;
+  Row(const EventDecl& event, EventEmitter& out);
+
+  const EventDecl* event_;
+  EventEmitter* out_;
+  std::vector<Value> values_;
+  bool foreign_field_ = false;
+  bool emitted_ = false;
+};
+
+class MetricHandle;
+
+// The metric families of one plugin, in PluginDescription::metrics order.
+class MetricSet {
+ public:
+  MetricSet() = default;
+  MetricSet(const MetricSet&) = delete;
+  MetricSet& operator=(const MetricSet&) = delete;
+
+  // The specs for PluginDescription::metrics. Allocates; throws bad_alloc.
+  std::vector<MetricFamilySpec> specs() const;
+  // Connects every handle to the host's family of its name. Call from
+  // start(); fails, naming the family, if the host has none (it registers
+  // every declared family, so that means a description other than specs()).
+  // Before bind() and after a failed one, handles accept updates and drop
+  // them.
+  Status bind(PluginHost& host) noexcept;
+
+ private:
+  friend class MetricHandle;
+  std::vector<MetricHandle*> handles_;
+};
+
+// Common part of Counter, Gauge and Histogram: never null, thread-safe like
+// MetricFamily (the host's families are).
+class MetricHandle {
+ public:
+  MetricHandle(const MetricHandle&) = delete;
+  MetricHandle& operator=(const MetricHandle&) = delete;
+
+  const MetricFamilySpec& spec() const noexcept { return spec_; }
+  // Drops one series, e.g. of a connection that is gone.
+  void remove(const LabelValues& labels) const noexcept { family_->remove(labels); }
+
+ protected:
+  MetricHandle(MetricSet& set, MetricFamilySpec spec);
+  MetricFamily& family() const noexcept { return *family_; }
+
+ private:
+  friend class MetricSet;
+  MetricFamilySpec spec_;
+  MetricFamily* family_;
+};
+
+class Counter : public MetricHandle {
+ public:
+  Counter(MetricSet& set, std::string name, std::string help, std::vector<std::string> labels = {})
+      : MetricHandle(
+            set, {std::move(name), MetricType::counter, std::move(help), std::move(labels), {}}) {}
+  void add(const LabelValues& labels, double delta = 1) const noexcept {
+    family().add(labels, delta);
+  }
+  // Mirrors an absolute, monotonic count kept elsewhere (a BPF map); a value
+  // lower than the last is ignored.
+  void mirror(const LabelValues& labels, double total) const noexcept {
+    family().set(labels, total);
+  }
+};
+
+class Gauge : public MetricHandle {
+ public:
+  Gauge(MetricSet& set, std::string name, std::string help, std::vector<std::string> labels = {})
+      : MetricHandle(
+            set, {std::move(name), MetricType::gauge, std::move(help), std::move(labels), {}}) {}
+  void set(const LabelValues& labels, double value) const noexcept { family().set(labels, value); }
+  void add(const LabelValues& labels, double delta) const noexcept { family().add(labels, delta); }
+};
+
+class Histogram : public MetricHandle {
+ public:
+  // `buckets`: upper bounds, ascending; +Inf is implied.
+  Histogram(MetricSet& set, std::string name, std::string help, std::vector<std::string> labels,
+            std::vector<double> buckets)
+      : MetricHandle(set, {std::move(name), MetricType::histogram, std::move(help),
+                           std::move(labels), std::move(buckets)}) {}
+  void observe(const LabelValues& labels, double value) const noexcept {
+    family().observe(labels, value);
+  }
+  // Replaces the series with counts aggregated elsewhere: one non-cumulative
+  // count per bucket plus one for +Inf.
+  void replace(const LabelValues& labels, std::span<const std::uint64_t> bucket_counts,
+               double sum) const noexcept {
+    family().set_histogram(labels, bucket_counts, sum);
+  }
+};
+
+}  // namespace netwatcher

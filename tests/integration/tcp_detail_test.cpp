@@ -561,6 +561,19 @@ TEST_F(TcpDetail, AFullConnectionTableCountsWhatItRefusedAndStillEveryConnection
   auto full = metrics();  // scrape 1: its two sockets find the table full too
   Json done = peer.get().at(0);
   EXPECT_EQ(done["received"].u64(), 2u * kConnections) << "each server answered \"ok\"";
+  // Scrape 2 must find room: every full socket of the test gone on both
+  // sides (TIME-WAIT ones left the table when they became so). Under load
+  // the servers' closes can lag the peer's exit.
+  const std::string open_sockets =
+      "ss -Htn state all exclude time-wait exclude listening '( "
+      "sport = :" +
+      std::to_string(kPort) + " or dport = :" + std::to_string(kPort) + " )' | wc -l";
+  EXPECT_TRUE(wait_until([&] {
+    return run("ip netns exec " + std::string(TwoHosts::kServer) + " " + open_sockets).output ==
+               "0\n" &&
+           run("ip netns exec " + std::string(TwoHosts::kClient) + " " + open_sockets).output ==
+               "0\n";
+  })) << "the test's connections did not close";
   settle();
   auto after = metrics();  // scrape 2
   ASSERT_EQ(nw.stop(), 0) << nw.log();

@@ -372,6 +372,53 @@ TEST_F(Tcp, PidFilterKeepsOnlyThatProcess) {
   }
 }
 
+// -s: the local port, so of the two ends only the server's socket is ours.
+TEST_F(Tcp, LocalPortFilterKeepsOnlyTheServersEnd) {
+  Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")), {"-s", "5001"});
+  TcpServer server(TwoHosts::kServer, {5000, 5001}, dir_);
+  auto to_5000 = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {10});
+  auto to_5001 = run_client(TwoHosts::kClient, "10.77.0.2", 5001, {30, 40});
+  EXPECT_TRUE(wait_for_events([&](const std::vector<Json>& all) {
+    auto closes = events_of(all, "tcp_close");
+    for (const auto& c : to_5001)
+      if (!find_close(closes, "server", 5001, c.sport)) return false;
+    return true;
+  }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  auto all = events();
+  ASSERT_FALSE(all.empty());
+  for (const auto& e : all) {
+    EXPECT_EQ(e["fields"]["sport"].u64(), 5001u) << e["event"].str();
+    EXPECT_EQ(e["fields"]["direction"].str(), "server") << e["event"].str();
+  }
+  EXPECT_EQ(events_of(all, "tcp_close").size(), to_5001.size());
+  EXPECT_EQ(events_of(all, "tcp_open").size(), to_5001.size());
+}
+
+// -4 and -6: one family's connections, never the other's.
+TEST_F(Tcp, FamilyFiltersKeepOnlyThatFamily) {
+  for (const std::string family : {"ipv4", "ipv6"}) {
+    SCOPED_TRACE(family);
+    TempDir dir;
+    Netwatcher nw(dir, tcp_config(dir.file("events.jsonl")), {family == "ipv4" ? "-4" : "-6"});
+    TcpServer server(TwoHosts::kServer, {5000}, dir);
+    auto v4 = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {100, 200});
+    auto v6 = run_client(TwoHosts::kClient, "fd77::2", 5000, {300, 400});
+    const auto& wanted = family == "ipv4" ? v4 : v6;
+    EXPECT_TRUE(wait_until([&] {
+      auto closes = events_of(read_json_lines(dir.file("events.jsonl")), "tcp_close");
+      for (const auto& c : wanted)
+        if (!find_close(closes, "client", c.sport, 5000)) return false;
+      return true;
+    }));
+    ASSERT_EQ(nw.stop(), 0) << nw.log();
+    auto all = parse_json_lines(read_file(dir.file("events.jsonl")));
+    for (const auto& e : all) EXPECT_EQ(e["fields"]["family"].str(), family) << e["event"].str();
+    // Both ends of each wanted connection, nothing more.
+    EXPECT_EQ(events_of(all, "tcp_close").size(), 2 * wanted.size());
+  }
+}
+
 TEST_F(Tcp, RefusedConnectionIsReportedAsClosedFromSynSent) {
   Netwatcher nw(dir_, tcp_config(dir_.file("events.jsonl")));
   auto result =

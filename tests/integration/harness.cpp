@@ -322,6 +322,18 @@ UdpSent send_udp(const std::string& netns, const std::string& host, int port, in
   return {line["pid"].u64(), line["sport"].u64()};
 }
 
+UdpBatch send_udp_batch(const std::string& netns, const std::string& host, int port, int count,
+                        int size) {
+  const std::string command = "ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers +
+                              " batch " + host + " " + std::to_string(port) + " " +
+                              std::to_string(count) + " " + std::to_string(size);
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error("UDP batch sender failed: " + result.output);
+  Json line = parse_json(result.output);
+  return {line["pid"].u64(), line["sendmmsg_sport"].u64(), line["sendmmsg_sent"].u64(),
+          line["write_sport"].u64()};
+}
+
 void spray_udp(const std::string& netns, const std::string& host, int port, int sockets) {
   auto result = run("ip netns exec " + netns + " /usr/bin/python3 " + kUdpPeers + " spray " + host +
                     " " + std::to_string(port) + " " + std::to_string(sockets));

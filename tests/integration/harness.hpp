@@ -156,6 +156,14 @@ struct UdpSent {
 UdpSent send_udp(const std::string& netns, const std::string& host, int port, int count, int size,
                  int sport = 0);
 
+struct UdpBatch {
+  std::uint64_t pid, sendmmsg_sport, sendmmsg_sent, write_sport;
+};
+// udp_peers.py batch: `count` datagrams in one sendmmsg(2) from one connected
+// socket, then `count` with write(2) from another.
+UdpBatch send_udp_batch(const std::string& netns, const std::string& host, int port, int count,
+                        int size);
+
 // udp_peers.py spray: one datagram from each of `sockets` sockets (one flow
 // each), then closes them all.
 void spray_udp(const std::string& netns, const std::string& host, int port, int sockets);

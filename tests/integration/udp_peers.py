@@ -14,7 +14,12 @@ hold --ready FILE --rcvbuf BYTES PORT : binds PORT with a small receive
         buffer and never reads, until SIGTERM.
 spray HOST PORT SOCKETS : one datagram from each of SOCKETS sockets, all open
         at once, then closed; prints {"pid", "sockets"}.
+batch HOST PORT COUNT SIZE : COUNT datagrams of SIZE bytes in one sendmmsg(2)
+        call from one connected socket, then COUNT with write(2) from
+        another; prints {"pid", "sendmmsg_sport", "sendmmsg_sent",
+        "write_sport"}.
 """
+import ctypes
 import json
 import os
 import selectors
@@ -125,6 +130,45 @@ def spray(args):
     print(json.dumps({"pid": os.getpid(), "sockets": count}), flush=True)
 
 
+class Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class Msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(Iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
+
+
+def batch(args):
+    host, port, count, size = args[0], int(args[1]), int(args[2]), int(args[3])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    libc = ctypes.CDLL(None, use_errno=True)
+    payload = ctypes.create_string_buffer(b"m" * size, size)
+    iov = Iovec(ctypes.cast(payload, ctypes.c_void_p), size)
+    messages = (Mmsghdr * count)()
+    for m in messages:
+        m.hdr.iov = ctypes.pointer(iov)
+        m.hdr.iovlen = 1
+    batched = socket.socket(family, socket.SOCK_DGRAM)
+    batched.connect((host, port))
+    sent = libc.sendmmsg(batched.fileno(), messages, count, 0)
+    if sent < 0:
+        raise OSError(ctypes.get_errno(), "sendmmsg")
+    written = socket.socket(family, socket.SOCK_DGRAM)
+    written.connect((host, port))
+    for _ in range(count):
+        os.write(written.fileno(), b"w" * size)
+    print(json.dumps({"pid": os.getpid(), "sendmmsg_sport": batched.getsockname()[1],
+                      "sendmmsg_sent": sent, "write_sport": written.getsockname()[1]}),
+          flush=True)
+
+
 def hold(args):
     ready = args[args.index("--ready") + 1]
     rcvbuf = int(args[args.index("--rcvbuf") + 1])
@@ -137,4 +181,4 @@ def hold(args):
 
 if __name__ == "__main__":
     {"recv": recv, "send": send, "echo": echo, "exchange": exchange,
-     "hold": hold, "spray": spray}[sys.argv[1]](sys.argv[2:])
+     "hold": hold, "spray": spray, "batch": batch}[sys.argv[1]](sys.argv[2:])

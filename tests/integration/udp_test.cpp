@@ -260,3 +260,41 @@ TEST_F(Udp, AFullFlowTableCountsItsEvictionsAndNotItsExpiredFlows) {
   EXPECT_EQ(log.find(warning, log.find(warning) + 1), std::string::npos) << "warned once";
   EXPECT_NE(log.find("raise plugins.udp.max_flows"), std::string::npos);
 }
+
+// sendmmsg(2) sends many datagrams in one call, write(2) one without an
+// address: each datagram is still one event on both ends, and the client's
+// count is the kernel's OutDatagrams.
+TEST_F(Udp, SendmmsgAndWriteAreCountedDatagramByDatagram) {
+  constexpr int kCount = 20, kSize = 300, kPort = 7310;
+  Netwatcher nw(dir_, config("events = true\nmax_events_per_second = 0\n"));
+  UdpReceiver receiver(TwoHosts::kServer, {kPort}, dir_);
+  const std::uint64_t out_before = nstat(TwoHosts::kClient, "UdpOutDatagrams");
+  UdpBatch sent = send_udp_batch(TwoHosts::kClient, "10.77.0.2", kPort, kCount, kSize);
+  ASSERT_EQ(sent.sendmmsg_sent, static_cast<std::uint64_t>(kCount)) << "one call sent them all";
+  const std::uint64_t out_after = nstat(TwoHosts::kClient, "UdpOutDatagrams");
+  EXPECT_EQ(receiver.counts()[kPort], 2u * kCount);
+  const std::uint64_t client = netns_inode(TwoHosts::kClient);
+  const std::uint64_t server = netns_inode(TwoHosts::kServer);
+  EXPECT_TRUE(wait_until([&] {
+    auto all = events_of(read_json_lines(dir_.file("events.jsonl")), "udp_datagram");
+    return datagrams_of(all, {server, "rx", kPort, sent.write_sport}).size() == kCount;
+  }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  const auto all = events("udp_datagram");
+  std::uint64_t client_tx = 0;
+  for (std::uint64_t sport : {sent.sendmmsg_sport, sent.write_sport}) {
+    SCOPED_TRACE("client port " + std::to_string(sport));
+    for (const auto& key : {Key{client, "tx", sport, kPort}, Key{server, "rx", kPort, sport}}) {
+      auto datagrams = datagrams_of(all, key);
+      EXPECT_EQ(datagrams.size(), static_cast<std::size_t>(kCount)) << key.direction;
+      for (const auto& d : datagrams) {
+        EXPECT_EQ(d["fields"]["length"].u64(), static_cast<std::uint64_t>(kSize));
+        if (key.direction == "tx") {
+          EXPECT_EQ(d["fields"]["pid"].u64(), sent.pid);
+        }
+      }
+      if (key.direction == "tx") client_tx += datagrams.size();
+    }
+  }
+  EXPECT_EQ(client_tx, out_after - out_before);
+}

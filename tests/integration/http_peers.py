@@ -1,6 +1,7 @@
 """HTTP test peers for the integration tests (run inside network namespaces).
 
-server PORT --pidfile FILE --ready FILE : an HTTP/1.1 server (keep-alive)
+server PORT --pidfile FILE --ready FILE : an HTTP/1.1 server (keep-alive,
+    one IPv4 and one IPv6-only listener)
     GET /hello -> 200 "hi"; GET /slow -> 200 after 0.3 s; POST /echo -> 200
     with the request body; anything else -> 404.
 client HOST PORT : one keep-alive connection: GET /hello, POST /echo (1000
@@ -14,7 +15,9 @@ import http.client
 import http.server
 import json
 import os
+import socket
 import sys
+import threading
 import time
 
 SLOW_SECONDS = 0.3
@@ -47,11 +50,21 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.reply(200 if self.path == "/echo" else 404, body)
 
 
+class Ipv6Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+
 def server(args):
     port = int(args[0])
     pidfile = args[args.index("--pidfile") + 1]
     ready = args[args.index("--ready") + 1]
     httpd = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    httpd6 = Ipv6Server(("::", port), Handler)
+    threading.Thread(target=httpd6.serve_forever, daemon=True).start()
     with open(pidfile, "w") as f:
         f.write(str(os.getpid()))
     open(ready, "w").close()

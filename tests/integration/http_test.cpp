@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <sstream>
 #include <thread>
 
 #include "harness.hpp"
@@ -290,3 +291,60 @@ TEST_F(Http, AFullConnectionTrackerAndAnomalyDetectorCountWhatTheyForgot) {
 }
 
 }  // namespace
+
+// curl over IPv6 with the query kept, and per-path series bounded by
+// max_paths: two paths get their own series, the third counts as "other"
+// and as a refusal of the paths table.
+TEST_F(Http, Ipv6QueriesKeptAndPathSeriesBoundedByMaxPaths) {
+  Netwatcher nw(dir_, config("strip_query = false\npath_labels = true\nmax_paths = 2\n"));
+  const std::string base = "http://[fd77::2]:" + std::to_string(kHttpPort);
+  // One connection: curl reuses it for every URL it is given (each with
+  // its own -o, which applies to one URL only).
+  std::string command = "ip netns exec " + std::string(TwoHosts::kClient) +
+                        " curl -sS -w '%{local_port} %{http_code}\\n'";
+  for (const char* path : {"/hello?a=1&b=2", "/missing", "/nothing?x", "/hello?a=1&b=2"})
+    command += " -o /dev/null '" + base + path + "'";
+  auto curl = run(command);
+  ASSERT_EQ(curl.exit_code, 0) << curl.output;
+  std::istringstream lines(curl.output);
+  std::uint64_t sport = 0;
+  std::string status;
+  std::vector<std::string> statuses;
+  while (lines >> sport >> status) statuses.push_back(status);
+  ASSERT_EQ(statuses, (std::vector<std::string>{"200", "404", "404", "200"}));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 4));
+  auto prom = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_http_path_requests_total", {{"path", "other"}, {"side", "server"}})
+        .has_value();
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 4u);
+    const std::vector<std::string> paths = {"/hello?a=1&b=2", "/missing", "/nothing?x",
+                                            "/hello?a=1&b=2"};
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      const auto& f = seen[i]["fields"];
+      EXPECT_EQ(f["path"].str(), paths[i]) << "strip_query = false keeps the query";
+      EXPECT_EQ(f["family"].str(), "ipv6");
+      EXPECT_EQ(f[std::string(side) == "client" ? "daddr" : "saddr"].str(), "fd77::2");
+      EXPECT_EQ(f["host"].str(), "[fd77::2]:8080");
+    }
+  }
+  auto path_count = [&](const std::string& path, const std::string& status_class) {
+    return prom
+        .value(
+            "netwatcher_http_path_requests_total",
+            {{"method", "GET"}, {"path", path}, {"status_class", status_class}, {"side", "server"}})
+        .value_or(0);
+  };
+  EXPECT_EQ(path_count("/hello?a=1&b=2", "2xx"), 2);
+  EXPECT_EQ(path_count("/missing", "4xx"), 1);
+  EXPECT_EQ(path_count("other", "4xx"), 1) << "the third path found the table full";
+  EXPECT_EQ(path_count("/nothing?x", "4xx"), 0);
+  const std::map<std::string, std::string> paths_table{{"plugin", "http"}, {"table", "paths"}};
+  EXPECT_EQ(prom.value("netwatcher_table_capacity", paths_table), 2);
+  EXPECT_GE(prom.value("netwatcher_table_full_total", paths_table).value_or(0), 1);
+}

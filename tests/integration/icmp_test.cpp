@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "harness.hpp"
 
@@ -235,3 +236,55 @@ TEST_F(Icmp, MessagesPerTypeEqualTheKernelsCountersInEachNamespace) {
 }
 
 }  // namespace
+
+// A router's errors: time exceeded for a TTL of 1, host unreachable from an
+// `unreachable` route. Each is reported once, in the router's namespace,
+// quoting the ping that caused it, and the counter equals the router's own
+// Icmp OutTimeExcds / OutDestUnreachs.
+TEST(IcmpRouter, TimeExceededAndHostUnreachableFromARouter) {
+  NW_REQUIRE_ROOT();
+  RoutedHosts hosts;
+  TempDir dir;
+  ASSERT_EQ(
+      run("ip -n " + std::string(RoutedHosts::kRouter) + " route add unreachable 10.79.0.0/24")
+          .exit_code,
+      0);
+  Netwatcher nw(dir, "snapshot_interval = 0.5\n[plugins.icmp]\nmax_events_per_second = 0\n" +
+                         sink_config_json(dir.file("events.jsonl")));
+  const std::uint64_t excds_before = nstat(RoutedHosts::kRouter, "IcmpOutTimeExcds");
+  const std::uint64_t unreach_before = nstat(RoutedHosts::kRouter, "IcmpOutDestUnreachs");
+  // Pings that fail exit non-zero; the router's answers are what counts.
+  run("ip netns exec " + std::string(RoutedHosts::kA) + " ping -n -c 2 -i 0.2 -W 1 -t 1 10.78.2.1");
+  run("ip netns exec " + std::string(RoutedHosts::kA) + " ping -n -c 2 -i 0.2 -W 1 10.79.0.9");
+  const std::uint64_t excds = nstat(RoutedHosts::kRouter, "IcmpOutTimeExcds") - excds_before;
+  const std::uint64_t unreach = nstat(RoutedHosts::kRouter, "IcmpOutDestUnreachs") - unreach_before;
+  ASSERT_GE(excds, 1u);
+  ASSERT_GE(unreach, 1u);
+  auto errors_of = [&](const std::vector<Json>& all, const std::string& code) {
+    std::vector<Json> out;
+    for (const auto& e : events_of(all, "icmp_error_sent"))
+      if (e["fields"]["code"].str() == code) out.push_back(e);
+    return out;
+  };
+  EXPECT_TRUE(wait_until([&] {
+    auto all = read_json_lines(dir.file("events.jsonl"));
+    return errors_of(all, "ttl_exceeded").size() == excds &&
+           errors_of(all, "host_unreachable").size() == unreach;
+  })) << read_file(dir.file("events.jsonl"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  const auto all = parse_json_lines(read_file(dir.file("events.jsonl")));
+  const std::uint64_t router = netns_inode(RoutedHosts::kRouter);
+  for (const auto& [code, type, target] :
+       {std::tuple{"ttl_exceeded", "time_exceeded", "10.78.2.1"},
+        std::tuple{"host_unreachable", "destination_unreachable", "10.79.0.9"}}) {
+    SCOPED_TRACE(code);
+    for (const auto& e : errors_of(all, code)) {
+      const auto& f = e["fields"];
+      EXPECT_EQ(f["type"].str(), type);
+      EXPECT_EQ(f["protocol"].str(), "icmp");
+      EXPECT_EQ(f["src_addr"].str(), "10.78.1.1");
+      EXPECT_EQ(f["dst_addr"].str(), target);
+      EXPECT_EQ(f["netns"].u64(), router);
+    }
+  }
+}

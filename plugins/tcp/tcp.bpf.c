@@ -602,6 +602,13 @@ static __always_inline void handle_reset(const struct sock* sk, const struct sk_
     if (info) ensure_tuple(sk, info);
     fill_who(&who, sk, info);
     state = BPF_CORE_READ(sk, __sk_common.skc_state);
+    /* An abort (close with unread data or SO_LINGER 0, shutdown, ss -K)
+     * moves the socket to CLOSE, which ends its tracking, and only then
+     * sends the RST, always from the aborting task's system call. */
+    if (!info && sent && state == TCP_CLOSE) {
+      who.pid = bpf_get_current_pid_tgid() >> 32;
+      bpf_get_current_comm(who.comm, sizeof(who.comm));
+    }
     /* A listener answering a stray segment: the peer is in the packet. */
     if (state == TCP_LISTEN && skb) {
       struct tcp_who from_packet;

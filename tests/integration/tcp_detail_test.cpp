@@ -275,6 +275,56 @@ TEST_F(TcpDetail, AConnectionToAClosedPortGivesResetEventsOnBothSides) {
   EXPECT_GE(prom.value("netwatcher_tcp_resets_total", {{"direction", "received"}}).value_or(0), 1);
 }
 
+// An established connection aborted with SO_LINGER 0: the client sends the
+// RST and the server receives it in ESTABLISHED; the counters agree with the
+// namespaces' TcpOutRsts and TcpEstabResets.
+TEST_F(TcpDetail, AnAbortedEstablishedConnectionGivesResetsOnBothSides) {
+  Netwatcher nw(dir_, config(""));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  const std::uint64_t out_rsts = nstat(TwoHosts::kClient, "TcpOutRsts");
+  const std::uint64_t estab_resets = nstat(TwoHosts::kServer, "TcpEstabResets");
+  auto result =
+      run("ip netns exec nwt-cli /usr/bin/python3 -c \"import os,socket,struct,time\n"
+          "s=socket.create_connection(('10.77.0.2', " +
+          std::to_string(kPort) +
+          "))\ns.sendall(b'x'*10)\ntime.sleep(0.2)\n"
+          "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n"
+          "print(os.getpid(), s.getsockname()[1])\ns.close()\"");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  std::uint64_t pid = 0, sport = 0;
+  ASSERT_EQ(std::sscanf(result.output.c_str(), "%lu %lu", &pid, &sport), 2) << result.output;
+  const Tuple client{"10.77.0.1", sport, "10.77.0.2", kPort};
+  const Tuple server_end{"10.77.0.2", kPort, "10.77.0.1", sport};
+  EXPECT_TRUE(wait_for_events("tcp_reset", [&](const std::vector<Json>& resets) {
+    return !with_tuple(resets, client).empty() && !with_tuple(resets, server_end).empty();
+  }));
+  auto prom = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_tcp_resets_total", {{"direction", "received"}}).value_or(0) >= 1;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(nstat(TwoHosts::kClient, "TcpOutRsts") - out_rsts, 1u);
+  EXPECT_EQ(nstat(TwoHosts::kServer, "TcpEstabResets") - estab_resets, 1u);
+
+  const auto resets = events("tcp_reset");
+  auto sent = with_tuple(with_field(resets, "direction", "sent"), client);
+  ASSERT_EQ(sent.size(), 1u) << read_file(dir_.file("events.jsonl"));
+  // The abort ends the connection (CLOSE) before the RST leaves; the port
+  // and the owner are still the connection's.
+  EXPECT_EQ(sent[0]["fields"]["state"].str(), "CLOSE");
+  EXPECT_EQ(sent[0]["fields"]["reason"].str(), "TCP_STATE");
+  EXPECT_EQ(sent[0]["fields"]["pid"].u64(), pid);
+  EXPECT_EQ(sent[0]["fields"]["comm"].str(), "python3");
+  auto received = with_tuple(with_field(resets, "direction", "received"), server_end);
+  ASSERT_EQ(received.size(), 1u);
+  EXPECT_EQ(received[0]["fields"]["state"].str(), "ESTABLISHED");
+  EXPECT_EQ(with_tuple(resets, client).size() + with_tuple(resets, server_end).size(), 2u);
+  EXPECT_EQ(prom.value("netwatcher_tcp_resets_total", {{"direction", "sent"}}), 1);
+  EXPECT_EQ(prom.value("netwatcher_tcp_resets_total", {{"direction", "received"}}), 1);
+  auto closes = with_tuple(events("tcp_close"), server_end);
+  ASSERT_EQ(closes.size(), 1u);
+  EXPECT_EQ(closes[0]["fields"]["bytes_received"].u64(), 10u);
+}
+
 TEST_F(TcpDetail, ErrorPacketsAreReportedAndOutOfOrderSegmentsAreNot) {
   // Without timestamps the crafted segments need no TS option.
   run("ip netns exec nwt-cli sysctl -qw net.ipv4.tcp_timestamps=0");

@@ -287,6 +287,9 @@ static __always_inline void nw_read_sock_tuple(const struct sock* sk, struct nw_
   __builtin_memset(t, 0, sizeof(*t));
   t->family = BPF_CORE_READ(sk, __sk_common.skc_family);
   t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+  /* Unhashing a socket (its move to CLOSE, e.g. before an abort's RST) gives
+   * back the port and zeroes skc_num; inet_sport keeps the bound port. */
+  if (!t->sport) t->sport = bpf_ntohs(BPF_CORE_READ((const struct inet_sock*)sk, inet_sport));
   t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
   if (t->family == AF_INET) {
     bpf_core_read(t->saddr, 4, &sk->__sk_common.skc_rcv_saddr);

@@ -674,6 +674,61 @@ TEST_F(TcpDetail, AFullConnectionTableCountsWhatItRefusedAndStillEveryConnection
   EXPECT_NE(log.find("raise plugins.tcp.max_connections"), std::string::npos);
 }
 
+// per_connection_metrics with room for 4 of the 6 sockets (both ends of
+// three connections on this host): 4 series with each socket's own bytes,
+// 2 refusals counted once each however many snapshots see them, and every
+// series gone once its connection closed. Read from the textfile: scrapes
+// would be connections of their own.
+TEST_F(TcpDetail, PerConnectionSeriesAreCappedAndFollowTheirConnections) {
+  constexpr int kConnections = 3, kSize = 1000;
+  const std::string textfile = dir_.file("tcp.prom");
+  Netwatcher nw(dir_,
+                "snapshot_interval = 0.3\n[plugins.tcp]\nper_connection_metrics = true\n"
+                "max_connection_series = 4\n[[sinks]]\ntype = \"prometheus\"\nlisten = "
+                "\"\"\ntextfile = \"" +
+                    textfile + "\"\ntextfile_interval = 0.2\n");
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  auto series_of = [&](const PromText& m, const std::string& name) {
+    std::vector<PromSample> out;
+    for (const auto& sample : m.samples)
+      if (sample.name == name && (sample.labels.at("sport") == std::to_string(kPort) ||
+                                  sample.labels.at("dport") == std::to_string(kPort)))
+        out.push_back(sample);
+    return out;
+  };
+  const std::map<std::string, std::string> table{{"plugin", "tcp"}, {"table", "connection_series"}};
+  auto peer = hold_many(kConnections, kSize, 2);
+  PromText held;
+  EXPECT_TRUE(wait_until([&] {
+    held = parse_prometheus(read_file(textfile));
+    return series_of(held, "netwatcher_tcp_connection_received_bytes").size() == 4 &&
+           held.value("netwatcher_table_full_total", table).value_or(0) == 2;
+  })) << read_file(textfile);
+  // Later snapshots see the same refused sockets: not counted again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));
+  held = parse_prometheus(read_file(textfile));
+  EXPECT_EQ(held.value("netwatcher_table_full_total", table), 2);
+  EXPECT_EQ(held.value("netwatcher_table_capacity", table), 4);
+  EXPECT_EQ(held.value("netwatcher_table_entries", table), 4);
+  for (const auto& received : series_of(held, "netwatcher_tcp_connection_received_bytes")) {
+    const bool server_end = received.labels.at("sport") == std::to_string(kPort);
+    EXPECT_EQ(received.value, server_end ? kSize : 0);
+    EXPECT_EQ(held.value("netwatcher_tcp_connection_acked_bytes", received.labels),
+              server_end ? 0 : kSize);
+    EXPECT_GT(held.value("netwatcher_tcp_connection_cwnd_segments", received.labels).value_or(0),
+              0);
+    EXPECT_TRUE(held.value("netwatcher_tcp_connection_srtt_seconds", received.labels).has_value());
+  }
+  peer.get();
+  EXPECT_TRUE(wait_until([&] {
+    auto m = parse_prometheus(read_file(textfile));
+    return series_of(m, "netwatcher_tcp_connection_received_bytes").empty() &&
+           series_of(m, "netwatcher_tcp_connection_srtt_seconds").empty();
+  })) << "series of closed connections are removed\n"
+      << read_file(textfile);
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+}
+
 // 200 sockets and snapshot_rows = 50: every snapshot shows exactly 50 rows,
 // continuing where the last one stopped, so four snapshots in a row show
 // every socket; the gauge says how many waited.

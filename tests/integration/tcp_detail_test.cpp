@@ -335,7 +335,7 @@ TEST_F(TcpDetail, ErrorPacketsAreReportedAndOutOfOrderSegmentsAreNot) {
   const std::uint32_t seq = static_cast<std::uint32_t>(crafted["seq"].u64());
   const std::uint64_t sport = crafted["sport"].u64();
   EXPECT_TRUE(wait_for_events("tcp_error", [&](const std::vector<Json>& errors) {
-    return with_tuple(errors, {"10.77.0.2", kPort, "10.77.0.1", sport}).size() >= 2;
+    return with_tuple(errors, {"10.77.0.2", kPort, "10.77.0.1", sport}).size() >= 4;
   }));
   auto prom = metrics_when([](const PromText& m) {
     return m.value("netwatcher_tcp_error_packets_total", {{"reason", "bad_checksum"}})
@@ -346,7 +346,7 @@ TEST_F(TcpDetail, ErrorPacketsAreReportedAndOutOfOrderSegmentsAreNot) {
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 
   auto errors = with_tuple(events("tcp_error"), {"10.77.0.2", kPort, "10.77.0.1", sport});
-  ASSERT_EQ(errors.size(), 2u) << nw.log();
+  ASSERT_EQ(errors.size(), 4u) << nw.log();
   std::map<std::string, Json> by_reason;
   for (const auto& e : errors) by_reason[e["fields"]["reason"].str()] = e["fields"];
 
@@ -368,8 +368,26 @@ TEST_F(TcpDetail, ErrorPacketsAreReportedAndOutOfOrderSegmentsAreNot) {
   ASSERT_TRUE(csum.has("sock"));
   EXPECT_EQ(csum["sock"].u64(), beyond["sock"].u64());
 
-  // The in-window segment at seq + 1000 went to the out-of-order queue.
-  for (const auto& e : errors) EXPECT_NE(e["fields"]["seq"].u64(), (seq + 1000u) & 0xFFFFFFFFu);
+  ASSERT_TRUE(by_reason.count("sequence_before_window"));
+  const auto& before = by_reason["sequence_before_window"];
+  EXPECT_EQ(before["seq"].u64(), static_cast<std::uint32_t>(seq - 0x40000000u));
+  EXPECT_EQ(before["offset"].num(), -0x40000000);
+  EXPECT_EQ(before["kernel_reason"].str(), "TCP_OLD_SEQUENCE");
+
+  ASSERT_TRUE(by_reason.count("invalid_ack"));
+  const auto& unsent = by_reason["invalid_ack"];
+  EXPECT_EQ(unsent["seq"].u64(), seq);
+  EXPECT_EQ(
+      unsent["ack"].u64(),
+      static_cast<std::uint32_t>(static_cast<std::uint32_t>(crafted["ack"].u64()) + 0x40000000u));
+  EXPECT_EQ(unsent["kernel_reason"].str(), "TCP_ACK_UNSENT_DATA");
+
+  // The in-window segment at seq + 1000 went to the out-of-order queue, and
+  // the keepalive probe at seq - 1 is routine.
+  for (const auto& e : errors) {
+    EXPECT_NE(e["fields"]["seq"].u64(), (seq + 1000u) & 0xFFFFFFFFu);
+    EXPECT_NE(e["fields"]["seq"].u64(), (seq - 1u) & 0xFFFFFFFFu);
+  }
   EXPECT_GE(
       prom.value("netwatcher_tcp_error_packets_total", {{"reason", "bad_checksum"}}).value_or(0),
       1);

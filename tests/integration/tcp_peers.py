@@ -15,10 +15,11 @@ many HOST PORT COUNT SIZE SECONDS : COUNT connections open at once, each
 pace HOST PORT SIZE COUNT INTERVAL : one connection that sends SIZE bytes
                  COUNT times, INTERVAL seconds apart, then ends like client.
 craft HOST PORT : connects, learns the connection's sequence numbers with
-                 TCP_REPAIR, then injects three 10-byte segments with a raw
-                 socket (IPv4): far beyond the receive window, at the expected
-                 sequence number with a bad checksum, and in the window but out
-                 of order. Prints {"pid", "sport", "dport", "seq", "ack"}.
+                 TCP_REPAIR, then injects segments with a raw socket (IPv4):
+                 10 bytes far beyond the receive window, at the expected
+                 sequence number with a bad checksum, in the window but out of
+                 order, far before the window, acking data never sent; then a
+                 keepalive probe. Prints {"pid", "sport", "dport", "seq", "ack"}.
 """
 import time
 import json
@@ -160,9 +161,18 @@ def craft(host, port):
     s.setsockopt(socket.IPPROTO_TCP, TCP_REPAIR, 0)
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
     payload = b"0123456789"
-    for offset, corrupt in ((0x40000000, False), (0, True), (1000, False)):
-        raw.sendto(segment(src, host, sport, port, (seq + offset) & 0xFFFFFFFF, ack, payload,
-                           corrupt), (host, 0))
+    # (sequence offset, ack offset, payload, corrupt checksum): far beyond
+    # the window; at rcv_nxt with a bad checksum; in the window but out of
+    # order; far before the window; at rcv_nxt acking data never sent; a
+    # keepalive probe (rcv_nxt - 1, no payload).
+    for offset, ack_offset, data, corrupt in ((0x40000000, 0, payload, False),
+                                              (0, 0, payload, True),
+                                              (1000, 0, payload, False),
+                                              (-0x40000000, 0, payload, False),
+                                              (0, 0x40000000, payload, False),
+                                              (-1, 0, b"", False)):
+        raw.sendto(segment(src, host, sport, port, (seq + offset) & 0xFFFFFFFF,
+                           (ack + ack_offset) & 0xFFFFFFFF, data, corrupt), (host, 0))
         time.sleep(0.1)
     print(json.dumps({"pid": os.getpid(), "sport": sport, "dport": port, "seq": seq, "ack": ack}),
           flush=True)

@@ -109,3 +109,68 @@ TEST(Nic, ThroughputOfAVethMatchesItsOwnCounters) {
 }
 
 }  // namespace
+
+// With the default (every interface), both ends of the veth pair, each in
+// its namespace, and packets as segments: a GSO or GRO skb counts as the
+// segments it carries. The veth delivers what one end sends to the other,
+// so each end's tx and the other's rx equal the sender's TcpOutSegs and
+// TcpRetransSegs (which count segments; TcpInSegs counts a GRO skb once). Neighbour discovery
+// and the like add a few.
+TEST(Nic, EveryInterfaceByDefaultWithSegmentsCountedAsTcpSendsThem) {
+  NW_REQUIRE_ROOT();
+  TwoHosts hosts;
+  TempDir dir;
+  TcpServer server(TwoHosts::kServer, {5000}, dir);
+  Netwatcher nw(
+      dir, "snapshot_interval = 0.5\n[plugins.nic]\n" + sink_config_json(dir.file("events.jsonl")));
+  // OutSegs leaves retransmitted segments out; they cross the veth too.
+  auto sent = [](const std::string& netns) {
+    return nstat(netns, "TcpOutSegs") + nstat(netns, "TcpRetransSegs");
+  };
+  const std::uint64_t client_before = sent(TwoHosts::kClient);
+  const std::uint64_t server_before = sent(TwoHosts::kServer);
+  auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {4000000});
+  ASSERT_EQ(clients.size(), 1u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the last ACKs and FINs
+  const std::uint64_t client_sent = sent(TwoHosts::kClient) - client_before;
+  const std::uint64_t server_sent = sent(TwoHosts::kServer) - server_before;
+  ASSERT_GT(client_sent, 4000000u / 1500u) << "one segment per MSS at least";
+
+  const std::uint64_t client_ns = netns_inode(TwoHosts::kClient);
+  const std::uint64_t server_ns = netns_inode(TwoHosts::kServer);
+  struct End {
+    std::uint64_t netns;
+    const char* device;
+    const char* direction;
+    std::uint64_t expected;
+    std::uint64_t seen = 0;
+  };
+  std::vector<End> ends = {{client_ns, "nwt-c0", "tx", client_sent},
+                           {server_ns, "nwt-s0", "rx", client_sent},
+                           {server_ns, "nwt-s0", "tx", server_sent},
+                           {client_ns, "nwt-c0", "rx", server_sent}};
+  auto count = [&](const std::vector<Json>& all) {
+    bool complete = true;
+    for (auto& end : ends) {
+      end.seen = 0;
+      for (const auto& e : events_of(all, "nic_throughput")) {
+        const auto& f = e["fields"];
+        if (f["netns"].u64() == end.netns && f["interface"].str() == end.device &&
+            f["direction"].str() == end.direction)
+          end.seen += f["packets"].u64();
+      }
+      complete = complete && end.seen >= end.expected;
+    }
+    return complete;
+  };
+  EXPECT_TRUE(wait_until([&] { return count(read_json_lines(dir.file("events.jsonl"))); }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  count(parse_json_lines(read_file(dir.file("events.jsonl"))));
+  for (const auto& end : ends) {
+    SCOPED_TRACE(std::string(end.device) + " " + end.direction);
+    EXPECT_GE(end.seen, end.expected);
+    EXPECT_LE(end.seen, end.expected + 20) << "segments, not bytes";
+  }
+  // The veth counts skbs: no more than the segments.
+  EXPECT_LE(interface_counter(TwoHosts::kClient, "nwt-c0", "tx_packets"), ends[0].seen + 20);
+}

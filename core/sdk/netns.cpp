@@ -1,9 +1,14 @@
 #include "netwatcher/netns.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -157,6 +162,40 @@ Status NetfilterNamespaces::update() {
   if (!refused.empty())
     return Status::failure(key_ + ": not watched, tried again every snapshot_interval: " + refused);
   return Status::success();
+}
+
+Status run_in_network_namespace(const std::string& path,
+                                const std::function<Status()>& body) noexcept {
+  try {
+    if (path.empty()) return body();
+    const int home = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    if (home < 0)
+      return Status::failure("cannot open own network namespace: " +
+                             std::string(std::strerror(errno)));
+    const int target = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (target < 0 || ::setns(target, CLONE_NEWNET) != 0) {
+      const int err = errno;
+      if (target >= 0) ::close(target);
+      ::close(home);
+      return Status::failure("cannot enter network namespace " + path + ": " + std::strerror(err));
+    }
+    ::close(target);
+    Status result;
+    try {
+      result = body();
+    } catch (const std::exception& e) {
+      result = Status::failure(e.what());
+    }
+    if (::setns(home, CLONE_NEWNET) != 0) {
+      std::fprintf(stderr, "netwatcher: cannot return to its own network namespace from %s: %s\n",
+                   path.c_str(), std::strerror(errno));
+      std::abort();
+    }
+    ::close(home);
+    return result;
+  } catch (const std::exception& e) {
+    return Status::failure(e.what());
+  }
 }
 
 }  // namespace netwatcher

@@ -147,3 +147,22 @@ TEST_F(NetfilterNamespacesTest, UpdateBeforeStartDoesNothing) {
 }
 
 }  // namespace
+
+TEST(RunInNetworkNamespace, AFileThatIsNoNamespaceFailsNamingItAndRunsNothing) {
+  bool ran = false;
+  const std::uint64_t before = own_inode();
+  Status s = netwatcher::run_in_network_namespace("/proc/self/status", [&] {
+    ran = true;
+    return Status::success();
+  });
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find("/proc/self/status"), std::string::npos) << s.message();
+  EXPECT_FALSE(ran);
+  EXPECT_EQ(own_inode(), before);
+}
+
+TEST(RunInNetworkNamespace, AnEmptyPathRunsHereAndPassesTheResultOn) {
+  Status s =
+      netwatcher::run_in_network_namespace("", [] { return Status::failure("body said no"); });
+  EXPECT_EQ(s.message(), "body said no");
+}

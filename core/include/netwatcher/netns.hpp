@@ -55,6 +55,18 @@ struct NamespaceScan {
 // thread's namespace as netwatcher's own. Never throws.
 NamespaceScan scan_namespaces(const std::vector<std::string>& entries) noexcept;
 
+// Runs `body` with the calling thread in the network namespace of `path` (a
+// NamespaceFile::path; "" runs it where the thread is) and brings the thread
+// back before returning, whatever `body` returns. What a namespace decides at
+// creation stays with the object: a socket, or a BPF iterator created with
+// bpf_iter_create() (the kernel's tcp/udp iterators walk the namespace they
+// were created in). Entering needs CAP_SYS_ADMIN, kept after start-up by
+// default. Fails, naming `path`, when the file is no namespace any more or
+// setns() refuses; the process aborts if it cannot return, since every later
+// socket of the thread would be made in the wrong namespace. Never throws.
+Status run_in_network_namespace(const std::string& path,
+                                const std::function<Status()>& body) noexcept;
+
 // Keeps a plugin's netfilter links in step with a namespace list: links each
 // namespace that appears, releases (PluginHost::release_netfilter) each one
 // that is no longer found, so that a deleted namespace is not kept alive by

@@ -78,23 +78,11 @@ constexpr const char* kOther = "other";
 // ethertypes by a short list.
 std::string protocol_name(std::uint16_t ethertype, std::uint8_t ip_protocol, bool ip) {
   if (ip) return ip_protocol_name(ip_protocol);
-  switch (ethertype) {
-    case 0x0800:
-      return "ipv4";
-    case 0x86DD:
-      return "ipv6";
-    case 0x0806:
-      return "arp";
-    case 0x88CC:
-      return "lldp";
-    case 0x8100:
-    case 0x88A8:
-      return "vlan";
-    case 0:
-      return "none";
-    default:
-      return kOther;
-  }
+  static const std::map<std::uint16_t, const char*> kEthertypes = {
+      {0x0800, "ipv4"}, {0x86DD, "ipv6"}, {0x0806, "arp"}, {0x88CC, "lldp"},
+      {0x8100, "vlan"}, {0x88A8, "vlan"}, {0, "none"}};
+  auto it = kEthertypes.find(ethertype);
+  return it != kEthertypes.end() ? it->second : kOther;
 }
 
 class DropPlugin {
@@ -191,10 +179,9 @@ class DropPlugin {
     if (Status s = skeleton_.open(object, filter_); !s) return s;
     auto* rodata = skeleton_->rodata;
     drop_config& cfg = tunable(rodata->drop_cfg) = cfg_;
-    if (softirq_hooks_)
-      tunable(rodata->drop_context) = DROP_CONTEXT_SOFTIRQ_HOOKS;
-    else if (kStackContext)
-      tunable(rodata->drop_context) = DROP_CONTEXT_STACK;
+    tunable(rodata->drop_context) = softirq_hooks_  ? DROP_CONTEXT_SOFTIRQ_HOOKS
+                                    : kStackContext ? DROP_CONTEXT_STACK
+                                                    : DROP_CONTEXT_NONE;
     std::set<std::string> functions = {"handle_softirqs", "__do_softirq"};
     for (const auto& h : housekeeping_)
       if (!h.function.empty()) functions.insert(h.function);

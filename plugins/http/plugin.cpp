@@ -150,14 +150,11 @@ class HttpPlugin {
     tracker_->expire(monotonic_ns(), done_);
     emit_all(out);
     // Sockets the tracker forgot (idle, evicted) need no info either.
-    for (auto it = sockets_.begin(); it != sockets_.end();) {
-      if (tracker_->tracking(it->first)) {
-        ++it;
-        continue;
-      }
-      by_tuple_.erase(tuple_key(it->second.tuple, false));
-      it = sockets_.erase(it);
-    }
+    std::erase_if(sockets_, [this](const auto& socket) {
+      if (tracker_->tracking(socket.first)) return false;
+      by_tuple_.erase(tuple_key(socket.second.tuple, false));
+      return true;
+    });
     return refresh_metrics();
   }
 

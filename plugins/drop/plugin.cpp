@@ -1,10 +1,9 @@
 // drop: packets the kernel frees with a drop reason, where and why.
-#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>

@@ -1,13 +1,6 @@
 // http: HTTP/1.x requests and responses read from the traffic of any
 // process, on any port: method, path, host, status, sizes and latency, from
 // the client's and from the server's socket.
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <sys/socket.h>
-#include <time.h>
-
-#include <cerrno>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>

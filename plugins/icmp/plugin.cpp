@@ -270,21 +270,25 @@ class IcmpPlugin {
     explicit Message(EventSet& set)
         : EventDecl(set, "icmp_message",
                     "an ICMP or ICMPv6 message entered (rx) or left (tx) the host") {}
-    Label<std::string> direction{*this, "direction", "rx or tx", {.width = 2}};
-    Label<std::string> family{*this, "family", "ipv4 (ICMP) or ipv6 (ICMPv6)", {.width = 4}};
+    Label<std::string> direction{
+        *this, "direction", "rx or tx", {.width = 2, .anomaly = AnomalyRole::key}};
+    Label<std::string> family{
+        *this, "family", "ipv4 (ICMP) or ipv6 (ICMPv6)", {.width = 4, .anomaly = AnomalyRole::key}};
     Label<std::string> src_addr{*this, "src_addr", "source address", {.width = 15}};
     Label<std::string> dst_addr{*this, "dst_addr", "destination address", {.width = 15}};
     Kind kind{*this, "message type, e.g. echo_request", "message code, e.g. port_unreachable"};
     Label<std::uint64_t> id{*this, "id", "echo identifier", {.width = 5, .optional = true}};
     Label<std::uint64_t> seq{*this, "seq", "echo sequence number", {.width = 5, .optional = true}};
-    Field<std::uint64_t> rtt_ns{*this,
-                                "rtt_ns",
-                                "echo reply received: time since the matching request was sent",
-                                {.unit = "nanoseconds", .width = 9, .optional = true}};
-    Field<std::uint64_t> reply_ns{*this,
-                                  "reply_ns",
-                                  "echo reply sent: time since the matching request was received",
-                                  {.unit = "nanoseconds", .width = 8, .optional = true}};
+    Field<std::uint64_t> rtt_ns{
+        *this,
+        "rtt_ns",
+        "echo reply received: time since the matching request was sent",
+        {.unit = "nanoseconds", .width = 9, .optional = true, .anomaly = AnomalyRole::sample}};
+    Field<std::uint64_t> reply_ns{
+        *this,
+        "reply_ns",
+        "echo reply sent: time since the matching request was received",
+        {.unit = "nanoseconds", .width = 8, .optional = true, .anomaly = AnomalyRole::sample}};
     Field<std::uint64_t> length{
         *this, "length", "packet length from the IP header", {.unit = "bytes", .width = 6}};
     Tuple inner{*this,

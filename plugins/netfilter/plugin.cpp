@@ -198,9 +198,12 @@ class NetfilterPlugin {
     explicit Hook(EventSet& set)
         : EventDecl(set, "nf_hook",
                     "a packet left a netfilter hook; time from the first to the last priority") {}
-    Label<std::string> hook{
-        *this, "hook", "prerouting, input, forward, output, postrouting", {.width = 11}};
-    Label<std::string> family{*this, "family", "ipv4 or ipv6", {.width = 6}};
+    Label<std::string> hook{*this,
+                            "hook",
+                            "prerouting, input, forward, output, postrouting",
+                            {.width = 11, .anomaly = AnomalyRole::key}};
+    Label<std::string> family{
+        *this, "family", "ipv4 or ipv6", {.width = 6, .anomaly = AnomalyRole::key}};
     Label<std::string> path{
         *this, "path", "receive (not routed yet), local_in, forward, local_out", {.width = 9}};
     Label<std::string> protocol{*this, "protocol", "tcp, udp, icmp, ...", {.width = 8}};
@@ -211,10 +214,11 @@ class NetfilterPlugin {
     Label<std::uint64_t> dst_port{
         *this, "dst_port", "packet destination port", {.width = 8, .optional = true}};
     Field<std::uint64_t> length{*this, "length", "skb length", {.unit = "bytes", .width = 6}};
-    Field<std::uint64_t> hook_ns{*this,
-                                 "hook_ns",
-                                 "time spent in the hook's chains (all priorities between ours)",
-                                 {.unit = "nanoseconds", .width = 8}};
+    Field<std::uint64_t> hook_ns{
+        *this,
+        "hook_ns",
+        "time spent in the hook's chains (all priorities between ours)",
+        {.unit = "nanoseconds", .width = 8, .anomaly = AnomalyRole::sample}};
     Label<std::uint64_t> in_ifindex{
         *this, "in_ifindex", "input device", {.width = 10, .optional = true}};
     Label<std::uint64_t> out_ifindex{

@@ -301,14 +301,15 @@ class UdpPlugin {
     explicit Datagram(EventSet& set)
         : EventDecl(set, "udp_datagram",
                     "a datagram reached its socket (rx) or the driver accepted it (tx)") {}
-    Label<std::string> direction{*this, "direction", "rx or tx", {.width = 2}};
+    Label<std::string> direction{
+        *this, "direction", "rx or tx", {.width = 2, .anomaly = AnomalyRole::key}};
     Endpoints ends{*this};
     Field<std::uint64_t> length{*this, "length", "UDP payload", {.unit = "bytes", .width = 6}};
     Field<std::uint64_t> kernel_ns{
         *this,
         "kernel_ns",
         "rx: IP layer entry to the socket receive queue; tx: send call to the driver",
-        {.unit = "nanoseconds", .width = 9, .optional = true}};
+        {.unit = "nanoseconds", .width = 9, .optional = true, .anomaly = AnomalyRole::sample}};
     Label<std::uint64_t> pid{*this,
                              "pid",
                              "the socket's owner: the process that last sent, read or waited on it",

@@ -17,6 +17,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "netwatcher/format.hpp"
@@ -65,59 +66,56 @@ struct SrttHistogram {
 
 // The rows of one snapshot when the table is larger than snapshot_rows: the
 // `limit` lowest socket addresses above the cursor, then, wrapping around,
-// the lowest from the start. Two bounded heaps: memory stays at 2 x limit
-// rows whatever the table's size, and each connection is shown at least once
+// the lowest from the start. A bounded heap: memory stays at `limit` rows
+// whatever the table's size, and each connection is shown at least once
 // every ceil(connections / limit) snapshots.
 class SnapshotWindow {
  public:
-  SnapshotWindow(std::size_t limit, std::uint64_t cursor) : limit_(limit), cursor_(cursor) {}
+  SnapshotWindow(std::size_t limit, std::uint64_t cursor) : limit_(limit), order_{cursor} {}
 
   void offer(const tcp_conn_record& rec) {
     ++offered_;
-    keep(rec.sock > cursor_ ? after_ : wrapped_, rec);
+    if (heap_.size() < limit_) {
+      heap_.push_back(rec);
+      std::push_heap(heap_.begin(), heap_.end(), order_);
+    } else if (!heap_.empty() && order_(rec, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), order_);
+      heap_.back() = rec;
+      std::push_heap(heap_.begin(), heap_.end(), order_);
+    }
   }
 
   // The rows in socket order from the cursor on; moves `cursor` to the last
   // one, or back to the start when every row fitted.
   std::vector<tcp_conn_record> take(std::uint64_t& cursor) {
-    std::vector<tcp_conn_record> rows = sorted(after_);
-    for (auto& rec : sorted(wrapped_)) {
-      if (rows.size() >= limit_) break;
-      rows.push_back(rec);
-    }
-    cursor = offered_ <= limit_ || rows.empty() ? 0 : rows.back().sock;
-    return rows;
+    std::sort_heap(heap_.begin(), heap_.end(), order_);
+    cursor = offered_ <= limit_ || heap_.empty() ? 0 : heap_.back().sock;
+    return std::move(heap_);
   }
 
  private:
-  struct BySock {
+  // Above the cursor first, then the sockets the window wraps around to.
+  struct FromCursor {
+    std::uint64_t cursor;
     bool operator()(const tcp_conn_record& a, const tcp_conn_record& b) const {
-      return a.sock < b.sock;
+      return std::pair(a.sock <= cursor, a.sock) < std::pair(b.sock <= cursor, b.sock);
     }
   };
-  using Heap = std::vector<tcp_conn_record>;  // max-heap by sock
-
-  void keep(Heap& heap, const tcp_conn_record& rec) {
-    if (heap.size() < limit_) {
-      heap.push_back(rec);
-      std::push_heap(heap.begin(), heap.end(), BySock{});
-    } else if (!heap.empty() && rec.sock < heap.front().sock) {
-      std::pop_heap(heap.begin(), heap.end(), BySock{});
-      heap.back() = rec;
-      std::push_heap(heap.begin(), heap.end(), BySock{});
-    }
-  }
-
-  static Heap sorted(Heap heap) {
-    std::sort_heap(heap.begin(), heap.end(), BySock{});
-    return heap;
-  }
 
   std::size_t limit_;
-  std::uint64_t cursor_;
+  FromCursor order_;
   std::uint64_t offered_ = 0;
-  Heap after_, wrapped_;
+  std::vector<tcp_conn_record> heap_;  // max-heap in FromCursor order
 };
+
+using Names = std::map<std::uint32_t, std::string>;
+
+Names kernel_names(const std::string& member, const std::string& prefix) {
+  Names names;
+  for (auto& [value, name] : kernel_enum(member, prefix))
+    names[static_cast<std::uint32_t>(value)] = name;
+  return names;
+}
 
 const char* direction_name(std::uint8_t direction) {
   switch (direction) {
@@ -268,7 +266,7 @@ struct StateChange : EventDecl {
 
 struct Reset : EventDecl {
   explicit Reset(EventSet& set) : EventDecl(set, "tcp_reset", "an RST sent or received") {}
-  Who who{*this, /*sock_optional=*/true};
+  Who who{*this, /*optional_sock=*/true};
   Label<std::string> direction{*this, "direction", "sent or received", {.width = 8}};
   Label<std::string> state{
       *this, "state", "socket state then (absent: no socket, e.g. closed port)", optional("", 11)};
@@ -302,7 +300,7 @@ struct Error : EventDecl {
   explicit Error(EventSet& set)
       : EventDecl(set, "tcp_error",
                   "a segment dropped for a bad checksum, sequence or ack number (-e)") {}
-  Who who{*this, /*sock_optional=*/true};
+  Who who{*this, /*optional_sock=*/true};
   Label<std::string> reason{*this, "reason", "what is wrong with the segment", {.width = 22}};
   Label<std::string> kernel_reason{
       *this, "kernel_reason", "the kernel's drop reason", {.width = 22}};
@@ -495,16 +493,11 @@ class TcpPlugin {
     filter_ = filter;
     // Names from the running kernel's BTF, so they are right whatever the
     // kernel version.
-    for (auto& [value, name] : kernel_enum("TCP_ESTABLISHED", "TCP_"))
-      states_[static_cast<std::uint32_t>(value)] = name;
+    states_ = kernel_names("TCP_ESTABLISHED", "TCP_");
     diag_states_.emplace(states_);
-    for (auto& [value, name] : kernel_enum("TCP_CA_Open", "TCP_CA_"))
-      ca_states_[static_cast<std::uint32_t>(value)] = name;
-    for (auto& [value, name] : kernel_enum("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_"))
-      reset_reasons_[static_cast<std::uint32_t>(value)] = name;
-    if (errors_)
-      for (auto& [value, name] : kernel_enum("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_"))
-        drop_reasons_[static_cast<std::uint32_t>(value)] = name;
+    ca_states_ = kernel_names("TCP_CA_Open", "TCP_CA_");
+    reset_reasons_ = kernel_names("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_");
+    if (errors_) drop_reasons_ = kernel_names("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_");
     return Status::success();
   }
 
@@ -658,7 +651,7 @@ class TcpPlugin {
   }
 
  private:
-  static std::string named(const std::map<std::uint32_t, std::string>& names, std::uint32_t value) {
+  static std::string named(const Names& names, std::uint32_t value) {
     auto it = names.find(value);
     return it != names.end() ? it->second : "UNKNOWN(" + std::to_string(value) + ")";
   }
@@ -1199,7 +1192,7 @@ class TcpPlugin {
   std::uint64_t snapshot_rows_ = 2048, snapshot_cursor_ = 0;
   std::size_t max_closed_ = 1024, max_connection_series_ = 1000;
   GlobalFilter filter_;
-  std::map<std::uint32_t, std::string> states_;
+  Names states_;
   std::deque<tcp_conn_record> closed_table_;
   BytesByDirection closed_bytes_{}, untracked_bytes_{};
   std::map<std::uint64_t, LabelValues> series_;
@@ -1210,7 +1203,7 @@ class TcpPlugin {
   std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;
   std::uint64_t max_events_per_second_ = 0;
   NetfilterNamespaces layer_namespaces_;
-  std::map<std::uint32_t, std::string> ca_states_, reset_reasons_, drop_reasons_;
+  Names ca_states_, reset_reasons_, drop_reasons_;
   std::set<LabelValues> rtt_series_;
   // Without rtt_every_change the histograms live here, fed by snapshots and
   // close records; at most max_rtt_series_ of them.

@@ -1,14 +1,12 @@
 // drop: packets the kernel frees with a drop reason, where and why.
-#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
 
 #include <algorithm>
-#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <map>
-#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -19,6 +17,7 @@
 #include "netwatcher/kallsyms.hpp"
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 #include "reasons.hpp"
 
 namespace {
@@ -72,50 +71,17 @@ struct Housekeeping {
   std::string function;  // empty: anywhere
 };
 
-enum Field : std::size_t {
-  kReason,
-  kReasonCode,
-  kLocation,
-  kProtocol,
-  kFamily,
-  kSrcAddr,
-  kSrcPort,
-  kDstAddr,
-  kDstPort,
-  kIcmpType,
-  kIcmpCode,
-  kLength,
-  kIfindex,
-  kNetns,
-  kPid,
-  kComm,
-  kStack,
-  kFieldCount
-};
-
 constexpr const char* kOther = "other";
 
 // Bounded label values: IP protocols by name (or number, at most 256), other
 // ethertypes by a short list.
 std::string protocol_name(std::uint16_t ethertype, std::uint8_t ip_protocol, bool ip) {
   if (ip) return ip_protocol_name(ip_protocol);
-  switch (ethertype) {
-    case 0x0800:
-      return "ipv4";
-    case 0x86DD:
-      return "ipv6";
-    case 0x0806:
-      return "arp";
-    case 0x88CC:
-      return "lldp";
-    case 0x8100:
-    case 0x88A8:
-      return "vlan";
-    case 0:
-      return "none";
-    default:
-      return kOther;
-  }
+  static const std::map<std::uint16_t, const char*> kEthertypes = {
+      {0x0800, "ipv4"}, {0x86DD, "ipv6"}, {0x0806, "arp"}, {0x88CC, "lldp"},
+      {0x8100, "vlan"}, {0x88A8, "vlan"}, {0, "none"}};
+  auto it = kEthertypes.find(ethertype);
+  return it != kEthertypes.end() ? it->second : kOther;
 }
 
 class DropPlugin {
@@ -152,54 +118,8 @@ class DropPlugin {
         {'T', "addr-to-func", "symbolize", "drop locations as function+offset (default on)"},
         {'A', "stack", "stack", "kernel stack of each drop"},
     };
-    auto opt = [](FieldSchema f) {
-      f.optional = true;
-      return f;
-    };
-    d.events = {
-        {"drop",
-         "a packet the kernel freed with a drop reason (skb:kfree_skb)",
-         {
-             {"reason", FieldType::text, "", "drop reason (kernel enum skb_drop_reason)",
-              FieldRole::label, 22},
-             {"reason_code", FieldType::u64, "", "raw reason value", FieldRole::value, 11},
-             {"location", FieldType::text, "", "kernel function+offset that dropped it",
-              FieldRole::label, 32},
-             {"protocol", FieldType::text, "", "tcp, udp, icmp, ... or the ethertype",
-              FieldRole::label, 8},
-             opt({"family", FieldType::text, "", "ipv4 or ipv6", FieldRole::label, 6}),
-             opt({"src_addr", FieldType::text, "", "packet source address", FieldRole::label, 15}),
-             opt({"src_port", FieldType::u64, "", "packet source port", FieldRole::label, 8}),
-             opt({"dst_addr", FieldType::text, "", "packet destination address", FieldRole::label,
-                  15}),
-             opt({"dst_port", FieldType::u64, "", "packet destination port", FieldRole::label, 8}),
-             opt({"icmp_type", FieldType::u64, "", "ICMP / ICMPv6 type", FieldRole::label, 9}),
-             opt({"icmp_code", FieldType::u64, "", "ICMP / ICMPv6 code", FieldRole::label, 9}),
-             {"length", FieldType::u64, "bytes", "skb length", FieldRole::value, 6},
-             opt({"ifindex", FieldType::u64, "", "device index (in netns)", FieldRole::label, 7}),
-             opt({"netns", FieldType::u64, "", "network namespace inode", FieldRole::label, 10}),
-             opt({"pid", FieldType::u64, "",
-                  "process that dropped it (absent outside process context)", FieldRole::label, 7}),
-             opt({"comm", FieldType::text, "", "process name", FieldRole::label, 15}),
-             opt({"stack", FieldType::text, "", "kernel stack, innermost first, ';'-separated",
-                  FieldRole::label, 0}),
-         }}};
-    d.metrics = {
-        {"netwatcher_drops_total",
-         MetricType::counter,
-         "Packets freed with a drop reason, by reason and protocol.",
-         {"reason", "protocol"}},
-        {"netwatcher_drop_housekeeping_total",
-         MetricType::counter,
-         "skbs freed with a drop reason that is the kernel's housekeeping, not a lost packet "
-         "(the drop plugin's housekeeping key), by entry.",
-         {"entry"}},
-        {"netwatcher_drop_locations_total",
-         MetricType::counter,
-         "Packets dropped by kernel location (function+offset); the first top_locations "
-         "locations seen (largest first) keep their own series, the rest are 'other'.",
-         {"location"}},
-    };
+    d.events = events_.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
         {"kfree_skb", "skbs freed with a reason (drops)", {"kfree_skb_btf", "kfree_skb_tp"}, true},
         {"softirq_entry",
@@ -219,18 +139,19 @@ class DropPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    events_ = config.get_bool("events");
-    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
-    symbolize_ = config.get_bool("symbolize");
-    stack_ = config.get_bool("stack");
-    softirq_hooks_ = config.get_bool("softirq_hooks");
-    housekeeping_.clear();
-    top_locations_ = static_cast<std::size_t>(config.get_int("top_locations"));
-    filter_ = filter;
     reasons_ = DropReasons::from_kernel();
     // Absent on kernels without drop reasons: then nothing is excluded.
-    skb_consumed_ = reasons_.value_of("SKB_CONSUMED").value_or(~0u);
-    not_dropped_yet_ = reasons_.value_of("SKB_NOT_DROPPED_YET").value_or(~0u);
+    cfg_ = {.skb_consumed = reasons_.value_of("SKB_CONSUMED").value_or(~0u),
+            .not_dropped_yet = reasons_.value_of("SKB_NOT_DROPPED_YET").value_or(~0u),
+            .max_events_per_second =
+                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
+            .events = config.get_bool("events"),
+            .stack = config.get_bool("stack")};
+    symbolize_ = config.get_bool("symbolize");
+    softirq_hooks_ = config.get_bool("softirq_hooks");
+    top_locations_ = static_cast<std::size_t>(config.get_int("top_locations"));
+    filter_ = filter;
+    housekeeping_.clear();
     for (const auto& entry : config.get_strings("housekeeping")) {
       Housekeeping h;
       h.entry = entry;
@@ -254,37 +175,27 @@ class DropPlugin {
   }
 
   Status open(bpf_object** object) {
-    skeleton_.reset(drop_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    auto& cfg = const_cast<drop_config&>(skeleton_->rodata->drop_cfg);
-    cfg.skb_consumed = skb_consumed_;
-    cfg.not_dropped_yet = not_dropped_yet_;
-    cfg.max_events_per_second = max_events_per_second_;
-    cfg.events = events_;
-    cfg.stack = stack_;
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
     auto* rodata = skeleton_->rodata;
-    if (softirq_hooks_)
-      const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_SOFTIRQ_HOOKS;
-    else if (kStackContext)
-      const_cast<__u8&>(rodata->drop_context) = DROP_CONTEXT_STACK;
+    drop_config& cfg = tunable(rodata->drop_cfg) = cfg_;
+    tunable(rodata->drop_context) = softirq_hooks_  ? DROP_CONTEXT_SOFTIRQ_HOOKS
+                                    : kStackContext ? DROP_CONTEXT_STACK
+                                                    : DROP_CONTEXT_NONE;
     std::set<std::string> functions = {"handle_softirqs", "__do_softirq"};
     for (const auto& h : housekeeping_)
       if (!h.function.empty()) functions.insert(h.function);
     const KernelText text = scan_kernel_text(functions);
-    const_cast<__u64&>(rodata->drop_task_stack_bytes) = text.task_stack_bytes;
+    tunable(rodata->drop_task_stack_bytes) = text.task_stack_bytes;
     // handle_softirqs since 6.10, which ksoftirqd runs too; __do_softirq before.
     for (const char* handler : {"__do_softirq", "handle_softirqs"})
       if (auto it = text.ranges.find(handler); it != text.ranges.end()) {
-        const_cast<__u64&>(rodata->drop_softirq_text_start) = it->second.first;
-        const_cast<__u64&>(rodata->drop_softirq_text_end) = it->second.second;
+        tunable(rodata->drop_softirq_text_start) = it->second.first;
+        tunable(rodata->drop_softirq_text_end) = it->second.second;
       }
     // A function this kernel does not have (e.g. no IPv6) frees nothing there.
     housekeeping_active_.clear();
     for (const auto& h : housekeeping_) {
-      drop_housekeeping entry{};
-      entry.reason = h.reason;
+      drop_housekeeping entry{.reason = h.reason};
       if (!h.function.empty()) {
         auto it = text.ranges.find(h.function);
         if (it == text.ranges.end()) continue;
@@ -294,20 +205,12 @@ class DropPlugin {
       cfg.housekeeping[cfg.housekeeping_count++] = entry;
       housekeeping_active_.push_back(h.entry);
     }
-    *object = skeleton_->obj;
     return Status::success();
   }
-
-  Status load() {
-    if (int err = drop_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
-  }
+  Status load() { return skeleton_.load(); }
 
   Status start(PluginHost& host) {
-    drops_ = host.metric("netwatcher_drops_total");
-    housekeeping_counts_ = host.metric("netwatcher_drop_housekeeping_total");
-    locations_ = host.metric("netwatcher_drop_locations_total");
+    if (Status s = metrics_.bind(host); !s) return s;
     host.track_table({"reason_counts", "drop_counts", DROP_TABLE_COUNTS, 0,
                       "DROP_MAX_COUNT_KEYS in plugins/drop/drop.h (fixed)"});
     host.track_table({"locations", "drop_locations", DROP_TABLE_LOCATIONS, 0,
@@ -319,7 +222,7 @@ class DropPlugin {
             "/proc/kallsyms shows only zero addresses (kptr_restrict); run as root or set "
             "symbolize = false");
     }
-    locations_->add({kOther}, 0);
+    locations_.add({kOther}, 0);
     bool entry = host.link_fd("softirq_entry_btf") >= 0 || host.link_fd("softirq_entry_tp") >= 0;
     bool exit = host.link_fd("softirq_exit_btf") >= 0 || host.link_fd("softirq_exit_tp") >= 0;
     skeleton_->bss->context_known = entry && exit;
@@ -335,7 +238,28 @@ class DropPlugin {
     std::memcpy(&rec, bytes.data(), sizeof rec);
     if (rec.hdr.type != DROP_RECORD)
       return Status::failure("unknown record type " + std::to_string(rec.hdr.type));
-    out.emit(0, rec.hdr.timestamp_ns, values(out, rec));
+    const nw_packet& p = rec.packet;
+    const bool ip = p.tuple.family == AF_INET || p.tuple.family == AF_INET6;
+    const Drop& e = drop_;
+    auto row = e.row(out);
+    row.set(e.reason, reasons_.name(rec.reason))
+        .set(e.reason_code, rec.reason)
+        .set(e.location, location_name(rec.location))
+        .set(e.protocol, protocol_name(rec.ethertype, p.protocol, ip))
+        .set(e.length, p.length);
+    if (ip) {
+      row.set(e.family, family_name(p.tuple.family))
+          .set(e.src_addr, format_address(p.tuple.family, p.tuple.saddr))
+          .set(e.dst_addr, format_address(p.tuple.family, p.tuple.daddr));
+      if (p.has_ports) row.set(e.src_port, p.tuple.sport).set(e.dst_port, p.tuple.dport);
+      if (p.protocol == 1 || p.protocol == 58)
+        row.set(e.icmp_type, p.icmp_type).set(e.icmp_code, p.icmp_code);
+    }
+    if (rec.ifindex) row.set(e.ifindex, rec.ifindex);
+    if (rec.netns) row.set(e.netns, rec.netns);
+    if (rec.pid) row.set(e.pid, rec.pid).set(e.comm, bounded_text(rec.comm));
+    if (rec.stack_depth) row.set(e.stack, stack_of(rec));
+    row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
 
@@ -352,15 +276,11 @@ class DropPlugin {
   void stop() { skeleton_.reset(); }
 
  private:
-  struct SkeletonDeleter {
-    void operator()(drop_bpf* skeleton) const { drop_bpf__destroy(skeleton); }
-  };
-
   void read_housekeeping() {
     int fd = bpf_map__fd(skeleton_->maps.drop_housekeeping_counts);
     for (std::uint32_t i = 0; i < housekeeping_active_.size(); ++i)
       if (auto total = sum_percpu_u64(fd, &i))
-        housekeeping_counts_->set({housekeeping_active_[i]}, static_cast<double>(*total));
+        housekeeping_counts_.mirror({housekeeping_active_[i]}, static_cast<double>(*total));
   }
 
   // Without symbolize the table stays empty and format() gives "0x<hex>".
@@ -376,46 +296,16 @@ class DropPlugin {
            symbol->name.rfind("__traceiter_", 0) == 0;
   }
 
-  std::vector<Value> values(EventEmitter& out, const drop_record& rec) {
-    std::vector<Value> v = out.make_values(kFieldCount);
-    const nw_packet& p = rec.packet;
-    bool ip = p.tuple.family == AF_INET || p.tuple.family == AF_INET6;
-    v[kReason] = reasons_.name(rec.reason);
-    v[kReasonCode] = std::uint64_t{rec.reason};
-    v[kLocation] = location_name(rec.location);
-    v[kProtocol] = protocol_name(rec.ethertype, p.protocol, ip);
-    if (ip) {
-      v[kFamily] = std::string(family_name(p.tuple.family));
-      v[kSrcAddr] = format_address(p.tuple.family, p.tuple.saddr);
-      v[kDstAddr] = format_address(p.tuple.family, p.tuple.daddr);
-      if (p.has_ports) {
-        v[kSrcPort] = std::uint64_t{p.tuple.sport};
-        v[kDstPort] = std::uint64_t{p.tuple.dport};
-      }
-      if (p.protocol == 1 || p.protocol == 58) {
-        v[kIcmpType] = std::uint64_t{p.icmp_type};
-        v[kIcmpCode] = std::uint64_t{p.icmp_code};
-      }
+  std::string stack_of(const drop_record& rec) const {
+    std::string stack;
+    unsigned depth = std::min<unsigned>(rec.stack_depth, DROP_MAX_STACK);
+    unsigned first = 0;
+    while (first + 1 < depth && is_tracing_frame(rec.stack[first])) ++first;
+    for (unsigned i = first; i < depth; ++i) {
+      if (i > first) stack += ';';
+      stack += location_name(rec.stack[i]);
     }
-    v[kLength] = std::uint64_t{p.length};
-    if (rec.ifindex) v[kIfindex] = std::uint64_t{rec.ifindex};
-    if (rec.netns) v[kNetns] = std::uint64_t{rec.netns};
-    if (rec.pid) {
-      v[kPid] = std::uint64_t{rec.pid};
-      v[kComm] = std::string(rec.comm, strnlen(rec.comm, sizeof rec.comm));
-    }
-    if (rec.stack_depth) {
-      std::string stack;
-      unsigned depth = std::min<unsigned>(rec.stack_depth, DROP_MAX_STACK);
-      unsigned first = 0;
-      while (first + 1 < depth && is_tracing_frame(rec.stack[first])) ++first;
-      for (unsigned i = first; i < depth; ++i) {
-        if (i > first) stack += ';';
-        stack += location_name(rec.stack[i]);
-      }
-      v[kStack] = std::move(stack);
-    }
-    return v;
+    return stack;
   }
 
   void read_counts() {
@@ -426,7 +316,7 @@ class DropPlugin {
       totals[{reasons_.name(key.reason), protocol_name(key.ethertype, key.protocol, ip)}] += n;
     });
     for (const auto& [labels, n] : totals)
-      drops_->set({labels.first, labels.second}, static_cast<double>(n));
+      drops_.mirror({labels.first, labels.second}, static_cast<double>(n));
   }
 
   void read_locations() {
@@ -456,21 +346,76 @@ class DropPlugin {
     for (const auto& name : shown_) {
       std::uint64_t n = by_location.count(name) ? by_location[name] : 0;
       shown_total += n;
-      locations_->set({name}, static_cast<double>(n));
+      locations_.mirror({name}, static_cast<double>(n));
     }
-    locations_->set({kOther}, static_cast<double>(total - std::min(total, shown_total)));
+    locations_.mirror({kOther}, static_cast<double>(total - std::min(total, shown_total)));
   }
 
-  std::unique_ptr<drop_bpf, SkeletonDeleter> skeleton_;
-  bool events_ = true, symbolize_ = true, stack_ = false, softirq_hooks_ = false;
-  std::uint64_t max_events_per_second_ = 1000;
+  EventSet events_;
+  struct Drop : EventDecl {
+    explicit Drop(EventSet& set)
+        : EventDecl(set, "drop", "a packet the kernel freed with a drop reason (skb:kfree_skb)") {}
+    Label<std::string> reason{
+        *this, "reason", "drop reason (kernel enum skb_drop_reason)", {.width = 22}};
+    Field<std::uint64_t> reason_code{*this, "reason_code", "raw reason value", {.width = 11}};
+    Label<std::string> location{
+        *this, "location", "kernel function+offset that dropped it", {.width = 32}};
+    Label<std::string> protocol{
+        *this, "protocol", "tcp, udp, icmp, ... or the ethertype", {.width = 8}};
+    Label<std::string> family{*this, "family", "ipv4 or ipv6", {.width = 6, .optional = true}};
+    Label<std::string> src_addr{
+        *this, "src_addr", "packet source address", {.width = 15, .optional = true}};
+    Label<std::uint64_t> src_port{
+        *this, "src_port", "packet source port", {.width = 8, .optional = true}};
+    Label<std::string> dst_addr{
+        *this, "dst_addr", "packet destination address", {.width = 15, .optional = true}};
+    Label<std::uint64_t> dst_port{
+        *this, "dst_port", "packet destination port", {.width = 8, .optional = true}};
+    Label<std::uint64_t> icmp_type{
+        *this, "icmp_type", "ICMP / ICMPv6 type", {.width = 9, .optional = true}};
+    Label<std::uint64_t> icmp_code{
+        *this, "icmp_code", "ICMP / ICMPv6 code", {.width = 9, .optional = true}};
+    Field<std::uint64_t> length{*this, "length", "skb length", {.unit = "bytes", .width = 6}};
+    Label<std::uint64_t> ifindex{
+        *this, "ifindex", "device index (in netns)", {.width = 7, .optional = true}};
+    Label<std::uint64_t> netns{
+        *this, "netns", "network namespace inode", {.width = 10, .optional = true}};
+    Label<std::uint64_t> pid{*this,
+                             "pid",
+                             "process that dropped it (absent outside process context)",
+                             {.width = 7, .optional = true}};
+    Label<std::string> comm{*this, "comm", "process name", {.width = 15, .optional = true}};
+    Label<std::string> stack{
+        *this, "stack", "kernel stack, innermost first, ';'-separated", {.optional = true}};
+  } drop_{events_};
+
+  MetricSet metrics_;
+  Counter drops_{metrics_,
+                 "netwatcher_drops_total",
+                 "Packets freed with a drop reason, by reason and protocol.",
+                 {"reason", "protocol"}};
+  Counter housekeeping_counts_{
+      metrics_,
+      "netwatcher_drop_housekeeping_total",
+      "skbs freed with a drop reason that is the kernel's housekeeping, not a lost packet (the "
+      "drop plugin's housekeeping key), by entry.",
+      {"entry"}};
+  Counter locations_{metrics_,
+                     "netwatcher_drop_locations_total",
+                     "Packets dropped by kernel location (function+offset); the first "
+                     "top_locations locations seen (largest first) keep their own series, the "
+                     "rest are 'other'.",
+                     {"location"}};
+
+  Skeleton<drop_bpf> skeleton_{drop_bpf__open, drop_bpf__load, drop_bpf__destroy};
+  drop_config cfg_ = {
+      .skb_consumed = ~0u, .not_dropped_yet = ~0u, .max_events_per_second = 1000, .events = true};
+  bool symbolize_ = true, softirq_hooks_ = false;
   std::size_t top_locations_ = 20;
   GlobalFilter filter_;
   DropReasons reasons_;
-  std::uint32_t skb_consumed_ = ~0u, not_dropped_yet_ = ~0u;
   KernelSymbols symbols_;
   std::set<std::string> shown_;
-  MetricFamily *drops_ = nullptr, *locations_ = nullptr, *housekeeping_counts_ = nullptr;
   std::vector<Housekeeping> housekeeping_;
   std::vector<std::string> housekeeping_active_;  // entries in the kernel's table, in order
 };

@@ -1,13 +1,6 @@
 // http: HTTP/1.x requests and responses read from the traffic of any
 // process, on any port: method, path, host, status, sizes and latency, from
 // the client's and from the server's socket.
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
-#include <sys/socket.h>
-#include <time.h>
-
-#include <cerrno>
-#include <cstring>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -21,6 +14,7 @@
 #include "netwatcher/l7_capture.hpp"
 #include "netwatcher/l7_tracker.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 
 namespace {
 
@@ -80,77 +74,8 @@ class HttpPlugin {
          "paths with their own series; the rest count under path=\"other\"", 1, 100000},
     };
     d.flags = {{'i', "http", "enabled", "HTTP requests and responses from the traffic"}};
-    auto label = [](const char* name, const char* help, int width = 0) {
-      return FieldSchema{name, FieldType::text, "", help, FieldRole::label, width};
-    };
-    auto count = [](const char* name, const char* unit, const char* help) {
-      FieldSchema f{name, FieldType::u64, unit, help, FieldRole::value, 0, true};
-      return f;
-    };
-    FieldSchema latency{"latency_us",
-                        FieldType::f64,
-                        "microseconds",
-                        "from the request's first segment to the response's first segment, at "
-                        "this socket",
-                        FieldRole::value,
-                        10,
-                        true};
-    latency.anomaly = AnomalyRole::sample;
-    FieldSchema side = label("side", "client or server: which socket saw the exchange", 6);
-    side.anomaly = AnomalyRole::key;
-    FieldSchema connection{"sock", FieldType::u64, "", "socket cookie", FieldRole::label, 20};
-    connection.anomaly = AnomalyRole::connection;
-    d.events = {
-        {"http_exchange",
-         "one HTTP request with its response (or why there is none)",
-         {
-             side,
-             {"pid", FieldType::u64, "", "process owning the socket (0 until it sent or read)",
-              FieldRole::label, 7},
-             label("comm", "process name", 15),
-             {"peer_pid", FieldType::u64, "",
-              "process at the other end, when it is on this host (absent otherwise)",
-              FieldRole::label, 8, true},
-             {"peer_comm", FieldType::text, "", "its name", FieldRole::label, 15, true},
-             label("family", "ipv4 or ipv6", 6),
-             label("saddr", "local address", 15),
-             {"sport", FieldType::u64, "", "local port", FieldRole::label, 5},
-             label("daddr", "remote address", 15),
-             {"dport", FieldType::u64, "", "remote port", FieldRole::label, 5},
-             label("method", "request method", 7),
-             label("path", "request path (query stripped unless strip_query = false)", 24),
-             label("host", "Host header", 16),
-             {"status", FieldType::u64, "", "response status code", FieldRole::label, 6, true},
-             label("outcome", "answered, timed_out or closed (no response)", 9),
-             latency,
-             count("request_bytes", "bytes", "request body size, when known"),
-             count("response_bytes", "bytes", "response body size, when known"),
-             connection,
-         }},
-    };
-    d.metrics = {
-        {"netwatcher_http_requests_total",
-         MetricType::counter,
-         "HTTP requests answered, by method, status class and the side that saw them.",
-         {"method", "status_class", "side"}},
-        {"netwatcher_http_request_duration_seconds",
-         MetricType::histogram,
-         "From request to response start, by method and side.",
-         {"method", "side"},
-         duration_buckets()},
-        {"netwatcher_http_requests_unanswered_total",
-         MetricType::counter,
-         "HTTP requests without a response: timed_out or closed.",
-         {"outcome", "side"}},
-        {"netwatcher_http_path_requests_total",
-         MetricType::counter,
-         "HTTP requests per path (path_labels = true, at most max_paths paths).",
-         {"method", "path", "status_class", "side"}},
-        {"netwatcher_http_parse_errors_total",
-         MetricType::counter,
-         "Message starts that did not parse, and responses without a request.",
-         {"kind"}},
-    };
+    d.events = events_.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
         {"egress", "segments sent (cgroup_skb egress)", {"http_egress"}, true},
         {"ingress", "segments received (cgroup_skb ingress)", {"http_ingress"}, true},
@@ -168,7 +93,7 @@ class HttpPlugin {
       return Status::failure("plugins.http.request_timeout must be between 0.001 and 86400 s");
     limits_.timeout_ns = static_cast<std::uint64_t>(timeout * 1e9);
     limits_.max_connections = static_cast<std::size_t>(config.get_int("max_connections"));
-    events_ = config.get_bool("events");
+    events_on_ = config.get_bool("events");
     path_labels_ = config.get_bool("path_labels");
     max_paths_ = static_cast<std::size_t>(config.get_int("max_paths"));
     parser_ = std::make_unique<http::HttpParser>(
@@ -179,29 +104,16 @@ class HttpPlugin {
   }
 
   Status open(bpf_object** object) {
-    skeleton_.reset(http_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    skeleton_->rodata->nw_l7_capture_bytes = capture_bytes_;
-    *object = skeleton_->obj;
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
+    tunable(skeleton_->rodata->nw_l7_capture_bytes) = capture_bytes_;
     return Status::success();
   }
-
-  Status load() {
-    if (int err = http_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
-  }
+  Status load() { return skeleton_.load(); }
 
   Status start(PluginHost& host) {
-    requests_ = host.metric("netwatcher_http_requests_total");
-    duration_ = host.metric("netwatcher_http_request_duration_seconds");
-    unanswered_ = host.metric("netwatcher_http_requests_unanswered_total");
-    paths_ = host.metric("netwatcher_http_path_requests_total");
-    parse_errors_ = host.metric("netwatcher_http_parse_errors_total");
+    if (Status s = metrics_.bind(host); !s) return s;
     for (const char* outcome : {"timed_out", "closed"})
-      for (const char* side : {"client", "server"}) unanswered_->add({outcome, side}, 0);
+      for (const char* side : {"client", "server"}) unanswered_.add({outcome, side}, 0);
     connections_table_ = host.track_table(
         {"connections", "", 0, limits_.max_connections, "plugins.http.max_connections"});
     if (path_labels_)
@@ -231,14 +143,11 @@ class HttpPlugin {
     tracker_->expire(monotonic_ns(), done_);
     emit_all(out);
     // Sockets the tracker forgot (idle, evicted) need no info either.
-    for (auto it = sockets_.begin(); it != sockets_.end();) {
-      if (tracker_->tracking(it->first)) {
-        ++it;
-        continue;
-      }
-      by_tuple_.erase(tuple_key(it->second.tuple, false));
-      it = sockets_.erase(it);
-    }
+    std::erase_if(sockets_, [this](const auto& socket) {
+      if (tracker_->tracking(socket.first)) return false;
+      by_tuple_.erase(tuple_key(socket.second.tuple, false));
+      return true;
+    });
     return refresh_metrics();
   }
 
@@ -246,10 +155,10 @@ class HttpPlugin {
   // scrape time.
   Status refresh_metrics() {
     const auto& s = tracker_->stats();
-    parse_errors_->set({"invalid_request"}, static_cast<double>(s.invalid_requests));
-    parse_errors_->set({"invalid_response"}, static_cast<double>(s.invalid_responses));
-    parse_errors_->set({"orphan_response"}, static_cast<double>(s.orphan_responses));
-    parse_errors_->set({"lost_sync"}, static_cast<double>(s.lost_sync));
+    parse_errors_.mirror({"invalid_request"}, static_cast<double>(s.invalid_requests));
+    parse_errors_.mirror({"invalid_response"}, static_cast<double>(s.invalid_responses));
+    parse_errors_.mirror({"orphan_response"}, static_cast<double>(s.orphan_responses));
+    parse_errors_.mirror({"lost_sync"}, static_cast<double>(s.lost_sync));
     if (connections_table_) {
       connections_table_->set_entries(tracker_->connections());
       connections_table_->count_evicted(s.evicted_connections - evictions_reported_);
@@ -262,10 +171,6 @@ class HttpPlugin {
   void stop() { skeleton_.reset(); }
 
  private:
-  struct SkeletonDeleter {
-    void operator()(http_bpf* skeleton) const { http_bpf__destroy(skeleton); }
-  };
-
   // Local and remote end of a tuple as a key; `mirrored` swaps them, which
   // is how the other end's socket sees the same connection.
   static std::string tuple_key(const nw_tuple& t, bool mirrored) {
@@ -322,42 +227,40 @@ class HttpPlugin {
     const std::string& method = e.request.operation;
     if (e.outcome == L7Outcome::answered && e.response) {
       const std::string klass = status_class(e.response->status);
-      requests_->add({method, klass, side}, 1);
-      duration_->observe({method, side}, static_cast<double>(e.response_ns - e.request_ns) / 1e9);
+      requests_.add({method, klass, side}, 1);
+      duration_.observe({method, side}, static_cast<double>(e.response_ns - e.request_ns) / 1e9);
       if (path_labels_) count_path(method, e.request.resource, klass, side);
     } else {
-      unanswered_->add({outcome_name(e.outcome), side}, 1);
+      unanswered_.add({outcome_name(e.outcome), side}, 1);
     }
-    if (!events_) return;
+    if (!events_on_) return;
     SocketInfo info;
     if (auto it = sockets_.find(e.connection); it != sockets_.end()) info = it->second;
     const SocketInfo* peer = peer_of(info);
     const nw_tuple& t = info.tuple;
-    auto optional = [](const std::optional<std::uint64_t>& v) { return v ? Value(*v) : Value(); };
-    // In storage recycled by the host: no allocation per exchange once warm.
-    std::vector<Value> values = out.make_values(0);
-    values.reserve(19);
-    values.push_back(Value(std::string(side)));
-    values.push_back(Value(std::uint64_t{info.pid}));
-    values.push_back(Value(info.comm));
-    values.push_back(peer && peer->pid ? Value(std::uint64_t{peer->pid}) : Value());
-    values.push_back(peer && peer->pid ? Value(peer->comm) : Value());
-    values.push_back(Value(std::string(family_name(t.family))));
-    values.push_back(Value(format_address(t.family, t.saddr)));
-    values.push_back(Value(std::uint64_t{t.sport}));
-    values.push_back(Value(format_address(t.family, t.daddr)));
-    values.push_back(Value(std::uint64_t{t.dport}));
-    values.push_back(Value(method));
-    values.push_back(Value(e.request.resource));
-    values.push_back(Value(e.request.authority));
-    values.push_back(e.response ? Value(static_cast<std::uint64_t>(e.response->status)) : Value());
-    values.push_back(Value(std::string(outcome_name(e.outcome))));
-    values.push_back(e.response ? Value(static_cast<double>(e.response_ns - e.request_ns) / 1e3)
-                                : Value());
-    values.push_back(optional(e.request.body_size));
-    values.push_back(e.response ? optional(e.response->body_size) : Value());
-    values.push_back(Value(std::uint64_t{e.connection}));
-    out.emit(0, e.response ? e.response_ns : 0, std::move(values));
+    const Exchange& x = exchange_;
+    auto row = x.row(out);
+    row.set(x.side, side)
+        .set(x.pid, info.pid)
+        .set(x.comm, info.comm)
+        .set(x.family, family_name(t.family))
+        .set(x.saddr, format_address(t.family, t.saddr))
+        .set(x.sport, t.sport)
+        .set(x.daddr, format_address(t.family, t.daddr))
+        .set(x.dport, t.dport)
+        .set(x.method, method)
+        .set(x.path, e.request.resource)
+        .set(x.host, e.request.authority)
+        .set(x.outcome, outcome_name(e.outcome))
+        .set(x.sock, e.connection);
+    if (peer && peer->pid) row.set(x.peer_pid, peer->pid).set(x.peer_comm, peer->comm);
+    if (e.request.body_size) row.set(x.request_bytes, *e.request.body_size);
+    if (e.response) {
+      row.set(x.status, static_cast<std::uint64_t>(e.response->status))
+          .set(x.latency_us, static_cast<double>(e.response_ns - e.request_ns) / 1e3);
+      if (e.response->body_size) row.set(x.response_bytes, *e.response->body_size);
+    }
+    row.emit(e.response ? e.response_ns : 0);
   }
 
   void count_path(const std::string& method, const std::string& path, const std::string& klass,
@@ -371,13 +274,84 @@ class HttpPlugin {
         if (paths_table_) paths_table_->count_refused();
       }
     }
-    paths_->add({method, label, klass, side}, 1);
+    paths_.add({method, label, klass, side}, 1);
   }
 
-  std::unique_ptr<http_bpf, SkeletonDeleter> skeleton_;
+  EventSet events_;
+  struct Exchange : EventDecl {
+    explicit Exchange(EventSet& set)
+        : EventDecl(set, "http_exchange",
+                    "one HTTP request with its response (or why there is none)") {}
+    Label<std::string> side{*this,
+                            "side",
+                            "client or server: which socket saw the exchange",
+                            {.width = 6, .anomaly = AnomalyRole::key}};
+    Label<std::uint64_t> pid{
+        *this, "pid", "process owning the socket (0 until it sent or read)", {.width = 7}};
+    Label<std::string> comm{*this, "comm", "process name", {.width = 15}};
+    Label<std::uint64_t> peer_pid{
+        *this,
+        "peer_pid",
+        "process at the other end, when it is on this host (absent otherwise)",
+        {.width = 8, .optional = true}};
+    Label<std::string> peer_comm{*this, "peer_comm", "its name", {.width = 15, .optional = true}};
+    Label<std::string> family{*this, "family", "ipv4 or ipv6", {.width = 6}};
+    Label<std::string> saddr{*this, "saddr", "local address", {.width = 15}};
+    Label<std::uint64_t> sport{*this, "sport", "local port", {.width = 5}};
+    Label<std::string> daddr{*this, "daddr", "remote address", {.width = 15}};
+    Label<std::uint64_t> dport{*this, "dport", "remote port", {.width = 5}};
+    Label<std::string> method{*this, "method", "request method", {.width = 7}};
+    Label<std::string> path{
+        *this, "path", "request path (query stripped unless strip_query = false)", {.width = 24}};
+    Label<std::string> host{*this, "host", "Host header", {.width = 16}};
+    Label<std::uint64_t> status{
+        *this, "status", "response status code", {.width = 6, .optional = true}};
+    Label<std::string> outcome{
+        *this, "outcome", "answered, timed_out or closed (no response)", {.width = 9}};
+    Field<double> latency_us{
+        *this,
+        "latency_us",
+        "from the request's first segment to the response's first segment, at this socket",
+        {.unit = "microseconds", .width = 10, .optional = true, .anomaly = AnomalyRole::sample}};
+    Field<std::uint64_t> request_bytes{*this,
+                                       "request_bytes",
+                                       "request body size, when known",
+                                       {.unit = "bytes", .optional = true}};
+    Field<std::uint64_t> response_bytes{*this,
+                                        "response_bytes",
+                                        "response body size, when known",
+                                        {.unit = "bytes", .optional = true}};
+    Label<std::uint64_t> sock{
+        *this, "sock", "socket cookie", {.width = 20, .anomaly = AnomalyRole::connection}};
+  } exchange_{events_};
+
+  MetricSet metrics_;
+  Counter requests_{metrics_,
+                    "netwatcher_http_requests_total",
+                    "HTTP requests answered, by method, status class and the side that saw them.",
+                    {"method", "status_class", "side"}};
+  Histogram duration_{metrics_,
+                      "netwatcher_http_request_duration_seconds",
+                      "From request to response start, by method and side.",
+                      {"method", "side"},
+                      duration_buckets()};
+  Counter unanswered_{metrics_,
+                      "netwatcher_http_requests_unanswered_total",
+                      "HTTP requests without a response: timed_out or closed.",
+                      {"outcome", "side"}};
+  Counter paths_{metrics_,
+                 "netwatcher_http_path_requests_total",
+                 "HTTP requests per path (path_labels = true, at most max_paths paths).",
+                 {"method", "path", "status_class", "side"}};
+  Counter parse_errors_{metrics_,
+                        "netwatcher_http_parse_errors_total",
+                        "Message starts that did not parse, and responses without a request.",
+                        {"kind"}};
+
+  Skeleton<http_bpf> skeleton_{http_bpf__open, http_bpf__load, http_bpf__destroy};
   std::uint32_t capture_bytes_ = 256;
   L7TrackerLimits limits_;
-  bool events_ = true, path_labels_ = false;
+  bool events_on_ = true, path_labels_ = false;
   std::size_t max_paths_ = 100;
   TableAccount *connections_table_ = nullptr, *paths_table_ = nullptr;
   std::uint64_t evictions_reported_ = 0;  // of the tracker's, already counted in the table
@@ -388,8 +362,6 @@ class HttpPlugin {
   std::unordered_map<std::uint64_t, SocketInfo> sockets_;
   std::unordered_map<std::string, std::uint64_t> by_tuple_;  // tuple_key(local first) -> cookie
   std::unordered_map<std::string, bool> known_paths_;
-  MetricFamily *requests_ = nullptr, *duration_ = nullptr, *unanswered_ = nullptr,
-               *paths_ = nullptr, *parse_errors_ = nullptr;
 };
 
 }  // namespace

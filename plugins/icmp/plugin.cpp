@@ -4,9 +4,9 @@
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,6 +16,7 @@
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 
 namespace {
 
@@ -28,67 +29,53 @@ constexpr const char* kDirectionNames[2] = {"rx", "tx"};
 constexpr int kRttFirstLog2 = 10, kRttLastLog2 = 33;
 constexpr int kReplyFirstLog2 = 7, kReplyLastLog2 = 26;
 
-enum Event : std::size_t { kMessageEvent, kErrorEvent };
-
-enum MessageField : std::size_t {
-  kDirection,
-  kFamily,
-  kSrcAddr,
-  kDstAddr,
-  kType,
-  kCode,
-  kTypeNumber,
-  kCodeNumber,
-  kId,
-  kSeq,
-  kRttNs,
-  kReplyNs,
-  kLength,
-  kInnerProtocol,
-  kInnerSrcAddr,
-  kInnerSrcPort,
-  kInnerDstAddr,
-  kInnerDstPort,
-  kPid,
-  kComm,
-  kNetns,
-  kIfindex,
-  kMessageFieldCount
-};
-
-enum ErrorField : std::size_t {
-  kErrType,
-  kErrCode,
-  kErrTypeNumber,
-  kErrCodeNumber,
-  kErrProtocol,
-  kErrSrcAddr,
-  kErrSrcPort,
-  kErrDstAddr,
-  kErrDstPort,
-  kErrNetns,
-  kErrorFieldCount
-};
-
-FieldSchema label(const char* name, const char* help, int width, bool optional = false) {
-  return {name, FieldType::text, "", help, FieldRole::label, width, optional};
-}
-FieldSchema number(const char* name, const char* unit, const char* help, FieldRole role, int width,
-                   bool optional = false) {
-  return {name, FieldType::u64, unit, help, role, width, optional};
+template <class Record>
+Status read_record(std::span<const std::byte> bytes, const char* event, Record& rec) {
+  if (bytes.size() < sizeof rec)
+    return Status::failure(std::string(event) + " record of " + std::to_string(bytes.size()) +
+                           " bytes, expected " + std::to_string(sizeof rec));
+  std::memcpy(&rec, bytes.data(), sizeof rec);
+  return Status::success();
 }
 
-void put_tuple(std::vector<Value>& v, std::size_t protocol, std::size_t src, std::size_t src_port,
-               std::size_t dst, std::size_t dst_port, const nw_packet& p) {
-  int family = p.tuple.family == AF_INET6 ? AF_INET6 : AF_INET;
-  v[protocol] = ip_protocol_name(p.protocol);
-  v[src] = format_address(family, p.tuple.saddr);
-  v[dst] = format_address(family, p.tuple.daddr);
-  if (p.has_ports) {
-    v[src_port] = std::uint64_t{p.tuple.sport};
-    v[dst_port] = std::uint64_t{p.tuple.dport};
+// A message's type and code, by name and by number.
+struct Kind {
+  Kind(EventDecl& e, const char* type_help, const char* code_help)
+      : type{e, "type", type_help, {.width = 23}},
+        code{e, "code", code_help, {.width = 16}},
+        type_number{e, "icmp_type", "type number", {.width = 3}},
+        code_number{e, "icmp_code", "code number", {.width = 3}} {}
+  void set(EventDecl::Row& row, bool ipv6, int t, int c) const {
+    row.set(type, icmp::type_name(ipv6, t))
+        .set(code, icmp::code_name(ipv6, t, c))
+        .set(type_number, static_cast<std::uint64_t>(t & 0xff))
+        .set(code_number, static_cast<std::uint64_t>(c & 0xff));
   }
-}
+  Label<std::string> type, code;
+  Label<std::uint64_t> type_number, code_number;
+};
+
+// The packet an error is about: the one an error message quotes, or the one
+// that made the kernel send an error.
+struct Tuple {
+  Tuple(EventDecl& e, const std::string& prefix, bool optional, std::array<const char*, 5> help)
+      : protocol{e, prefix + "protocol", help[0], {.width = 5, .optional = optional}},
+        src_addr{e, prefix + "src_addr", help[1], {.width = 15, .optional = optional}},
+        src_port{e, prefix + "src_port", help[2], {.width = 5, .optional = true}},
+        dst_addr{e, prefix + "dst_addr", help[3], {.width = 15, .optional = optional}},
+        dst_port{e, prefix + "dst_port", help[4], {.width = 5, .optional = true}} {}
+  void set(EventDecl::Row& row, const nw_packet& p) const {
+    int family = p.tuple.family == AF_INET6 ? AF_INET6 : AF_INET;
+    row.set(protocol, ip_protocol_name(p.protocol))
+        .set(src_addr, format_address(family, p.tuple.saddr))
+        .set(dst_addr, format_address(family, p.tuple.daddr));
+    if (p.has_ports) row.set(src_port, p.tuple.sport).set(dst_port, p.tuple.dport);
+  }
+  Label<std::string> protocol, src_addr;
+  Label<std::uint64_t> src_port;
+  Label<std::string> dst_addr;
+  Label<std::uint64_t> dst_port;
+};
 
 class IcmpPlugin {
  public:
@@ -110,76 +97,8 @@ class IcmpPlugin {
     d.flags = {
         {'I', "icmp", "enabled", "ICMP/ICMPv6 messages, echo RTT and kernel reply time"},
     };
-    d.events = {
-        {"icmp_message",
-         "an ICMP or ICMPv6 message entered (rx) or left (tx) the host",
-         {
-             label("direction", "rx or tx", 2),
-             label("family", "ipv4 (ICMP) or ipv6 (ICMPv6)", 4),
-             label("src_addr", "source address", 15),
-             label("dst_addr", "destination address", 15),
-             label("type", "message type, e.g. echo_request", 23),
-             label("code", "message code, e.g. port_unreachable", 16),
-             number("icmp_type", "", "type number", FieldRole::label, 3),
-             number("icmp_code", "", "code number", FieldRole::label, 3),
-             number("id", "", "echo identifier", FieldRole::label, 5, true),
-             number("seq", "", "echo sequence number", FieldRole::label, 5, true),
-             number("rtt_ns", "nanoseconds",
-                    "echo reply received: time since the matching request was sent",
-                    FieldRole::value, 9, true),
-             number("reply_ns", "nanoseconds",
-                    "echo reply sent: time since the matching request was received",
-                    FieldRole::value, 8, true),
-             number("length", "bytes", "packet length from the IP header", FieldRole::value, 6),
-             label("inner_protocol", "error messages: protocol of the quoted packet", 5, true),
-             label("inner_src_addr", "quoted packet's source", 15, true),
-             number("inner_src_port", "", "quoted packet's source port", FieldRole::label, 5, true),
-             label("inner_dst_addr", "quoted packet's destination", 15, true),
-             number("inner_dst_port", "", "quoted packet's destination port", FieldRole::label, 5,
-                    true),
-             number("pid", "",
-                    "sending process (tx), or the sender of the request a reply "
-                    "answers",
-                    FieldRole::label, 7, true),
-             label("comm", "its command name", 15, true),
-             number("netns", "", "network namespace inode", FieldRole::label, 10),
-             number("ifindex", "", "interface", FieldRole::label, 7),
-         }},
-        {"icmp_error_sent",
-         "the kernel generated an ICMP error for a packet (icmp:icmp_send, IPv4)",
-         {
-             label("type", "e.g. destination_unreachable", 23),
-             label("code", "e.g. port_unreachable", 16),
-             number("icmp_type", "", "type number", FieldRole::label, 3),
-             number("icmp_code", "", "code number", FieldRole::label, 3),
-             label("protocol", "offending packet's protocol", 5),
-             label("src_addr", "offending packet's source", 15),
-             number("src_port", "", "its source port", FieldRole::label, 5, true),
-             label("dst_addr", "offending packet's destination", 15),
-             number("dst_port", "", "its destination port", FieldRole::label, 5, true),
-             number("netns", "", "network namespace inode", FieldRole::label, 10),
-         }},
-    };
-    d.metrics = {
-        {"netwatcher_icmp_messages_total",
-         MetricType::counter,
-         "ICMP and ICMPv6 messages by family, direction and type.",
-         {"family", "direction", "type"}},
-        {"netwatcher_icmp_echo_rtt_seconds",
-         MetricType::histogram,
-         "Echo round trip: from our request leaving to its reply arriving.",
-         {"family"},
-         log2_ns_bucket_bounds(kRttFirstLog2, kRttLastLog2)},
-        {"netwatcher_icmp_echo_reply_seconds",
-         MetricType::histogram,
-         "Time the kernel took to answer an echo request (request received to reply sent).",
-         {"family"},
-         log2_ns_bucket_bounds(kReplyFirstLog2, kReplyLastLog2)},
-        {"netwatcher_icmp_errors_sent_total",
-         MetricType::counter,
-         "ICMP errors the kernel generated (icmp:icmp_send, IPv4), by type and code.",
-         {"type", "code"}},
-    };
+    d.events = events_.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
         {"receive",
          "messages received (net:netif_receive_skb)",
@@ -198,39 +117,25 @@ class IcmpPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    message_events_ = config.get_bool("events");
-    error_events_ = config.get_bool("error_events");
-    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
+    cfg_ = {.max_events_per_second =
+                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
+            .message_events = config.get_bool("events"),
+            .error_events = config.get_bool("error_events")};
     max_pending_ = static_cast<std::uint32_t>(config.get_int("max_pending_echoes"));
     filter_ = filter;
     return Status::success();
   }
 
   Status open(bpf_object** object) {
-    skeleton_.reset(icmp_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    auto& cfg = const_cast<icmp_config&>(skeleton_->rodata->icmp_cfg);
-    cfg.message_events = message_events_;
-    cfg.error_events = error_events_;
-    cfg.max_events_per_second = max_events_per_second_;
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
+    tunable(skeleton_->rodata->icmp_cfg) = cfg_;
     bpf_map__set_max_entries(skeleton_->maps.icmp_echo_pending, max_pending_);
-    *object = skeleton_->obj;
     return Status::success();
   }
-
-  Status load() {
-    if (int err = icmp_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
-  }
+  Status load() { return skeleton_.load(); }
 
   Status start(PluginHost& host) {
-    messages_ = host.metric("netwatcher_icmp_messages_total");
-    rtt_ = host.metric("netwatcher_icmp_echo_rtt_seconds");
-    reply_ = host.metric("netwatcher_icmp_echo_reply_seconds");
-    errors_ = host.metric("netwatcher_icmp_errors_sent_total");
+    if (Status s = metrics_.bind(host); !s) return s;
     pending_table_ =
         host.track_table({"pending_echoes", "icmp_echo_pending", ICMP_TABLE_PENDING_ECHOES, 0,
                           "plugins.icmp.max_pending_echoes"});
@@ -267,9 +172,9 @@ class IcmpPlugin {
         for (std::uint32_t type = 0; type < 256; ++type) {
           const std::uint64_t total = counters->messages[ICMP_COUNTER(family, dir, type)];
           if (total == 0) continue;
-          messages_->set({kFamilyNames[family], kDirectionNames[dir],
-                          icmp::type_name(family == 1, static_cast<int>(type))},
-                         static_cast<double>(total));
+          messages_.mirror({kFamilyNames[family], kDirectionNames[dir],
+                            icmp::type_name(family == 1, static_cast<int>(type))},
+                           static_cast<double>(total));
         }
       }
     }
@@ -283,18 +188,18 @@ class IcmpPlugin {
         if (h->count == 0) continue;
         bool rtt = kind == ICMP_ECHO_RTT;
         (rtt ? rtt_ : reply_)
-            ->set_histogram({kFamilyNames[family]},
-                            log2_slots_to_buckets(h->slots, rtt ? kRttFirstLog2 : kReplyFirstLog2,
-                                                  rtt ? kRttLastLog2 : kReplyLastLog2),
-                            static_cast<double>(h->sum_ns) / 1e9);
+            .replace({kFamilyNames[family]},
+                     log2_slots_to_buckets(h->slots, rtt ? kRttFirstLog2 : kReplyFirstLog2,
+                                           rtt ? kRttLastLog2 : kReplyLastLog2),
+                     static_cast<double>(h->sum_ns) / 1e9);
       }
     }
     for_each_percpu_u64<icmp_error_key>(
         bpf_map__fd(skeleton_->maps.icmp_errors_sent),
         [&](const icmp_error_key& key, std::uint64_t total) {
           int type = static_cast<int>(key.type), code = static_cast<int>(key.code);
-          errors_->set({icmp::type_name(false, type), icmp::code_name(false, type, code)},
-                       static_cast<double>(total));
+          errors_.mirror({icmp::type_name(false, type), icmp::code_name(false, type, code)},
+                         static_cast<double>(total));
         });
     return Status::success();
   }
@@ -322,74 +227,123 @@ class IcmpPlugin {
     if (pending_table_) pending_table_->count_removed(removed);
   }
 
-  struct SkeletonDeleter {
-    void operator()(icmp_bpf* skeleton) const { icmp_bpf__destroy(skeleton); }
-  };
-
   Status decode_message(std::span<const std::byte> bytes, EventEmitter& out) {
-    if (bytes.size() < sizeof(icmp_record))
-      return Status::failure("icmp_message record of " + std::to_string(bytes.size()) +
-                             " bytes, expected " + std::to_string(sizeof(icmp_record)));
     icmp_record rec;
-    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (Status s = read_record(bytes, "icmp_message", rec); !s) return s;
     if (rec.direction > ICMP_TX)
       return Status::failure("icmp_message record with direction " + std::to_string(rec.direction));
     const nw_packet& p = rec.packet;
-    bool ipv6 = p.tuple.family == AF_INET6;
-    int family = ipv6 ? AF_INET6 : AF_INET;
-    std::vector<Value> v = out.make_values(kMessageFieldCount);
-    v[kDirection] = std::string(kDirectionNames[rec.direction]);
-    v[kFamily] = std::string(kFamilyNames[ipv6 ? 1 : 0]);
-    v[kSrcAddr] = format_address(family, p.tuple.saddr);
-    v[kDstAddr] = format_address(family, p.tuple.daddr);
-    v[kType] = icmp::type_name(ipv6, p.icmp_type);
-    v[kCode] = icmp::code_name(ipv6, p.icmp_type, p.icmp_code);
-    v[kTypeNumber] = std::uint64_t{p.icmp_type};
-    v[kCodeNumber] = std::uint64_t{p.icmp_code};
-    if (rec.flags & ICMP_IS_ECHO) {
-      v[kId] = std::uint64_t{p.icmp_id};
-      v[kSeq] = std::uint64_t{p.icmp_seq};
-    }
-    if (rec.flags & ICMP_HAS_RTT) v[kRttNs] = std::uint64_t{rec.rtt_ns};
-    if (rec.flags & ICMP_HAS_REPLY) v[kReplyNs] = std::uint64_t{rec.reply_ns};
-    v[kLength] = std::uint64_t{p.length};
-    if (rec.flags & ICMP_HAS_INNER)
-      put_tuple(v, kInnerProtocol, kInnerSrcAddr, kInnerSrcPort, kInnerDstAddr, kInnerDstPort,
-                rec.inner);
-    if (rec.flags & ICMP_HAS_PID) {
-      v[kPid] = std::uint64_t{rec.pid};
-      v[kComm] = std::string(rec.comm, strnlen(rec.comm, sizeof rec.comm));
-    }
-    v[kNetns] = std::uint64_t{rec.netns};
-    v[kIfindex] = std::uint64_t{rec.ifindex};
-    out.emit(kMessageEvent, rec.hdr.timestamp_ns, std::move(v));
+    const bool ipv6 = p.tuple.family == AF_INET6;
+    const int family = ipv6 ? AF_INET6 : AF_INET;
+    const Message& e = message_;
+    auto row = e.row(out);
+    row.set(e.direction, kDirectionNames[rec.direction])
+        .set(e.family, kFamilyNames[ipv6 ? 1 : 0])
+        .set(e.src_addr, format_address(family, p.tuple.saddr))
+        .set(e.dst_addr, format_address(family, p.tuple.daddr))
+        .set(e.length, p.length)
+        .set(e.netns, rec.netns)
+        .set(e.ifindex, rec.ifindex);
+    e.kind.set(row, ipv6, p.icmp_type, p.icmp_code);
+    if (rec.flags & ICMP_IS_ECHO) row.set(e.id, p.icmp_id).set(e.seq, p.icmp_seq);
+    if (rec.flags & ICMP_HAS_RTT) row.set(e.rtt_ns, rec.rtt_ns);
+    if (rec.flags & ICMP_HAS_REPLY) row.set(e.reply_ns, rec.reply_ns);
+    if (rec.flags & ICMP_HAS_INNER) e.inner.set(row, rec.inner);
+    if (rec.flags & ICMP_HAS_PID) row.set(e.pid, rec.pid).set(e.comm, bounded_text(rec.comm));
+    row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
 
   Status decode_error(std::span<const std::byte> bytes, EventEmitter& out) {
-    if (bytes.size() < sizeof(icmp_error_record))
-      return Status::failure("icmp_error_sent record of " + std::to_string(bytes.size()) +
-                             " bytes, expected " + std::to_string(sizeof(icmp_error_record)));
     icmp_error_record rec;
-    std::memcpy(&rec, bytes.data(), sizeof rec);
-    std::vector<Value> v = out.make_values(kErrorFieldCount);
-    v[kErrType] = icmp::type_name(false, rec.type);
-    v[kErrCode] = icmp::code_name(false, rec.type, rec.code);
-    v[kErrTypeNumber] = static_cast<std::uint64_t>(rec.type & 0xff);
-    v[kErrCodeNumber] = static_cast<std::uint64_t>(rec.code & 0xff);
-    put_tuple(v, kErrProtocol, kErrSrcAddr, kErrSrcPort, kErrDstAddr, kErrDstPort, rec.offending);
-    v[kErrNetns] = std::uint64_t{rec.netns};
-    out.emit(kErrorEvent, rec.hdr.timestamp_ns, std::move(v));
+    if (Status s = read_record(bytes, "icmp_error_sent", rec); !s) return s;
+    const ErrorSent& e = error_;
+    auto row = e.row(out);
+    e.kind.set(row, false, rec.type, rec.code);
+    e.offending.set(row, rec.offending);
+    row.set(e.netns, rec.netns).emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
 
-  std::unique_ptr<icmp_bpf, SkeletonDeleter> skeleton_;
-  bool message_events_ = true, error_events_ = true;
-  std::uint64_t max_events_per_second_ = 1000;
+  EventSet events_;
+  struct Message : EventDecl {
+    explicit Message(EventSet& set)
+        : EventDecl(set, "icmp_message",
+                    "an ICMP or ICMPv6 message entered (rx) or left (tx) the host") {}
+    Label<std::string> direction{
+        *this, "direction", "rx or tx", {.width = 2, .anomaly = AnomalyRole::key}};
+    Label<std::string> family{
+        *this, "family", "ipv4 (ICMP) or ipv6 (ICMPv6)", {.width = 4, .anomaly = AnomalyRole::key}};
+    Label<std::string> src_addr{*this, "src_addr", "source address", {.width = 15}};
+    Label<std::string> dst_addr{*this, "dst_addr", "destination address", {.width = 15}};
+    Kind kind{*this, "message type, e.g. echo_request", "message code, e.g. port_unreachable"};
+    Label<std::uint64_t> id{*this, "id", "echo identifier", {.width = 5, .optional = true}};
+    Label<std::uint64_t> seq{*this, "seq", "echo sequence number", {.width = 5, .optional = true}};
+    Field<std::uint64_t> rtt_ns{
+        *this,
+        "rtt_ns",
+        "echo reply received: time since the matching request was sent",
+        {.unit = "nanoseconds", .width = 9, .optional = true, .anomaly = AnomalyRole::sample}};
+    Field<std::uint64_t> reply_ns{
+        *this,
+        "reply_ns",
+        "echo reply sent: time since the matching request was received",
+        {.unit = "nanoseconds", .width = 8, .optional = true, .anomaly = AnomalyRole::sample}};
+    Field<std::uint64_t> length{
+        *this, "length", "packet length from the IP header", {.unit = "bytes", .width = 6}};
+    Tuple inner{*this,
+                "inner_",
+                true,
+                {"error messages: protocol of the quoted packet", "quoted packet's source",
+                 "quoted packet's source port", "quoted packet's destination",
+                 "quoted packet's destination port"}};
+    Label<std::uint64_t> pid{*this,
+                             "pid",
+                             "sending process (tx), or the sender of the request a reply answers",
+                             {.width = 7, .optional = true}};
+    Label<std::string> comm{*this, "comm", "its command name", {.width = 15, .optional = true}};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+    Label<std::uint64_t> ifindex{*this, "ifindex", "interface", {.width = 7}};
+  } message_{events_};
+  struct ErrorSent : EventDecl {
+    explicit ErrorSent(EventSet& set)
+        : EventDecl(set, "icmp_error_sent",
+                    "the kernel generated an ICMP error for a packet (icmp:icmp_send, IPv4)") {}
+    Kind kind{*this, "e.g. destination_unreachable", "e.g. port_unreachable"};
+    Tuple offending{*this,
+                    "",
+                    false,
+                    {"offending packet's protocol", "offending packet's source", "its source port",
+                     "offending packet's destination", "its destination port"}};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+  } error_{events_};
+
+  MetricSet metrics_;
+  Counter messages_{metrics_,
+                    "netwatcher_icmp_messages_total",
+                    "ICMP and ICMPv6 messages by family, direction and type.",
+                    {"family", "direction", "type"}};
+  Histogram rtt_{metrics_,
+                 "netwatcher_icmp_echo_rtt_seconds",
+                 "Echo round trip: from our request leaving to its reply arriving.",
+                 {"family"},
+                 log2_ns_bucket_bounds(kRttFirstLog2, kRttLastLog2)};
+  Histogram reply_{
+      metrics_,
+      "netwatcher_icmp_echo_reply_seconds",
+      "Time the kernel took to answer an echo request (request received to reply sent).",
+      {"family"},
+      log2_ns_bucket_bounds(kReplyFirstLog2, kReplyLastLog2)};
+  Counter errors_{metrics_,
+                  "netwatcher_icmp_errors_sent_total",
+                  "ICMP errors the kernel generated (icmp:icmp_send, IPv4), by type and code.",
+                  {"type", "code"}};
+
+  Skeleton<icmp_bpf> skeleton_{icmp_bpf__open, icmp_bpf__load, icmp_bpf__destroy};
+  icmp_config cfg_ = {.max_events_per_second = 1000, .message_events = true, .error_events = true};
   std::uint32_t max_pending_ = 8192;
   TableAccount* pending_table_ = nullptr;
   GlobalFilter filter_;
-  MetricFamily *messages_ = nullptr, *rtt_ = nullptr, *reply_ = nullptr, *errors_ = nullptr;
 };
 
 }  // namespace

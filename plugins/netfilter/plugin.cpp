@@ -1,13 +1,12 @@
 // netfilter: time each packet spends in each netfilter hook (rule chains,
 // conntrack), per family, from BPF netfilter programs at both ends of a hook.
-#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -17,6 +16,7 @@
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/netns.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 
 namespace {
 
@@ -29,28 +29,11 @@ constexpr int kNfprotoOf[NF_FAMILIES] = {2, 10};
 constexpr const char* kPathNames[] = {"receive", "local_in", "forward", "local_out"};
 // Histogram buckets: 2^7 ns (128 ns) .. 2^26 ns (~67 ms), powers of two, so
 // each in-kernel log2 slot falls in exactly one bucket.
-constexpr int kFirstBucketLog2 = 7;
-constexpr int kLastBucketLog2 = 26;
+constexpr int kFirstBucketLog2 = 7, kLastBucketLog2 = 26;
 // BPF netfilter links may not use INT_MIN or INT_MAX themselves.
-constexpr int kFirstPriority = INT_MIN + 1;
-constexpr int kLastPriority = INT_MAX - 1;
+constexpr int kFirstPriority = INT_MIN + 1, kLastPriority = INT_MAX - 1;
 
-enum Field : std::size_t {
-  kHook,
-  kFamily,
-  kPath,
-  kProtocol,
-  kSrcAddr,
-  kSrcPort,
-  kDstAddr,
-  kDstPort,
-  kLength,
-  kHookNs,
-  kInIfindex,
-  kOutIfindex,
-  kNetns,
-  kFieldCount
-};
+const std::vector<std::string> kHookLabels = {"hook", "family"};
 
 class NetfilterPlugin {
  public:
@@ -77,44 +60,8 @@ class NetfilterPlugin {
         {'n', "netfilter", "enabled", "time spent in each netfilter hook"},
         {0, "nf-events", "events", "one event per packet and netfilter hook (rate-limited)"},
     };
-    auto label = [](const char* name, const char* help, int width) {
-      return FieldSchema{name, FieldType::text, "", help, FieldRole::label, width};
-    };
-    d.events = {
-        {"nf_hook",
-         "a packet left a netfilter hook; time from the first to the last priority",
-         {
-             label("hook", "prerouting, input, forward, output, postrouting", 11),
-             label("family", "ipv4 or ipv6", 6),
-             label("path", "receive (not routed yet), local_in, forward, local_out", 9),
-             label("protocol", "tcp, udp, icmp, ...", 8),
-             label("src_addr", "packet source address", 15),
-             {"src_port", FieldType::u64, "", "packet source port", FieldRole::label, 8, true},
-             label("dst_addr", "packet destination address", 15),
-             {"dst_port", FieldType::u64, "", "packet destination port", FieldRole::label, 8, true},
-             {"length", FieldType::u64, "bytes", "skb length", FieldRole::value, 6},
-             {"hook_ns", FieldType::u64, "nanoseconds",
-              "time spent in the hook's chains (all priorities between ours)", FieldRole::value, 8},
-             {"in_ifindex", FieldType::u64, "", "input device", FieldRole::label, 10, true},
-             {"out_ifindex", FieldType::u64, "", "output device", FieldRole::label, 11, true},
-             {"netns", FieldType::u64, "", "network namespace inode", FieldRole::label, 10},
-         }}};
-    d.metrics = {
-        {"netwatcher_netfilter_hook_latency_seconds",
-         MetricType::histogram,
-         "Time packets spent in a netfilter hook (between the first and last priority).",
-         {"hook", "family"},
-         log2_ns_bucket_bounds(kFirstBucketLog2, kLastBucketLog2)},
-        {"netwatcher_netfilter_packets_total",
-         MetricType::counter,
-         "Packets that entered a netfilter hook.",
-         {"hook", "family"}},
-        {"netwatcher_netfilter_packets_stopped_total",
-         MetricType::counter,
-         "Packets that entered a hook but did not leave it (dropped, stolen or queued by a "
-         "rule).",
-         {"hook", "family"}},
-    };
+    d.events = events_.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
         {"hook_entry", "first priority of each hook", {"nf_first"}, true},
         {"hook_exit", "last priority of each hook", {"nf_last"}, true},
@@ -125,57 +72,35 @@ class NetfilterPlugin {
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
     hooks_.clear();
     for (const auto& name : config.get_strings("hooks")) {
-      int found = -1;
-      for (int h = 0; h < NF_HOOKS; ++h)
-        if (name == kHookNames[h]) found = h;
-      if (found < 0)
+      auto found = std::find(std::begin(kHookNames), std::end(kHookNames), name);
+      if (found == std::end(kHookNames))
         return Status::failure("plugins.netfilter.hooks: unknown hook '" + name +
                                "' (expected prerouting, input, forward, output, postrouting)");
-      hooks_.push_back(found);
+      hooks_.push_back(static_cast<int>(found - std::begin(kHookNames)));
     }
     if (hooks_.empty()) return Status::failure("plugins.netfilter.hooks is empty");
-    if (Status s =
-            namespaces_.configure(config.get_strings("namespaces"), "plugins.netfilter.namespaces");
-        !s)
-      return s;
-    events_ = config.get_bool("events");
-    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
+    const auto namespaces = config.get_strings("namespaces");
+    if (Status s = namespaces_.configure(namespaces, "plugins.netfilter.namespaces"); !s) return s;
+    cfg_ = {.max_events_per_second =
+                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
+            .events = config.get_bool("events")};
     max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
     filter_ = filter;
     return Status::success();
   }
 
   Status open(bpf_object** object) {
-    skeleton_.reset(netfilter_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    auto& cfg = const_cast<nf_config&>(skeleton_->rodata->nf_cfg);
-    cfg.events = events_;
-    cfg.max_events_per_second = max_events_per_second_;
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
+    tunable(skeleton_->rodata->nf_cfg) = cfg_;
     bpf_map__set_max_entries(skeleton_->maps.nf_inflight, max_tracked_);
-    *object = skeleton_->obj;
     return Status::success();
   }
-
-  Status load() {
-    if (int err = netfilter_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
-  }
+  Status load() { return skeleton_.load(); }
 
   Status start(PluginHost& host) {
-    latency_ = host.metric("netwatcher_netfilter_hook_latency_seconds");
-    packets_ = host.metric("netwatcher_netfilter_packets_total");
-    stopped_ = host.metric("netwatcher_netfilter_packets_stopped_total");
-    for (int fam = 0; fam < NF_FAMILIES; ++fam)
-      for (int hook : hooks_) wanted_[fam][hook] = family_wanted(fam);
-    if (Status s = namespaces_.start(host,
-                                     [this, host = &host](const std::string& netns) {
-                                       return link_namespace(*host, netns);
-                                     });
-        !s)
-      return s;
+    if (Status s = metrics_.bind(host); !s) return s;
+    auto link = [this, &host](const std::string& netns) { return link_namespace(host, netns); };
+    if (Status s = namespaces_.start(host, link); !s) return s;
     host.track_table(
         {"packets", "nf_inflight", NF_TABLE_PACKETS, 0, "plugins.netfilter.max_tracked_packets"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
@@ -194,24 +119,22 @@ class NetfilterPlugin {
       return Status::failure("nf_hook record with hook " + std::to_string(rec.hook) + " and path " +
                              std::to_string(rec.path));
     const nw_packet& p = rec.packet;
-    std::vector<Value> v = out.make_values(kFieldCount);
-    v[kHook] = std::string(kHookNames[rec.hook]);
-    v[kFamily] = std::string(family_name(rec.family));
-    v[kPath] = std::string(kPathNames[rec.path]);
-    v[kProtocol] = ip_protocol_name(p.protocol);
-    int family = rec.family == 10 ? AF_INET6 : AF_INET;
-    v[kSrcAddr] = format_address(family, p.tuple.saddr);
-    v[kDstAddr] = format_address(family, p.tuple.daddr);
-    if (p.has_ports) {
-      v[kSrcPort] = std::uint64_t{p.tuple.sport};
-      v[kDstPort] = std::uint64_t{p.tuple.dport};
-    }
-    v[kLength] = std::uint64_t{p.length};
-    v[kHookNs] = std::uint64_t{rec.hook_ns};
-    if (rec.in_ifindex) v[kInIfindex] = std::uint64_t{rec.in_ifindex};
-    if (rec.out_ifindex) v[kOutIfindex] = std::uint64_t{rec.out_ifindex};
-    v[kNetns] = std::uint64_t{rec.netns};
-    out.emit(0, rec.hdr.timestamp_ns, std::move(v));
+    const int family = rec.family == 10 ? AF_INET6 : AF_INET;
+    const Hook& e = hook_;
+    auto row = e.row(out);
+    row.set(e.hook, kHookNames[rec.hook])
+        .set(e.family, family_name(rec.family))
+        .set(e.path, kPathNames[rec.path])
+        .set(e.protocol, ip_protocol_name(p.protocol))
+        .set(e.src_addr, format_address(family, p.tuple.saddr))
+        .set(e.dst_addr, format_address(family, p.tuple.daddr))
+        .set(e.length, p.length)
+        .set(e.hook_ns, rec.hook_ns)
+        .set(e.netns, rec.netns);
+    if (p.has_ports) row.set(e.src_port, p.tuple.sport).set(e.dst_port, p.tuple.dport);
+    if (rec.in_ifindex) row.set(e.in_ifindex, rec.in_ifindex);
+    if (rec.out_ifindex) row.set(e.out_ifindex, rec.out_ifindex);
+    row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
 
@@ -227,18 +150,18 @@ class NetfilterPlugin {
   Status refresh_metrics() {
     int fd = bpf_map__fd(skeleton_->maps.nf_stats);
     for (int fam = 0; fam < NF_FAMILIES; ++fam) {
-      for (int hook = 0; hook < NF_HOOKS; ++hook) {
-        if (!wanted_[fam][hook]) continue;
+      if (!family_wanted(fam)) continue;
+      for (int hook : hooks_) {
         std::uint32_t index = NF_INDEX(fam, hook);
         auto total = sum_percpu<nf_hook_stats>(fd, &index);
         if (!total)
           return Status::failure("reading nf_stats: " + std::string(std::strerror(errno)));
         LabelValues labels{kHookNames[hook], kFamilyNames[fam]};
-        latency_->set_histogram(
-            labels, log2_slots_to_buckets(total->slots, kFirstBucketLog2, kLastBucketLog2),
-            static_cast<double>(total->time_ns) / 1e9);
-        packets_->set(labels, static_cast<double>(total->entered));
-        stopped_->set(
+        latency_.replace(labels,
+                         log2_slots_to_buckets(total->slots, kFirstBucketLog2, kLastBucketLog2),
+                         static_cast<double>(total->time_ns) / 1e9);
+        packets_.mirror(labels, static_cast<double>(total->entered));
+        stopped_.mirror(
             labels, static_cast<double>(total->entered - std::min(total->entered, total->passed)));
       }
     }
@@ -270,19 +193,58 @@ class NetfilterPlugin {
     return Status::success();
   }
 
-  struct SkeletonDeleter {
-    void operator()(netfilter_bpf* skeleton) const { netfilter_bpf__destroy(skeleton); }
-  };
+  EventSet events_;
+  struct Hook : EventDecl {
+    explicit Hook(EventSet& set)
+        : EventDecl(set, "nf_hook",
+                    "a packet left a netfilter hook; time from the first to the last priority") {}
+    Label<std::string> hook{*this,
+                            "hook",
+                            "prerouting, input, forward, output, postrouting",
+                            {.width = 11, .anomaly = AnomalyRole::key}};
+    Label<std::string> family{
+        *this, "family", "ipv4 or ipv6", {.width = 6, .anomaly = AnomalyRole::key}};
+    Label<std::string> path{
+        *this, "path", "receive (not routed yet), local_in, forward, local_out", {.width = 9}};
+    Label<std::string> protocol{*this, "protocol", "tcp, udp, icmp, ...", {.width = 8}};
+    Label<std::string> src_addr{*this, "src_addr", "packet source address", {.width = 15}};
+    Label<std::uint64_t> src_port{
+        *this, "src_port", "packet source port", {.width = 8, .optional = true}};
+    Label<std::string> dst_addr{*this, "dst_addr", "packet destination address", {.width = 15}};
+    Label<std::uint64_t> dst_port{
+        *this, "dst_port", "packet destination port", {.width = 8, .optional = true}};
+    Field<std::uint64_t> length{*this, "length", "skb length", {.unit = "bytes", .width = 6}};
+    Field<std::uint64_t> hook_ns{
+        *this,
+        "hook_ns",
+        "time spent in the hook's chains (all priorities between ours)",
+        {.unit = "nanoseconds", .width = 8, .anomaly = AnomalyRole::sample}};
+    Label<std::uint64_t> in_ifindex{
+        *this, "in_ifindex", "input device", {.width = 10, .optional = true}};
+    Label<std::uint64_t> out_ifindex{
+        *this, "out_ifindex", "output device", {.width = 11, .optional = true}};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+  } hook_{events_};
 
-  std::unique_ptr<netfilter_bpf, SkeletonDeleter> skeleton_;
+  MetricSet metrics_;
+  Histogram latency_{
+      metrics_, "netwatcher_netfilter_hook_latency_seconds",
+      "Time packets spent in a netfilter hook (between the first and last priority).", kHookLabels,
+      log2_ns_bucket_bounds(kFirstBucketLog2, kLastBucketLog2)};
+  Counter packets_{metrics_, "netwatcher_netfilter_packets_total",
+                   "Packets that entered a netfilter hook.", kHookLabels};
+  Counter stopped_{metrics_, "netwatcher_netfilter_packets_stopped_total",
+                   "Packets that entered a hook but did not leave it (dropped, stolen or queued "
+                   "by a rule).",
+                   kHookLabels};
+
+  Skeleton<netfilter_bpf> skeleton_{netfilter_bpf__open, netfilter_bpf__load,
+                                    netfilter_bpf__destroy};
   std::vector<int> hooks_;
   NetfilterNamespaces namespaces_;
-  bool events_ = false;
-  std::uint64_t max_events_per_second_ = 1000;
+  nf_config cfg_ = {.max_events_per_second = 1000, .events = false};
   std::uint32_t max_tracked_ = 16384;
   GlobalFilter filter_;
-  bool wanted_[NF_FAMILIES][NF_HOOKS] = {};
-  MetricFamily *latency_ = nullptr, *packets_ = nullptr, *stopped_ = nullptr;
 };
 
 }  // namespace

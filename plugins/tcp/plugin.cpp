@@ -13,17 +13,18 @@
 #include <cstring>
 #include <deque>
 #include <map>
-#include <memory>
 #include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/netns.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 #include "sock_diag.hpp"
 #include "tcp.h"
 #include "tcp.skel.h"
@@ -31,23 +32,14 @@
 namespace {
 
 using namespace netwatcher;
-
-enum EventIndex : std::size_t {
-  kOpenEvent,
-  kCloseEvent,
-  kConnEvent,
-  kStateEvent,
-  kResetEvent,
-  kRetransmitEvent,
-  kCongestionEvent,
-  kErrorEvent,
-  kLayerEvent,
-};
+using Row = EventDecl::Row;
 
 const char* const kErrorNames[TCP_ERROR_KINDS] = {"bad_checksum", "sequence_before_window",
                                                   "sequence_beyond_window", "invalid_ack", "paws"};
 const char* const kLayerNames[TCP_LAYERS] = {"link", "ip", "transport", "application", "total"};
 const char* const kPacketDirectionNames[TCP_PACKET_DIRECTIONS] = {"rx", "tx"};
+constexpr std::uint8_t kDirections[] = {TCP_DIRECTION_CLIENT, TCP_DIRECTION_SERVER,
+                                        TCP_DIRECTION_UNKNOWN};
 
 // In-kernel histograms: srtt from 1 us to 8.6 s, layer times from 256 ns to 1 s.
 constexpr int kRttFirstLog2 = 10, kRttLastLog2 = 33;
@@ -74,242 +66,55 @@ struct SrttHistogram {
 
 // The rows of one snapshot when the table is larger than snapshot_rows: the
 // `limit` lowest socket addresses above the cursor, then, wrapping around,
-// the lowest from the start. Two bounded heaps: memory stays at 2 x limit
-// rows whatever the table's size, and each connection is shown at least once
+// the lowest from the start. A bounded heap: memory stays at `limit` rows
+// whatever the table's size, and each connection is shown at least once
 // every ceil(connections / limit) snapshots.
 class SnapshotWindow {
  public:
-  SnapshotWindow(std::size_t limit, std::uint64_t cursor) : limit_(limit), cursor_(cursor) {}
+  SnapshotWindow(std::size_t limit, std::uint64_t cursor) : limit_(limit), order_{cursor} {}
 
   void offer(const tcp_conn_record& rec) {
     ++offered_;
-    keep(rec.sock > cursor_ ? after_ : wrapped_, rec);
+    if (heap_.size() < limit_) {
+      heap_.push_back(rec);
+      std::push_heap(heap_.begin(), heap_.end(), order_);
+    } else if (!heap_.empty() && order_(rec, heap_.front())) {
+      std::pop_heap(heap_.begin(), heap_.end(), order_);
+      heap_.back() = rec;
+      std::push_heap(heap_.begin(), heap_.end(), order_);
+    }
   }
 
   // The rows in socket order from the cursor on; moves `cursor` to the last
   // one, or back to the start when every row fitted.
   std::vector<tcp_conn_record> take(std::uint64_t& cursor) {
-    std::vector<tcp_conn_record> rows = sorted(after_);
-    for (auto& rec : sorted(wrapped_)) {
-      if (rows.size() >= limit_) break;
-      rows.push_back(rec);
-    }
-    cursor = offered_ <= limit_ || rows.empty() ? 0 : rows.back().sock;
-    return rows;
+    std::sort_heap(heap_.begin(), heap_.end(), order_);
+    cursor = offered_ <= limit_ || heap_.empty() ? 0 : heap_.back().sock;
+    return std::move(heap_);
   }
 
  private:
-  struct BySock {
+  // Above the cursor first, then the sockets the window wraps around to.
+  struct FromCursor {
+    std::uint64_t cursor;
     bool operator()(const tcp_conn_record& a, const tcp_conn_record& b) const {
-      return a.sock < b.sock;
+      return std::pair(a.sock <= cursor, a.sock) < std::pair(b.sock <= cursor, b.sock);
     }
   };
-  using Heap = std::vector<tcp_conn_record>;  // max-heap by sock
-
-  void keep(Heap& heap, const tcp_conn_record& rec) {
-    if (heap.size() < limit_) {
-      heap.push_back(rec);
-      std::push_heap(heap.begin(), heap.end(), BySock{});
-    } else if (!heap.empty() && rec.sock < heap.front().sock) {
-      std::pop_heap(heap.begin(), heap.end(), BySock{});
-      heap.back() = rec;
-      std::push_heap(heap.begin(), heap.end(), BySock{});
-    }
-  }
-
-  static Heap sorted(Heap heap) {
-    std::sort_heap(heap.begin(), heap.end(), BySock{});
-    return heap;
-  }
 
   std::size_t limit_;
-  std::uint64_t cursor_;
+  FromCursor order_;
   std::uint64_t offered_ = 0;
-  Heap after_, wrapped_;
+  std::vector<tcp_conn_record> heap_;  // max-heap in FromCursor order
 };
 
-// Field order of tcp_close and tcp_conn (they share it).
-enum ConnField : std::size_t {
-  kSock,
-  kPid,
-  kComm,
-  kFamily,
-  kSaddr,
-  kSport,
-  kDaddr,
-  kDport,
-  kDirection,
-  kState,
-  kDurationUs,
-  kBytesReceived,
-  kBytesAcked,
-  // extra = true
-  kSrttUs,
-  kRwnd,
-  kCwnd,
-  kSsthresh,
-  kSndbuf,
-  kWmemQueued,
-  kBacklog,
-  kMaxBacklog,
-  kTotalRetrans,
-  // retrans = true
-  kFastRetrans,
-  kTimeoutRetrans,
-  kConnFieldCount
-};
+using Names = std::map<std::uint32_t, std::string>;
 
-std::vector<FieldSchema> identity_fields() {
-  return {
-      {"sock", FieldType::u64, kAddressUnit,
-       "kernel socket address, stable for the connection's life", FieldRole::label, 18},
-      {"pid", FieldType::u64, "", "owning process (0 until known for accepted connections)",
-       FieldRole::label, 7},
-      {"comm", FieldType::text, "", "owning process name", FieldRole::label, 15},
-      {"family", FieldType::text, "", "ipv4 or ipv6", FieldRole::label, 6},
-      {"saddr", FieldType::text, "", "local address", FieldRole::label, 15},
-      {"sport", FieldType::u64, "", "local port", FieldRole::label, 5},
-      {"daddr", FieldType::text, "", "remote address", FieldRole::label, 15},
-      {"dport", FieldType::u64, "", "remote port", FieldRole::label, 5},
-      {"direction", FieldType::text, "", "client (connect), server (accept) or unknown",
-       FieldRole::label, 9},
-  };
-}
-
-// The socket an event is about, without the open direction.
-std::vector<FieldSchema> who_fields(bool sock_optional = false) {
-  auto fields = identity_fields();
-  fields.pop_back();  // direction
-  fields[0].optional = sock_optional;
-  return fields;
-}
-
-FieldSchema text_label(const char* name, const char* help, int width = 0) {
-  return {name, FieldType::text, "", help, FieldRole::label, width};
-}
-
-FieldSchema count_value(const char* name, const char* unit, const char* help, int width = 0) {
-  return {name, FieldType::u64, unit, help, FieldRole::value, width};
-}
-
-std::vector<FieldSchema> state_fields() {
-  auto fields = who_fields();
-  fields.push_back(text_label("old_state", "state left", 11));
-  fields.push_back(text_label("new_state", "state entered", 11));
-  FieldSchema duration = count_value("duration_us", "microseconds",
-                                     "time spent in old_state (absent when not known)", 11);
-  duration.optional = true;
-  fields.push_back(duration);
-  return fields;
-}
-
-std::vector<FieldSchema> reset_fields() {
-  auto fields = who_fields(true);
-  fields.push_back(text_label("direction", "sent or received", 8));
-  FieldSchema state =
-      text_label("state", "socket state then (absent: no socket, e.g. closed port)", 11);
-  state.optional = true;
-  fields.push_back(state);
-  FieldSchema reason = text_label("reason", "why the kernel sent it (enum sk_rst_reason)", 14);
-  reason.optional = true;
-  fields.push_back(reason);
-  return fields;
-}
-
-std::vector<FieldSchema> retransmit_fields() {
-  auto fields = who_fields();
-  fields.push_back(text_label("state", "socket state", 11));
-  fields.push_back(count_value("seq", "", "first sequence number of the segment", 10));
-  fields.push_back(count_value("length", "bytes", "sequence space of the skb", 6));
-  fields.push_back(text_label("type", "fast or timeout (after RTO)", 7));
-  fields.push_back(count_value("segments", "", "segments the skb went out as (tcp_skb_pcount)", 4));
-  return fields;
-}
-
-std::vector<FieldSchema> congestion_fields() {
-  auto fields = who_fields();
-  fields.push_back(text_label("old_state", "congestion state left (tcp_ca_state)", 8));
-  fields.push_back(text_label("new_state", "congestion state entered", 8));
-  return fields;
-}
-
-std::vector<FieldSchema> error_fields() {
-  auto fields = who_fields(true);
-  fields.push_back(text_label("reason", "what is wrong with the segment", 22));
-  fields.push_back(text_label("kernel_reason", "the kernel's drop reason", 22));
-  fields.push_back(count_value("seq", "", "sequence number", 10));
-  fields.push_back(count_value("ack", "", "acknowledgement number", 10));
-  fields.push_back(count_value("payload", "bytes", "payload length", 7));
-  auto optional = [](FieldSchema f) {
-    f.optional = true;
-    return f;
-  };
-  fields.push_back(
-      optional(count_value("rcv_nxt", "", "next sequence number the socket expects", 10)));
-  fields.push_back(optional(count_value("rcv_wnd", "bytes", "receive window then", 7)));
-  fields.push_back(optional({"offset", FieldType::i64, "bytes",
-                             "seq - rcv_nxt, wraparound-safe (negative: before the window)",
-                             FieldRole::value, 11}));
-  return fields;
-}
-
-std::vector<FieldSchema> layer_fields() {
-  auto fields = who_fields();
-  fields[0].anomaly = AnomalyRole::connection;
-  FieldSchema direction = text_label("direction", "rx or tx", 2);
-  direction.anomaly = AnomalyRole::key;
-  fields.push_back(direction);
-  fields.push_back(count_value("seq", "", "first sequence number", 10));
-  fields.push_back(count_value("ack", "", "acknowledgement number", 10));
-  fields.push_back(count_value("length", "bytes", "payload bytes", 6));
-  auto layer = [](const char* name, const char* help) {
-    FieldSchema f{name, FieldType::f64, "microseconds", help, FieldRole::value, 9, true};
-    f.anomaly = AnomalyRole::sample;
-    return f;
-  };
-  fields.push_back(
-      layer("link_us", "rx: driver hand-off to IP; tx: device queue (qdisc) and driver"));
-  fields.push_back(
-      layer("ip_us", "rx: IP entry to LOCAL_IN done; tx: LOCAL_OUT to the device queue"));
-  fields.push_back(layer(
-      "transport_us", "rx: LOCAL_IN to TCP processing; tx: the application's write to LOCAL_OUT"));
-  fields.push_back(layer("app_us", "rx: TCP processing to the application's read; tx: absent"));
-  fields.push_back(layer("total_us", "rx: driver to the application's read; tx: write to driver"));
-  return fields;
-}
-
-std::vector<FieldSchema> conn_fields(const std::string& state_help) {
-  auto fields = identity_fields();
-  auto optional = [](FieldSchema f) {
-    f.optional = true;
-    return f;
-  };
-  fields.push_back({"state", FieldType::text, "", state_help, FieldRole::label, 11});
-  fields.push_back({"duration_us", FieldType::u64, "microseconds",
-                    "time since SYN (absent when the connection predates netwatcher)",
-                    FieldRole::value, 11, true});
-  fields.push_back(
-      {"bytes_received", FieldType::u64, "bytes", "payload bytes received", FieldRole::value, 10});
-  fields.push_back({"bytes_acked", FieldType::u64, "bytes", "payload bytes sent and acked",
-                    FieldRole::value, 10});
-  fields.push_back(optional({"srtt_us", FieldType::u64, "microseconds", "smoothed RTT"}));
-  fields.push_back(optional({"rwnd", FieldType::u64, "bytes", "receive window (rcv_wnd)"}));
-  fields.push_back(optional({"cwnd", FieldType::u64, "segments", "congestion window"}));
-  fields.push_back(optional(
-      {"ssthresh", FieldType::u64, "segments", "slow-start threshold", FieldRole::value, 10}));
-  fields.push_back(optional({"sndbuf", FieldType::u64, "bytes", "send buffer size (sk_sndbuf)"}));
-  fields.push_back(optional(
-      {"wmem_queued", FieldType::u64, "bytes", "bytes queued for sending", FieldRole::value, 11}));
-  fields.push_back(optional({"backlog", FieldType::u64, "", "accept backlog (sk_ack_backlog)"}));
-  fields.push_back(optional(
-      {"max_backlog", FieldType::u64, "", "maximum accept backlog", FieldRole::value, 11}));
-  fields.push_back(optional({"total_retrans", FieldType::u64, "segments", "retransmitted segments",
-                             FieldRole::value, 13}));
-  fields.push_back(optional(
-      {"fast_retrans", FieldType::u64, "segments", "fast retransmits", FieldRole::value, 12}));
-  fields.push_back(optional({"timeout_retrans", FieldType::u64, "segments", "retransmits after RTO",
-                             FieldRole::value, 15}));
-  return fields;
+Names kernel_names(const std::string& member, const std::string& prefix) {
+  Names names;
+  for (auto& [value, name] : kernel_enum(member, prefix))
+    names[static_cast<std::uint32_t>(value)] = name;
+  return names;
 }
 
 const char* direction_name(std::uint8_t direction) {
@@ -323,10 +128,224 @@ const char* direction_name(std::uint8_t direction) {
   }
 }
 
-struct ConnectionKey {
-  std::string saddr, sport, daddr, dport;
-  LabelValues labels() const { return {saddr, sport, daddr, dport}; }
+// Where direction_name() says "unknown", the per-direction sums say it too.
+std::size_t direction_slot(std::uint8_t direction) {
+  return direction <= TCP_DIRECTION_SERVER ? direction : std::size_t{TCP_DIRECTION_UNKNOWN};
+}
+
+struct PayloadBytes {
+  double received = 0, acked = 0;
+  void add(const tcp_conn_stats& s) {
+    received += static_cast<double>(s.bytes_received);
+    acked += static_cast<double>(s.bytes_acked);
+  }
 };
+using BytesByDirection = std::array<PayloadBytes, 3>;  // by tcp_direction
+
+// A field that may be absent.
+FieldOptions optional(std::string unit = "", int width = 0) {
+  return {.unit = std::move(unit), .width = width, .optional = true};
+}
+
+// The socket a connection record is about, as the per-event records carry it.
+tcp_who who_of(const tcp_conn_record& rec) {
+  tcp_who who{};
+  who.sock = rec.sock;
+  who.tuple = rec.info.tuple;
+  who.pid = rec.info.pid;
+  std::memcpy(who.comm, rec.info.comm, sizeof who.comm);
+  return who;
+}
+
+// The leading fields of every tcp event: the socket and its owner.
+struct Who {
+  // Events that can be about no socket have an optional sock.
+  explicit Who(EventDecl& e, bool optional_sock = false,
+               AnomalyRole sock_anomaly = AnomalyRole::none)
+      : event(e),
+        sock_optional(optional_sock),
+        sock{e,
+             "sock",
+             "kernel socket address, stable for the connection's life",
+             {.unit = kAddressUnit,
+              .width = 18,
+              .optional = optional_sock,
+              .anomaly = sock_anomaly}} {}
+
+  Row row(EventEmitter& out, const tcp_who& who) const {
+    const nw_tuple& t = who.tuple;
+    Row row = event.row(out);
+    if (who.sock || !sock_optional) row.set(sock, who.sock);
+    row.set(pid, who.pid)
+        .set(comm, bounded_text(who.comm))
+        .set(family, family_name(t.family))
+        .set(saddr, format_address(t.family, t.saddr))
+        .set(sport, t.sport)
+        .set(daddr, format_address(t.family, t.daddr))
+        .set(dport, t.dport);
+    return row;
+  }
+
+  EventDecl& event;
+  const bool sock_optional;
+  Label<std::uint64_t> sock;
+  Label<std::uint64_t> pid{
+      event, "pid", "owning process (0 until known for accepted connections)", {.width = 7}};
+  Label<std::string> comm{event, "comm", "owning process name", {.width = 15}};
+  Label<std::string> family{event, "family", "ipv4 or ipv6", {.width = 6}};
+  Label<std::string> saddr{event, "saddr", "local address", {.width = 15}};
+  Label<std::uint64_t> sport{event, "sport", "local port", {.width = 5}};
+  Label<std::string> daddr{event, "daddr", "remote address", {.width = 15}};
+  Label<std::uint64_t> dport{event, "dport", "remote port", {.width = 5}};
+};
+
+// The leading fields of the connection events: Who and how it was opened.
+struct Identity : Who {
+  explicit Identity(EventDecl& e) : Who(e) {}
+
+  Row row(EventEmitter& out, const tcp_conn_record& rec) const {
+    Row row = Who::row(out, who_of(rec));
+    row.set(direction, direction_name(rec.info.direction));
+    return row;
+  }
+
+  Label<std::string> direction{
+      event, "direction", "client (connect), server (accept) or unknown", {.width = 9}};
+};
+
+struct Open : EventDecl {
+  explicit Open(EventSet& set) : EventDecl(set, "tcp_open", "a connection reached ESTABLISHED") {}
+  Identity id{*this};
+};
+
+// tcp_close and tcp_conn: one connection with its statistics.
+struct Conn : EventDecl {
+  Conn(EventSet& set, const char* name, const char* description, const char* state_help)
+      : EventDecl(set, name, description), state{*this, "state", state_help, {.width = 11}} {}
+
+  Identity id{*this};
+  Label<std::string> state;
+  Field<std::uint64_t> duration_us{
+      *this, "duration_us", "time since SYN (absent when the connection predates netwatcher)",
+      optional("microseconds", 11)};
+  Field<std::uint64_t> bytes_received{
+      *this, "bytes_received", "payload bytes received", {.unit = "bytes", .width = 10}};
+  Field<std::uint64_t> bytes_acked{
+      *this, "bytes_acked", "payload bytes sent and acked", {.unit = "bytes", .width = 10}};
+  // extra = true
+  Field<std::uint64_t> srtt_us{*this, "srtt_us", "smoothed RTT", optional("microseconds")};
+  Field<std::uint64_t> rwnd{*this, "rwnd", "receive window (rcv_wnd)", optional("bytes")};
+  Field<std::uint64_t> cwnd{*this, "cwnd", "congestion window", optional("segments")};
+  Field<std::uint64_t> ssthresh{*this, "ssthresh", "slow-start threshold",
+                                optional("segments", 10)};
+  Field<std::uint64_t> sndbuf{*this, "sndbuf", "send buffer size (sk_sndbuf)", optional("bytes")};
+  Field<std::uint64_t> wmem_queued{*this, "wmem_queued", "bytes queued for sending",
+                                   optional("bytes", 11)};
+  Field<std::uint64_t> backlog{*this, "backlog", "accept backlog (sk_ack_backlog)", optional()};
+  Field<std::uint64_t> max_backlog{*this, "max_backlog", "maximum accept backlog",
+                                   optional("", 11)};
+  Field<std::uint64_t> total_retrans{*this, "total_retrans", "retransmitted segments",
+                                     optional("segments", 13)};
+  // retrans = true
+  Field<std::uint64_t> fast_retrans{*this, "fast_retrans", "fast retransmits",
+                                    optional("segments", 12)};
+  Field<std::uint64_t> timeout_retrans{*this, "timeout_retrans", "retransmits after RTO",
+                                       optional("segments", 15)};
+};
+
+struct StateChange : EventDecl {
+  explicit StateChange(EventSet& set)
+      : EventDecl(set, "tcp_state", "a state transition (states = true, -S)") {}
+  Who who{*this};
+  Label<std::string> old_state{*this, "old_state", "state left", {.width = 11}};
+  Label<std::string> new_state{*this, "new_state", "state entered", {.width = 11}};
+  Field<std::uint64_t> duration_us{*this, "duration_us",
+                                   "time spent in old_state (absent when not known)",
+                                   optional("microseconds", 11)};
+};
+
+struct Reset : EventDecl {
+  explicit Reset(EventSet& set) : EventDecl(set, "tcp_reset", "an RST sent or received") {}
+  Who who{*this, /*optional_sock=*/true};
+  Label<std::string> direction{*this, "direction", "sent or received", {.width = 8}};
+  Label<std::string> state{
+      *this, "state", "socket state then (absent: no socket, e.g. closed port)", optional("", 11)};
+  Label<std::string> reason{*this, "reason", "why the kernel sent it (enum sk_rst_reason)",
+                            optional("", 14)};
+};
+
+struct Retransmit : EventDecl {
+  explicit Retransmit(EventSet& set)
+      : EventDecl(set, "tcp_retransmit", "a retransmitted segment (retrans = true, -r)") {}
+  Who who{*this};
+  Label<std::string> state{*this, "state", "socket state", {.width = 11}};
+  Field<std::uint64_t> seq{*this, "seq", "first sequence number of the segment", {.width = 10}};
+  Field<std::uint64_t> length{
+      *this, "length", "sequence space of the skb", {.unit = "bytes", .width = 6}};
+  Label<std::string> type{*this, "type", "fast or timeout (after RTO)", {.width = 7}};
+  Field<std::uint64_t> segments{
+      *this, "segments", "segments the skb went out as (tcp_skb_pcount)", {.width = 4}};
+};
+
+struct Congestion : EventDecl {
+  explicit Congestion(EventSet& set)
+      : EventDecl(set, "tcp_congestion", "a congestion state change (retrans = true, -r)") {}
+  Who who{*this};
+  Label<std::string> old_state{
+      *this, "old_state", "congestion state left (tcp_ca_state)", {.width = 8}};
+  Label<std::string> new_state{*this, "new_state", "congestion state entered", {.width = 8}};
+};
+
+struct Error : EventDecl {
+  explicit Error(EventSet& set)
+      : EventDecl(set, "tcp_error",
+                  "a segment dropped for a bad checksum, sequence or ack number (-e)") {}
+  Who who{*this, /*optional_sock=*/true};
+  Label<std::string> reason{*this, "reason", "what is wrong with the segment", {.width = 22}};
+  Label<std::string> kernel_reason{
+      *this, "kernel_reason", "the kernel's drop reason", {.width = 22}};
+  Field<std::uint64_t> seq{*this, "seq", "sequence number", {.width = 10}};
+  Field<std::uint64_t> ack{*this, "ack", "acknowledgement number", {.width = 10}};
+  Field<std::uint64_t> payload{*this, "payload", "payload length", {.unit = "bytes", .width = 7}};
+  // Only with a socket.
+  Field<std::uint64_t> rcv_nxt{*this, "rcv_nxt", "next sequence number the socket expects",
+                               optional("", 10)};
+  Field<std::uint64_t> rcv_wnd{*this, "rcv_wnd", "receive window then", optional("bytes", 7)};
+  Field<std::int64_t> offset{*this, "offset",
+                             "seq - rcv_nxt, wraparound-safe (negative: before the window)",
+                             optional("bytes", 11)};
+};
+
+struct Layer : EventDecl {
+  explicit Layer(EventSet& set)
+      : EventDecl(set, "tcp_layer", "time one segment spent in each layer (layer_events = true)") {}
+  static FieldOptions time() {
+    return {.unit = "microseconds", .width = 9, .optional = true, .anomaly = AnomalyRole::sample};
+  }
+  Who who{*this, false, AnomalyRole::connection};
+  Label<std::string> direction{
+      *this, "direction", "rx or tx", {.width = 2, .anomaly = AnomalyRole::key}};
+  Field<std::uint64_t> seq{*this, "seq", "first sequence number", {.width = 10}};
+  Field<std::uint64_t> ack{*this, "ack", "acknowledgement number", {.width = 10}};
+  Field<std::uint64_t> length{*this, "length", "payload bytes", {.unit = "bytes", .width = 6}};
+  // By enum tcp_layer.
+  std::array<Field<double>, TCP_LAYERS> times{{
+      {*this, "link_us", "rx: driver hand-off to IP; tx: device queue (qdisc) and driver", time()},
+      {*this, "ip_us", "rx: IP entry to LOCAL_IN done; tx: LOCAL_OUT to the device queue", time()},
+      {*this, "transport_us",
+       "rx: LOCAL_IN to TCP processing; tx: the application's write to LOCAL_OUT", time()},
+      {*this, "app_us", "rx: TCP processing to the application's read; tx: absent", time()},
+      {*this, "total_us", "rx: driver to the application's read; tx: write to driver", time()},
+  }};
+};
+
+const std::vector<std::string> kConnLabels = {"saddr", "sport", "daddr", "dport"};
+
+// Most hooks have a tp_btf program and a classic tracepoint to fall back on.
+HookSpec btf_or_tp(const char* name, const char* description, const std::string& program,
+                   bool required, const char* enabled_by = "") {
+  return {name, description, {program + "_btf", program + "_tp"}, required, "", enabled_by};
+}
 
 class TcpPlugin {
  public:
@@ -394,113 +413,16 @@ class TcpPlugin {
         {'t', "layer-time", "layer_time", "per-layer time of each segment (histograms)"},
         {0, "layer-events", "layer_events", "a tcp_layer event per segment (with -t)"},
     };
-    auto open_fields = identity_fields();
-    d.events = {
-        {"tcp_open", "a connection reached ESTABLISHED", open_fields},
-        {"tcp_close", "a connection reached CLOSE, with its final statistics",
-         conn_fields("state the connection left for CLOSE")},
-        {"tcp_conn", "one row of the connection table, every snapshot_interval",
-         conn_fields("current state")},
-        {"tcp_state", "a state transition (states = true, -S)", state_fields()},
-        {"tcp_reset", "an RST sent or received", reset_fields()},
-        {"tcp_retransmit", "a retransmitted segment (retrans = true, -r)", retransmit_fields()},
-        {"tcp_congestion", "a congestion state change (retrans = true, -r)", congestion_fields()},
-        {"tcp_error", "a segment dropped for a bad checksum, sequence or ack number (-e)",
-         error_fields()},
-        {"tcp_layer", "time one segment spent in each layer (layer_events = true)", layer_fields()},
-    };
-    const std::vector<std::string> conn_labels = {"saddr", "sport", "daddr", "dport"};
-    d.metrics = {
-        {"netwatcher_tcp_connections_opened_total",
-         MetricType::counter,
-         "TCP connections that reached ESTABLISHED.",
-         {"direction"}},
-        {"netwatcher_tcp_connections_closed_total",
-         MetricType::counter,
-         "Tracked TCP connections that reached CLOSE.",
-         {"direction"}},
-        {"netwatcher_tcp_connections",
-         MetricType::gauge,
-         "Tracked TCP connections at the last snapshot.",
-         {"direction"}},
-        {"netwatcher_tcp_snapshot_deferred_rows",
-         MetricType::gauge,
-         "Connections left out of the last snapshot's tcp_conn rows by snapshot_rows (shown in "
-         "a later one).",
-         {}},
-        {"netwatcher_tcp_retransmits_total",
-         MetricType::counter,
-         "Retransmitted TCP segments (the kernel's RetransSegs), by cause (fast or timeout).",
-         {"type"}},
-        {"netwatcher_tcp_retransmitted_skbs_total",
-         MetricType::counter,
-         "Retransmissions as skbs: a GSO skb of many segments counts once.",
-         {}},
-        {"netwatcher_tcp_received_bytes_total",
-         MetricType::counter,
-         "Payload bytes received on tracked TCP connections.",
-         {"direction"}},
-        {"netwatcher_tcp_acked_bytes_total",
-         MetricType::counter,
-         "Payload bytes sent and acknowledged on tracked TCP connections.",
-         {"direction"}},
-        {"netwatcher_tcp_connection_srtt_seconds", MetricType::gauge,
-         "Smoothed RTT per connection (per_connection_metrics).", conn_labels},
-        {"netwatcher_tcp_connection_cwnd_segments", MetricType::gauge,
-         "Congestion window per connection (per_connection_metrics).", conn_labels},
-        {"netwatcher_tcp_connection_received_bytes", MetricType::gauge,
-         "Payload bytes received per connection (per_connection_metrics).", conn_labels},
-        {"netwatcher_tcp_connection_acked_bytes", MetricType::gauge,
-         "Payload bytes acked per connection (per_connection_metrics).", conn_labels},
-        {"netwatcher_tcp_resets_total",
-         MetricType::counter,
-         "RST segments sent and received.",
-         {"direction"}},
-        {"netwatcher_tcp_congestion_state_changes_total",
-         MetricType::counter,
-         "Congestion (CA) state changes, by the state entered.",
-         {"state"}},
-        {"netwatcher_tcp_error_packets_total",
-         MetricType::counter,
-         "Segments dropped for a bad checksum, sequence or ack number (errors = true).",
-         {"reason"}},
-        {"netwatcher_tcp_srtt_seconds",
-         MetricType::histogram,
-         "Smoothed RTT of tracked connections, once per snapshot_interval and at close (or at "
-         "every change with rtt_every_change), per destination (saddr, sport and dport empty) "
-         "or per connection (rtt_per_connection).",
-         {"daddr", "saddr", "sport", "dport"},
-         log2_ns_bucket_bounds(kRttFirstLog2, kRttLastLog2)},
-        {"netwatcher_tcp_srtt_samples_dropped_total",
-         MetricType::counter,
-         "srtt samples of series that did not fit in max_rtt_series.",
-         {}},
-        {"netwatcher_tcp_layer_latency_seconds",
-         MetricType::histogram,
-         "Time segments spend in each layer (layer_time = true); see the tcp plugin README.",
-         {"layer", "direction"},
-         log2_ns_bucket_bounds(kLayerFirstLog2, kLayerLastLog2)},
-        {"netwatcher_tcp_layer_unmatched_total",
-         MetricType::counter,
-         "Segments whose layer times could not be measured (tx: written before the send log; rx: "
-         "processed outside ESTABLISHED).",
-         {"direction"}},
-    };
+    d.events = events_.set.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
-        {"inet_sock_set_state",
-         "connection state changes (open, close, tuple)",
-         {"set_state_btf", "set_state_tp"},
-         true},
-        {"tcp_destroy_sock", "forget freed sockets", {"destroy_sock_btf", "destroy_sock_tp"}, true},
-        {"tcp_retransmit_skb", "retransmit counters", {"retransmit_btf", "retransmit_tp"}, true},
-        {"sock_recv_length",
-         "owner of accepted connections (receive)",
-         {"recv_length_btf", "recv_length_tp"},
-         false},
-        {"sock_send_length",
-         "owner of accepted connections (send)",
-         {"send_length_btf", "send_length_tp"},
-         false},
+        btf_or_tp("inet_sock_set_state", "connection state changes (open, close, tuple)",
+                  "set_state", true),
+        btf_or_tp("tcp_destroy_sock", "forget freed sockets", "destroy_sock", true),
+        btf_or_tp("tcp_retransmit_skb", "retransmit counters", "retransmit", true),
+        btf_or_tp("sock_recv_length", "owner of accepted connections (receive)", "recv_length",
+                  false),
+        btf_or_tp("sock_send_length", "owner of accepted connections (send)", "send_length", false),
         {"tcp_adopt",
          "adopt connections open before start (netwatcher's netns)",
          {"adopt_tcp"},
@@ -510,29 +432,13 @@ class TcpPlugin {
          {"dump_conns", "user:sock_diag (no backlog, max_backlog)"},
          false,
          "tcp_conns"},
-        {"tcp_send_reset", "RSTs sent", {"send_reset_btf", "send_reset_tp"}, false, "", "resets"},
-        {"tcp_receive_reset",
-         "RSTs received",
-         {"receive_reset_btf", "receive_reset_tp"},
-         false,
-         "",
-         "resets"},
-        {"tcp_cong_state_set",
-         "congestion state changes",
-         {"congestion_btf", "congestion_tp"},
-         false},
-        {"error_drops",
-         "segments TCP drops as invalid (skb:kfree_skb with a TCP reason)",
-         {"error_drop_btf", "error_drop_tp"},
-         false,
-         "",
-         "errors"},
-        {"rtt_samples",
-         "srtt histogram at every change of srtt (tcp:tcp_probe)",
-         {"rtt_probe_btf", "rtt_probe_tp"},
-         false,
-         "",
-         "rtt_every_change"},
+        btf_or_tp("tcp_send_reset", "RSTs sent", "send_reset", false, "resets"),
+        btf_or_tp("tcp_receive_reset", "RSTs received", "receive_reset", false, "resets"),
+        btf_or_tp("tcp_cong_state_set", "congestion state changes", "congestion", false),
+        btf_or_tp("error_drops", "segments TCP drops as invalid (skb:kfree_skb with a TCP reason)",
+                  "error_drop", false, "errors"),
+        btf_or_tp("rtt_samples", "srtt histogram at every change of srtt (tcp:tcp_probe)",
+                  "rtt_probe", false, "rtt_every_change"),
     };
     // Layer time: every hook optional, so a kernel without one still gets
     // the others (start() says which stages are missing).
@@ -587,31 +493,23 @@ class TcpPlugin {
     filter_ = filter;
     // Names from the running kernel's BTF, so they are right whatever the
     // kernel version.
-    for (auto& [value, name] : kernel_enum("TCP_ESTABLISHED", "TCP_"))
-      states_[static_cast<std::uint32_t>(value)] = name;
+    states_ = kernel_names("TCP_ESTABLISHED", "TCP_");
     diag_states_.emplace(states_);
-    for (auto& [value, name] : kernel_enum("TCP_CA_Open", "TCP_CA_"))
-      ca_states_[static_cast<std::uint32_t>(value)] = name;
-    for (auto& [value, name] : kernel_enum("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_"))
-      reset_reasons_[static_cast<std::uint32_t>(value)] = name;
-    if (errors_)
-      for (auto& [value, name] : kernel_enum("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_"))
-        drop_reasons_[static_cast<std::uint32_t>(value)] = name;
+    ca_states_ = kernel_names("TCP_CA_Open", "TCP_CA_");
+    reset_reasons_ = kernel_names("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_");
+    if (errors_) drop_reasons_ = kernel_names("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_");
     return Status::success();
   }
 
   Status open(bpf_object** object) {
-    skeleton_.reset(tcp_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    auto* rodata = skeleton_->rodata;
-    rodata->tcp_state_events = states_enabled_;
-    rodata->tcp_retransmit_events = retrans_;
-    rodata->tcp_rtt_per_connection = rtt_per_connection_;
-    rodata->tcp_rtt_every_change = rtt_every_change_;
-    rodata->tcp_layer_events = layer_events_;
-    rodata->tcp_max_events_per_second = max_events_per_second_;
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
+    auto& rodata = *skeleton_->rodata;
+    tunable(rodata.tcp_state_events) = states_enabled_;
+    tunable(rodata.tcp_retransmit_events) = retrans_;
+    tunable(rodata.tcp_rtt_per_connection) = rtt_per_connection_;
+    tunable(rodata.tcp_rtt_every_change) = rtt_every_change_;
+    tunable(rodata.tcp_layer_events) = layer_events_;
+    tunable(rodata.tcp_max_events_per_second) = max_events_per_second_;
     bpf_map__set_max_entries(skeleton_->maps.tcp_conns, max_connections_);
     bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, max_rtt_series_);
     // Maps of features that are off stay at one entry: no memory for nothing.
@@ -619,21 +517,19 @@ class TcpPlugin {
     bpf_map__set_max_entries(skeleton_->maps.tcp_rx_inflight, tracked);
     bpf_map__set_max_entries(skeleton_->maps.tcp_tx_inflight, tracked);
     if (!rtt_every_change_) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
-    *object = skeleton_->obj;
     return Status::success();
   }
 
   Status load() {
     // The host has picked the candidates: only the tp_btf state hook marks
     // accepted sockets for the owner hooks (tcp.bpf.c claim_marked_owner).
-    const_cast<bool&>(skeleton_->rodata->tcp_owner_marks) =
+    tunable(skeleton_->rodata->tcp_owner_marks) =
         bpf_program__autoload(skeleton_->progs.set_state_btf);
-    if (int err = tcp_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
+    return skeleton_.load();
   }
 
   Status start(PluginHost& host) {
+    if (Status bound = metrics_.bind(host); !bound) return bound;
     host_ = &host;
     track_tables(host);
     // Counters the kernel keeps, current at every scrape (on the poller thread).
@@ -643,28 +539,9 @@ class TcpPlugin {
       if (layer_time_) read_layer_histograms();
       return Status::success();
     });
-    opened_ = host.metric("netwatcher_tcp_connections_opened_total");
-    closed_ = host.metric("netwatcher_tcp_connections_closed_total");
-    current_ = host.metric("netwatcher_tcp_connections");
-    snapshot_deferred_ = host.metric("netwatcher_tcp_snapshot_deferred_rows");
-    retransmits_ = host.metric("netwatcher_tcp_retransmits_total");
-    retransmitted_skbs_ = host.metric("netwatcher_tcp_retransmitted_skbs_total");
-    received_ = host.metric("netwatcher_tcp_received_bytes_total");
-    acked_ = host.metric("netwatcher_tcp_acked_bytes_total");
-    conn_srtt_ = host.metric("netwatcher_tcp_connection_srtt_seconds");
-    conn_cwnd_ = host.metric("netwatcher_tcp_connection_cwnd_segments");
-    conn_received_ = host.metric("netwatcher_tcp_connection_received_bytes");
-    conn_acked_ = host.metric("netwatcher_tcp_connection_acked_bytes");
-    resets_ = host.metric("netwatcher_tcp_resets_total");
-    congestion_ = host.metric("netwatcher_tcp_congestion_state_changes_total");
-    errors_total_ = host.metric("netwatcher_tcp_error_packets_total");
-    srtt_ = host.metric("netwatcher_tcp_srtt_seconds");
-    srtt_dropped_ = host.metric("netwatcher_tcp_srtt_samples_dropped_total");
-    layer_latency_ = host.metric("netwatcher_tcp_layer_latency_seconds");
-    layer_unmatched_ = host.metric("netwatcher_tcp_layer_unmatched_total");
-    for (const char* direction : {"client", "server", "unknown"}) {
-      opened_->add({direction}, 0);
-      closed_->add({direction}, 0);
+    for (std::uint8_t direction : kDirections) {
+      opened_.add({direction_name(direction)}, 0);
+      closed_.add({direction_name(direction)}, 0);
     }
     if (layer_time_) return link_ip_layer(host);
     return Status::success();
@@ -679,59 +556,26 @@ class TcpPlugin {
     switch (header.type) {
       case TCP_RECORD_OPEN:
       case TCP_RECORD_CLOSE:
-        break;
+        if (bytes.size() < sizeof(tcp_conn_record))
+          return Status::failure("record type " + std::to_string(header.type) + " has " +
+                                 std::to_string(bytes.size()) + " bytes, expected " +
+                                 std::to_string(sizeof(tcp_conn_record)));
+        return decode_as<tcp_conn_record>(bytes, out);
       case TCP_RECORD_STATE:
-        return decode_as<tcp_state_record>(bytes,
-                                           [&](const auto& r) { return emit_state(r, out); });
+        return decode_as<tcp_state_record>(bytes, out);
       case TCP_RECORD_RESET:
-        return decode_as<tcp_reset_record>(bytes,
-                                           [&](const auto& r) { return emit_reset(r, out); });
+        return decode_as<tcp_reset_record>(bytes, out);
       case TCP_RECORD_RETRANSMIT:
-        return decode_as<tcp_retransmit_record>(
-            bytes, [&](const auto& r) { return emit_retransmit(r, out); });
+        return decode_as<tcp_retransmit_record>(bytes, out);
       case TCP_RECORD_CONGESTION:
-        return decode_as<tcp_congestion_record>(
-            bytes, [&](const auto& r) { return emit_congestion(r, out); });
+        return decode_as<tcp_congestion_record>(bytes, out);
       case TCP_RECORD_ERROR:
-        return decode_as<tcp_error_record>(bytes,
-                                           [&](const auto& r) { return emit_error(r, out); });
+        return decode_as<tcp_error_record>(bytes, out);
       case TCP_RECORD_LAYER:
-        return decode_as<tcp_layer_record>(bytes,
-                                           [&](const auto& r) { return emit_layer(r, out); });
+        return decode_as<tcp_layer_record>(bytes, out);
       default:
         return Status::failure("unknown record type " + std::to_string(header.type));
     }
-    if (bytes.size() < sizeof(tcp_conn_record))
-      return Status::failure("record type " + std::to_string(header.type) + " has " +
-                             std::to_string(bytes.size()) + " bytes, expected " +
-                             std::to_string(sizeof(tcp_conn_record)));
-    tcp_conn_record rec;
-    std::memcpy(&rec, bytes.data(), sizeof rec);
-    const char* direction = direction_name(rec.info.direction);
-    if (header.type == TCP_RECORD_OPEN) {
-      remember_owner(rec);
-      std::vector<Value> values = identity_values(out, rec);
-      out.emit(kOpenEvent, header.timestamp_ns, std::move(values));
-      return Status::success();
-    }
-    owners_.erase(tuple_key(rec.info.tuple));
-    sample_srtt(rec, /*closing=*/true);
-    closed_received_[direction] += rec.stats.bytes_received;
-    closed_acked_[direction] += rec.stats.bytes_acked;
-    forget_series(rec);
-    std::vector<Value> values = conn_values(out, rec);
-    if (all_conn_ && max_closed_ > 0) {
-      closed_table_.push_back(values);
-      // The row now describes a closed connection: the kernel's TCP_CLOSE,
-      // named like every other state (prefix stripped).
-      closed_table_.back()[kState] = std::string("CLOSE");
-      while (closed_table_.size() > max_closed_) {
-        closed_table_.pop_front();
-        if (closed_rows_table_) closed_rows_table_->count_evicted();
-      }
-    }
-    out.emit(kCloseEvent, header.timestamp_ns, std::move(values));
-    return Status::success();
   }
 
   Status collect(EventEmitter& out) {
@@ -740,8 +584,8 @@ class TcpPlugin {
     // Rebuilt from the live table: sockets destroyed without a CLOSE record
     // do not linger.
     owners_.clear();
-    std::map<std::string, double> live_received, live_acked, current;
-    for (const char* direction : {"client", "server", "unknown"}) current[direction] = 0;
+    BytesByDirection live_bytes{};
+    std::array<double, 3> live_count{};
     std::set<LabelValues> open_rtt_series;
     SnapshotWindow window(snapshot_ ? snapshot_rows_ : 0, snapshot_cursor_);
     std::uint64_t live = 0;
@@ -753,14 +597,13 @@ class TcpPlugin {
           open_rtt_series.insert(srtt_labels(rec.info.tuple));
       }
       remember_owner(rec);
-      const char* direction = direction_name(rec.info.direction);
-      current[direction] += 1;
-      live_received[direction] += rec.stats.bytes_received;
-      live_acked[direction] += rec.stats.bytes_acked;
+      const std::size_t slot = direction_slot(rec.info.direction);
+      live_count[slot] += 1;
+      live_bytes[slot].add(rec.stats);
       if (per_connection_metrics_) update_series(rec);
       if (!snapshot_) return;
       if (snapshot_rows_ == 0)
-        out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
+        emit_conn(events_.conn, out, rec, state_name(rec.state), rec.hdr.timestamp_ns);
       else
         window.offer(rec);
     });
@@ -770,25 +613,28 @@ class TcpPlugin {
     refused_series_now_.clear();
     if (snapshot_rows_ > 0) {
       for (const auto& rec : window.take(snapshot_cursor_))
-        out.emit(kConnEvent, rec.hdr.timestamp_ns, conn_values(out, rec));
+        emit_conn(events_.conn, out, rec, state_name(rec.state), rec.hdr.timestamp_ns);
       const std::uint64_t deferred = live > snapshot_rows_ ? live - snapshot_rows_ : 0;
-      snapshot_deferred_->set({}, static_cast<double>(deferred));
+      snapshot_deferred_.set({}, static_cast<double>(deferred));
     }
     if (rtt_histogram_) {
       if (rtt_per_connection_ && !rtt_every_change_) forget_closed_srtt_series(open_rtt_series);
       read_rtt_histograms();
     }
+    // These rows describe closed connections: the kernel's TCP_CLOSE, named
+    // like every other state (prefix stripped).
     if (snapshot_)
-      for (const auto& values : closed_table_) out.emit(kConnEvent, 0, std::vector<Value>(values));
-    for (const auto& [direction, n] : current) current_->set({direction}, n);
+      for (const auto& rec : closed_table_) emit_conn(events_.conn, out, rec, "CLOSE", 0);
     // Closed totals plus live values only ever grow: a connection's final
     // count at close is at least what the last snapshot saw. Connections the
     // table had no room for count at their close.
-    for (const char* direction : {"client", "server", "unknown"}) {
-      received_->set({direction}, closed_received_[direction] + live_received[direction] +
-                                      untracked_received_[direction]);
-      acked_->set({direction},
-                  closed_acked_[direction] + live_acked[direction] + untracked_acked_[direction]);
+    for (std::uint8_t direction : kDirections) {
+      const LabelValues labels = {direction_name(direction)};
+      const PayloadBytes &closed = closed_bytes_[direction], &now = live_bytes[direction],
+                         &untracked = untracked_bytes_[direction];
+      current_.set(labels, live_count[direction]);
+      received_.mirror(labels, closed.received + now.received + untracked.received);
+      acked_.mirror(labels, closed.acked + now.acked + untracked.acked);
     }
     if (series_table_) series_table_->set_entries(series_.size());
     if (rtt_table_) rtt_table_->set_entries(sampled_rtt_.size());
@@ -805,61 +651,39 @@ class TcpPlugin {
   }
 
  private:
-  struct SkeletonDeleter {
-    void operator()(tcp_bpf* skeleton) const { tcp_bpf__destroy(skeleton); }
-  };
-
-  std::string state_name(std::uint32_t state) const {
-    auto it = states_.find(state);
-    return it != states_.end() ? it->second : "UNKNOWN(" + std::to_string(state) + ")";
+  static std::string named(const Names& names, std::uint32_t value) {
+    auto it = names.find(value);
+    return it != names.end() ? it->second : "UNKNOWN(" + std::to_string(value) + ")";
   }
+  std::string state_name(std::uint32_t state) const { return named(states_, state); }
 
-  // The socket a connection record is about, as the per-event records carry it.
-  static tcp_who who_of(const tcp_conn_record& rec) {
-    tcp_who who{};
-    who.sock = rec.sock;
-    who.tuple = rec.info.tuple;
-    who.pid = rec.info.pid;
-    std::memcpy(who.comm, rec.info.comm, sizeof who.comm);
-    return who;
-  }
-
-  std::vector<Value> identity_values(EventEmitter& out, const tcp_conn_record& rec) const {
-    std::vector<Value> values = who_values(out, who_of(rec));
-    values.emplace_back(std::string(direction_name(rec.info.direction)));
-    return values;
-  }
-
-  std::vector<Value> conn_values(EventEmitter& out, const tcp_conn_record& rec) const {
-    std::vector<Value> values = identity_values(out, rec);
-    values.resize(kConnFieldCount);
+  // A tcp_close or tcp_conn row.
+  void emit_conn(const Conn& e, EventEmitter& out, const tcp_conn_record& rec,
+                 const std::string& state, std::uint64_t monotonic_ns) const {
     const tcp_conn_stats& s = rec.stats;
-    values[kState] = state_name(rec.state);
-    if (rec.info.start_ns) values[kDurationUs] = std::uint64_t{rec.duration_ns / 1000};
-    values[kBytesReceived] = std::uint64_t{s.bytes_received};
-    values[kBytesAcked] = std::uint64_t{s.bytes_acked};
+    Row row = e.id.row(out, rec);
+    row.set(e.state, state)
+        .set(e.bytes_received, s.bytes_received)
+        .set(e.bytes_acked, s.bytes_acked);
+    if (rec.info.start_ns) row.set(e.duration_us, rec.duration_ns / 1000);
     if (extra_) {
-      values[kSrttUs] = std::uint64_t{s.srtt_us};
-      if (!(rec.flags & TCP_CONN_NO_RCV_WND)) values[kRwnd] = std::uint64_t{s.rcv_wnd};
-      values[kCwnd] = std::uint64_t{s.snd_cwnd};
-      values[kSsthresh] = std::uint64_t{s.snd_ssthresh};
-      values[kSndbuf] = std::uint64_t{s.sndbuf};
-      values[kWmemQueued] = std::uint64_t{s.wmem_queued};
-      if (!(rec.flags & TCP_CONN_NO_BACKLOG)) {
-        values[kBacklog] = std::uint64_t{s.backlog};
-        values[kMaxBacklog] = std::uint64_t{s.max_backlog};
-      }
-      values[kTotalRetrans] = std::uint64_t{s.total_retrans};
+      row.set(e.srtt_us, s.srtt_us)
+          .set(e.cwnd, s.snd_cwnd)
+          .set(e.ssthresh, s.snd_ssthresh)
+          .set(e.sndbuf, s.sndbuf)
+          .set(e.wmem_queued, s.wmem_queued)
+          .set(e.total_retrans, s.total_retrans);
+      if (!(rec.flags & TCP_CONN_NO_RCV_WND)) row.set(e.rwnd, s.rcv_wnd);
+      if (!(rec.flags & TCP_CONN_NO_BACKLOG))
+        row.set(e.backlog, s.backlog).set(e.max_backlog, s.max_backlog);
     }
-    if (retrans_) {
-      values[kFastRetrans] = std::uint64_t{rec.info.fast_retrans};
-      values[kTimeoutRetrans] = std::uint64_t{rec.info.timeout_retrans};
-    }
-    return values;
+    if (retrans_)
+      row.set(e.fast_retrans, rec.info.fast_retrans)
+          .set(e.timeout_retrans, rec.info.timeout_retrans);
+    row.emit(monotonic_ns);
   }
 
-  ConnectionKey connection_key(const tcp_conn_record& rec) const {
-    const nw_tuple& t = rec.info.tuple;
+  static LabelValues connection_labels(const nw_tuple& t) {
     return {format_address(t.family, t.saddr), std::to_string(t.sport),
             format_address(t.family, t.daddr), std::to_string(t.dport)};
   }
@@ -875,94 +699,92 @@ class TcpPlugin {
           series_table_->count_refused();
         return;
       }
-      it = series_.emplace(rec.sock, connection_key(rec).labels()).first;
+      it = series_.emplace(rec.sock, connection_labels(rec.info.tuple)).first;
     }
-    conn_srtt_->set(it->second, rec.stats.srtt_us / 1e6);
-    conn_cwnd_->set(it->second, rec.stats.snd_cwnd);
-    conn_received_->set(it->second, static_cast<double>(rec.stats.bytes_received));
-    conn_acked_->set(it->second, static_cast<double>(rec.stats.bytes_acked));
+    conn_srtt_.set(it->second, rec.stats.srtt_us / 1e6);
+    conn_cwnd_.set(it->second, rec.stats.snd_cwnd);
+    conn_received_.set(it->second, static_cast<double>(rec.stats.bytes_received));
+    conn_acked_.set(it->second, static_cast<double>(rec.stats.bytes_acked));
   }
 
   void forget_series(const tcp_conn_record& rec) {
     auto it = series_.find(rec.sock);
     if (it == series_.end()) return;
-    for (MetricFamily* family : {conn_srtt_, conn_cwnd_, conn_received_, conn_acked_})
-      family->remove(it->second);
+    for (const Gauge* gauge : {&conn_srtt_, &conn_cwnd_, &conn_received_, &conn_acked_})
+      gauge->remove(it->second);
     series_.erase(it);
   }
 
-  // `emit` returns a failed Status for a record whose discriminators are out
+  // emit() returns a failed Status for a record whose discriminators are out
   // of range (a BPF object from another build).
-  template <class Record, class Emit>
-  static Status decode_as(std::span<const std::byte> bytes, Emit&& emit) {
+  template <class Record>
+  Status decode_as(std::span<const std::byte> bytes, EventEmitter& out) {
     if (bytes.size() < sizeof(Record))
       return Status::failure("record of " + std::to_string(bytes.size()) + " bytes, expected " +
                              std::to_string(sizeof(Record)));
     Record record;
     std::memcpy(&record, bytes.data(), sizeof record);
-    return emit(record);
+    return emit(record, out);
   }
 
-  static std::string named(const std::map<std::uint32_t, std::string>& names, std::uint32_t value) {
-    auto it = names.find(value);
-    return it != names.end() ? it->second : "UNKNOWN(" + std::to_string(value) + ")";
-  }
-
-  // The leading fields every event has, in storage recycled by the host, with
-  // room for the widest tcp event so the fields added next never reallocate.
-  static std::vector<Value> who_values(EventEmitter& out, const tcp_who& who,
-                                       bool sock_optional = false) {
-    const nw_tuple& t = who.tuple;
-    std::vector<Value> values = out.make_values(0);
-    values.reserve(kConnFieldCount);
-    if (sock_optional && !who.sock)
-      values.emplace_back();
-    else
-      values.emplace_back(std::uint64_t{who.sock});
-    values.emplace_back(std::uint64_t{who.pid});
-    values.emplace_back(std::string(who.comm, strnlen(who.comm, sizeof who.comm)));
-    values.emplace_back(std::string(family_name(t.family)));
-    values.emplace_back(format_address(t.family, t.saddr));
-    values.emplace_back(std::uint64_t{t.sport});
-    values.emplace_back(format_address(t.family, t.daddr));
-    values.emplace_back(std::uint64_t{t.dport});
-    return values;
-  }
-
-  Status emit_state(const tcp_state_record& r, EventEmitter& out) const {
-    auto values = who_values(out, r.who);
-    values.emplace_back(state_name(r.old_state));
-    values.emplace_back(state_name(r.new_state));
-    values.push_back(r.duration_ns ? Value(std::uint64_t{r.duration_ns / 1000}) : Value());
-    out.emit(kStateEvent, r.hdr.timestamp_ns, std::move(values));
+  Status emit(const tcp_conn_record& rec, EventEmitter& out) {
+    if (rec.hdr.type == TCP_RECORD_OPEN) {
+      remember_owner(rec);
+      events_.open.id.row(out, rec).emit(rec.hdr.timestamp_ns);
+      return Status::success();
+    }
+    owners_.erase(tuple_key(rec.info.tuple));
+    sample_srtt(rec, /*closing=*/true);
+    closed_bytes_[direction_slot(rec.info.direction)].add(rec.stats);
+    forget_series(rec);
+    if (all_conn_ && max_closed_ > 0) {
+      closed_table_.push_back(rec);
+      while (closed_table_.size() > max_closed_) {
+        closed_table_.pop_front();
+        if (closed_rows_table_) closed_rows_table_->count_evicted();
+      }
+    }
+    emit_conn(events_.close, out, rec, state_name(rec.state), rec.hdr.timestamp_ns);
     return Status::success();
   }
 
-  Status emit_reset(const tcp_reset_record& r, EventEmitter& out) const {
-    auto values = who_values(out, r.who, true);
-    values.emplace_back(std::string(r.sent ? "sent" : "received"));
-    values.push_back(r.state == TCP_NO_STATE ? Value() : Value(state_name(r.state)));
-    values.push_back(r.sent ? Value(named(reset_reasons_, r.reason)) : Value());
-    out.emit(kResetEvent, r.hdr.timestamp_ns, std::move(values));
+  Status emit(const tcp_state_record& r, EventEmitter& out) const {
+    const StateChange& e = events_.state;
+    Row row = e.who.row(out, r.who);
+    row.set(e.old_state, state_name(r.old_state)).set(e.new_state, state_name(r.new_state));
+    if (r.duration_ns) row.set(e.duration_us, r.duration_ns / 1000);
+    row.emit(r.hdr.timestamp_ns);
     return Status::success();
   }
 
-  Status emit_retransmit(const tcp_retransmit_record& r, EventEmitter& out) const {
-    auto values = who_values(out, r.who);
-    values.emplace_back(state_name(r.state));
-    values.emplace_back(std::uint64_t{r.seq});
-    values.emplace_back(std::uint64_t{r.length});
-    values.emplace_back(std::string(r.timeout ? "timeout" : "fast"));
-    values.emplace_back(std::uint64_t{r.segments});
-    out.emit(kRetransmitEvent, r.hdr.timestamp_ns, std::move(values));
+  Status emit(const tcp_reset_record& r, EventEmitter& out) const {
+    const Reset& e = events_.reset;
+    Row row = e.who.row(out, r.who);
+    row.set(e.direction, r.sent ? "sent" : "received");
+    if (r.state != TCP_NO_STATE) row.set(e.state, state_name(r.state));
+    if (r.sent) row.set(e.reason, named(reset_reasons_, r.reason));
+    row.emit(r.hdr.timestamp_ns);
     return Status::success();
   }
 
-  Status emit_congestion(const tcp_congestion_record& r, EventEmitter& out) const {
-    auto values = who_values(out, r.who);
-    values.emplace_back(named(ca_states_, r.old_state));
-    values.emplace_back(named(ca_states_, r.new_state));
-    out.emit(kCongestionEvent, r.hdr.timestamp_ns, std::move(values));
+  Status emit(const tcp_retransmit_record& r, EventEmitter& out) const {
+    const Retransmit& e = events_.retransmit;
+    e.who.row(out, r.who)
+        .set(e.state, state_name(r.state))
+        .set(e.seq, r.seq)
+        .set(e.length, r.length)
+        .set(e.type, r.timeout ? "timeout" : "fast")
+        .set(e.segments, r.segments)
+        .emit(r.hdr.timestamp_ns);
+    return Status::success();
+  }
+
+  Status emit(const tcp_congestion_record& r, EventEmitter& out) const {
+    const Congestion& e = events_.congestion;
+    e.who.row(out, r.who)
+        .set(e.old_state, named(ca_states_, r.old_state))
+        .set(e.new_state, named(ca_states_, r.new_state))
+        .emit(r.hdr.timestamp_ns);
     return Status::success();
   }
 
@@ -972,56 +794,53 @@ class TcpPlugin {
     return std::string(reinterpret_cast<const char*>(&t), offsetof(nw_tuple, pad));
   }
 
-  // Only error packets need owners by tuple (emit_error).
+  // Only error packets need owners by tuple (the tcp_error record's emit).
   void remember_owner(const tcp_conn_record& rec) {
     if (!errors_ || !rec.info.tuple_valid || owners_.size() >= max_connections_) return;
     owners_[tuple_key(rec.info.tuple)] = who_of(rec);
   }
 
-  Status emit_error(const tcp_error_record& r, EventEmitter& out) const {
+  Status emit(const tcp_error_record& r, EventEmitter& out) const {
     if (r.kind >= TCP_ERROR_KINDS)
       return Status::failure("tcp_error record with unknown kind " + std::to_string(r.kind));
     tcp_who who = r.who;
     if (!who.sock)
       if (auto it = owners_.find(tuple_key(who.tuple)); it != owners_.end()) who = it->second;
-    auto values = who_values(out, who, true);
-    values.emplace_back(std::string(kErrorNames[r.kind]));
-    values.emplace_back(named(drop_reasons_, r.kernel_reason));
-    values.emplace_back(std::uint64_t{r.seq});
-    values.emplace_back(std::uint64_t{r.ack});
-    values.emplace_back(std::uint64_t{r.payload});
-    if (r.has_socket) {
-      values.emplace_back(std::uint64_t{r.rcv_nxt});
-      values.emplace_back(std::uint64_t{r.rcv_wnd});
-      values.emplace_back(std::int64_t{r.offset});
-    } else {
-      values.resize(values.size() + 3);
-    }
-    out.emit(kErrorEvent, r.hdr.timestamp_ns, std::move(values));
+    const Error& e = events_.error;
+    Row row = e.who.row(out, who);
+    row.set(e.reason, kErrorNames[r.kind])
+        .set(e.kernel_reason, named(drop_reasons_, r.kernel_reason))
+        .set(e.seq, r.seq)
+        .set(e.ack, r.ack)
+        .set(e.payload, r.payload);
+    if (r.has_socket)
+      row.set(e.rcv_nxt, r.rcv_nxt).set(e.rcv_wnd, r.rcv_wnd).set(e.offset, r.offset);
+    row.emit(r.hdr.timestamp_ns);
     return Status::success();
   }
 
-  Status emit_layer(const tcp_layer_record& r, EventEmitter& out) const {
+  Status emit(const tcp_layer_record& r, EventEmitter& out) const {
     if (r.direction >= TCP_PACKET_DIRECTIONS)
       return Status::failure("tcp_layer record with unknown direction " +
                              std::to_string(r.direction));
-    auto values = who_values(out, r.who);
-    values.emplace_back(std::string(kPacketDirectionNames[r.direction]));
-    values.emplace_back(std::uint64_t{r.seq});
-    values.emplace_back(std::uint64_t{r.ack});
-    values.emplace_back(std::uint64_t{r.length});
-    for (int layer = 0; layer < TCP_LAYERS; ++layer)
-      values.push_back(r.ns[layer] == TCP_TIME_UNKNOWN
-                           ? Value()
-                           : Value(static_cast<double>(r.ns[layer]) / 1e3));
-    out.emit(kLayerEvent, r.hdr.timestamp_ns, std::move(values));
+    const Layer& e = events_.layer;
+    Row row = e.who.row(out, r.who);
+    row.set(e.direction, kPacketDirectionNames[r.direction])
+        .set(e.seq, r.seq)
+        .set(e.ack, r.ack)
+        .set(e.length, r.length);
+    for (std::size_t layer = 0; layer < e.times.size(); ++layer)
+      if (r.ns[layer] != TCP_TIME_UNKNOWN)
+        row.set(e.times[layer], static_cast<double>(r.ns[layer]) / 1e3);
+    row.emit(r.hdr.timestamp_ns);
     return Status::success();
   }
 
   void read_counters() {
     int fd = bpf_map__fd(skeleton_->maps.tcp_counters);
-    auto mirror = [fd](std::uint32_t index, MetricFamily* family, const LabelValues& labels) {
-      if (auto total = sum_percpu_u64(fd, &index)) family->set(labels, static_cast<double>(*total));
+    auto total = [fd](std::uint32_t index) { return sum_percpu_u64(fd, &index); };
+    auto mirror = [&](std::uint32_t index, const Counter& counter, const LabelValues& labels) {
+      if (auto n = total(index)) counter.mirror(labels, static_cast<double>(*n));
     };
     mirror(TCP_COUNTER_RETRANS_FAST, retransmits_, {"fast"});
     mirror(TCP_COUNTER_RETRANS_TIMEOUT, retransmits_, {"timeout"});
@@ -1037,16 +856,12 @@ class TcpPlugin {
         mirror(TCP_COUNTER_ERROR + kind, errors_total_, {kErrorNames[kind]});
     if (rtt_every_change_) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
     // Opens and closes are counted in the kernel, tracked or not.
-    for (std::uint8_t direction :
-         {TCP_DIRECTION_UNKNOWN, TCP_DIRECTION_CLIENT, TCP_DIRECTION_SERVER}) {
+    for (std::uint8_t direction : kDirections) {
       mirror(TCP_COUNTER_OPENED + direction, opened_, {direction_name(direction)});
       mirror(TCP_COUNTER_CLOSED + direction, closed_, {direction_name(direction)});
-      std::uint32_t received = TCP_COUNTER_UNTRACKED_RECEIVED + direction;
-      std::uint32_t acked = TCP_COUNTER_UNTRACKED_ACKED + direction;
-      untracked_received_[direction_name(direction)] =
-          static_cast<double>(sum_percpu_u64(fd, &received).value_or(0));
-      untracked_acked_[direction_name(direction)] =
-          static_cast<double>(sum_percpu_u64(fd, &acked).value_or(0));
+      untracked_bytes_[direction] = {
+          static_cast<double>(total(TCP_COUNTER_UNTRACKED_RECEIVED + direction).value_or(0)),
+          static_cast<double>(total(TCP_COUNTER_UNTRACKED_ACKED + direction).value_or(0))};
     }
   }
 
@@ -1093,14 +908,14 @@ class TcpPlugin {
     if (!rtt_histogram_ || rtt_every_change_) return;
     LabelValues labels = srtt_labels(rec.info.tuple);
     if (closing && rtt_per_connection_) {
-      if (sampled_rtt_.erase(labels)) srtt_->remove(labels);
+      if (sampled_rtt_.erase(labels)) srtt_.remove(labels);
       return;
     }
     if (!rec.stats.srtt_us) return;  // no RTT measured yet
     auto it = sampled_rtt_.find(labels);
     if (it == sampled_rtt_.end()) {
       if (sampled_rtt_.size() >= max_rtt_series_) {
-        srtt_dropped_->add({}, 1);
+        srtt_dropped_.add({}, 1);
         if (rtt_table_) rtt_table_->count_refused();
         return;
       }
@@ -1117,14 +932,14 @@ class TcpPlugin {
         ++it;
         continue;
       }
-      srtt_->remove(it->first);
+      srtt_.remove(it->first);
       it = sampled_rtt_.erase(it);
     }
   }
 
   void publish_srtt(const LabelValues& labels, std::span<const __u64> slots, __u64 sum_ns) {
-    srtt_->set_histogram(labels, log2_slots_to_buckets(slots, kRttFirstLog2, kRttLastLog2),
-                         static_cast<double>(sum_ns) / 1e9);
+    srtt_.replace(labels, log2_slots_to_buckets(slots, kRttFirstLog2, kRttLastLog2),
+                  static_cast<double>(sum_ns) / 1e9);
   }
 
   void read_rtt_histograms() {
@@ -1143,7 +958,7 @@ class TcpPlugin {
     });
     // Per-connection series leave with their connection.
     for (const auto& labels : rtt_series_)
-      if (!seen.count(labels)) srtt_->remove(labels);
+      if (!seen.count(labels)) srtt_.remove(labels);
     rtt_series_ = std::move(seen);
   }
 
@@ -1154,13 +969,13 @@ class TcpPlugin {
     for (int dir = 0; dir < TCP_PACKET_DIRECTIONS; ++dir) {
       for (int layer = 0; layer < TCP_LAYERS; ++layer) {
         if (dir == TCP_TX && layer == TCP_LAYER_APP) continue;
-        layer_latency_->set_histogram(
+        layer_latency_.replace(
             {kLayerNames[layer], kPacketDirectionNames[dir]},
             log2_slots_to_buckets(hist->slots[dir][layer], kLayerFirstLog2, kLayerLastLog2),
             static_cast<double>(hist->sum_ns[dir][layer]) / 1e9);
       }
-      layer_unmatched_->set({kPacketDirectionNames[dir]},
-                            static_cast<double>(hist->unmatched[dir]));
+      layer_unmatched_.mirror({kPacketDirectionNames[dir]},
+                              static_cast<double>(hist->unmatched[dir]));
     }
   }
 
@@ -1184,7 +999,6 @@ class TcpPlugin {
     });
   }
 
-  // Runs the iterator behind an attached iter program and returns its output.
   // Runs an iterator and hands its output to `consume` chunk by chunk, so a
   // table of 100k connections never sits in memory whole.
   template <class Consume>
@@ -1279,7 +1093,95 @@ class TcpPlugin {
     return Status::success();
   }
 
-  std::unique_ptr<tcp_bpf, SkeletonDeleter> skeleton_;
+  // In PluginDescription::events order.
+  struct Events {
+    EventSet set;
+    Open open{set};
+    Conn close{set, "tcp_close", "a connection reached CLOSE, with its final statistics",
+               "state the connection left for CLOSE"};
+    Conn conn{set, "tcp_conn", "one row of the connection table, every snapshot_interval",
+              "current state"};
+    StateChange state{set};
+    Reset reset{set};
+    Retransmit retransmit{set};
+    Congestion congestion{set};
+    Error error{set};
+    Layer layer{set};
+  } events_;
+
+  MetricSet metrics_;
+  Counter opened_{metrics_,
+                  "netwatcher_tcp_connections_opened_total",
+                  "TCP connections that reached ESTABLISHED.",
+                  {"direction"}};
+  Counter closed_{metrics_,
+                  "netwatcher_tcp_connections_closed_total",
+                  "Tracked TCP connections that reached CLOSE.",
+                  {"direction"}};
+  Gauge current_{metrics_,
+                 "netwatcher_tcp_connections",
+                 "Tracked TCP connections at the last snapshot.",
+                 {"direction"}};
+  Gauge snapshot_deferred_{metrics_, "netwatcher_tcp_snapshot_deferred_rows",
+                           "Connections left out of the last snapshot's tcp_conn rows by "
+                           "snapshot_rows (shown in a later one)."};
+  Counter retransmits_{
+      metrics_,
+      "netwatcher_tcp_retransmits_total",
+      "Retransmitted TCP segments (the kernel's RetransSegs), by cause (fast or timeout).",
+      {"type"}};
+  Counter retransmitted_skbs_{metrics_, "netwatcher_tcp_retransmitted_skbs_total",
+                              "Retransmissions as skbs: a GSO skb of many segments counts once."};
+  Counter received_{metrics_,
+                    "netwatcher_tcp_received_bytes_total",
+                    "Payload bytes received on tracked TCP connections.",
+                    {"direction"}};
+  Counter acked_{metrics_,
+                 "netwatcher_tcp_acked_bytes_total",
+                 "Payload bytes sent and acknowledged on tracked TCP connections.",
+                 {"direction"}};
+  Gauge conn_srtt_{metrics_, "netwatcher_tcp_connection_srtt_seconds",
+                   "Smoothed RTT per connection (per_connection_metrics).", kConnLabels};
+  Gauge conn_cwnd_{metrics_, "netwatcher_tcp_connection_cwnd_segments",
+                   "Congestion window per connection (per_connection_metrics).", kConnLabels};
+  Gauge conn_received_{metrics_, "netwatcher_tcp_connection_received_bytes",
+                       "Payload bytes received per connection (per_connection_metrics).",
+                       kConnLabels};
+  Gauge conn_acked_{metrics_, "netwatcher_tcp_connection_acked_bytes",
+                    "Payload bytes acked per connection (per_connection_metrics).", kConnLabels};
+  Counter resets_{
+      metrics_, "netwatcher_tcp_resets_total", "RST segments sent and received.", {"direction"}};
+  Counter congestion_{metrics_,
+                      "netwatcher_tcp_congestion_state_changes_total",
+                      "Congestion (CA) state changes, by the state entered.",
+                      {"state"}};
+  Counter errors_total_{
+      metrics_,
+      "netwatcher_tcp_error_packets_total",
+      "Segments dropped for a bad checksum, sequence or ack number (errors = true).",
+      {"reason"}};
+  Histogram srtt_{metrics_,
+                  "netwatcher_tcp_srtt_seconds",
+                  "Smoothed RTT of tracked connections, once per snapshot_interval and at close "
+                  "(or at every change with rtt_every_change), per destination (saddr, sport and "
+                  "dport empty) or per connection (rtt_per_connection).",
+                  {"daddr", "saddr", "sport", "dport"},
+                  log2_ns_bucket_bounds(kRttFirstLog2, kRttLastLog2)};
+  Counter srtt_dropped_{metrics_, "netwatcher_tcp_srtt_samples_dropped_total",
+                        "srtt samples of series that did not fit in max_rtt_series."};
+  Histogram layer_latency_{
+      metrics_,
+      "netwatcher_tcp_layer_latency_seconds",
+      "Time segments spend in each layer (layer_time = true); see the tcp plugin README.",
+      {"layer", "direction"},
+      log2_ns_bucket_bounds(kLayerFirstLog2, kLayerLastLog2)};
+  Counter layer_unmatched_{metrics_,
+                           "netwatcher_tcp_layer_unmatched_total",
+                           "Segments whose layer times could not be measured (tx: written before "
+                           "the send log; rx: processed outside ESTABLISHED).",
+                           {"direction"}};
+
+  Skeleton<tcp_bpf> skeleton_{tcp_bpf__open, tcp_bpf__load, tcp_bpf__destroy};
   PluginHost* host_ = nullptr;
   std::optional<tcp::DiagStates> diag_states_;
   tcp::NamespaceDumper namespace_dumper_;
@@ -1290,33 +1192,25 @@ class TcpPlugin {
   std::uint64_t snapshot_rows_ = 2048, snapshot_cursor_ = 0;
   std::size_t max_closed_ = 1024, max_connection_series_ = 1000;
   GlobalFilter filter_;
-  std::map<std::uint32_t, std::string> states_;
-  std::deque<std::vector<Value>> closed_table_;
-  std::map<std::string, double> closed_received_, closed_acked_;
+  Names states_;
+  std::deque<tcp_conn_record> closed_table_;
+  BytesByDirection closed_bytes_{}, untracked_bytes_{};
   std::map<std::uint64_t, LabelValues> series_;
   std::vector<std::uint64_t> refused_series_, refused_series_now_;  // sockets, 8 bytes each
-  MetricFamily* snapshot_deferred_ = nullptr;
-  MetricFamily *opened_ = nullptr, *closed_ = nullptr, *current_ = nullptr, *retransmits_ = nullptr,
-               *retransmitted_skbs_ = nullptr, *received_ = nullptr, *acked_ = nullptr,
-               *conn_srtt_ = nullptr, *conn_cwnd_ = nullptr, *conn_received_ = nullptr,
-               *conn_acked_ = nullptr, *resets_ = nullptr, *congestion_ = nullptr,
-               *errors_total_ = nullptr, *srtt_ = nullptr, *srtt_dropped_ = nullptr,
-               *layer_latency_ = nullptr, *layer_unmatched_ = nullptr;
   bool states_enabled_ = false, resets_enabled_ = true, errors_ = false, rtt_histogram_ = true,
        rtt_every_change_ = false, rtt_per_connection_ = false, layer_time_ = false,
        layer_events_ = false;
   std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;
   std::uint64_t max_events_per_second_ = 0;
   NetfilterNamespaces layer_namespaces_;
-  std::map<std::uint32_t, std::string> ca_states_, reset_reasons_, drop_reasons_;
+  Names ca_states_, reset_reasons_, drop_reasons_;
   std::set<LabelValues> rtt_series_;
   // Without rtt_every_change the histograms live here, fed by snapshots and
   // close records; at most max_rtt_series_ of them.
   std::map<LabelValues, SrttHistogram> sampled_rtt_;
-  std::map<std::string, double> untracked_received_, untracked_acked_;
   // User-space tables (the kernel ones the host follows itself); null when off.
   TableAccount *series_table_ = nullptr, *rtt_table_ = nullptr, *closed_rows_table_ = nullptr;
-  // Established connections by tuple (see emit_error).
+  // Established connections by tuple (see the tcp_error record's emit).
   std::unordered_map<std::string, tcp_who> owners_;
 };
 

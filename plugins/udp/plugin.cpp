@@ -3,17 +3,16 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include <cerrno>
 #include <cstring>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
+#include "netwatcher/skeleton.hpp"
 #include "udp.h"
 #include "udp.skel.h"
 
@@ -27,82 +26,35 @@ constexpr const char* kFailureNames[UDP_FAILURES] = {"receive_buffer_full", "mem
 // Kernel time: 2^8 ns (256 ns) .. 2^26 ns (~67 ms).
 constexpr int kKernelFirstLog2 = 8, kKernelLastLog2 = 26;
 
-enum Event : std::size_t { kDatagramEvent, kFailureEvent, kFlowEvent };
+template <class Record>
+Status read_record(std::span<const std::byte> bytes, const char* event, Record& rec) {
+  if (bytes.size() < sizeof rec)
+    return Status::failure(std::string(event) + " record of " + std::to_string(bytes.size()) +
+                           " bytes, expected " + std::to_string(sizeof rec));
+  std::memcpy(&rec, bytes.data(), sizeof rec);
+  return Status::success();
+}
 
-enum DatagramField : std::size_t {
-  kDirection,
-  kFamily,
-  kLocalAddr,
-  kLocalPort,
-  kRemoteAddr,
-  kRemotePort,
-  kLength,
-  kKernelNs,
-  kPid,
-  kComm,
-  kSock,
-  kNetns,
-  kIfindex,
-  kDatagramFieldCount
+// The two ends of a tuple whose saddr/sport are local, daddr/dport remote.
+struct Endpoints {
+  explicit Endpoints(EventDecl& e) : e(e) {}
+  void set(EventDecl::Row& row, const nw_tuple& t) const {
+    int f = t.family == AF_INET6 ? AF_INET6 : AF_INET;
+    row.set(family, family_name(f))
+        .set(local_addr, format_address(f, t.saddr))
+        .set(local_port, t.sport)
+        .set(remote_addr, format_address(f, t.daddr))
+        .set(remote_port, t.dport);
+  }
+  EventDecl& e;
+  Label<std::string> family{e, "family", "ipv4 or ipv6", {.width = 4}};
+  Label<std::string> local_addr{e, "local_addr", "address on this host", {.width = 15}};
+  Label<std::uint64_t> local_port{e, "local_port", "port on this host", {.width = 5}};
+  Label<std::string> remote_addr{e, "remote_addr", "peer address", {.width = 15}};
+  Label<std::uint64_t> remote_port{e, "remote_port", "peer port", {.width = 5}};
 };
 
-enum FailureField : std::size_t {
-  kFailReason,
-  kFailErrno,
-  kFailFamily,
-  kFailLocalAddr,
-  kFailLocalPort,
-  kFailRemoteAddr,
-  kFailRemotePort,
-  kFailLength,
-  kFailSock,
-  kFailNetns,
-  kFailIfindex,
-  kFailureFieldCount
-};
-
-enum FlowField : std::size_t {
-  kFlowFamily,
-  kFlowLocalAddr,
-  kFlowLocalPort,
-  kFlowRemoteAddr,
-  kFlowRemotePort,
-  kFlowPid,
-  kFlowComm,
-  kFlowRxDatagrams,
-  kFlowRxBytes,
-  kFlowTxDatagrams,
-  kFlowTxBytes,
-  kFlowRxKernelNs,
-  kFlowTxKernelNs,
-  kFlowQueueFailures,
-  kFlowNetns,
-  kFlowFieldCount
-};
-
-FieldSchema label(const char* name, const char* help, int width, bool optional = false) {
-  return {name, FieldType::text, "", help, FieldRole::label, width, optional};
-}
-FieldSchema number(const char* name, const char* unit, const char* help, FieldRole role, int width,
-                   bool optional = false) {
-  return {name, FieldType::u64, unit, help, role, width, optional};
-}
-
-std::vector<FieldSchema> endpoint_fields() {
-  return {
-      label("family", "ipv4 or ipv6", 4),
-      label("local_addr", "address on this host", 15),
-      number("local_port", "", "port on this host", FieldRole::label, 5),
-      label("remote_addr", "peer address", 15),
-      number("remote_port", "", "peer port", FieldRole::label, 5),
-  };
-}
-
-template <class... Lists>
-std::vector<FieldSchema> concat(std::vector<FieldSchema> first, Lists... rest) {
-  (first.insert(first.end(), rest.begin(), rest.end()), ...);
-  return first;
-}
+const FieldOptions kSock = {.unit = kAddressUnit, .width = 18};
 
 class UdpPlugin {
  public:
@@ -135,83 +87,8 @@ class UdpPlugin {
         {'u', "udp", "enabled", "UDP datagrams, flows and kernel latency"},
         {0, "udp-events", "events", "one event per UDP datagram (rate-limited)"},
     };
-    d.events = {
-        {"udp_datagram", "a datagram reached its socket (rx) or the driver accepted it (tx)",
-         concat(
-             {label("direction", "rx or tx", 2)}, endpoint_fields(),
-             std::vector<FieldSchema>{
-                 number("length", "bytes", "UDP payload", FieldRole::value, 6),
-                 number("kernel_ns", "nanoseconds",
-                        "rx: IP layer entry to the socket receive queue; tx: send call to the "
-                        "driver",
-                        FieldRole::value, 9, true),
-                 number("pid", "",
-                        "the socket's owner: the process that last sent, read or "
-                        "waited on it",
-                        FieldRole::label, 7, true),
-                 label("comm", "its command name", 15, true),
-                 number("sock", kAddressUnit, "socket address (kernel pointer)", FieldRole::label,
-                        18),
-                 number("netns", "", "network namespace inode", FieldRole::label, 10),
-                 number("ifindex", "", "interface it arrived on or left by", FieldRole::label, 7),
-             })},
-        {"udp_queue_failure", "a socket refused a received datagram (udp:udp_fail_queue_rcv_skb)",
-         concat({label("reason", "receive_buffer_full, memory_limit or other", 19),
-                 {"errno", FieldType::i64, "", "the kernel's error code", FieldRole::label, 5}},
-                endpoint_fields(),
-                std::vector<FieldSchema>{
-                    number("length", "bytes", "UDP payload", FieldRole::value, 6),
-                    number("sock", kAddressUnit, "socket address (kernel pointer)",
-                           FieldRole::label, 18),
-                    number("netns", "", "network namespace inode", FieldRole::label, 10),
-                    number("ifindex", "", "interface it arrived on", FieldRole::label, 7),
-                })},
-        {"udp_flow",
-         "one flow (local and remote address and port), every snapshot_interval while active",
-         concat(
-             endpoint_fields(),
-             std::vector<FieldSchema>{
-                 number("pid", "", "last process seen sending or reading", FieldRole::label, 7,
-                        true),
-                 label("comm", "its command name", 15, true),
-                 number("rx_datagrams", "",
-                        "datagrams that reached the socket (refused ones included)",
-                        FieldRole::value, 8),
-                 number("rx_bytes", "bytes", "their payload", FieldRole::value, 10),
-                 number("tx_datagrams", "", "datagrams handed to a device", FieldRole::value, 8),
-                 number("tx_bytes", "bytes", "their payload", FieldRole::value, 10),
-                 number("rx_kernel_ns", "nanoseconds",
-                        "mean time from IP layer entry to the socket queue", FieldRole::value, 9,
-                        true),
-                 number("tx_kernel_ns", "nanoseconds", "mean time from the send call to the driver",
-                        FieldRole::value, 9, true),
-                 number("queue_failures", "", "datagrams the socket refused", FieldRole::value, 6),
-                 number("netns", "", "network namespace inode", FieldRole::label, 10),
-             })},
-    };
-    d.metrics = {
-        {"netwatcher_udp_datagrams_total",
-         MetricType::counter,
-         "UDP datagrams that reached their socket (rx; refused ones included, see "
-         "receive_queue_failures) or were handed to a device (tx).",
-         {"direction"}},
-        {"netwatcher_udp_bytes_total",
-         MetricType::counter,
-         "UDP payload bytes of those datagrams.",
-         {"direction"}},
-        {"netwatcher_udp_latency_seconds",
-         MetricType::histogram,
-         "Time in the kernel per datagram: rx from IP layer entry to the socket receive queue, "
-         "tx from the send call to the driver.",
-         {"direction"},
-         log2_ns_bucket_bounds(kKernelFirstLog2, kKernelLastLog2)},
-        {"netwatcher_udp_receive_queue_failures_total",
-         MetricType::counter,
-         "Datagrams a socket refused to queue; receive_buffer_full is a receive buffer "
-         "(SO_RCVBUF) overflow.",
-         {"reason"}},
-        {"netwatcher_udp_flows", MetricType::gauge, "UDP flows tracked in the kernel.", {}},
-    };
+    d.events = events_.schemas();
+    d.metrics = metrics_.specs();
     d.hooks = {
         {"ip_receive",
          "IP layer entry (net:netif_receive_skb)",
@@ -257,10 +134,11 @@ class UdpPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    datagram_events_ = config.get_bool("events");
-    failure_events_ = config.get_bool("failure_events");
+    cfg_ = {.max_events_per_second =
+                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
+            .datagram_events = config.get_bool("events"),
+            .failure_events = config.get_bool("failure_events")};
     flows_ = config.get_bool("flows");
-    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
     flow_idle_ns_ = static_cast<std::uint64_t>(config.get_int("flow_idle_seconds")) * 1000000000ULL;
     max_flows_ = static_cast<std::uint32_t>(config.get_int("max_flows"));
     max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_datagrams"));
@@ -270,39 +148,26 @@ class UdpPlugin {
   }
 
   Status open(bpf_object** object) {
-    skeleton_.reset(udp_bpf__open());
-    if (!skeleton_)
-      return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
-    fill_kernel_filter(const_cast<nw_filter&>(skeleton_->rodata->nw_filter_cfg), filter_);
-    auto& cfg = const_cast<udp_config&>(skeleton_->rodata->udp_cfg);
-    cfg.datagram_events = datagram_events_;
-    cfg.failure_events = failure_events_;
-    cfg.max_events_per_second = max_events_per_second_;
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
+    tunable(skeleton_->rodata->udp_cfg) = cfg_;
     bpf_map__set_max_entries(skeleton_->maps.udp_flows, max_flows_);
     bpf_map__set_max_entries(skeleton_->maps.udp_rx_inflight, max_tracked_);
     bpf_map__set_max_entries(skeleton_->maps.udp_tx_inflight, max_tracked_);
     bpf_map__set_max_entries(skeleton_->maps.udp_send_start, max_tracked_);
     bpf_map__set_max_entries(skeleton_->maps.udp_owners, max_sockets_);
-    *object = skeleton_->obj;
     return Status::success();
   }
 
   Status load() {
     // The host has picked the candidates by now: the classic failure
     // tracepoint needs the queue hook to remember each datagram.
-    const_cast<bool&>(skeleton_->rodata->udp_remember_queued) =
+    tunable(skeleton_->rodata->udp_remember_queued) =
         bpf_program__autoload(skeleton_->progs.udp_queue_failure_tp);
-    if (int err = udp_bpf__load(skeleton_.get()); err)
-      return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
-    return Status::success();
+    return skeleton_.load();
   }
 
   Status start(PluginHost& host) {
-    datagrams_ = host.metric("netwatcher_udp_datagrams_total");
-    bytes_ = host.metric("netwatcher_udp_bytes_total");
-    latency_ = host.metric("netwatcher_udp_latency_seconds");
-    failures_ = host.metric("netwatcher_udp_receive_queue_failures_total");
-    flow_count_ = host.metric("netwatcher_udp_flows");
+    if (Status s = metrics_.bind(host); !s) return s;
     last_collect_ns_ = monotonic_ns();
     flows_table_ =
         host.track_table({"flows", "udp_flows", UDP_TABLE_FLOWS, 0, "plugins.udp.max_flows"});
@@ -336,89 +201,60 @@ class UdpPlugin {
   // The counters and histograms mirror in-kernel ones: also run at scrape
   // time. The flow gauge stays with collect_flows(), which walks the flows.
   Status refresh_metrics() {
-    auto s = sum_percpu<udp_stats>(bpf_map__fd(skeleton_->maps.udp_stats), &kZeroKey);
+    const std::uint32_t zero = 0;
+    auto s = sum_percpu<udp_stats>(bpf_map__fd(skeleton_->maps.udp_stats), &zero);
     if (!s) return Status::failure("reading udp_stats: " + std::string(std::strerror(errno)));
+    // UDP_LATENCY_RX/TX are UDP_RX/TX.
     for (int dir = 0; dir < UDP_DIRECTIONS; ++dir) {
       LabelValues labels{kDirectionNames[dir]};
-      datagrams_->set(labels, static_cast<double>(s->datagrams[dir]));
-      bytes_->set(labels, static_cast<double>(s->bytes[dir]));
+      datagrams_.mirror(labels, static_cast<double>(s->datagrams[dir]));
+      bytes_.mirror(labels, static_cast<double>(s->bytes[dir]));
+      latency_.replace(
+          labels, log2_slots_to_buckets(s->latency_slots[dir], kKernelFirstLog2, kKernelLastLog2),
+          static_cast<double>(s->latency_ns[dir]) / 1e9);
     }
-    latency_->set_histogram(
-        {"rx"},
-        log2_slots_to_buckets(s->latency_slots[UDP_LATENCY_RX], kKernelFirstLog2, kKernelLastLog2),
-        static_cast<double>(s->latency_ns[UDP_LATENCY_RX]) / 1e9);
-    latency_->set_histogram(
-        {"tx"},
-        log2_slots_to_buckets(s->latency_slots[UDP_LATENCY_TX], kKernelFirstLog2, kKernelLastLog2),
-        static_cast<double>(s->latency_ns[UDP_LATENCY_TX]) / 1e9);
     for (int r = 0; r < UDP_FAILURES; ++r)
-      failures_->set({kFailureNames[r]}, static_cast<double>(s->failures[r]));
+      failures_.mirror({kFailureNames[r]}, static_cast<double>(s->failures[r]));
     return Status::success();
   }
 
   void stop() { skeleton_.reset(); }
 
  private:
-  static constexpr std::uint32_t kZeroKey = 0;
-
-  struct SkeletonDeleter {
-    void operator()(udp_bpf* skeleton) const { udp_bpf__destroy(skeleton); }
-  };
-
-  static void put_endpoints(std::vector<Value>& v, std::size_t first, const nw_tuple& t) {
-    int family = t.family == AF_INET6 ? AF_INET6 : AF_INET;
-    v[first] = std::string(family_name(family));
-    v[first + 1] = format_address(family, t.saddr);
-    v[first + 2] = std::uint64_t{t.sport};
-    v[first + 3] = format_address(family, t.daddr);
-    v[first + 4] = std::uint64_t{t.dport};
-  }
-
-  static std::string comm_of(const char (&comm)[NW_TASK_COMM_LEN]) {
-    return std::string(comm, strnlen(comm, NW_TASK_COMM_LEN));
-  }
-
   Status decode_datagram(std::span<const std::byte> bytes, EventEmitter& out) {
-    if (bytes.size() < sizeof(udp_datagram_record))
-      return Status::failure("udp_datagram record of " + std::to_string(bytes.size()) +
-                             " bytes, expected " + std::to_string(sizeof(udp_datagram_record)));
     udp_datagram_record rec;
-    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (Status s = read_record(bytes, "udp_datagram", rec); !s) return s;
     if (rec.direction >= UDP_DIRECTIONS)
       return Status::failure("udp_datagram record with direction " + std::to_string(rec.direction));
-    std::vector<Value> v = out.make_values(kDatagramFieldCount);
-    v[kDirection] = std::string(kDirectionNames[rec.direction]);
-    put_endpoints(v, kFamily, rec.tuple);
-    v[kLength] = std::uint64_t{rec.length};
-    if (rec.flags & UDP_HAS_KERNEL_NS) v[kKernelNs] = std::uint64_t{rec.kernel_ns};
-    if (rec.flags & UDP_HAS_PID) {
-      v[kPid] = std::uint64_t{rec.pid};
-      v[kComm] = comm_of(rec.comm);
-    }
-    v[kSock] = std::uint64_t{rec.sock};
-    v[kNetns] = std::uint64_t{rec.netns};
-    v[kIfindex] = std::uint64_t{rec.ifindex};
-    out.emit(kDatagramEvent, rec.hdr.timestamp_ns, std::move(v));
+    const Datagram& e = datagram_;
+    auto row = e.row(out);
+    row.set(e.direction, kDirectionNames[rec.direction])
+        .set(e.length, rec.length)
+        .set(e.sock, rec.sock)
+        .set(e.netns, rec.netns)
+        .set(e.ifindex, rec.ifindex);
+    e.ends.set(row, rec.tuple);
+    if (rec.flags & UDP_HAS_KERNEL_NS) row.set(e.kernel_ns, rec.kernel_ns);
+    if (rec.flags & UDP_HAS_PID) row.set(e.pid, rec.pid).set(e.comm, bounded_text(rec.comm));
+    row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
 
   Status decode_failure(std::span<const std::byte> bytes, EventEmitter& out) {
-    if (bytes.size() < sizeof(udp_failure_record))
-      return Status::failure("udp_queue_failure record of " + std::to_string(bytes.size()) +
-                             " bytes, expected " + std::to_string(sizeof(udp_failure_record)));
     udp_failure_record rec;
-    std::memcpy(&rec, bytes.data(), sizeof rec);
+    if (Status s = read_record(bytes, "udp_queue_failure", rec); !s) return s;
     if (rec.reason >= UDP_FAILURES)
       return Status::failure("udp_queue_failure record with reason " + std::to_string(rec.reason));
-    std::vector<Value> v = out.make_values(kFailureFieldCount);
-    v[kFailReason] = std::string(kFailureNames[rec.reason]);
-    v[kFailErrno] = std::int64_t{rec.rc};
-    put_endpoints(v, kFailFamily, rec.tuple);
-    v[kFailLength] = std::uint64_t{rec.length};
-    v[kFailSock] = std::uint64_t{rec.sock};
-    v[kFailNetns] = std::uint64_t{rec.netns};
-    v[kFailIfindex] = std::uint64_t{rec.ifindex};
-    out.emit(kFailureEvent, rec.hdr.timestamp_ns, std::move(v));
+    const QueueFailure& e = failure_;
+    auto row = e.row(out);
+    row.set(e.reason, kFailureNames[rec.reason])
+        .set(e.error, rec.rc)
+        .set(e.length, rec.length)
+        .set(e.sock, rec.sock)
+        .set(e.netns, rec.netns)
+        .set(e.ifindex, rec.ifindex);
+    e.ends.set(row, rec.tuple);
+    row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
 
@@ -437,41 +273,131 @@ class UdpPlugin {
       }
       if (!flows_ || flow.last_ns <= last_collect_ns_) return;
       if (filter_.pid && flow.pid != filter_.pid) return;
-      std::vector<Value> v = out.make_values(kFlowFieldCount);
-      put_endpoints(v, kFlowFamily, key.tuple);
-      if (flow.pid) {
-        v[kFlowPid] = std::uint64_t{flow.pid};
-        v[kFlowComm] = comm_of(flow.comm);
-      }
-      v[kFlowRxDatagrams] = std::uint64_t{flow.datagrams[UDP_RX]};
-      v[kFlowRxBytes] = std::uint64_t{flow.bytes[UDP_RX]};
-      v[kFlowTxDatagrams] = std::uint64_t{flow.datagrams[UDP_TX]};
-      v[kFlowTxBytes] = std::uint64_t{flow.bytes[UDP_TX]};
-      if (flow.timed[UDP_RX]) v[kFlowRxKernelNs] = flow.latency_ns[UDP_RX] / flow.timed[UDP_RX];
-      if (flow.timed[UDP_TX]) v[kFlowTxKernelNs] = flow.latency_ns[UDP_TX] / flow.timed[UDP_TX];
-      v[kFlowQueueFailures] = std::uint64_t{flow.queue_failures};
-      v[kFlowNetns] = std::uint64_t{key.netns};
-      out.emit(kFlowEvent, 0, std::move(v));
+      const Flow& e = flow_;
+      auto row = e.row(out);
+      e.ends.set(row, key.tuple);
+      row.set(e.rx_datagrams, flow.datagrams[UDP_RX])
+          .set(e.rx_bytes, flow.bytes[UDP_RX])
+          .set(e.tx_datagrams, flow.datagrams[UDP_TX])
+          .set(e.tx_bytes, flow.bytes[UDP_TX])
+          .set(e.queue_failures, flow.queue_failures)
+          .set(e.netns, key.netns);
+      if (flow.pid) row.set(e.pid, flow.pid).set(e.comm, bounded_text(flow.comm));
+      if (flow.timed[UDP_RX]) row.set(e.rx_kernel_ns, flow.latency_ns[UDP_RX] / flow.timed[UDP_RX]);
+      if (flow.timed[UDP_TX]) row.set(e.tx_kernel_ns, flow.latency_ns[UDP_TX] / flow.timed[UDP_TX]);
+      row.emit();
     });
     // Expired, not evicted: the table account must not take them for evictions.
     std::uint64_t expired = 0;
     for (const auto& gone : idle)
       if (bpf_map_delete_elem(fd, &gone) == 0) ++expired;
     if (flows_table_) flows_table_->count_removed(expired);
-    flow_count_->set({}, static_cast<double>(tracked - idle.size()));
+    flow_count_.set({}, static_cast<double>(tracked - idle.size()));
     last_collect_ns_ = now;
   }
 
-  std::unique_ptr<udp_bpf, SkeletonDeleter> skeleton_;
-  bool datagram_events_ = false, failure_events_ = true, flows_ = true;
-  std::uint64_t max_events_per_second_ = 1000;
+  EventSet events_;
+  struct Datagram : EventDecl {
+    explicit Datagram(EventSet& set)
+        : EventDecl(set, "udp_datagram",
+                    "a datagram reached its socket (rx) or the driver accepted it (tx)") {}
+    Label<std::string> direction{
+        *this, "direction", "rx or tx", {.width = 2, .anomaly = AnomalyRole::key}};
+    Endpoints ends{*this};
+    Field<std::uint64_t> length{*this, "length", "UDP payload", {.unit = "bytes", .width = 6}};
+    Field<std::uint64_t> kernel_ns{
+        *this,
+        "kernel_ns",
+        "rx: IP layer entry to the socket receive queue; tx: send call to the driver",
+        {.unit = "nanoseconds", .width = 9, .optional = true, .anomaly = AnomalyRole::sample}};
+    Label<std::uint64_t> pid{*this,
+                             "pid",
+                             "the socket's owner: the process that last sent, read or waited on it",
+                             {.width = 7, .optional = true}};
+    Label<std::string> comm{*this, "comm", "its command name", {.width = 15, .optional = true}};
+    Label<std::uint64_t> sock{*this, "sock", "socket address (kernel pointer)", kSock};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+    Label<std::uint64_t> ifindex{
+        *this, "ifindex", "interface it arrived on or left by", {.width = 7}};
+  } datagram_{events_};
+  struct QueueFailure : EventDecl {
+    explicit QueueFailure(EventSet& set)
+        : EventDecl(set, "udp_queue_failure",
+                    "a socket refused a received datagram (udp:udp_fail_queue_rcv_skb)") {}
+    Label<std::string> reason{
+        *this, "reason", "receive_buffer_full, memory_limit or other", {.width = 19}};
+    Label<std::int64_t> error{*this, "errno", "the kernel's error code", {.width = 5}};
+    Endpoints ends{*this};
+    Field<std::uint64_t> length{*this, "length", "UDP payload", {.unit = "bytes", .width = 6}};
+    Label<std::uint64_t> sock{*this, "sock", "socket address (kernel pointer)", kSock};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+    Label<std::uint64_t> ifindex{*this, "ifindex", "interface it arrived on", {.width = 7}};
+  } failure_{events_};
+  struct Flow : EventDecl {
+    explicit Flow(EventSet& set)
+        : EventDecl(set, "udp_flow",
+                    "one flow (local and remote address and port), every snapshot_interval while "
+                    "active") {}
+    Endpoints ends{*this};
+    Label<std::uint64_t> pid{
+        *this, "pid", "last process seen sending or reading", {.width = 7, .optional = true}};
+    Label<std::string> comm{*this, "comm", "its command name", {.width = 15, .optional = true}};
+    Field<std::uint64_t> rx_datagrams{*this,
+                                      "rx_datagrams",
+                                      "datagrams that reached the socket (refused ones included)",
+                                      {.width = 8}};
+    Field<std::uint64_t> rx_bytes{
+        *this, "rx_bytes", "their payload", {.unit = "bytes", .width = 10}};
+    Field<std::uint64_t> tx_datagrams{
+        *this, "tx_datagrams", "datagrams handed to a device", {.width = 8}};
+    Field<std::uint64_t> tx_bytes{
+        *this, "tx_bytes", "their payload", {.unit = "bytes", .width = 10}};
+    Field<std::uint64_t> rx_kernel_ns{*this,
+                                      "rx_kernel_ns",
+                                      "mean time from IP layer entry to the socket queue",
+                                      {.unit = "nanoseconds", .width = 9, .optional = true}};
+    Field<std::uint64_t> tx_kernel_ns{*this,
+                                      "tx_kernel_ns",
+                                      "mean time from the send call to the driver",
+                                      {.unit = "nanoseconds", .width = 9, .optional = true}};
+    Field<std::uint64_t> queue_failures{
+        *this, "queue_failures", "datagrams the socket refused", {.width = 6}};
+    Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
+  } flow_{events_};
+
+  MetricSet metrics_;
+  Counter datagrams_{metrics_,
+                     "netwatcher_udp_datagrams_total",
+                     "UDP datagrams that reached their socket (rx; refused ones included, see "
+                     "receive_queue_failures) or were handed to a device (tx).",
+                     {"direction"}};
+  Counter bytes_{metrics_,
+                 "netwatcher_udp_bytes_total",
+                 "UDP payload bytes of those datagrams.",
+                 {"direction"}};
+  Histogram latency_{
+      metrics_,
+      "netwatcher_udp_latency_seconds",
+      "Time in the kernel per datagram: rx from IP layer entry to the socket receive "
+      "queue, tx from the send call to the driver.",
+      {"direction"},
+      log2_ns_bucket_bounds(kKernelFirstLog2, kKernelLastLog2)};
+  Counter failures_{metrics_,
+                    "netwatcher_udp_receive_queue_failures_total",
+                    "Datagrams a socket refused to queue; receive_buffer_full is a receive buffer "
+                    "(SO_RCVBUF) overflow.",
+                    {"reason"}};
+  Gauge flow_count_{metrics_, "netwatcher_udp_flows", "UDP flows tracked in the kernel."};
+
+  Skeleton<udp_bpf> skeleton_{udp_bpf__open, udp_bpf__load, udp_bpf__destroy};
+  udp_config cfg_ = {
+      .max_events_per_second = 1000, .datagram_events = false, .failure_events = true};
+  bool flows_ = true;
   std::uint64_t flow_idle_ns_ = 120ULL * 1000000000ULL;
   std::uint32_t max_flows_ = 16384, max_tracked_ = 16384, max_sockets_ = 16384;
   TableAccount* flows_table_ = nullptr;
   GlobalFilter filter_;
   std::uint64_t last_collect_ns_ = 0;
-  MetricFamily *datagrams_ = nullptr, *bytes_ = nullptr, *latency_ = nullptr, *failures_ = nullptr,
-               *flow_count_ = nullptr;
 };
 
 }  // namespace

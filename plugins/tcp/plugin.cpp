@@ -423,9 +423,10 @@ class TcpPlugin {
         btf_or_tp("sock_recv_length", "owner of accepted connections (receive)", "recv_length",
                   false),
         btf_or_tp("sock_send_length", "owner of accepted connections (send)", "send_length", false),
-        {"tcp_adopt",
-         "adopt connections open before start (netwatcher's netns)",
-         {"adopt_tcp"},
+        {"tcp_adopt", "adopt connections open before start (every netns)", {"adopt_tcp"}, false},
+        {"tcp_adopt_owners",
+         "owners of adopted connections, from every task's open files",
+         {"adopt_owners"},
          false},
         {"conn_table",
          "live statistics of tracked connections in every netns",
@@ -543,6 +544,7 @@ class TcpPlugin {
       opened_.add({direction_name(direction)}, 0);
       closed_.add({direction_name(direction)}, 0);
     }
+    if (Status adopted = adopt_open_connections(); !adopted) return adopted;
     if (layer_time_) return link_ip_layer(host);
     return Status::success();
   }
@@ -1014,14 +1016,34 @@ class TcpPlugin {
     return Status::success();
   }
 
+  // Connections open before start-up, adopted once: every one opened since
+  // the links went up passes the state hooks (tracked, or refused and
+  // counted), so a later walk could only count refusals again. The kernel's
+  // TCP iterator walks the namespace it is created in: one per namespace,
+  // so that containers' connections are adopted too. A namespace gone
+  // between the scan and setns() is skipped.
+  Status adopt_open_connections() {
+    const int adopt = host_->link_fd("adopt_tcp");
+    if (adopt < 0) return Status::success();
+    for (const auto& [inode, netns] : scan_namespaces({"*"}).found) {
+      bool entered = false;
+      Status s = run_in_network_namespace(netns.path, [&] {
+        entered = true;
+        return run_iterator(adopt, [](const char*, std::size_t) {});
+      });
+      if (!s && entered) return Status::failure("adopting open connections: " + s.message());
+    }
+    if (const int owners = host_->link_fd("adopt_owners"); owners >= 0)
+      if (Status s = run_iterator(owners, [](const char*, std::size_t) {}); !s)
+        return Status::failure("finding adopted connections' owners: " + s.message());
+    return Status::success();
+  }
+
   // Live connections with statistics, one `visit(const tcp_conn_record&)`
   // each: from the map iterator, or where the kernel refuses it, from
   // sock_diag in each connection's namespace.
   template <class Visit>
   Status read_live_connections(Visit&& visit) {
-    if (int adopt = host_ ? host_->link_fd("adopt_tcp") : -1; adopt >= 0) {
-      if (Status s = run_iterator(adopt, [](const char*, std::size_t) {}); !s) return s;
-    }
     if (int table = host_ ? host_->link_fd("dump_conns") : -1; table >= 0) {
       // Records are written whole, but a read() may end inside one.
       std::vector<char> partial;

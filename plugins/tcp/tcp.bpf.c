@@ -245,7 +245,9 @@ static __always_inline void count_untracked(const struct sock* sk, int oldstate,
     count(TCP_COUNTER_OPENED + (direction % 3));
   } else if (newstate == TCP_CLOSE && oldstate != TCP_LISTEN) {
     struct tcp_conn_info none = {};
-    none.acked_base = 1; /* the SYN, as for tracked connections */
+    /* An active open's bytes_acked counts its SYN; an accepted socket is
+     * born with its SYN-ACK acked (see adopt_tcp). */
+    none.acked_base = refused == TCP_DIRECTION_SERVER ? 0 : 1;
     struct tcp_conn_stats stats;
     read_stats(sk, &none, oldstate, &stats);
     __u32 direction = refused % 3;
@@ -522,9 +524,24 @@ int send_length_tp(struct trace_event_raw_sock_msg_length* ctx) {
   return 0;
 }
 
-/* Run before each snapshot: connections that were open before netwatcher
- * started are adopted, so they show in the table and their close is reported.
- * iter/tcp only walks the network namespace netwatcher runs in. */
+/* Listening ports seen by adopt_tcp, per namespace: a connection adopted on
+ * one of them was accepted there. LRU: a port that stopped listening ages out. */
+struct tcp_listener {
+  __u32 netns;
+  __u16 port;
+  __u16 pad;
+};
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 4096);
+  __type(key, struct tcp_listener);
+  __type(value, __u8);
+} tcp_adopt_listeners SEC(".maps");
+
+/* Run before each snapshot, in every network namespace (iter/tcp walks the
+ * one it was created in): connections that were open before netwatcher
+ * started are adopted, so they show in the table and their close is
+ * reported. The walk visits listening sockets before established ones. */
 SEC("iter/tcp")
 int adopt_tcp(struct bpf_iter__tcp* ctx) {
   struct sock_common* skc = ctx->sk_common;
@@ -533,7 +550,16 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   if (!tp) return 0; /* request and time-wait sockets */
   const struct sock* sk = (const struct sock*)tp;
   __u32 state = BPF_CORE_READ(sk, __sk_common.skc_state);
-  if (state == TCP_LISTEN || state == TCP_CLOSE || state == TCP_SYN_SENT) return 0;
+  struct tcp_listener port = {
+      .netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+      .port = BPF_CORE_READ(sk, __sk_common.skc_num),
+  };
+  if (state == TCP_LISTEN) {
+    __u8 one = 1;
+    bpf_map_update_elem(&tcp_adopt_listeners, &port, &one, BPF_ANY);
+    return 0;
+  }
+  if (state == TCP_CLOSE || state == TCP_SYN_SENT) return 0;
   __u64 key = (__u64)sk;
   if (bpf_map_lookup_elem(&tcp_conns, &key)) return 0;
   /* Refused once (at open, or by an earlier walk): not again every snapshot. */
@@ -542,13 +568,44 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   struct tcp_conn_info adopted = {};
   nw_read_sock_tuple(sk, &adopted.tuple);
   adopted.tuple_valid = 1;
-  adopted.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
-  /* The SYN of an adopted active open stays in bytes_acked (off by one). */
-  if (!nw_tuple_selected(&adopted.tuple)) return 0;
-  if (nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &adopted, BPF_NOEXIST) == -E2BIG) {
-    mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-    if (mark) mark->refused = 1 + TCP_DIRECTION_UNKNOWN;
+  adopted.netns = port.netns;
+  /* Accepted on a listening port, else connected. An active open's
+   * bytes_acked counts its SYN (acked by the SYN-ACK); an accepted socket is
+   * born after the handshake, with the SYN-ACK already acked. */
+  if (bpf_map_lookup_elem(&tcp_adopt_listeners, &port)) {
+    adopted.direction = TCP_DIRECTION_SERVER;
+  } else {
+    adopted.direction = TCP_DIRECTION_CLIENT;
+    adopted.acked_base = 1;
   }
+  if (!nw_tuple_selected(&adopted.tuple)) return 0;
+  long err = nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &adopted, BPF_NOEXIST);
+  if (err != -E2BIG && err != 0) return 0;
+  mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (!mark) return 0;
+  if (err)
+    mark->refused = 1 + adopted.direction;
+  else
+    mark->owner_wanted = 1; /* its next send or receive names the owner */
+  return 0;
+}
+
+/* Run once after adopt_tcp: the owner of each adopted connection, from the
+ * open files of every task, as ss -p finds it. Without it an adopted
+ * connection learns its owner at its next send or receive, and one that
+ * closes first (a FIN handled in softirq) never does. */
+SEC("iter/task_file")
+int adopt_owners(struct bpf_iter__task_file* ctx) {
+  struct file* file = ctx->file;
+  struct task_struct* task = ctx->task;
+  if (!file || !task) return 0;
+  struct socket* sock = bpf_sock_from_file(file);
+  if (!sock) return 0;
+  __u64 key = (__u64)BPF_CORE_READ(sock, sk);
+  struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+  if (!info || info->pid) return 0;
+  info->pid = BPF_CORE_READ(task, tgid);
+  bpf_probe_read_kernel_str(info->comm, sizeof(info->comm), &task->group_leader->comm);
   return 0;
 }
 

@@ -747,6 +747,56 @@ TEST_F(TcpDetail, PerConnectionSeriesAreCappedAndFollowTheirConnections) {
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 }
 
+// Connections open before the agent started, in namespaces other than its
+// own: adopted from each namespace's socket table, shown in snapshots, and
+// closed with the kernel's counts.
+TEST_F(TcpDetail, ConnectionsOpenBeforeStartUpAreAdoptedAndReportedAtClose) {
+  constexpr int kConnections = 5, kSize = 3000;
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  auto peer = hold_many(kConnections, kSize, 3);
+  Netwatcher nw(dir_, config(""));
+  // The direction of an adopted socket: accepted where its local port
+  // listens, else connected.
+  auto mine = [](const std::vector<Json>& rows, const std::string& direction) {
+    std::vector<Json> out;
+    for (const auto& e : rows) {
+      const auto& f = e["fields"];
+      if (f["direction"].str() == direction &&
+          (direction == "server" ? f["sport"].u64() : f["dport"].u64()) == kPort)
+        out.push_back(e);
+    }
+    return out;
+  };
+  EXPECT_TRUE(wait_for_events("tcp_conn", [&](const std::vector<Json>& rows) {
+    return mine(rows, "client").size() >= kConnections &&
+           mine(rows, "server").size() >= kConnections;
+  })) << "adopted connections appear in the table";
+  Json done = peer.get().at(0);
+  EXPECT_TRUE(wait_for_events("tcp_close", [&](const std::vector<Json>& closes) {
+    return mine(closes, "client").size() == kConnections &&
+           mine(closes, "server").size() == kConnections;
+  })) << nw.log();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  const auto closes = events("tcp_close");
+  for (const auto& e : mine(closes, "client")) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["saddr"].str(), "10.77.0.1");
+    // Named by the peer's reads and writes after adoption.
+    EXPECT_EQ(f["pid"].u64(), done["pid"].u64());
+    EXPECT_EQ(f["comm"].str(), "python3");
+    EXPECT_EQ(f["bytes_acked"].u64(), static_cast<std::uint64_t>(kSize));
+    EXPECT_EQ(f["bytes_received"].u64(), 2u);
+    EXPECT_FALSE(f.has("duration_us")) << "no SYN was seen, so no duration is claimed";
+  }
+  for (const auto& e : mine(closes, "server")) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["pid"].u64(), static_cast<std::uint64_t>(server.pid()));
+    EXPECT_EQ(f["bytes_received"].u64(), static_cast<std::uint64_t>(kSize));
+    EXPECT_EQ(f["bytes_acked"].u64(), 2u);
+    EXPECT_FALSE(f.has("duration_us"));
+  }
+}
+
 // 200 sockets and snapshot_rows = 50: every snapshot shows exactly 50 rows,
 // continuing where the last one stopped, so four snapshots in a row show
 // every socket; the gauge says how many waited.

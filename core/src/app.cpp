@@ -202,6 +202,7 @@ void list_components(const Discovery& discovery,
     const auto& d = runtime->description();
     std::cout << "plugin " << c->name << " " << c->version << "  (probe, ABI " << c->abi_major
               << "." << c->abi_minor << ", " << c->path << ")\n  " << c->description << "\n";
+    std::cout << "  built by " << c->compiler << " for " << c->stdlib << "\n";
     std::cout << "  hooks:\n";
     for (const auto& hook : d.hooks) {
       std::cout << "    " << hook.name << (hook.required ? "" : " (optional)")
@@ -246,8 +247,9 @@ void list_components(const Discovery& discovery,
   }
   for (const auto& [c, description] : sinks) {
     std::cout << "sink " << c->name << " " << c->version << "  (sink, ABI " << c->abi_major << "."
-              << c->abi_minor << ", " << c->path << ")\n  " << c->description
-              << "\n  config [[sinks]] type = \"" << c->name << "\":\n";
+              << c->abi_minor << ", " << c->path << ")\n  " << c->description << "\n  built by "
+              << c->compiler << " for " << c->stdlib << "\n  config [[sinks]] type = \"" << c->name
+              << "\":\n";
     print_config_keys(description.config);
     std::cout << "\n";
   }
@@ -625,7 +627,13 @@ int run(int argc, char** argv) {
       discovery.refused.push_back({component.path, component.name, error});
       continue;
     }
-    runtimes.push_back(std::make_unique<ProbeRuntime>(component, std::move(plugin), store));
+    auto runtime = std::make_unique<ProbeRuntime>(component, std::move(plugin), store);
+    if (const Status& described = runtime->described(); !described) {
+      spdlog::error("{}", described.message());
+      discovery.refused.push_back({component.path, component.name, described.message()});
+      continue;
+    }
+    runtimes.push_back(std::move(runtime));
   }
 
   // Phase 2: the full command line, now that plugins contributed their flags.
@@ -760,7 +768,12 @@ int run(int argc, char** argv) {
       spdlog::error("{}", error);
       continue;
     }
-    sink_types.emplace_back(&component, sink->describe());
+    SinkDescription description;
+    if (Status s = sink->describe(description); !s) {
+      spdlog::error("sink '{}': describe() failed: {}", component.name, s.message());
+      continue;
+    }
+    sink_types.emplace_back(&component, std::move(description));
   }
 
   struct SinkPlan {

@@ -42,14 +42,14 @@ std::size_t EventPool::created() const {
 
 SinkWorker::SinkWorker(std::string instance, std::shared_ptr<Sink> sink,
                        std::optional<std::set<std::string>> plugins, std::size_t capacity,
-                       unsigned abi_minor)
+                       [[maybe_unused]] unsigned abi_minor)
     : instance_(std::move(instance)),
       sink_(std::move(sink)),
       plugins_(std::move(plugins)),
       capacity_(capacity),
-      // Older sinks have no such entries in their vtable: never call them there.
-      tallies_(abi_minor >= 3 && sink_->tallies_writes()),
-      can_reopen_(abi_minor >= 3) {}
+      // Every sink of ABI 3.x has these entries in its vtable (see bus.hpp).
+      tallies_(sink_->tallies_writes()),
+      can_reopen_(true) {}
 
 SinkWorker::~SinkWorker() {
   stop();

@@ -50,8 +50,11 @@ class EventPool {
 
 class SinkWorker {
  public:
-  // `abi_minor`: the sink's, from its descriptor; the ABI 2.3 calls
-  // (take_tally, reopen) are made only when it is 3 or more.
+  // `abi_minor`: the sink's, from its descriptor (the loader accepts only
+  // this host's major). Every 3.x sink has tallies_writes(), take_tally()
+  // and reopen() (they came with 2.3), so nothing is gated on it yet; entries
+  // a later minor appends to Sink are called only when it is that minor or
+  // more.
   SinkWorker(std::string instance, std::shared_ptr<Sink> sink,
              std::optional<std::set<std::string>> plugins, std::size_t capacity,
              unsigned abi_minor = NETWATCHER_ABI_MINOR);
@@ -106,7 +109,7 @@ class SinkWorker {
   std::optional<std::set<std::string>> plugins_;
   std::size_t capacity_;
   bool tallies_ = false;     // the sink counts its written events itself
-  bool can_reopen_ = false;  // built for ABI 2.3 or later
+  bool can_reopen_ = false;  // the sink has reopen() (every ABI 3.x sink)
   EventPool* pool_ = nullptr;
   mutable std::mutex mutex_;
   std::condition_variable wake_, drained_;

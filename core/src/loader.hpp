@@ -22,7 +22,8 @@ struct Component {
   std::string name;
   std::string version;
   std::string description;
-  std::string compiler_id;
+  std::string compiler;  // informational: the compiler family that built it, e.g. "gcc-12"
+  std::string stdlib;    // compared: e.g. "libstdc++-12/cxx11-abi-1/c++202002"
   unsigned abi_major = 0;
   unsigned abi_minor = 0;
   std::shared_ptr<boost::dll::shared_library> library;
@@ -45,10 +46,21 @@ struct Discovery {
   const RefusedFile* refused_named(const std::string& name) const;
 };
 
-// Why a descriptor is unacceptable to this host, or nullopt.
+// Why a descriptor is unacceptable to this host, or nullopt. `descriptor` is
+// a full 3.0-sized struct (read_descriptor() zero-fills what an older minor
+// lacks).
 std::optional<std::string> check_descriptor(const nw_plugin_descriptor& descriptor);
 
-// Loads one file; on failure fills `refused` and returns nullopt. Never throws.
+// Reads the NETWATCHER_DESCRIPTOR_SECTION of the ELF file at `path` without
+// loading it: no code of the file runs. On success fills `out` and returns
+// nullopt; otherwise returns why the file cannot be a plugin of this host
+// (not ELF, not 64-bit little-endian for this machine, no section, bad size or
+// magic, unterminated string). Never throws.
+std::optional<std::string> read_descriptor(const std::string& path, nw_plugin_descriptor& out);
+
+// Loads one file: read_descriptor(), check_descriptor(), and only then
+// dlopen() and the cross-check of the exported descriptor. On failure fills
+// `refused` and returns nullopt. Never throws.
 std::optional<Component> load_component(const std::string& path, RefusedFile& refused);
 
 // Scans each directory (not recursively) for *.so files, in name order. Later

@@ -22,8 +22,10 @@
 
 #include "bpf_uapi.hpp"
 #include "bus.hpp"
+#include "description_check.hpp"
 #include "libbpf_log.hpp"
 #include "live_programs.hpp"
+#include "netwatcher/bpf/types.h"
 #include "netwatcher/kernel.hpp"
 
 namespace netwatcher::host {
@@ -113,33 +115,56 @@ bool value_matches(const FieldSchema& field, const Value& value) {
   return false;
 }
 
-// Sets the 8-byte global `variable` in the object's .rodata (before load), using
-// the section's BTF to find its offset. False when there is no such variable.
-bool set_rodata_u64(bpf_object* object, const char* variable, std::uint64_t value) {
+// The bytes of the global `variable` in the object's .rodata (before load),
+// found through the section's BTF, or nullptr when there is no such variable
+// of `size` bytes.
+char* rodata_variable(bpf_object* object, const char* variable, std::size_t size) {
   const btf* types = bpf_object__btf(object);
-  if (!types) return false;
+  if (!types) return nullptr;
   int section_id = btf__find_by_name_kind(types, ".rodata", BTF_KIND_DATASEC);
-  if (section_id < 0) return false;
+  if (section_id < 0) return nullptr;
   const btf_type* section = btf__type_by_id(types, static_cast<__u32>(section_id));
   bpf_map* map = nullptr;
   bpf_object__for_each_map(map, object) {
     std::string_view map_name = bpf_map__name(map);
     if (!bpf_map__is_internal(map) || !map_name.ends_with(".rodata")) continue;
-    std::size_t size = 0;
-    auto* data = static_cast<char*>(const_cast<void*>(bpf_map__initial_value(map, &size)));
+    std::size_t map_size = 0;
+    auto* data = static_cast<char*>(const_cast<void*>(bpf_map__initial_value(map, &map_size)));
     const btf_var_secinfo* vars = btf_var_secinfos(section);
     for (unsigned i = 0; data && i < btf_vlen(section); ++i) {
       const btf_type* var = btf__type_by_id(types, vars[i].type);
       if (std::strcmp(btf__name_by_offset(types, var->name_off), variable) != 0) continue;
-      if (vars[i].size != sizeof value || vars[i].offset + sizeof value > size) return false;
-      std::memcpy(data + vars[i].offset, &value, sizeof value);
-      return true;
+      if (vars[i].size != size || vars[i].offset + size > map_size) return nullptr;
+      return data + vars[i].offset;
     }
   }
-  return false;
+  return nullptr;
+}
+
+// Sets the 8-byte global `variable` in the object's .rodata (before load).
+// False when there is no such variable.
+bool set_rodata_u64(bpf_object* object, const char* variable, std::uint64_t value) {
+  char* data = rodata_variable(object, variable, sizeof value);
+  if (data) std::memcpy(data, &value, sizeof value);
+  return data != nullptr;
 }
 
 }  // namespace
+
+std::optional<std::string> check_bpf_contract(bpf_object* object) {
+  std::uint32_t contract = 0;
+  const char* data = rodata_variable(object, "nw_bpf_contract", sizeof contract);
+  if (!data)
+    return std::string(
+               "BPF object has no nw_bpf_contract: built without netwatcher/bpf/common.bpf.h, or "
+               "against one before contract 1; host speaks contract ") +
+           std::to_string(NW_BPF_CONTRACT_VERSION);
+  std::memcpy(&contract, data, sizeof contract);
+  if (contract != NW_BPF_CONTRACT_VERSION)
+    return "BPF object built against contract " + std::to_string(contract) + ", host speaks " +
+           std::to_string(NW_BPF_CONTRACT_VERSION);
+  return std::nullopt;
+}
 
 class ProbeRuntime::Emitter final : public EventEmitter {
  public:
@@ -198,7 +223,20 @@ ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlug
       plugin_(std::move(plugin)),
       metrics_(metrics),
       tables_(component_.name) {
-  description_ = plugin_->describe();
+  // Nothing else of the plugin runs before describe(); a failure or an
+  // invalid description leaves the runtime empty and described() says why.
+  if (Status s = plugin_->describe(description_); !s) {
+    described_ = Status::failure("plugin '" + name() + "': describe() failed: " + s.message());
+    description_ = {};
+    return;
+  }
+  if (std::vector<std::string> problems = description_problems(description_); !problems.empty()) {
+    std::string message = "plugin '" + name() + "': ";
+    for (std::size_t i = 0; i < problems.size(); ++i) message += (i ? "; " : "") + problems[i];
+    described_ = Status::failure(message);
+    description_ = {};
+    return;
+  }
   for (const auto& schema : description_.events) {
     auto copy = std::make_unique<EventSchema>(schema);
     copy->plugin = component_.name;
@@ -330,6 +368,7 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   object_ = nullptr;
   if (Status s = plugin_->open(&object_); !s) return s;
   if (!object_) return Status::failure("open() returned no BPF object");
+  if (auto problem = check_bpf_contract(object_)) return Status::failure(*problem);
 
   auto& hooks = description_.hooks;
   std::vector<bool> wanted_hook(hooks.size(), false);

@@ -40,6 +40,11 @@ struct HookReport {
   std::vector<CandidateReport> candidates;
 };
 
+// Why the opened, not yet loaded, `object` does not speak this host's BPF
+// contract (NW_BPF_CONTRACT_VERSION, netwatcher/bpf/types.h), or nullopt:
+// "BPF object built against contract 2, host speaks 1".
+std::optional<std::string> check_bpf_contract(bpf_object* object);
+
 class ProbeRuntime final : public PluginHost {
  public:
   ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
@@ -47,6 +52,11 @@ class ProbeRuntime final : public PluginHost {
   ~ProbeRuntime() override;
 
   const std::string& name() const { return component_.name; }
+  // The constructor's describe() and validation of the description: a
+  // failure ("plugin 'x': describe() failed: ...", "plugin 'x': event 'y':
+  // declared twice") refuses the plugin; the runtime is then empty (no
+  // schemas, no metric families declared) and must not be brought up.
+  const Status& described() const { return described_; }
   const PluginDescription& description() const { return description_; }
   // Host-owned schemas with `plugin` set; stable addresses.
   const std::vector<std::unique_ptr<EventSchema>>& schemas() const { return schemas_; }
@@ -155,6 +165,7 @@ class ProbeRuntime final : public PluginHost {
   Component component_;
   std::shared_ptr<ProbePlugin> plugin_;
   MetricStore& metrics_;
+  Status described_;
   PluginDescription description_;
   std::vector<std::unique_ptr<EventSchema>> schemas_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> event_counts_;

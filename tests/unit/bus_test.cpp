@@ -15,7 +15,7 @@ namespace {
 // A sink whose writes block until released, to fill its queue.
 class GatedSink : public Sink {
  public:
-  SinkDescription describe() const noexcept override { return {}; }
+  Status describe(SinkDescription&) const noexcept override { return {}; }
   Status open(const SinkContext&) noexcept override { return {}; }
   Status write(const Event&) noexcept override {
     std::unique_lock lock(mutex);
@@ -41,7 +41,7 @@ class GatedSink : public Sink {
 // A sink that counts what it saw.
 class CountingSink : public Sink {
  public:
-  SinkDescription describe() const noexcept override { return {}; }
+  Status describe(SinkDescription&) const noexcept override { return {}; }
   Status open(const SinkContext&) noexcept override { return {}; }
   Status write(const Event& event) noexcept override {
     total += std::get<std::uint64_t>(event.values.at(0));

@@ -11,7 +11,8 @@
 // exception ever crosses into the host.
 //
 // Lifecycle, driven by the host, all calls from one thread unless noted:
-//   describe()            any time, also for --list-plugins; must be cheap
+//   describe()            once, first, also for --list-plugins; must be cheap;
+//                         a throw or an invalid description refuses the plugin
 //   configure()           once, with validated config and the global filter
 //   open()                open the BPF object and set rodata tunables; the host
 //                         then picks one program per hook (autoload) and sizes
@@ -34,6 +35,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -216,7 +218,25 @@ class PluginHost {
 class ProbePlugin {
  public:
   virtual ~ProbePlugin() = default;
-  virtual PluginDescription describe() const noexcept = 0;
+  // ABI 3.0. Writes what the plugin declares (events, metrics, config keys,
+  // flags, hooks) into `out`. Thread: the host's main thread, once, right
+  // after the factory, before configure(); nothing else of the plugin runs
+  // before it. Ownership: the host keeps its own copy in `out`; the plugin
+  // keeps nothing of it. Must be cheap and must not touch the kernel (it also
+  // serves --list-plugins and --help, run without privileges).
+  // Error: a failed Status (the adapter turns an exception of the plugin's
+  // describe() into one, with the exception's message) refuses the plugin:
+  // "plugin 'x': describe() failed: <message>". The host then validates the
+  // description (see docs/writing-a-plugin.md, "ABI and compatibility") and
+  // refuses an invalid one the same way, naming the item and the reason.
+  virtual Status describe(PluginDescription& out) const noexcept = 0;
+  // For tests and tools: the description, or std::runtime_error with the
+  // failure. The host always calls the Status form above.
+  PluginDescription describe() const {
+    PluginDescription description;
+    if (Status s = describe(description); !s) throw std::runtime_error(s.message());
+    return description;
+  }
   virtual Status configure(const ConfigValues& config, const GlobalFilter& filter) noexcept = 0;
   // On success `*object` is the opened, not yet loaded, BPF object. The plugin
   // keeps owning it; it stays valid until stop() or the next open().
@@ -237,11 +257,14 @@ namespace detail {
 template <class Impl>
 class GuardedProbe final : public ProbePlugin {
  public:
-  PluginDescription describe() const noexcept override {
+  Status describe(PluginDescription& out) const noexcept override {
     try {
-      return impl_.describe();
+      out = impl_.describe();
+      return Status::success();
+    } catch (const std::exception& e) {
+      return Status::failure(e.what());
     } catch (...) {
-      return {};
+      return Status::failure("unknown exception");
     }
   }
   Status configure(const ConfigValues& config, const GlobalFilter& filter) noexcept override {

@@ -25,6 +25,7 @@
 #include <concepts>
 #include <cstdint>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -65,7 +66,19 @@ struct SinkTally {
 class Sink {
  public:
   virtual ~Sink() = default;
-  virtual SinkDescription describe() const noexcept = 0;
+  // ABI 3.0. Writes the sink's config keys into `out`. Thread: the host's main
+  // thread, right after the factory, before open(); the host keeps its copy.
+  // Error: a failed Status (the adapter turns an exception of the sink's
+  // describe() into one) refuses the sink type: "sink 'x': describe() failed:
+  // <message>", and a [[sinks]] entry of that type is then a start-up error.
+  virtual Status describe(SinkDescription& out) const noexcept = 0;
+  // For tests and tools: the description, or std::runtime_error with the
+  // failure. The host always calls the Status form above.
+  SinkDescription describe() const {
+    SinkDescription description;
+    if (Status s = describe(description); !s) throw std::runtime_error(s.message());
+    return description;
+  }
   // Prepare outputs (open files, bind sockets). A failure here is a start-up
   // error that names the sink and the reason.
   virtual Status open(const SinkContext& context) noexcept = 0;
@@ -95,11 +108,14 @@ namespace detail {
 template <class Impl>
 class GuardedSink final : public Sink {
  public:
-  SinkDescription describe() const noexcept override {
+  Status describe(SinkDescription& out) const noexcept override {
     try {
-      return impl_.describe();
+      out = impl_.describe();
+      return Status::success();
+    } catch (const std::exception& e) {
+      return Status::failure(e.what());
     } catch (...) {
-      return {};
+      return Status::failure("unknown exception");
     }
   }
   Status open(const SinkContext& context) noexcept override {

@@ -1,18 +1,59 @@
-// netwatcher SDK: ABI version and compiler identity.
+// netwatcher SDK: ABI version and the identity that must match across the
+// plugin boundary.
 //
-// A plugin records the values below in its descriptor when it is compiled. The
-// host refuses a plugin whose ABI major differs from its own, or whose ABI minor
-// is newer than its own (older minors are accepted: minors only append). Because
-// the plugin interfaces are C++ classes, the host also refuses a plugin built
-// with a different compiler family / standard library major / C++ standard; the
-// compiler id string below captures exactly those.
+// What is compared, and when
+// --------------------------
+// A plugin records the values below in its descriptor (descriptor.hpp) when it
+// is compiled. The host reads that descriptor from the file, before the file is
+// loaded, and refuses:
+//   - an ABI major other than its own;
+//   - an ABI minor newer than its own (older minors are accepted: minors only
+//     append);
+//   - a different C++ standard library identity: library and its major
+//     (NETWATCHER_STDLIB), libstdc++'s dual ABI (NETWATCHER_DUAL_ABI, i.e.
+//     _GLIBCXX_USE_CXX11_ABI) and the C++ standard (NETWATCHER_CPLUSPLUS).
+//     These decide the layout of the std types (std::string, std::vector,
+//     std::function, std::variant...) that cross the boundary inside the
+//     interfaces of plugin.hpp and sink.hpp.
+// The compiler family (NETWATCHER_COMPILER_FAMILY, e.g. "gcc-12", "clang-14")
+// is informational only: it is shown by --list-plugins and --version but not
+// compared, because gcc and clang targeting the same libstdc++ and Itanium
+// C++ ABI produce interchangeable objects.
 //
+// What a minor may add
+// --------------------
 // "Append" means new functions and new types only. A new member in a struct
-// that crosses the boundary (FieldSchema, HookSpec, ...) changes its layout
-// and needs a new major.
+// that crosses the boundary as a C++ type (FieldSchema, HookSpec, ...) changes
+// its layout and needs a new major. A new virtual function at the end of a
+// class the host implements and plugins only call (EventEmitter, PluginHost)
+// is an append too. nw_plugin_descriptor may grow at its end in a minor
+// (struct_size says how much of it a plugin knows).
 //
-// A new virtual function at the end of a class the host implements and plugins
-// only call (EventEmitter, PluginHost) is an append too.
+// Why descriptions still cross as C++ types (not serialized)
+// -----------------------------------------------------------
+// ProbePlugin::describe(PluginDescription&) still fills C++ structs. A
+// versioned, self-describing serialized PluginDescription (host parses it and
+// ignores unknown keys) is left out of 3.0 on purpose, because on its own it
+// would not make a new member of FieldSchema/EventSchema/HookSpec a minor:
+//   - the same structs cross the boundary again in the other direction: the
+//     host hands sinks (which are plugins too) `const EventSchema*` in
+//     SinkContext::schemas and Event::schema, and MetricFamilySpec inside
+//     MetricsSnapshot, so a sink built against the old layout would misread
+//     a host built with the new member;
+//   - the calls after describe() pass std types as well (std::vector<Value>
+//     in EventEmitter::emit(), ConfigValues, std::function in PluginHost), so
+//     the std library identity check stays necessary either way.
+// Making additions minors needs the whole boundary to be plain C in the style
+// of Falco's plugin_api.h (schemas as data, every entry with its struct
+// size), with the C++ classes as inline wrappers on each side. Until then a
+// member added to a struct that crosses the boundary is a new major, and the
+// file-level descriptor check above is what keeps mismatched layouts out.
+//
+// The BPF side of the contract (the maps nw_events, nw_lost, nw_suppressed,
+// nw_tables, the rodata nw_wakeup_bytes and struct nw_record_header) has a
+// version of its own, NW_BPF_CONTRACT_VERSION in netwatcher/bpf/types.h,
+// which the host checks in each BPF object after the plugin's open() and
+// before load.
 //
 // History: 2.0 added FieldSchema::anomaly, EventSchema::plugin_fields and
 // HookSpec::enabled_by. 2.1 added EventEmitter::make_values(). 2.2 added
@@ -22,17 +63,23 @@
 // PluginHost::release_netfilter() and attach_netfilter() from collect(); and
 // SinkTally with, at the end of Sink, tallies_writes(), take_tally() and
 // reopen(), which the host calls only on sinks whose descriptor says 2.3 or
-// later.
+// later. 3.0 made the descriptor pointer-free and put it in the
+// .netwatcher_descriptor ELF section, read by the host before the file is
+// loaded; replaced the compiler id by the standard library identity
+// (library and major, dual ABI, C++ standard); changed
+// ProbePlugin::describe() to return a Status (a throwing describe() refuses
+// the plugin); and gave the BPF contract its version (nw_bpf_contract).
 #pragma once
 
-#include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION
+#include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI
 
-#define NETWATCHER_ABI_MAJOR 2
-#define NETWATCHER_ABI_MINOR 3
+#define NETWATCHER_ABI_MAJOR 3
+#define NETWATCHER_ABI_MINOR 0
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)
 
+// Informational: who compiled the plugin.
 #if defined(__clang__)
 #define NETWATCHER_COMPILER_FAMILY "clang-" NETWATCHER_STRINGIFY(__clang_major__)
 #elif defined(__GNUC__)
@@ -41,6 +88,7 @@
 #define NETWATCHER_COMPILER_FAMILY "unknown"
 #endif
 
+// Compared: the standard library and its major version.
 #if defined(_GLIBCXX_RELEASE)
 #define NETWATCHER_STDLIB "libstdc++-" NETWATCHER_STRINGIFY(_GLIBCXX_RELEASE)
 #elif defined(_LIBCPP_VERSION)
@@ -49,9 +97,28 @@
 #define NETWATCHER_STDLIB "unknown-stdlib"
 #endif
 
-// Example: "gcc-12/libstdc++-12/c++202002L".
-#define NETWATCHER_COMPILER_ID \
-  NETWATCHER_COMPILER_FAMILY "/" NETWATCHER_STDLIB "/c++" NETWATCHER_STRINGIFY(__cplusplus)
+// Compared: libstdc++'s dual ABI (1: the C++11 std::string and std::list,
+// 0: the old copy-on-write ones); -1 for a library without a dual ABI.
+#if defined(_GLIBCXX_USE_CXX11_ABI)
+#define NETWATCHER_DUAL_ABI _GLIBCXX_USE_CXX11_ABI
+#else
+#define NETWATCHER_DUAL_ABI (-1)
+#endif
+
+// Compared: the C++ standard (__cplusplus, e.g. 202002).
+#define NETWATCHER_CPLUSPLUS (__cplusplus)
+
+// The compared identity as one string, e.g. "libstdc++-12/cxx11-abi-1/c++202002L".
+#if defined(_GLIBCXX_USE_CXX11_ABI)
+#define NETWATCHER_COMPAT_ID                            \
+  NETWATCHER_STDLIB "/cxx11-abi-" NETWATCHER_STRINGIFY( \
+      _GLIBCXX_USE_CXX11_ABI) "/c++" NETWATCHER_STRINGIFY(__cplusplus)
+#else
+#define NETWATCHER_COMPAT_ID NETWATCHER_STDLIB "/c++" NETWATCHER_STRINGIFY(__cplusplus)
+#endif
+
+// For display (--version): "gcc-12 libstdc++-12/cxx11-abi-1/c++202002L".
+#define NETWATCHER_COMPILER_ID NETWATCHER_COMPILER_FAMILY " " NETWATCHER_COMPAT_ID
 
 namespace netwatcher {
 inline constexpr int kAbiMajor = NETWATCHER_ABI_MAJOR;

@@ -11,7 +11,8 @@
  *              reported as netwatcher_table_* for tables declared with
  *              PluginHost::track_table()
  * the rodata global filter `nw_filter_cfg`, filled by the plugin before load,
- * and the rodata `nw_wakeup_bytes`, filled by the host before load.
+ * the rodata `nw_wakeup_bytes`, filled by the host before load, and the rodata
+ * `nw_bpf_contract`, the contract version the host checks before load.
  *
  * Submit records with nw_submit() / nw_output(), never bpf_ringbuf_submit(..., 0):
  * they wake the host only once enough data waits, so a burst of records costs
@@ -126,6 +127,10 @@ const volatile struct nw_filter nw_filter_cfg = {};
  * (poll_interval). 0: the kernel's default, a wakeup whenever the host had
  * caught up, i.e. up to one per record at moderate rates. */
 const volatile __u64 nw_wakeup_bytes = 0;
+
+/* The host/BPF contract this object was built against (NW_BPF_CONTRACT_VERSION,
+ * types.h). Read by the host before load; never written. */
+const volatile __u32 nw_bpf_contract = NW_BPF_CONTRACT_VERSION;
 
 /* The submit flag for a record of `size` bytes that was just reserved: a
  * wakeup only when the unread data crosses a multiple of nw_wakeup_bytes.

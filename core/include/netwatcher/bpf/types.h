@@ -10,6 +10,17 @@
 #include <linux/types.h>
 #endif
 
+/* The version of the contract between the host and every plugin's BPF object:
+ * the maps nw_events, nw_lost, nw_suppressed and nw_tables with their key and
+ * value types, the rodata nw_wakeup_bytes and nw_filter_cfg, and struct
+ * nw_record_header. common.bpf.h records it in each object as the rodata
+ * nw_bpf_contract; the host reads it after the plugin's open() and before
+ * load, and refuses an object of another version ("BPF object built against
+ * contract N, host speaks M"). Raise it with any change of those. The version
+ * is independent of the C++ ABI (version.hpp): a plugin of the right ABI can
+ * still embed an object built against another common.bpf.h. */
+#define NW_BPF_CONTRACT_VERSION 1
+
 #define NW_TASK_COMM_LEN 16
 #define NW_MAX_FILTER_PORTS 8
 

@@ -353,6 +353,44 @@ TEST(Describe, EveryRealPluginDescribesItselfValidly) {
   }
 }
 
+// -L promises anomaly detection on "every plugin's latency fields": each
+// one is a sample, and the labels that must never be compared across are
+// keys.
+TEST(Describe, EveryLatencyFieldIsAnAnomalySample) {
+  struct Expected {
+    std::string plugin, event, field;
+    AnomalyRole role;
+  };
+  const std::vector<Expected> expected = {
+      {"tcp", "tcp_layer", "total_us", AnomalyRole::sample},
+      {"tcp", "tcp_layer", "direction", AnomalyRole::key},
+      {"http", "http_exchange", "latency_us", AnomalyRole::sample},
+      {"udp", "udp_datagram", "kernel_ns", AnomalyRole::sample},
+      {"udp", "udp_datagram", "direction", AnomalyRole::key},
+      {"icmp", "icmp_message", "rtt_ns", AnomalyRole::sample},
+      {"icmp", "icmp_message", "reply_ns", AnomalyRole::sample},
+      {"icmp", "icmp_message", "direction", AnomalyRole::key},
+      {"netfilter", "nf_hook", "hook_ns", AnomalyRole::sample},
+      {"netfilter", "nf_hook", "hook", AnomalyRole::key},
+  };
+  Discovery discovery = discover({NW_PLUGIN_DIR});
+  for (const auto& want : expected) {
+    SCOPED_TRACE(want.plugin + " " + want.event + "." + want.field);
+    const Component* component = discovery.probe(want.plugin);
+    ASSERT_NE(component, nullptr);
+    MetricStore store;
+    auto runtime = runtime_of(*component, store);
+    ASSERT_NE(runtime, nullptr);
+    const EventSchema* schema = nullptr;
+    for (const auto& s : runtime->description().events)
+      if (s.name == want.event) schema = &s;
+    ASSERT_NE(schema, nullptr);
+    const int index = schema->index_of(want.field);
+    ASSERT_GE(index, 0);
+    EXPECT_EQ(schema->fields[static_cast<std::size_t>(index)].anomaly, want.role);
+  }
+}
+
 // --- The BPF contract ----------------------------------------------------------
 
 TEST(BpfContract, AnObjectOfAnotherContractIsRefusedBeforeLoad) {

@@ -2,13 +2,13 @@
 # Every parser of untrusted bytes under libFuzzer (ASan + UBSan), SECONDS each.
 #
 # Targets are found, not listed: every executable fuzz_* in the build tree
-# (tests/CMakeLists.txt and plugins' own CMake calls build them). Every
+# (the FUZZ arguments of the plugins' CMake calls build them). Every
 # *_fuzz.cpp source in the tree must have its binary (fuzz_<stem>), so a new
 # parser whose target was not built is an error, not a silent gap.
 #
 # Each target runs in a scratch corpus seeded from its checked-in seeds
-# (tests/fuzz/corpus/<name>, or <name> up to its first "_", e.g. http for
-# http_parser; plugins/*/tests/corpus/<name> likewise), which stay untouched.
+# (plugins/*/tests/fuzz/corpus/<name>, or <name> up to its first "_", e.g.
+# http for http_parser; tests/fuzz/corpus/<name> likewise), which stay untouched.
 # A crash does not end a target's time: the crash file is kept and fuzzing
 # restarts from the corpus until SECONDS are used (at most 10 crashes).
 #
@@ -55,7 +55,7 @@ trap cleanup EXIT
 # Checked-in seeds of a target name (without fuzz_), or nothing.
 seeds_of() {
   local name=$1 dir
-  for dir in tests/fuzz/corpus plugins/*/tests/corpus; do
+  for dir in plugins/*/tests/fuzz/corpus sinks/*/tests/fuzz/corpus tests/fuzz/corpus; do
     for candidate in "$dir/$name" "$dir/${name%%_*}"; do
       [[ -d $candidate ]] && { echo "$candidate"; return 0; }
     done

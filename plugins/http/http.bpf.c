@@ -9,7 +9,6 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 
-#include "http.h"
 #include "netwatcher/bpf/l7.bpf.h"
 
 char LICENSE[] SEC("license") = "GPL";

@@ -6,9 +6,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "http.h"
 #include "http.skel.h"
 #include "http_parser.hpp"
+#include "netwatcher/bpf/types.h"
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/l7_capture.hpp"

@@ -7,62 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "fake_kernel.hpp"
 #include "kernel_features.hpp"
-#include "tcp.h"  // the types of the skeleton's rodata
-#include "tcp.skel.h"
 #include "test_support.hpp"
 
+using netwatcher::fakes::RefusingKernel;
 using netwatcher::host::FeatureResult;
 using netwatcher::host::KernelFeatures;
-using netwatcher::host::ProgramLoad;
-
-namespace {
-
-// Plays a kernel of the kind that refuses iter/bpf_map_elem at load (EPERM)
-// and takes every other program; remembers what it was asked to load.
-struct RefusingKernel {
-  std::vector<std::string> loaded;
-
-  KernelFeatures probe() {
-    KernelFeatures::Options options;
-    options.mount_missing = false;
-    options.loader = [this](const ProgramLoad& load) -> FeatureResult {
-      loaded.push_back(load.name);
-      if (load.name == "iter/bpf_map_elem")
-        return {false, "program load refused: Operation not permitted"};
-      return {true, "loads"};
-    };
-    return KernelFeatures::probe(std::move(options));
-  }
-  long count(const std::string& name) const {
-    return std::count(loaded.begin(), loaded.end(), name);
-  }
-};
-
-// Types attached by BTF id (tp_btf, fentry, iter) are probed against kernel BTF.
-#define NW_REQUIRE_BTF()                                              \
-  do {                                                                \
-    if (access("/sys/kernel/btf/vmlinux", R_OK) != 0) {               \
-      if (::nwtest::in_ci()) FAIL() << "CI machines have kernel BTF"; \
-      GTEST_SKIP() << "no readable /sys/kernel/btf/vmlinux";          \
-    }                                                                 \
-  } while (0)
-
-// Loading real programs needs CAP_BPF: skipped without root, except in CI.
-#define NW_REQUIRE_BPF()                                               \
-  do {                                                                 \
-    if (!::nwtest::is_root()) {                                        \
-      if (::nwtest::in_ci()) FAIL() << "unit tests run as root in CI"; \
-      GTEST_SKIP() << "loading BPF programs needs root";               \
-    }                                                                  \
-  } while (0)
-
-struct TcpObject {
-  tcp_bpf* skel = tcp_bpf__open();
-  ~TcpObject() { tcp_bpf__destroy(skel); }
-};
-
-}  // namespace
 
 TEST(KernelFeatures, EveryProgramTypeIsProbedByLoadingAProgramOfIt) {
   NW_REQUIRE_BTF();
@@ -78,25 +29,6 @@ TEST(KernelFeatures, EveryProgramTypeIsProbedByLoadingAProgramOfIt) {
   EXPECT_EQ(std::count_if(kernel.loaded.begin(), kernel.loaded.end(),
                           [](const std::string& name) { return name.rfind("iter", 0) == 0; }),
             0);
-}
-
-TEST(KernelFeatures, ARefusedIterTargetRulesOutItsProgramsOnly) {
-  NW_REQUIRE_BTF();
-  RefusingKernel kernel;
-  KernelFeatures features = kernel.probe();
-  TcpObject tcp;
-  ASSERT_NE(tcp.skel, nullptr);
-  auto why = features.program_unavailable(tcp.skel->progs.dump_conns);
-  ASSERT_TRUE(why.has_value());
-  EXPECT_EQ(*why, "iter/bpf_map_elem: program load refused: Operation not permitted");
-  EXPECT_EQ(features.program_unavailable(tcp.skel->progs.adopt_tcp), std::nullopt);
-  // Each target is probed once, then remembered.
-  EXPECT_TRUE(features.program_unavailable(tcp.skel->progs.dump_conns).has_value());
-  EXPECT_EQ(kernel.count("iter/bpf_map_elem"), 1);
-  EXPECT_EQ(kernel.count("iter/tcp"), 1);
-  ASSERT_EQ(features.iter_targets().size(), 2u);
-  EXPECT_FALSE(features.iter_targets().at("bpf_map_elem").available);
-  EXPECT_TRUE(features.iter_targets().at("tcp").available);
 }
 
 TEST(KernelFeatures, AnUnknownIterTargetIsNoWithoutALoad) {

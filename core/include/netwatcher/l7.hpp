@@ -94,7 +94,7 @@ struct L7Response {
 };
 
 // What a protocol plugin implements. Implementations must be safe on any
-// input (see the fuzz targets in tests/fuzz) and keep no state between calls:
+// input (see the fuzz targets in plugins/*/tests/fuzz) and keep no state between calls:
 // a connection tracker owns the per-connection state.
 class ProtocolParser {
  public:

@@ -18,7 +18,8 @@ namespace {
 
 constexpr int kPromPort = 41489;
 constexpr int kHttpPort = 8080;
-const std::string kHttpPeers = std::string(NW_SOURCE_DIR) + "/tests/integration/http_peers.py";
+// NW_TEST_DIR: this file's folder (set by the test build for every test source).
+const std::string kHttpPeers = std::string(NW_TEST_DIR) + "/http_peers.py";
 
 class Http : public ::testing::Test {
  protected:

@@ -6,7 +6,6 @@
 #include <unordered_map>
 #include <vector>
 
-#include "http.skel.h"
 #include "http_parser.hpp"
 #include "netwatcher/bpf/types.h"
 #include "netwatcher/format.hpp"
@@ -15,6 +14,9 @@
 #include "netwatcher/l7_tracker.hpp"
 #include "netwatcher/plugin.hpp"
 #include "netwatcher/skeleton.hpp"
+
+// After netwatcher/bpf/types.h: the skeleton names its nw_filter.
+#include "http.skel.h"
 
 namespace {
 

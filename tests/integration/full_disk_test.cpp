@@ -33,9 +33,11 @@ namespace {
 
 constexpr int kPromPort = 41493;
 // The test's own TCP servers: connections made while the tmpfs fills and is
-// full go to the first, those after it has room again to the second.
-constexpr int kFillPort = 41506;
-constexpr int kAfterPort = 41507;
+// full go to the first, those after it has room again to the second. In the
+// range the harness reserves (41400-41499), so no ephemeral port of an
+// earlier test's connection can hold them.
+constexpr int kFillPort = 41476;
+constexpr int kAfterPort = 41477;
 
 // A tmpfs of `size` at `path`; unmounted when destroyed, whatever happened.
 class Tmpfs {

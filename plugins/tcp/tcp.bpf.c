@@ -359,8 +359,8 @@ int BPF_PROG(set_state_btf, const struct sock* sk, const int oldstate, const int
   if (newstate == TCP_SYN_RECV) {
     __u64 key = (__u64)sk;
     if (bpf_map_lookup_elem(&tcp_conns, &key)) {
-      struct tcp_sock_mark* mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0,
-                                                      BPF_SK_STORAGE_GET_F_CREATE);
+      struct tcp_sock_mark* mark =
+          bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
       if (mark) mark->owner_wanted = 1;
     }
   }

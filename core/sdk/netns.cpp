@@ -166,35 +166,63 @@ Status NetfilterNamespaces::update() {
 
 Status run_in_network_namespace(const std::string& path,
                                 const std::function<Status()>& body) noexcept {
-  try {
-    if (path.empty()) return body();
-    const int home = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (home < 0)
-      return Status::failure("cannot open own network namespace: " +
-                             std::string(std::strerror(errno)));
-    const int target = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (target < 0 || ::setns(target, CLONE_NEWNET) != 0) {
-      const int err = errno;
-      if (target >= 0) ::close(target);
-      ::close(home);
-      return Status::failure("cannot enter network namespace " + path + ": " + std::strerror(err));
+  if (path.empty()) {
+    try {
+      return body();
+    } catch (...) {
+      return Status::failure("failed with an exception");
     }
-    ::close(target);
-    Status result;
+  }
+  const int home = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (home < 0) return Status::failure("cannot open own network namespace");
+  const int target = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  const int entered = target < 0 ? -1 : ::setns(target, CLONE_NEWNET);
+  const int enter_errno = errno;
+  if (target >= 0) ::close(target);
+  if (entered != 0) {
+    ::close(home);
+    try {
+      return Status::failure("cannot enter network namespace " + path + ": " +
+                             std::strerror(enter_errno));
+    } catch (...) {
+      return Status::failure("cannot enter a network namespace");
+    }
+  }
+  // Whatever `body` does, the thread goes home before anything else runs on it.
+  struct GoHome {
+    int fd;
+    const std::string& from;
+    ~GoHome() {
+      if (::setns(fd, CLONE_NEWNET) != 0) {
+        std::fprintf(stderr, "netwatcher: cannot return to its own network namespace from %s: %s\n",
+                     from.c_str(), std::strerror(errno));
+        std::abort();
+      }
+      ::close(fd);
+    }
+  };
+  bool threw = false;
+  std::string what;
+  Status result;
+  {
+    GoHome home_again{home, path};
     try {
       result = body();
     } catch (const std::exception& e) {
-      result = Status::failure(e.what());
+      threw = true;
+      try {
+        what = e.what();
+      } catch (...) {
+      }
+    } catch (...) {
+      threw = true;
     }
-    if (::setns(home, CLONE_NEWNET) != 0) {
-      std::fprintf(stderr, "netwatcher: cannot return to its own network namespace from %s: %s\n",
-                   path.c_str(), std::strerror(errno));
-      std::abort();
-    }
-    ::close(home);
-    return result;
-  } catch (const std::exception& e) {
-    return Status::failure(e.what());
+  }
+  if (!threw) return result;
+  try {
+    return Status::failure(what.empty() ? "failed with an exception" : what);
+  } catch (...) {
+    return Status::failure("");
   }
 }
 

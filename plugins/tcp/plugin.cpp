@@ -544,7 +544,9 @@ class TcpPlugin {
       opened_.add({direction_name(direction)}, 0);
       closed_.add({direction_name(direction)}, 0);
     }
-    if (Status adopted = adopt_open_connections(); !adopted) return adopted;
+    // Not fatal: the state hooks track everything from now on; the error is
+    // reported by the first collect().
+    adoption_error_ = adopt_open_connections();
     if (layer_time_) return link_ip_layer(host);
     return Status::success();
   }
@@ -643,6 +645,7 @@ class TcpPlugin {
     if (closed_rows_table_) closed_rows_table_->set_entries(closed_table_.size());
     // Namespaces that appeared since the last snapshot get their IP layer timed.
     Status layers = layer_time_ ? layer_namespaces_.update() : Status::success();
+    if (!adoption_error_) return std::exchange(adoption_error_, Status::success());
     return s ? layers : s;
   }
 
@@ -1209,6 +1212,7 @@ class TcpPlugin {
   tcp::NamespaceDumper namespace_dumper_;
   std::set<std::uint32_t> unreachable_namespaces_;
   bool extra_ = false, retrans_ = false, all_conn_ = false, snapshot_ = true;
+  Status adoption_error_;  // from start(), reported once by collect()
   bool per_connection_metrics_ = false;
   std::uint32_t max_connections_ = 131072;
   std::uint64_t snapshot_rows_ = 2048, snapshot_cursor_ = 0;

@@ -525,7 +525,9 @@ int send_length_tp(struct trace_event_raw_sock_msg_length* ctx) {
 }
 
 /* Listening ports seen by adopt_tcp, per namespace: a connection adopted on
- * one of them was accepted there. LRU: a port that stopped listening ages out. */
+ * one of them was accepted there. Filled by the one walk at start-up; LRU so
+ * that a host with more listeners than fit loses classifications (those
+ * connections count as clients), never the walk. */
 struct tcp_listener {
   __u32 netns;
   __u16 port;
@@ -538,10 +540,10 @@ struct {
   __type(value, __u8);
 } tcp_adopt_listeners SEC(".maps");
 
-/* Run before each snapshot, in every network namespace (iter/tcp walks the
- * one it was created in): connections that were open before netwatcher
- * started are adopted, so they show in the table and their close is
- * reported. The walk visits listening sockets before established ones. */
+/* Run once at start-up, in every network namespace (iter/tcp walks the one
+ * it was created in): connections that were open before netwatcher started
+ * are adopted, so they show in the table and their close is reported. The
+ * walk visits listening sockets before established ones. */
 SEC("iter/tcp")
 int adopt_tcp(struct bpf_iter__tcp* ctx) {
   struct sock_common* skc = ctx->sk_common;
@@ -580,7 +582,9 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   }
   if (!nw_tuple_selected(&adopted.tuple)) return 0;
   long err = nw_table_insert(&tcp_conns, TCP_TABLE_CONNECTIONS, &key, &adopted, BPF_NOEXIST);
-  if (err != -E2BIG && err != 0) return 0;
+  /* With a pid filter the owner is unknown here: as in handle_state(), a
+   * refused socket is not marked, or another process's close would count. */
+  if (err != 0 && (err != -E2BIG || nw_filter_cfg.pid)) return 0;
   mark = bpf_sk_storage_get(&tcp_sock_marks, (struct sock*)sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
   if (!mark) return 0;
   if (err)
@@ -604,7 +608,13 @@ int adopt_owners(struct bpf_iter__task_file* ctx) {
   __u64 key = (__u64)BPF_CORE_READ(sock, sk);
   struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
   if (!info || info->pid) return 0;
-  info->pid = BPF_CORE_READ(task, tgid);
+  __u32 pid = BPF_CORE_READ(task, tgid);
+  /* As claim_owner(): with a pid filter, another process's connection goes. */
+  if (!nw_pid_selected(pid)) {
+    nw_table_remove(&tcp_conns, TCP_TABLE_CONNECTIONS, &key);
+    return 0;
+  }
+  info->pid = pid;
   bpf_probe_read_kernel_str(info->comm, sizeof(info->comm), &task->group_leader->comm);
   return 0;
 }
@@ -661,8 +671,10 @@ static __always_inline void handle_reset(const struct sock* sk, const struct sk_
     state = BPF_CORE_READ(sk, __sk_common.skc_state);
     /* An abort (close with unread data or SO_LINGER 0, shutdown, ss -K)
      * moves the socket to CLOSE, which ends its tracking, and only then
-     * sends the RST, always from the aborting task's system call. */
-    if (!info && sent && state == TCP_CLOSE) {
+     * sends the RST (tcp_send_active_reset: no skb), always from the
+     * aborting task's system call. An RST answering a packet has the skb
+     * and runs in softirq, where the current task is no one's. */
+    if (!info && sent && !skb && state == TCP_CLOSE) {
       who.pid = bpf_get_current_pid_tgid() >> 32;
       bpf_get_current_comm(who.comm, sizeof(who.comm));
     }

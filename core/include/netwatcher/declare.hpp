@@ -111,18 +111,34 @@ template <class T>
 concept FieldValueType = std::is_same_v<T, std::uint64_t> || std::is_same_v<T, std::int64_t> ||
     std::is_same_v<T, double> || std::is_same_v<T, bool> || std::is_same_v<T, std::string>;
 
+// Characters are text, not numbers, even where the language calls them
+// integers. (signed and unsigned char are the byte integers __s8 and __u8 of
+// BPF records: numbers.)
+template <class U>
+concept CharacterType = std::is_same_v<U, char> || std::is_same_v<U, wchar_t> ||
+    std::is_same_v<U, char8_t> || std::is_same_v<U, char16_t> || std::is_same_v<U, char32_t>;
+
+template <class U>
+concept Unsigned = std::unsigned_integral<std::remove_cvref_t<U>> &&
+                   !std::is_same_v<std::remove_cvref_t<U>, bool> &&
+                   !CharacterType<std::remove_cvref_t<U>>;
+
+template <class U>
+concept Signed =
+    std::signed_integral<std::remove_cvref_t<U>> && !CharacterType<std::remove_cvref_t<U>>;
+
 // What a Field<T> accepts without a cast: no change of sign, no truncation of
-// a fraction, no number taken for a bool or a bool for a number.
+// a fraction, no number taken for a bool or a bool for a number, no
+// character for a number, no null pointer for text.
 template <class T, class U>
-concept AssignableTo = (std::is_same_v<T, std::uint64_t> &&
-                        std::unsigned_integral<std::remove_cvref_t<U>> &&
-                        !std::is_same_v<std::remove_cvref_t<U>, bool>) ||
-                       (std::is_same_v<T, std::int64_t> &&
-                        std::signed_integral<std::remove_cvref_t<U>>) ||
-                       (std::is_same_v<T, double> && std::is_arithmetic_v<std::remove_cvref_t<U>> &&
-                        !std::is_same_v<std::remove_cvref_t<U>, bool>) ||
+concept AssignableTo = (std::is_same_v<T, std::uint64_t> && Unsigned<U>) ||
+                       (std::is_same_v<T, std::int64_t> && Signed<U>) ||
+                       (std::is_same_v<T, double> &&
+                        (Unsigned<U> || Signed<U> ||
+                         std::is_floating_point_v<std::remove_cvref_t<U>>)) ||
                        (std::is_same_v<T, bool> && std::is_same_v<std::remove_cvref_t<U>, bool>) ||
-                       (std::is_same_v<T, std::string> && std::is_constructible_v<std::string, U>);
+                       (std::is_same_v<T, std::string> && std::is_constructible_v<std::string, U> &&
+                        !std::is_same_v<std::remove_cvref_t<U>, std::nullptr_t>);
 }  // namespace detail
 
 // One event type. Derive a struct from it, with Field / Label members.
@@ -207,7 +223,13 @@ class Text : public Field<std::string> {
 // the event a decode error). Move-only; emit() once.
 class EventDecl::Row {
  public:
-  Row(Row&&) noexcept = default;
+  // A moved-from row emits nothing.
+  Row(Row&& other) noexcept
+      : event_(other.event_),
+        out_(other.out_),
+        values_(std::move(other.values_)),
+        foreign_field_(other.foreign_field_),
+        emitted_(std::exchange(other.emitted_, true)) {}
   Row& operator=(Row&&) = delete;
 
   template <class T, class U>

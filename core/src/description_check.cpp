@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "netwatcher/format.hpp"
+
 namespace netwatcher::host {
 
 namespace {
@@ -18,22 +20,6 @@ bool metric_name_ok(const std::string& name) {
 
 bool label_name_ok(const std::string& name) {
   return metric_name_ok(name) && name.find(':') == std::string::npos;
-}
-
-const char* type_name(FieldType type) {
-  switch (type) {
-    case FieldType::u64:
-      return "u64";
-    case FieldType::i64:
-      return "i64";
-    case FieldType::f64:
-      return "f64";
-    case FieldType::boolean:
-      return "boolean";
-    case FieldType::text:
-      return "text";
-  }
-  return "?";
 }
 
 const char* role_name(FieldRole role) {
@@ -101,7 +87,7 @@ std::vector<std::string> description_problems(const PluginDescription& d) {
           samples = true;
           if (!numeric)
             problem(at + ": anomaly role 'sample' needs a u64, i64 or f64 field, not " +
-                    type_name(field.type));
+                    field_type_name(field.type));
           break;
         case AnomalyRole::key:
         case AnomalyRole::connection:

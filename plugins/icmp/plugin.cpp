@@ -29,15 +29,6 @@ constexpr const char* kDirectionNames[2] = {"rx", "tx"};
 constexpr int kRttFirstLog2 = 10, kRttLastLog2 = 33;
 constexpr int kReplyFirstLog2 = 7, kReplyLastLog2 = 26;
 
-template <class Record>
-Status read_record(std::span<const std::byte> bytes, const char* event, Record& rec) {
-  if (bytes.size() < sizeof rec)
-    return Status::failure(std::string(event) + " record of " + std::to_string(bytes.size()) +
-                           " bytes, expected " + std::to_string(sizeof rec));
-  std::memcpy(&rec, bytes.data(), sizeof rec);
-  return Status::success();
-}
-
 // A message's type and code, by name and by number.
 struct Kind {
   Kind(EventDecl& e, const char* type_help, const char* code_help)

@@ -26,15 +26,6 @@ constexpr const char* kFailureNames[UDP_FAILURES] = {"receive_buffer_full", "mem
 // Kernel time: 2^8 ns (256 ns) .. 2^26 ns (~67 ms).
 constexpr int kKernelFirstLog2 = 8, kKernelLastLog2 = 26;
 
-template <class Record>
-Status read_record(std::span<const std::byte> bytes, const char* event, Record& rec) {
-  if (bytes.size() < sizeof rec)
-    return Status::failure(std::string(event) + " record of " + std::to_string(bytes.size()) +
-                           " bytes, expected " + std::to_string(sizeof rec));
-  std::memcpy(&rec, bytes.data(), sizeof rec);
-  return Status::success();
-}
-
 // The two ends of a tuple whose saddr/sport are local, daddr/dport remote.
 struct Endpoints {
   explicit Endpoints(EventDecl& e) : e(e) {}

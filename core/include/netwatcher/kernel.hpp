@@ -16,6 +16,7 @@
 
 #include "netwatcher/bpf/types.h"
 #include "netwatcher/config.hpp"
+#include "netwatcher/status.hpp"
 
 namespace netwatcher {
 
@@ -32,6 +33,19 @@ void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter);
 // Empty when there is no BTF or no such enum.
 std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,
                                                  const std::string& strip_prefix = "");
+
+// Copies a ring-buffer record into `rec` after checking its size, as every
+// decode() must: a short record (or one from another build of the BPF
+// object) fails, naming `event` and both sizes.
+template <class Record>
+Status read_record(std::span<const std::byte> bytes, const char* event, Record& rec) {
+  static_assert(std::is_trivially_copyable_v<Record>);
+  if (bytes.size() < sizeof rec)
+    return Status::failure(std::string(event) + " record of " + std::to_string(bytes.size()) +
+                           " bytes, expected " + std::to_string(sizeof rec));
+  std::memcpy(&rec, bytes.data(), sizeof rec);
+  return Status::success();
+}
 
 // A fixed-size char array from a BPF record (a task's comm, an interface
 // name) as a string: up to the first NUL, or all of it when there is none.

@@ -11,7 +11,8 @@
 #     [TEST_LIBRARIES <lib>...]
 #     [FUZZ <target> <source> <corpus-dir> [<target> <source> <corpus-dir>]...])
 #
-#   In the calling folder: <name>.bpf.c and plugin.cpp, optionally <name>.h
+#   In the calling folder: <name>.bpf.c (absent for a protocol plugin on the
+#   shared L7 capture, see netwatcher/l7_protocol.hpp) and plugin.cpp, optionally <name>.h
 #   (records shared by the BPF program and plugin.cpp; any header the BPF
 #   program includes is tracked through the compiler's depfile, so none is
 #   required). Compiles the BPF object with clang (-target bpf, CO-RE against
@@ -227,37 +228,40 @@ function(netwatcher_add_probe_plugin name)
   if(ARG_UNPARSED_ARGUMENTS)
     message(FATAL_ERROR "netwatcher_add_probe_plugin(${name}): unknown arguments ${ARG_UNPARSED_ARGUMENTS}")
   endif()
-  set(src "${CMAKE_CURRENT_SOURCE_DIR}/${name}.bpf.c")
-  set(obj "${CMAKE_CURRENT_BINARY_DIR}/${name}.bpf.o")
-  set(dep "${CMAKE_CURRENT_BINARY_DIR}/${name}.bpf.d")
-  set(linked "${CMAKE_CURRENT_BINARY_DIR}/${name}.linked.bpf.o")
-  set(skel "${CMAKE_CURRENT_BINARY_DIR}/${name}.skel.h")
-  add_custom_command(
-    OUTPUT "${skel}"
-    COMMAND "${NETWATCHER_CLANG}" -g -O2 -target bpf -D__TARGET_ARCH_${NETWATCHER_BPF_ARCH}
-            -Wall -Wno-unused-function -Werror
-            -I "${NETWATCHER_BPF_INCLUDE_DIR}" -I "${NETWATCHER_SDK_INCLUDE_DIR}"
-            -I "${CMAKE_CURRENT_SOURCE_DIR}"
-            -MD -MT "${skel}" -MF "${dep}"
-            -c "${src}" -o "${obj}"
-    # gen object drops DWARF but keeps BTF, so the embedded object stays small.
-    COMMAND "${NETWATCHER_BPFTOOL}" gen object "${linked}" "${obj}"
-    COMMAND sh -c "'${NETWATCHER_BPFTOOL}' gen skeleton '${linked}' name ${name}_bpf > '${skel}.tmp' && mv '${skel}.tmp' '${skel}'"
-    # The depfile covers <name>.h and whatever else the program includes.
-    DEPFILE "${dep}"
-    DEPENDS "${src}" ${NETWATCHER_BPF_SDK_HEADERS} netwatcher_vmlinux_h "${NETWATCHER_VMLINUX_H}"
-    COMMENT "Building BPF object and skeleton for plugin ${name}"
-    VERBATIM)
-  set(bpf_target netwatcher_${name}_bpf)
-  add_custom_target(${bpf_target} DEPENDS "${skel}")
-
   set(target netwatcher_plugin_${name})
   add_library(${target} MODULE plugin.cpp)
-  add_dependencies(${target} ${bpf_target})
   target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_BINARY_DIR}"
                                                "${CMAKE_CURRENT_SOURCE_DIR}")
   target_link_libraries(${target} PRIVATE netwatcher::sdk_kernel ${ARG_LIBRARIES})
   _netwatcher_module_defaults(${target} "netwatcher-${name}")
+  # A protocol plugin (on the shared L7 capture) has no BPF program.
+  set(bpf_target "")
+  if(EXISTS "${CMAKE_CURRENT_SOURCE_DIR}/${name}.bpf.c")
+    set(src "${CMAKE_CURRENT_SOURCE_DIR}/${name}.bpf.c")
+    set(obj "${CMAKE_CURRENT_BINARY_DIR}/${name}.bpf.o")
+    set(dep "${CMAKE_CURRENT_BINARY_DIR}/${name}.bpf.d")
+    set(linked "${CMAKE_CURRENT_BINARY_DIR}/${name}.linked.bpf.o")
+    set(skel "${CMAKE_CURRENT_BINARY_DIR}/${name}.skel.h")
+    add_custom_command(
+      OUTPUT "${skel}"
+      COMMAND "${NETWATCHER_CLANG}" -g -O2 -target bpf -D__TARGET_ARCH_${NETWATCHER_BPF_ARCH}
+              -Wall -Wno-unused-function -Werror
+              -I "${NETWATCHER_BPF_INCLUDE_DIR}" -I "${NETWATCHER_SDK_INCLUDE_DIR}"
+              -I "${CMAKE_CURRENT_SOURCE_DIR}"
+              -MD -MT "${skel}" -MF "${dep}"
+              -c "${src}" -o "${obj}"
+      # gen object drops DWARF but keeps BTF, so the embedded object stays small.
+      COMMAND "${NETWATCHER_BPFTOOL}" gen object "${linked}" "${obj}"
+      COMMAND sh -c "'${NETWATCHER_BPFTOOL}' gen skeleton '${linked}' name ${name}_bpf > '${skel}.tmp' && mv '${skel}.tmp' '${skel}'"
+      # The depfile covers <name>.h and whatever else the program includes.
+      DEPFILE "${dep}"
+      DEPENDS "${src}" ${NETWATCHER_BPF_SDK_HEADERS} netwatcher_vmlinux_h "${NETWATCHER_VMLINUX_H}"
+      COMMENT "Building BPF object and skeleton for plugin ${name}"
+      VERBATIM)
+    set(bpf_target netwatcher_${name}_bpf)
+    add_custom_target(${bpf_target} DEPENDS "${skel}")
+    add_dependencies(${target} ${bpf_target})
+  endif()
   set(test_libraries ${ARG_LIBRARIES} ${ARG_TEST_LIBRARIES} netwatcher::sdk_kernel)
 
   # Everything but plugin.cpp, compiled once: every object goes into the
@@ -265,7 +269,9 @@ function(netwatcher_add_probe_plugin name)
   if(ARG_SOURCES)
     set(objects netwatcher_${name}_objects)
     add_library(${objects} OBJECT ${ARG_SOURCES})
-    add_dependencies(${objects} ${bpf_target})
+    if(bpf_target)
+      add_dependencies(${objects} ${bpf_target})
+    endif()
     set_target_properties(${objects} PROPERTIES POSITION_INDEPENDENT_CODE ON
                           CXX_VISIBILITY_PRESET hidden VISIBILITY_INLINES_HIDDEN ON)
     target_compile_features(${objects} PUBLIC cxx_std_20)

@@ -736,6 +736,26 @@ int run(int argc, char** argv) {
     return 2;
   }
 
+  // The shared L7 capture runs when, and only when, a protocol plugin needs
+  // it, and starts after all of them (it reads what they serve).
+  ProtocolRegistry protocols;
+  for (const auto& runtime : runtimes) runtime->set_protocol_registry(&protocols);
+  {
+    auto capture = std::find_if(runtimes.begin(), runtimes.end(),
+                                [](const auto& r) { return r->name() == kL7CapturePlugin; });
+    std::erase_if(enabled, [](ProbeRuntime* r) { return r->name() == kL7CapturePlugin; });
+    std::string needing;
+    for (ProbeRuntime* runtime : enabled)
+      if (runtime->uses_l7_capture()) needing += (needing.empty() ? "" : ", ") + runtime->name();
+    if (!needing.empty()) {
+      if (capture != runtimes.end())
+        enabled.push_back(capture->get());
+      else
+        spdlog::error("{} need(s) the shared L7 capture, plugin '{}', which was not found in {}",
+                      needing, kL7CapturePlugin, options.plugin_dirs.front());
+    }
+  }
+
   if (enabled.empty() && !options.list_plugins) {
     spdlog::critical("no plugin is enabled in {}: add a [plugins.<name>] section (found: {})",
                      config.path, [&] {
@@ -835,6 +855,8 @@ int run(int argc, char** argv) {
     bool all_ok = configured_but_refused.empty();
     for (const auto& name : configured_but_refused)
       std::cout << "plugin " << name << ": CANNOT RUN (refused by the loader)\n";
+    // All stay up until the end: the L7 capture, checked last, needs the
+    // protocol plugins running.
     for (ProbeRuntime* runtime : enabled) {
       Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
       runtime->set_hook_overrides(config.settings.hook_overrides);
@@ -844,9 +866,9 @@ int run(int argc, char** argv) {
       std::cout << "plugin " << runtime->name() << ": " << (s ? "ok" : "CANNOT RUN: " + s.message())
                 << "\n";
       print_hook_reports(*runtime, live);
-      runtime->shut_down();
       all_ok = all_ok && s.ok();
     }
+    for (auto it = enabled.rbegin(); it != enabled.rend(); ++it) (*it)->shut_down();
     return all_ok ? 0 : 1;
   }
 
@@ -916,6 +938,7 @@ int run(int argc, char** argv) {
   for (ProbeRuntime* runtime : enabled) {
     Status s = runtime->configure(plugin_values[runtime->name()], config.filter);
     runtime->set_hook_overrides(config.settings.hook_overrides);
+    runtime->set_bus(bus);
     if (s)
       s = runtime->bring_up(features, config.settings.ring_buffer_bytes,
                             config.settings.wakeup_bytes);
@@ -1086,7 +1109,8 @@ int run(int argc, char** argv) {
         "errors",
         worker->instance(), worker->written(), worker->dropped(), worker->write_failures(),
         worker->errors());
-  for (ProbeRuntime* runtime : running) runtime->shut_down();
+  // The L7 capture (started last) stops before the protocol plugins it calls.
+  for (auto it = running.rbegin(); it != running.rend(); ++it) (*it)->shut_down();
   return 0;
 }
 

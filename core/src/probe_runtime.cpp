@@ -367,10 +367,19 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   failed_hook.clear();
   object_ = nullptr;
   if (Status s = plugin_->open(&object_); !s) return s;
-  if (!object_) return Status::failure("open() returned no BPF object");
-  if (auto problem = check_bpf_contract(object_)) return Status::failure(*problem);
-
   auto& hooks = description_.hooks;
+  if (!object_) {
+    // A protocol plugin: every hook is served by the L7 capture or by the
+    // plugin itself, and nothing is loaded.
+    for (const auto& hook : hooks)
+      for (const auto& program : hook.programs)
+        if (!is_l7_candidate(program) && !is_user_space_candidate(program))
+          return Status::failure("open() returned no BPF object, yet hook '" + hook.name +
+                                 "' names BPF program '" + program + "'");
+  } else if (auto problem = check_bpf_contract(object_)) {
+    return Status::failure(*problem);
+  }
+
   std::vector<bool> wanted_hook(hooks.size(), false);
   for (std::size_t h = 0; h < hooks.size(); ++h) {
     auto& report = reports_[h];
@@ -380,6 +389,12 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
     for (std::size_t c = choice[h]; !config_off && c < hooks[h].programs.size(); ++c) {
       auto& candidate = report.candidates[c];
       if (!candidate.status.empty()) continue;  // already known not to work
+      if (is_l7_candidate(hooks[h].programs[c])) {
+        candidate.section = "shared L7 capture";
+        choice[h] = c;
+        wanted_hook[h] = true;
+        break;
+      }
       if (is_user_space_candidate(hooks[h].programs[c])) {
         candidate.section = "user space";
         choice[h] = c;
@@ -416,6 +431,19 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
         return Status::failure("required hook '" + hooks[h].name + "' cannot attach" + reasons);
       }
     }
+  }
+
+  if (!object_) {
+    for (std::size_t h = 0; h < hooks.size(); ++h) {
+      if (choice[h] == kNoCandidate) continue;
+      const std::string& name = hooks[h].programs[choice[h]];
+      reports_[h].attached_program = candidate_name(name);
+      reports_[h].candidates[choice[h]].status =
+          is_l7_candidate(name)
+              ? std::string("served by the shared L7 capture (plugin ") + kL7CapturePlugin + ")"
+              : "serves the hook from user space";
+    }
+    return Status::success();
   }
 
   bpf_program* program = nullptr;
@@ -457,6 +485,12 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
   for (std::size_t h = 0; h < hooks.size(); ++h) {
     if (choice[h] == kNoCandidate) continue;
     const std::string& name = hooks[h].programs[choice[h]];
+    if (is_l7_candidate(name)) {
+      reports_[h].attached_program = candidate_name(name);
+      reports_[h].candidates[choice[h]].status =
+          std::string("served by the shared L7 capture (plugin ") + kL7CapturePlugin + ")";
+      continue;
+    }
     if (is_user_space_candidate(name)) {
       // The plugin serves this hook itself, without a program of its own.
       std::string::size_type note = name.find(" (");
@@ -593,11 +627,13 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
     object_ = nullptr;
     return result;
   }
-  if (bpf_map* lost = bpf_object__find_map_by_name(object_, "nw_lost"))
-    lost_map_fd_ = bpf_map__fd(lost);
-  if (bpf_map* suppressed = bpf_object__find_map_by_name(object_, "nw_suppressed"))
-    suppressed_map_fd_ = bpf_map__fd(suppressed);
-  tables_.set_object(object_);
+  if (object_) {
+    if (bpf_map* lost = bpf_object__find_map_by_name(object_, "nw_lost"))
+      lost_map_fd_ = bpf_map__fd(lost);
+    if (bpf_map* suppressed = bpf_object__find_map_by_name(object_, "nw_suppressed"))
+      suppressed_map_fd_ = bpf_map__fd(suppressed);
+    tables_.set_object(object_);
+  }
   if (Status s = plugin_->start(*this); !s) {
     refresh_ = nullptr;
     tables_.clear();
@@ -636,6 +672,7 @@ Status ProbeRuntime::bring_up(const KernelFeatures& features, std::uint64_t ring
 
 Status ProbeRuntime::add_to_poller(ring_buffer** poller, Bus& bus) {
   bus_ = &bus;
+  if (!object_) return Status::success();
   bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
   int fd = bpf_map__fd(events);
   // The consumer page and the producer page, read-only: the fill level is
@@ -883,6 +920,8 @@ void ProbeRuntime::detach() {
 
 void ProbeRuntime::shut_down() {
   destroy_links();
+  if (protocols_)
+    std::erase_if(protocols_->entries, [this](const auto& e) { return e.runtime == this; });
   if (ring_positions_) {
     munmap(ring_positions_, static_cast<std::size_t>(2 * sysconf(_SC_PAGESIZE)));
     ring_positions_ = nullptr;
@@ -896,6 +935,46 @@ void ProbeRuntime::shut_down() {
   object_ = nullptr;
   lost_map_fd_ = -1;
   suppressed_map_fd_ = -1;
+}
+
+bool ProbeRuntime::uses_l7_capture() const {
+  for (const auto& hook : description_.hooks)
+    for (const auto& program : hook.programs)
+      if (is_l7_candidate(program)) return true;
+  return false;
+}
+
+Status ProbeRuntime::serve_protocol(L7Protocol& protocol) noexcept {
+  try {
+    if (!uses_l7_capture())
+      return Status::failure("plugin '" + name() +
+                             "' serves a protocol but declares no \"l7:tcp\" or \"l7:udp\" hook");
+    if (!protocols_) return Status::failure("this host runs no L7 capture");
+    for (const auto& entry : protocols_->entries)
+      if (entry.runtime == this)
+        return Status::failure("plugin '" + name() + "' served a protocol already");
+    protocols_->entries.push_back({this, &protocol});
+    return Status::success();
+  } catch (const std::exception& e) {
+    return Status::failure(e.what());
+  }
+}
+
+std::size_t ProbeRuntime::served_protocol_count() const noexcept {
+  return protocols_ ? protocols_->entries.size() : 0;
+}
+
+ServedProtocol ProbeRuntime::served_protocol(std::size_t index) const noexcept {
+  if (!protocols_ || index >= protocols_->entries.size()) return {};
+  const ProtocolRegistry::Entry& entry = protocols_->entries[index];
+  ProbeRuntime& server = *entry.runtime;
+  try {
+    if (!server.protocol_emitter_ && server.bus_)
+      server.protocol_emitter_ = std::make_unique<Emitter>(server, *server.bus_);
+  } catch (...) {
+    return {};
+  }
+  return {entry.protocol, server.protocol_emitter_.get(), server.name().c_str()};
 }
 
 }  // namespace netwatcher::host

@@ -45,6 +45,21 @@ struct HookReport {
 // "BPF object built against contract 2, host speaks 1".
 std::optional<std::string> check_bpf_contract(bpf_object* object);
 
+class ProbeRuntime;
+
+// The protocols protocol plugins served (PluginHost::serve_protocol) for the
+// shared L7 capture, in start-up order. Owned by run(); poller thread only.
+struct ProtocolRegistry {
+  struct Entry {
+    ProbeRuntime* runtime = nullptr;
+    L7Protocol* protocol = nullptr;
+  };
+  std::vector<Entry> entries;
+};
+
+// The plugin that owns the shared L7 capture (plugins/l7).
+inline constexpr const char* kL7CapturePlugin = "l7";
+
 class ProbeRuntime final : public PluginHost {
  public:
   ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
@@ -76,7 +91,17 @@ class ProbeRuntime final : public PluginHost {
   void set_hook_overrides(std::map<std::string, std::string> overrides) {
     hook_overrides_ = std::move(overrides);
   }
+  // Where serve_protocol() registers and the capture finds protocols; call
+  // before bring_up(). Must outlive the runtime's shut_down().
+  void set_protocol_registry(ProtocolRegistry* registry) { protocols_ = registry; }
+  // The bus events go to; call before bring_up() so that a protocol's events
+  // can be emitted by the capture. add_to_poller() sets it too.
+  void set_bus(Bus& bus) { bus_ = &bus; }
+  // True when a hook of this plugin names an "l7:" candidate: it needs the
+  // shared L7 capture.
+  bool uses_l7_capture() const;
   // Adds this plugin's ring buffer to the shared poller (created on first use).
+  // A plugin without a BPF object (a protocol plugin) has none: nothing to add.
   Status add_to_poller(ring_buffer** poller, Bus& bus);
   void collect(Bus& bus);
   // Seconds the last collect() took, the plugin's and the host's table
@@ -133,6 +158,9 @@ class ProbeRuntime final : public PluginHost {
   std::vector<TableUsage> table_usage() const { return tables_.usage(); }
 
   std::size_t release_netfilter(std::uint64_t netns_inode) noexcept override;
+  Status serve_protocol(L7Protocol& protocol) noexcept override;
+  std::size_t served_protocol_count() const noexcept override;
+  ServedProtocol served_protocol(std::size_t index) const noexcept override;
 
   // Network namespaces this plugin has netfilter links in now; nullopt when
   // it never made one (no netfilter programs, or a feature left off).
@@ -185,6 +213,9 @@ class ProbeRuntime final : public PluginHost {
   int lost_map_fd_ = -1, suppressed_map_fd_ = -1;
   bool started_ = false;
   Bus* bus_ = nullptr;
+  ProtocolRegistry* protocols_ = nullptr;
+  // Emits as this plugin for the capture (created on first served_protocol()).
+  mutable std::unique_ptr<EventEmitter> protocol_emitter_;
   ConfigValues config_;
   std::map<std::string, std::string> hook_overrides_;
   AnomalyDetector* detector_ = nullptr;

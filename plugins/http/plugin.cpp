@@ -10,13 +10,9 @@
 #include "netwatcher/bpf/types.h"
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
-#include "netwatcher/l7_capture.hpp"
+#include "netwatcher/l7_protocol.hpp"
 #include "netwatcher/l7_tracker.hpp"
 #include "netwatcher/plugin.hpp"
-#include "netwatcher/skeleton.hpp"
-
-// After netwatcher/bpf/types.h: the skeleton names its nw_filter.
-#include "http.skel.h"
 
 namespace {
 
@@ -56,13 +52,27 @@ struct SocketInfo {
   std::string comm;
 };
 
-class HttpPlugin {
+// A socket is HTTP when its first payload starts like a request method, in
+// whichever direction it comes.
+L7Detection detect_request(std::span<const std::byte> first) {
+  static constexpr std::string_view kMethods[] = {"GET ", "POST", "PUT ", "HEAD", "DELE",
+                                                  "OPTI", "PATC", "CONN", "TRAC"};
+  if (first.size() < 4) return L7Detection::maybe;
+  std::string_view start(reinterpret_cast<const char*>(first.data()), 4);
+  for (std::string_view method : kMethods)
+    if (start == method) return L7Detection::yes;
+  return L7Detection::no;
+}
+
+class HttpPlugin final : public L7Protocol {
  public:
   PluginDescription describe() const {
     PluginDescription d;
     d.config = {
         {"capture_bytes", ConfigType::integer, std::int64_t{256},
-         "payload bytes captured from the start of each TCP segment", 16, NW_L7_MAX_CAPTURE},
+         "payload bytes of each TCP segment read (the shared capture takes the largest any "
+         "protocol asks for)",
+         16, NW_L7_MAX_CAPTURE},
         {"strip_query", ConfigType::boolean, true,
          "report paths without their query string (?...)"},
         {"request_timeout", ConfigType::floating, 30.0,
@@ -78,13 +88,7 @@ class HttpPlugin {
     d.flags = {{'i', "http", "enabled", "HTTP requests and responses from the traffic"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
-    d.hooks = {
-        {"egress", "segments sent (cgroup_skb egress)", {"http_egress"}, true},
-        {"ingress", "segments received (cgroup_skb ingress)", {"http_ingress"}, true},
-        {"send_owner", "socket owner on send", {"http_send_owner"}, false},
-        {"recv_owner", "socket owner on receive", {"http_recv_owner"}, false},
-        {"socket_closed", "unanswered requests of closed sockets", {"http_socket_closed"}, false},
-    };
+    d.hooks = {{"tcp", "TCP segments, from the shared L7 capture", {"l7:tcp"}, true}};
     return d;
   }
 
@@ -105,12 +109,12 @@ class HttpPlugin {
     return Status::success();
   }
 
+  // No BPF object: the shared capture brings the segments.
   Status open(bpf_object** object) {
-    if (Status s = skeleton_.open(object, filter_); !s) return s;
-    tunable(skeleton_->rodata->nw_l7_capture_bytes) = capture_bytes_;
+    *object = nullptr;
     return Status::success();
   }
-  Status load() { return skeleton_.load(); }
+  Status load() { return Status::success(); }
 
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
@@ -121,23 +125,41 @@ class HttpPlugin {
     if (path_labels_)
       paths_table_ = host.track_table({"paths", "", 0, max_paths_, "plugins.http.max_paths"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
-    return Status::success();
+    return host.serve_protocol(*this);
   }
 
-  Status decode(std::span<const std::byte> bytes, EventEmitter& out) {
-    L7CaptureRecord rec;
-    if (Status s = decode_l7_record(bytes, rec); !s) return s;
-    done_.clear();
-    if (rec.kind == L7CaptureRecord::Kind::close) {
-      tracker_->close(rec.cookie, done_);
+  Status decode(std::span<const std::byte>, EventEmitter&) {
+    return Status::failure("http has no ring buffer of its own");
+  }
+
+  // L7Protocol, from the shared capture.
+  std::string_view protocol_name() const noexcept override { return "http"; }
+  unsigned transports() const noexcept override { return kL7Tcp; }
+  std::uint32_t capture_bytes() const noexcept override { return capture_bytes_; }
+  L7Detection detect(const L7Packet& packet) noexcept override {
+    return detect_request(packet.captured);
+  }
+  void packet(const L7Packet& packet, EventEmitter& out) noexcept override {
+    try {
+      done_.clear();
+      remember_socket(packet);
+      tracker_->segment(
+          {packet.socket, packet.outbound, packet.seq, packet.length, packet.captured, packet.ns},
+          done_);
       emit_all(out);
-      forget_socket(rec.cookie);
-      return Status::success();
+    } catch (...) {
+      failures_.add({}, 1);
     }
-    remember_socket(rec);
-    tracker_->segment(rec.segment, done_);
-    emit_all(out);
-    return Status::success();
+  }
+  void closed(std::uint64_t socket, EventEmitter& out) noexcept override {
+    try {
+      done_.clear();
+      tracker_->close(socket, done_);
+      emit_all(out);
+      forget_socket(socket);
+    } catch (...) {
+      failures_.add({}, 1);
+    }
   }
 
   Status collect(EventEmitter& out) {
@@ -170,7 +192,7 @@ class HttpPlugin {
     return Status::success();
   }
 
-  void stop() { skeleton_.reset(); }
+  void stop() {}
 
  private:
   // Local and remote end of a tuple as a key; `mirrored` swaps them, which
@@ -191,14 +213,14 @@ class HttpPlugin {
     return key;
   }
 
-  void remember_socket(const L7CaptureRecord& rec) {
-    auto [it, inserted] = sockets_.try_emplace(rec.cookie);
+  void remember_socket(const L7Packet& packet) {
+    auto [it, inserted] = sockets_.try_emplace(packet.socket);
     SocketInfo& info = it->second;
-    if (inserted) by_tuple_[tuple_key(rec.tuple, false)] = rec.cookie;
-    info.tuple = rec.tuple;
-    if (rec.pid) {
-      info.pid = rec.pid;
-      info.comm = rec.comm;
+    if (inserted) by_tuple_[tuple_key(packet.tuple, false)] = packet.socket;
+    info.tuple = packet.tuple;
+    if (packet.pid) {
+      info.pid = packet.pid;
+      info.comm = packet.comm;
     }
   }
 
@@ -349,8 +371,11 @@ class HttpPlugin {
                         "netwatcher_http_parse_errors_total",
                         "Message starts that did not parse, and responses without a request.",
                         {"kind"}};
+  Counter failures_{metrics_,
+                    "netwatcher_http_internal_errors_total",
+                    "Segments the plugin could not process (out of memory).",
+                    {}};
 
-  Skeleton<http_bpf> skeleton_{http_bpf__open, http_bpf__load, http_bpf__destroy};
   std::uint32_t capture_bytes_ = 256;
   L7TrackerLimits limits_;
   bool events_on_ = true, path_labels_ = false;

@@ -44,6 +44,14 @@ class FakeHost : public PluginHost {
     released.push_back(netns_inode);
     return 0;
   }
+  // A protocol plugin's L7Protocol, which a test then feeds packets itself.
+  Status serve_protocol(L7Protocol& protocol) noexcept override {
+    served.push_back(&protocol);
+    return Status::success();
+  }
+  std::size_t served_protocol_count() const noexcept override { return 0; }
+  ServedProtocol served_protocol(std::size_t) const noexcept override { return {}; }
+  std::vector<L7Protocol*> served;
   host::MetricStore store;
   std::function<Status()> metrics_refresh;
   std::vector<std::uint64_t> released;  // release_netfilter() arguments, in order

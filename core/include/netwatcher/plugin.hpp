@@ -44,6 +44,7 @@
 #include "netwatcher/declare.hpp"
 #include "netwatcher/descriptor.hpp"
 #include "netwatcher/event.hpp"
+#include "netwatcher/l7_protocol.hpp"
 #include "netwatcher/metrics.hpp"
 #include "netwatcher/status.hpp"
 
@@ -68,6 +69,10 @@ namespace netwatcher {
 // parentheses, is shown in --check, e.g. "user:sock_diag (no backlog)" for the
 // fields that path lacks. Hosts before 2.2 report such a candidate as missing.
 //
+// A candidate "l7:tcp" or "l7:udp" is no BPF program either: it stands for
+// the shared L7 capture (plugin `l7`, see netwatcher/l7_protocol.hpp), which
+// the host starts after every protocol plugin that names it. (ABI 3.1)
+//
 // Operators (and tests) can force candidates with [netwatcher] hook_override:
 // a program name, "fallback" (skip the preferred one) or "none".
 struct HookSpec {
@@ -87,6 +92,10 @@ struct HookSpec {
 
 inline bool is_user_space_candidate(std::string_view program) {
   return program.substr(0, 5) == "user:";
+}
+
+inline bool is_l7_candidate(std::string_view program) {
+  return program.substr(0, 3) == "l7:";
 }
 
 // One attachment of a SEC("netfilter") program (BPF_PROG_TYPE_NETFILTER). The
@@ -213,6 +222,17 @@ class PluginHost {
   // devices and sockets, once its links are released. The host logs one info
   // line per namespace released. From start() or collect().
   virtual std::size_t release_netfilter(std::uint64_t netns_inode) noexcept = 0;
+  // ABI 3.1. A protocol plugin (see netwatcher/l7_protocol.hpp) offers
+  // `protocol` to the shared L7 capture. Call from start(), once; the host
+  // keeps the pointer until the plugin's stop() (the capture is stopped
+  // first). Fails when the plugin declared no "l7:tcp"/"l7:udp" hook, or
+  // called it before.
+  virtual Status serve_protocol(L7Protocol& protocol) noexcept = 0;
+  // ABI 3.1. For the capture plugin (`l7`) only: the protocols served by the
+  // plugins started before it, in start-up order; index >= count gives an
+  // empty ServedProtocol. Valid until the capture's stop().
+  virtual std::size_t served_protocol_count() const noexcept = 0;
+  virtual ServedProtocol served_protocol(std::size_t index) const noexcept = 0;
 };
 
 class ProbePlugin {
@@ -239,7 +259,10 @@ class ProbePlugin {
   }
   virtual Status configure(const ConfigValues& config, const GlobalFilter& filter) noexcept = 0;
   // On success `*object` is the opened, not yet loaded, BPF object. The plugin
-  // keeps owning it; it stays valid until stop() or the next open().
+  // keeps owning it; it stays valid until stop() or the next open(). A
+  // plugin whose every hook is an "l7:" or "user:" candidate may leave it
+  // null: the host then loads and attaches nothing and calls start() (and
+  // load() is not called).
   virtual Status open(bpf_object** object) noexcept = 0;
   virtual Status load() noexcept = 0;
   virtual Status start(PluginHost& host) noexcept = 0;

@@ -69,12 +69,16 @@
 // (library and major, dual ABI, C++ standard); changed
 // ProbePlugin::describe() to return a Status (a throwing describe() refuses
 // the plugin); and gave the BPF contract its version (nw_bpf_contract).
+// 3.1 added the shared L7 capture: "l7:tcp"/"l7:udp" hook candidates,
+// L7Protocol (netwatcher/l7_protocol.hpp), and at the end of PluginHost
+// serve_protocol(), served_protocol_count() and served_protocol(); a probe
+// plugin may open no BPF object.
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI
 
 #define NETWATCHER_ABI_MAJOR 3
-#define NETWATCHER_ABI_MINOR 0
+#define NETWATCHER_ABI_MINOR 1
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

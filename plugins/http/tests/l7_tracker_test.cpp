@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "netwatcher/l7_capture.hpp"
+
 
 #include <gtest/gtest.h>
 

@@ -68,30 +68,8 @@ struct nw_filter {
   __u16 dports[NW_MAX_FILTER_PORTS];
 };
 
-/* L7 capture (netwatcher/bpf/l7.bpf.h): one TCP segment of a watched socket,
- * as that socket saw it. `captured` payload bytes follow the fixed part; the
- * record is sizeof(struct nw_l7_segment) + captured bytes long. */
+/* The most payload bytes the shared L7 capture (plugins/l7) takes from the
+ * start of one packet. */
 #define NW_L7_MAX_CAPTURE 512
-#define NW_L7_RECORD_SEGMENT 0x4c37 /* record types kept clear of plugins' own */
-#define NW_L7_RECORD_CLOSE 0x4c38
-
-struct nw_l7_segment {
-  struct nw_record_header hdr;
-  __u64 cookie;          /* socket cookie: one per socket, so per side */
-  struct nw_tuple tuple; /* local / remote */
-  __u32 seq;
-  __u32 length; /* payload bytes in the segment (a GSO/GRO packet: all of them) */
-  __u32 pid;    /* the socket's last sender/receiver; 0 when not seen yet */
-  __u16 captured;
-  __u8 outbound;
-  __u8 pad;
-  char comm[NW_TASK_COMM_LEN];
-};
-
-/* A watched socket reached CLOSE. */
-struct nw_l7_close {
-  struct nw_record_header hdr;
-  __u64 cookie;
-};
 
 #endif

@@ -1,0 +1,108 @@
+// netwatcher SDK: protocol plugins on the shared L7 capture (ABI 3.1).
+//
+// A protocol plugin (http, dns, ...) brings no BPF code. One capture, the
+// `l7` plugin (plugins/l7), watches every TCP segment and UDP datagram with
+// payload where it meets IP, for every protocol plugin at once:
+//
+//   1. While a socket is undecided, its first few payload packets in each
+//      direction reach user space and are offered to every enabled protocol
+//      whose transports match, through L7Protocol::detect().
+//   2. The first protocol that answers `yes` owns the socket: the capture
+//      replays the packets it held back to that protocol, in order, and
+//      writes the verdict into the socket's storage in the kernel. When every
+//      protocol said `no` (or nobody said `yes` within the offered packets),
+//      the socket is ignored: from then on it costs one storage lookup per
+//      packet and nothing in user space.
+//   3. Packets of an owned socket go to L7Protocol::packet(); a TCP socket's
+//      close to L7Protocol::closed().
+//
+// A protocol plugin is an ordinary probe plugin (plugin.hpp) whose hooks name
+// the candidates "l7:tcp" and/or "l7:udp": the host then starts the `l7`
+// capture after it, and open() may leave `*object` null (the plugin has no
+// BPF object of its own). In start() the plugin hands its L7Protocol to
+// PluginHost::serve_protocol(); the host keeps a pointer until stop().
+//
+// Parsing and pairing stay in the plugin, with the SDK's helpers:
+// netwatcher/l7.hpp (ByteReader, bounded parsers), netwatcher/l7_tracker.hpp
+// (request/response streams paired in order) and the plugin's own state per
+// socket (e.g. DNS pairs by transaction id).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include "netwatcher/bpf/types.h"
+#include "netwatcher/event.hpp"
+
+namespace netwatcher {
+
+enum class L7Transport : std::uint8_t { tcp = 6, udp = 17 };
+
+// Bits for L7Protocol::transports().
+inline constexpr unsigned kL7Tcp = 1u << 0;
+inline constexpr unsigned kL7Udp = 1u << 1;
+
+// One TCP segment or UDP datagram with payload, as one local socket saw it.
+// Every view (captured, comm) is valid only during the call it is passed to.
+struct L7Packet {
+  std::uint64_t socket = 0;  // the socket's cookie: one per socket, so one per side
+  L7Transport transport = L7Transport::tcp;
+  bool outbound = false;  // sent by this socket (else received by it)
+  // saddr/sport: this socket's end; daddr/dport: the other end. For UDP taken
+  // from the datagram, so an unconnected server socket shows each client.
+  nw_tuple tuple{};
+  std::uint32_t pid = 0;  // the socket's last sender or receiver; 0 until seen
+  std::string_view comm;
+  std::uint32_t seq = 0;     // TCP: sequence number of the payload's first byte
+  std::uint32_t length = 0;  // payload bytes on the wire (a GSO/GRO packet: all of them)
+  // The first payload bytes: at most the protocol's capture_bytes(), and fewer
+  // when the packet is shorter. captured.size() < length means cut short.
+  std::span<const std::byte> captured;
+  std::uint64_t ns = 0;  // when the capture saw it (CLOCK_MONOTONIC)
+};
+
+enum class L7Detection : std::uint8_t {
+  no,     // this socket does not speak the protocol: ask no more
+  maybe,  // cannot tell yet (e.g. too few bytes): offer the next packet too
+  yes,    // it does: the protocol owns the socket from now on
+};
+
+// What a protocol plugin implements. Every member is called on the host's
+// poller thread only, between the plugin's start() and stop(), never
+// concurrently with the plugin's decode()/collect() (the same thread runs
+// them). Members are noexcept: catch inside; an exception must not cross.
+// Input bytes are untrusted and may be cut short anywhere.
+class L7Protocol {
+ public:
+  // Lower-case name for logs and the capture's metrics, e.g. "dns".
+  virtual std::string_view protocol_name() const noexcept = 0;
+  // kL7Tcp | kL7Udp: which transports to offer. Read once, when the capture
+  // starts.
+  virtual unsigned transports() const noexcept = 0;
+  // Payload bytes the protocol needs from the start of each packet (16 ..
+  // NW_L7_MAX_CAPTURE). The capture takes the largest any protocol asks for
+  // and trims packets to each protocol's own. Read once.
+  virtual std::uint32_t capture_bytes() const noexcept = 0;
+  // Whether an undecided socket speaks the protocol, from one of its first
+  // packets (either direction; a server-first protocol sees the greeting
+  // first). Cheap and side-effect free: the capture asks every protocol.
+  virtual L7Detection detect(const L7Packet& packet) noexcept = 0;
+  // A packet of a socket this protocol owns, the detecting packet included.
+  // Events go to `out`, which emits as this plugin.
+  virtual void packet(const L7Packet& packet, EventEmitter& out) noexcept = 0;
+  // A TCP socket this protocol owns reached CLOSE: report what is unanswered.
+  virtual void closed(std::uint64_t socket, EventEmitter& out) noexcept = 0;
+
+ protected:
+  ~L7Protocol() = default;
+};
+
+// One protocol as the capture sees it (PluginHost::served_protocol()).
+struct ServedProtocol {
+  L7Protocol* protocol = nullptr;
+  EventEmitter* events = nullptr;  // emits as the protocol's plugin; host-owned
+  const char* plugin = "";         // the serving plugin's name; host-owned
+};
+
+}  // namespace netwatcher

@@ -597,6 +597,16 @@ TEST(DnsMessage, LooksLikeDnsForQueriesAndResponses) {
   Bytes z_set = a_query();
   z_set[3] |= 0x40;
   EXPECT_FALSE(looks_like_dns(view(z_set), z_set.size()));
+  Bytes opcode3 = a_query();
+  opcode3[2] |= 3 << 3;  // unassigned
+  EXPECT_FALSE(looks_like_dns(view(opcode3), opcode3.size()));
+  Bytes no_question = a_query();
+  no_question[5] = 0;
+  EXPECT_FALSE(looks_like_dns(view(no_question), no_question.size()));
+  EXPECT_FALSE(looks_like_dns(view(a_query()), 16)) << "a wire length too short for a question";
+  Bytes too_many_answers = a_query();
+  too_many_answers[7] = 2;  // 2 records of 11 bytes or more cannot follow in 33 bytes
+  EXPECT_FALSE(looks_like_dns(view(too_many_answers), too_many_answers.size()));
 }
 
 TEST(DnsMessage, LooksLikeDnsRefusesOtherProtocols) {

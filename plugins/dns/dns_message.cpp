@@ -78,6 +78,20 @@ void append_escaped(std::string& text, std::uint8_t c, bool escape_dot) {
   }
 }
 
+struct Mnemonic {
+  std::uint16_t code;
+  const char* name;
+};
+
+// The table's name for `code`, or RFC 3597's generic form ("TYPE65535").
+template <std::size_t N>
+std::string mnemonic(const Mnemonic (&table)[N], std::uint16_t code, const char* prefix) {
+  for (const Mnemonic& entry : table) {
+    if (entry.code == code) return entry.name;
+  }
+  return prefix + std::to_string(code);
+}
+
 // Walks one message. Each step returns true to go on; false stops the parse,
 // and then either cut_short_ is set (the capture ended inside the message)
 // or error_ says what is wrong with it.
@@ -95,13 +109,12 @@ class MessageParser {
   // check the name.
   bool read_name(std::size_t offset, std::string* text, std::size_t& end);
 
-  bool cut_short() const { return cut_short_; }
-
  private:
   // True when `count` bytes at `offset` were captured. Otherwise stops the
   // parse: cut short when the message goes on past the capture, else `error`
   // (the message itself ends first).
   bool need(std::size_t offset, std::size_t count, ParseError error);
+  // Unchecked: every caller has asked need() for these bytes first.
   std::uint8_t byte_at(std::size_t offset) const {
     return std::to_integer<std::uint8_t>(captured_[offset]);
   }
@@ -379,96 +392,32 @@ ParseError parse_message(std::span<const std::byte> bytes, std::size_t wire_leng
 }
 
 std::string type_name(std::uint16_t type) {
-  switch (type) {
-    case 1:
-      return "A";
-    case 2:
-      return "NS";
-    case 5:
-      return "CNAME";
-    case 6:
-      return "SOA";
-    case 12:
-      return "PTR";
-    case 15:
-      return "MX";
-    case 16:
-      return "TXT";
-    case 28:
-      return "AAAA";
-    case 33:
-      return "SRV";
-    case 35:
-      return "NAPTR";
-    case 39:
-      return "DNAME";
-    case 41:
-      return "OPT";
-    case 43:
-      return "DS";
-    case 46:
-      return "RRSIG";
-    case 47:
-      return "NSEC";
-    case 48:
-      return "DNSKEY";
-    case 64:
-      return "SVCB";
-    case 65:
-      return "HTTPS";
-    case 251:
-      return "IXFR";
-    case 252:
-      return "AXFR";
-    case 255:
-      return "ANY";
-    case 257:
-      return "CAA";
-  }
-  return "TYPE" + std::to_string(type);
+  static constexpr Mnemonic kTypes[] = {
+      {1, "A"},      {2, "NS"},     {5, "CNAME"}, {6, "SOA"},     {12, "PTR"},   {15, "MX"},
+      {16, "TXT"},   {28, "AAAA"},  {33, "SRV"},  {35, "NAPTR"},  {39, "DNAME"}, {41, "OPT"},
+      {43, "DS"},    {46, "RRSIG"}, {47, "NSEC"}, {48, "DNSKEY"}, {64, "SVCB"},  {65, "HTTPS"},
+      {251, "IXFR"}, {252, "AXFR"}, {255, "ANY"}, {257, "CAA"}};
+  return mnemonic(kTypes, type, "TYPE");
 }
 
 std::string class_name(std::uint16_t klass) {
-  switch (klass) {
-    case 1:
-      return "IN";
-    case 3:
-      return "CH";
-    case 4:
-      return "HS";
-    case 254:
-      return "NONE";
-    case 255:
-      return "ANY";
-  }
-  return "CLASS" + std::to_string(klass);
+  static constexpr Mnemonic kClasses[] = {
+      {1, "IN"}, {3, "CH"}, {4, "HS"}, {254, "NONE"}, {255, "ANY"}};
+  return mnemonic(kClasses, klass, "CLASS");
 }
 
 std::string rcode_name(std::uint16_t rcode) {
-  static constexpr const char* kNames[] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
-                                           "NOTIMP",  "REFUSED", "YXDOMAIN", "YXRRSET",
-                                           "NXRRSET", "NOTAUTH", "NOTZONE"};
-  if (rcode < std::size(kNames)) return kNames[rcode];
-  if (rcode == 16) return "BADVERS";
-  return "RCODE" + std::to_string(rcode);
+  static constexpr Mnemonic kRcodes[] = {{0, "NOERROR"},  {1, "FORMERR"},  {2, "SERVFAIL"},
+                                         {3, "NXDOMAIN"}, {4, "NOTIMP"},   {5, "REFUSED"},
+                                         {6, "YXDOMAIN"}, {7, "YXRRSET"},  {8, "NXRRSET"},
+                                         {9, "NOTAUTH"},  {10, "NOTZONE"}, {16, "BADVERS"}};
+  return mnemonic(kRcodes, rcode, "RCODE");
 }
 
 std::string opcode_name(std::uint8_t opcode) {
-  switch (opcode) {
-    case 0:
-      return "QUERY";
-    case 1:
-      return "IQUERY";
-    case 2:
-      return "STATUS";
-    case 4:
-      return "NOTIFY";
-    case 5:
-      return "UPDATE";
-    case 6:
-      return "DSO";
-  }
-  return "OPCODE" + std::to_string(opcode);
+  static constexpr Mnemonic kOpcodes[] = {{0, "QUERY"},  {1, "IQUERY"}, {2, "STATUS"},
+                                          {4, "NOTIFY"}, {5, "UPDATE"}, {6, "DSO"}};
+  return mnemonic(kOpcodes, opcode, "OPCODE");
 }
 
 bool looks_like_dns(std::span<const std::byte> bytes, std::size_t wire_length) noexcept {

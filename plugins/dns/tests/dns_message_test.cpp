@@ -132,6 +132,34 @@ TEST(DnsMessage, AQuery) {
   EXPECT_FALSE(msg.cut_short);
 }
 
+// A query as dig 9.18 sent it (captured on loopback): AD set, EDNS with a
+// cookie option.
+TEST(DnsMessage, QueryAsDigSendsIt) {
+  const Bytes m = {0xc6, 0x5c, 0x01, 0x20, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01,
+                   0x03, 0x77, 0x77, 0x77, 0x07, 0x65, 0x78, 0x61, 0x6d, 0x70, 0x6c, 0x65,
+                   0x03, 0x63, 0x6f, 0x6d, 0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x29,
+                   0x04, 0xd0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x0a, 0x00, 0x08,
+                   0x40, 0x2a, 0xb9, 0xe8, 0x93, 0x70, 0x58, 0xbf};
+  Message msg;
+  ASSERT_EQ(parse(m, msg), ParseError::none);
+  EXPECT_EQ(msg.id, 0xc65c);
+  EXPECT_FALSE(msg.response);
+  EXPECT_TRUE(msg.rd);
+  EXPECT_TRUE(msg.ad);
+  EXPECT_FALSE(msg.cd);
+  EXPECT_EQ(msg.additional_count, 1);
+  ASSERT_EQ(msg.questions.size(), 1u);
+  EXPECT_EQ(msg.questions[0].name, "www.example.com");
+  EXPECT_EQ(type_name(msg.questions[0].type), "A");
+  EXPECT_EQ(class_name(msg.questions[0].klass), "IN");
+  EXPECT_TRUE(msg.edns);
+  EXPECT_EQ(msg.edns_udp_size, 1232);
+  EXPECT_EQ(msg.edns_version, 0);
+  EXPECT_FALSE(msg.edns_do);
+  EXPECT_EQ(msg.rcode, 0);
+  EXPECT_TRUE(looks_like_dns(view(m), m.size()));
+}
+
 TEST(DnsMessage, AResponseWithTwoAnswers) {
   const Bytes m = a_response();
   ASSERT_EQ(m.size(), 65u);

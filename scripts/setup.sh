@@ -14,6 +14,8 @@ packages=(
   libmicrohttpd-dev libgnutls28-dev libcrypt-dev
   # used by the tests and bench/: namespaces, traffic, firewall rules
   iproute2 iperf3 nftables python3 procps iputils-ping curl
+  # the dns tests and bench: a resolver, dig, and a load generator
+  dnsmasq-base bind9-dnsutils dnsperf
   # the endpoint tests: certificates, and the real Prometheus server scraping
   openssl prometheus
   # libFuzzer for the parser fuzz targets

@@ -662,6 +662,8 @@ TEST_F(Drop, ParserFindsPortsBehindIpv6ExtensionHeadersAndInFirstFragmentsOnly) 
     EXPECT_EQ(f["family"].str(), "ipv6");
     EXPECT_EQ(f["src_addr"].str(), "fd77::1");
     EXPECT_EQ(f["src_port"].u64(), 41409u);
+    // skb->len at the UDP layer: the IPv6 and both options headers pulled.
+    EXPECT_EQ(f["length"].u64(), ext["datagram"].u64());
   }
 
   auto fragments = fragment_drops(all);

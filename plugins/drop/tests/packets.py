@@ -19,7 +19,6 @@ network namespace. Each mode prints one JSON line with what it sent.
       destination options header (IPV6_HOPOPTS / IPV6_DSTOPTS ancillary data).
 """
 import json
-import os
 import socket
 import struct
 import sys
@@ -118,7 +117,8 @@ def v6ext(dst, dport, sport, count, size):
     for _ in range(count):
         s.sendmsg([b"x" * size], ancillary, 0, (dst, dport))
     s.close()
-    print(json.dumps({"sent": count, "length": 40 + 8 + 8 + 8 + size, "pid": os.getpid()}))
+    # The IPv6 header and both options headers of 8 bytes, then the datagram.
+    print(json.dumps({"sent": count, "packet": 40 + 8 + 8 + 8 + size, "datagram": 8 + size}))
 
 
 def main(argv):

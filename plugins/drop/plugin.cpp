@@ -215,9 +215,11 @@ class DropPlugin {
                       "DROP_MAX_COUNT_KEYS in plugins/drop/drop.h (fixed)"});
     host.track_table({"locations", "drop_locations", DROP_TABLE_LOCATIONS, 0,
                       "DROP_MAX_LOCATIONS in plugins/drop/drop.h (fixed)"});
-    if (symbolize_) {
+    // Without symbolize, stacks still need the symbols to leave out their
+    // innermost (tracing) frames; only names need them to be visible.
+    if (symbolize_ || cfg_.stack) {
       symbols_ = KernelSymbols::load();
-      if (symbols_.hidden())
+      if (symbolize_ && symbols_.hidden())
         return Status::failure(
             "/proc/kallsyms shows only zero addresses (kptr_restrict); run as root or set "
             "symbolize = false");
@@ -283,8 +285,11 @@ class DropPlugin {
         housekeeping_counts_.mirror({housekeeping_active_[i]}, static_cast<double>(*total));
   }
 
-  // Without symbolize the table stays empty and format() gives "0x<hex>".
-  std::string location_name(std::uint64_t address) const { return symbols_.format(address); }
+  // Without symbolize: "0x<hex>", what format() gives for an unresolved address.
+  std::string location_name(std::uint64_t address) const {
+    static const KernelSymbols kNone;
+    return (symbolize_ ? symbols_ : kNone).format(address);
+  }
 
   // netwatcher's own program and the tracepoint glue that called it: the
   // innermost frames of every captured stack, of no interest to the reader.

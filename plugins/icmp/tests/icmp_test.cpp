@@ -235,6 +235,91 @@ TEST_F(Icmp, MessagesPerTypeEqualTheKernelsCountersInEachNamespace) {
   EXPECT_EQ(unreachable_sent, no_ports);
 }
 
+// A port filter selects an error by the packet it quotes (README: port
+// filters match the quoted packet of an error; echo messages have no ports):
+// of two port unreachables per family, the one quoting a datagram to the
+// filtered port is reported, as sent by the server and received by the
+// client, and as icmp_error_sent; the other is not, nor is any echo. The
+// counters still count every message.
+TEST_F(Icmp, PortFilterMatchesTheTupleAnErrorQuotes) {
+  const std::uint64_t unreach_before = nstat(TwoHosts::kServer, "IcmpOutDestUnreachs");
+  const std::uint64_t unreach6_before = nstat(TwoHosts::kServer, "Icmp6OutDestUnreachs");
+  Netwatcher nw(dir_, config(), {"-d", "7411"});
+  ping(TwoHosts::kClient, "10.77.0.2");
+  send_udp(TwoHosts::kClient, "10.77.0.2", 7412, 1, 20, 41412);
+  send_udp(TwoHosts::kClient, "fd77::2", 7412, 1, 20, 41413);
+  UdpSent v4 = send_udp(TwoHosts::kClient, "10.77.0.2", 7411, 1, 20, 41414);
+  UdpSent v6 = send_udp(TwoHosts::kClient, "fd77::2", 7411, 1, 20, 41415);
+  auto quoting = [](const std::vector<Json>& all, const std::string& family, std::uint64_t port) {
+    std::vector<Json> out;
+    for (const auto& e : events_of(all, "icmp_message")) {
+      const auto& f = e["fields"];
+      if (f["family"].str() == family && f.has("inner_dst_port") &&
+          f["inner_dst_port"].u64() == port)
+        out.push_back(e);
+    }
+    return out;
+  };
+  auto errors_sent = [](const std::vector<Json>& all, std::uint64_t port) {
+    std::size_t n = 0;
+    for (const auto& e : events_of(all, "icmp_error_sent"))
+      n += e["fields"].has("dst_port") && e["fields"]["dst_port"].u64() == port;
+    return n;
+  };
+  EXPECT_TRUE(wait_until([&] {
+    auto all = read_json_lines(dir_.file("events.jsonl"));
+    return quoting(all, "ipv4", 7411).size() >= 2 && quoting(all, "ipv6", 7411).size() >= 2 &&
+           errors_sent(all, 7411) >= 1;
+  })) << read_file(dir_.file("events.jsonl"));
+  auto metrics = scrape_until(kPromPort, [](const PromText& m) {
+    return m.value("netwatcher_icmp_messages_total",
+                   {{"family", "ipv6"}, {"direction", "tx"}, {"type", "destination_unreachable"}})
+               .value_or(0) >= 2;
+  });
+  ASSERT_EQ(nw.stop(), 0);
+  EXPECT_EQ(nstat(TwoHosts::kServer, "IcmpOutDestUnreachs") - unreach_before, 2u);
+  EXPECT_EQ(nstat(TwoHosts::kServer, "Icmp6OutDestUnreachs") - unreach6_before, 2u);
+  const auto all = parse_json_lines(read_file(dir_.file("events.jsonl")));
+  const std::uint64_t client = netns_inode(TwoHosts::kClient);
+  const std::uint64_t server = netns_inode(TwoHosts::kServer);
+  for (const auto& [family, sent] : {std::pair{"ipv4", v4}, std::pair{"ipv6", v6}}) {
+    SCOPED_TRACE(family);
+    auto matched = quoting(all, family, 7411);
+    ASSERT_EQ(matched.size(), 2u) << "sent by the server, received by the client";
+    std::set<std::string> seen;
+    for (const auto& e : matched) {
+      const auto& f = e["fields"];
+      EXPECT_EQ(f["code"].str(), "port_unreachable");
+      EXPECT_EQ(f["inner_src_port"].u64(), sent.sport);
+      seen.insert(f["direction"].str() + (f["netns"].u64() == server   ? " server"
+                                          : f["netns"].u64() == client ? " client"
+                                                                       : " other"));
+    }
+    EXPECT_EQ(seen, (std::set<std::string>{"tx server", "rx client"}));
+    EXPECT_TRUE(quoting(all, family, 7412).empty()) << "quotes port 7412, not the filter's";
+  }
+  EXPECT_EQ(errors_sent(all, 7411), 1u);
+  EXPECT_EQ(errors_sent(all, 7412), 0u);
+  // Nothing else passed: every message quotes a datagram on port 7411.
+  for (const auto& e : events_of(all, "icmp_message")) {
+    const auto& f = e["fields"];
+    EXPECT_TRUE(f.has("inner_dst_port") && f["inner_dst_port"].u64() == 7411)
+        << f["family"].str() << " " << f["direction"].str() << " " << f["type"].str();
+  }
+  // Counted in the kernel before the filter: the echo and both errors.
+  EXPECT_GE(metrics
+                .value("netwatcher_icmp_messages_total",
+                       {{"family", "ipv4"}, {"direction", "tx"}, {"type", "echo_request"}})
+                .value_or(0),
+            1);
+  EXPECT_GE(
+      metrics
+          .value("netwatcher_icmp_messages_total",
+                 {{"family", "ipv4"}, {"direction", "tx"}, {"type", "destination_unreachable"}})
+          .value_or(0),
+      2);
+}
+
 }  // namespace
 
 // A router's errors: time exceeded for a TTL of 1, host unreachable from an

@@ -93,6 +93,11 @@ class UdpPlugin {
          "udp:udp_fail_queue_rcv_skb",
          {"udp_queue_failure", "udp_queue_failure_tp"},
          false},
+        {"proto_mem_drop",
+         "a datagram freed for protocol memory (udp_mem) without udp_fail_queue_rcv_skb, as "
+         "6.18+ does (skb:kfree_skb with rx_sk, reason PROTO_MEM)",
+         {"udp_proto_mem_drop"},
+         false},
         {"bind_enter", "a process binds a socket", {"udp_bind_enter"}, false},
         {"connect_enter", "a process connects a socket", {"udp_connect_enter"}, false},
         {"recvfrom_enter", "a process waits on a socket", {"udp_recvfrom_enter"}, false},
@@ -314,7 +319,8 @@ class UdpPlugin {
   struct QueueFailure : EventDecl {
     explicit QueueFailure(EventSet& set)
         : EventDecl(set, "udp_queue_failure",
-                    "a socket refused a received datagram (udp:udp_fail_queue_rcv_skb)") {}
+                    "a socket refused a received datagram (udp:udp_fail_queue_rcv_skb, or a "
+                    "PROTO_MEM drop)") {}
     Label<std::string> reason{
         *this, "reason", "receive_buffer_full, memory_limit or other", {.width = 19}};
     Label<std::int64_t> error{*this, "errno", "the kernel's error code", {.width = 5}};

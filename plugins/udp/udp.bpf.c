@@ -309,6 +309,16 @@ int udp_socket_queue(struct __sk_buff* ctx) {
   return 1;
 }
 
+/* Set on this CPU when udp_fail_queue_rcv_skb reported a protocol memory
+ * refusal: the kernel frees that skb right after with drop reason PROTO_MEM,
+ * which udp_proto_mem_drop must not count a second time. */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u32);
+} udp_memory_reported SEC(".maps");
+
 /* The socket refused a datagram the queue hook already counted as received
  * (rx counts datagrams that reached their socket). */
 static __always_inline __u8 count_failure(int rc) {
@@ -317,6 +327,11 @@ static __always_inline __u8 count_failure(int rc) {
                                     : UDP_FAILURE_OTHER;
   struct udp_stats* s = stats();
   if (s) s->failures[reason] += 1;
+  if (reason == UDP_FAILURE_MEMORY) {
+    __u32 zero = 0;
+    __u32* reported = bpf_map_lookup_elem(&udp_memory_reported, &zero);
+    if (reported) *reported = 1;
+  }
   return reason;
 }
 
@@ -355,6 +370,36 @@ int BPF_PROG(udp_queue_failure, int rc, struct sock* sk, struct sk_buff* skb) {
   received_flow(&p, &flow);
   flow.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
   return queue_failure(rc, reason, &flow, (__u64)sk, BPF_CORE_READ(skb, skb_iif),
+                       payload_length(&p));
+}
+
+/* 6.18 (seen on 6.18.44) frees a datagram that protocol memory
+ * (net.ipv4.udp_mem) cannot take inside __udp_enqueue_schedule_skb, with
+ * drop reason PROTO_MEM and without udp_fail_queue_rcv_skb or UdpMemErrors:
+ * only the socket's drop count has it. Earlier kernels free such a datagram
+ * with that reason right after the tracepoint, which counted it already
+ * (udp_memory_reported). Needs kfree_skb's rx_sk argument; a kernel without
+ * it skips this hook and reports through the tracepoint. */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(udp_proto_mem_drop, struct sk_buff* skb, void* location, enum skb_drop_reason why,
+             struct sock* rx_sk) {
+  if (why != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_PROTO_MEM) || !rx_sk ||
+      !is_udp(BPF_CORE_READ(rx_sk, sk_protocol)))
+    return 0;
+  __u32 zero = 0;
+  __u32* reported = bpf_map_lookup_elem(&udp_memory_reported, &zero);
+  if (reported && *reported) {
+    *reported = 0;
+    return 0;
+  }
+  __u8 reason = count_failure(-NW_ENOBUFS);
+  if (reported) *reported = 0;
+  struct nw_packet p;
+  if (!nw_read_skb_packet(skb, 0, &p)) return 0;
+  struct udp_flow_key flow = {};
+  received_flow(&p, &flow);
+  flow.netns = BPF_CORE_READ(rx_sk, __sk_common.skc_net.net, ns.inum);
+  return queue_failure(-NW_ENOBUFS, reason, &flow, (__u64)rx_sk, BPF_CORE_READ(skb, skb_iif),
                        payload_length(&p));
 }
 

@@ -2,10 +2,13 @@
 // unconnected sockets, both directions, IPv4 and IPv6, flows, and receive
 // buffer overflows checked against the kernel's own counter.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <memory>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <tuple>
@@ -212,6 +215,219 @@ TEST_F(Udp, ReceiveBufferOverflowsMatchTheKernelsCounter) {
   EXPECT_EQ(flow_failures, overflows);
 }
 
+// The host's UDP memory limits (net.ipv4.udp_mem, in pages) lowered while
+// the object lives: no namespace has its own, so this is the one global
+// change of the suite, kept to the few hundred milliseconds of one burst.
+// The soft limit at one page with the hard one untouched makes the kernel
+// refuse memory only to sockets already holding udp_rmem_min (a namespace's
+// own, 4096 bytes by default) or more: an empty socket still gets its
+// datagram.
+class LoweredUdpMem {
+ public:
+  LoweredUdpMem() : saved_(read_file(kPath)) {
+    std::istringstream limits(saved_);
+    long low = 0, pressure = 0, high = 0;
+    if (!(limits >> low >> pressure >> high)) throw std::runtime_error(kPath + (": " + saved_));
+    write_file(kPath, "1 " + std::to_string(pressure) + " " + std::to_string(high) + "\n");
+  }
+  ~LoweredUdpMem() { write_file(kPath, saved_); }
+  LoweredUdpMem(const LoweredUdpMem&) = delete;
+  LoweredUdpMem& operator=(const LoweredUdpMem&) = delete;
+
+ private:
+  static constexpr const char* kPath = "/proc/sys/net/ipv4/udp_mem";
+  std::string saved_;
+};
+
+// Binds `port` (IPv4) in `netns` with an 8 MiB receive buffer
+// (SO_RCVBUFFORCE) and never reads: what it refuses is refused for
+// protocol memory, not for its buffer.
+std::unique_ptr<Process> big_buffer_holder(const std::string& netns, int port, const TempDir& dir) {
+  const std::string ready = dir.file("big.ready");
+  const std::string code =
+      "import os, signal, socket\n"
+      "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+      "s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)\n"  // SO_RCVBUFFORCE
+      "s.bind(('0.0.0.0', " +
+      std::to_string(port) +
+      "))\n"
+      "signal.signal(signal.SIGTERM, lambda *_: os._exit(0))\n"
+      "open('" +
+      ready +
+      "', 'w').close()\n"
+      "while True: signal.pause()\n";
+  auto holder = std::make_unique<Process>(
+      std::vector<std::string>{"ip", "netns", "exec", netns, "/usr/bin/python3", "-c", code},
+      dir.file("big.log"));
+  if (!wait_until([&] { return ::access(ready.c_str(), F_OK) == 0; }))
+    throw std::runtime_error("holder did not start: " + read_file(dir.file("big.log")));
+  return holder;
+}
+
+// Datagrams the kernel dropped for the socket bound to `port` in `netns`
+// (sk_drops, the `d` of ss's skmem), whatever the reason.
+std::uint64_t socket_drops(const std::string& netns, int port) {
+  auto result =
+      run("ip netns exec " + netns + " ss -uamnH 'sport = :" + std::to_string(port) + "'");
+  std::smatch drops;
+  if (!std::regex_search(result.output, drops, std::regex(R"(skmem:\([^)]*,d(\d+)\))")))
+    throw std::runtime_error("no socket on port " + std::to_string(port) + ": " + result.output);
+  return std::stoull(drops[1]);
+}
+
+// A socket whose buffer has room but whose protocol is over its memory
+// limit refuses with -ENOBUFS: memory_limit, one per datagram the kernel
+// dropped for the socket, never receive_buffer_full and nothing `other`
+// (no kernel reason maps there). Up to 6.17 the kernel counts them in
+// UdpMemErrors and UdpInErrors as well; 6.18 drops them inside
+// __udp_enqueue_schedule_skb (reason PROTO_MEM) and counts them only in
+// the socket's drops.
+TEST_F(Udp, MemoryLimitRefusalsMatchTheKernelsDrops) {
+  constexpr int kPort = 7320, kCount = 1500, kSize = 1000;
+  Netwatcher nw(dir_, config("max_events_per_second = 0\n"));
+  auto holder = big_buffer_holder(TwoHosts::kServer, kPort, dir_);
+  auto mib = [] {
+    return std::map<std::string, std::uint64_t>{
+        {"drops", socket_drops(TwoHosts::kServer, kPort)},
+        {"mem", nstat(TwoHosts::kServer, "UdpMemErrors")},
+        {"rcvbuf", nstat(TwoHosts::kServer, "UdpRcvbufErrors")},
+        {"in", nstat(TwoHosts::kServer, "UdpInErrors")}};
+  };
+  const auto before = mib();
+  UdpSent sent;
+  {
+    // Past the first per-CPU batch of 256 pages (net.core.mem_pcpu_rsv) the
+    // host's count is above one page whatever it was before.
+    LoweredUdpMem lowered;
+    sent = send_udp(TwoHosts::kClient, "10.77.0.2", kPort, kCount, kSize, 40320);
+  }
+  const auto after = mib();
+  const std::uint64_t mem = after.at("drops") - before.at("drops");
+  const std::uint64_t mem_errors = after.at("mem") - before.at("mem");
+  const std::uint64_t rcvbuf = after.at("rcvbuf") - before.at("rcvbuf");
+  ASSERT_GT(mem, kCount / 2u) << "the kernel refused too few for lack of memory";
+  EXPECT_EQ(rcvbuf, 0u) << "an 8 MiB buffer holds 1.5 MB";
+  EXPECT_TRUE(mem_errors == mem || mem_errors == 0u)
+      << mem_errors << " UdpMemErrors for " << mem << " drops";
+  EXPECT_EQ(after.at("in") - before.at("in"), mem_errors + rcvbuf);
+
+  auto ours = [&](const std::vector<Json>& all) {
+    std::map<std::string, std::uint64_t> by_reason;
+    for (const auto& e : all)
+      if (e["fields"]["local_port"].u64() == kPort) ++by_reason[e["fields"]["reason"].str()];
+    return by_reason;
+  };
+  // The flow as the snapshots report it: most refused and received so far.
+  auto flow = [&](const std::vector<Json>& all) {
+    std::pair<std::uint64_t, std::uint64_t> failures_rx{0, 0};
+    for (const auto& e : events_of(all, "udp_flow")) {
+      const auto& f = e["fields"];
+      if (f["local_port"].u64() != kPort || f["remote_port"].u64() != sent.sport) continue;
+      failures_rx.first = std::max(failures_rx.first, f["queue_failures"].u64());
+      failures_rx.second = std::max(failures_rx.second, f["rx_datagrams"].u64());
+    }
+    return failures_rx;
+  };
+  EXPECT_TRUE(wait_until([&] {
+    const auto all = read_json_lines(dir_.file("events.jsonl"));
+    return ours(events_of(all, "udp_queue_failure"))["memory_limit"] == mem &&
+           flow(all).first == mem;
+  }));
+  const auto metrics = scrape_until(kPromPort, [&](const PromText& m) {
+    return m.value("netwatcher_udp_receive_queue_failures_total", {{"reason", "memory_limit"}})
+               .value_or(0) >= static_cast<double>(mem);
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  const auto failures = events("udp_queue_failure");
+  const auto by_reason = ours(failures);
+  EXPECT_EQ(by_reason.count("memory_limit") ? by_reason.at("memory_limit") : 0, mem);
+  EXPECT_EQ(by_reason.count("receive_buffer_full") ? by_reason.at("receive_buffer_full") : 0,
+            rcvbuf);
+  EXPECT_EQ(by_reason.count("other"), 0u);
+  for (const auto& e : failures) {
+    const auto& f = e["fields"];
+    if (f["local_port"].u64() != kPort) continue;
+    EXPECT_EQ(f["errno"].num(), -105) << "-ENOBUFS";
+    EXPECT_EQ(f["remote_port"].u64(), sent.sport);
+    EXPECT_EQ(f["length"].u64(), static_cast<std::uint64_t>(kSize));
+    EXPECT_EQ(f["netns"].u64(), netns_inode(TwoHosts::kServer));
+  }
+  EXPECT_GE(
+      metrics.value("netwatcher_udp_receive_queue_failures_total", {{"reason", "memory_limit"}})
+          .value_or(0),
+      static_cast<double>(mem));
+  EXPECT_EQ(metrics.value("netwatcher_udp_receive_queue_failures_total", {{"reason", "other"}}), 0);
+
+  const auto [flow_failures, flow_rx] =
+      flow(parse_json_lines(read_file(dir_.file("events.jsonl"))));
+  EXPECT_EQ(flow_failures, mem);
+  EXPECT_EQ(flow_rx, static_cast<std::uint64_t>(kCount)) << "refused ones reached the socket too";
+}
+
+// A flow idle for flow_idle_seconds is forgotten: it leaves the kernel's
+// table, is no longer counted, and when its 4-tuple sends again it is a new
+// flow whose counts start from zero. It is not forgotten earlier than
+// flow_idle_seconds after its last datagram, and while idle it is not
+// reported again.
+TEST_F(Udp, AnIdleFlowIsForgottenAndCountsAfreshWhenItsTrafficResumes) {
+  constexpr int kPort = 7410, kSport = 40410;
+  Netwatcher nw(dir_, config("flow_idle_seconds = 1\n[filter]\ndport = [7410]\n"));
+  UdpReceiver receiver(TwoHosts::kServer, {kPort}, dir_);
+  // The client's side of the flow only: the filter keeps remote port 7410.
+  auto flow_events = [&] {
+    std::vector<Json> out;
+    for (const auto& e : events_of(read_json_lines(dir_.file("events.jsonl")), "udp_flow"))
+      if (e["fields"]["local_port"].u64() == kSport) out.push_back(e);
+    return out;
+  };
+  auto reported_with = [&](std::uint64_t tx) {
+    int n = 0;
+    for (const auto& e : flow_events()) n += e["fields"]["tx_datagrams"].u64() == tx;
+    return n;
+  };
+  const std::map<std::string, std::string> flows_table{{"plugin", "udp"}, {"table", "flows"}};
+  auto gone = [&](const PromText& m) {
+    return m.value("netwatcher_udp_flows") == 0 &&
+           m.value("netwatcher_table_entries", flows_table) == 0;
+  };
+
+  // One datagram, and two more once a snapshot has reported the first.
+  send_udp(TwoHosts::kClient, "10.77.0.2", kPort, 1, 50, kSport);
+  ASSERT_TRUE(wait_until([&] { return reported_with(1) > 0; }));
+  const auto last_sent = std::chrono::steady_clock::now();
+  send_udp(TwoHosts::kClient, "10.77.0.2", kPort, 2, 50, kSport);
+  ASSERT_TRUE(wait_until([&] { return reported_with(3) > 0; }));
+  const auto sent_done = std::chrono::steady_clock::now();
+  const PromText forgotten = scrape_until(kPromPort, gone);
+  const auto forgotten_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(gone(forgotten)) << "the idle flow is still tracked";
+  using std::chrono::milliseconds;
+  EXPECT_GE(forgotten_at - last_sent, std::chrono::seconds(1))
+      << "forgotten before flow_idle_seconds since its last datagram";
+  // flow_idle_seconds, up to one snapshot_interval until a snapshot forgets
+  // it, a second until a scrape counts the table again, half a second to
+  // spare.
+  EXPECT_LE(forgotten_at - sent_done, milliseconds(1000 + 500 + 1000 + 500));
+  EXPECT_EQ(forgotten.value("netwatcher_table_evictions_total", flows_table), 0)
+      << "expired, not evicted";
+  EXPECT_EQ(reported_with(3), 1) << "an idle flow is reported by one snapshot only";
+
+  // The same 4-tuple again: a new flow, its counts from zero.
+  send_udp(TwoHosts::kClient, "10.77.0.2", kPort, 2, 50, kSport);
+  ASSERT_TRUE(wait_until([&] { return reported_with(2) > 0 || reported_with(5) > 0; }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(receiver.counts()[kPort], 5u);
+  EXPECT_EQ(reported_with(5), 0) << "the forgotten flow's counts came back";
+  const auto all = flow_events();
+  ASSERT_FALSE(all.empty());
+  const auto& last = all.back()["fields"];
+  EXPECT_EQ(last["tx_datagrams"].u64(), 2u);
+  EXPECT_EQ(last["tx_bytes"].u64(), 100u);
+  EXPECT_EQ(last["rx_datagrams"].u64(), 0u);
+  EXPECT_EQ(last["remote_port"].u64(), static_cast<std::uint64_t>(kPort));
+}
+
 }  // namespace
 
 // 100 client sockets, one datagram each, against a flow table of 64. The
@@ -226,15 +442,25 @@ TEST_F(Udp, AFullFlowTableCountsItsEvictionsAndNotItsExpiredFlows) {
   Netwatcher nw(dir_, config("max_flows = 64\nflow_idle_seconds = 2\nflows = false\n"
                              "[filter]\ndport = [7400]\n"));
   UdpReceiver receiver(TwoHosts::kServer, {kPort}, dir_);
+  const std::map<std::string, std::string> flows{{"plugin", "udp"}, {"table", "flows"}};
+  const auto spray_start = std::chrono::steady_clock::now();
   spray_udp(TwoHosts::kClient, "10.77.0.2", kPort, kSockets);
+  const auto spray_end = std::chrono::steady_clock::now();
   settle();  // under flow_idle_seconds: nothing expired yet
   auto full = parse_prometheus(http_get(kPromPort, "/metrics"));
-  std::this_thread::sleep_for(std::chrono::milliseconds(3000));
-  auto expired = parse_prometheus(http_get(kPromPort, "/metrics"));
+  auto expired = scrape_until(kPromPort, [&](const PromText& m) {
+    return m.value("netwatcher_table_entries", flows) == 0;
+  });
+  const auto expired_at = std::chrono::steady_clock::now();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
   EXPECT_EQ(receiver.counts()[kPort], static_cast<std::uint64_t>(kSockets));
+  // Not before flow_idle_seconds after the flows' datagrams; after it, up to
+  // one snapshot_interval until a snapshot deletes them, a second until a
+  // scrape counts the table again, and half a second to spare.
+  EXPECT_GE(expired_at - spray_start, std::chrono::seconds(2));
+  EXPECT_LE(expired_at - spray_end, std::chrono::milliseconds(2000 + 500 + 1000 + 500));
+  EXPECT_EQ(expired.value("netwatcher_udp_flows"), 0);
 
-  const std::map<std::string, std::string> flows{{"plugin", "udp"}, {"table", "flows"}};
   EXPECT_EQ(full.value("netwatcher_table_capacity", flows), 64);
   const double entries = full.value("netwatcher_table_entries", flows).value_or(-1);
   const double evicted = full.value("netwatcher_table_evictions_total", flows).value_or(-1);

@@ -35,7 +35,7 @@ class CapturePlugin {
   PluginDescription describe() const {
     PluginDescription d;
     d.config = {
-        {"offer_packets", ConfigType::integer, std::int64_t{4},
+        {"offer_packets", ConfigType::integer, std::int64_t{8},
          "payload packets per direction of an undecided socket offered to the protocols' "
          "detectors before it is ignored",
          1, 64},
@@ -224,6 +224,7 @@ class CapturePlugin {
       it->second.ruled_out.assign(protocols_.size(), false);
     }
     Undecided& u = it->second;
+    offered_.add({}, 1);
     u.last_ns = rec.hdr.timestamp_ns;
     u.held.emplace_back(bytes.begin(), bytes.begin() + sizeof rec + rec.captured);
     ++u.offered[rec.outbound ? 1 : 0];
@@ -303,6 +304,11 @@ class CapturePlugin {
                    "netwatcher_l7_packets_total",
                    "Payload packets the L7 capture handed to each protocol.",
                    {"protocol"}};
+  Counter offered_{metrics_,
+                   "netwatcher_l7_offered_packets_total",
+                   "Packets of undecided sockets offered to the protocols' detectors (at most "
+                   "offer_packets per direction and socket).",
+                   {}};
   Counter decision_failures_{metrics_,
                              "netwatcher_l7_decision_failures_total",
                              "Decisions the kernel could not be told (the socket keeps being "
@@ -315,7 +321,7 @@ class CapturePlugin {
 
   Skeleton<l7_bpf> skeleton_{l7_bpf__open, l7_bpf__load, l7_bpf__destroy};
   GlobalFilter filter_;
-  std::uint32_t offer_packets_ = 4;
+  std::uint32_t offer_packets_ = 8;
   std::size_t max_undecided_ = 4096;
   int decisions_fd_ = -1;
   TableAccount* undecided_table_ = nullptr;

@@ -1,0 +1,134 @@
+// The shared L7 capture: one pair of programs serves http and dns at once,
+// each socket goes to the protocol it speaks, and a bulk transfer of no
+// protocol is offered to the detectors only for its first packets.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace nwtest;
+
+namespace {
+
+constexpr int kPromPort = 41480;
+constexpr int kHttpPort = 8080;
+constexpr int kBulkPort = 41481;
+
+std::string two_protocols(const TempDir& dir) {
+  return "snapshot_interval = 0.2\n[plugins.http]\n[plugins.dns]\n[plugins.l7]\noffer_packets = "
+         "4\n" +
+         sink_config_json(dir.file("events.jsonl")) +
+         "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
+         "\"\n";
+}
+
+TEST(L7Capture, OneCaptureServesHttpAndDnsAndLetsOtherTrafficGo) {
+  NW_REQUIRE_ROOT();
+  TempDir dir;
+  TwoHosts hosts;
+  const std::string peers = std::string(NW_SOURCE_DIR) + "/plugins/http/tests/http_peers.py";
+  Process http_server({"ip", "netns", "exec", TwoHosts::kServer, "python3", peers, "server",
+                       std::to_string(kHttpPort), "--pidfile", dir.file("http.pid"), "--ready",
+                       dir.file("http.ready")},
+                      dir.file("http.log"));
+  write_file(dir.file("hosts"), "10.77.0.10 web.test\n");
+  Process resolver(
+      {"ip", "netns", "exec", TwoHosts::kServer, "dnsmasq", "--no-daemon", "--no-resolv",
+       "--no-hosts", "--user=root", "--local=/test/", "--addn-hosts=" + dir.file("hosts"),
+       "--listen-address=10.77.0.2", "--bind-interfaces", "--log-facility=-"},
+      dir.file("dnsmasq.log"));
+  Process bulk_server({"ip", "netns", "exec", TwoHosts::kServer, "iperf3", "-s", "-1", "-p",
+                       std::to_string(kBulkPort)},
+                      dir.file("iperf3.log"));
+  auto dig = [](const std::string& name) {
+    return run("ip netns exec " + std::string(TwoHosts::kClient) +
+               " dig +short +tries=1 +time=1 @10.77.0.2 " + name + " 2>&1");
+  };
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.file("http.ready")); }));
+  ASSERT_TRUE(wait_until([&] { return dig("web.test").output == "10.77.0.10\n"; }));
+  ASSERT_TRUE(wait_until([&] {
+    return run("ip netns exec " + std::string(TwoHosts::kServer) +
+               " ss -Htln sport = :" + std::to_string(kBulkPort))
+               .output.find("LISTEN") != std::string::npos;
+  }));
+
+  // --check: the protocol plugins' hooks are served by the capture, which
+  // runs as plugin l7.
+  write_file(dir.file("check.toml"), two_protocols(dir));
+  auto check = run(std::string(NW_BINARY) + " --config " + dir.file("check.toml") +
+                   " --plugin-dir " + NW_PLUGIN_DIR + " --check 2>&1");
+  ASSERT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_NE(check.output.find("plugin http: ok"), std::string::npos) << check.output;
+  EXPECT_NE(check.output.find("plugin dns: ok"), std::string::npos) << check.output;
+  EXPECT_NE(check.output.find("plugin l7: ok"), std::string::npos) << check.output;
+  EXPECT_NE(check.output.find("served by the shared L7 capture"), std::string::npos)
+      << check.output;
+  EXPECT_LT(check.output.find("plugin dns: ok"), check.output.find("plugin l7: ok"))
+      << "the capture starts after the protocols";
+
+  Netwatcher nw(dir, two_protocols(dir));
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir.file("events.jsonl")); }));
+  const std::uint64_t segments_before = nstat(TwoHosts::kClient, "TcpOutSegs");
+  auto bulk = run("ip netns exec " + std::string(TwoHosts::kClient) + " iperf3 -c 10.77.0.2 -p " +
+                  std::to_string(kBulkPort) + " -n 20M -l 1000 2>&1");
+  ASSERT_EQ(bulk.exit_code, 0) << bulk.output;
+  const std::uint64_t bulk_segments = nstat(TwoHosts::kClient, "TcpOutSegs") - segments_before;
+  auto curl =
+      run("ip netns exec " + std::string(TwoHosts::kClient) +
+          " curl -sS -o /dev/null -o /dev/null -o /dev/null -w '%{http_code}\\n'"
+          " http://10.77.0.2:" +
+          std::to_string(kHttpPort) + "/hello http://10.77.0.2:" + std::to_string(kHttpPort) +
+          "/missing http://10.77.0.2:" + std::to_string(kHttpPort) + "/hello");
+  ASSERT_EQ(curl.output, "200\n404\n200\n");
+  ASSERT_EQ(dig("web.test").output, "10.77.0.10\n");
+  ASSERT_EQ(dig("nope.test").output, "");
+
+  auto count = [&](const std::string& event) {
+    return events_of(read_json_lines(dir.file("events.jsonl")), event).size();
+  };
+  ASSERT_TRUE(wait_until([&] { return count("http_exchange") >= 6 && count("dns_query") >= 4; }))
+      << nw.log();
+  auto prom = scrape_until(kPromPort, [](const PromText& m) {
+    return m.value("netwatcher_l7_sockets_total", {{"protocol", "dns"}}).value_or(0) >= 3;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  // Every exchange and query once per socket, nothing else.
+  EXPECT_EQ(count("http_exchange"), 6u);
+  EXPECT_EQ(count("dns_query"), 4u);
+  // Sockets: curl's and the server's; two dig sockets and dnsmasq's one.
+  EXPECT_EQ(prom.value("netwatcher_l7_sockets_total", {{"protocol", "http"}}), 2.0);
+  EXPECT_EQ(prom.value("netwatcher_l7_sockets_total", {{"protocol", "dns"}}), 3.0);
+  // iperf3's control and data connections, both ends, at least.
+  EXPECT_GE(prom.value("netwatcher_l7_sockets_total", {{"protocol", "none"}}).value_or(0), 4.0);
+  // The bulk transfer (thousands of segments) was offered only its first
+  // packets: at most offer_packets (4) per direction and socket of every
+  // socket the capture saw.
+  ASSERT_GT(bulk_segments, 10000u);
+  double sockets = 0;
+  for (const char* protocol : {"http", "dns", "none"})
+    sockets += prom.value("netwatcher_l7_sockets_total", {{"protocol", protocol}}).value_or(0);
+  const double offered = prom.value("netwatcher_l7_offered_packets_total", {}).value_or(-1);
+  EXPECT_GT(offered, 0);
+  EXPECT_LE(offered, sockets * 2 * 4);
+  // What http and dns were handed: their own sockets' packets only.
+  EXPECT_LT(prom.value("netwatcher_l7_packets_total", {{"protocol", "http"}}).value_or(1e9), 100);
+  EXPECT_EQ(prom.value("netwatcher_l7_packets_total", {{"protocol", "dns"}}), 8.0)
+      << "4 queries and 4 answers, each seen by the dig socket and by dnsmasq's";
+}
+
+// No protocol plugin on: the capture does not run at all.
+TEST(L7Capture, DoesNotRunWithoutAProtocolPlugin) {
+  NW_REQUIRE_ROOT();
+  TempDir dir;
+  write_file(dir.file("c.toml"), "[plugins.nic]\n[plugins.l7]\n" + sink_config_json("/dev/null"));
+  auto check = run(std::string(NW_BINARY) + " --config " + dir.file("c.toml") + " --plugin-dir " +
+                   NW_PLUGIN_DIR + " --check 2>&1");
+  ASSERT_EQ(check.exit_code, 0) << check.output;
+  EXPECT_NE(check.output.find("plugin nic: ok"), std::string::npos) << check.output;
+  EXPECT_EQ(check.output.find("plugin l7"), std::string::npos) << check.output;
+}
+
+}  // namespace

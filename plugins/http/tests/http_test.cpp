@@ -316,7 +316,10 @@ TEST_F(Http, Ipv6QueriesKeptAndPathSeriesBoundedByMaxPaths) {
   ASSERT_EQ(statuses, (std::vector<std::string>{"200", "404", "404", "200"}));
   EXPECT_TRUE(wait_for_exchanges("server", sport, 4));
   auto prom = metrics_when([](const PromText& m) {
-    return m.value("netwatcher_http_path_requests_total", {{"path", "other"}, {"side", "server"}})
+    // value() matches the whole label set.
+    return m
+        .value("netwatcher_http_path_requests_total",
+               {{"method", "GET"}, {"path", "other"}, {"status_class", "4xx"}, {"side", "server"}})
         .has_value();
   });
   ASSERT_EQ(nw.stop(), 0) << nw.log();

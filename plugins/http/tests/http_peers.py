@@ -2,7 +2,9 @@
 
 server PORT --pidfile FILE --ready FILE : an HTTP/1.1 server (keep-alive,
     one IPv4 and one IPv6-only listener)
-    GET /hello -> 200 "hi"; GET /slow -> 200 after 0.3 s; GET /wait?ms=N ->
+    GET /hello -> 200 "hi"; GET /overlong -> 200 "hi" with Content-Length 2
+    followed by the 11 bytes "EXTRA-BYTES" (a body longer than it says);
+    GET /slow -> 200 after 0.3 s; GET /wait?ms=N ->
     200 "waited" after N ms; POST /echo -> 200 with the request body (sized
     or chunked); anything else -> 404. Each response is one write, with
     TCP_NODELAY: one segment when it fits in one.
@@ -21,6 +23,10 @@ pipeline HOST PORT : one connection, TCP_NODELAY. Sends POST /echo with a
     300-byte body and GET /hello together in one segment, reads both
     answers, then sends GET /hello alone and reads its answer. Prints
     {"pid", "sport", "statuses"}.
+overlong HOST PORT [--after-hello] : one connection, TCP_NODELAY: GET
+    /overlong (reads the response and the 11 bytes beyond it), then GET
+    /hello; with --after-hello a GET /hello first. Prints {"pid", "sport",
+    "statuses"}.
 chunked HOST PORT : one connection, TCP_NODELAY. POST /echo with a chunked
     body of three 300-byte chunks, each chunk in its own segment, then
     GET /hello. Prints {"pid", "sport", "statuses"}.
@@ -35,6 +41,7 @@ import threading
 import time
 
 SLOW_SECONDS = 0.3
+OVERLONG_EXTRA = b"EXTRA-BYTES"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -56,6 +63,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         path = self.path.split("?")[0]
         if path == "/hello":
             self.reply(200, b"hi")
+        elif path == "/overlong":
+            self.reply(200, b"hi")
+            self.wfile.write(OVERLONG_EXTRA)
         elif path == "/slow":
             time.sleep(SLOW_SECONDS)
             self.reply(200, b"slow")
@@ -205,6 +215,28 @@ def pipeline(host, port):
     s.close()
 
 
+def overlong(host, port, after_hello):
+    s = raw_connection(host, port)
+    authority = ("%s:%d" % (host, port)).encode()
+    statuses = []
+    rest = b""
+    if after_hello:
+        s.sendall(b"GET /hello HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+        status, rest = read_response(s, rest)
+        statuses.append(status)
+    s.sendall(b"GET /overlong HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+    status, rest = read_response(s, rest)
+    statuses.append(status)
+    while len(rest) < len(OVERLONG_EXTRA):
+        rest += s.recv(65536)
+    s.sendall(b"GET /hello HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+    status, rest = read_response(s, rest[len(OVERLONG_EXTRA):])
+    statuses.append(status)
+    print(json.dumps({"pid": os.getpid(), "sport": s.getsockname()[1], "statuses": statuses}),
+          flush=True)
+    s.close()
+
+
 def chunked(host, port):
     s = raw_connection(host, port)
     authority = ("%s:%d" % (host, port)).encode()
@@ -231,6 +263,8 @@ if __name__ == "__main__":
         requests(sys.argv[2], int(sys.argv[3]), sys.argv[4:])
     elif sys.argv[1] == "pipeline":
         pipeline(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1] == "overlong":
+        overlong(sys.argv[2], int(sys.argv[3]), "--after-hello" in sys.argv[4:])
     elif sys.argv[1] == "chunked":
         chunked(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1] == "many":

@@ -419,6 +419,69 @@ TEST_F(Http, ARequestTheCaptureCouldNotSeeLosesSyncAndTheNextRequestIsParsedAgai
   EXPECT_EQ(parse_errors(prom, "invalid_response"), 0);
 }
 
+// A response body longer than its Content-Length says (2, then 11 bytes
+// more in the same segment), on a connection whose response stream is in
+// sync (a GET /hello before it): where the next response should start the
+// bytes do not parse, counted once per socket as invalid_response, and the
+// stream is re-synchronised on the next segment that parses: the next
+// exchange on the connection is whole again.
+TEST_F(Http, ABodyLongerThanItsContentLengthIsAnInvalidResponseAndTheNextIsParsedAgain) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  const Json peer = run_http_peer("overlong", {"--after-hello"});
+  const std::uint64_t sport = peer["sport"].u64();
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 3));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 3));
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 3u) << nw.log();
+    const std::vector<std::string> paths = {"/hello", "/overlong", "/hello"};
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      const auto& f = seen[i]["fields"];
+      EXPECT_EQ(f["path"].str(), paths[i]) << i;
+      EXPECT_EQ(f["outcome"].str(), "answered") << i;
+      EXPECT_EQ(f["status"].u64(), 200u) << i;
+      EXPECT_EQ(f["response_bytes"].u64(), 2u) << i << ": what Content-Length says";
+    }
+  }
+  EXPECT_EQ(parse_errors(prom, "invalid_response"), 2) << "once per socket";
+  EXPECT_EQ(parse_errors(prom, "orphan_response"), 0);
+  EXPECT_EQ(parse_errors(prom, "lost_sync"), 0);
+  EXPECT_EQ(parse_errors(prom, "invalid_request"), 0);
+}
+
+// The same overlong response as the connection's first: the same bytes at the
+// same place should count the same.
+//
+// DISABLED: an http bug, reported for the owners of core/sdk/l7_tracker.cpp
+// (off limits to this change). invalid_response stays 0: the first response
+// of a connection is parsed with probing = true (the stream is not in sync
+// yet), and L7Tracker::parse_from() keeps that flag for every further message
+// of the segment, so after a response that parsed (and put the stream in sync)
+// the bytes at its end are still taken for body and not counted. Both
+// exchanges are reported correctly. Run it with --gtest_also_run_disabled_tests.
+TEST_F(Http, DISABLED_AnOverlongFirstResponseCountsAsInvalidResponseToo) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  const Json peer = run_http_peer("overlong", {});
+  const std::uint64_t sport = peer["sport"].u64();
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 2));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 2));
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 2u) << nw.log();
+    EXPECT_EQ(seen[0]["fields"]["path"].str(), "/overlong");
+    EXPECT_EQ(seen[1]["fields"]["path"].str(), "/hello");
+    EXPECT_EQ(seen[1]["fields"]["response_bytes"].u64(), 2u);
+  }
+  EXPECT_EQ(parse_errors(prom, "invalid_response"), 2) << "once per socket";
+}
+
 // A head longer than capture_bytes: with 32 bytes only the request line
 // ("GET /hello HTTP/1.1\r\n", 21 bytes) is captured, and it is still reported
 // with its method, path and status; the Host header and the sizes are beyond

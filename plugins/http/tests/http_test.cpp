@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include "harness.hpp"
@@ -315,7 +316,10 @@ TEST_F(Http, Ipv6QueriesKeptAndPathSeriesBoundedByMaxPaths) {
   ASSERT_EQ(statuses, (std::vector<std::string>{"200", "404", "404", "200"}));
   EXPECT_TRUE(wait_for_exchanges("server", sport, 4));
   auto prom = metrics_when([](const PromText& m) {
-    return m.value("netwatcher_http_path_requests_total", {{"path", "other"}, {"side", "server"}})
+    // value() matches the whole label set.
+    return m
+        .value("netwatcher_http_path_requests_total",
+               {{"method", "GET"}, {"path", "other"}, {"status_class", "4xx"}, {"side", "server"}})
         .has_value();
   });
   ASSERT_EQ(nw.stop(), 0) << nw.log();
@@ -348,4 +352,317 @@ TEST_F(Http, Ipv6QueriesKeptAndPathSeriesBoundedByMaxPaths) {
   const std::map<std::string, std::string> paths_table{{"plugin", "http"}, {"table", "paths"}};
   EXPECT_EQ(prom.value("netwatcher_table_capacity", paths_table), 2);
   EXPECT_GE(prom.value("netwatcher_table_full_total", paths_table).value_or(0), 1);
+}
+
+namespace {
+
+// http_peers.py `mode` with `args` from the client namespace; its JSON line.
+Json run_http_peer(const std::string& mode, const std::vector<std::string>& args) {
+  std::string command = "ip netns exec " + std::string(TwoHosts::kClient) + " /usr/bin/python3 " +
+                        kHttpPeers + " " + mode + " 10.77.0.2 " + std::to_string(kHttpPort);
+  for (const auto& arg : args) command += " '" + arg + "'";
+  auto result = run(command);
+  if (result.exit_code != 0) throw std::runtime_error(command + ": " + result.output);
+  return parse_json_lines(result.output).at(0);
+}
+
+double parse_errors(const PromText& prom, const std::string& kind) {
+  return prom.value("netwatcher_http_parse_errors_total", {{"kind", kind}}).value_or(-1);
+}
+
+std::vector<std::uint64_t> sports_of(const Json& peer) {
+  std::vector<std::uint64_t> out;
+  for (const auto& port : *std::get<std::shared_ptr<Json::Array>>(peer["sports"].value))
+    out.push_back(port.u64());
+  return out;
+}
+
+}  // namespace
+
+// POST /echo with a 300-byte body and GET /hello pipelined in one segment:
+// the capture (256 bytes) ends inside the body, so the GET is never seen.
+// Each socket's request stream has lost its place: counted once as lost_sync
+// when the next request arrives, which is parsed again (re-synchronised on
+// the next segment that parses); the answer to the unseen GET has no request
+// to pair with (orphan_response). Exactly two exchanges per socket.
+TEST_F(Http, ARequestTheCaptureCouldNotSeeLosesSyncAndTheNextRequestIsParsedAgain) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  const Json peer = run_http_peer("pipeline", {});
+  const std::uint64_t sport = peer["sport"].u64();
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 2));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 2));
+  // One scrape, after the last exchange: every count above is in by then.
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 2u) << nw.log();
+    const auto& post = seen[0]["fields"];
+    EXPECT_EQ(post["method"].str(), "POST");
+    EXPECT_EQ(post["path"].str(), "/echo");
+    EXPECT_EQ(post["status"].u64(), 200u);
+    EXPECT_EQ(post["request_bytes"].u64(), 300u);
+    EXPECT_EQ(post["response_bytes"].u64(), 300u);
+    const auto& next = seen[1]["fields"];
+    EXPECT_EQ(next["method"].str(), "GET");
+    EXPECT_EQ(next["path"].str(), "/hello");
+    EXPECT_EQ(next["outcome"].str(), "answered");
+    EXPECT_EQ(next["status"].u64(), 200u);
+    EXPECT_EQ(next["host"].str(), "10.77.0.2:8080");
+    EXPECT_EQ(next["response_bytes"].u64(), 2u);
+  }
+  EXPECT_EQ(parse_errors(prom, "lost_sync"), 2) << "once per socket";
+  EXPECT_EQ(parse_errors(prom, "orphan_response"), 2) << "the unseen GET's answer, per socket";
+  EXPECT_EQ(parse_errors(prom, "invalid_request"), 0);
+  EXPECT_EQ(parse_errors(prom, "invalid_response"), 0);
+}
+
+// A response body longer than its Content-Length says (2, then 11 bytes
+// more in the same segment), on a connection whose response stream is in
+// sync (a GET /hello before it): where the next response should start the
+// bytes do not parse, counted once per socket as invalid_response, and the
+// stream is re-synchronised on the next segment that parses: the next
+// exchange on the connection is whole again.
+TEST_F(Http, ABodyLongerThanItsContentLengthIsAnInvalidResponseAndTheNextIsParsedAgain) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  const Json peer = run_http_peer("overlong", {"--after-hello"});
+  const std::uint64_t sport = peer["sport"].u64();
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 3));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 3));
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 3u) << nw.log();
+    const std::vector<std::string> paths = {"/hello", "/overlong", "/hello"};
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      const auto& f = seen[i]["fields"];
+      EXPECT_EQ(f["path"].str(), paths[i]) << i;
+      EXPECT_EQ(f["outcome"].str(), "answered") << i;
+      EXPECT_EQ(f["status"].u64(), 200u) << i;
+      EXPECT_EQ(f["response_bytes"].u64(), 2u) << i << ": what Content-Length says";
+    }
+  }
+  EXPECT_EQ(parse_errors(prom, "invalid_response"), 2) << "once per socket";
+  EXPECT_EQ(parse_errors(prom, "orphan_response"), 0);
+  EXPECT_EQ(parse_errors(prom, "lost_sync"), 0);
+  EXPECT_EQ(parse_errors(prom, "invalid_request"), 0);
+}
+
+// The same overlong response as the connection's first: the same bytes at the
+// same place should count the same.
+//
+// DISABLED: an http bug, reported for the owners of core/sdk/l7_tracker.cpp
+// (off limits to this change). invalid_response stays 0: the first response
+// of a connection is parsed with probing = true (the stream is not in sync
+// yet), and L7Tracker::parse_from() keeps that flag for every further message
+// of the segment, so after a response that parsed (and put the stream in sync)
+// the bytes at its end are still taken for body and not counted. Both
+// exchanges are reported correctly. Run it with --gtest_also_run_disabled_tests.
+TEST_F(Http, DISABLED_AnOverlongFirstResponseCountsAsInvalidResponseToo) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  const Json peer = run_http_peer("overlong", {});
+  const std::uint64_t sport = peer["sport"].u64();
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 2));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 2));
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 2u) << nw.log();
+    EXPECT_EQ(seen[0]["fields"]["path"].str(), "/overlong");
+    EXPECT_EQ(seen[1]["fields"]["path"].str(), "/hello");
+    EXPECT_EQ(seen[1]["fields"]["response_bytes"].u64(), 2u);
+  }
+  EXPECT_EQ(parse_errors(prom, "invalid_response"), 2) << "once per socket";
+}
+
+// A head longer than capture_bytes: with 32 bytes only the request line
+// ("GET /hello HTTP/1.1\r\n", 21 bytes) is captured, and it is still reported
+// with its method, path and status; the Host header and the sizes are beyond
+// the capture and left out. With the default (256) the same requests are
+// whole. Both runs share the namespaces and the server.
+TEST_F(Http, AHeadLongerThanCaptureBytesStillGivesItsRequestLine) {
+  for (const bool small : {true, false}) {
+    SCOPED_TRACE(small ? "capture_bytes = 32" : "default capture_bytes");
+    // A second netwatcher in the same folder: without its predecessor's log,
+    // whose "running" line would end the wait for its own start at once.
+    std::filesystem::remove(dir_.file("events.jsonl"));
+    std::filesystem::remove(dir_.file("netwatcher.log"));
+    Netwatcher nw(dir_, config(small ? "capture_bytes = 32\n" : ""), {"-i"});
+    // About 190 bytes of head per request (an X-Padding header of 100).
+    const Json peer = run_http_peer("requests", {"--pad", "100", "0:/hello*2"});
+    const std::uint64_t sport = sports_of(peer).at(0);
+    EXPECT_TRUE(wait_for_exchanges("client", sport, 2));
+    EXPECT_TRUE(wait_for_exchanges("server", sport, 2));
+    auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+    ASSERT_EQ(nw.stop(), 0) << nw.log();
+    for (const char* side : {"client", "server"}) {
+      SCOPED_TRACE(side);
+      auto seen = exchanges(side, sport);
+      ASSERT_EQ(seen.size(), 2u) << nw.log();
+      for (const auto& e : seen) {
+        const auto& f = e["fields"];
+        EXPECT_EQ(f["method"].str(), "GET");
+        EXPECT_EQ(f["path"].str(), "/hello");
+        EXPECT_EQ(f["outcome"].str(), "answered");
+        EXPECT_EQ(f["status"].u64(), 200u);
+        if (small) {
+          EXPECT_EQ(f["host"].str(), "") << "the Host header is beyond the capture";
+          EXPECT_FALSE(f.has("request_bytes"));
+          EXPECT_FALSE(f.has("response_bytes"));
+        } else {
+          EXPECT_EQ(f["host"].str(), "10.77.0.2:8080");
+          EXPECT_EQ(f["request_bytes"].u64(), 0u);
+          EXPECT_EQ(f["response_bytes"].u64(), 2u);
+        }
+      }
+    }
+    for (const char* kind : {"lost_sync", "orphan_response", "invalid_request", "invalid_response"})
+      EXPECT_EQ(parse_errors(prom, kind), 0) << kind;
+  }
+}
+
+// Latency anomalies on http_exchange.latency_us, end to end: 20 fast GETs,
+// one /slow (0.3 s), five fast again, on one connection. One series per side
+// (no per_connection): after the warm-up of 10 the slow exchange is flagged
+// from both sockets, and the fast ones are not (a multiplier of 20 leaves room
+// for a loaded machine's jitter: at most one of them may be flagged per side).
+// The counter counts exactly the flagged events.
+TEST_F(Http, TheOneSlowExchangeAmongFastOnesIsFlaggedAsALatencyAnomaly) {
+  Netwatcher nw(dir_, config("[anomaly]\nwarmup = 10\nmultiplier = 20\n"), {"-i", "-L"});
+  const Json peer = run_http_peer("requests", {"0:/hello*20", "0:/slow", "0:/hello*5"});
+  const std::uint64_t sport = sports_of(peer).at(0);
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 26));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 26));
+  // The only scrape: its own exchange is judged after it answered.
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  double flagged = 0;
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 26u) << nw.log();
+    int fast_flagged = 0;
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      const auto& f = seen[i]["fields"];
+      ASSERT_TRUE(f.has("anomaly")) << i;
+      const bool anomaly = f["anomaly"].boolean();
+      flagged += anomaly;
+      if (i < 10) {
+        EXPECT_FALSE(anomaly) << "warm-up, exchange " << i;
+      }
+      if (i == 20) {
+        EXPECT_EQ(f["path"].str(), "/slow");
+        EXPECT_GE(f["latency_us"].num(), 300000);
+        EXPECT_TRUE(anomaly) << "the slow exchange";
+      } else {
+        EXPECT_EQ(f["path"].str(), "/hello");
+        fast_flagged += anomaly;
+      }
+    }
+    EXPECT_LE(fast_flagged, 1) << "the steady part";
+  }
+  EXPECT_EQ(prom.value("netwatcher_latency_anomalies_total",
+                       {{"plugin", "http"}, {"field", "latency_us"}}),
+            flagged);
+  EXPECT_NE(nw.log().find("latency anomaly: http.http_exchange latency_us"), std::string::npos)
+      << nw.log();
+}
+
+// [anomaly] per_connection: each socket is its own series. Connection 0
+// waits 40 ms per request (12 of them), then connection 1 answers 20 at once;
+// then each gets one more 40 ms request, the slow connection first. 40 ms is
+// normal for connection 0 and not flagged there, and far over connection 1's
+// baseline: flagged there (from both sockets of each). With one series per
+// side it is the other way round: connection 0's last would be judged
+// against a baseline of mostly fast exchanges (flagged), and connection 1's
+// against one that connection 0's last has just raised (not flagged).
+TEST_F(Http, PerConnectionAnomaliesJudgeEachConnectionAgainstItsOwnBaseline) {
+  Netwatcher nw(dir_, config("[anomaly]\nper_connection = true\nwarmup = 10\nmultiplier = 10\n"),
+                {"-i", "-L"});
+  const Json peer = run_http_peer(
+      "requests", {"0:/wait?ms=40*12", "1:/hello*20", "0:/wait?ms=40", "1:/wait?ms=40"});
+  const auto sports = sports_of(peer);
+  ASSERT_EQ(sports.size(), 2u);
+  for (const char* side : {"client", "server"})
+    for (std::size_t c = 0; c < 2; ++c)
+      EXPECT_TRUE(wait_for_exchanges(side, sports[c], c ? 21 : 13));
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  double flagged = 0;
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto slow = exchanges(side, sports[0]);
+    auto fast = exchanges(side, sports[1]);
+    ASSERT_EQ(slow.size(), 13u);
+    ASSERT_EQ(fast.size(), 21u);
+    for (const auto* list : {&slow, &fast})
+      for (const auto& e : *list) flagged += e["fields"]["anomaly"].boolean();
+    const auto& slow_last = slow.back()["fields"];
+    const auto& fast_last = fast.back()["fields"];
+    EXPECT_EQ(slow_last["path"].str(), "/wait");
+    EXPECT_EQ(fast_last["path"].str(), "/wait");
+    EXPECT_GE(slow_last["latency_us"].num(), 40000);
+    EXPECT_GE(fast_last["latency_us"].num(), 40000);
+    EXPECT_FALSE(slow_last["anomaly"].boolean()) << "40 ms is the slow connection's normal";
+    EXPECT_TRUE(fast_last["anomaly"].boolean())
+        << "40 ms is far over the fast connection's baseline";
+    EXPECT_NE(slow_last["sock"].u64(), fast_last["sock"].u64());
+  }
+  EXPECT_EQ(prom.value("netwatcher_latency_anomalies_total",
+                       {{"plugin", "http"}, {"field", "latency_us"}}),
+            flagged);
+}
+
+// The README's own lost_sync case: a request body larger than one segment,
+// sent chunked and not held whole in the capture (three 300-byte chunks,
+// each in its own segment), "leaves the stream unsynchronised until the next
+// request start (counted as lost_sync)". The next request on the connection
+// is parsed again.
+//
+// DISABLED: an http bug, reported for the owners of core/sdk/l7_tracker.cpp
+// (off limits to this change while http moves to a new capture). Everything
+// here holds except the count: lost_sync stays 0. L7Tracker::parse_from()
+// drops sync without counting when a message's size is unknown
+// ("Where the next message starts is unknown" branch: s.synced = false with
+// no ++stats_.lost_sync), and the chunk segments that follow are probed as
+// body without a count either. Either that branch counts lost_sync, or the
+// README's "(counted as lost_sync)" goes. Run it with
+// --gtest_also_run_disabled_tests.
+TEST_F(Http, DISABLED_AChunkedRequestBodyOverSeveralSegmentsCountsAsLostSyncUntilTheNextRequest) {
+  Netwatcher nw(dir_, config(), {"-i"});
+  const Json peer = run_http_peer("chunked", {});
+  const std::uint64_t sport = peer["sport"].u64();
+  EXPECT_TRUE(wait_for_exchanges("client", sport, 2));
+  EXPECT_TRUE(wait_for_exchanges("server", sport, 2));
+  auto prom = parse_prometheus(http_get(kPromPort, "/metrics"));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, sport);
+    ASSERT_EQ(seen.size(), 2u) << nw.log();
+    const auto& post = seen[0]["fields"];
+    EXPECT_EQ(post["method"].str(), "POST");
+    EXPECT_EQ(post["path"].str(), "/echo");
+    EXPECT_EQ(post["status"].u64(), 200u);
+    EXPECT_FALSE(post.has("request_bytes")) << "the chunked body was not held whole";
+    EXPECT_EQ(post["response_bytes"].u64(), 900u);
+    const auto& next = seen[1]["fields"];
+    EXPECT_EQ(next["method"].str(), "GET");
+    EXPECT_EQ(next["path"].str(), "/hello");
+    EXPECT_EQ(next["status"].u64(), 200u);
+    EXPECT_EQ(next["response_bytes"].u64(), 2u);
+  }
+  EXPECT_EQ(parse_errors(prom, "lost_sync"), 2) << "once per socket, as the README says";
+  EXPECT_EQ(parse_errors(prom, "invalid_request"), 0);
+  EXPECT_EQ(parse_errors(prom, "orphan_response"), 0);
 }

@@ -1077,6 +1077,124 @@ TEST_F(TcpDetail, ASlowerLinkMidFlowIsFlaggedAsALatencyAnomaly) {
   EXPECT_NE(nw.log().find("latency anomaly: tcp.tcp_layer "), std::string::npos) << nw.log();
 }
 
+// A segment in the window whose TCP timestamp is older than the last one the
+// server recorded fails PAWS (RFC 7323): the kernel drops it before looking
+// at its sequence number, and counts it in TcpExtPAWSEstab. netwatcher
+// reports it once, as `paws`, and its counter agrees with the kernel's.
+TEST_F(TcpDetail, ASegmentFailingPawsIsReportedOnceAndAgreesWithTheKernelsCounter) {
+  Netwatcher nw(dir_, config("errors = true\n"));
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  const std::uint64_t paws_before = nstat(TwoHosts::kServer, "TcpExtPAWSEstab");
+  auto r = run("ip netns exec " + std::string(TwoHosts::kClient) + " /usr/bin/python3 " +
+               std::string(NW_TEST_DIR) + "/tcp_paws.py 10.77.0.2 " + std::to_string(kPort));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Json crafted = parse_json_lines(r.output).at(0);
+  const std::uint32_t seq = static_cast<std::uint32_t>(crafted["seq"].u64());
+  const Tuple at_server{"10.77.0.2", kPort, "10.77.0.1", crafted["sport"].u64()};
+  EXPECT_TRUE(wait_for_events("tcp_error", [&](const std::vector<Json>& errors) {
+    return !with_tuple(errors, at_server).empty();
+  }));
+  auto prom = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_tcp_error_packets_total", {{"reason", "paws"}}).value_or(0) >= 1;
+  });
+  // The client has closed: every segment of the connection has been judged.
+  EXPECT_TRUE(wait_for_close(at_server));
+  const std::uint64_t paws = nstat(TwoHosts::kServer, "TcpExtPAWSEstab") - paws_before;
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+  EXPECT_EQ(paws, 1u) << "the kernel rejected the one crafted segment";
+  auto errors = with_tuple(events("tcp_error"), at_server);
+  ASSERT_EQ(errors.size(), 1u) << nw.log();
+  const auto& f = errors[0]["fields"];
+  EXPECT_EQ(f["reason"].str(), "paws");
+  EXPECT_EQ(f["kernel_reason"].str(), "TCP_RFC7323_PAWS");
+  EXPECT_EQ(f["seq"].u64(), seq);
+  EXPECT_EQ(f["ack"].u64(), crafted["ack"].u64());
+  EXPECT_EQ(f["payload"].u64(), 10u);
+  EXPECT_EQ(f["rcv_nxt"].u64(), seq) << "at exactly the expected sequence number";
+  EXPECT_EQ(f["offset"].num(), 0);
+  EXPECT_TRUE(f.has("sock"));
+  EXPECT_EQ(prom.value("netwatcher_tcp_error_packets_total", {{"reason", "paws"}}),
+            static_cast<double>(paws));
+  for (const char* other :
+       {"bad_checksum", "sequence_before_window", "sequence_beyond_window", "invalid_ack"})
+    EXPECT_EQ(prom.value("netwatcher_tcp_error_packets_total", {{"reason", other}}).value_or(0), 0)
+        << other;
+}
+
+// max_rtt_series = 2, one series per destination, and three destinations:
+// the first two destinations sampled keep their series, every sample of the
+// third is counted in netwatcher_tcp_srtt_samples_dropped_total (and as a
+// refusal of the rtt_series table), in both sampling modes. With a snapshot
+// interval longer than the test, the default mode samples only at closes
+// (one per socket, both ends are tracked), so its counts are exact; with
+// rtt_every_change each socket to the third destination samples at least
+// once (its first segment received in ESTABLISHED). IPv6 only keeps loopback
+// scrapes and anything else on the host out of the table.
+TEST_F(TcpDetail, SrttSeriesBeyondMaxRttSeriesAreCountedAsDroppedSamples) {
+  must_run("ip -n nwt-srv addr add fd77::3/64 dev nwt-s0 nodad");
+  TcpServer server(TwoHosts::kServer, {kPort}, dir_);
+  for (const bool every_change : {false, true}) {
+    SCOPED_TRACE(every_change ? "rtt_every_change" : "sampled at snapshots and closes");
+    // A second netwatcher in the same folder: without its predecessor's log,
+    // whose "running" line would end the wait for its own start at once.
+    std::filesystem::remove(dir_.file("events.jsonl"));
+    std::filesystem::remove(dir_.file("netwatcher.log"));
+    Netwatcher nw(dir_,
+                  "snapshot_interval = 3600\n[filter]\nfamily = \"ipv6\"\n"
+                  "[plugins.tcp]\nmax_rtt_series = 2\nextra = true\n" +
+                      std::string(every_change ? "rtt_every_change = true\n" : "") +
+                      sink_config_json(dir_.file("events.jsonl")) +
+                      "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                      std::to_string(kPromPort) + "\"\n");
+    // First fd77::2 (the client's socket) and fd77::1 (the server's), both
+    // closed before anything else is sampled.
+    const auto first = run_client(TwoHosts::kClient, "fd77::2", kPort, {1000}).at(0);
+    EXPECT_TRUE(wait_for_events("tcp_close", [&](const std::vector<Json>& closes) {
+      return with_tuple(closes, {"fd77::1", first.sport, "fd77::2", kPort}).size() == 1 &&
+             with_tuple(closes, {"fd77::2", kPort, "fd77::1", first.sport}).size() == 1;
+    }));
+    // Then three connections to fd77::3: a third destination, whose samples
+    // are dropped, and three more sockets for fd77::1.
+    const auto later = run_client(TwoHosts::kClient, "fd77::3", kPort, {1000, 1000, 1000});
+    ASSERT_EQ(later.size(), 3u);
+    EXPECT_TRUE(wait_for_events("tcp_close", [&](const std::vector<Json>& closes) {
+      for (const auto& c : later)
+        if (with_tuple(closes, {"fd77::1", c.sport, "fd77::3", kPort}).size() != 1 ||
+            with_tuple(closes, {"fd77::3", kPort, "fd77::1", c.sport}).size() != 1)
+          return false;
+      return true;
+    }));
+    auto prom = metrics();
+    ASSERT_EQ(nw.stop(), 0) << nw.log();
+
+    // Every close carried an srtt (extra = true shows it; each connection
+    // moved data both ways).
+    std::map<std::string, double> closes_by_daddr;
+    for (const auto& e : events("tcp_close")) {
+      EXPECT_GT(e["fields"]["srtt_us"].u64(), 0u);
+      closes_by_daddr[e["fields"]["daddr"].str()] += 1;
+    }
+    EXPECT_EQ(closes_by_daddr,
+              (std::map<std::string, double>{{"fd77::1", 4}, {"fd77::2", 1}, {"fd77::3", 3}}));
+    std::set<std::string> series;
+    for (const auto& s : prom.samples)
+      if (s.name == "netwatcher_tcp_srtt_seconds_count") series.insert(s.labels.at("daddr"));
+    EXPECT_EQ(series, (std::set<std::string>{"fd77::1", "fd77::2"}));
+    const double dropped = prom.value("netwatcher_tcp_srtt_samples_dropped_total", {}).value_or(0);
+    if (every_change) {
+      EXPECT_GE(dropped, 3) << "at least one sample per socket to fd77::3";
+    } else {
+      EXPECT_EQ(histogram_count(prom, "netwatcher_tcp_srtt_seconds", {{"daddr", "fd77::1"}}), 4);
+      EXPECT_EQ(histogram_count(prom, "netwatcher_tcp_srtt_seconds", {{"daddr", "fd77::2"}}), 1);
+      EXPECT_EQ(dropped, 3) << "the three close samples of fd77::3";
+    }
+    const std::map<std::string, std::string> table{{"plugin", "tcp"}, {"table", "rtt_series"}};
+    EXPECT_EQ(prom.value("netwatcher_table_capacity", table), 2);
+    EXPECT_EQ(prom.value("netwatcher_table_full_total", table), dropped);
+  }
+}
+
 }  // namespace
 
 TEST_F(TcpDetail, LayerTimeRunsAlongsideTheNetfilterPluginInTheSameHooks) {

@@ -119,6 +119,7 @@ class CapturePlugin {
       return Status::success();
     }
     // Offered for detection, or sent before the kernel saw our decision.
+    offered_.add({}, 1);
     if (auto it = owners_.find(rec.cookie); it != owners_.end()) {
       if (it->second.protocol != kNoProtocol) {
         it->second.ns = rec.hdr.timestamp_ns;
@@ -224,7 +225,6 @@ class CapturePlugin {
       it->second.ruled_out.assign(protocols_.size(), false);
     }
     Undecided& u = it->second;
-    offered_.add({}, 1);
     u.last_ns = rec.hdr.timestamp_ns;
     u.held.emplace_back(bytes.begin(), bytes.begin() + sizeof rec + rec.captured);
     ++u.offered[rec.outbound ? 1 : 0];
@@ -306,8 +306,8 @@ class CapturePlugin {
                    {"protocol"}};
   Counter offered_{metrics_,
                    "netwatcher_l7_offered_packets_total",
-                   "Packets of undecided sockets offered to the protocols' detectors (at most "
-                   "offer_packets per direction and socket).",
+                   "Packets of sockets still undecided in the kernel that reached user space (at "
+                   "most offer_packets per direction and socket, fewer once a verdict is back).",
                    {}};
   Counter decision_failures_{metrics_,
                              "netwatcher_l7_decision_failures_total",

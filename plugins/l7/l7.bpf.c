@@ -97,6 +97,9 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   sk = bpf_sk_fullsock(sk);
   if (!sk || !wanted(sk->protocol)) return;
   __u8 transport = sk->protocol;
+  /* The common case first: a socket of no protocol costs this lookup only. */
+  struct l7_socket* state = bpf_sk_storage_get(&sockets, sk, 0, 0);
+  if (state && state->verdict == L7_IGNORED) return;
 
   /* cgroup_skb sees the packet from its IP header on. */
   struct nw_tuple tuple = {};
@@ -129,8 +132,8 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   }
   if (skb->len <= payload_offset) return; /* ACKs, SYNs, FINs, empty datagrams */
 
-  struct l7_socket* state = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-  if (!state || state->verdict == L7_IGNORED) return;
+  if (!state) state = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+  if (!state) return;
   __u64 cookie = bpf_get_socket_cookie(skb);
   if (state->verdict == L7_UNDECIDED) {
     take_decision(state, cookie);

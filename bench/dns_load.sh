@@ -67,8 +67,9 @@ seen() {
 unanswered() {
   echo "$metrics" | awk -v side="$1" '/^netwatcher_dns_requests_unanswered_total\{/ && $0 ~ "side=\""side"\"" {s += $2} END {printf "%d", s}'
 }
-events=$(grep -c '"dns_query"' "$work/events.jsonl" || true)
+events=$(cat "$work"/events.jsonl* | grep -c '"dns_query"' || true)
 lost_kernel=$(grep -o '[0-9]* lost in the kernel' "$work/nw.log" | awk '{s += $1} END {print s + 0}')
+sink_dropped=$(grep -o "sink 'json': [0-9]* written, [0-9]* dropped" "$work/nw.log" | awk '{print $5}')
 hz=$(getconf CLK_TCK)
 echo "dnsperf: $qps qps for $seconds s, 4 clients, 100 names (dnsmasq, local records)"
 printf '%-40s %s\n' "queries completed (dnsperf)" "$completed" \
@@ -76,7 +77,8 @@ printf '%-40s %s\n' "queries completed (dnsperf)" "$completed" \
   "answered, client side (netwatcher)" "$(seen client)" \
   "answered, server side (netwatcher)" "$(seen server)" \
   "unanswered client / server (netwatcher)" "$(unanswered client) / $(unanswered server)" \
-  "dns_query events" "$events" \
+  "dns_query events (json sink, rotated files too)" "$events" \
+  "events dropped on the json sink's full queue" "${sink_dropped:-?}" \
   "records lost in the kernel (netwatcher)" "$lost_kernel"
 awk -v t="$((ticks_after - ticks_before))" -v hz="$hz" -v q="$completed" -v s="$seconds" \
   'BEGIN {printf "%-40s %.1f%% of a core, %.2f us per query (both sides)\n", "agent CPU", 100 * t / hz / (s + 2), 1e6 * t / hz / q}'

@@ -168,14 +168,21 @@ bool L7Tracker::parse_from(Connection& c, Stream& s, bool is_request, std::uint3
     const std::optional<std::uint64_t> size =
         is_request ? request.message_size : response.message_size;
     if (result.status == ParseStatus::incomplete || !size || *size == 0) {
-      // Where the next message starts is unknown: find it again later.
+      // Where the next message starts is unknown: find it again later. A
+      // whole head without a size (a chunked body not held whole) loses the
+      // stream's place; a head the capture cut usually does not (the next
+      // message tends to start a segment), so only the first counts.
       s.synced = false;
+      if (result.status == ParseStatus::complete) ++stats_.lost_sync;
       return false;
     }
     s.synced = true;
     s.next_seq = message_seq + static_cast<std::uint32_t>(*size);
     if (*size > rest.size()) return true;  // the next message starts in a later segment
     offset += static_cast<std::size_t>(*size);
+    // After a message that parsed, the bytes that follow in the same segment
+    // are the next message: bytes that do not parse are an error, not body.
+    probing = false;
   }
   return true;
 }

@@ -455,15 +455,8 @@ TEST_F(Http, ABodyLongerThanItsContentLengthIsAnInvalidResponseAndTheNextIsParse
 
 // The same overlong response as the connection's first: the same bytes at the
 // same place should count the same.
-//
-// DISABLED: an http bug, reported for the owners of core/sdk/l7_tracker.cpp
-// (off limits to this change). invalid_response stays 0: the first response
-// of a connection is parsed with probing = true (the stream is not in sync
-// yet), and L7Tracker::parse_from() keeps that flag for every further message
-// of the segment, so after a response that parsed (and put the stream in sync)
-// the bytes at its end are still taken for body and not counted. Both
-// exchanges are reported correctly. Run it with --gtest_also_run_disabled_tests.
-TEST_F(Http, DISABLED_AnOverlongFirstResponseCountsAsInvalidResponseToo) {
+
+TEST_F(Http, AnOverlongFirstResponseCountsAsInvalidResponseToo) {
   Netwatcher nw(dir_, config(), {"-i"});
   const Json peer = run_http_peer("overlong", {});
   const std::uint64_t sport = peer["sport"].u64();
@@ -627,17 +620,8 @@ TEST_F(Http, PerConnectionAnomaliesJudgeEachConnectionAgainstItsOwnBaseline) {
 // each in its own segment), "leaves the stream unsynchronised until the next
 // request start (counted as lost_sync)". The next request on the connection
 // is parsed again.
-//
-// DISABLED: an http bug, reported for the owners of core/sdk/l7_tracker.cpp
-// (off limits to this change while http moves to a new capture). Everything
-// here holds except the count: lost_sync stays 0. L7Tracker::parse_from()
-// drops sync without counting when a message's size is unknown
-// ("Where the next message starts is unknown" branch: s.synced = false with
-// no ++stats_.lost_sync), and the chunk segments that follow are probed as
-// body without a count either. Either that branch counts lost_sync, or the
-// README's "(counted as lost_sync)" goes. Run it with
-// --gtest_also_run_disabled_tests.
-TEST_F(Http, DISABLED_AChunkedRequestBodyOverSeveralSegmentsCountsAsLostSyncUntilTheNextRequest) {
+
+TEST_F(Http, AChunkedRequestBodyOverSeveralSegmentsCountsAsLostSyncUntilTheNextRequest) {
   Netwatcher nw(dir_, config(), {"-i"});
   const Json peer = run_http_peer("chunked", {});
   const std::uint64_t sport = peer["sport"].u64();

@@ -147,7 +147,8 @@ std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRunt
 
 // --help lists plugins in the order README.md describes them ("What the ...
 // plugin reports"), the ones it does not know after them by name.
-constexpr const char* kHelpOrder[] = {"tcp", "http", "dns", "drop", "netfilter", "udp", "icmp", "nic"};
+constexpr const char* kHelpOrder[] = {"tcp",       "http", "dns",  "drop",
+                                      "netfilter", "udp",  "icmp", "nic"};
 
 std::vector<std::string> help_order(std::vector<std::string> plugins) {
   auto rank = [](const std::string& plugin) {
@@ -951,6 +952,20 @@ int run(int argc, char** argv) {
     }
     running.push_back(runtime);
   }
+  // Protocol plugins see nothing without the shared capture: say so, and
+  // do not report them as running.
+  const bool capture_running = std::any_of(running.begin(), running.end(), [](ProbeRuntime* r) {
+    return r->name() == kL7CapturePlugin;
+  });
+  if (!capture_running)
+    std::erase_if(running, [&](ProbeRuntime* runtime) {
+      if (!runtime->uses_l7_capture()) return false;
+      spdlog::error("plugin '{}' disabled: the shared L7 capture (plugin '{}') is not running",
+                    runtime->name(), kL7CapturePlugin);
+      own.set_plugin_state(runtime->name(), false, runtime->hook_reports());
+      runtime->shut_down();
+      return true;
+    });
   for (const auto& name : configured_but_refused) own.set_plugin_state(name, false, {});
   if (running.empty() && !enabled.empty()) {
     spdlog::critical("no plugin could start; see the errors above and `netwatcher --check`");

@@ -202,4 +202,24 @@ TEST(L7Capture, DoesNotRunWithoutAProtocolPlugin) {
   EXPECT_EQ(check.output.find("plugin l7"), std::string::npos) << check.output;
 }
 
+// The capture cannot start (here: its required egress hook forced off): the
+// protocol plugins are disabled with the reason, not left running blind.
+TEST(L7Capture, ProtocolPluginsStopWhenTheCaptureCannotStart) {
+  NW_REQUIRE_ROOT();
+  TempDir dir;
+  write_file(dir.file("c.toml"),
+             "[netwatcher]\nhook_override = { \"l7.egress\" = \"none\" }\n"
+             "[plugins.http]\n[plugins.nic]\n" +
+                 sink_config_json(dir.file("events.jsonl")));
+  auto out = run(std::string(NW_BINARY) + " --config " + dir.file("c.toml") + " --plugin-dir " +
+                 NW_PLUGIN_DIR + " --duration 0.3 2>&1");
+  EXPECT_EQ(out.exit_code, 0) << out.output;
+  EXPECT_NE(out.output.find("plugin 'l7' disabled"), std::string::npos) << out.output;
+  EXPECT_NE(out.output.find("plugin 'http' disabled: the shared L7 capture (plugin 'l7') is not "
+                            "running"),
+            std::string::npos)
+      << out.output;
+  EXPECT_NE(out.output.find("running: 1 plugin(s)"), std::string::npos) << out.output;
+}
+
 }  // namespace

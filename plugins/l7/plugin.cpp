@@ -27,7 +27,7 @@ constexpr std::uint64_t kUndecidedExpiryNs = 30'000'000'000;
 // An ignored socket's decision is remembered this long, for the packets the
 // kernel sent before it took it; a watched socket's owner until it closes or
 // is idle this long (UDP sockets have no close the capture sees).
-constexpr std::uint64_t kIgnoredMemoryNs = 60'000'000'000;
+constexpr std::uint64_t kIgnoredMemoryNs = 5'000'000'000;
 constexpr std::uint64_t kOwnerIdleNs = 600'000'000'000;
 
 class CapturePlugin {

@@ -131,7 +131,15 @@ TEST(Nic, EveryInterfaceByDefaultWithSegmentsCountedAsTcpSendsThem) {
   const std::uint64_t server_before = sent(TwoHosts::kServer);
   auto clients = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {4000000});
   ASSERT_EQ(clients.size(), 1u);
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));  // the last ACKs and FINs
+  // The last ACKs and FINs: until no socket of the connection is left but a
+  // TIME-WAIT one, on either side.
+  for (const char* netns : {TwoHosts::kClient, TwoHosts::kServer})
+    ASSERT_TRUE(wait_until([&] {
+      return run("ip netns exec " + std::string(netns) +
+                 " ss -Htn state all exclude time-wait exclude listening '( sport = :5000 or "
+                 "dport = :5000 )' | wc -l")
+                 .output == "0\n";
+    }));
   const std::uint64_t client_sent = sent(TwoHosts::kClient) - client_before;
   const std::uint64_t server_sent = sent(TwoHosts::kServer) - server_before;
   ASSERT_GT(client_sent, 4000000u / 1500u) << "one segment per MSS at least";

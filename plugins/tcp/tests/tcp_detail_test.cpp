@@ -597,7 +597,10 @@ TEST_F(TcpDetail, SrttHistogramAtEveryChangeHoldsTheSrttSsShows) {
   Netwatcher nw(dir_, config("rtt_every_change = true\n"));
   TcpServer server(TwoHosts::kServer, {kPort}, dir_);
   HeldConnection held(TwoHosts::kClient, "10.77.0.2", kPort, 200000, 2.0, dir_);
-  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  // Until the transfer changed srtt more than once; the connection is held
+  // open for 2 s, so ss still shows it.
+  ASSERT_TRUE(wait_until([&] { return srtt_histogram(metrics(), "10.77.0.2").count > 1; }))
+      << nw.log();
   auto r = run("ip netns exec nwt-cli ss -tinH state established '( sport = :" +
                std::to_string(held.info().sport) + " )'");
   auto at = r.output.find(" rtt:");

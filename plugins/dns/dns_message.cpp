@@ -192,7 +192,8 @@ bool MessageParser::read_name(std::size_t offset, std::string* text, std::size_t
     position += 1 + length;
   }
   if (!jumped) end = position + 1;
-  if (text && text->empty()) *text = ".";
+  // push_back, not assignment: gcc 12 -O2 warns (-Wrestrict) on the latter.
+  if (text && text->empty()) text->push_back('.');
   return true;
 }
 

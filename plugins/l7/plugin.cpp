@@ -141,9 +141,17 @@ class CapturePlugin {
         ++it;
       }
     }
-    std::erase_if(owners_, [now](const auto& o) {
-      return now - o.second.ns >
-             (o.second.protocol == kNoProtocol ? kIgnoredMemoryNs : kOwnerIdleNs);
+    // An owned socket quiet this long (UDP sockets have no close here, and a
+    // TCP close can be missed) ends for its protocol as a close would.
+    std::erase_if(owners_, [&](const auto& o) {
+      const auto& [cookie, decision] = o;
+      if (decision.protocol == kNoProtocol) return now - decision.ns > kIgnoredMemoryNs;
+      if (now - decision.ns <= kOwnerIdleNs) return false;
+      if (decision.protocol < protocols_.size()) {
+        Served& p = protocols_[decision.protocol];
+        if (p.served.events) p.served.protocol->closed(cookie, *p.served.events);
+      }
+      return true;
     });
     return refresh_metrics();
   }

@@ -13,8 +13,10 @@
 //      protocol said `no` (or nobody said `yes` within the offered packets),
 //      the socket is ignored: from then on it costs one storage lookup per
 //      packet and nothing in user space.
-//   3. Packets of an owned socket go to L7Protocol::packet(); a TCP socket's
-//      close to L7Protocol::closed().
+//   3. Packets of an owned socket go to L7Protocol::packet(); its end (a TCP
+//      close, or 10 minutes without a packet) to L7Protocol::closed(), once.
+//      Per-socket state a protocol keeps lives between the two: the kit
+//      guarantees the end, so no socket's state is left behind.
 //
 // A protocol plugin is an ordinary probe plugin (plugin.hpp) whose hooks name
 // the candidates "l7:tcp" and/or "l7:udp": the host then starts the `l7`
@@ -91,7 +93,11 @@ class L7Protocol {
   // A packet of a socket this protocol owns, the detecting packet included.
   // Events go to `out`, which emits as this plugin.
   virtual void packet(const L7Packet& packet, EventEmitter& out) noexcept = 0;
-  // A TCP socket this protocol owns reached CLOSE: report what is unanswered.
+  // A socket this protocol owns ended: a TCP socket reached CLOSE, or the
+  // socket sent and received nothing for 10 minutes (UDP sockets, whose close
+  // the capture does not see, or a TCP close it missed). Called at most once
+  // per claim: report what is unanswered and release the socket's state. A
+  // socket that is heard from again afterwards comes back through packet().
   virtual void closed(std::uint64_t socket, EventEmitter& out) noexcept = 0;
 
  protected:

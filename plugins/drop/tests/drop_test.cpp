@@ -618,7 +618,8 @@ TEST_F(Drop, WithoutSymbolizeLocationsAndStacksAreRawAddresses) {
   ASSERT_NE(at, std::string::npos) << named_stack;
   named_prefix = named_stack.substr(0, named_stack.find(';', at));
   for (const auto& frame : frames) {
-    raw_prefix += (raw_prefix.empty() ? "" : ";") + resolve(text, frame);
+    if (!raw_prefix.empty()) raw_prefix += ';';
+    raw_prefix += resolve(text, frame);
     if (raw_prefix.size() >= named_prefix.size()) break;
   }
   EXPECT_EQ(raw_prefix, named_prefix);

@@ -118,7 +118,7 @@ TEST_F(Dns, EveryQueryOncePerSocketWithNamesTypesRcodesAndAnswers) {
   std::filesystem::create_directories(kNetnsEtc);
   write_file(std::string(kNetnsEtc) + "/resolv.conf",
              "nameserver " + std::string(kResolver) + "\noptions attempts:1 timeout:2\n");
-  Netwatcher nw(dir_, config());
+  Netwatcher nw(dir_, config("name_labels = true\nmax_names = 3\n"));
   ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("events.jsonl")); }));
 
   struct Asked {
@@ -288,6 +288,27 @@ TEST_F(Dns, EveryQueryOncePerSocketWithNamesTypesRcodesAndAnswers) {
         << qtype << " " << rcode << " " << side;
   }
   EXPECT_EQ(prom.value("netwatcher_dns_requests_unanswered_total", {{"side", "client"}}), 0.0);
+  // Per-name series for the first max_names (3) names asked, "other" for
+  // the rest, counting the same queries.
+  std::map<std::string, double> per_name;
+  double all_names = 0;
+  for (const auto& sample : prom.samples) {
+    if (sample.name != "netwatcher_dns_name_requests_total") continue;
+    per_name[sample.labels.at("qname")] += sample.value;
+    all_names += sample.value;
+  }
+  EXPECT_EQ(all_names, static_cast<double>(all.size()));
+  EXPECT_EQ(per_name.size(), 4u);
+  for (const char* name : {"web.test", "v6.test", "www.test", "other"})
+    EXPECT_GT(per_name[name], 0) << name;
+  EXPECT_EQ(per_name["other"],
+            static_cast<double>(std::count_if(all.begin(), all.end(), [](const Json& e) {
+              const std::string& name = e["fields"]["qname"].str();
+              return name != "web.test" && name != "v6.test" && name != "www.test";
+            })));
+  EXPECT_GT(prom.value("netwatcher_table_full_total", {{"plugin", "dns"}, {"table", "names"}})
+                .value_or(0),
+            0);
   for (const char* kind :
        {"bad_name", "bad_record", "short_header", "orphan_response", "lost_sync"})
     EXPECT_EQ(prom.value("netwatcher_dns_parse_errors_total", {{"kind", kind}}), 0.0) << kind;

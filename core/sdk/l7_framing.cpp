@@ -91,7 +91,9 @@ void LengthPrefixedStream::feed(std::uint32_t seq, std::uint32_t wire_length,
     const std::span<const std::byte> rest = std::span<const std::byte>(buffer_).subspan(pos);
     const std::int64_t field = rest.size() >= header ? read_length(rest) : -1;
     if (field < 0) {
-      if (cut && !rest.empty()) {  // the next header is past the capture
+      // The next header is past the capture (wholly, when the capture ends
+      // right after a message: the segment's uncaptured bytes start one).
+      if (cut) {
         guard.armed = false;
         lose();
         return;

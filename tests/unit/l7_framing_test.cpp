@@ -178,6 +178,23 @@ TEST(L7Framing, ANextMessageStartingPastTheCaptureIsLostSync) {
   EXPECT_EQ(f.bodies(), (V{"abc", "next", "012", "last"}));
 }
 
+TEST(L7Framing, ACaptureEndingRightAfterAMessageIsLostSyncWhenTheSegmentGoesOn) {
+  Feeder f(LengthPrefix::dns());
+  // The capture kept exactly one message of a 40-byte segment: the next
+  // message starts in the 35 bytes not seen, so the following segment does
+  // not start one where it seems to.
+  f.feed(0, be16("abc"), 40);
+  EXPECT_EQ(f.bodies(), (V{"abc"}));
+  EXPECT_EQ(f.stream.stats().lost_sync, 1u);
+  // The same after a skip that ends right at the capture's end.
+  f.feed(40, be16(std::string(10, 'k')).substr(0, 4), 12);
+  f.feed(52, "", 30);
+  EXPECT_EQ(f.stream.stats().lost_sync, 2u);
+  f.feed(82, be16("ok"));
+  EXPECT_EQ(f.bodies(), (V{"abc", "kk", "ok"}));
+  EXPECT_EQ(f.stream.stats().lost_sync, 2u);
+}
+
 TEST(L7Framing, ARetransmissionIsIgnored) {
   Feeder f(LengthPrefix::dns());
   f.feed(1000, be16("one"));

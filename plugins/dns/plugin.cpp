@@ -2,8 +2,8 @@
 // UDP and TCP, on any port: name, type, rcode, answers and latency, from the
 // client's and from the server's socket. On the shared L7 capture.
 #include <algorithm>
-#include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -11,6 +11,8 @@
 #include "dns_message.hpp"
 #include "netwatcher/format.hpp"
 #include "netwatcher/kernel.hpp"
+#include "netwatcher/l7_framing.hpp"
+#include "netwatcher/l7_pending.hpp"
 #include "netwatcher/l7_protocol.hpp"
 #include "netwatcher/plugin.hpp"
 
@@ -23,10 +25,6 @@ std::vector<double> duration_buckets() {
   std::vector<double> bounds;
   for (double b = 16e-6; b <= 16.5; b *= 2) bounds.push_back(b);
   return bounds;
-}
-
-bool seq_before(std::uint32_t a, std::uint32_t b) {
-  return static_cast<std::int32_t>(a - b) < 0;
 }
 
 const char* outcome_names[] = {"answered", "timed_out", "closed"};
@@ -45,17 +43,6 @@ struct Pending {
   dns::Question question;
   bool rd = false;
   std::uint64_t ns = 0;
-};
-
-// One TCP direction of one socket: DNS messages with their 2-byte lengths
-// (RFC 7766), possibly many per segment or one over many.
-struct Stream {
-  bool synced = false;
-  std::uint32_t next_seq = 0;  // the byte expected next
-  std::string bytes;           // from a message start on, not yet a whole message
-  bool skipping = false;       // the rest of a message the capture cut is skipped
-  std::uint32_t skip_to = 0;   // where the next message starts, when skipping
-  std::uint64_t first_ns = 0;  // when the buffered message's first byte came
 };
 
 class DnsPlugin final : public L7Protocol {
@@ -96,6 +83,7 @@ class DnsPlugin final : public L7Protocol {
       return Status::failure("plugins.dns.query_timeout must be between 0.001 and 3600 s");
     timeout_ns_ = static_cast<std::uint64_t>(timeout * 1e9);
     max_pending_ = static_cast<std::size_t>(config.get_int("max_pending"));
+    pending_.set_capacity(max_pending_);
     max_answers_ = static_cast<std::size_t>(config.get_int("max_answers"));
     events_on_ = config.get_bool("events");
     name_labels_ = config.get_bool("name_labels");
@@ -130,20 +118,11 @@ class DnsPlugin final : public L7Protocol {
 
   Status collect(EventEmitter& out) {
     const std::uint64_t now = monotonic_ns();
-    while (!order_.empty()) {
-      auto it = pending_.find(order_.front().first);
-      if (it == pending_.end() || it->second.ns != order_.front().second) {
-        order_.pop_front();  // answered, or asked again since
-        continue;
-      }
-      if (now - it->second.ns < timeout_ns_) break;
-      order_.pop_front();
-      finish(it->second, nullptr, 0, Outcome::timed_out, out);
-      pending_.erase(it);
-    }
+    pending_.expire(now, timeout_ns_,
+                    [&](const Pending& p) { finish(p, nullptr, 0, Outcome::timed_out, out); });
     // Streams of sockets gone quiet without a close seen.
     std::erase_if(streams_,
-                  [now](const auto& s) { return now - s.second.first_ns > kStreamIdleNs; });
+                  [now](const auto& s) { return now - s.second.last_ns() > kStreamIdleNs; });
     return refresh_metrics();
   }
 
@@ -155,7 +134,6 @@ class DnsPlugin final : public L7Protocol {
 
   void stop() {
     pending_.clear();
-    order_.clear();
     streams_.clear();
   }
 
@@ -191,11 +169,8 @@ class DnsPlugin final : public L7Protocol {
     try {
       streams_.erase({socket, false});
       streams_.erase({socket, true});
-      for (auto it = pending_.lower_bound({socket, {}, 0, 0}); it != pending_.end();) {
-        if (std::get<0>(it->first) != socket) break;
-        finish(it->second, nullptr, 0, Outcome::closed, out);
-        it = pending_.erase(it);
-      }
+      pending_.take_all_of(socket,
+                           [&](const Pending& p) { finish(p, nullptr, 0, Outcome::closed, out); });
     } catch (...) {
       internal_errors_.add({}, 1);
     }
@@ -212,77 +187,16 @@ class DnsPlugin final : public L7Protocol {
            static_cast<char>(t.family);
   }
 
+  // A TCP segment: DNS messages with their 2-byte lengths (RFC 7766),
+  // possibly many per segment or one over many.
   void segment(const L7Packet& packet, EventEmitter& out) {
-    Stream& s = streams_[{packet.socket, packet.outbound}];
-    std::span<const std::byte> data = packet.captured;
-    std::uint32_t seq = packet.seq;
-    if (!s.synced) {
-      s = Stream{};
-      s.synced = true;
-      s.next_seq = seq;
-    }
-    if (seq != s.next_seq) {
-      if (seq_before(seq, s.next_seq)) return;  // a retransmission
-      parse_errors_.add({"lost_sync"}, 1);      // a segment the capture did not see
-      s.bytes.clear();
-      s.skipping = false;
-    }
-    s.next_seq = seq + packet.length;
-    if (s.skipping) {
-      if (!seq_before(s.skip_to, seq + packet.length)) return;  // still inside the cut message
-      const std::uint32_t offset = s.skip_to - seq;
-      s.skipping = false;
-      if (offset > data.size()) {
-        parse_errors_.add({"lost_sync"}, 1);
-        s.synced = false;
-        return;
-      }
-      data = data.subspan(offset);
-      seq = s.skip_to;
-    }
-    const bool cut = packet.captured.size() < packet.length;
-    if (s.bytes.empty()) s.first_ns = packet.ns;
-    s.bytes.append(reinterpret_cast<const char*>(data.data()), data.size());
-    // seq of s.bytes' first byte: the end of this packet's captured part minus
-    // what is buffered.
-    std::uint32_t start_seq =
-        seq + static_cast<std::uint32_t>(data.size()) - static_cast<std::uint32_t>(s.bytes.size());
-    while (true) {
-      std::span<const std::byte> buffered(reinterpret_cast<const std::byte*>(s.bytes.data()),
-                                          s.bytes.size());
-      auto length = dns::tcp_message_length(buffered);
-      if (!length) {
-        if (cut && !s.bytes.empty()) {  // the next length is past the capture
-          parse_errors_.add({"lost_sync"}, 1);
-          s.bytes.clear();
-          s.synced = false;
-        }
-        return;
-      }
-      const std::size_t whole = 2 + static_cast<std::size_t>(*length);
-      if (buffered.size() >= whole) {
-        message(packet, buffered.subspan(2, *length), *length, s.first_ns, out);
-        s.bytes.erase(0, whole);
-        start_seq += static_cast<std::uint32_t>(whole);
-        s.first_ns = packet.ns;
-        continue;
-      }
-      if (cut) {
-        // What the capture kept of this message is all there will be.
-        message(packet, buffered.subspan(2), *length, s.first_ns, out);
-        s.skipping = true;
-        s.skip_to = start_seq + static_cast<std::uint32_t>(whole);
-        s.bytes.clear();
-        if (!seq_before(s.skip_to, s.next_seq)) return;
-        // The next message starts inside this packet, past the capture.
-        parse_errors_.add({"lost_sync"}, 1);
-        s.synced = false;
-        s.skipping = false;
-        return;
-      }
-      if (s.bytes.size() > 2 + 65535) s.bytes.clear();
-      return;  // the rest comes in later segments
-    }
+    LengthPrefixedStream& s =
+        streams_.try_emplace({packet.socket, packet.outbound}, LengthPrefix::dns()).first->second;
+    const std::uint64_t lost = s.stats().lost_sync;
+    s.feed(packet.seq, packet.length, packet.captured, packet.ns,
+           [&](const FramedMessage& m) { message(packet, m.body, m.body_length, m.ns, out); });
+    if (s.stats().lost_sync != lost)
+      parse_errors_.add({"lost_sync"}, static_cast<double>(s.stats().lost_sync - lost));
   }
 
   // One whole (or capture-cut) DNS message seen by `packet`'s socket.
@@ -312,41 +226,24 @@ class DnsPlugin final : public L7Protocol {
       p.question = m.questions.front();
       p.rd = m.rd;
       p.ns = ns;
-      if (auto it = pending_.find(key); it != pending_.end()) {
-        // The same id again from the same end: a retry; the first is unanswered.
-        finish(it->second, nullptr, 0, Outcome::timed_out, out);
-        it->second = std::move(p);
-      } else {
-        if (pending_.size() >= max_pending_) evict_oldest(out);
-        pending_.emplace(key, std::move(p));
-      }
-      order_.emplace_back(key, ns);
+      // The same id again from the same end is a retry: the first is
+      // unanswered. So is the oldest query when the table is full.
+      pending_.insert(key, std::move(p), ns, [&](const Pending& old, Displaced why) {
+        if (why == Displaced::evicted && pending_table_) pending_table_->count_evicted();
+        finish(old, nullptr, 0, Outcome::timed_out, out);
+      });
       return;
     }
-    auto it = pending_.find(key);
-    if (it == pending_.end()) {
+    std::optional<Pending> p = pending_.take(key);
+    if (!p) {
       parse_errors_.add({"orphan_response"}, 1);
       return;
     }
     if (packet.pid) {  // the socket's owner may be known only by now
-      it->second.pid = packet.pid;
-      it->second.comm = std::string(packet.comm);
+      p->pid = packet.pid;
+      p->comm = std::string(packet.comm);
     }
-    finish(it->second, &m, ns, Outcome::answered, out);
-    pending_.erase(it);
-  }
-
-  void evict_oldest(EventEmitter& out) {
-    while (!order_.empty()) {
-      auto [key, ns] = order_.front();
-      order_.pop_front();
-      auto it = pending_.find(key);
-      if (it == pending_.end() || it->second.ns != ns) continue;
-      if (pending_table_) pending_table_->count_evicted();
-      finish(it->second, nullptr, 0, Outcome::timed_out, out);
-      pending_.erase(it);
-      return;
-    }
+    finish(*p, &m, ns, Outcome::answered, out);
   }
 
   void finish(const Pending& p, const dns::Message* response, std::uint64_t response_ns,
@@ -504,11 +401,9 @@ class DnsPlugin final : public L7Protocol {
   bool events_on_ = true, name_labels_ = false;
   dns::Limits limits_;
   TableAccount *pending_table_ = nullptr, *names_table_ = nullptr;
-  std::map<Key, Pending> pending_;
-  // pending_ keys with their query's time, oldest first; entries whose query
-  // was answered or asked again are skipped.
-  std::deque<std::pair<Key, std::uint64_t>> order_;
-  std::map<std::pair<std::uint64_t, bool>, Stream> streams_;
+  PendingRequests<Key, Pending> pending_;
+  // Each TCP direction of each socket: (socket, outbound).
+  std::map<std::pair<std::uint64_t, bool>, LengthPrefixedStream> streams_;
   std::unordered_map<std::string, bool> known_names_;
 };
 

@@ -26,8 +26,11 @@
 //
 // Parsing and pairing stay in the plugin, with the SDK's helpers:
 // netwatcher/l7.hpp (ByteReader, bounded parsers), netwatcher/l7_tracker.hpp
-// (request/response streams paired in order) and the plugin's own state per
-// socket (e.g. DNS pairs by transaction id).
+// (request/response streams paired in order), netwatcher/l7_framing.hpp
+// (LengthPrefixedStream: TCP segments to length-prefixed messages) and
+// netwatcher/l7_pending.hpp (PendingRequests: requests paired by an id, with
+// timeout, bound and close), with the plugin's own state per socket (e.g. DNS
+// pairs by transaction id).
 #pragma once
 
 #include <cstdint>

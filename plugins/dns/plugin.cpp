@@ -285,7 +285,8 @@ class DnsPlugin final : public L7Protocol {
       std::size_t kept = 0;
       for (const auto& a : response->answers) {
         if (a.value.empty() || kept == max_answers_) continue;
-        answers += (answers.empty() ? "" : ",") + a.value;
+        if (!answers.empty()) answers += ',';
+        answers += a.value;
         ++kept;
       }
       row.set(q.rcode, dns::rcode_name(response->rcode))

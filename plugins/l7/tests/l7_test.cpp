@@ -121,8 +121,9 @@ TEST(L7Capture, OneCaptureServesHttpAndDnsAndLetsOtherTrafficGo) {
   EXPECT_EQ(prom.value("netwatcher_l7_sockets_total", {{"protocol", "dns"}}), 3.0);
   const double http_decided =
       prom.value("netwatcher_l7_sockets_total", {{"protocol", "http"}}).value_or(0);
+  // (The scrape that read this may see one end of its own connection decided
+  // and not yet the other.)
   EXPECT_GE(http_decided, 2.0);
-  EXPECT_EQ(static_cast<std::uint64_t>(http_decided) % 2, 0u) << "both ends of each connection";
   // iperf3's control and data connections, both ends, at least.
   EXPECT_GE(prom.value("netwatcher_l7_sockets_total", {{"protocol", "none"}}).value_or(0), 4.0);
   // The bulk transfer (thousands of segments) was offered only its first

@@ -45,7 +45,8 @@ struct Pending {
   std::uint64_t ns = 0;
 };
 
-class DnsPlugin final : public L7Protocol {
+// No BPF object of its own: the shared capture brings the packets.
+class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
   PluginDescription describe() const {
     PluginDescription d;
@@ -92,13 +93,6 @@ class DnsPlugin final : public L7Protocol {
     return Status::success();
   }
 
-  // No BPF object: the shared capture brings the packets.
-  Status open(bpf_object** object) {
-    *object = nullptr;
-    return Status::success();
-  }
-  Status load() { return Status::success(); }
-
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
     for (const char* side : {"client", "server"}) unanswered_.add({side}, 0);
@@ -110,10 +104,6 @@ class DnsPlugin final : public L7Protocol {
       names_table_ = host.track_table({"names", "", 0, max_names_, "plugins.dns.max_names"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
-  }
-
-  Status decode(std::span<const std::byte>, EventEmitter&) {
-    return Status::failure("dns has no ring buffer of its own");
   }
 
   Status collect(EventEmitter& out) {

@@ -64,7 +64,8 @@ L7Detection detect_request(std::span<const std::byte> first) {
   return L7Detection::no;
 }
 
-class HttpPlugin final : public L7Protocol {
+// No BPF object of its own: the shared capture brings the segments.
+class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
   PluginDescription describe() const {
     PluginDescription d;
@@ -109,13 +110,6 @@ class HttpPlugin final : public L7Protocol {
     return Status::success();
   }
 
-  // No BPF object: the shared capture brings the segments.
-  Status open(bpf_object** object) {
-    *object = nullptr;
-    return Status::success();
-  }
-  Status load() { return Status::success(); }
-
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
     for (const char* outcome : {"timed_out", "closed"})
@@ -126,10 +120,6 @@ class HttpPlugin final : public L7Protocol {
       paths_table_ = host.track_table({"paths", "", 0, max_paths_, "plugins.http.max_paths"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
-  }
-
-  Status decode(std::span<const std::byte>, EventEmitter&) {
-    return Status::failure("http has no ring buffer of its own");
   }
 
   // L7Protocol, from the shared capture.

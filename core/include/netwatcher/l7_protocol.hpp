@@ -39,6 +39,9 @@
 
 #include "netwatcher/bpf/types.h"
 #include "netwatcher/event.hpp"
+#include "netwatcher/status.hpp"
+
+struct bpf_object;
 
 namespace netwatcher {
 
@@ -105,6 +108,22 @@ class L7Protocol {
 
  protected:
   ~L7Protocol() = default;
+};
+
+// The ProbePlugin members a protocol plugin has nothing to do in: it opens
+// no BPF object (the host then loads and attaches nothing for it) and has no
+// ring buffer (decode() is never called). Derive the plugin class from it
+// beside L7Protocol; NETWATCHER_PROBE_PLUGIN finds the members here.
+class WithoutBpfObject {
+ public:
+  Status open(bpf_object** object) {
+    *object = nullptr;
+    return Status::success();
+  }
+  Status load() { return Status::success(); }
+  Status decode(std::span<const std::byte>, EventEmitter&) {
+    return Status::failure("a protocol plugin has no ring buffer of its own");
+  }
 };
 
 // One protocol as the capture sees it (PluginHost::served_protocol()).

@@ -361,6 +361,47 @@ bool ProbeRuntime::judge(std::size_t index, const std::vector<Value>& values) {
   return any;
 }
 
+Status ProbeRuntime::load_object(std::uint64_t ring_buffer_bytes, std::uint64_t wakeup_bytes,
+                                 const std::vector<std::size_t>& choice, std::string& failed_hook) {
+  auto& hooks = description_.hooks;
+  bpf_program* program = nullptr;
+  bpf_object__for_each_program(program, object_) {
+    bool chosen = false;
+    for (std::size_t h = 0; h < hooks.size() && !chosen; ++h)
+      chosen =
+          choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == bpf_program__name(program);
+    bpf_program__set_autoload(program, chosen);
+  }
+  // libbpf 1.1 knows no SEC("netfilter"): give such programs their type here.
+  bpf_object__for_each_program(program, object_) {
+    if (!is_netfilter_section(bpf_program__section_name(program))) continue;
+    bpf_program__set_type(program, static_cast<bpf_prog_type>(kProgTypeNetfilter));
+    bpf_program__set_expected_attach_type(program, static_cast<bpf_attach_type>(kAttachNetfilter));
+  }
+  bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
+  if (!events)
+    return Status::failure(
+        "BPF object has no 'nw_events' ring buffer (include netwatcher/bpf/common.bpf.h)");
+  if (int err = bpf_map__set_max_entries(events, static_cast<__u32>(ring_buffer_bytes)); err)
+    return Status::failure("cannot size ring buffer: " + std::string(std::strerror(-err)));
+  // Objects built before the SDK had it simply wake the host for every record.
+  if (!set_rodata_u64(object_, "nw_wakeup_bytes", wakeup_bytes))
+    spdlog::debug("plugin '{}': no nw_wakeup_bytes in its BPF object", name());
+
+  take_failed_program();
+  if (Status s = plugin_->load(); !s) {
+    std::string program_name = take_failed_program();
+    for (std::size_t h = 0; h < hooks.size(); ++h) {
+      if (choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == program_name) {
+        reports_[h].candidates[choice[h]].status = "load failed: " + s.message();
+        failed_hook = hooks[h].name;
+      }
+    }
+    return s;
+  }
+  return Status::success();
+}
+
 Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
                                   std::uint64_t wakeup_bytes, std::vector<std::size_t>& choice,
                                   std::string& failed_hook) {
@@ -433,53 +474,9 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
     }
   }
 
-  if (!object_) {
-    for (std::size_t h = 0; h < hooks.size(); ++h) {
-      if (choice[h] == kNoCandidate) continue;
-      const std::string& name = hooks[h].programs[choice[h]];
-      reports_[h].attached_program = candidate_name(name);
-      reports_[h].candidates[choice[h]].status =
-          is_l7_candidate(name)
-              ? std::string("served by the shared L7 capture (plugin ") + kL7CapturePlugin + ")"
-              : "serves the hook from user space";
-    }
-    return Status::success();
-  }
-
-  bpf_program* program = nullptr;
-  bpf_object__for_each_program(program, object_) {
-    bool chosen = false;
-    for (std::size_t h = 0; h < hooks.size() && !chosen; ++h)
-      chosen =
-          choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == bpf_program__name(program);
-    bpf_program__set_autoload(program, chosen);
-  }
-  // libbpf 1.1 knows no SEC("netfilter"): give such programs their type here.
-  bpf_object__for_each_program(program, object_) {
-    if (!is_netfilter_section(bpf_program__section_name(program))) continue;
-    bpf_program__set_type(program, static_cast<bpf_prog_type>(kProgTypeNetfilter));
-    bpf_program__set_expected_attach_type(program, static_cast<bpf_attach_type>(kAttachNetfilter));
-  }
-  bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
-  if (!events)
-    return Status::failure(
-        "BPF object has no 'nw_events' ring buffer (include netwatcher/bpf/common.bpf.h)");
-  if (int err = bpf_map__set_max_entries(events, static_cast<__u32>(ring_buffer_bytes)); err)
-    return Status::failure("cannot size ring buffer: " + std::string(std::strerror(-err)));
-  // Objects built before the SDK had it simply wake the host for every record.
-  if (!set_rodata_u64(object_, "nw_wakeup_bytes", wakeup_bytes))
-    spdlog::debug("plugin '{}': no nw_wakeup_bytes in its BPF object", name());
-
-  take_failed_program();
-  if (Status s = plugin_->load(); !s) {
-    std::string program_name = take_failed_program();
-    for (std::size_t h = 0; h < hooks.size(); ++h) {
-      if (choice[h] != kNoCandidate && hooks[h].programs[choice[h]] == program_name) {
-        reports_[h].candidates[choice[h]].status = "load failed: " + s.message();
-        failed_hook = hooks[h].name;
-      }
-    }
-    return s;
+  // A protocol plugin has no object: only its hooks' reports below.
+  if (object_) {
+    if (Status s = load_object(ring_buffer_bytes, wakeup_bytes, choice, failed_hook); !s) return s;
   }
 
   for (std::size_t h = 0; h < hooks.size(); ++h) {

@@ -185,6 +185,10 @@ class ProbeRuntime final : public PluginHost {
   Status try_bring_up(const KernelFeatures& features, std::uint64_t ring_buffer_bytes,
                       std::uint64_t wakeup_bytes, std::vector<std::size_t>& choice,
                       std::string& failed_hook);
+  // Autoloads the chosen programs, sizes the ring buffer and loads the
+  // object; `failed_hook` names the hook whose program the kernel refused.
+  Status load_object(std::uint64_t ring_buffer_bytes, std::uint64_t wakeup_bytes,
+                     const std::vector<std::size_t>& choice, std::string& failed_hook);
   void destroy_links();
   // "attached (N netfilter links in M network namespaces)" on each netfilter
   // candidate, for --check and the logs.

@@ -197,18 +197,10 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   rec->protocol = state->protocol;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   __builtin_memcpy(rec->comm, state->comm, sizeof(rec->comm));
-  if (rec->verdict == L7_WATCHED) {
-    nw_output(rec, sizeof(*rec) + captured, L7_RECORD_PACKET);
-    return;
-  }
   /* Until user space decides, the socket's packets beyond the offer are not
-   * seen: wake it now rather than at its next poll tick. Only the first few
+   * seen: an undecided socket's record wakes it now. Only the first few
    * packets of a socket take this path. */
-  rec->hdr.type = L7_RECORD_PACKET;
-  rec->hdr.size = sizeof(*rec) + captured;
-  rec->hdr.timestamp_ns = bpf_ktime_get_ns();
-  if (bpf_ringbuf_output(&nw_events, rec, sizeof(*rec) + captured, BPF_RB_FORCE_WAKEUP))
-    nw_count_lost();
+  nw_output_record(rec, sizeof(*rec) + captured, L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
 }
 
 SEC("cgroup_skb/egress")

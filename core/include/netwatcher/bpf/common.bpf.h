@@ -237,12 +237,20 @@ static __always_inline void nw_log2_slot_add(__u64* slots, __u64 value) {
  * too big for the stack): fills the header at the start of `record` and
  * copies the whole record into the ring buffer, counting a loss when it is
  * full. */
-static __always_inline void nw_output(void* record, __u64 size, __u32 type) {
+/* Copies a record built elsewhere (e.g. in a per-CPU scratch map) into the
+ * ring buffer. `wake_now`: wake the host at once, for the rare record it
+ * should not wait for (wakeup_bytes or its poll tick) to read. */
+static __always_inline void nw_output_record(void* record, __u64 size, __u32 type, bool wake_now) {
   struct nw_record_header* hdr = record;
   hdr->type = type;
   hdr->size = size;
   hdr->timestamp_ns = bpf_ktime_get_ns();
-  if (bpf_ringbuf_output(&nw_events, record, size, nw_wakeup_flag(size))) nw_count_lost();
+  __u64 flags = wake_now ? BPF_RB_FORCE_WAKEUP : nw_wakeup_flag(size);
+  if (bpf_ringbuf_output(&nw_events, record, size, flags)) nw_count_lost();
+}
+
+static __always_inline void nw_output(void* record, __u64 size, __u32 type) {
+  nw_output_record(record, size, type, false);
 }
 
 static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, __u32 nr) {

@@ -93,7 +93,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     return d;
   }
 
-  Status configure(const ConfigValues& config, const GlobalFilter& filter) {
+  // The global filter is the shared capture's to apply, in the kernel.
+  Status configure(const ConfigValues& config, const GlobalFilter&) {
     capture_bytes_ = static_cast<std::uint32_t>(config.get_int("capture_bytes"));
     double timeout = config.get_double("request_timeout");
     if (!(timeout >= 0.001 && timeout <= 86400))
@@ -106,7 +107,6 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     parser_ = std::make_unique<http::HttpParser>(
         http::HttpParserOptions{16 * 1024, config.get_bool("strip_query")});
     tracker_ = std::make_unique<L7Tracker>(*parser_, limits_);
-    filter_ = filter;
     return Status::success();
   }
 
@@ -372,7 +372,6 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   std::size_t max_paths_ = 100;
   TableAccount *connections_table_ = nullptr, *paths_table_ = nullptr;
   std::uint64_t evictions_reported_ = 0;  // of the tracker's, already counted in the table
-  GlobalFilter filter_;
   std::unique_ptr<http::HttpParser> parser_;
   std::unique_ptr<L7Tracker> tracker_;
   std::vector<L7Exchange> done_;

@@ -190,17 +190,16 @@ class CapturePlugin {
     return rec.transport == static_cast<std::uint8_t>(L7Transport::udp) ? kL7Udp : kL7Tcp;
   }
 
-  // The packet as protocol `p` sees it: its bytes trimmed to what it asked for.
-  L7Packet view(const l7_packet& rec, std::span<const std::byte> bytes, const Served& p,
-                std::string& comm) const {
-    comm = bounded_text(rec.comm);
+  // The packet as protocol `p` sees it: its bytes trimmed to what it asked
+  // for. Views into `rec` and `bytes`, so no copy per packet.
+  static L7Packet view(const l7_packet& rec, std::span<const std::byte> bytes, const Served& p) {
     L7Packet packet;
     packet.socket = rec.cookie;
     packet.transport = static_cast<L7Transport>(rec.transport);
     packet.outbound = rec.outbound != 0;
     packet.tuple = rec.tuple;
     packet.pid = rec.pid;
-    packet.comm = comm;
+    packet.comm = std::string_view(rec.comm, strnlen(rec.comm, sizeof rec.comm));
     packet.seq = rec.seq;
     packet.length = rec.length;
     packet.captured =
@@ -216,8 +215,7 @@ class CapturePlugin {
     }
     Served& p = protocols_[index];
     if (!p.served.events) return;  // --check: nothing is emitted
-    std::string comm;
-    p.served.protocol->packet(view(rec, bytes, p, comm), *p.served.events);
+    p.served.protocol->packet(view(rec, bytes, p), *p.served.events);
     packets_.add({p.name}, 1);
   }
 
@@ -245,8 +243,7 @@ class CapturePlugin {
         u.ruled_out[i] = true;
         continue;
       }
-      std::string comm;
-      L7Detection detection = p.served.protocol->detect(view(rec, bytes, p, comm));
+      L7Detection detection = p.served.protocol->detect(view(rec, bytes, p));
       if (detection == L7Detection::yes) {
         claim(it, static_cast<std::uint8_t>(i));
         return;

@@ -19,18 +19,16 @@ network namespace. Each mode prints one JSON line with what it sent.
       destination options header (IPV6_HOPOPTS / IPV6_DSTOPTS ancillary data).
 """
 import json
+import os
 import socket
 import struct
 import sys
 
 
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+# The Internet checksum of the shared test peers (tests/integration).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "tests", "integration"))
+from tcp_peers import checksum  # noqa: E402
 
 
 def mac_of(iface):

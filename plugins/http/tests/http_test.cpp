@@ -455,7 +455,6 @@ TEST_F(Http, ABodyLongerThanItsContentLengthIsAnInvalidResponseAndTheNextIsParse
 
 // The same overlong response as the connection's first: the same bytes at the
 // same place should count the same.
-
 TEST_F(Http, AnOverlongFirstResponseCountsAsInvalidResponseToo) {
   Netwatcher nw(dir_, config(), {"-i"});
   const Json peer = run_http_peer("overlong", {});
@@ -620,7 +619,6 @@ TEST_F(Http, PerConnectionAnomaliesJudgeEachConnectionAgainstItsOwnBaseline) {
 // each in its own segment), "leaves the stream unsynchronised until the next
 // request start (counted as lost_sync)". The next request on the connection
 // is parsed again.
-
 TEST_F(Http, AChunkedRequestBodyOverSeveralSegmentsCountsAsLostSyncUntilTheNextRequest) {
   Netwatcher nw(dir_, config(), {"-i"});
   const Json peer = run_http_peer("chunked", {});

@@ -22,14 +22,10 @@ TCP_RECV_QUEUE = 1
 TCP_SEND_QUEUE = 2
 OLDER_BY = 100000
 
-
-def checksum(data):
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+# The Internet checksum of the shared test peers (tests/integration).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                                "tests", "integration"))
+from tcp_peers import checksum  # noqa: E402
 
 
 def segment(src, dst, sport, dport, seq, ack, tsval, tsecr, payload):

@@ -404,13 +404,36 @@ static __always_inline __u16 skb_segments(const struct sk_buff* skb) {
   return segs ? segs : 1;
 }
 
-static __always_inline void handle_retransmit(const struct sock* sk, const struct sk_buff* skb) {
+/* Since 6.9 the tracepoint also fires for attempts that failed (err != 0).
+ * The kernel counts RetransSegs and total_retrans once the segment is handed
+ * to tcp_transmit_skb(), so a segment the qdisc or netfilter then drops counts
+ * (err NET_XMIT_DROP, -EPERM, -ENOBUFS), and an attempt refused before that
+ * does not: the original still in a host queue (-EBUSY), a receive window
+ * shrunk below it (-EAGAIN), no memory to trim or split it (-ENOMEM), no route
+ * (-EHOSTUNREACH). The transmit path can fail with some of those same errors
+ * after counting (__dev_queue_xmit's -ENOMEM, ip_queue_xmit's -EHOSTUNREACH),
+ * so for a tracked connection the kernel's own total decides: an attempt it
+ * counted moved tp->total_retrans since the previous attempt. */
+static __always_inline bool retransmit_counted(const struct sock* sk, struct tcp_conn_info* info,
+                                               int err) {
+  __u32 total = BPF_CORE_READ((const struct tcp_sock*)sk, total_retrans);
+  bool moved = info && total != info->total_retrans_seen;
+  if (info) info->total_retrans_seen = total;
+  if (err >= 0) return true;
+  if (info) return moved;
+  return err != -16 /* EBUSY */ && err != -11 /* EAGAIN */ && err != -12 /* ENOMEM */ &&
+         err != -113 /* EHOSTUNREACH */;
+}
+
+static __always_inline void handle_retransmit(const struct sock* sk, const struct sk_buff* skb,
+                                              int err) {
+  __u64 key = (__u64)sk;
+  struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
+  if (!retransmit_counted(sk, info, err)) return;
   /* RTO puts the socket in TCP_CA_Loss before retransmitting; fast
    * retransmits happen in Disorder/Recovery. */
   bool timeout = ca_state(sk) == TCP_CA_Loss;
   __u16 segments = skb_segments(skb);
-  __u64 key = (__u64)sk;
-  struct tcp_conn_info* info = bpf_map_lookup_elem(&tcp_conns, &key);
   if (info) {
     ensure_tuple(sk, info);
     if (timeout)
@@ -441,28 +464,16 @@ static __always_inline void handle_retransmit(const struct sock* sk, const struc
   nw_submit(r);
 }
 
-/* Since 6.9 the tracepoint also fires for attempts that failed. The kernel
- * counts RetransSegs and total_retrans once the segment is handed to
- * tcp_transmit_skb(), so a segment the qdisc or netfilter then drops (err
- * NET_XMIT_DROP, -EPERM, -ENOBUFS) counts, and an attempt refused before that
- * does not: the original still in a host queue (-EBUSY), TCP small queues
- * (-EAGAIN), no memory to trim or split it (-ENOMEM), no route (-EHOSTUNREACH). */
-static __always_inline bool retransmit_counted(int err) {
-  return err != -16 /* EBUSY */ && err != -11 /* EAGAIN */ && err != -12 /* ENOMEM */ &&
-         err != -113 /* EHOSTUNREACH */;
-}
-
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(retransmit_btf, const struct sock* sk, const struct sk_buff* skb, int err) {
-  if (!retransmit_counted(err)) return 0;
-  handle_retransmit(sk, skb);
+  handle_retransmit(sk, skb, err);
   return 0;
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int retransmit_tp(struct trace_event_raw_tcp_retransmit_skb* ctx) {
-  if (bpf_core_field_exists(ctx->err) && !retransmit_counted(BPF_CORE_READ(ctx, err))) return 0;
-  handle_retransmit((const struct sock*)ctx->skaddr, (const struct sk_buff*)ctx->skbaddr);
+  int err = bpf_core_field_exists(ctx->err) ? BPF_CORE_READ(ctx, err) : 0;
+  handle_retransmit((const struct sock*)ctx->skaddr, (const struct sk_buff*)ctx->skbaddr, err);
   return 0;
 }
 
@@ -571,6 +582,7 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   nw_read_sock_tuple(sk, &adopted.tuple);
   adopted.tuple_valid = 1;
   adopted.netns = port.netns;
+  adopted.total_retrans_seen = BPF_CORE_READ(tp, total_retrans);
   /* Accepted on a listening port, else connected. An active open's
    * bytes_acked counts its SYN (acked by the SYN-ACK); an accepted socket is
    * born after the handshake, with the SYN-ACK already acked. */

@@ -83,8 +83,8 @@ enum tcp_packet_direction {
  * by the struct sock address). */
 struct tcp_conn_info {
   struct nw_tuple tuple;
-  __u64 start_ns; /* SYN_SENT / SYN_RECV; 0 when adopted by the iterator */
-  __u32 pid;      /* owner; 0 until seen in process context */
+  __u64 start_ns;        /* SYN_SENT / SYN_RECV; 0 when adopted by the iterator */
+  __u32 pid;             /* owner; 0 until seen in process context */
   __u32 fast_retrans;    /* segments */
   __u32 timeout_retrans; /* segments */
   __u8 direction;
@@ -94,6 +94,10 @@ struct tcp_conn_info {
   /* bytes_acked at ESTABLISHED: 1 for active opens (the SYN), else 0. */
   __u32 acked_base;
   __u32 netns; /* inode of the socket's network namespace */
+  /* tp->total_retrans when the last retransmit attempt was seen: tells a
+   * failed attempt the kernel counted from one it refused before counting. */
+  __u32 total_retrans_seen;
+  __u32 pad2;
   __u64 state_ns; /* when the current state was entered; 0 when unknown */
   char comm[NW_TASK_COMM_LEN];
 };
@@ -166,7 +170,7 @@ struct tcp_retransmit_record {
   __u32 seq;
   __u32 length; /* sequence space of the skb (SYN/FIN count one) */
   __u8 state;
-  __u8 timeout;    /* 1: after RTO (socket in TCP_CA_Loss), 0: fast */
+  __u8 timeout;   /* 1: after RTO (socket in TCP_CA_Loss), 0: fast */
   __u16 segments; /* MSS-sized segments in the skb (tcp_skb_pcount) */
   __u8 pad[4];
 };

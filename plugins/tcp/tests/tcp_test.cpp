@@ -487,6 +487,109 @@ TEST_F(Tcp, RetransmittedSegmentsEqualTheKernelsRetransSegs) {
   EXPECT_EQ(event_segments, kernel);
 }
 
+// Since 6.9 the retransmit tracepoint also fires for failed attempts, and
+// the errno alone does not tell whether the kernel counted one: an attempt
+// netfilter drops on the way out (-EPERM) is counted, one refused for want
+// of a route (-EHOSTUNREACH) is not, and the transmit path can return either
+// kind of error after counting. Each case against the kernel's own counts.
+void check_failed_retransmits_are_counted_as_the_kernel_does(Netwatcher& nw, const TempDir& dir,
+                                                             int prom_port,
+                                                             const std::string& block,
+                                                             const std::string& unblock,
+                                                             bool kernel_counts_failures) {
+  TcpServer server(TwoHosts::kServer, {5000}, dir);
+  // The server drops the segment first, so that it waits in the
+  // retransmit queue; then the client's own retransmissions are blocked
+  // (every RTO and every 0.5 s resource probe after), then let through.
+  write_file(dir.file("failing.py"), R"(import json, socket, subprocess, sys, time
+def sh(cmd):
+    subprocess.run(["sh", "-c", cmd], check=True)
+def server_nft(*args):
+    subprocess.run(["ip", "netns", "exec", "nwt-srv", "nft", *args], check=True)
+s = socket.create_connection(("10.77.0.2", 5000))
+s.sendall(b"a" * 100)
+time.sleep(0.3)
+server_nft("add", "table", "inet", "nwt_in")
+server_nft("add", "chain", "inet", "nwt_in", "in", "{ type filter hook input priority 0; }")
+server_nft("add", "rule", "inet", "nwt_in", "in", "tcp", "dport", "5000", "drop")
+s.sendall(b"b" * 1000)
+time.sleep(0.5)
+sh(sys.argv[1])
+time.sleep(1.5)
+sh(sys.argv[2])
+server_nft("delete", "table", "inet", "nwt_in")
+s.shutdown(socket.SHUT_WR)
+while s.recv(100):
+    pass
+print(json.dumps({"sport": s.getsockname()[1]}))
+s.close()
+)");
+  const std::uint64_t segs_before = nstat(TwoHosts::kClient, "TcpRetransSegs");
+  const std::uint64_t fails_before = nstat(TwoHosts::kClient, "TcpExtTCPRetransFail");
+  auto result = run("ip netns exec nwt-cli /usr/bin/python3 " + dir.file("failing.py") + " '" +
+                    block + "' '" + unblock + "'");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const std::uint64_t sport = parse_json(result.output)["sport"].u64();
+  const std::uint64_t kernel_segs = nstat(TwoHosts::kClient, "TcpRetransSegs") - segs_before;
+  const std::uint64_t kernel_fails =
+      nstat(TwoHosts::kClient, "TcpExtTCPRetransFail") - fails_before;
+  if (kernel_counts_failures)
+    EXPECT_GE(kernel_fails, 1u) << "the blocked retransmissions must have failed after counting";
+  else
+    EXPECT_EQ(kernel_fails, 0u);
+  Json client;
+  ASSERT_TRUE(wait_until([&] {
+    const auto closes = events_of(read_json_lines(dir.file("events.jsonl")), "tcp_close");
+    const Json* close = find_close(closes, "client", sport, 5000);
+    if (close) client = *close;
+    return close != nullptr;
+  }));
+  const auto& f = client["fields"];
+  PromText metrics;
+  auto counted = [&] {
+    return metrics.value("netwatcher_tcp_retransmits_total", {{"type", "fast"}}).value_or(0) +
+           metrics.value("netwatcher_tcp_retransmits_total", {{"type", "timeout"}}).value_or(0);
+  };
+  wait_until([&] {
+    metrics = parse_prometheus(http_get(prom_port, "/metrics"));
+    return counted() >= static_cast<double>(kernel_segs);
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_GE(f["timeout_retrans"].u64(), 2u) << "RTOs while blocked, and one after";
+  EXPECT_EQ(f["total_retrans"].u64(), kernel_segs);
+  EXPECT_EQ(f["timeout_retrans"].u64() + f["fast_retrans"].u64(), kernel_segs);
+  EXPECT_EQ(counted(), static_cast<double>(kernel_segs));
+  std::uint64_t event_segments = 0;
+  for (const auto& e : events_of(read_json_lines(dir.file("events.jsonl")), "tcp_retransmit"))
+    if (e["fields"]["sport"].u64() == sport) event_segments += e["fields"]["segments"].u64();
+  EXPECT_EQ(event_segments, kernel_segs);
+}
+
+TEST_F(Tcp, RetransmissionsNetfilterDropsOnTheWayOutCountAsTheKernelCountsThem) {
+  constexpr int kPort = 41416;
+  Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +
+                          tcp_config(dir_.file("events.jsonl"), "extra = true\nretrans = true\n") +
+                          "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                          std::to_string(kPort) + "\"\n");
+  check_failed_retransmits_are_counted_as_the_kernel_does(
+      nw, dir_, kPort,
+      "nft add table inet nwt_out && nft add chain inet nwt_out out "
+      "\"{ type filter hook output priority 0; }\" && "
+      "nft add rule inet nwt_out out tcp dport 5000 drop",
+      "nft delete table inet nwt_out", true);
+}
+
+TEST_F(Tcp, RetransmissionsRefusedForWantOfARouteAreNotCounted) {
+  constexpr int kPort = 41417;
+  Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +
+                          tcp_config(dir_.file("events.jsonl"), "extra = true\nretrans = true\n") +
+                          "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                          std::to_string(kPort) + "\"\n");
+  check_failed_retransmits_are_counted_as_the_kernel_does(
+      nw, dir_, kPort, "ip route del 10.77.0.0/24 dev nwt-c0",
+      "ip route add 10.77.0.0/24 dev nwt-c0 src 10.77.0.1", false);
+}
+
 TEST_F(Tcp, RetransmitsAfterTimeoutAreCountedPerConnection) {
   // Kernel-side counters are mirrored into metrics every snapshot_interval.
   Netwatcher nw(dir_, "snapshot_interval = 0.2\n" +

@@ -19,7 +19,9 @@
 #   a vmlinux.h generated once from NETWATCHER_BTF), generates the libbpf
 #   skeleton <name>.skel.h, and links the MODULE library netwatcher-<name>.so
 #   with hidden visibility into NETWATCHER_PLUGIN_OUTPUT_DIR (default:
-#   <build>/plugins).
+#   <build>/plugins). `cmake --install` puts it in NETWATCHER_PLUGIN_INSTALL_DIR
+#   (default lib/netwatcher under the install prefix, where an installed host
+#   looks; empty: not installed, as for the tree's test fixtures).
 #
 #   SOURCES      C++ files besides plugin.cpp (parsers, name tables). They are
 #                compiled once, linked into the plugin whole and, as an
@@ -83,6 +85,9 @@ set(NETWATCHER_BTF "/sys/kernel/btf/vmlinux" CACHE FILEPATH
 if(NOT DEFINED NETWATCHER_PLUGIN_OUTPUT_DIR)
   set(NETWATCHER_PLUGIN_OUTPUT_DIR "${CMAKE_BINARY_DIR}/plugins")
 endif()
+if(NOT DEFINED NETWATCHER_PLUGIN_INSTALL_DIR)
+  set(NETWATCHER_PLUGIN_INSTALL_DIR "lib/netwatcher")
+endif()
 
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64")
   set(NETWATCHER_BPF_ARCH x86)
@@ -92,9 +97,12 @@ else()
   set(NETWATCHER_BPF_ARCH ${CMAKE_SYSTEM_PROCESSOR})
 endif()
 
-# The SDK headers sit next to this file in the source tree, in-tree or not.
-get_filename_component(NETWATCHER_SOURCE_ROOT "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
-set(NETWATCHER_SDK_INCLUDE_DIR "${NETWATCHER_SOURCE_ROOT}/core/include")
+# The SDK headers: an installed package says where it put them; from a
+# source tree they sit next to this file.
+if(NOT DEFINED NETWATCHER_SDK_INCLUDE_DIR)
+  get_filename_component(NETWATCHER_SOURCE_ROOT "${CMAKE_CURRENT_LIST_DIR}/.." ABSOLUTE)
+  set(NETWATCHER_SDK_INCLUDE_DIR "${NETWATCHER_SOURCE_ROOT}/core/include")
+endif()
 set(NETWATCHER_BPF_INCLUDE_DIR "${CMAKE_BINARY_DIR}/bpf-include")
 set(NETWATCHER_VMLINUX_H "${NETWATCHER_BPF_INCLUDE_DIR}/vmlinux.h")
 file(GLOB NETWATCHER_BPF_SDK_HEADERS "${NETWATCHER_SDK_INCLUDE_DIR}/netwatcher/bpf/*.h")
@@ -128,6 +136,9 @@ function(_netwatcher_module_defaults target output_name)
     CXX_VISIBILITY_PRESET hidden
     VISIBILITY_INLINES_HIDDEN ON
     LIBRARY_OUTPUT_DIRECTORY "${NETWATCHER_PLUGIN_OUTPUT_DIR}")
+  if(NETWATCHER_PLUGIN_INSTALL_DIR)
+    install(TARGETS ${target} LIBRARY DESTINATION "${NETWATCHER_PLUGIN_INSTALL_DIR}")
+  endif()
   target_compile_features(${target} PRIVATE cxx_std_20)
   target_link_libraries(${target} PRIVATE netwatcher::sdk)
   # Out of the tree the SDK archives may carry the tree's sanitizer; the

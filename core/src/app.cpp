@@ -66,16 +66,36 @@ void install_signal_handlers() {
 
 const char* kDefaultConfig = "netwatcher.toml";
 
-std::vector<std::string> default_plugin_dirs() {
+std::filesystem::path executable_dir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
-  if (ec) return {};
-  auto dir = exe.parent_path();
+  return ec ? std::filesystem::path{} : exe.parent_path();
+}
+
+// Next to the binary in a build tree, lib/netwatcher beside bin/ once installed.
+std::vector<std::string> default_plugin_dirs() {
+  auto dir = executable_dir();
+  if (dir.empty()) return {};
+  std::error_code ec;
   std::vector<std::string> dirs;
   for (auto candidate : {dir / "plugins", dir / ".." / "lib" / "netwatcher"})
     if (std::filesystem::is_directory(candidate, ec))
       dirs.push_back(candidate.lexically_normal().string());
   return dirs;
+}
+
+// Without --config: ./netwatcher.toml, else the installed one (etc/ of the
+// install prefix, then /etc); empty when there is none.
+std::string default_config_path() {
+  std::error_code ec;
+  std::vector<std::filesystem::path> candidates{kDefaultConfig};
+  if (auto dir = executable_dir(); !dir.empty())
+    candidates.push_back(dir / ".." / "etc" / "netwatcher" / kDefaultConfig);
+  candidates.push_back(std::filesystem::path("/etc/netwatcher") / kDefaultConfig);
+  for (const auto& candidate : candidates)
+    if (std::filesystem::is_regular_file(candidate, ec))
+      return candidate.lexically_normal().string();
+  return {};
 }
 
 struct Options {
@@ -589,7 +609,8 @@ int run(int argc, char** argv) {
       options.config_path = early["config"].as<std::string>();
       options.config_given = true;
     }
-    if (!options.config_given && !std::filesystem::exists(options.config_path)) {
+    if (!options.config_given) options.config_path = default_config_path();
+    if (options.config_path.empty()) {
       config = default_config();
     } else {
       if (!std::filesystem::exists(options.config_path))
@@ -603,8 +624,12 @@ int run(int argc, char** argv) {
   spdlog::set_level(options.verbose ? spdlog::level::debug
                                     : spdlog::level::from_str(config.settings.log_level));
   if (!config.from_file)
-    spdlog::warn("no {} here and no --config given: running every plugin with a stdout sink",
-                 kDefaultConfig);
+    spdlog::warn(
+        "no {} here or installed (etc/netwatcher/ beside bin/, /etc/netwatcher/) and no --config "
+        "given: running every plugin with a stdout sink",
+        kDefaultConfig);
+  else if (!options.config_given)
+    spdlog::info("config: {}", options.config_path);
 
   if (early.count("plugin-dir"))
     options.plugin_dirs = early["plugin-dir"].as<std::vector<std::string>>();

@@ -20,6 +20,8 @@ packages=(
   openssl prometheus
   # libFuzzer for the parser fuzz targets
   libclang-rt-14-dev
+  # the packaging tests: cpack's dependency list, and systemd-analyze verify
+  dpkg-dev systemd
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -34,6 +34,8 @@ for path in bin/netwatcher etc/netwatcher/netwatcher.toml lib/systemd/system/net
   share/doc/netwatcher/plugins/tcp.md; do
   [[ -f $prefix/$path ]] || fail "nothing installed at $path"
 done
+grep -qxF "ExecStart=$prefix/bin/netwatcher --config $prefix/etc/netwatcher/netwatcher.toml" \
+  "$prefix/lib/systemd/system/netwatcher.service" || fail "the unit does not follow the prefix"
 # Test fixtures and the bench's synthetic plugin are not for users.
 if ls "$prefix/lib/netwatcher" | grep -Eqv '^netwatcher-[a-z0-9_]+\.so$|^netwatcher-sink-[a-z0-9_]+\.so$'; then
   ls "$prefix/lib/netwatcher"

@@ -22,6 +22,8 @@ packages=(
   libclang-rt-14-dev
   # the packaging tests: cpack's dependency list, and systemd-analyze verify
   dpkg-dev systemd
+  # the Kubernetes manifest test reads YAML
+  python3-yaml
 )
 missing=()
 for p in "${packages[@]}"; do

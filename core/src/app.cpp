@@ -300,6 +300,39 @@ void print_features(const KernelFeatures& features) {
   for (const auto& [target, result] : features.iter_targets()) line("iter/" + target, result);
 }
 
+// What netwatcher needs from the host to run (as a service, or in a
+// container: deploy/kubernetes/ is checked against this list). Capabilities
+// are those needed while attaching; keep_capabilities says which stay after.
+void print_requirements(const KernelFeatures& features) {
+  struct Requirement {
+    std::string kind, what, why;
+  };
+  auto found_or = [](const std::string& path, const std::string& fallback) {
+    return path.empty() ? fallback : path;
+  };
+  const std::vector<Requirement> requirements = {
+      {"capability", "CAP_BPF", "load BPF programs and maps"},
+      {"capability", "CAP_PERFMON", "attach tracing programs, read kernel addresses"},
+      {"capability", "CAP_NET_ADMIN", "attach cgroup_skb, netfilter and tc programs"},
+      {"capability", "CAP_SYS_ADMIN", "iterators, other network namespaces, BPF link info"},
+      {"capability", "CAP_SYS_RESOURCE", "lift RLIMIT_MEMLOCK (kernels before 5.11)"},
+      {"capability", "CAP_SYS_PTRACE", "other processes' namespaces and open files (owners)"},
+      {"path", "/sys/kernel/btf/vmlinux", "kernel BTF (CO-RE, feature probes)"},
+      {"path", found_or(features.tracefs_path(), "/sys/kernel/tracing"),
+       "tracefs (tracepoint ids)"},
+      {"path", found_or(features.cgroup2_path(), "/sys/fs/cgroup"),
+       "cgroup v2 root (cgroup_skb programs)"},
+      {"path", "/run/netns", "named network namespaces"},
+      {"namespace", "pid (the host's)", "/proc of the host: owners, their namespaces"},
+      {"namespace", "net (the host's)", "the host's sockets first (sock_diag), its interfaces"},
+  };
+  std::cout << "requires (to run on this host, or in a container on it)\n";
+  for (const auto& r : requirements)
+    std::cout << "  " << r.kind << std::string(r.kind.size() < 14 ? 14 - r.kind.size() : 1, ' ')
+              << r.what << std::string(r.what.size() < 26 ? 26 - r.what.size() : 1, ' ') << r.why
+              << "\n";
+}
+
 void print_hook_reports(const ProbeRuntime& runtime, const std::vector<LiveProgram>& live) {
   const auto stats = runtime.program_stats();
   for (const auto& hook : runtime.hook_reports()) {
@@ -895,6 +928,7 @@ int run(int argc, char** argv) {
       all_ok = all_ok && s.ok();
     }
     for (auto it = enabled.rbegin(); it != enabled.rend(); ++it) (*it)->shut_down();
+    print_requirements(features);
     return all_ok ? 0 : 1;
   }
 

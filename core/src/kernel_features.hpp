@@ -52,6 +52,8 @@ class KernelFeatures {
   const FeatureResult& btf() const { return btf_; }
   const FeatureResult& ring_buffer() const { return ring_buffer_; }
   const FeatureResult& tracefs() const { return tracefs_; }
+  // Where tracefs is mounted; empty when it is not.
+  const std::string& tracefs_path() const { return tracefs_path_; }
   // The root of the cgroup v2 hierarchy, where cgroup_skb programs are
   // attached so that they see every socket; empty when there is none.
   const FeatureResult& cgroup2() const { return cgroup2_; }

@@ -211,9 +211,29 @@ void print_config_keys(const std::vector<ConfigKey>& keys) {
               << "): " << key.description << "\n";
 }
 
+void print_metric_family(const MetricFamilySpec& metric) {
+  std::cout << "    " << metric.name << " " << metric_type_name(metric.type);
+  if (!metric.labels.empty()) {
+    std::cout << " {";
+    for (std::size_t i = 0; i < metric.labels.size(); ++i)
+      std::cout << (i ? "," : "") << metric.labels[i];
+    std::cout << "}";
+  }
+  std::cout << " - " << metric.help << "\n";
+}
+
+// `own`: the host's families, and the plugins' (listed with their plugin).
 void list_components(const Discovery& discovery,
                      const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes,
-                     const std::vector<std::pair<const Component*, SinkDescription>>& sinks) {
+                     const std::vector<std::pair<const Component*, SinkDescription>>& sinks,
+                     const MetricStore& own) {
+  std::set<std::string> plugins_own;
+  for (const auto& runtime : runtimes)
+    for (const auto& metric : runtime->description().metrics) plugins_own.insert(metric.name);
+  std::cout << "netwatcher " << NETWATCHER_VERSION << " (the host itself)\n  metrics:\n";
+  for (const auto& family : own.snapshot())
+    if (!plugins_own.count(family.spec.name)) print_metric_family(family.spec);
+  std::cout << "\n";
   // A running agent's programs, matched by name: listing loads nothing, so
   // there is no tag to compare.
   const std::vector<LiveProgram> live =
@@ -245,16 +265,7 @@ void list_components(const Discovery& discovery,
                   << field.description << "\n";
     }
     std::cout << "  metrics:\n";
-    for (const auto& metric : d.metrics) {
-      std::cout << "    " << metric.name << " " << metric_type_name(metric.type);
-      if (!metric.labels.empty()) {
-        std::cout << " {";
-        for (std::size_t i = 0; i < metric.labels.size(); ++i)
-          std::cout << (i ? "," : "") << metric.labels[i];
-        std::cout << "}";
-      }
-      std::cout << " - " << metric.help << "\n";
-    }
+    for (const auto& metric : d.metrics) print_metric_family(metric);
     std::cout << "  config [plugins." << c->name << "]:\n";
     print_config_keys(d.config);
     if (!d.flags.empty()) {
@@ -899,7 +910,7 @@ int run(int argc, char** argv) {
   }
 
   if (options.list_plugins) {
-    list_components(discovery, runtimes, sink_types);
+    list_components(discovery, runtimes, sink_types, store);
     return 0;
   }
 

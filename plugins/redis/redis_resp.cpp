@@ -273,6 +273,7 @@ RespError RespStream::on_line(std::vector<RespMessage>& out) {
       payload_type_ = line_type_ == '$'   ? RespType::bulk
                       : line_type_ == '!' ? RespType::bulk_error
                                           : RespType::verbatim;
+      if (frames_.empty()) message_.type = payload_type_;
       payload_left_ = static_cast<std::uint64_t>(*length);
       keep_payload_ = keeping();
       payload_.clear();

@@ -96,6 +96,9 @@ class RespStream {
 
   // Forget everything: the next byte starts a new value.
   void reset();
+  // The value begun and not ended, if any: its type (once its first line
+  // was read), bytes so far and strings kept so far.
+  const RespMessage* partial() const { return in_message_ ? &message_ : nullptr; }
   // Between two values (no value begun).
   bool at_boundary() const { return state_ == State::start && frames_.empty() && !in_message_; }
 

@@ -130,7 +130,7 @@ class Redis : public ::testing::Test {
 // each command once from the client's socket and once from the server's,
 // with its name, key, reply, error and database.
 TEST_F(Redis, CliCommandsOncePerSocketWithKeysRepliesErrorsAndDb) {
-  Netwatcher nw(dir_, config());
+  Netwatcher nw(dir_, config("hot_keys = 5\n"));
   ASSERT_EQ(cli("SET k1 v1").output, "OK\n");
   ASSERT_EQ(cli("GET k1").output, "v1\n");
   ASSERT_EQ(cli("DEL k1").output, "1\n");
@@ -149,7 +149,28 @@ TEST_F(Redis, CliCommandsOncePerSocketWithKeysRepliesErrorsAndDb) {
                    {{"command", "CONFIG GET"}, {"status", "ok"}, {"side", "server"}})
                .value_or(0) == 1;
   });
+  // hot_keys: every key of each snapshot is listed (at most 4 at once), so
+  // the snapshots add up to each key's commands from both sides.
+  std::map<std::string, std::uint64_t> hot;
+  ASSERT_TRUE(wait_until([&] {
+    hot.clear();
+    for (const auto& e : events_of(read_json_lines(dir_.file("events.jsonl")), "redis_hot_keys")) {
+      const std::string keys = e["fields"]["keys"].str();
+      std::size_t at = 0;
+      while (at < keys.size()) {
+        std::size_t end = keys.find(',', at);
+        if (end == std::string::npos) end = keys.size();
+        const std::string item = keys.substr(at, end - at);
+        const auto eq = item.rfind('=');
+        hot[item.substr(0, eq)] += std::stoull(item.substr(eq + 1));
+        at = end + 1;
+      }
+    }
+    return hot["c"] == 4;
+  })) << nw.log();
   ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(hot,
+            (std::map<std::string, std::uint64_t>{{"k1", 6}, {"list", 4}, {"k2", 4}, {"c", 4}}));
 
   struct Expected {
     std::string command, key, reply_type, reply, error;

@@ -169,10 +169,10 @@ TEST_F(RedisPluginTest, PushesAreCountedNotPaired) {
 
 TEST_F(RedisPluginTest, RetransmissionsAreDroppedAndUncapturedBulksSkipped) {
   start();
-  const std::string get = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
+  const std::string get_k = "*2\r\n$3\r\nGET\r\n$1\r\nk\r\n";
   std::uint32_t zero = 0;
-  send(kClient, true, get, 10);
-  send(kClient, true, get, 11, 0, &zero);  // the same bytes again
+  send(kClient, true, get_k, 10);
+  send(kClient, true, get_k, 11, 0, &zero);  // the same bytes again
   // A 5000-byte value of which the capture kept the start only.
   const std::string head = "$5000\r\n" + std::string(100, 'v');
   send(kClient, false, head, 20, 5000 + 7 + 2);

@@ -170,7 +170,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     max_commands_ = static_cast<std::size_t>(config.get_int("max_commands"));
     hot_keys_ = static_cast<std::size_t>(config.get_int("hot_keys"));
     max_tracked_keys_ = static_cast<std::size_t>(config.get_int("max_tracked_keys"));
-    limits_.kept_bytes = std::max<std::size_t>(max_key_bytes_, 64);
+    limits_.kept_bytes = std::max<std::size_t>(max_key_bytes_, 128);
     return Status::success();
   }
 
@@ -201,6 +201,16 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
 
   Status refresh_metrics() {
     if (commands_table_) commands_table_->set_entries(known_commands_.size());
+    for (auto& [key, series] : counts_)
+      if (series.dirty) {
+        commands_.mirror(series.labels, series.value);
+        series.dirty = false;
+      }
+    for (auto& [key, series] : durations_)
+      if (series.dirty) {
+        duration_.replace(series.labels, series.counts, series.sum);
+        series.dirty = false;
+      }
     return Status::success();
   }
 
@@ -345,9 +355,9 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
       if (!m.cut) parse_errors_.add({"bad_command"}, 1);
       c.name = "UNKNOWN";
     }
-    const std::size_t words = name_words(c.name);
-    if (key_field_ && has_key(c.name) && m.strings.size() > words)
-      c.key = printable(m.strings[words], max_key_bytes_);
+    const CommandInfo& info = command_info(c.name);
+    if (key_field_ && info.has_key && m.strings.size() > info.words)
+      c.key = printable(m.strings[info.words], max_key_bytes_);
     c.args = m.elements;
     c.bytes = m.bytes;
     c.ns = m.start_ns;
@@ -368,14 +378,14 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   }
 
   void on_reply(Socket& s, const RespMessage& m, EventEmitter& out) {
-    const std::string kind = m.strings.empty() ? std::string() : lower(m.strings[0]);
-    const bool front_subscribes =
-        !s.pending.empty() && is_subscribe_command(s.pending.front().name);
     // Pushes are never replies, except that RESP3 confirms (un)subscribing
     // with one; so does RESP2 in subscribed mode, with arrays, one per channel.
     const bool pubsub_shape =
         m.type == RespType::push || (s.subscribed && m.type == RespType::array);
     if (pubsub_shape) {
+      const std::string kind = m.strings.empty() ? std::string() : lower(m.strings[0]);
+      const bool front_subscribes =
+          !s.pending.empty() && is_subscribe_command(s.pending.front().name);
       if (is_subscribe_kind(kind) && m.strings.size() >= 3 &&
           kind.find("unsub") != std::string::npos && m.strings[2] == "0")
         s.subscribed = false;
@@ -413,11 +423,52 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     if (!c.timed_out) finish(s, c, &m, Outcome::answered, out);
   }
 
+  // Answered commands are counted here and handed to the metric store in
+  // refresh_metrics() (before every scrape and snapshot): one lookup by a
+  // reused key per command instead of two label vectors and two locks.
+  void count_answered(const std::string& label, const std::string& status, const char* side,
+                      double seconds) {
+    key_.assign(label).append(1, '\n').append(status).append(1, '\n').append(side);
+    auto count = counts_.find(key_);
+    if (count == counts_.end())
+      count = counts_.emplace(key_, CountSeries{{label, status, side}}).first;
+    count->second.value += 1;
+    count->second.dirty = true;
+    key_.assign(label).append(1, '\n').append(side);
+    auto duration = durations_.find(key_);
+    if (duration == durations_.end())
+      duration = durations_
+                     .emplace(key_, DurationSeries{{label, side},
+                                                   std::vector<std::uint64_t>(bounds_.size() + 1)})
+                     .first;
+    const auto bucket = std::lower_bound(bounds_.begin(), bounds_.end(), seconds) - bounds_.begin();
+    ++duration->second.counts[static_cast<std::size_t>(bucket)];
+    duration->second.sum += seconds;
+    duration->second.dirty = true;
+  }
+
   void count_push(const Socket& s, const std::string& kind) {
     static const std::unordered_set<std::string> kKinds = {
         "message",     "pmessage",     "smessage",     "subscribe",  "psubscribe", "ssubscribe",
         "unsubscribe", "punsubscribe", "sunsubscribe", "invalidate", "monitor"};
     pushes_.add({kKinds.count(kind) ? kind : "other", s.client ? "client" : "server"}, 1);
+  }
+
+  // What the plugin needs to know of a command name, worked out once per name.
+  struct CommandInfo {
+    bool has_key = false;
+    std::size_t words = 1;
+  };
+  const CommandInfo& command_info(const std::string& name) {
+    auto it = command_infos_.find(name);
+    if (it != command_infos_.end()) return it->second;
+    CommandInfo info{has_key(name), name_words(name)};
+    // Names come from the traffic: past the bound, work it out every time.
+    if (command_infos_.size() >= kMaxCommandInfos) {
+      scratch_info_ = info;
+      return scratch_info_;
+    }
+    return command_infos_.emplace(name, info).first->second;
   }
 
   std::string command_label(const std::string& name) {
@@ -447,8 +498,8 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     if (reply) {
       const bool is_error = reply->type == RespType::error || reply->type == RespType::bulk_error;
       if (is_error && !reply->strings.empty()) error = printable(reply->strings[0], 128);
-      commands_.add({label, is_error ? status_label(error_prefix(error)) : "ok", side}, 1);
-      duration_.observe({label, side}, static_cast<double>(reply->start_ns - c.ns) / 1e9);
+      count_answered(label, is_error ? status_label(error_prefix(error)) : "ok", side,
+                     static_cast<double>(reply->start_ns - c.ns) / 1e9);
     } else {
       unanswered_.add({side}, 1);
     }
@@ -520,6 +571,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   }
 
   static constexpr std::size_t kMaxStatuses = 64;
+  static constexpr std::size_t kMaxCommandInfos = 4096;
 
   EventSet events_;
   struct Cmd : EventDecl {
@@ -631,6 +683,24 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   std::unordered_map<std::uint64_t, Socket> sockets_;
   std::vector<RespMessage> messages_;
   std::unordered_set<std::string> known_commands_, known_statuses_;
+  std::unordered_map<std::string, CommandInfo> command_infos_;
+  struct CountSeries {
+    LabelValues labels;
+    double value = 0;
+    bool dirty = false;
+  };
+  struct DurationSeries {
+    LabelValues labels;
+    std::vector<std::uint64_t> counts;  // per bucket of bounds_, then +Inf
+    double sum = 0;
+    bool dirty = false;
+  };
+  // Bounded like the labels they carry: max_commands x 64 statuses x 2 sides.
+  std::unordered_map<std::string, CountSeries> counts_;
+  std::unordered_map<std::string, DurationSeries> durations_;
+  const std::vector<double> bounds_ = duration_buckets();
+  std::string key_;
+  CommandInfo scratch_info_;
   std::unordered_map<std::string, std::uint64_t> key_counts_;
   std::uint64_t untracked_keys_ = 0;
 };

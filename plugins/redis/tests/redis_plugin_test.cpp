@@ -85,6 +85,10 @@ class RedisPluginTest : public ::testing::Test {
     return out;
   }
   double metric(const std::string& name, const LabelValues& labels) {
+    // Answered commands reach the store when the host refreshes metrics.
+    if (host_->metrics_refresh) {
+      EXPECT_TRUE(host_->metrics_refresh().ok());
+    }
     for (const auto& family : host_->store.snapshot())
       if (family.spec.name == name)
         for (const auto& s : family.series)

@@ -200,6 +200,43 @@ TEST_F(RedisPluginTest, UnansweredCommandsAtCloseAndKeyFieldOff) {
   EXPECT_EQ(metric("netwatcher_redis_commands_unanswered_total", {"client"}), 1.0);
 }
 
+TEST_F(RedisPluginTest, MonitorLinesAndResp3PushesAreNotReplies) {
+  start();
+  send(kClient, true, "*1\r\n$7\r\nMONITOR\r\n", 10);
+  send(kClient, false, "+OK\r\n+1700000000.1 [0 127.0.0.1:5000] \"GET\" \"k\"\r\n", 20);
+  send(kClient, false, "+1700000000.2 [0 127.0.0.1:5000] \"SET\" \"k\" \"v\"\r\n", 30);
+  send(kServer, false, "*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n", 10);
+  send(kServer, true, "%1\r\n$5\r\nproto\r\n:3\r\n", 20);
+  send(kServer, false, "*2\r\n$9\r\nSUBSCRIBE\r\n$1\r\nc\r\n", 30);
+  send(kServer, true, ">3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n", 40);
+  send(kServer, true, ">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nx\r\n", 50);
+  send(kServer, false, "*1\r\n$4\r\nPING\r\n", 60);
+  send(kServer, true, "+PONG\r\n", 70);
+  ASSERT_EQ(commands(), (std::vector<std::string>{"MONITOR", "HELLO", "SUBSCRIBE", "PING"}));
+  EXPECT_EQ(get<std::string>(2, "reply_type"), "push");
+  EXPECT_EQ(get<std::uint64_t>(3, "proto"), 3u);
+  EXPECT_EQ(metric("netwatcher_redis_pushes_total", {"monitor", "client"}), 2.0);
+  EXPECT_EQ(metric("netwatcher_redis_pushes_total", {"message", "server"}), 1.0);
+  EXPECT_EQ(metric("netwatcher_redis_parse_errors_total", {"orphan_reply"}), 0.0);
+}
+
+TEST_F(RedisPluginTest, ATimedOutCommandsLateReplyIsConsumedNotReported) {
+  start();
+  // Sent at 1 ns: long past command_timeout when collect() runs.
+  send(kClient, true, "*2\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n", 1);
+  ASSERT_TRUE(plugin_->collect(emitter_).ok());
+  ASSERT_EQ(commands(), std::vector<std::string>{"BLPOP"});
+  EXPECT_EQ(get<std::string>(0, "outcome"), "timed_out");
+  EXPECT_EQ(get<std::string>(0, "key"), "q");
+  send(kClient, false, "*-1\r\n", 2);
+  send(kClient, true, "*1\r\n$4\r\nPING\r\n", 3);
+  send(kClient, false, "+PONG\r\n", 4);
+  ASSERT_EQ(commands(), (std::vector<std::string>{"BLPOP", "PING"}));
+  EXPECT_EQ(get<std::string>(1, "reply"), "PONG");
+  EXPECT_EQ(metric("netwatcher_redis_commands_unanswered_total", {"client"}), 1.0);
+  EXPECT_EQ(metric("netwatcher_redis_parse_errors_total", {"orphan_reply"}), 0.0);
+}
+
 TEST_F(RedisPluginTest, InlineCommandsAndDetection) {
   start();
   send(kClient, true, "PING\r\n", 10);

@@ -143,7 +143,7 @@ TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
   EXPECT_NE(
       result.output.find(
           dir.file("p.toml") +
-          ":1:1: unknown plugin 'tpc' (found: dns, drop, http, icmp, l7, netfilter, nic, tcp, udp in " +
+          ":1:1: unknown plugin 'tpc' (found: dns, drop, http, icmp, l7, netfilter, nic, redis, tcp, udp in " +
           std::string(NW_PLUGIN_DIR) + ")"),
       std::string::npos)
       << result.output;

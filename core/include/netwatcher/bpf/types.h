@@ -69,7 +69,9 @@ struct nw_filter {
 };
 
 /* The most payload bytes the shared L7 capture (plugins/l7) takes from the
- * start of one packet. */
-#define NW_L7_MAX_CAPTURE 512
+ * start of one packet. Pipelined protocols (Redis, 16 commands of ~45 bytes
+ * in one segment) need more than 512 to see every message; a protocol asks
+ * for what it needs, so the larger bound costs only those that ask. */
+#define NW_L7_MAX_CAPTURE 2048
 
 #endif

@@ -16,6 +16,8 @@ packages=(
   iproute2 iperf3 nftables python3 procps iputils-ping curl
   # the dns tests and bench: a resolver, dig, and a load generator
   dnsmasq-base bind9-dnsutils dnsperf
+  # the redis tests and bench: the server, redis-cli and redis-benchmark
+  redis-server redis-tools
   # the endpoint tests: certificates, and the real Prometheus server scraping
   openssl prometheus
   # libFuzzer for the parser fuzz targets

@@ -437,4 +437,72 @@ TEST_F(Mysql, SysbenchReadWriteTransactionsAllCounted) {
   expect_metrics_match(prom, all, false);
 }
 
+// A command slower than command_timeout is reported as timed_out from both
+// sockets; its late response then has no command waiting.
+TEST_F(Mysql, ACommandSlowerThanTheTimeoutIsReportedAsTimedOut) {
+  Netwatcher nw(dir_, config("command_timeout = 0.5\n"));
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("events.jsonl")); }));
+  auto out = cli("SELECT SLEEP(1.5);\n", "shop");
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  ASSERT_TRUE(wait_until([&] {
+    return count([](const Json& f) {
+             return f["command"].str() == "COM_QUIT" && f["side"].str() == "server";
+           }) >= 1;
+  })) << nw.log();
+  auto prom = scrape_until(kPromPort, [](const PromText& m) {
+    return m.value("netwatcher_mysql_parse_errors_total", {{"kind", "orphan_response"}})
+               .value_or(0) >= 10;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  std::map<std::string, int> sides;
+  for (const auto& e : queries()) {
+    const auto& f = e["fields"];
+    if (f["command"].str() != "COM_QUERY") continue;
+    EXPECT_EQ(f["statement"].str(), "SELECT SLEEP(1.5)");
+    EXPECT_EQ(f["outcome"].str(), "timed_out");
+    EXPECT_FALSE(f.has("status"));
+    EXPECT_FALSE(f.has("latency_us"));
+    ++sides[f["side"].str()];
+  }
+  EXPECT_EQ(sides, (std::map<std::string, int>{{"client", 1}, {"server", 1}}));
+  for (const char* side : {"client", "server"})
+    EXPECT_EQ(prom.value("netwatcher_mysql_commands_unanswered_total", {{"side", side}}), 1.0);
+  // The late result set's five packets (column count, definition, EOF, row,
+  // EOF: this client does not ask for CLIENT_DEPRECATE_EOF), at each socket.
+  EXPECT_EQ(prom.value("netwatcher_mysql_parse_errors_total", {{"kind", "orphan_response"}}), 10.0);
+}
+
+// slow_threshold_us: events only for the slow command; the metrics count
+// every command.
+TEST_F(Mysql, OnlyCommandsOverTheSlowThresholdAreEventsButAllAreCounted) {
+  Netwatcher nw(dir_, config("slow_threshold_us = 300000\n"));
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("events.jsonl")); }));
+  auto out = cli("SELECT 1;\nSELECT SLEEP(0.4);\nSELECT 2;\n", "shop");
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  auto prom = scrape_until(kPromPort, [](const PromText& m) {
+    return m.value("netwatcher_mysql_commands_total",
+                   {{"command", "COM_QUIT"}, {"status", "none"}, {"side", "server"}})
+               .value_or(0) >= 1;
+  });
+  ASSERT_TRUE(wait_until([&] { return queries().size() >= 2; })) << nw.log();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  std::map<std::string, int> sides;
+  for (const auto& e : queries()) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["statement"].str(), "SELECT SLEEP(0.4)");
+    EXPECT_GE(f["latency_us"].num(), 300000);
+    EXPECT_EQ(f["rows"].u64(), 1u);
+    ++sides[f["side"].str()];
+  }
+  EXPECT_EQ(sides, (std::map<std::string, int>{{"client", 1}, {"server", 1}}));
+  for (const char* side : {"client", "server"}) {
+    EXPECT_EQ(prom.value("netwatcher_mysql_commands_total",
+                         {{"command", "COM_QUERY"}, {"status", "resultset"}, {"side", side}}),
+              3.0);
+    EXPECT_EQ(prom.value("netwatcher_mysql_commands_total",
+                         {{"command", "COM_QUIT"}, {"status", "none"}, {"side", side}}),
+              1.0);
+  }
+}
+
 }  // namespace

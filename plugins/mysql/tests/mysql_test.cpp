@@ -505,4 +505,33 @@ TEST_F(Mysql, OnlyCommandsOverTheSlowThresholdAreEventsButAllAreCounted) {
   }
 }
 
+// The compressed protocol (mariadb --compress): the login is seen and
+// counted as compressed, its compressed packets are not misread as commands.
+TEST_F(Mysql, TheCompressedProtocolIsCountedNotMisparsed) {
+  Netwatcher nw(dir_, config());
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("events.jsonl")); }));
+  auto out = cli("SELECT 1;\nSELECT REPEAT('x', 1000);\n", "shop", "--compress");
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  auto plain = cli("SELECT 3;\n", "shop");  // afterwards: the events are written by now
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  ASSERT_TRUE(wait_until([&] {
+    return count([](const Json& f) {
+             return f["command"].str() == "COM_QUIT" && f["side"].str() == "server";
+           }) >= 1;
+  })) << nw.log();
+  auto prom = scrape_until(kPromPort, [](const PromText& m) {
+    return m.value("netwatcher_mysql_connections_total", {{"protocol", "plain"}}).value_or(0) >= 2;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  std::multiset<std::string> seen;
+  for (const auto& e : queries())
+    seen.insert(e["fields"]["command"].str() + " " + e["fields"]["statement"].str());
+  EXPECT_EQ(seen, (std::multiset<std::string>{"COM_QUERY SELECT 3", "COM_QUERY SELECT 3",
+                                              "COM_QUIT ", "COM_QUIT "}));
+  EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "compressed"}}), 2.0);
+  EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "plain"}}), 2.0);
+  for (const char* kind : {"lost_sync", "orphan_response", "malformed", "empty_command"})
+    EXPECT_EQ(prom.value("netwatcher_mysql_parse_errors_total", {{"kind", kind}}), 0.0) << kind;
+}
+
 }  // namespace

@@ -339,6 +339,63 @@ std::optional<std::string> use_statement_database(std::string_view s) {
   return std::string(s);
 }
 
+std::string normalize_statement(std::string_view s, std::size_t max_size) {
+  std::string out;
+  auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
+           static_cast<unsigned char>(c) >= 0x80;
+  };
+  auto put = [&](char c) {
+    if (c == ' ' && (out.empty() || out.back() == ' ')) return;
+    out.push_back(c);
+  };
+  std::size_t i = 0;
+  while (i < s.size() && out.size() < max_size) {
+    const char c = s[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      put(' ');
+      ++i;
+    } else if (c == '/' && i + 1 < s.size() && s[i + 1] == '*') {
+      const auto end = s.find("*/", i + 2);
+      i = end == std::string_view::npos ? s.size() : end + 2;
+      put(' ');
+    } else if (c == '\'' || c == '"') {
+      // A string: backslash escapes and doubled quotes stay inside it.
+      ++i;
+      while (i < s.size()) {
+        if (s[i] == '\\') {
+          i += 2;
+        } else if (s[i] == c) {
+          if (i + 1 < s.size() && s[i + 1] == c) {
+            i += 2;
+          } else {
+            ++i;
+            break;
+          }
+        } else {
+          ++i;
+        }
+      }
+      put('?');
+    } else if (c == '`') {
+      const auto end = s.find('`', i + 1);
+      const std::size_t stop = end == std::string_view::npos ? s.size() : end + 1;
+      for (; i < stop; ++i) out.push_back(s[i]);
+    } else if (std::isdigit(static_cast<unsigned char>(c)) && (i == 0 || !word_char(s[i - 1]))) {
+      // A number: 42, 4.2, 4e2, 0x2a.
+      while (i < s.size() && (word_char(s[i]) || s[i] == '.')) ++i;
+      put('?');
+    } else {
+      const auto u = static_cast<unsigned char>(c);
+      out.push_back(u < 0x20 || u == 0x7f ? '?' : c);
+      ++i;
+    }
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  if (out.size() > max_size) out.resize(utf8_boundary(out, max_size));
+  return out;
+}
+
 std::optional<OkPacket> parse_ok(std::span<const std::byte> body) {
   if (body.empty() || (at(body, 0) != 0x00 && at(body, 0) != 0xfe)) return std::nullopt;
   OkPacket ok;

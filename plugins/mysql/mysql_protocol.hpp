@@ -155,6 +155,13 @@ std::optional<CommandPacket> parse_command(
 // nullopt when `statement` is not one.
 std::optional<std::string> use_statement_database(std::string_view statement);
 
+// `statement` as a metric label: string and number literals replaced by
+// '?', comments dropped, runs of white space made one space, at most
+// `max_size` bytes. "SELECT * FROM t WHERE id = 42 AND name = 'x'" becomes
+// "SELECT * FROM t WHERE id = ? AND name = ?"; identifiers (also `quoted`
+// ones and names with digits, like t1) stay.
+std::string normalize_statement(std::string_view statement, std::size_t max_size);
+
 struct OkPacket {
   std::uint64_t affected_rows = 0;
   std::uint64_t last_insert_id = 0;

@@ -114,6 +114,10 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
         {"max_error_codes", ConfigType::integer, std::int64_t{100},
          "error codes with their own series; the rest count under error_code=\"other\"", 1, 65536},
         {"events", ConfigType::boolean, true, "a mysql_query event per command"},
+        {"statement_labels", ConfigType::boolean, false,
+         "also count commands per normalised statement (literals as ?)"},
+        {"max_statements", ConfigType::integer, std::int64_t{100},
+         "statements with their own series; the rest count under statement=\"other\"", 1, 100000},
     };
     d.flags = {{'M', "mysql", "enabled", "MySQL/MariaDB commands and responses from the traffic"}};
     d.events = events_.schemas();
@@ -135,6 +139,8 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     max_prepared_ = static_cast<std::size_t>(config.get_int("max_prepared"));
     max_error_codes_ = static_cast<std::size_t>(config.get_int("max_error_codes"));
     events_on_ = config.get_bool("events");
+    statement_labels_ = config.get_bool("statement_labels");
+    max_statements_ = static_cast<std::size_t>(config.get_int("max_statements"));
     return Status::success();
   }
 
@@ -147,6 +153,9 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
         host.track_table({"connections", "", 0, max_connections_, "plugins.mysql.max_connections"});
     errors_table_ =
         host.track_table({"error_codes", "", 0, max_error_codes_, "plugins.mysql.max_error_codes"});
+    if (statement_labels_)
+      statements_table_ =
+          host.track_table({"statements", "", 0, max_statements_, "plugins.mysql.max_statements"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
   }
@@ -175,6 +184,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
   Status refresh_metrics() {
     if (connections_table_) connections_table_->set_entries(connections_.size());
     if (errors_table_) errors_table_->set_entries(known_error_codes_.size());
+    if (statements_table_) statements_table_->set_entries(known_statements_.size());
     return Status::success();
   }
 
@@ -239,6 +249,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
  private:
   static constexpr std::uint64_t kIdleNs = 600'000'000'000;
   static constexpr std::size_t kMaxPendingPerConnection = 64;
+  static constexpr std::size_t kMaxStatementLabel = 200;
 
   // The connection of `packet`'s socket, made at its first packet.
   Connection* find(const L7Packet& packet) {
@@ -429,6 +440,10 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       commands_.add({command, status, side}, 1);
       duration_.observe({command, side}, latency_us / 1e6);
       if (complete) apply(c, p);
+      if (statement_labels_ && !p.statement.empty() &&
+          (p.command == my::com_query || p.command == my::com_stmt_prepare ||
+           p.command == my::com_stmt_execute))
+        count_statement(p.statement, status, side, latency_us / 1e6);
       if (result.error) {
         std::string code = std::to_string(result.error->code);
         if (!known_error_codes_.count(code)) {
@@ -490,6 +505,21 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       if (result.prepared) row.set(q.statement_id, std::uint64_t{result.prepared->statement_id});
     }
     row.emit(answered ? end_ns : 0);
+  }
+
+  void count_statement(const std::string& statement, const char* status, const char* side,
+                       double seconds) {
+    std::string label = my::normalize_statement(statement, kMaxStatementLabel);
+    if (!known_statements_.count(label)) {
+      if (known_statements_.size() < max_statements_) {
+        known_statements_.insert(label);
+      } else {
+        label = "other";
+        if (statements_table_) statements_table_->count_refused();
+      }
+    }
+    statement_commands_.add({label, status, side}, 1);
+    statement_duration_.observe({label, side}, seconds);
   }
 
   // A command's effect on its connection's session, once its response is in.
@@ -614,6 +644,18 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
                          "netwatcher_mysql_auth_failures_total",
                          "Logins the server refused, by side.",
                          {"side"}};
+  Counter statement_commands_{
+      metrics_,
+      "netwatcher_mysql_statement_commands_total",
+      "Answered COM_QUERY, COM_STMT_PREPARE and COM_STMT_EXECUTE per normalised statement "
+      "(statement_labels = true, at most max_statements statements), status and side.",
+      {"statement", "status", "side"}};
+  Histogram statement_duration_{metrics_,
+                                "netwatcher_mysql_statement_duration_seconds",
+                                "From command to first response packet per normalised statement "
+                                "(statement_labels = true).",
+                                {"statement", "side"},
+                                duration_buckets()};
   Counter internal_errors_{metrics_,
                            "netwatcher_mysql_internal_errors_total",
                            "Packets the plugin could not process (out of memory).",
@@ -623,7 +665,10 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
   std::size_t max_statement_ = 256, max_message_ = 128, max_connections_ = 16384,
               max_prepared_ = 1024, max_error_codes_ = 100;
   std::uint64_t timeout_ns_ = 60'000'000'000, slow_threshold_us_ = 0;
-  bool events_on_ = true;
+  bool events_on_ = true, statement_labels_ = false;
+  std::size_t max_statements_ = 100;
+  TableAccount* statements_table_ = nullptr;
+  std::set<std::string> known_statements_;
   TableAccount *connections_table_ = nullptr, *errors_table_ = nullptr;
   std::unordered_map<std::uint64_t, Connection> connections_;
   std::set<std::string> known_error_codes_;

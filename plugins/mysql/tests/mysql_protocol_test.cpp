@@ -381,6 +381,19 @@ TEST(MysqlCommand, UseStatements) {
   EXPECT_FALSE(use_statement_database("USE "));
 }
 
+TEST(MysqlCommand, NormalizedStatementsHaveNoLiterals) {
+  EXPECT_EQ(normalize_statement("SELECT * FROM t1 WHERE id = 42 AND name = 'x''y'", 100),
+            "SELECT * FROM t1 WHERE id = ? AND name = ?");
+  EXPECT_EQ(normalize_statement("INSERT INTO `t 2` VALUES (1.5, \"a\\\"b\", 0x1f, -3)", 100),
+            "INSERT INTO `t 2` VALUES (?, ?, ?, -?)");
+  EXPECT_EQ(normalize_statement("  SELECT\n\t1 /* why */ FROM  dual  ", 100), "SELECT ? FROM dual");
+  EXPECT_EQ(normalize_statement("SELECT c FROM sbtest1 WHERE id=?", 100),
+            "SELECT c FROM sbtest1 WHERE id=?");
+  EXPECT_EQ(normalize_statement("SELECT 'unterminated", 100), "SELECT ?");
+  EXPECT_EQ(normalize_statement("SELECT 123456789", 8), "SELECT ?");
+  EXPECT_EQ(normalize_statement("SELECT abcdefgh", 8), "SELECT a");
+}
+
 TEST(MysqlPackets, OkErrEofAndPrepareOk) {
   const Bytes ok = ok_body(3, 300, 0x0002, 1);
   auto o = parse_ok(view(ok));

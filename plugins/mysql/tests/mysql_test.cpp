@@ -183,7 +183,7 @@ std::unique_ptr<Server> Mysql::server_;
 // database switch by COM_INIT_DB (the client's `use`) and by a USE
 // statement, a syntax error and a duplicate key; then mariadb-admin's ping.
 TEST_F(Mysql, TheCommandLineClientsCommandsOncePerSocketWithExactResults) {
-  Netwatcher nw(dir_, config());
+  Netwatcher nw(dir_, config("statement_labels = true\nmax_statements = 3\n"));
   ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("events.jsonl")); }));
   auto out =
       cli("CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(20));\n"
@@ -302,6 +302,22 @@ TEST_F(Mysql, TheCommandLineClientsCommandsOncePerSocketWithExactResults) {
       1.0);
   EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "plain"}}), 4.0)
       << "two logins, each seen from both sockets";
+  // Statement series: the first three normalised statements, the rest as
+  // "other", counting every answered COM_QUERY.
+  std::map<std::string, double> per_statement;
+  for (const auto& sample : prom.samples)
+    if (sample.name == "netwatcher_mysql_statement_commands_total" &&
+        sample.labels.at("side") == "client")
+      per_statement[sample.labels.at("statement")] += sample.value;
+  EXPECT_EQ(per_statement, (std::map<std::string, double>{
+                               {"CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(?))", 1},
+                               {"INSERT INTO items VALUES (?,?),(?,?),(?,?)", 1},
+                               {"SELECT id, name FROM items ORDER BY id", 1},
+                               {"other", 6}}));
+  EXPECT_EQ(
+      prom.value("netwatcher_table_full_total", {{"plugin", "mysql"}, {"table", "statements"}}),
+      12.0)
+      << "six refused at each socket";
 }
 
 // sysbench point selects with prepared statements: every execute once per

@@ -581,24 +581,16 @@ TEST(MysqlFraming, ResultSetOverSegmentsWithSequenceWrapAndAnOversizedRow) {
   LengthPrefixedStream stream(LengthPrefix::mysql());
   std::size_t messages = 0, done_at = 0;
   bool done = false;
-  // Segments of 1448 bytes, each captured up to 512 bytes, except that a
-  // segment holding a packet start within the first 512 bytes is always
-  // caught: cut segments where a packet starts past the capture would lose
-  // sync, which the plugin handles apart.
+  // Segment boundaries every 97 bytes (many packets span two), except that
+  // the big row starts a segment of its own, of which the capture keeps 512
+  // bytes: the stream must skip the rest by the packet's length.
+  std::size_t big_start = 0;
+  for (std::size_t i = 0; i < 10; ++i) big_start += 4 + packets[i].size();
+  const std::size_t big_size = 4 + text_row({std::string(3000, 'z'), "y"}).size();
   std::uint32_t tcp_seq = 1000;
   std::size_t offset = 0;
-  std::vector<std::size_t> cuts;
-  // Segment boundaries: every 97 bytes (many packets span two), then the big
-  // row in its own segment, captured short.
   while (offset < wire.size()) {
     std::size_t size = std::min<std::size_t>(97, wire.size() - offset);
-    // The big row: one segment of its own, captured 512 of 3000+ bytes.
-    const std::size_t big_start = [&] {
-      std::size_t o = 0;
-      for (std::size_t i = 0; i < 10; ++i) o += 4 + packets[i].size();
-      return o;
-    }();
-    const std::size_t big_size = 4 + text_row({std::string(3000, 'z'), "y"}).size();
     if (offset < big_start && offset + size > big_start) size = big_start - offset;
     std::size_t captured = size;
     if (offset == big_start) {
@@ -622,6 +614,7 @@ TEST(MysqlFraming, ResultSetOverSegmentsWithSequenceWrapAndAnOversizedRow) {
   EXPECT_EQ(r.result().rows, 300u);
   EXPECT_EQ(stream.stats().lost_sync, 0u);
   EXPECT_EQ(stream.stats().cut, 1u);
+  EXPECT_GT(packets.size(), 256u) << "the sequence id wrapped";
 }
 
 // Any bytes at all, as any response: no crash, and a reader that finished

@@ -7,12 +7,17 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string_view>
 
 #include "mysql_protocol.hpp"
 
 namespace {
 
 using namespace netwatcher::mysql;
+
+std::string_view chars_of(std::span<const std::byte> bytes) {
+  return {reinterpret_cast<const char*>(bytes.data()), bytes.size()};
+}
 
 void check_packet(std::span<const std::byte> body, std::size_t wire_length) {
   if (auto g = parse_greeting(body); g && g->server_version.size() > 64) __builtin_trap();
@@ -27,6 +32,7 @@ void check_packet(std::span<const std::byte> body, std::size_t wire_length) {
   parse_ok(body);
   parse_eof(body);
   parse_prepare_ok(body);
+  if (normalize_statement(chars_of(body), 40).size() > 40) __builtin_trap();
   std::size_t offset = 0;
   if (auto s = read_lenenc_string(body, &offset, 4); s && (s->size() > 4 || offset > body.size()))
     __builtin_trap();

@@ -140,12 +140,11 @@ TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
   nwtest::write_file(dir.file("p.toml"), "[plugins.tpc]\nenabled = true\n");
   auto result = nwtest::run(base + dir.file("p.toml") + " --list-plugins");
   EXPECT_EQ(result.exit_code, 2);
-  EXPECT_NE(
-      result.output.find(
-          dir.file("p.toml") +
-          ":1:1: unknown plugin 'tpc' (found: dns, drop, http, icmp, l7, netfilter, nic, redis, tcp, udp in " +
-          std::string(NW_PLUGIN_DIR) + ")"),
-      std::string::npos)
+  EXPECT_NE(result.output.find(dir.file("p.toml") +
+                               ":1:1: unknown plugin 'tpc' (found: dns, drop, http, icmp, l7, "
+                               "mysql, netfilter, nic, redis, tcp, udp in " +
+                               std::string(NW_PLUGIN_DIR) + ")"),
+            std::string::npos)
       << result.output;
 
   nwtest::write_file(dir.file("s.toml"), "[[sinks]]\ntype = \"kafka\"\n");

@@ -18,6 +18,8 @@ packages=(
   dnsmasq-base bind9-dnsutils dnsperf
   # the redis tests and bench: the server, redis-cli and redis-benchmark
   redis-server redis-tools
+  # the mysql tests and bench: MariaDB server and client, sysbench
+  mariadb-server mariadb-client sysbench
   # the endpoint tests: certificates, and the real Prometheus server scraping
   openssl prometheus
   # libFuzzer for the parser fuzz targets

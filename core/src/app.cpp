@@ -167,8 +167,8 @@ std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRunt
 
 // --help lists plugins in the order README.md describes them ("What the ...
 // plugin reports"), the ones it does not know after them by name.
-constexpr const char* kHelpOrder[] = {"tcp",       "http", "dns",  "redis", "drop",
-                                      "netfilter", "udp",  "icmp", "nic"};
+constexpr const char* kHelpOrder[] = {"tcp",  "http",      "dns", "redis", "mysql",
+                                      "drop", "netfilter", "udp", "icmp",  "nic"};
 
 std::vector<std::string> help_order(std::vector<std::string> plugins) {
   auto rank = [](const std::string& plugin) {

@@ -20,7 +20,11 @@
 #include <fstream>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <mutex>
+#include <regex>
+#include <set>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -352,4 +356,138 @@ TEST(Endpoint, TlsAndBasicAuthWithCurlAndPrometheus) {
       curl("-u prometheus:nw-scrape-secret --cert " + d + "other.pem --key " + d + "other.key"),
       "403");
   EXPECT_EQ(mtls.stop(), 0) << mtls.log();
+}
+
+namespace {
+
+constexpr int kDashboardNetwatcherPort = 41418;
+constexpr int kDashboardPrometheusPort = 41419;
+
+struct DashboardQuery {
+  std::string row_plugin, panel, expr;
+};
+
+// Every target of deploy/grafana/netwatcher.json, with the plugin its row
+// is for (the row's description: "plugin: NAME").
+std::vector<DashboardQuery> dashboard_queries(const Json& dashboard) {
+  std::vector<DashboardQuery> queries;
+  std::string plugin;
+  for (const Json& panel : *std::get<std::shared_ptr<Json::Array>>(dashboard["panels"].value)) {
+    if (panel["type"].str() == "row") {
+      const std::string description = panel["description"].str();
+      plugin = description.substr(description.find(": ") + 2);
+      continue;
+    }
+    for (const Json& target : *std::get<std::shared_ptr<Json::Array>>(panel["targets"].value))
+      queries.push_back({plugin, panel["title"].str(), target["expr"].str()});
+  }
+  return queries;
+}
+
+// Metric names --list-plugins declares (the host's and every plugin's), with
+// the series names a histogram adds.
+std::set<std::string> declared_metrics() {
+  auto listing = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR +
+                     " --list-plugins 2>/dev/null");
+  std::set<std::string> names;
+  static const std::regex line(R"(^\s+((?:netwatcher|process)_\w+) (counter|gauge|histogram)\b)");
+  std::istringstream in(listing.output);
+  for (std::string text; std::getline(in, text);) {
+    std::smatch m;
+    if (!std::regex_search(text, m, line)) continue;
+    names.insert(m[1]);
+    if (m[2] == "histogram")
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) names.insert(m[1].str() + suffix);
+  }
+  return names;
+}
+
+std::string for_instant_query(std::string expr) {
+  for (auto [from, to] :
+       {std::pair<std::string, std::string>{"$__rate_interval", "30s"}, {"$instance", ".*"}})
+    for (auto at = expr.find(from); at != std::string::npos; at = expr.find(from, at))
+      expr.replace(at, from.size(), to);
+  return expr;
+}
+
+}  // namespace
+
+// The dashboard as Grafana would run it, against a real Prometheus scraping a
+// real netwatcher that watches traffic with loss, resets and crafted error
+// segments: every query parses and names only metrics netwatcher declares,
+// and every panel of the default plugins (tcp, drop) and of netwatcher's own
+// row shows data. promtool finds nothing to lint in the exposition.
+TEST(Endpoint, GrafanaDashboardQueriesParseNameDeclaredMetricsAndShowData) {
+  NW_REQUIRE_ROOT();
+  const Json dashboard =
+      parse_json(read_file(std::string(NW_SOURCE_DIR) + "/deploy/grafana/netwatcher.json"));
+  const auto queries = dashboard_queries(dashboard);
+  ASSERT_GT(queries.size(), 30u);
+  const auto declared = declared_metrics();
+  ASSERT_TRUE(declared.count("netwatcher_tcp_retransmits_total"));
+  ASSERT_TRUE(declared.count("netwatcher_events_lost_total")) << "the host's own metrics";
+  static const std::regex metric(R"(\b((?:netwatcher|process)_[a-z0-9_]+)\b)");
+  std::set<std::string> rows;
+  for (const auto& q : queries) {
+    rows.insert(q.row_plugin);
+    for (std::sregex_iterator it(q.expr.begin(), q.expr.end(), metric), end; it != end; ++it)
+      EXPECT_TRUE(declared.count((*it)[1])) << q.panel << ": " << (*it)[1] << " is not declared";
+  }
+  for (const char* plugin :
+       {"netwatcher", "tcp", "drop", "netfilter", "udp", "icmp", "nic", "http", "dns", "l7"})
+    EXPECT_TRUE(rows.count(plugin)) << "no row for " << plugin;
+
+  TempDir dir;
+  TwoHosts hosts;
+  run("ip netns exec nwt-cli sysctl -qw net.ipv4.tcp_timestamps=0");
+  Netwatcher nw(
+      dir,
+      "snapshot_interval = 1.0\nbpf_stats = \"always\"\n"
+      "[plugins.tcp]\nerrors = true\nrtt_histogram = true\nlayer_time = true\n"
+      "[plugins.drop]\n" +
+          endpoint_config(kDashboardNetwatcherPort).substr(std::string("[plugins.tcp]\n").size()));
+  PrometheusServer prometheus(
+      dir, kDashboardPrometheusPort,
+      prometheus_config("    static_configs:\n      - targets: ['127.0.0.1:" +
+                        std::to_string(kDashboardNetwatcherPort) + "']\n"));
+  TcpServer server(TwoHosts::kServer, {5000, 5001}, dir);
+  // Loss both ways: retransmits, congestion states, netfilter drops.
+  nft(TwoHosts::kServer,
+      "table inet nwt_dash {\n chain input {\n  type filter hook input priority 0;\n"
+      "  tcp dport 5000 numgen random mod 100 < 5 drop\n }\n}\n");
+  nft(TwoHosts::kClient,
+      "table inet nwt_dash {\n chain input {\n  type filter hook input priority 0;\n"
+      "  tcp sport 5000 numgen random mod 100 < 5 drop\n }\n}\n");
+  ASSERT_EQ(run_client(TwoHosts::kClient, "10.77.0.2", 5000, {2000000}).size(), 1u);
+  run_tcp_peer(TwoHosts::kClient, {"craft", "10.77.0.2", "5001"});  // error segments
+  run("ip netns exec nwt-cli python3 -c \"import socket\ntry:\n socket.create_connection("
+      "('10.77.0.2', 5002), timeout=2)\nexcept OSError:\n pass\"");  // a reset
+
+  std::map<std::string, std::string> missing;  // panel -> query, of the rows that must show data
+  const bool all_data = wait_until(
+      [&] {
+        missing.clear();
+        for (const auto& q : queries) {
+          Json answer = parse_json(prometheus.query(for_instant_query(q.expr)));
+          if (answer["status"].str() != "success") {
+            missing[q.panel] = "error: " + q.expr;
+            continue;
+          }
+          const bool must_show =
+              q.row_plugin == "netwatcher" || q.row_plugin == "tcp" || q.row_plugin == "drop";
+          if (must_show &&
+              std::get<std::shared_ptr<Json::Array>>(answer["data"]["result"].value)->empty())
+            missing[q.panel] = q.expr;
+        }
+        return missing.empty();
+      },
+      30000);
+  for (const auto& [panel, expr] : missing) ADD_FAILURE() << panel << ": no data for " << expr;
+  EXPECT_TRUE(all_data) << prometheus.log();
+
+  auto lint = run("curl -sf http://127.0.0.1:" + std::to_string(kDashboardNetwatcherPort) +
+                  "/metrics | promtool check metrics 2>&1");
+  EXPECT_EQ(lint.exit_code, 0) << lint.output;
+  EXPECT_EQ(lint.output, "") << "promtool lint";
+  EXPECT_EQ(nw.stop(), 0) << nw.log();
 }

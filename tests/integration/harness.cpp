@@ -351,6 +351,19 @@ std::string hook_override_line() {
   return fallback_hooks() ? "hook_override = { \"*\" = \"fallback\" }\n" : "";
 }
 
+bool kernel_loads_iterator(const std::string& target) {
+  static const std::string check = [] {
+    auto result = run(std::string(NW_BINARY) + " --plugin-dir " + NW_PLUGIN_DIR + " --config " +
+                      NW_SOURCE_DIR + "/netwatcher.toml --check 2>/dev/null");
+    return result.output;
+  }();
+  const std::string line = "\n  iter/" + target + " ";
+  const std::size_t at = check.find(line);
+  if (at == std::string::npos) throw std::runtime_error("--check does not list iter/" + target);
+  const std::string verdict = check.substr(at, check.find('\n', at + 1) - at);
+  return verdict.find(" yes ") != std::string::npos;
+}
+
 Netwatcher::Netwatcher(const TempDir& dir, const std::string& config_toml,
                        const std::vector<std::string>& extra_args) {
   hold_machine_lock();

@@ -174,6 +174,9 @@ void spray_udp(const std::string& netns, const std::string& host, int port, int 
 bool fallback_hooks();
 // The hook_override line for the current mode ("" normally).
 std::string hook_override_line();
+// Whether this kernel loads an `iter/<target>` program, as netwatcher --check
+// finds (machines of one kind refuse bpf_map_elem or take it); asked once.
+bool kernel_loads_iterator(const std::string& target);
 
 // netwatcher with a config file; waits until it reports running.
 class Netwatcher {

@@ -99,10 +99,15 @@ TEST(Nic, ThroughputOfAVethMatchesItsOwnCounters) {
     EXPECT_NEAR(static_cast<double>(f["packets"].u64()) / f["packets_per_second"].num(), interval,
                 interval * 1e-3)
         << "one interval for both rates";
-    if (f["packets"].u64() > 100) {
+    if (const auto packets = f["packets"].u64(); packets > 100) {
       ++busy;
-      EXPECT_NEAR(f["average_packet_bytes"].num(), 1042.0, 10.0)
-          << "1000 bytes of payload + UDP, IPv4 and Ethernet headers";
+      // 1000 bytes of payload + UDP, IPv4 and Ethernet headers, and a few
+      // smaller frames (ARP, 42 bytes; neighbour discovery) at most in an
+      // interval that caught only the edge of a burst.
+      const double average = f["average_packet_bytes"].num();
+      EXPECT_LE(average, 1042.0 + 1e-6) << packets << " packets";
+      EXPECT_GE(average, 1042.0 - 4 * (1042.0 - 42.0) / static_cast<double>(packets))
+          << packets << " packets: more than 4 frames were not the test's datagrams";
     }
   }
   EXPECT_GE(busy, 4u) << "2.5 s of traffic both ways over 0.5 s snapshots";

@@ -251,7 +251,6 @@ class ResponseReader {
   std::size_t max_message_;
   State state_ = State::first;
   std::uint64_t remaining_ = 0;  // definitions still to come
-  bool eof_pending_ = false;     // an EOF closes the definitions
   std::uint16_t prepare_columns_ = 0;
   std::uint64_t malformed_ = 0;
   Result result_;

@@ -429,8 +429,12 @@ std::string command_name(const std::vector<std::string>& args) {
   if (args.empty() || !command_shaped(args[0])) return {};
   std::string name = upper(args[0]);
   if (args.size() >= 2 && command_shaped(args[1]) &&
-      std::find(kContainers.begin(), kContainers.end(), name) != kContainers.end())
-    name += " " + upper(args[1]);
+      std::find(kContainers.begin(), kContainers.end(), name) != kContainers.end()) {
+    // Appended in two steps: gcc 12 at -O2 misreads `" " + std::string` as
+    // an overlapping copy (-Wrestrict).
+    name += ' ';
+    name += upper(args[1]);
+  }
   return name;
 }
 

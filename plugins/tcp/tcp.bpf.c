@@ -1312,43 +1312,142 @@ static __always_inline bool match_write(const struct sk_buff* skb, struct tcp_tx
   return false;
 }
 
+/* On a device without a queue (veth, loopback, the default for virtual
+ * devices) a segment goes from LOCAL_OUT through net_dev_queue to
+ * net_dev_xmit on one CPU without a break, so its stamp waits in a per-CPU
+ * slot instead of the hash table: an insert, two look-ups and a delete
+ * fewer per segment. Whatever cannot be followed that way moves to the hash
+ * table, where the three hooks have always found it:
+ *  - a program that interrupts another of these programs on the same CPU
+ *    (a softirq sending an ACK during a process's LOCAL_OUT) uses the table,
+ *    so the slot is only ever changed by one run at a time (`depth`);
+ *  - a new segment's LOCAL_OUT moves the one still in the slot to the table
+ *    (an interrupt, or a task preempted between the hooks);
+ *  - at net_dev_queue a device with a qdisc may send it later or from
+ *    another CPU: the stamp moves to the table. */
+struct tcp_tx_slot {
+  __u64 skb; /* 0: empty */
+  struct tcp_tx_stamp stamp;
+  __u32 depth;
+  __u32 pad;
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, struct tcp_tx_slot);
+} tcp_tx_slots SEC(".maps");
+
+/* The CPU's slot when this run is the only one of these programs on the CPU,
+ * else NULL. Pair with tx_slot_leave(). */
+static __always_inline struct tcp_tx_slot* tx_slot_enter(void) {
+  __u32 zero = 0;
+  struct tcp_tx_slot* slot = bpf_map_lookup_elem(&tcp_tx_slots, &zero);
+  if (!slot) return NULL;
+  /* Per-CPU and nested only by interrupts, each of which restores what it
+   * found before the interrupted run goes on: plain increments suffice. */
+  return slot->depth++ ? NULL : slot;
+}
+
+static __always_inline void tx_slot_leave(void) {
+  __u32 zero = 0;
+  struct tcp_tx_slot* slot = bpf_map_lookup_elem(&tcp_tx_slots, &zero);
+  if (slot) slot->depth--;
+}
+
+static __always_inline void tx_slot_spill(struct tcp_tx_slot* slot) {
+  if (!slot->skb) return;
+  nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &slot->skb, &slot->stamp, BPF_ANY);
+  slot->skb = 0;
+}
+
+/* False when the device queues (any qdisc but noqueue): net_dev_xmit may
+ * then come later, from another CPU, after other segments. */
+static __always_inline bool sent_at_once(const struct sk_buff* skb) {
+  struct net_device* dev = skb->dev;
+  if (!dev) return false;
+  const struct netdev_queue* queues = dev->_tx;
+  __u16 index = skb->queue_mapping;
+  if (!queues || index >= dev->real_num_tx_queues) return false;
+  struct Qdisc* qdisc = NULL;
+  const void* slot = (const char*)queues + (__u64)index * bpf_core_type_size(struct netdev_queue) +
+                     bpf_core_field_offset(struct netdev_queue, qdisc);
+  if (bpf_probe_read_kernel(&qdisc, sizeof(qdisc), slot) || !qdisc) return false;
+  void* enqueue = (void*)1;
+  if (bpf_probe_read_kernel(&enqueue, sizeof(enqueue), &qdisc->enqueue)) return false;
+  return !enqueue;
+}
+
+static __always_inline void tx_ip_entry(struct sk_buff* skb) {
+  struct tcp_tx_stamp stamp = {};
+  if (!outgoing_segment(skb, &stamp)) return;
+  stamp.ip_ns = bpf_ktime_get_ns();
+  __u64 key = (__u64)skb;
+  struct tcp_tx_slot* slot = tx_slot_enter();
+  if (slot) {
+    tx_slot_spill(slot);
+    slot->stamp = stamp;
+    slot->skb = key;
+  } else {
+    nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &stamp, BPF_ANY);
+  }
+  tx_slot_leave();
+}
+
 SEC("netfilter")
 int layer_tx_local_out(struct bpf_nf_ctx* ctx) {
-  struct tcp_tx_stamp stamp = {};
-  if (!outgoing_segment(ctx->skb, &stamp)) return NW_NF_ACCEPT;
-  stamp.ip_ns = bpf_ktime_get_ns();
-  __u64 key = (__u64)ctx->skb;
-  nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &stamp, BPF_ANY);
+  tx_ip_entry(ctx->skb);
   return NW_NF_ACCEPT;
+}
+
+static __always_inline void tx_device_queue(struct sk_buff* skb, struct tcp_tx_slot* slot) {
+  __u64 key = (__u64)skb;
+  __u64 now = bpf_ktime_get_ns();
+  if (slot && slot->skb == key) {
+    struct tcp_tx_stamp* stamp = &slot->stamp;
+    if (stamp->dev_ns) return;
+    stamp->dev_ns = now;
+    if (!match_write(skb, stamp))
+      slot->skb = 0;
+    else if (!sent_at_once(skb))
+      tx_slot_spill(slot);
+    return;
+  }
+  struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
+  if (stamp) {
+    if (stamp->dev_ns) return;
+    stamp->dev_ns = now;
+    if (!match_write(skb, stamp)) nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
+    return;
+  }
+  /* No LOCAL_OUT link in this netns: IP entry unknown, start here. */
+  struct tcp_tx_stamp fresh = {};
+  if (!outgoing_segment(skb, &fresh) || !match_write(skb, &fresh)) return;
+  fresh.dev_ns = now;
+  nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &fresh, BPF_ANY);
 }
 
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(layer_tx_queue, struct sk_buff* skb) {
-  __u64 key = (__u64)skb;
-  __u64 now = bpf_ktime_get_ns();
-  struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
-  if (stamp) {
-    if (stamp->dev_ns) return 0;
-    stamp->dev_ns = now;
-    if (!match_write(skb, stamp)) nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
-    return 0;
-  }
-  /* No LOCAL_OUT link in this netns: IP entry unknown, start here. */
-  struct tcp_tx_stamp fresh = {};
-  if (!outgoing_segment(skb, &fresh) || !match_write(skb, &fresh)) return 0;
-  fresh.dev_ns = now;
-  nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &fresh, BPF_ANY);
+  tx_device_queue(skb, tx_slot_enter());
+  tx_slot_leave();
   return 0;
 }
 
-SEC("tp_btf/net_dev_xmit")
-int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
+static __always_inline void tx_device_sent(struct sk_buff* skb, int rc, struct tcp_tx_slot* slot) {
   __u64 key = (__u64)skb;
-  struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
-  if (!stamp) return 0;
-  struct tcp_tx_stamp s = *stamp;
-  nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
-  if (rc != 0 || !s.dev_ns) return 0; /* not accepted by the driver */
+  struct tcp_tx_stamp s;
+  if (slot && slot->skb == key) {
+    s = slot->stamp;
+    slot->skb = 0;
+  } else {
+    struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
+    if (!stamp) return;
+    s = *stamp;
+    nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
+  }
+  if (rc != 0 || !s.dev_ns) return; /* not accepted by the driver */
   __u64 now = bpf_ktime_get_ns();
   __u64 ns[TCP_LAYERS];
   ns[TCP_LAYER_LINK] = span(s.dev_ns, now);
@@ -1357,6 +1456,12 @@ int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
   ns[TCP_LAYER_APP] = TCP_TIME_UNKNOWN;
   ns[TCP_LAYER_TOTAL] = span(s.send_ns, now);
   record_layers(TCP_TX, ns, (const struct sock*)s.sock, s.seq, s.ack, s.length, false);
+}
+
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
+  tx_device_sent(skb, rc, tx_slot_enter());
+  tx_slot_leave();
   return 0;
 }
 

@@ -190,13 +190,30 @@ bool valid_version(std::string_view version) {
 }  // namespace
 
 bool HttpParser::detect_request(std::span<const std::byte> first_bytes) const noexcept {
-  ByteReader reader(first_bytes);
-  skip_empty_lines(reader);
-  for (std::string_view method : kMethods) {
-    std::string prefix = std::string(method) + " ";
-    if (reader.starts_with(prefix)) return true;
+  return detect_request_start(first_bytes, /*cut_short=*/true) == L7Detection::yes;
+}
+
+L7Detection detect_request_start(std::span<const std::byte> captured, bool cut_short) noexcept {
+  std::string_view text(reinterpret_cast<const char*>(captured.data()), captured.size());
+  // RFC 9112 section 2.2: empty lines before the request line are ignored.
+  while (text.starts_with("\r\n") || text.starts_with("\n"))
+    text.remove_prefix(text.front() == '\r' ? 2 : 1);
+  const auto method_end = text.find(' ');
+  if (method_end == std::string_view::npos) {
+    const bool method_arriving = std::any_of(kMethods.begin(), kMethods.end(), [&](auto method) {
+      return method.size() > text.size() && method.starts_with(text);
+    });
+    return method_arriving && !cut_short ? L7Detection::maybe : L7Detection::no;
   }
-  return false;
+  if (std::find(kMethods.begin(), kMethods.end(), text.substr(0, method_end)) == kMethods.end())
+    return L7Detection::no;
+  const auto line_end = text.find('\n', method_end);
+  if (line_end == std::string_view::npos) return cut_short ? L7Detection::yes : L7Detection::maybe;
+  std::string_view line = text.substr(0, line_end);
+  if (line.ends_with('\r')) line.remove_suffix(1);
+  const auto version_start = line.rfind(' ');
+  if (version_start == method_end) return L7Detection::no;
+  return valid_version(line.substr(version_start + 1)) ? L7Detection::yes : L7Detection::no;
 }
 
 ParseResult HttpParser::parse_request(std::span<const std::byte> bytes, L7Request& request) const {

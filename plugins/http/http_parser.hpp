@@ -4,6 +4,7 @@
 #include <cstddef>
 
 #include "netwatcher/l7.hpp"
+#include "netwatcher/l7_protocol.hpp"
 
 namespace netwatcher::http {
 
@@ -34,5 +35,13 @@ class HttpParser final : public ProtocolParser {
  private:
   HttpParserOptions options_;
 };
+
+// Whether a socket whose first payload is `captured` speaks HTTP/1.x:
+// `yes` once the request line is "method target HTTP/1.0|1" (or is cut off
+// by the capture after "method "), `no` when it cannot be one (another
+// protocol, or a one-space line such as a Redis inline "GET key"), `maybe`
+// while the method or the line may still be arriving. `cut_short`: the
+// capture holds only the first bytes of a longer segment.
+L7Detection detect_request_start(std::span<const std::byte> captured, bool cut_short) noexcept;
 
 }  // namespace netwatcher::http

@@ -52,18 +52,6 @@ struct SocketInfo {
   std::string comm;
 };
 
-// A socket is HTTP when its first payload starts like a request method, in
-// whichever direction it comes.
-L7Detection detect_request(std::span<const std::byte> first) {
-  static constexpr std::string_view kMethods[] = {"GET ", "POST", "PUT ", "HEAD", "DELE",
-                                                  "OPTI", "PATC", "CONN", "TRAC"};
-  if (first.size() < 4) return L7Detection::maybe;
-  std::string_view start(reinterpret_cast<const char*>(first.data()), 4);
-  for (std::string_view method : kMethods)
-    if (start == method) return L7Detection::yes;
-  return L7Detection::no;
-}
-
 // No BPF object of its own: the shared capture brings the segments.
 class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
@@ -127,7 +115,9 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   unsigned transports() const noexcept override { return kL7Tcp; }
   std::uint32_t capture_bytes() const noexcept override { return capture_bytes_; }
   L7Detection detect(const L7Packet& packet) noexcept override {
-    return detect_request(packet.captured);
+    // A socket is HTTP when its first payload is a request line, in
+    // whichever direction it comes.
+    return http::detect_request_start(packet.captured, packet.captured.size() < packet.length);
   }
   void packet(const L7Packet& packet, EventEmitter& out) noexcept override {
     try {

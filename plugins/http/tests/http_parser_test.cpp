@@ -133,6 +133,31 @@ TEST(HttpParser, GarbageAndBinaryAreInvalidNotCrashes) {
   EXPECT_TRUE(parser.detect_request(as_bytes("\r\nGET / HTTP/1.1")));
 }
 
+// The tracker asks on a socket's first payload; a wrong `yes` takes the
+// socket from every other protocol for good, a wrong `no` loses it.
+TEST(HttpParser, OnlyARequestLineClaimsASocket) {
+  auto detect = [](std::string_view text, bool cut_short = false) {
+    return netwatcher::http::detect_request_start(as_bytes(text), cut_short);
+  };
+  EXPECT_EQ(detect("GET /index.html HTTP/1.1\r\nHost: a\r\n\r\n"), L7Detection::yes);
+  EXPECT_EQ(detect("DELETE /x HTTP/1.0\n"), L7Detection::yes);
+  EXPECT_EQ(detect("\r\n\r\nPOST / HTTP/1.1\r\n"), L7Detection::yes);
+  // Redis inline commands have the shape of a request line without a version.
+  EXPECT_EQ(detect("GET key\r\n"), L7Detection::no);
+  EXPECT_EQ(detect("GET a b\r\n"), L7Detection::no);
+  EXPECT_EQ(detect("GET / HTTP/2.0\r\n"), L7Detection::no);
+  EXPECT_EQ(detect("GETX / HTTP/1.1\r\n"), L7Detection::no);
+  EXPECT_EQ(detect("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"), L7Detection::no);
+  EXPECT_EQ(detect("\x16\x03\x01\x02\x00"), L7Detection::no);
+  // Still arriving: the method, or the rest of the line, is in a later segment.
+  EXPECT_EQ(detect(""), L7Detection::maybe);
+  EXPECT_EQ(detect("OPTI"), L7Detection::maybe);
+  EXPECT_EQ(detect("GET /a-long-path"), L7Detection::maybe);
+  // Cut off by the capture after "method ": a target longer than the capture.
+  EXPECT_EQ(detect("GET /a-long-path", true), L7Detection::yes);
+  EXPECT_EQ(detect("OPTI", true), L7Detection::no);
+}
+
 TEST(HttpParser, HeadsLongerThanTheLimitAreRefused) {
   HttpParser parser(HttpParserOptions{64, true});
   EXPECT_EQ(request_status(parser, "GET / HTTP/1.1\r\nX: " + std::string(100, 'a') + "\r\n\r\n"),

@@ -359,6 +359,32 @@ TEST_F(Redis, BenchmarkCountedExactlyPipelined16) {
 
 // RESP3: redis-cli -3 says HELLO 3 first; the connection's later commands
 // are RESP3, with RESP3 reply types.
+// Inline commands ("GET key" typed into a socket) look like HTTP request
+// lines without a version: with the http plugin on as well, the socket
+// stays Redis's.
+TEST_F(Redis, InlineCommandsAreRedisEvenWithHttpOn) {
+  Netwatcher nw(dir_, config() + "[plugins.http]\n");
+  ASSERT_EQ(cli("SET k1 v1").output, "OK\n");
+  // Two inline commands on one connection, then QUIT so the server closes.
+  auto inline_run = run("ip netns exec " + std::string(kClientNs) + " bash -c 'exec 3<>/dev/tcp/" +
+                        kServer + "/" + std::to_string(kRedisPort) +
+                        "; printf \"GET k1\\r\\nGET nokey\\r\\nQUIT\\r\\n\" >&3; cat <&3' 2>&1");
+  ASSERT_EQ(inline_run.exit_code, 0) << inline_run.output;
+  ASSERT_EQ(inline_run.output, "$2\r\nv1\r\n$-1\r\n+OK\r\n");
+  ASSERT_TRUE(wait_for("QUIT", 1)) << nw.log();
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  for (const std::string side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto get = matching(side, "GET");
+    ASSERT_EQ(get.size(), 2u);
+    EXPECT_EQ(opt(get[0], "key"), "k1");
+    EXPECT_EQ(opt(get[0], "reply_type"), "bulk");
+    EXPECT_EQ(opt(get[1], "key"), "nokey");
+    EXPECT_EQ(opt(get[1], "reply_type"), "null");
+  }
+  EXPECT_EQ(events_of(read_json_lines(dir_.file("events.jsonl")), "http_exchange").size(), 0u);
+}
+
 TEST_F(Redis, Resp3AfterHello3) {
   Netwatcher nw(dir_, config());
   ASSERT_EQ(cli("HSET h f v").output, "1\n");

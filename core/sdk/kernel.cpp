@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -56,6 +57,49 @@ void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter) {
   kernel.nr_dports = std::min<std::size_t>(filter.dports.size(), NW_MAX_FILTER_PORTS);
   for (std::size_t i = 0; i < kernel.nr_sports; ++i) kernel.sports[i] = filter.sports[i];
   for (std::size_t i = 0; i < kernel.nr_dports; ++i) kernel.dports[i] = filter.dports[i];
+  // What fill_address_filter() inserts: an IPv4 network twice.
+  const auto entries = [](const std::vector<AddressNet>& nets) {
+    std::uint32_t n = 0;
+    for (const AddressNet& net : nets) n += net.family == 4 ? 2 : 1;
+    return n;
+  };
+  kernel.nr_local_nets = entries(filter.local_nets);
+  kernel.nr_remote_nets = entries(filter.remote_nets);
+}
+
+namespace {
+
+Status insert_nets(int fd, const char* map, const std::vector<AddressNet>& nets) {
+  for (const AddressNet& net : nets) {
+    std::vector<nw_net_key> keys;
+    nw_net_key key{};
+    key.family = static_cast<std::uint8_t>(net.family);
+    key.prefixlen = 8 + net.prefix;
+    std::memcpy(key.addr, net.addr.data(), sizeof(key.addr));
+    keys.push_back(key);
+    if (net.family == 4) {
+      // The IPv4-mapped IPv6 form, ::ffff:a.b.c.d/(96 + prefix).
+      nw_net_key mapped{};
+      mapped.family = 6;
+      mapped.prefixlen = 8 + 96 + net.prefix;
+      mapped.addr[10] = mapped.addr[11] = 0xff;
+      std::memcpy(mapped.addr + 12, net.addr.data(), 4);
+      keys.push_back(mapped);
+    }
+    const std::uint8_t present = 1;
+    for (const nw_net_key& k : keys)
+      if (bpf_map_update_elem(fd, &k, &present, BPF_ANY) != 0)
+        return Status::failure(std::string("cannot add ") + net.to_string() + " to BPF map " + map +
+                               ": " + std::strerror(errno));
+  }
+  return Status::success();
+}
+
+}  // namespace
+
+Status fill_address_filter(int local_nets_fd, int remote_nets_fd, const GlobalFilter& filter) {
+  if (Status s = insert_nets(local_nets_fd, "nw_local_nets", filter.local_nets); !s) return s;
+  return insert_nets(remote_nets_fd, "nw_remote_nets", filter.remote_nets);
 }
 
 std::map<std::uint64_t, std::string> kernel_enum(const std::string& member,

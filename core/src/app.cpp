@@ -121,6 +121,10 @@ po::options_description core_options() {
       "pid,p", po::value<std::uint32_t>(), "only this process ([filter] pid)")(
       "sport,s", po::value<std::string>(), "only these local ports, e.g. 80,443 ([filter] sport)")(
       "dport,d", po::value<std::string>(), "only these remote ports ([filter] dport)")(
+      "laddr", po::value<std::string>(),
+      "only these local addresses or networks, e.g. 10.0.0.0/8,fd00::/8 ([filter] "
+      "local_addresses)")("raddr", po::value<std::string>(),
+                          "only these remote addresses or networks ([filter] remote_addresses)")(
       "ipv4,4", "IPv4 only ([filter] family)")("ipv6,6", "IPv6 only ([filter] family)")(
       "timeload,L", "flag latency anomalies in events ([anomaly] enabled)");
   return desc;
@@ -138,7 +142,7 @@ std::vector<PluginFlag> plugin_flags(const std::vector<std::unique_ptr<ProbeRunt
                                  "d",     "4",        "6",       "L",          "timeload",
                                  "help",  "version",  "config",  "plugin-dir", "list-plugins",
                                  "check", "duration", "verbose", "pid",        "sport",
-                                 "dport", "ipv4",     "ipv6"};
+                                 "dport", "ipv4",     "ipv6",    "laddr",      "raddr"};
   std::vector<PluginFlag> flags;
   for (const auto& runtime : runtimes) {
     for (const auto& flag : runtime->description().flags) {
@@ -737,6 +741,10 @@ int run(int argc, char** argv) {
       config.filter.sports = parse_port_list(vm["sport"].as<std::string>(), "-s/--sport");
     if (vm.count("dport"))
       config.filter.dports = parse_port_list(vm["dport"].as<std::string>(), "-d/--dport");
+    if (vm.count("laddr"))
+      config.filter.local_nets = parse_net_list(vm["laddr"].as<std::string>(), "--laddr");
+    if (vm.count("raddr"))
+      config.filter.remote_nets = parse_net_list(vm["raddr"].as<std::string>(), "--raddr");
     if (vm.count("ipv4") && vm.count("ipv6")) throw ConfigError("-4 and -6 exclude each other");
     if (vm.count("ipv4")) config.filter.family = 4;
     if (vm.count("ipv6")) config.filter.family = 6;

@@ -1,5 +1,7 @@
 #include "bus.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <utility>
 
@@ -212,6 +214,8 @@ const EventFilter::Positions& EventFilter::positions(const EventSchema* schema) 
   p.sport = schema->index_of("sport");
   p.dport = schema->index_of("dport");
   p.family = schema->index_of("family");
+  p.saddr = schema->index_of("saddr");
+  p.daddr = schema->index_of("daddr");
   return positions_.emplace(schema, p).first->second;
 }
 
@@ -235,6 +239,26 @@ bool EventFilter::accepts(const Event& event) const {
     return !port || std::find(ports.begin(), ports.end(), *port) != ports.end();
   };
   if (!port_ok(p.sport, filter_.sports) || !port_ok(p.dport, filter_.dports)) return false;
+  // Events show addresses as text; an event without one (or with text that is
+  // no address, e.g. "*") passes, as one without a port does.
+  const auto address_ok = [&](int index, const std::vector<AddressNet>& nets) {
+    if (nets.empty() || index < 0) return true;
+    const Value* v = value(index);
+    const auto* text = v ? std::get_if<std::string>(v) : nullptr;
+    if (!text) return true;
+    std::uint8_t address[16] = {};
+    int family = 0;
+    if (inet_pton(AF_INET, text->c_str(), address) == 1)
+      family = 4;
+    else if (inet_pton(AF_INET6, text->c_str(), address) == 1)
+      family = 6;
+    else
+      return true;
+    return std::any_of(nets.begin(), nets.end(),
+                       [&](const AddressNet& net) { return net.contains(family, address); });
+  };
+  if (!address_ok(p.saddr, filter_.local_nets) || !address_ok(p.daddr, filter_.remote_nets))
+    return false;
   if (filter_.family && p.family >= 0) {
     const Value* v = value(p.family);
     const auto* family = v ? std::get_if<std::string>(v) : nullptr;

@@ -126,19 +126,20 @@ class SinkWorker {
   std::chrono::steady_clock::time_point last_error_log_{};
 };
 
-// Host-side filter on events that carry pid / sport / dport / family fields.
+// Host-side filter on events that carry pid / sport / dport / saddr / daddr /
+// family fields.
 class EventFilter {
  public:
   explicit EventFilter(GlobalFilter filter)
       : filter_(std::move(filter)),
         active_(filter_.pid || !filter_.sports.empty() || !filter_.dports.empty() ||
-                filter_.family) {}
+                filter_.family || !filter_.local_nets.empty() || !filter_.remote_nets.empty()) {}
   bool accepts(const Event& event) const;
 
  private:
   // Where the filtered fields are in one schema (-1: not there).
   struct Positions {
-    int pid = -1, sport = -1, dport = -1, family = -1;
+    int pid = -1, sport = -1, dport = -1, family = -1, saddr = -1, daddr = -1;
   };
   const Positions& positions(const EventSchema* schema) const;
 

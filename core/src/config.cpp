@@ -215,6 +215,8 @@ std::vector<ConfigKey> filter_keys() {
       {"sport", ConfigType::integer_list, std::vector<std::int64_t>{}, "", 1, 65535, {}},
       {"dport", ConfigType::integer_list, std::vector<std::int64_t>{}, "", 1, 65535, {}},
       {"family", ConfigType::string, std::string("any"), "", {}, {}, {"any", "ipv4", "ipv6"}},
+      {"local_addresses", ConfigType::string_list, std::vector<std::string>{}, "", {}, {}, {}},
+      {"remote_addresses", ConfigType::string_list, std::vector<std::string>{}, "", {}, {}, {}},
   };
 }
 
@@ -226,6 +228,26 @@ std::vector<std::uint16_t> to_ports(const Config& config, const toml::node* node
          "key '" + key + "' lists " + std::to_string(values.size()) + " ports, at most " +
              std::to_string(GlobalFilter::kMaxPorts) + " are supported");
   return {values.begin(), values.end()};
+}
+
+std::vector<AddressNet> to_nets(const Config& config, const toml::node* node,
+                                const std::vector<std::string>& values, const std::string& key) {
+  if (values.size() > GlobalFilter::kMaxNets)
+    fail(config, node,
+         "key '" + key + "' lists " + std::to_string(values.size()) + " networks, at most " +
+             std::to_string(GlobalFilter::kMaxNets) + " are supported");
+  std::vector<AddressNet> nets;
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    std::optional<AddressNet> net = AddressNet::parse(values[i]);
+    if (!net) {
+      const toml::node* item = node && node->as_array() ? node->as_array()->get(i) : node;
+      fail(config, item,
+           "key '" + key + "': \"" + values[i] +
+               "\" is not an address or a network (e.g. \"10.0.0.0/8\", \"fd00::/8\")");
+    }
+    nets.push_back(*net);
+  }
+  return nets;
 }
 
 }  // namespace
@@ -286,6 +308,23 @@ std::vector<std::uint16_t> parse_port_list(const std::string& text, const std::s
   if (ports.size() > GlobalFilter::kMaxPorts)
     throw ConfigError(what + ": at most " + std::to_string(GlobalFilter::kMaxPorts) + " ports");
   return ports;
+}
+
+std::vector<AddressNet> parse_net_list(const std::string& text, const std::string& what) {
+  std::vector<AddressNet> nets;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    std::optional<AddressNet> net = AddressNet::parse(item);
+    if (!net)
+      throw ConfigError(what + ": '" + item +
+                        "' is not an address or a network (e.g. 10.0.0.0/8, fd00::/8)");
+    nets.push_back(*net);
+  }
+  if (nets.empty()) throw ConfigError(what + ": expected a network or a comma-separated list");
+  if (nets.size() > GlobalFilter::kMaxNets)
+    throw ConfigError(what + ": at most " + std::to_string(GlobalFilter::kMaxNets) + " networks");
+  return nets;
 }
 
 ConfigValue parse_cli_value(const ConfigKey& key, const std::string& text,
@@ -431,6 +470,11 @@ Config load_config(const std::string& path) {
                                   fv.get_ints("dport"), "filter.dport");
   const std::string& family = fv.get_string("family");
   config.filter.family = family == "ipv4" ? 4 : family == "ipv6" ? 6 : 0;
+  config.filter.local_nets = to_nets(config, filter ? filter->get("local_addresses") : nullptr,
+                                     fv.get_strings("local_addresses"), "filter.local_addresses");
+  config.filter.remote_nets =
+      to_nets(config, filter ? filter->get("remote_addresses") : nullptr,
+              fv.get_strings("remote_addresses"), "filter.remote_addresses");
 
   if (const toml::table* plugins = sub_table(config, root, "plugins")) {
     for (auto&& [name, node] : *plugins) {

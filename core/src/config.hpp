@@ -88,6 +88,8 @@ ConfigValues validate_keys(const Config& config, const std::string& table_path,
 
 // Parses "80,443" style port lists (CLI and config), throws ConfigError naming `what`.
 std::vector<std::uint16_t> parse_port_list(const std::string& text, const std::string& what);
+// "10.0.0.0/8,fd00::/8" from --laddr/--raddr; ConfigError naming `what`.
+std::vector<AddressNet> parse_net_list(const std::string& text, const std::string& what);
 
 // Converts a CLI string into a value of the key's type, throws ConfigError.
 ConfigValue parse_cli_value(const ConfigKey& key, const std::string& text, const std::string& flag);

@@ -100,7 +100,7 @@ static __always_inline void count_by(__u32 counter, __u64 n) {
 
 static __always_inline bool filter_active(void) {
   return nw_filter_cfg.family || nw_filter_cfg.nr_sports || nw_filter_cfg.nr_dports ||
-         nw_filter_cfg.pid;
+         nw_filter_cfg.nr_local_nets || nw_filter_cfg.nr_remote_nets || nw_filter_cfg.pid;
 }
 
 /* Reads the tuple of a tracked connection once its local port is bound. */

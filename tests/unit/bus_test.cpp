@@ -141,3 +141,35 @@ TEST(Bus, RoutingAndHostFilter) {
   EXPECT_TRUE(by_pid.accepts(make(42, 80)));
   EXPECT_FALSE(by_pid.accepts(make(0, 80)));  // owner unknown is not "this process"
 }
+
+// The host's second look at address filters: the event's text addresses
+// against the networks, local and remote apart; an event without one passes.
+TEST(Bus, HostFilterOnAddresses) {
+  EventSchema schema;
+  schema.plugin = "tcp";
+  schema.name = "e";
+  schema.fields = {{"saddr", FieldType::text}, {"daddr", FieldType::text}};
+  GlobalFilter filter;
+  filter.local_nets = {*AddressNet::parse("10.0.0.0/8")};
+  filter.remote_nets = {*AddressNet::parse("fd00::/8"), *AddressNet::parse("192.0.2.7")};
+  EventFilter by_address(filter);
+  auto make = [&](const std::string& saddr, const std::string& daddr) {
+    Event e;
+    e.schema = &schema;
+    e.values = {Value(saddr), Value(daddr)};
+    return e;
+  };
+  EXPECT_TRUE(by_address.accepts(make("10.1.2.3", "192.0.2.7")));
+  EXPECT_TRUE(by_address.accepts(make("::ffff:10.1.2.3", "fd12::1")));
+  EXPECT_FALSE(by_address.accepts(make("11.1.2.3", "192.0.2.7")));
+  EXPECT_FALSE(by_address.accepts(make("10.1.2.3", "192.0.2.8")));
+  EXPECT_FALSE(by_address.accepts(make("10.1.2.3", "fe80::1")));
+  EventSchema without;
+  without.plugin = "nic";
+  without.name = "n";
+  without.fields = {{"interface", FieldType::text}};
+  Event e;
+  e.schema = &without;
+  e.values = {Value(std::string("eth0"))};
+  EXPECT_TRUE(by_address.accepts(e));
+}

@@ -133,6 +133,40 @@ TEST(Config, PortListsFromTheCommandLine) {
   }
 }
 
+TEST(Config, AddressListsParseNetworksAndNameTheBadOne) {
+  EXPECT_EQ(config_error("[filter]\nlocal_addresses = [\"10.0.0.0/8\", \"10.0.0.300\"]\n"),
+            "t.toml:2:34: key 'filter.local_addresses': \"10.0.0.300\" is not an address or a "
+            "network (e.g. \"10.0.0.0/8\", \"fd00::/8\")");
+  EXPECT_EQ(config_error("[filter]\nremote_addresses = [\"fd00::/129\"]\n"),
+            "t.toml:2:21: key 'filter.remote_addresses': \"fd00::/129\" is not an address or a "
+            "network (e.g. \"10.0.0.0/8\", \"fd00::/8\")");
+  const auto nets = parse_net_list("10.1.2.3/8,fd00::1,192.0.2.1", "--laddr");
+  ASSERT_EQ(nets.size(), 3u);
+  EXPECT_EQ(nets[0].to_string(), "10.0.0.0/8");  // host bits cleared
+  EXPECT_EQ(nets[1].to_string(), "fd00::1/128");
+  EXPECT_EQ(nets[2].to_string(), "192.0.2.1/32");
+  const std::uint8_t inside[4] = {10, 200, 0, 1}, outside[4] = {11, 0, 0, 1};
+  const std::uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 9, 8, 7};
+  EXPECT_TRUE(nets[0].contains(4, inside));
+  EXPECT_FALSE(nets[0].contains(4, outside));
+  EXPECT_TRUE(nets[0].contains(6, mapped)) << "IPv4-mapped IPv6";
+  EXPECT_FALSE(nets[1].contains(6, mapped));
+  const auto odd = AddressNet::parse("10.0.0.129/25");
+  ASSERT_TRUE(odd);
+  const std::uint8_t below[4] = {10, 0, 0, 127}, above[4] = {10, 0, 0, 200};
+  EXPECT_FALSE(odd->contains(4, below));
+  EXPECT_TRUE(odd->contains(4, above));
+  for (const char* bad : {"10.0.0.0/", "10.0.0.0/33", "10.0.0.0/8x", "host", ""})
+    EXPECT_FALSE(AddressNet::parse(bad)) << bad;
+  try {
+    parse_net_list("10.0.0.0/8,nowhere", "--raddr");
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_STREQ(e.what(),
+                 "--raddr: 'nowhere' is not an address or a network (e.g. 10.0.0.0/8, fd00::/8)");
+  }
+}
+
 // The errors that need discovered plugins and sinks come from the binary.
 TEST(Config, UnknownPluginAndSinkNamesStopStartUp) {
   nwtest::TempDir dir;

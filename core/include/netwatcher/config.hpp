@@ -7,11 +7,13 @@
 // A plugin therefore receives only well-typed values, with defaults filled in.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -81,15 +83,41 @@ class ConfigValues {
   std::map<std::string, ConfigValue> values_;
 };
 
-// The `[filter]` table and -p/-s/-d/-4/-6. Plugins apply it in the kernel where
-// they can; the host applies it again to events that carry fields named `pid`,
-// `sport`, `dport` or `family`. Empty / zero means "no filter".
+// A network of an address filter: `prefix` leading bits of `addr` (IPv4 in
+// addr[0..3]); the bits after them are zero.
+struct AddressNet {
+  int family = 0;  // 4 or 6
+  std::array<std::uint8_t, 16> addr{};
+  unsigned prefix = 0;
+
+  // "10.0.0.0/8", "fd00::/8", or one address ("192.0.2.1" is a /32). Host bits
+  // set in a network ("10.1.2.3/8") are cleared, as ip-route(8) would refuse
+  // and iptables(8) clears them. nullopt when `text` is neither.
+  static std::optional<AddressNet> parse(std::string_view text);
+  // Whether an address (4 or 16 bytes, by `family`) is in this network. An
+  // IPv4 network also holds the IPv4-mapped IPv6 form (::ffff:a.b.c.d) of
+  // its addresses: dual-stack sockets show IPv4 peers that way.
+  bool contains(int family, const std::uint8_t* address) const noexcept;
+  std::string to_string() const;
+};
+
+// The `[filter]` table and -p/-s/-d/-4/-6/--laddr/--raddr. Plugins apply it
+// in the kernel where they can; the host applies it again to events that
+// carry fields named `pid`, `sport`, `dport`, `saddr`, `daddr` or `family`.
+// Empty / zero means "no filter". Plugins receive it by reference from
+// configure(); members are only ever added at the end (ABI 3.2 added the
+// address lists).
 struct GlobalFilter {
   std::uint32_t pid = 0;
   std::vector<std::uint16_t> sports;           // local ports
   std::vector<std::uint16_t> dports;           // remote ports
   int family = 0;                              // 0 = both, 4 = IPv4 only, 6 = IPv6 only
   static constexpr std::size_t kMaxPorts = 8;  // in-kernel filter capacity
+  std::vector<AddressNet> local_nets;          // local address in one of them
+  std::vector<AddressNet> remote_nets;         // remote address in one of them
+  // In-kernel capacity per list (each IPv4 network takes two trie entries,
+  // its IPv4 and its IPv4-mapped IPv6 form).
+  static constexpr std::size_t kMaxNets = 128;
 };
 
 }  // namespace netwatcher

@@ -26,6 +26,13 @@ namespace netwatcher {
 // host already refused such a config.
 void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter);
 
+// Writes the filter's address lists into the LPM tries nw_local_nets and
+// nw_remote_nets (common.bpf.h) of a loaded object, by map fd. Call after
+// load, before attaching; Skeleton::load() does it. Fails, naming the map and
+// the network, when the kernel refuses an entry: a filter the kernel cannot
+// apply must not pass as one.
+Status fill_address_filter(int local_nets_fd, int remote_nets_fd, const GlobalFilter& filter);
+
 // The enumerators of a kernel enum, read from the running kernel's BTF
 // (/sys/kernel/btf/vmlinux), value -> name with `strip_prefix` removed.
 // The enum is the first one that has an enumerator named `member` (kernel

@@ -55,12 +55,14 @@ class Skeleton {
   // other candidates), opens a new one and hands its bpf_object to the host,
   // which keeps using it until the next open() or reset(). When the BPF
   // object has the SDK's filter (common.bpf.h's nw_filter_cfg), `filter` is
-  // copied into it.
+  // copied into it, and load() writes its address lists into the object's
+  // tries.
   Status open(bpf_object** object, const GlobalFilter& filter = {}) {
     reset();
     bpf_ = open_();
     if (!bpf_)
       return Status::failure("cannot open BPF object: " + std::string(std::strerror(errno)));
+    filter_ = filter;
     if constexpr (requires(Bpf * b) { b->rodata->nw_filter_cfg; })
       fill_kernel_filter(tunable(bpf_->rodata->nw_filter_cfg), filter);
     *object = bpf_->obj;
@@ -73,6 +75,9 @@ class Skeleton {
     if (!bpf_) return Status::failure("BPF object not opened");
     if (int err = load_(bpf_); err)
       return Status::failure("cannot load BPF object: " + std::string(std::strerror(-err)));
+    if constexpr (requires(Bpf * b) { b->maps.nw_local_nets; })
+      return fill_address_filter(bpf_map__fd(bpf_->maps.nw_local_nets),
+                                 bpf_map__fd(bpf_->maps.nw_remote_nets), filter_);
     return Status::success();
   }
 
@@ -92,6 +97,7 @@ class Skeleton {
   LoadFn load_;
   DestroyFn destroy_;
   Bpf* bpf_ = nullptr;
+  GlobalFilter filter_;
 };
 
 }  // namespace netwatcher

@@ -72,13 +72,16 @@
 // 3.1 added the shared L7 capture: "l7:tcp"/"l7:udp" hook candidates,
 // L7Protocol (netwatcher/l7_protocol.hpp), and at the end of PluginHost
 // serve_protocol(), served_protocol_count() and served_protocol(); a probe
-// plugin may open no BPF object.
+// plugin may open no BPF object. 3.2 added, at the end of GlobalFilter, the
+// address lists local_nets / remote_nets ([filter] local_addresses /
+// remote_addresses), and the nw_local_nets / nw_remote_nets tries of
+// common.bpf.h that Skeleton::load() fills.
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI
 
 #define NETWATCHER_ABI_MAJOR 3
-#define NETWATCHER_ABI_MINOR 1
+#define NETWATCHER_ABI_MINOR 2
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

@@ -513,6 +513,37 @@ TEST_F(Drop, PortFilterSelectsDropsByEitherPortInEventsAndCounters) {
             5);
 }
 
+// --raddr selects drops by address, either address of the packet, in the
+// kernel: of v4 and v6 datagrams dropped alike, only the v6 ones (to an
+// address in fd77::/64) are reported and counted.
+TEST_F(Drop, AddressFilterSelectsDropsByEitherAddress) {
+  const std::uint64_t v4_before = nstat(TwoHosts::kServer, "UdpNoPorts");
+  const std::uint64_t v6_before = nstat(TwoHosts::kServer, "Udp6NoPorts");
+  Netwatcher nw(dir_, config(), {"--raddr", "fd77::/64", "-d", "7024"});
+  send_udp(TwoHosts::kClient, "10.77.0.2", 7024, 3, 30, 41405);
+  send_udp(TwoHosts::kClient, "fd77::2", 7024, 2, 30, 41406);
+  ASSERT_TRUE(wait_until([&] {
+    return nstat(TwoHosts::kServer, "UdpNoPorts") - v4_before >= 3 &&
+           nstat(TwoHosts::kServer, "Udp6NoPorts") - v6_before >= 2;
+  }));
+  EXPECT_EQ(nstat(TwoHosts::kServer, "UdpNoPorts") - v4_before, 3u);
+  EXPECT_EQ(nstat(TwoHosts::kServer, "Udp6NoPorts") - v6_before, 2u);
+  EXPECT_TRUE(wait_for_drops([](const std::vector<Json>& all) {
+    return drops_matching(all, "NO_SOCKET", "fd77::2", 7024).size() >= 2;
+  }));
+  auto metrics = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_drops_total", {{"reason", "NO_SOCKET"}, {"protocol", "udp"}})
+               .value_or(0) >= 2;
+  });
+  ASSERT_EQ(nw.stop(), 0);
+  const auto all = drops();
+  EXPECT_EQ(drops_matching(all, "NO_SOCKET", "fd77::2", 7024).size(), 2u);
+  EXPECT_TRUE(drops_matching(all, "NO_SOCKET", "10.77.0.2", 7024).empty());
+  EXPECT_EQ(all.size(), 2u);
+  EXPECT_EQ(metrics.value("netwatcher_drops_total", {{"reason", "NO_SOCKET"}, {"protocol", "udp"}}),
+            2);
+}
+
 // top_locations = 1: the first location seen keeps its series, drops at any
 // other location count under `other`, and the series add up to every drop
 // counted. (A port filter keeps the host's other drops out of the counts.)

@@ -297,6 +297,42 @@ TEST_F(Http, AFullConnectionTrackerAndAnomalyDetectorCountWhatTheyForgot) {
 // curl over IPv6 with the query kept, and per-path series bounded by
 // max_paths: two paths get their own series, the third counts as "other"
 // and as a refusal of the paths table.
+// --raddr, applied by the shared capture in the kernel: of one GET over
+// IPv4 and one over IPv6, only the IPv4 client's socket (remote 10.77.0.2)
+// reports, in events and in metrics.
+TEST_F(Http, AddressFilterKeepsOnlySocketsWithThatRemoteAddress) {
+  Netwatcher nw(dir_, config(), {"--raddr", "10.77.0.2/32"});
+  auto get = [&](const std::string& host) {
+    auto curl = run("ip netns exec " + std::string(TwoHosts::kClient) +
+                    " curl -sS -o /dev/null -w '%{local_port}' 'http://" + host + ":" +
+                    std::to_string(kHttpPort) + "/hello'");
+    EXPECT_EQ(curl.exit_code, 0) << curl.output;
+    return std::stoull(curl.output);
+  };
+  const std::uint64_t v4_port = get("10.77.0.2");
+  const std::uint64_t v6_port = get("[fd77::2]");
+  EXPECT_TRUE(wait_for_exchanges("client", v4_port, 1));
+  auto prom = metrics_when([](const PromText& m) {
+    return m.value("netwatcher_http_requests_total",
+                   {{"method", "GET"}, {"status_class", "2xx"}, {"side", "client"}})
+               .value_or(0) >= 1;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(exchanges("client", v4_port).size(), 1u);
+  EXPECT_TRUE(exchanges("server", v4_port).empty());
+  EXPECT_TRUE(exchanges("client", v6_port).empty());
+  EXPECT_TRUE(exchanges("server", v6_port).empty());
+  EXPECT_EQ(
+      events_of(parse_json_lines(read_file(dir_.file("events.jsonl"))), "http_exchange").size(),
+      1u);
+  EXPECT_EQ(prom.value("netwatcher_http_requests_total",
+                       {{"method", "GET"}, {"status_class", "2xx"}, {"side", "client"}}),
+            1);
+  EXPECT_FALSE(prom.value("netwatcher_http_requests_total",
+                          {{"method", "GET"}, {"status_class", "2xx"}, {"side", "server"}})
+                   .has_value());
+}
+
 TEST_F(Http, Ipv6QueriesKeptAndPathSeriesBoundedByMaxPaths) {
   Netwatcher nw(dir_, config("strip_query = false\npath_labels = true\nmax_paths = 2\n"));
   const std::string base = "http://[fd77::2]:" + std::to_string(kHttpPort);

@@ -124,6 +124,37 @@ TEST_F(Icmp, PingRequestsRepliesRoundTripsAndReplyTimes) {
   }
 }
 
+// --laddr selects messages by either address, in the kernel: pings of both
+// families, and only the IPv6 ones (in fd77::/64) are reported, each echo
+// once per direction and namespace.
+TEST_F(Icmp, AddressFilterKeepsOnlyMessagesOfThoseNetworks) {
+  Netwatcher nw(dir_, config(), {"--laddr", "fd77::/64"});
+  ping(TwoHosts::kClient, "10.77.0.2");
+  ping(TwoHosts::kClient, "fd77::2");
+  const std::uint64_t client = netns_inode(TwoHosts::kClient);
+  auto echoes = [&](const std::vector<Json>& all) {
+    std::map<std::string, std::size_t> seen;
+    for (const auto& e : all) {
+      const auto& f = e["fields"];
+      if (!f.has("seq")) continue;
+      seen[f["direction"].str() + " " + f["type"].str() + " " +
+           (f["netns"].u64() == client ? "client" : "server")] += 1;
+    }
+    return seen;
+  };
+  EXPECT_TRUE(wait_until([&] {
+    auto seen = echoes(events("icmp_message"));
+    return seen["rx echo_reply client"] >= static_cast<std::size_t>(kPings);
+  }));
+  ASSERT_EQ(nw.stop(), 0);
+  const auto all = events("icmp_message");
+  for (const auto& e : all) EXPECT_EQ(e["fields"]["family"].str(), "ipv6");
+  auto seen = echoes(all);
+  for (const char* where : {"tx echo_request client", "rx echo_request server",
+                            "tx echo_reply server", "rx echo_reply client"})
+    EXPECT_EQ(seen[where], static_cast<std::size_t>(kPings)) << where;
+}
+
 TEST_F(Icmp, ClosedUdpPortGivesPortUnreachableWithTheOffendingTuple) {
   Netwatcher nw(dir_, config());
   UdpSent v4 = send_udp(TwoHosts::kClient, "10.77.0.2", 7399, 1, 20, 40399);

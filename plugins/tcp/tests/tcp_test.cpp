@@ -2,6 +2,7 @@
 // network namespaces; assertions on the events it wrote.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -396,6 +397,69 @@ TEST_F(Tcp, LocalPortFilterKeepsOnlyTheServersEnd) {
   }
   EXPECT_EQ(events_of(all, "tcp_close").size(), to_5001.size());
   EXPECT_EQ(events_of(all, "tcp_open").size(), to_5001.size());
+}
+
+// --raddr / [filter] local_addresses: networks of either family, applied in
+// the kernel (an LPM trie), local and remote addresses separately.
+TEST_F(Tcp, AddressFiltersKeepOnlyConnectionsInTheNetworks) {
+  constexpr int kPromPort = 41496;
+  struct Case {
+    std::vector<std::string> flags;
+    std::string filter_table;
+    // Which ends pass: {v4 client, v4 server, v6 client, v6 server}.
+    std::array<bool, 4> kept;
+  };
+  const std::vector<Case> cases = {
+      // Remote address: the server's v4 address alone, and all of fd77::/64.
+      {{"--raddr", "10.77.0.2,fd77::/64"}, "", {true, false, true, true}},
+      // Local address from the config file: the client's v4 end only.
+      {{}, "[filter]\nlocal_addresses = [\"10.77.0.1/32\"]\n", {true, false, false, false}},
+      // A /30 holding both v4 ends, and a v6 network holding neither.
+      {{"--laddr", "10.77.0.0/30,fd00:1::/32"}, "", {true, true, false, false}},
+  };
+  for (const auto& c : cases) {
+    TempDir dir;
+    SCOPED_TRACE(c.filter_table + (c.flags.empty() ? "" : c.flags[1]));
+    Netwatcher nw(dir,
+                  c.filter_table + tcp_config(dir.file("events.jsonl")) +
+                      "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" +
+                      std::to_string(kPromPort) + "\"\n",
+                  c.flags);
+    TcpServer server(TwoHosts::kServer, {5000}, dir);
+    auto v4 = run_client(TwoHosts::kClient, "10.77.0.2", 5000, {100, 200});
+    auto v6 = run_client(TwoHosts::kClient, "fd77::2", 5000, {300, 400});
+    // Every connection's client end closes before the server's: wait for
+    // the last kept end of every connection, or for the v4 client ends
+    // (kept in every case) when no server end is.
+    const bool server_kept = c.kept[1] || c.kept[3];
+    EXPECT_TRUE(wait_until([&] {
+      auto closes = events_of(read_json_lines(dir.file("events.jsonl")), "tcp_close");
+      for (const auto& conn : v4)
+        if (!find_close(closes, c.kept[1] ? "server" : "client", c.kept[1] ? 5000 : conn.sport,
+                        c.kept[1] ? conn.sport : 5000))
+          return false;
+      for (const auto& conn : v6)
+        if (c.kept[3] && !find_close(closes, "server", 5000, conn.sport)) return false;
+      return true;
+    }));
+    if (!server_kept) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto metrics = parse_prometheus(http_get(kPromPort, "/metrics"));
+    ASSERT_EQ(nw.stop(), 0) << nw.log();
+    EXPECT_EQ(metrics.value("netwatcher_events_filtered_total", {{"plugin", "tcp"}}), 0)
+        << "the host-side filter dropped events the kernel should have";
+    auto closes = events_of(parse_json_lines(read_file(dir.file("events.jsonl"))), "tcp_close");
+    for (const auto& conn : v4) {
+      EXPECT_EQ(find_close(closes, "client", conn.sport, 5000) != nullptr, c.kept[0]);
+      EXPECT_EQ(find_close(closes, "server", 5000, conn.sport) != nullptr, c.kept[1]);
+    }
+    for (const auto& conn : v6) {
+      EXPECT_EQ(find_close(closes, "client", conn.sport, 5000) != nullptr, c.kept[2]);
+      EXPECT_EQ(find_close(closes, "server", 5000, conn.sport) != nullptr, c.kept[3]);
+    }
+    std::size_t expected = 0;
+    for (std::size_t end = 0; end < 4; ++end) expected += c.kept[end] ? 2 : 0;
+    EXPECT_EQ(closes.size(), expected);
+  }
 }
 
 // -4 and -6: one family's connections, never the other's.

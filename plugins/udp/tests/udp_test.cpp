@@ -175,6 +175,36 @@ TEST_F(Udp, EveryDatagramBothWaysWithSizesOwnersAndKernelTime) {
       per_direction);
 }
 
+// [filter] remote_addresses, applied in the kernel: of v4 and v6 datagrams
+// to one receiver, only the receiver's side of the v6 flow (remote fd77::1)
+// is reported, its datagrams and its flow alike.
+TEST_F(Udp, AddressFilterKeepsOnlyFlowsWithThatRemoteAddress) {
+  constexpr int kPort = 7416;
+  Netwatcher nw(dir_, config("events = true\nmax_events_per_second = 0\n") +
+                          "[filter]\nremote_addresses = [\"fd77::1/128\"]\n");
+  UdpReceiver receiver(TwoHosts::kServer, {kPort}, dir_);
+  send_udp(TwoHosts::kClient, "10.77.0.2", kPort, 2, 40, 40416);
+  send_udp(TwoHosts::kClient, "fd77::2", kPort, 3, 40, 40417);
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& e : events("udp_flow"))
+      if (e["fields"]["rx_datagrams"].u64() == 3) return true;
+    return false;
+  }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(receiver.counts()[kPort], 5u);
+  const auto datagrams = events("udp_datagram");
+  EXPECT_EQ(datagrams.size(), 3u);
+  for (const auto& e : datagrams) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["direction"].str(), "rx");
+    EXPECT_EQ(f["remote_addr"].str(), "fd77::1");
+    EXPECT_EQ(f["local_port"].u64(), static_cast<std::uint64_t>(kPort));
+  }
+  const auto flows = events("udp_flow");
+  ASSERT_FALSE(flows.empty());
+  for (const auto& e : flows) EXPECT_EQ(e["fields"]["remote_addr"].str(), "fd77::1");
+}
+
 TEST_F(Udp, ReceiveBufferOverflowsMatchTheKernelsCounter) {
   Netwatcher nw(dir_, config(""));
   UdpPeer holder(TwoHosts::kServer, "hold", {"--rcvbuf", "4096", "7301"}, dir_);

@@ -122,6 +122,24 @@ struct {
 
 const volatile struct nw_filter nw_filter_cfg = {};
 
+/* [filter] local_addresses / remote_addresses, filled by the host after load
+ * (Skeleton::load); consulted only when nw_filter_cfg counts entries. */
+struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __uint(max_entries, NW_MAX_FILTER_NETS);
+  __type(key, struct nw_net_key);
+  __type(value, __u8);
+} nw_local_nets SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
+  __uint(map_flags, BPF_F_NO_PREALLOC);
+  __uint(max_entries, NW_MAX_FILTER_NETS);
+  __type(key, struct nw_net_key);
+  __type(value, __u8);
+} nw_remote_nets SEC(".maps");
+
 /* Unread bytes in nw_events at which a submit wakes the host ([netwatcher]
  * wakeup_bytes). Below it the record waits for the host's next timed poll
  * (poll_interval). 0: the kernel's default, a wakeup whenever the host had
@@ -262,7 +280,25 @@ static __always_inline bool nw_port_in(__u16 port, const volatile __u16* ports, 
   return false;
 }
 
-/* True when a connection with this tuple passes the configured port/family filter. */
+/* Whether `addr` of `family` (AF_INET / AF_INET6) is in one of the networks
+ * of an address-filter trie. */
+static __always_inline bool nw_addr_in(void* nets, __u16 family, const __u8* addr) {
+  struct nw_net_key key = {};
+  if (family == AF_INET) {
+    key.family = 4;
+    key.prefixlen = 8 + 32;
+  } else if (family == AF_INET6) {
+    key.family = 6;
+    key.prefixlen = 8 + 128;
+  } else {
+    return false;
+  }
+  __builtin_memcpy(key.addr, addr, sizeof(key.addr));
+  return bpf_map_lookup_elem(nets, &key) != NULL;
+}
+
+/* True when a connection with this tuple passes the configured
+ * port/family/address filter. */
 static __always_inline bool nw_tuple_selected(const struct nw_tuple* t) {
   if (nw_filter_cfg.family && nw_filter_cfg.family != t->family) return false;
   if (nw_filter_cfg.nr_sports &&
@@ -271,11 +307,15 @@ static __always_inline bool nw_tuple_selected(const struct nw_tuple* t) {
   if (nw_filter_cfg.nr_dports &&
       !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
     return false;
+  if (nw_filter_cfg.nr_local_nets && !nw_addr_in(&nw_local_nets, t->family, t->saddr)) return false;
+  if (nw_filter_cfg.nr_remote_nets && !nw_addr_in(&nw_remote_nets, t->family, t->daddr))
+    return false;
   return true;
 }
 
 /* The same filter for a packet, which has no local or remote side: a port
- * list matches when either the source or the destination port is in it. */
+ * or address list matches when either the source or the destination is in
+ * it. */
 static __always_inline bool nw_packet_selected(const struct nw_tuple* t) {
   if (nw_filter_cfg.family && nw_filter_cfg.family != t->family) return false;
   if (nw_filter_cfg.nr_sports &&
@@ -285,6 +325,12 @@ static __always_inline bool nw_packet_selected(const struct nw_tuple* t) {
   if (nw_filter_cfg.nr_dports &&
       !nw_port_in(t->sport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports) &&
       !nw_port_in(t->dport, nw_filter_cfg.dports, nw_filter_cfg.nr_dports))
+    return false;
+  if (nw_filter_cfg.nr_local_nets && !nw_addr_in(&nw_local_nets, t->family, t->saddr) &&
+      !nw_addr_in(&nw_local_nets, t->family, t->daddr))
+    return false;
+  if (nw_filter_cfg.nr_remote_nets && !nw_addr_in(&nw_remote_nets, t->family, t->saddr) &&
+      !nw_addr_in(&nw_remote_nets, t->family, t->daddr))
     return false;
   return true;
 }

@@ -23,6 +23,8 @@
 
 #define NW_TASK_COMM_LEN 16
 #define NW_MAX_FILTER_PORTS 8
+/* Networks per address list of the filter (in-kernel LPM tries). */
+#define NW_MAX_FILTER_NETS 256
 
 /* Every ring-buffer record starts with this header. `type` is the plugin's own
  * record discriminator; `timestamp_ns` is bpf_ktime_get_ns() (CLOCK_MONOTONIC). */
@@ -66,7 +68,19 @@ struct nw_filter {
   __u32 nr_dports;
   __u16 sports[NW_MAX_FILTER_PORTS];
   __u16 dports[NW_MAX_FILTER_PORTS];
+  /* Networks in nw_local_nets / nw_remote_nets; 0 = any address. */
+  __u32 nr_local_nets;
+  __u32 nr_remote_nets;
 };
+
+/* Key of the address filter's LPM tries: `prefixlen` counts the family byte
+ * (8 bits) and then address bits, so IPv4 and IPv6 networks share a trie.
+ * IPv4 addresses use addr[0..3]. */
+struct nw_net_key {
+  __u32 prefixlen;
+  __u8 family; /* 4 or 6 */
+  __u8 addr[16];
+} __attribute__((packed));
 
 /* The most payload bytes the shared L7 capture (plugins/l7) takes from the
  * start of one packet. Pipelined protocols (Redis, 16 commands of ~45 bytes

@@ -255,6 +255,13 @@ ProbeRuntime::~ProbeRuntime() {
 
 Status ProbeRuntime::configure(const ConfigValues& config, const GlobalFilter& filter) {
   config_ = config;
+  // Before 3.2 a plugin's BPF object has no address tries: only the host's
+  // second look (events with saddr/daddr fields) applies the lists to it.
+  if (component_.abi_minor < 2 && (!filter.local_nets.empty() || !filter.remote_nets.empty()))
+    spdlog::warn(
+        "plugin '{}' (ABI {}.{}) predates address filters: local_addresses/remote_addresses "
+        "apply only to its events with saddr/daddr fields, not in the kernel or to its counters",
+        name(), component_.abi_major, component_.abi_minor);
   return plugin_->configure(config, filter);
 }
 

@@ -54,6 +54,19 @@ TEST_F(Abi, AThrowingDescribeOrAnInvalidSchemaRefusesThePlugin) {
   EXPECT_NE(result.output.find("plugin tcp: ok"), std::string::npos) << result.output;
 }
 
+// A 3.1 plugin loads on a 3.2 host, but its BPF object has no address
+// tries: the host says so instead of letting the filter look applied.
+TEST_F(Abi, AnAddressFilterWarnsOfAPluginThatPredatesIt) {
+  auto result = check(
+      "[filter]\nremote_addresses = [\"10.0.0.0/8\"]\n[plugins.older_minor]\n[plugins.tcp]\n");
+  EXPECT_NE(result.output.find("plugin 'older_minor' (ABI 3.1) predates address filters: "
+                               "local_addresses/remote_addresses apply only to its events"),
+            std::string::npos)
+      << result.output;
+  EXPECT_EQ(result.output.find("plugin 'tcp' (ABI"), std::string::npos) << result.output;
+  EXPECT_NE(result.output.find("plugin tcp: ok"), std::string::npos) << result.output;
+}
+
 TEST_F(Abi, APluginOfTheOldStringAbiIsRefusedNamingIt) {
   auto result = check("[plugins.old_string_abi]\n[plugins.tcp]\n");
   EXPECT_EQ(result.exit_code, 1) << result.output;

@@ -65,6 +65,15 @@ struct {
   __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE]);
 } scratch SEC(".maps");
 
+/* Payload packets of selected sockets that were still undecided past their
+ * offer: seen by no protocol (netwatcher_l7_unoffered_packets_total). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+} unoffered SEC(".maps");
+
 /* Set by user space after load, from the served protocols. */
 volatile __u32 capture_tcp = 0;
 volatile __u32 capture_udp = 0;
@@ -139,11 +148,6 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
     take_decision(state, cookie);
     if (state->verdict == L7_IGNORED) return;
   }
-  if (state->verdict == L7_UNDECIDED) {
-    __u8* offered = &state->offered[outbound ? 1 : 0];
-    if (*offered >= offer_packets) return; /* waiting for user space's decision */
-    (*offered)++;
-  }
   /* UDP is sent in process context: its sender is the task running. TCP
    * segments often leave from softirq; its owner comes from the hooks below. */
   if (transport == IPPROTO_UDP && outbound) {
@@ -175,6 +179,17 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
     tuple.dport = source_port;
   }
   if (!nw_tuple_selected(&tuple) || !nw_pid_selected(state->pid)) return;
+  if (state->verdict == L7_UNDECIDED) {
+    __u8* offered = &state->offered[outbound ? 1 : 0];
+    if (*offered >= offer_packets) {
+      /* Waiting for user space's decision: this packet reaches no protocol. */
+      __u32 zero = 0;
+      __u64* skipped = bpf_map_lookup_elem(&unoffered, &zero);
+      if (skipped) *skipped += 1;
+      return;
+    }
+    (*offered)++;
+  }
 
   __u32 zero = 0;
   struct l7_packet* rec = bpf_map_lookup_elem(&scratch, &zero);

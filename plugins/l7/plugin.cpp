@@ -158,6 +158,10 @@ class CapturePlugin {
 
   Status refresh_metrics() {
     if (undecided_table_) undecided_table_->set_entries(undecided_.size());
+    const std::uint32_t zero = 0;
+    if (std::optional<std::uint64_t> skipped =
+            sum_percpu_u64(bpf_map__fd(skeleton_->maps.unoffered), &zero))
+      unoffered_.mirror({}, static_cast<double>(*skipped));
     return Status::success();
   }
 
@@ -314,6 +318,12 @@ class CapturePlugin {
                    "Packets of sockets still undecided in the kernel that reached user space (at "
                    "most offer_packets per direction and socket, fewer once a verdict is back).",
                    {}};
+  Counter unoffered_{metrics_,
+                     "netwatcher_l7_unoffered_packets_total",
+                     "Payload packets of sockets still undecided past their offer_packets, seen "
+                     "by no protocol (a new socket sends faster than the agent decides; raise "
+                     "plugins.l7.offer_packets).",
+                     {}};
   Counter decision_failures_{metrics_,
                              "netwatcher_l7_decision_failures_total",
                              "Decisions the kernel could not be told (the socket keeps being "

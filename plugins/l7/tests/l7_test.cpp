@@ -3,6 +3,7 @@
 // protocol is offered to the detectors only for its first packets.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -188,6 +189,70 @@ TEST(L7Capture, ASocketOfNoProtocolIsOfferedOnlyUntilItsVerdictIsBack) {
   const double offered = final_values.value("netwatcher_l7_offered_packets_total", {}).value_or(-1);
   EXPECT_GE(offered, 2.0) << "each end's first packet";
   EXPECT_LE(offered, 16.0) << "a decided socket is still offered";
+  EXPECT_EQ(final_values.value("netwatcher_l7_unoffered_packets_total", {}), 0.0)
+      << "5 ms apart, every packet came after the verdict or within the offer";
+}
+
+// A new socket that sends faster than the agent decides: with one packet on
+// offer, the packets after it and before the verdict reach no protocol, and
+// are counted rather than lost in silence. The agent is stopped during the
+// burst, so no verdict can come: every data segment after the first, leaving
+// the client and reaching the server, is counted.
+TEST(L7Capture, PacketsPastTheOfferBeforeTheVerdictAreCounted) {
+  NW_REQUIRE_ROOT();
+  TempDir dir;
+  TwoHosts hosts;
+  constexpr int kWrites = 50;
+  Process sink({"ip", "netns", "exec", TwoHosts::kServer, "python3", "-c",
+                "import socket\n"
+                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+                "s.bind(('10.77.0.2', " +
+                    std::to_string(kSlowPort) +
+                    ")); s.listen()\n"
+                    "c, _ = s.accept()\n"
+                    "while c.recv(4096): pass\n"},
+               dir.file("sink.log"));
+  ASSERT_TRUE(wait_until([&] {
+    return run("ip netns exec " + std::string(TwoHosts::kServer) +
+               " ss -Htln sport = :" + std::to_string(kSlowPort))
+               .output.find("LISTEN") != std::string::npos;
+  }));
+  const std::string textfile = dir.file("l7.prom");
+  Netwatcher nw(dir,
+                "[plugins.http]\n[plugins.l7]\noffer_packets = 1\n"
+                "[[sinks]]\ntype = \"prometheus\"\nlisten = \"\"\ntextfile = \"" +
+                    textfile + "\"\n");
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(textfile); })) << nw.log();
+  ASSERT_EQ(kill(nw.pid(), SIGSTOP), 0);
+  // The script counts its data segments itself (TCPOrigDataSent in its
+  // netns, read after connect and before close: no SYN, no FIN).
+  auto burst = run("ip netns exec " + std::string(TwoHosts::kClient) + " python3 -c \"" +
+                   "import socket, time\n"
+                   "def sent():\n"
+                   "    rows = [l.split() for l in open('/proc/net/netstat') if "
+                   "l.startswith('TcpExt:')]\n"
+                   "    return int(rows[1][rows[0].index('TCPOrigDataSent')])\n"
+                   "s = socket.create_connection(('10.77.0.2', " +
+                   std::to_string(kSlowPort) +
+                   "))\n"
+                   "s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n"
+                   "before = sent()\n"
+                   "for i in range(" +
+                   std::to_string(kWrites) +
+                   "):\n"
+                   "    s.send(b'x' * 100); time.sleep(0.001)\n"
+                   "print(sent() - before); s.close()\n\" 2>&1");
+  ASSERT_EQ(kill(nw.pid(), SIGCONT), 0);
+  ASSERT_EQ(burst.exit_code, 0) << burst.output;
+  const std::uint64_t data_segments = std::stoull(burst.output);
+  ASSERT_GE(data_segments, 2u) << burst.output;
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  const PromText final_values = parse_prometheus(read_file(textfile));
+  EXPECT_EQ(final_values.value("netwatcher_l7_unoffered_packets_total", {}),
+            2.0 * static_cast<double>(data_segments - 1))
+      << data_segments << " data segments, each leaving the client and reaching the server";
+  EXPECT_EQ(final_values.value("netwatcher_l7_offered_packets_total", {}), 2.0)
+      << "the first packet of each socket";
 }
 
 // No protocol plugin on: the capture does not run at all.

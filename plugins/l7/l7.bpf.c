@@ -182,10 +182,11 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   if (state->verdict == L7_UNDECIDED) {
     __u8* offered = &state->offered[outbound ? 1 : 0];
     if (*offered >= offer_packets) {
-      /* Waiting for user space's decision: this packet reaches no protocol. */
+      /* Waiting for user space's decision: this packet reaches no protocol.
+       * Atomic: an ingress run in softirq can interrupt an egress run. */
       __u32 zero = 0;
       __u64* skipped = bpf_map_lookup_elem(&unoffered, &zero);
-      if (skipped) *skipped += 1;
+      if (skipped) __sync_fetch_and_add(skipped, 1);
       return;
     }
     (*offered)++;

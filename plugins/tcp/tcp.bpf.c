@@ -1339,21 +1339,20 @@ struct {
   __type(value, struct tcp_tx_slot);
 } tcp_tx_slots SEC(".maps");
 
-/* The CPU's slot when this run is the only one of these programs on the CPU,
- * else NULL. Pair with tx_slot_leave(). */
-static __always_inline struct tcp_tx_slot* tx_slot_enter(void) {
+/* Enters this CPU's slot (`*held`, for tx_slot_leave()); returns it when
+ * this run is the only one of these programs on the CPU, else NULL. */
+static __always_inline struct tcp_tx_slot* tx_slot_enter(struct tcp_tx_slot** held) {
   __u32 zero = 0;
   struct tcp_tx_slot* slot = bpf_map_lookup_elem(&tcp_tx_slots, &zero);
+  *held = slot;
   if (!slot) return NULL;
   /* Per-CPU and nested only by interrupts, each of which restores what it
    * found before the interrupted run goes on: plain increments suffice. */
   return slot->depth++ ? NULL : slot;
 }
 
-static __always_inline void tx_slot_leave(void) {
-  __u32 zero = 0;
-  struct tcp_tx_slot* slot = bpf_map_lookup_elem(&tcp_tx_slots, &zero);
-  if (slot) slot->depth--;
+static __always_inline void tx_slot_leave(struct tcp_tx_slot* held) {
+  if (held) held->depth--;
 }
 
 static __always_inline void tx_slot_spill(struct tcp_tx_slot* slot) {
@@ -1384,7 +1383,8 @@ static __always_inline void tx_ip_entry(struct sk_buff* skb) {
   if (!outgoing_segment(skb, &stamp)) return;
   stamp.ip_ns = bpf_ktime_get_ns();
   __u64 key = (__u64)skb;
-  struct tcp_tx_slot* slot = tx_slot_enter();
+  struct tcp_tx_slot* held;
+  struct tcp_tx_slot* slot = tx_slot_enter(&held);
   if (slot) {
     tx_slot_spill(slot);
     slot->stamp = stamp;
@@ -1392,7 +1392,7 @@ static __always_inline void tx_ip_entry(struct sk_buff* skb) {
   } else {
     nw_table_insert(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key, &stamp, BPF_ANY);
   }
-  tx_slot_leave();
+  tx_slot_leave(held);
 }
 
 SEC("netfilter")
@@ -1404,21 +1404,19 @@ int layer_tx_local_out(struct bpf_nf_ctx* ctx) {
 static __always_inline void tx_device_queue(struct sk_buff* skb, struct tcp_tx_slot* slot) {
   __u64 key = (__u64)skb;
   __u64 now = bpf_ktime_get_ns();
-  if (slot && slot->skb == key) {
-    struct tcp_tx_stamp* stamp = &slot->stamp;
-    if (stamp->dev_ns) return;
-    stamp->dev_ns = now;
-    if (!match_write(skb, stamp))
-      slot->skb = 0;
-    else if (!sent_at_once(skb))
-      tx_slot_spill(slot);
-    return;
-  }
-  struct tcp_tx_stamp* stamp = bpf_map_lookup_elem(&tcp_tx_inflight, &key);
+  const bool in_slot = slot && slot->skb == key;
+  struct tcp_tx_stamp* stamp = in_slot ? &slot->stamp : bpf_map_lookup_elem(&tcp_tx_inflight, &key);
   if (stamp) {
     if (stamp->dev_ns) return;
     stamp->dev_ns = now;
-    if (!match_write(skb, stamp)) nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
+    if (!match_write(skb, stamp)) {
+      if (in_slot)
+        slot->skb = 0;
+      else
+        nw_table_remove(&tcp_tx_inflight, TCP_TABLE_TX_PACKETS, &key);
+    } else if (in_slot && !sent_at_once(skb)) {
+      tx_slot_spill(slot);
+    }
     return;
   }
   /* No LOCAL_OUT link in this netns: IP entry unknown, start here. */
@@ -1430,8 +1428,9 @@ static __always_inline void tx_device_queue(struct sk_buff* skb, struct tcp_tx_s
 
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(layer_tx_queue, struct sk_buff* skb) {
-  tx_device_queue(skb, tx_slot_enter());
-  tx_slot_leave();
+  struct tcp_tx_slot* held;
+  tx_device_queue(skb, tx_slot_enter(&held));
+  tx_slot_leave(held);
   return 0;
 }
 
@@ -1460,8 +1459,9 @@ static __always_inline void tx_device_sent(struct sk_buff* skb, int rc, struct t
 
 SEC("tp_btf/net_dev_xmit")
 int BPF_PROG(layer_tx_xmit, struct sk_buff* skb, int rc) {
-  tx_device_sent(skb, rc, tx_slot_enter());
-  tx_slot_leave();
+  struct tcp_tx_slot* held;
+  tx_device_sent(skb, rc, tx_slot_enter(&held));
+  tx_slot_leave(held);
   return 0;
 }
 

@@ -57,14 +57,8 @@ void fill_kernel_filter(nw_filter& kernel, const GlobalFilter& filter) {
   kernel.nr_dports = std::min<std::size_t>(filter.dports.size(), NW_MAX_FILTER_PORTS);
   for (std::size_t i = 0; i < kernel.nr_sports; ++i) kernel.sports[i] = filter.sports[i];
   for (std::size_t i = 0; i < kernel.nr_dports; ++i) kernel.dports[i] = filter.dports[i];
-  // What fill_address_filter() inserts: an IPv4 network twice.
-  const auto entries = [](const std::vector<AddressNet>& nets) {
-    std::uint32_t n = 0;
-    for (const AddressNet& net : nets) n += net.family == 4 ? 2 : 1;
-    return n;
-  };
-  kernel.nr_local_nets = entries(filter.local_nets);
-  kernel.nr_remote_nets = entries(filter.remote_nets);
+  kernel.nr_local_nets = static_cast<std::uint32_t>(filter.local_nets.size());
+  kernel.nr_remote_nets = static_cast<std::uint32_t>(filter.remote_nets.size());
 }
 
 namespace {

@@ -123,22 +123,16 @@ struct {
 const volatile struct nw_filter nw_filter_cfg = {};
 
 /* [filter] local_addresses / remote_addresses, filled by the host after load
- * (Skeleton::load); consulted only when nw_filter_cfg counts entries. */
-struct {
+ * (Skeleton::load); consulted only when nw_filter_cfg counts networks. */
+struct nw_net_trie {
   __uint(type, BPF_MAP_TYPE_LPM_TRIE);
   __uint(map_flags, BPF_F_NO_PREALLOC);
   __uint(max_entries, NW_MAX_FILTER_NETS);
   __type(key, struct nw_net_key);
   __type(value, __u8);
-} nw_local_nets SEC(".maps");
-
-struct {
-  __uint(type, BPF_MAP_TYPE_LPM_TRIE);
-  __uint(map_flags, BPF_F_NO_PREALLOC);
-  __uint(max_entries, NW_MAX_FILTER_NETS);
-  __type(key, struct nw_net_key);
-  __type(value, __u8);
-} nw_remote_nets SEC(".maps");
+};
+struct nw_net_trie nw_local_nets SEC(".maps");
+struct nw_net_trie nw_remote_nets SEC(".maps");
 
 /* Unread bytes in nw_events at which a submit wakes the host ([netwatcher]
  * wakeup_bytes). Below it the record waits for the host's next timed poll

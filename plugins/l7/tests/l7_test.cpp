@@ -5,7 +5,9 @@
 
 #include <csignal>
 #include <filesystem>
+#include <memory>
 #include <set>
+#include <stdexcept>
 #include <thread>
 
 #include "harness.hpp"
@@ -144,6 +146,30 @@ TEST(L7Capture, OneCaptureServesHttpAndDnsAndLetsOtherTrafficGo) {
       << "4 queries and 4 answers, each seen by the dig socket and by dnsmasq's";
 }
 
+// A server on 10.77.0.2:kSlowPort that accepts one connection and reads it
+// to the end, discarding the bytes; listening when this returns.
+std::unique_ptr<Process> start_discard_server(const TempDir& dir) {
+  auto sink = std::make_unique<Process>(
+      std::vector<std::string>{
+          "ip", "netns", "exec", TwoHosts::kServer, "python3", "-c",
+          "import socket\n"
+          "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+          "s.bind(('10.77.0.2', " +
+              std::to_string(kSlowPort) +
+              ")); s.listen()\n"
+              "c, _ = s.accept()\n"
+              "while c.recv(4096): pass\n"},
+      dir.file("sink.log"));
+  const bool listening = wait_until([&] {
+    return run("ip netns exec " + std::string(TwoHosts::kServer) +
+               " ss -Htln sport = :" + std::to_string(kSlowPort))
+               .output.find("LISTEN") != std::string::npos;
+  });
+  if (!listening)
+    throw std::runtime_error("discard server did not listen: " + read_file(dir.file("sink.log")));
+  return sink;
+}
+
 // A flow of no protocol is offered to user space only until the verdict is
 // back in the kernel: 100 small writes, 5 ms apart, reach user space a few
 // times, not offer_packets (32) per direction. Read from the textfile at
@@ -152,20 +178,7 @@ TEST(L7Capture, ASocketOfNoProtocolIsOfferedOnlyUntilItsVerdictIsBack) {
   NW_REQUIRE_ROOT();
   TempDir dir;
   TwoHosts hosts;
-  Process sink({"ip", "netns", "exec", TwoHosts::kServer, "python3", "-c",
-                "import socket\n"
-                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                "s.bind(('10.77.0.2', " +
-                    std::to_string(kSlowPort) +
-                    ")); s.listen()\n"
-                    "c, _ = s.accept()\n"
-                    "while c.recv(4096): pass\n"},
-               dir.file("sink.log"));
-  ASSERT_TRUE(wait_until([&] {
-    return run("ip netns exec " + std::string(TwoHosts::kServer) +
-               " ss -Htln sport = :" + std::to_string(kSlowPort))
-               .output.find("LISTEN") != std::string::npos;
-  }));
+  auto sink = start_discard_server(dir);
   const std::string textfile = dir.file("l7.prom");
   Netwatcher nw(dir,
                 "[plugins.http]\n[plugins.dns]\n[plugins.l7]\noffer_packets = 32\n"
@@ -203,20 +216,7 @@ TEST(L7Capture, PacketsPastTheOfferBeforeTheVerdictAreCounted) {
   TempDir dir;
   TwoHosts hosts;
   constexpr int kWrites = 50;
-  Process sink({"ip", "netns", "exec", TwoHosts::kServer, "python3", "-c",
-                "import socket\n"
-                "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-                "s.bind(('10.77.0.2', " +
-                    std::to_string(kSlowPort) +
-                    ")); s.listen()\n"
-                    "c, _ = s.accept()\n"
-                    "while c.recv(4096): pass\n"},
-               dir.file("sink.log"));
-  ASSERT_TRUE(wait_until([&] {
-    return run("ip netns exec " + std::string(TwoHosts::kServer) +
-               " ss -Htln sport = :" + std::to_string(kSlowPort))
-               .output.find("LISTEN") != std::string::npos;
-  }));
+  auto sink = start_discard_server(dir);
   const std::string textfile = dir.file("l7.prom");
   Netwatcher nw(dir,
                 "[plugins.http]\n[plugins.l7]\noffer_packets = 1\n"

@@ -10,6 +10,8 @@ packages=(
   libboost-dev libboost-program-options-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev
   libgtest-dev
+  # the OCI config.json of container runtimes (pod and container names)
+  nlohmann-json3-dev
   # the prometheus sink's endpoint: HTTP(S) server, TLS, bcrypt (crypt_r)
   libmicrohttpd-dev libgnutls28-dev libcrypt-dev
   # used by the tests and bench/: namespaces, traffic, firewall rules

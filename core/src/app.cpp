@@ -338,6 +338,8 @@ void print_requirements(const KernelFeatures& features) {
       {"path", found_or(features.cgroup2_path(), "/sys/fs/cgroup"),
        "cgroup v2 root (cgroup_skb programs)"},
       {"path", "/run/netns", "named network namespaces"},
+      {"path", "/run/containerd", "containerd's task state: pod and container names"},
+      {"path", "/run/containers", "cri-o's and podman's container state: the same"},
       {"namespace", "pid (the host's)", "/proc of the host: owners, their namespaces"},
       {"namespace", "net (the host's)", "the host's sockets first (sock_diag), its interfaces"},
   };
@@ -845,7 +847,17 @@ int run(int argc, char** argv) {
     return 2;
   }
 
-  // Before any sink sees a schema: the detector adds the `anomaly` field.
+  // Before any sink sees a schema: the resolver adds the cgroup, container
+  // and pod fields, then the detector adds the `anomaly` field.
+  std::unique_ptr<WorkloadResolver> workloads;
+  if (config.settings.workloads.enabled) {
+    workloads = std::make_unique<WorkloadResolver>(config.settings.workloads);
+    if (workloads->cgroup_root().empty())
+      spdlog::warn(
+          "no cgroup2 mount in /proc/self/mountinfo: events carry cgroup_id but no "
+          "cgroup path, container or pod (set [containers] cgroup_root)");
+    for (ProbeRuntime* runtime : enabled) runtime->use_workload_resolver(workloads.get());
+  }
   std::unique_ptr<AnomalyDetector> detector;
   if (config.settings.anomaly.enabled) {
     detector = std::make_unique<AnomalyDetector>(config.settings.anomaly);

@@ -209,6 +209,16 @@ std::vector<ConfigKey> anomaly_keys() {
   };
 }
 
+std::vector<ConfigKey> container_keys() {
+  const WorkloadSettings defaults;
+  return {
+      {"enabled", ConfigType::boolean, defaults.enabled, "", {}, {}, {}},
+      {"cgroup_root", ConfigType::string, defaults.cgroup_root, "", {}, {}, {}},
+      {"state_directories", ConfigType::string_list, defaults.state_directories, "", {}, {}, {}},
+      {"netns_directory", ConfigType::string, defaults.netns_directory, "", {}, {}, {}},
+  };
+}
+
 std::vector<ConfigKey> filter_keys() {
   return {
       {"pid", ConfigType::integer, std::int64_t{0}, "", 0, 4194304, {}},
@@ -392,7 +402,7 @@ Config load_config(const std::string& path) {
   }
   const toml::table& root = *config.root;
   check_known_keys(config, "<top level>", root,
-                   {"netwatcher", "filter", "anomaly", "plugins", "sinks"});
+                   {"netwatcher", "filter", "anomaly", "containers", "plugins", "sinks"});
 
   const toml::table* host = sub_table(config, root, "netwatcher");
   ConfigValues hv = validate_keys(config, "netwatcher", host, host_keys(), {"hook_override"});
@@ -460,6 +470,14 @@ Config load_config(const std::string& path) {
   if (!(detector.max_logs_per_second >= 0 && detector.max_logs_per_second <= 1e6))
     fail(config, anomaly ? anomaly->get("max_logs_per_second") : nullptr,
          "key 'anomaly.max_logs_per_second' must be between 0 and 1000000");
+
+  const toml::table* containers = sub_table(config, root, "containers");
+  ConfigValues cv = validate_keys(config, "containers", containers, container_keys(), {});
+  WorkloadSettings& workloads = config.settings.workloads;
+  workloads.enabled = cv.get_bool("enabled");
+  workloads.cgroup_root = cv.get_string("cgroup_root");
+  workloads.state_directories = cv.get_strings("state_directories");
+  workloads.netns_directory = cv.get_string("netns_directory");
 
   const toml::table* filter = sub_table(config, root, "filter");
   ConfigValues fv = validate_keys(config, "filter", filter, filter_keys(), {});

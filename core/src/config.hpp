@@ -16,6 +16,7 @@
 #include "capabilities.hpp"
 #include "netwatcher/config.hpp"
 #include "stats_sampler.hpp"
+#include "workloads.hpp"
 
 namespace netwatcher::host {
 
@@ -43,6 +44,7 @@ struct HostSettings {
   // Capabilities kept once everything is attached (capability_bit() mask).
   std::uint64_t keep_capabilities = kDefaultKeptCapabilities;
   AnomalySettings anomaly;
+  WorkloadSettings workloads;  // [containers]
 };
 
 struct PluginSection {

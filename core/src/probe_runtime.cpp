@@ -186,6 +186,7 @@ class ProbeRuntime::Emitter final : public EventEmitter {
                       schema->name);
         return;
       }
+      if (runtime_.workloads_) runtime_.append_workload_values(index, values);
       if (runtime_.detector_ && !runtime_.anomaly_plans_[index].samples.empty()) {
         bool anomaly = runtime_.judge(index, values);
         values.emplace_back(anomaly);
@@ -304,6 +305,55 @@ std::optional<double> numeric(const Value& value) {
 }
 
 }  // namespace
+
+void ProbeRuntime::use_workload_resolver(WorkloadResolver* resolver) {
+  workloads_ = resolver;
+  workload_plans_.assign(schemas_.size(), {});
+  if (!workloads_) return;
+  auto is_u64_label = [](const FieldSchema& f, std::string_view name) {
+    return f.name == name && f.type == FieldType::u64 && f.role == FieldRole::label;
+  };
+  for (std::size_t s = 0; s < schemas_.size(); ++s) {
+    EventSchema& schema = *schemas_[s];
+    WorkloadPlan& plan = workload_plans_[s];
+    for (std::size_t f = 0; f < schema.plugin_fields; ++f) {
+      if (is_u64_label(schema.fields[f], "cgroup_id")) plan.cgroup_id = static_cast<int>(f);
+      if (is_u64_label(schema.fields[f], "netns")) plan.netns = static_cast<int>(f);
+    }
+    auto add = [&](const char* name, const char* description, int width) {
+      if (schema.index_of(name) >= 0) return;  // the plugin fills it itself
+      schema.fields.push_back(
+          {name, FieldType::text, "", description, FieldRole::label, width, /*optional=*/true});
+    };
+    if (plan.cgroup_id >= 0)
+      for (const WorkloadField& field : kWorkloadFields)
+        add(field.name, field.description, field.width);
+    if (plan.netns >= 0) add("netns_name", "the network namespace's name in /run/netns", 10);
+  }
+}
+
+void ProbeRuntime::append_workload_values(std::size_t index, std::vector<Value>& values) {
+  const WorkloadPlan& plan = workload_plans_[index];
+  const EventSchema& schema = *schemas_[index];
+  auto text_or_absent = [](const std::string& text) {
+    return text.empty() ? Value{} : Value{text};
+  };
+  if (plan.cgroup_id >= 0) {
+    std::shared_ptr<const Workload> w;
+    if (const auto* id = std::get_if<std::uint64_t>(&values[plan.cgroup_id]))
+      w = workloads_->cgroup(*id);
+    for (const WorkloadField& field : kWorkloadFields)
+      if (schema.fields.size() > values.size() && schema.fields[values.size()].name == field.name)
+        values.push_back(w ? text_or_absent(w.get()->*field.member) : Value{});
+  }
+  if (plan.netns >= 0 && schema.fields.size() > values.size() &&
+      schema.fields[values.size()].name == std::string_view("netns_name")) {
+    std::shared_ptr<const std::string> name;
+    if (const auto* inode = std::get_if<std::uint64_t>(&values[plan.netns]))
+      name = workloads_->netns_name(*inode);
+    values.push_back(name ? Value{*name} : Value{});
+  }
+}
 
 void ProbeRuntime::use_anomaly_detector(AnomalyDetector* detector, MetricFamily* anomalies) {
   detector_ = detector;

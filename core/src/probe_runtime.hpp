@@ -16,6 +16,7 @@
 #include "metric_store.hpp"
 #include "netwatcher/plugin.hpp"
 #include "table_accounts.hpp"
+#include "workloads.hpp"
 
 struct bpf_link;
 struct ring_buffer;
@@ -81,6 +82,11 @@ class ProbeRuntime final : public PluginHost {
   // the `anomaly` field to their schemas. Call before any sink sees a schema.
   // Both pointers outlive the runtime.
   void use_anomaly_detector(AnomalyDetector* detector, MetricFamily* anomalies);
+  // Names the workloads behind events: appends kWorkloadFields after every
+  // u64 label `cgroup_id` and `netns_name` after every u64 label `netns`,
+  // filled through `resolver` (which outlives the runtime). Call before
+  // use_anomaly_detector() and before any sink sees a schema.
+  void use_workload_resolver(WorkloadResolver* resolver);
   // Open, load and attach, trying hook candidates in order. On failure the
   // plugin is left stopped and the Status says why.
   // `wakeup_bytes` goes to the object's nw_wakeup_bytes (common.bpf.h).
@@ -173,6 +179,11 @@ class ProbeRuntime final : public PluginHost {
     std::vector<std::size_t> samples, keys, connection;
     std::vector<std::string> series_prefix;  // "plugin/event/field", one per sample
   };
+  // Where one schema's ids are, and so which appended fields to fill.
+  struct WorkloadPlan {
+    int cgroup_id = -1, netns = -1;
+  };
+  void append_workload_values(std::size_t schema, std::vector<Value>& values);
   // Runs the detector over one valid event; true when a sample is anomalous.
   bool judge(std::size_t schema, const std::vector<Value>& values);
   // Why `hook` is switched off by the plugin's config, or empty.
@@ -225,6 +236,8 @@ class ProbeRuntime final : public PluginHost {
   AnomalyDetector* detector_ = nullptr;
   MetricFamily* anomalies_ = nullptr;
   std::vector<AnomalyPlan> anomaly_plans_;
+  WorkloadResolver* workloads_ = nullptr;
+  std::vector<WorkloadPlan> workload_plans_;
   std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0}, records_{0};
   std::function<Status()> refresh_;  // the plugin's; destroyed before stop()
   std::uint64_t refresh_failures_ = 0;

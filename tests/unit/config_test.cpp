@@ -65,7 +65,28 @@ TEST(Config, UnknownKeyNamesFileLineAndKey) {
 TEST(Config, UnknownTopLevelTable) {
   EXPECT_EQ(config_error("[sink]\ntype = \"json\"\n"),
             "t.toml:1:2: unknown key '<top level>.sink' (known: netwatcher, filter, anomaly, "
-            "plugins, sinks)");
+            "containers, plugins, sinks)");
+}
+
+TEST(Config, ContainersSectionIsReadAndItsKeysChecked) {
+  nwtest::TempDir dir;
+  const std::string path = dir.file("t.toml");
+  nwtest::write_file(path, R"([containers]
+enabled = false
+cgroup_root = "/host/sys/fs/cgroup"
+state_directories = ["/a", "/b"]
+netns_directory = "/host/run/netns"
+)");
+  const Config config = load_config(path);
+  const auto& w = config.settings.workloads;
+  EXPECT_FALSE(w.enabled);
+  EXPECT_EQ(w.cgroup_root, "/host/sys/fs/cgroup");
+  EXPECT_EQ(w.state_directories, (std::vector<std::string>{"/a", "/b"}));
+  EXPECT_EQ(w.netns_directory, "/host/run/netns");
+  EXPECT_TRUE(default_config().settings.workloads.enabled);
+  EXPECT_EQ(config_error("[containers]\nstate_directories = \"/run\"\n"),
+            "t.toml:2:21: key 'containers.state_directories' must be an array of strings, got "
+            "string");
 }
 
 TEST(Config, WrongTypeNamesExpectedType) {

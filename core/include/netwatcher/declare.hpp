@@ -210,6 +210,17 @@ class Label : public Field<T> {
                  FieldRole::label) {}
 };
 
+// The optional `cgroup_id` label the host resolves to cgroup, container and
+// pod labels (kCgroupIdField in event.hpp). Set it only when the id is known
+// (non-zero); an unset one leaves every appended label absent.
+class CgroupIdLabel : public Label<std::uint64_t> {
+ public:
+  explicit CgroupIdLabel(EventDecl& event)
+      : Label<std::uint64_t>(event, kCgroupIdField,
+                             "cgroup2 id of the socket or process (named by the host)",
+                             {.width = 9, .optional = true}) {}
+};
+
 // Free text (a path, a query): FieldRole::text, always std::string.
 class Text : public Field<std::string> {
  public:

@@ -53,6 +53,24 @@ struct FieldSchema {
 
 inline constexpr const char* kAddressUnit = "address";
 
+// Ids the host names for the operator (since ABI 3.3). A plugin puts the
+// kernel's id on an event; the host appends, after the plugin's fields, text
+// labels resolved from it, so that sinks print containers and pods rather
+// than numbers. Both are u64 labels; the appended labels are optional and
+// absent when the id resolves to nothing.
+//  - kCgroupIdField: the cgroup2 id of the socket or process the event is
+//    about (nw_sock_cgroup_id() of common.bpf.h, or
+//    bpf_get_current_cgroup_id() in the owner's context). The host appends
+//    `cgroup` (its path), `container_id`, `container_runtime` (docker,
+//    containerd, cri-o, podman), `pod_uid`, and from the runtime's state
+//    `pod`, `pod_namespace`, `container_name`. Leave it absent, never 0,
+//    when unknown (0 is no cgroup).
+//  - kNetnsField: the nsfs inode of a network namespace (net->ns.inum). The
+//    host appends `netns_name`, its name under /run/netns.
+// A host with [containers] enabled = false appends nothing.
+inline constexpr const char* kCgroupIdField = "cgroup_id";
+inline constexpr const char* kNetnsField = "netns";
+
 struct EventSchema {
   std::string name;  // unique within the plugin, e.g. "tcp_close"
   std::string description;

@@ -68,6 +68,9 @@ struct L7Packet {
   // when the packet is shorter. captured.size() < length means cut short.
   std::span<const std::byte> captured;
   std::uint64_t ns = 0;  // when the capture saw it (CLOCK_MONOTONIC)
+  // The socket's cgroup2 id, for a CgroupIdLabel; 0 when unknown. Since 3.3:
+  // a capture plugin of an older minor leaves it 0.
+  std::uint64_t cgroup_id = 0;
 };
 
 enum class L7Detection : std::uint8_t {

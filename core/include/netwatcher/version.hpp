@@ -75,13 +75,15 @@
 // plugin may open no BPF object. 3.2 added, at the end of GlobalFilter, the
 // address lists local_nets / remote_nets ([filter] local_addresses /
 // remote_addresses), and the nw_local_nets / nw_remote_nets tries of
-// common.bpf.h that Skeleton::load() fills.
+// common.bpf.h that Skeleton::load() fills. 3.3 added the fields the host
+// names (kCgroupIdField, kNetnsField in event.hpp; CgroupIdLabel), the
+// nw_sock_cgroup_id() helper of common.bpf.h, and L7Packet::cgroup_id.
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI
 
 #define NETWATCHER_ABI_MAJOR 3
-#define NETWATCHER_ABI_MINOR 2
+#define NETWATCHER_ABI_MINOR 3
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

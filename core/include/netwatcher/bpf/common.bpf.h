@@ -353,6 +353,23 @@ static __always_inline void nw_read_sock_tuple(const struct sock* sk, struct nw_
   }
 }
 
+/* The cgroup2 id of the cgroup a socket belongs to: its creator's, which an
+ * accepted socket inherits from its listener. This is the value the host
+ * resolves for events with a `cgroup_id` field (path, container, pod), and
+ * it is right in softirq, where the current task is not the owner. 0 for a
+ * time-wait or request socket, and when the kernel's socket has no cgroup
+ * pointer (before 5.15 it was encoded in
+ * one word, which this does not decode). */
+static __always_inline __u64 nw_sock_cgroup_id(const struct sock* sk) {
+  if (!sk || !bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) return 0;
+  /* Time-wait and request sockets are only a sock_common: no cgroup. */
+  __u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+  if (state == 6 /* TCP_TIME_WAIT */ || state == 12 /* TCP_NEW_SYN_RECV */) return 0;
+  const struct cgroup* cgroup = BPF_CORE_READ(sk, sk_cgrp_data.cgroup);
+  if (!cgroup) return 0;
+  return BPF_CORE_READ(cgroup, kn, id);
+}
+
 /* Sequence-number comparison that survives wraparound (RFC 1982 style). */
 static __always_inline bool nw_seq_before(__u32 a, __u32 b) {
   return (__s32)(a - b) < 0;

@@ -1,0 +1,117 @@
+// Names the workload behind an event: a cgroup id becomes the cgroup's path,
+// the container it is, and the Kubernetes pod it runs in; a network
+// namespace inode becomes its /run/netns name.
+//
+// Plugins put the kernel's ids on events (fields `cgroup_id` and `netns`);
+// the host appends what they resolve to (see append_fields()), so a plugin
+// never reads cgroupfs or runtime state itself.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace netwatcher::host {
+
+struct WorkloadSettings {
+  bool enabled = true;
+  // The cgroup2 mount; "" finds it in /proc/self/mountinfo.
+  std::string cgroup_root;
+  // Where container runtimes keep each task's OCI config.json: a container
+  // `<id>` is looked up as <dir>/<id>/config.json (containerd's task
+  // directories) and <dir>/<id>/userdata/config.json (cri-o, podman).
+  std::vector<std::string> state_directories = {
+      "/run/containerd/io.containerd.runtime.v2.task/k8s.io",
+      "/run/containerd/io.containerd.runtime.v2.task/moby",
+      "/run/containers/storage/overlay-containers",
+  };
+  std::string netns_directory = "/run/netns";
+};
+
+struct Workload {
+  std::string cgroup;  // below the cgroup2 root, "/system.slice/docker-<id>.scope"
+  std::string container_id;
+  std::string runtime;  // docker, containerd, cri-o, podman; "" when unknown
+  std::string pod_uid;
+  // From the runtime's state (OCI annotations); "" when it has none.
+  std::string pod;
+  std::string pod_namespace;
+  std::string container_name;
+};
+
+// The fields the host appends after a `cgroup_id` field, in this order.
+struct WorkloadField {
+  const char* name;
+  const char* description;
+  int width;
+  std::string Workload::*member;
+};
+inline const WorkloadField kWorkloadFields[] = {
+    {"cgroup", "the socket's or process's cgroup2 path", 24, &Workload::cgroup},
+    {"container_id", "the container the cgroup belongs to", 12, &Workload::container_id},
+    {"container_runtime", "docker, containerd, cri-o or podman", 10, &Workload::runtime},
+    {"pod_uid", "the Kubernetes pod's uid", 12, &Workload::pod_uid},
+    {"pod", "the pod's name (from the runtime's state)", 16, &Workload::pod},
+    {"pod_namespace", "the pod's Kubernetes namespace", 12, &Workload::pod_namespace},
+    {"container_name", "the container's name in its pod", 14, &Workload::container_name},
+};
+
+// What a cgroup path alone tells: the container id and runtime of the
+// innermost component that names one, and the pod uid of a kubepods
+// component (systemd driver "kubepods-burstable-pod<uid>.slice" with '_'
+// for '-', cgroupfs driver "pod<uid>"). Pure.
+Workload workload_of_cgroup_path(std::string_view path);
+
+// The pod, namespace and container names in an OCI config.json's annotations
+// (containerd's io.kubernetes.cri.*, cri-o's io.kubernetes.pod.*); fields it
+// lacks stay as they are. False when `json` is no JSON object.
+bool read_pod_annotations(std::string_view json, Workload& into);
+
+// The cgroup2 mount point listed in a mountinfo text, preferring
+// /sys/fs/cgroup over others (hybrid hosts mount it at
+// /sys/fs/cgroup/unified); "" when there is none.
+std::string cgroup2_mount(std::string_view mountinfo);
+
+// Resolves ids as events carry them. Thread-safe. An id never seen before
+// costs one walk of the cgroup tree (or one read of the netns directory), at
+// most once per `rescan_interval`: an id born after the walk stays unknown
+// until the next one. Cgroups that are gone keep their names until
+// `max_entries` is passed, so a connection that outlives its container is
+// still named (cgroup ids are not reused). Namespace names are reread once per
+// `rescan_interval` while events ask for them: the kernel reuses the inode of
+// a deleted namespace.
+class WorkloadResolver {
+ public:
+  explicit WorkloadResolver(WorkloadSettings settings,
+                            std::chrono::milliseconds rescan_interval = std::chrono::seconds(1),
+                            std::size_t max_entries = 65536);
+
+  // Null when the id names no cgroup found (or no cgroup2 mount exists).
+  std::shared_ptr<const Workload> cgroup(std::uint64_t id);
+  // The name under netns_directory, or null.
+  std::shared_ptr<const std::string> netns_name(std::uint64_t inode);
+
+  const std::string& cgroup_root() const { return root_; }
+
+ private:
+  void walk_cgroups();
+  void read_netns_names();
+  std::shared_ptr<const Workload> describe(const std::string& path) const;
+
+  WorkloadSettings settings_;
+  std::string root_;
+  std::chrono::milliseconds rescan_interval_;
+  std::size_t max_entries_;
+  std::mutex mutex_;
+  std::map<std::uint64_t, std::shared_ptr<const Workload>> cgroups_;
+  std::map<std::uint64_t, std::shared_ptr<const std::string>> namespaces_;
+  std::optional<std::chrono::steady_clock::time_point> cgroups_walked_, namespaces_read_;
+};
+
+}  // namespace netwatcher::host

@@ -38,6 +38,7 @@ struct Pending {
   nw_tuple tuple{};
   std::uint32_t pid = 0;
   std::string comm;
+  std::uint64_t cgroup_id = 0;
   std::uint16_t id = 0;
   std::uint8_t opcode = 0;
   dns::Question question;
@@ -211,6 +212,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
       p.tuple = packet.tuple;
       p.pid = packet.pid;
       p.comm = std::string(packet.comm);
+      p.cgroup_id = packet.cgroup_id;
       p.id = m.id;
       p.opcode = m.opcode;
       p.question = m.questions.front();
@@ -253,6 +255,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
     const Query& q = query_;
     const nw_tuple& t = p.tuple;
     auto row = q.row(out);
+    if (p.cgroup_id) row.set(q.cgroup_id, p.cgroup_id);
     row.set(q.side, side)
         .set(q.pid, p.pid)
         .set(q.comm, p.comm)
@@ -316,6 +319,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
     Label<std::uint64_t> pid{
         *this, "pid", "process owning the socket (0 until it sent or read)", {.width = 7}};
     Label<std::string> comm{*this, "comm", "process name", {.width = 15}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::string> transport{*this, "transport", "udp or tcp", {.width = 4}};
     Label<std::string> family{*this, "family", "ipv4 or ipv6", {.width = 6}};
     Label<std::string> saddr{*this, "saddr", "local address", {.width = 15}};

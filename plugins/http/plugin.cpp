@@ -50,6 +50,7 @@ struct SocketInfo {
   nw_tuple tuple{};
   std::uint32_t pid = 0;
   std::string comm;
+  std::uint64_t cgroup_id = 0;
 };
 
 // No BPF object of its own: the shared capture brings the segments.
@@ -198,6 +199,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     SocketInfo& info = it->second;
     if (inserted) by_tuple_[tuple_key(packet.tuple, false)] = packet.socket;
     info.tuple = packet.tuple;
+    if (packet.cgroup_id) info.cgroup_id = packet.cgroup_id;
     if (packet.pid) {
       info.pid = packet.pid;
       info.comm = packet.comm;
@@ -244,6 +246,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     const nw_tuple& t = info.tuple;
     const Exchange& x = exchange_;
     auto row = x.row(out);
+    if (info.cgroup_id) row.set(x.cgroup_id, info.cgroup_id);
     row.set(x.side, side)
         .set(x.pid, info.pid)
         .set(x.comm, info.comm)
@@ -293,6 +296,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     Label<std::uint64_t> pid{
         *this, "pid", "process owning the socket (0 until it sent or read)", {.width = 7}};
     Label<std::string> comm{*this, "comm", "process name", {.width = 15}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::uint64_t> peer_pid{
         *this,
         "peer_pid",

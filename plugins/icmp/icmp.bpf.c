@@ -84,6 +84,7 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
   rec->rtt_ns = 0;
   rec->reply_ns = 0;
   rec->pid = 0;
+  rec->cgroup = 0;
   rec->pad = 0;
   __builtin_memset(rec->comm, 0, sizeof(rec->comm));
   rec->direction = dir;
@@ -96,6 +97,7 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
     struct sock* sk = BPF_CORE_READ(skb, sk);
     if (sk && BPF_CORE_READ(sk, sk_socket, file)) {
       rec->pid = bpf_get_current_pid_tgid() >> 32;
+      rec->cgroup = nw_sock_cgroup_id(sk);
       bpf_get_current_comm(rec->comm, sizeof(rec->comm));
     }
   }
@@ -115,6 +117,7 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
       struct echo_pending pending = {};
       pending.ns = now;
       pending.pid = rec->pid;
+      pending.cgroup = rec->cgroup;
       __builtin_memcpy(pending.comm, rec->comm, sizeof(pending.comm));
       /* A request sent again under the same id and sequence restarts its
        * wait: an update in place, not an entry evicted. */
@@ -132,6 +135,7 @@ static __always_inline int handle(const struct sk_buff* skb, const unsigned char
           rec->flags |= ICMP_HAS_RTT;
           if (!rec->pid && pending->pid) {
             rec->pid = pending->pid;
+            rec->cgroup = pending->cgroup;
             __builtin_memcpy(rec->comm, pending->comm, sizeof(rec->comm));
           }
         } else {

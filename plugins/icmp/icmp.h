@@ -51,7 +51,8 @@ struct echo_key {
 
 struct echo_pending {
   __u64 ns;
-  __u32 pid; /* the sender of a request we sent, when known */
+  __u64 cgroup; /* the sending socket's cgroup2 id, when known */
+  __u32 pid;    /* the sender of a request we sent, when known */
   __u32 pad;
   char comm[NW_TASK_COMM_LEN];
 };
@@ -78,6 +79,7 @@ struct icmp_record {
   struct nw_packet inner;  /* the packet an error message quotes (ICMP_HAS_INNER) */
   __u64 rtt_ns;            /* echo reply received: since our request was sent */
   __u64 reply_ns;          /* echo reply sent: since the request was received */
+  __u64 cgroup;            /* the user socket's cgroup2 id (as pid); 0 when none */
   __u32 netns;
   __u32 ifindex;
   __u32 pid;

@@ -241,6 +241,7 @@ class IcmpPlugin {
     if (rec.flags & ICMP_HAS_REPLY) row.set(e.reply_ns, rec.reply_ns);
     if (rec.flags & ICMP_HAS_INNER) e.inner.set(row, rec.inner);
     if (rec.flags & ICMP_HAS_PID) row.set(e.pid, rec.pid).set(e.comm, bounded_text(rec.comm));
+    if (rec.cgroup) row.set(e.cgroup_id, rec.cgroup);
     row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
@@ -293,6 +294,7 @@ class IcmpPlugin {
                              "sending process (tx), or the sender of the request a reply answers",
                              {.width = 7, .optional = true}};
     Label<std::string> comm{*this, "comm", "its command name", {.width = 15, .optional = true}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
     Label<std::uint64_t> ifindex{*this, "ifindex", "interface", {.width = 7}};
   } message_{events_};

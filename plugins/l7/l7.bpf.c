@@ -202,6 +202,7 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   if (captured == 0 || captured > NW_L7_MAX_CAPTURE) return;
   if (bpf_skb_load_bytes(skb, payload_offset, (void*)(rec + 1), captured)) return;
   rec->cookie = cookie;
+  rec->cgroup = bpf_skb_cgroup_id(skb);
   rec->tuple = tuple;
   rec->seq = transport == IPPROTO_TCP ? bpf_ntohl(th.seq) : 0;
   rec->length = length;

@@ -16,6 +16,7 @@ enum l7_verdict { L7_UNDECIDED = 0, L7_WATCHED = 1, L7_IGNORED = 2 };
 struct l7_packet {
   struct nw_record_header hdr;
   __u64 cookie;
+  __u64 cgroup;          /* the socket's cgroup2 id */
   struct nw_tuple tuple; /* local / remote */
   __u32 seq;             /* TCP only */
   __u32 length;          /* payload bytes on the wire */

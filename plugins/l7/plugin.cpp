@@ -203,6 +203,7 @@ class CapturePlugin {
     packet.outbound = rec.outbound != 0;
     packet.tuple = rec.tuple;
     packet.pid = rec.pid;
+    packet.cgroup_id = rec.cgroup;
     packet.comm = std::string_view(rec.comm, strnlen(rec.comm, sizeof rec.comm));
     packet.seq = rec.seq;
     packet.length = rec.length;

@@ -71,6 +71,7 @@ struct Connection {
   nw_tuple tuple{};
   std::uint32_t pid = 0;
   std::string comm;
+  std::uint64_t cgroup_id = 0;
   Phase phase = Phase::greeting;
   std::uint32_t server_capabilities = 0, client_capabilities = 0;
   bool compress_after_auth = false;
@@ -212,6 +213,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     try {
       Connection* c = find(packet);
       if (!c) return;
+      if (packet.cgroup_id) c->cgroup_id = packet.cgroup_id;
       if (packet.pid) {
         c->pid = packet.pid;
         c->comm = std::string(packet.comm);
@@ -469,6 +471,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     const Query& q = query_;
     const nw_tuple& t = c.tuple;
     auto row = q.row(out);
+    if (c.cgroup_id) row.set(q.cgroup_id, c.cgroup_id);
     row.set(q.side, side)
         .set(q.pid, c.pid)
         .set(q.comm, c.comm)
@@ -544,6 +547,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     Label<std::uint64_t> pid{
         *this, "pid", "process owning the socket (0 until it sent or read)", {.width = 7}};
     Label<std::string> comm{*this, "comm", "process name", {.width = 15}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::string> family{*this, "family", "ipv4 or ipv6", {.width = 6}};
     Label<std::string> saddr{*this, "saddr", "local address", {.width = 15}};
     Label<std::uint64_t> sport{*this, "sport", "local port", {.width = 5}};

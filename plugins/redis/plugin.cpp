@@ -116,6 +116,7 @@ struct Socket {
   nw_tuple tuple{};
   std::uint32_t pid = 0;
   std::string comm;
+  std::uint64_t cgroup_id = 0;
   int db = 0;
   int proto = 2;
   bool subscribed = false;   // RESP2 pub/sub mode: messages arrive as arrays
@@ -255,6 +256,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     Socket& s = sockets_.try_emplace(packet.socket, limits_).first->second;
     s.cookie = packet.socket;
     s.tuple = packet.tuple;
+    if (packet.cgroup_id) s.cgroup_id = packet.cgroup_id;
     if (packet.pid) {
       s.pid = packet.pid;
       s.comm = std::string(packet.comm);
@@ -507,6 +509,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     const Cmd& e = command_;
     const nw_tuple& t = s.tuple;
     auto row = e.row(out);
+    if (s.cgroup_id) row.set(e.cgroup_id, s.cgroup_id);
     row.set(e.side, side)
         .set(e.pid, s.pid)
         .set(e.comm, s.comm)
@@ -585,6 +588,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     Label<std::uint64_t> pid{
         *this, "pid", "process owning the socket (0 until it sent or read)", {.width = 7}};
     Label<std::string> comm{*this, "comm", "process name", {.width = 15}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::string> family{*this, "family", "ipv4 or ipv6", {.width = 6}};
     Label<std::string> saddr{*this, "saddr", "local address", {.width = 15}};
     Label<std::uint64_t> sport{*this, "sport", "local port", {.width = 5}};

@@ -153,6 +153,7 @@ tcp_who who_of(const tcp_conn_record& rec) {
   who.sock = rec.sock;
   who.tuple = rec.info.tuple;
   who.pid = rec.info.pid;
+  who.cgroup = rec.info.cgroup;
   std::memcpy(who.comm, rec.info.comm, sizeof who.comm);
   return who;
 }
@@ -176,6 +177,7 @@ struct Who {
     const nw_tuple& t = who.tuple;
     Row row = event.row(out);
     if (who.sock || !sock_optional) row.set(sock, who.sock);
+    if (who.cgroup) row.set(cgroup_id, who.cgroup);
     row.set(pid, who.pid)
         .set(comm, bounded_text(who.comm))
         .set(family, family_name(t.family))
@@ -192,6 +194,7 @@ struct Who {
   Label<std::uint64_t> pid{
       event, "pid", "owning process (0 until known for accepted connections)", {.width = 7}};
   Label<std::string> comm{event, "comm", "owning process name", {.width = 15}};
+  CgroupIdLabel cgroup_id{event};
   Label<std::string> family{event, "family", "ipv4 or ipv6", {.width = 6}};
   Label<std::string> saddr{event, "saddr", "local address", {.width = 15}};
   Label<std::uint64_t> sport{event, "sport", "local port", {.width = 5}};

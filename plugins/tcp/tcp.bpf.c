@@ -122,9 +122,11 @@ static __always_inline void fill_who(struct tcp_who* who, const struct sock* sk,
     else
       nw_read_sock_tuple(sk, &who->tuple);
     who->pid = info->pid;
+    who->cgroup = info->cgroup;
     __builtin_memcpy(who->comm, info->comm, sizeof(who->comm));
   } else {
     nw_read_sock_tuple(sk, &who->tuple);
+    who->cgroup = nw_sock_cgroup_id(sk);
     who->pid = 0;
     __builtin_memset(who->comm, 0, sizeof(who->comm));
   }
@@ -271,6 +273,7 @@ static __always_inline __u8 handle_state(const struct sock* sk, int oldstate, in
     info.state_ns = now;
     info.start_old_state = oldstate;
     info.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+    info.cgroup = nw_sock_cgroup_id(sk);
     if (newstate == TCP_SYN_SENT) {
       /* connect() runs in the caller's context. */
       info.pid = bpf_get_current_pid_tgid() >> 32;
@@ -582,6 +585,7 @@ int adopt_tcp(struct bpf_iter__tcp* ctx) {
   nw_read_sock_tuple(sk, &adopted.tuple);
   adopted.tuple_valid = 1;
   adopted.netns = port.netns;
+  adopted.cgroup = nw_sock_cgroup_id(sk);
   adopted.total_retrans_seen = BPF_CORE_READ(tp, total_retrans);
   /* Accepted on a listening port, else connected. An active open's
    * bytes_acked counts its SYN (acked by the SYN-ACK); an accepted socket is
@@ -844,6 +848,7 @@ static __always_inline void handle_error_drop(const struct sk_buff* skb, __u32 r
     r.who.sock = key;
     if (info) {
       r.who.pid = info->pid;
+      r.who.cgroup = info->cgroup;
       __builtin_memcpy(r.who.comm, info->comm, sizeof(r.who.comm));
     }
     /* Full sockets past the handshake have a receive window to compare with. */

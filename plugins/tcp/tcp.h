@@ -99,6 +99,7 @@ struct tcp_conn_info {
   __u32 total_retrans_seen;
   __u32 pad2;
   __u64 state_ns; /* when the current state was entered; 0 when unknown */
+  __u64 cgroup;   /* the socket's cgroup2 id (nw_sock_cgroup_id); 0 when unknown */
   char comm[NW_TASK_COMM_LEN];
 };
 
@@ -138,6 +139,7 @@ struct tcp_conn_record {
 /* Who a per-event record is about; pid 0 / empty comm when unknown. */
 struct tcp_who {
   __u64 sock;
+  __u64 cgroup;          /* 0 when unknown */
   struct nw_tuple tuple; /* local / remote */
   __u32 pid;
   __u32 pad;

@@ -232,6 +232,7 @@ class UdpPlugin {
     e.ends.set(row, rec.tuple);
     if (rec.flags & UDP_HAS_KERNEL_NS) row.set(e.kernel_ns, rec.kernel_ns);
     if (rec.flags & UDP_HAS_PID) row.set(e.pid, rec.pid).set(e.comm, bounded_text(rec.comm));
+    if (rec.cgroup) row.set(e.cgroup_id, rec.cgroup);
     row.emit(rec.hdr.timestamp_ns);
     return Status::success();
   }
@@ -279,6 +280,7 @@ class UdpPlugin {
           .set(e.queue_failures, flow.queue_failures)
           .set(e.netns, key.netns);
       if (flow.pid) row.set(e.pid, flow.pid).set(e.comm, bounded_text(flow.comm));
+      if (flow.cgroup) row.set(e.cgroup_id, flow.cgroup);
       if (flow.timed[UDP_RX]) row.set(e.rx_kernel_ns, flow.latency_ns[UDP_RX] / flow.timed[UDP_RX]);
       if (flow.timed[UDP_TX]) row.set(e.tx_kernel_ns, flow.latency_ns[UDP_TX] / flow.timed[UDP_TX]);
       row.emit();
@@ -311,6 +313,7 @@ class UdpPlugin {
                              "the socket's owner: the process that last sent, read or waited on it",
                              {.width = 7, .optional = true}};
     Label<std::string> comm{*this, "comm", "its command name", {.width = 15, .optional = true}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::uint64_t> sock{*this, "sock", "socket address (kernel pointer)", kSock};
     Label<std::uint64_t> netns{*this, "netns", "network namespace inode", {.width = 10}};
     Label<std::uint64_t> ifindex{
@@ -339,6 +342,7 @@ class UdpPlugin {
     Label<std::uint64_t> pid{
         *this, "pid", "last process seen sending or reading", {.width = 7, .optional = true}};
     Label<std::string> comm{*this, "comm", "its command name", {.width = 15, .optional = true}};
+    CgroupIdLabel cgroup_id{*this};
     Field<std::uint64_t> rx_datagrams{*this,
                                       "rx_datagrams",
                                       "datagrams that reached the socket (refused ones included)",

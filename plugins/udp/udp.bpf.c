@@ -155,6 +155,12 @@ static __always_inline void flow_time(struct udp_flow* flow, int dir, __u64 delt
   __sync_fetch_and_add(&flow->timed[dir & 1], 1);
 }
 
+/* A flow's container is its socket's: read once, the first time a socket is
+ * known for it. */
+static __always_inline void flow_cgroup(struct udp_flow* flow, __u64 sock) {
+  if (flow && sock && !flow->cgroup) flow->cgroup = nw_sock_cgroup_id((const struct sock*)sock);
+}
+
 static __always_inline void flow_owner(struct udp_flow* flow, __u32 pid, const char* comm) {
   if (!flow || !pid) return;
   flow->pid = pid;
@@ -203,6 +209,7 @@ static __always_inline void emit_datagram(const struct udp_flow_key* flow, int d
   rec->tuple = flow->tuple;
   rec->sock = sock;
   rec->kernel_ns = kernel_ns;
+  rec->cgroup = nw_sock_cgroup_id((const struct sock*)sock);
   rec->pid = pid;
   rec->netns = flow->netns;
   rec->ifindex = ifindex;
@@ -288,6 +295,7 @@ int udp_socket_queue(struct __sk_buff* ctx) {
   __u32 pid = 0;
   char comm[NW_TASK_COMM_LEN] = {};
   __u64 sock = (__u64)sk;
+  flow_cgroup(counted, sock);
   struct sock_owner* owner = bpf_map_lookup_elem(&udp_owners, &sock);
   if (owner) {
     pid = owner->pid;
@@ -597,7 +605,9 @@ static __always_inline int dev_queue(const struct sk_buff* skb) {
     }
   }
   stats_count(UDP_TX, entry.length);
-  flow_owner(flow_count(&entry.flow, UDP_TX, entry.length, now), entry.pid, entry.comm);
+  struct udp_flow* counted = flow_count(&entry.flow, UDP_TX, entry.length, now);
+  flow_cgroup(counted, entry.sock);
+  flow_owner(counted, entry.pid, entry.comm);
   /* Absent: checked above. */
   nw_table_insert(&udp_tx_inflight, UDP_TABLE_TX_DATAGRAMS, &key, &entry, BPF_NOEXIST);
   return 0;

@@ -62,7 +62,8 @@ struct udp_flow {
   __u64 queue_failures;
   __u64 first_ns;
   __u64 last_ns;
-  __u32 pid; /* last process seen sending or reading on the flow; 0 = none yet */
+  __u64 cgroup; /* cgroup2 id of the first socket seen on the flow; 0 = none yet */
+  __u32 pid;    /* last process seen sending or reading on the flow; 0 = none yet */
   __u32 pad;
   char comm[NW_TASK_COMM_LEN];
 };
@@ -75,6 +76,7 @@ struct udp_datagram_record {
   struct nw_tuple tuple; /* local / remote */
   __u64 sock;
   __u64 kernel_ns; /* rx: IP layer -> socket queue; tx: send call -> driver */
+  __u64 cgroup;    /* the socket's cgroup2 id; 0 when unknown */
   __u32 pid;
   __u32 netns;
   __u32 ifindex;

@@ -359,18 +359,24 @@ class PrometheusSink {
     setrlimit(RLIMIT_NOFILE, &limit);
   }
 
-  // Concurrent scrapes share one rendering: a request that arrives while one
-  // is made waits for it and serves its result, so fifty scrapers cost one
-  // render (and one gzip), not fifty.
+  // Concurrent scrapes share one rendering, so fifty scrapers cost two
+  // renders (and gzips), not fifty. A request shares only a render that
+  // started after it arrived: one already under way took its snapshot before,
+  // and may miss what the request should see (e.g. a scrape just after
+  // start-up joining one begun while the plugins were still attaching).
   std::shared_ptr<prometheus::ScrapeBody> scrape() {
     std::unique_lock lock(scrape_mutex_);
-    if (rendering_) {
-      const std::uint64_t generation = generation_;
-      scrape_done_.wait(lock, [&] { return generation_ != generation; });
-      if (latest_) return latest_;
-      throw std::runtime_error("render failed");
+    const std::uint64_t wanted = renders_started_ + 1;
+    for (;;) {
+      if (renders_finished_ >= wanted) {
+        if (latest_) return latest_;
+        throw std::runtime_error("render failed");
+      }
+      if (!rendering_) break;
+      scrape_done_.wait(lock);
     }
     rendering_ = true;
+    const std::uint64_t mine = ++renders_started_;
     lock.unlock();
     std::shared_ptr<prometheus::ScrapeBody> body;
     try {
@@ -378,14 +384,14 @@ class PrometheusSink {
     } catch (...) {
       lock.lock();
       latest_.reset();
-      ++generation_;
+      renders_finished_ = mine;
       rendering_ = false;
       scrape_done_.notify_all();
       throw;
     }
     lock.lock();
     latest_ = body;
-    ++generation_;
+    renders_finished_ = mine;
     rendering_ = false;
     scrape_done_.notify_all();
     return body;
@@ -464,8 +470,10 @@ class PrometheusSink {
   std::thread textfile_thread_;
   std::mutex scrape_mutex_;
   std::condition_variable scrape_done_;
-  bool rendering_ = false;        // under scrape_mutex_
-  std::uint64_t generation_ = 0;  // under scrape_mutex_: renders finished
+  bool rendering_ = false;  // under scrape_mutex_
+  // Under scrape_mutex_: renders begun, and the last one to finish (one runs
+  // at a time, so it is also the newest).
+  std::uint64_t renders_started_ = 0, renders_finished_ = 0;
   std::shared_ptr<prometheus::ScrapeBody> latest_;
   std::mutex render_mutex_;
   std::map<std::string, std::set<LabelValues>> admitted_;

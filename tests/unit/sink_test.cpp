@@ -1,11 +1,18 @@
 // Each sink's exact output for a fixed set of events and metrics.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <mutex>
+#include <thread>
 
 #include "loader.hpp"
 #include "netwatcher/sink.hpp"
@@ -369,6 +376,97 @@ TEST_F(SinkFixture, PrometheusCountsItsCapAsABoundedTable) {
   EXPECT_EQ(parsed.value("netwatcher_table_entries", {{"plugin", "tcp"}, {"table", "connections"}}),
             7)
       << "the host's rows stay";
+}
+
+// GET /metrics over loopback; the body, or "" when it fails.
+std::string get_metrics(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  timeval timeout{10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return "";
+  }
+  const std::string request = "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+  if (send(fd, request.data(), request.size(), MSG_NOSIGNAL) !=
+      static_cast<ssize_t>(request.size())) {
+    close(fd);
+    return "";
+  }
+  std::string response;
+  char buf[4096];
+  ssize_t n;
+  while ((n = recv(fd, buf, sizeof buf, 0)) > 0) response.append(buf, static_cast<std::size_t>(n));
+  close(fd);
+  const auto body = response.find("\r\n\r\n");
+  return response.rfind("HTTP/1.1 200", 0) == 0 && body != std::string::npos
+             ? response.substr(body + 4)
+             : "";
+}
+
+// Concurrent scrapes share renders, but never one whose snapshot was taken
+// before the scrape arrived: that is how a scrape just after start-up once
+// missed series the host had set before it (a render begun mid-start-up).
+TEST_F(SinkFixture, PrometheusNeverAnswersWithARenderBegunBeforeTheScrapeArrived) {
+  constexpr int kPort = 41479;
+  std::mutex mutex;
+  std::condition_variable changed;
+  bool first_render_started = false, release_first_render = false;
+  std::atomic<int> value{1};
+  auto metrics = [&] {
+    const int seen = value.load();
+    {
+      std::unique_lock lock(mutex);
+      if (!first_render_started) {
+        first_render_started = true;
+        changed.notify_all();
+        changed.wait(lock, [&] { return release_first_render; });
+      }
+    }
+    MetricFamilySnapshot gauge;
+    gauge.spec = {"demo_state", MetricType::gauge, "State.", {}};
+    gauge.series.push_back({{}, static_cast<double>(seen), {}, 0, 0});
+    return MetricsSnapshot{gauge};
+  };
+  RefusedFile refused;
+  auto component =
+      load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-prometheus.so", refused);
+  ASSERT_TRUE(component.has_value()) << refused.reason;
+  std::string error;
+  auto sink = create_sink(*component, error);
+  ASSERT_NE(sink, nullptr) << error;
+  SinkContext context;
+  context.instance = "prometheus";
+  for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
+  context.config.set("listen", "127.0.0.1:" + std::to_string(kPort));
+  context.metrics = metrics;
+  ASSERT_TRUE(sink->open(context).ok());
+
+  std::string early_body, late_body;
+  std::thread early([&] { early_body = get_metrics(kPort); });
+  {
+    std::unique_lock lock(mutex);
+    ASSERT_TRUE(
+        changed.wait_for(lock, std::chrono::seconds(10), [&] { return first_render_started; }));
+  }
+  // The early render holds the old state; the late scrape arrives after the change.
+  value = 2;
+  std::thread late([&] { late_body = get_metrics(kPort); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // the late one waits by now
+  {
+    std::lock_guard lock(mutex);
+    release_first_render = true;
+  }
+  changed.notify_all();
+  early.join();
+  late.join();
+  EXPECT_EQ(nwtest::parse_prometheus(early_body).value("demo_state", {}), 1) << early_body;
+  EXPECT_EQ(nwtest::parse_prometheus(late_body).value("demo_state", {}), 2) << late_body;
+  ASSERT_TRUE(sink->close().ok());
 }
 
 TEST_F(SinkFixture, PrometheusRefusesAnAddressItCannotBind) {

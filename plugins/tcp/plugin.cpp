@@ -711,15 +711,16 @@ class TcpPlugin {
     }
     conn_srtt_.set(it->second, rec.stats.srtt_us / 1e6);
     conn_cwnd_.set(it->second, rec.stats.snd_cwnd);
-    conn_received_.set(it->second, static_cast<double>(rec.stats.bytes_received));
-    conn_acked_.set(it->second, static_cast<double>(rec.stats.bytes_acked));
+    conn_received_.mirror(it->second, static_cast<double>(rec.stats.bytes_received));
+    conn_acked_.mirror(it->second, static_cast<double>(rec.stats.bytes_acked));
   }
 
   void forget_series(const tcp_conn_record& rec) {
     auto it = series_.find(rec.sock);
     if (it == series_.end()) return;
-    for (const Gauge* gauge : {&conn_srtt_, &conn_cwnd_, &conn_received_, &conn_acked_})
-      gauge->remove(it->second);
+    for (const MetricHandle* family : std::initializer_list<const MetricHandle*>{
+             &conn_srtt_, &conn_cwnd_, &conn_received_, &conn_acked_})
+      family->remove(it->second);
     series_.erase(it);
   }
 
@@ -1172,11 +1173,13 @@ class TcpPlugin {
                    "Smoothed RTT per connection (per_connection_metrics).", kConnLabels};
   Gauge conn_cwnd_{metrics_, "netwatcher_tcp_connection_cwnd_segments",
                    "Congestion window per connection (per_connection_metrics).", kConnLabels};
-  Gauge conn_received_{metrics_, "netwatcher_tcp_connection_received_bytes",
-                       "Payload bytes received per connection (per_connection_metrics).",
-                       kConnLabels};
-  Gauge conn_acked_{metrics_, "netwatcher_tcp_connection_acked_bytes",
-                    "Payload bytes acked per connection (per_connection_metrics).", kConnLabels};
+  // Counters, so that rate() (and the stdout top view) ranks connections by
+  // bytes per second.
+  Counter conn_received_{metrics_, "netwatcher_tcp_connection_received_bytes_total",
+                         "Payload bytes received per connection (per_connection_metrics).",
+                         kConnLabels};
+  Counter conn_acked_{metrics_, "netwatcher_tcp_connection_acked_bytes_total",
+                      "Payload bytes acked per connection (per_connection_metrics).", kConnLabels};
   Counter resets_{
       metrics_, "netwatcher_tcp_resets_total", "RST segments sent and received.", {"direction"}};
   Counter congestion_{metrics_,

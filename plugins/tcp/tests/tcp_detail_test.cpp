@@ -728,7 +728,7 @@ TEST_F(TcpDetail, PerConnectionSeriesAreCappedAndFollowTheirConnections) {
   PromText held;
   EXPECT_TRUE(wait_until([&] {
     held = parse_prometheus(read_file(textfile));
-    return series_of(held, "netwatcher_tcp_connection_received_bytes").size() == 4 &&
+    return series_of(held, "netwatcher_tcp_connection_received_bytes_total").size() == 4 &&
            held.value("netwatcher_table_full_total", table).value_or(0) == 2;
   })) << read_file(textfile);
   // Later snapshots see the same refused sockets: not counted again.
@@ -737,10 +737,10 @@ TEST_F(TcpDetail, PerConnectionSeriesAreCappedAndFollowTheirConnections) {
   EXPECT_EQ(held.value("netwatcher_table_full_total", table), 2);
   EXPECT_EQ(held.value("netwatcher_table_capacity", table), 4);
   EXPECT_EQ(held.value("netwatcher_table_entries", table), 4);
-  for (const auto& received : series_of(held, "netwatcher_tcp_connection_received_bytes")) {
+  for (const auto& received : series_of(held, "netwatcher_tcp_connection_received_bytes_total")) {
     const bool server_end = received.labels.at("sport") == std::to_string(kPort);
     EXPECT_EQ(received.value, server_end ? kSize : 0);
-    EXPECT_EQ(held.value("netwatcher_tcp_connection_acked_bytes", received.labels),
+    EXPECT_EQ(held.value("netwatcher_tcp_connection_acked_bytes_total", received.labels),
               server_end ? 0 : kSize);
     EXPECT_GT(held.value("netwatcher_tcp_connection_cwnd_segments", received.labels).value_or(0),
               0);
@@ -749,7 +749,7 @@ TEST_F(TcpDetail, PerConnectionSeriesAreCappedAndFollowTheirConnections) {
   peer.get();
   EXPECT_TRUE(wait_until([&] {
     auto m = parse_prometheus(read_file(textfile));
-    return series_of(m, "netwatcher_tcp_connection_received_bytes").empty() &&
+    return series_of(m, "netwatcher_tcp_connection_received_bytes_total").empty() &&
            series_of(m, "netwatcher_tcp_connection_srtt_seconds").empty();
   })) << "series of closed connections are removed\n"
       << read_file(textfile);

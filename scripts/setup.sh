@@ -30,6 +30,8 @@ packages=(
   dpkg-dev systemd
   # the Kubernetes manifest test reads YAML
   python3-yaml
+  # the stdout sink's top view is tested on a real terminal
+  tmux
 )
 missing=()
 for p in "${packages[@]}"; do

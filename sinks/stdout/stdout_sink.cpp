@@ -1,21 +1,28 @@
-// Standard output: an aligned table (like the bcc tools), or JSON Lines with
-// format = "json". Every row starts with its event type, so rows of different
-// types can interleave under headers that are not repeated on every change:
-// each type's header is printed when the type first appears and again only
-// once a screenful of other rows has scrolled it away.
+// Standard output: an aligned table (like the bcc tools), JSON Lines with
+// format = "json", or with format = "top" a live view of the metrics
+// (top_view.hpp) redrawn every top_interval. Every row starts with its event type, so rows of
+// different types can interleave under headers that are not repeated on every change: each type's
+// header is printed when the type first appears and again only once a screenful of other rows has
+// scrolled it away.
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
+#include <ctime>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 
 #include "netwatcher/format.hpp"
 #include "netwatcher/rotating_file.hpp"
 #include "netwatcher/sink.hpp"
+#include "top_view.hpp"
 
 namespace {
 
@@ -93,10 +100,34 @@ class StdoutSink {
         {"format",
          ConfigType::string,
          std::string("table"),
-         "\"table\" (aligned columns, header per event type) or \"json\" (JSON Lines)",
+         "\"table\" (aligned columns, header per event type), \"json\" (JSON Lines) or "
+         "\"top\" (a live view of every counter's rates and every histogram, redrawn every "
+         "top_interval; events are not printed)",
          {},
          {},
-         {"table", "json"}},
+         {"table", "json", "top"}},
+        {"top_interval",
+         ConfigType::floating,
+         2.0,
+         "format = \"top\": seconds between frames (at least 0.5; rates are over this time)",
+         {},
+         {},
+         {}},
+        {"top_rows",
+         ConfigType::integer,
+         std::int64_t{5},
+         "format = \"top\": series shown per counter family (the fastest first)",
+         std::int64_t{1},
+         std::int64_t{1000},
+         {}},
+        {"top_agent",
+         ConfigType::boolean,
+         false,
+         "format = \"top\": also show netwatcher's own counters (per plugin, program and "
+         "sink); otherwise only their sums, in the title line",
+         {},
+         {},
+         {}},
         {"header_every",
          ConfigType::integer,
          std::int64_t{0},
@@ -110,6 +141,7 @@ class StdoutSink {
 
   Status open(const SinkContext& context) {
     json_ = context.config.get_string("format") == "json";
+    top_ = context.config.get_string("format") == "top";
     header_every_ = static_cast<std::uint64_t>(context.config.get_int("header_every"));
     if (header_every_ == 0 && ::isatty(STDOUT_FILENO)) {
       winsize size{};
@@ -118,10 +150,13 @@ class StdoutSink {
     }
     RotatingFile::Options options;
     options.path = "-";
-    return out_.open(std::move(options));
+    if (Status s = out_.open(std::move(options)); !s) return s;
+    if (top_) return start_top(context);
+    return Status::success();
   }
 
   Status write(const Event& event) {
+    if (top_) return Status::success();  // the view shows what events add up to
     line_.clear();
     if (json_) {
       json_formatter_.append(line_, event);
@@ -168,16 +203,116 @@ class StdoutSink {
     return out_.write(line_);
   }
 
-  Status flush() { return out_.flush(); }
-  Status close() { return out_.close(); }
+  // In top mode only the view's thread touches the output.
+  Status flush() { return top_ ? Status::success() : out_.flush(); }
+  Status close() {
+    stop_top();
+    return out_.close();
+  }
+
+  ~StdoutSink() { stop_top(); }
 
  private:
+  Status start_top(const SinkContext& context) {
+    const double interval = context.config.get_double("top_interval");
+    if (!(interval >= 0.5) || interval > 86400)
+      return Status::failure("key 'top_interval' must be between 0.5 and 86400 seconds, got " +
+                             std::to_string(interval));
+    if (!context.metrics) return Status::failure("format = \"top\" needs the host's metrics");
+    layout_.rows_per_family = static_cast<std::size_t>(context.config.get_int("top_rows"));
+    layout_.agent_families = context.config.get_bool("top_agent");
+    terminal_ = ::isatty(STDOUT_FILENO);
+    top_thread_ = std::thread([this, interval, metrics = context.metrics] {
+      run_top(std::chrono::duration<double>(interval), interval, metrics);
+    });
+    return Status::success();
+  }
+
+  void stop_top() {
+    if (!top_thread_.joinable()) return;
+    {
+      std::lock_guard lock(top_mutex_);
+      top_stop_ = true;
+    }
+    top_wake_.notify_all();
+    top_thread_.join();
+  }
+
+  // The view's thread: a frame every interval, from the store's current
+  // values and those of the frame before.
+  void run_top(std::chrono::duration<double> interval, double interval_s,
+               const std::function<MetricsSnapshot()>& metrics) {
+    using clock = std::chrono::steady_clock;
+    MetricsSnapshot before;
+    clock::time_point before_at{};
+    auto next = clock::now() + std::chrono::duration_cast<clock::duration>(interval);
+    for (;;) {
+      {
+        std::unique_lock lock(top_mutex_);
+        if (top_wake_.wait_until(lock, next, [&] { return top_stop_; })) return;
+      }
+      next += std::chrono::duration_cast<clock::duration>(interval);
+      if (next < clock::now())
+        next = clock::now() + std::chrono::duration_cast<clock::duration>(interval);
+      MetricsSnapshot now = metrics();
+      const auto now_at = clock::now();
+      top::Layout layout = layout_;
+      if (terminal_) {
+        winsize size{};
+        if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &size) == 0 && size.ws_row > 2) {
+          layout.height = size.ws_row;
+          layout.width = size.ws_col;
+        }
+      }
+      const double elapsed =
+          before.empty() ? 0 : std::chrono::duration<double>(now_at - before_at).count();
+      std::string frame = top::render(now, before, elapsed, utc_clock(), interval_s, layout);
+      // A terminal is redrawn in place, line by line (no flicker of a full
+      // clear), without a last newline that would scroll the title away; a
+      // pipe or file gets one frame after another, a blank line apart (like
+      // top -b).
+      if (terminal_) {
+        std::string drawn = "\x1b[H";
+        for (std::size_t at = 0, end; (end = frame.find('\n', at)) != std::string::npos;
+             at = end + 1) {
+          drawn.append(frame, at, end - at);
+          drawn += end + 1 == frame.size() ? "\x1b[K\x1b[J" : "\x1b[K\n";
+        }
+        frame = std::move(drawn);
+      } else if (frames_) {
+        frame.insert(0, "\n");
+      }
+      ++frames_;
+      (void)out_.write(frame);
+      (void)out_.flush();
+      before = std::move(now);
+      before_at = now_at;
+    }
+  }
+
+  static std::string utc_clock() {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%H:%M:%S UTC", &tm);
+    return buf;
+  }
+
   static void trim_and_end(std::string& line) {
     while (!line.empty() && line.back() == ' ') line.pop_back();
     line += '\n';
   }
 
   bool json_ = false;
+  bool top_ = false;
+  bool terminal_ = false;
+  top::Layout layout_;
+  std::thread top_thread_;
+  std::mutex top_mutex_;
+  std::condition_variable top_wake_;
+  bool top_stop_ = false;  // under top_mutex_
+  std::uint64_t frames_ = 0;
   const EventSchema* last_schema_ = nullptr;
   std::uint64_t header_every_ = 0;                                 // 0: each type's header once
   std::uint64_t rows_ = 0;                                         // rows written so far
@@ -189,4 +324,5 @@ class StdoutSink {
 
 }  // namespace
 
-NETWATCHER_SINK(StdoutSink, "stdout", "1.0.0", "aligned table or JSON Lines on standard output")
+NETWATCHER_SINK(StdoutSink, "stdout", "1.0.0",
+                "aligned table, JSON Lines or a live top view on standard output")

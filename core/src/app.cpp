@@ -269,7 +269,7 @@ void list_components(const Discovery& discovery,
                   << field.description << "\n";
     }
     std::cout << "  metrics:\n";
-    for (const auto& metric : d.metrics) print_metric_family(metric);
+    for (const auto& metric : runtime->exported_metrics()) print_metric_family(metric);
     std::cout << "  config [plugins." << c->name << "]:\n";
     print_config_keys(d.config);
     if (!d.flags.empty()) {
@@ -703,7 +703,8 @@ int run(int argc, char** argv) {
       discovery.refused.push_back({component.path, component.name, error});
       continue;
     }
-    auto runtime = std::make_unique<ProbeRuntime>(component, std::move(plugin), store);
+    auto runtime = std::make_unique<ProbeRuntime>(component, std::move(plugin), store,
+                                                  config.settings.workloads);
     if (const Status& described = runtime->described(); !described) {
       spdlog::error("{}", described.message());
       discovery.refused.push_back({component.path, component.name, described.message()});

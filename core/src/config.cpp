@@ -216,6 +216,14 @@ std::vector<ConfigKey> container_keys() {
       {"cgroup_root", ConfigType::string, defaults.cgroup_root, "", {}, {}, {}},
       {"state_directories", ConfigType::string_list, defaults.state_directories, "", {}, {}, {}},
       {"netns_directory", ConfigType::string, defaults.netns_directory, "", {}, {}, {}},
+      {"container_labels", ConfigType::boolean, defaults.container_labels, "", {}, {}, {}},
+      {"max_container_labels",
+       ConfigType::integer,
+       static_cast<std::int64_t>(defaults.max_container_labels),
+       "",
+       1,
+       100000,
+       {}},
   };
 }
 
@@ -478,6 +486,8 @@ Config load_config(const std::string& path) {
   workloads.cgroup_root = cv.get_string("cgroup_root");
   workloads.state_directories = cv.get_strings("state_directories");
   workloads.netns_directory = cv.get_string("netns_directory");
+  workloads.container_labels = cv.get_bool("container_labels");
+  workloads.max_container_labels = static_cast<std::size_t>(cv.get_int("max_container_labels"));
 
   const toml::table* filter = sub_table(config, root, "filter");
   ConfigValues fv = validate_keys(config, "filter", filter, filter_keys(), {});

@@ -219,7 +219,7 @@ class ProbeRuntime::Emitter final : public EventEmitter {
 };
 
 ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
-                           MetricStore& metrics)
+                           MetricStore& metrics, const WorkloadSettings& workloads)
     : component_(component),
       plugin_(std::move(plugin)),
       metrics_(metrics),
@@ -245,8 +245,19 @@ ProbeRuntime::ProbeRuntime(const Component& component, std::shared_ptr<ProbePlug
     schemas_.push_back(std::move(copy));
   }
   event_counts_ = std::make_unique<std::atomic<std::uint64_t>[]>(schemas_.size());
-  for (const auto& spec : description_.metrics)
-    if (MetricFamily* family = metrics_.declare(spec)) families_[spec.name] = family;
+  const bool container_labels = workloads.enabled && workloads.container_labels;
+  for (const auto& spec : description_.metrics) {
+    const bool by_cgroup = cgroup_label_index(spec) != std::string::npos;
+    exported_metrics_.push_back(exported_workload_spec(spec, container_labels));
+    MetricFamily* family = metrics_.declare(exported_metrics_.back());
+    if (!family) continue;
+    if (by_cgroup) {
+      workload_families_.push_back(std::make_unique<WorkloadLabelledFamily>(
+          *family, spec, container_labels, workloads.max_container_labels, name()));
+      family = workload_families_.back().get();
+    }
+    families_[spec.name] = family;
+  }
   realtime_offset_ns_ = clock_ns(CLOCK_REALTIME) - clock_ns(CLOCK_MONOTONIC);
 }
 
@@ -308,6 +319,7 @@ std::optional<double> numeric(const Value& value) {
 
 void ProbeRuntime::use_workload_resolver(WorkloadResolver* resolver) {
   workloads_ = resolver;
+  for (auto& family : workload_families_) family->use_resolver(resolver);
   workload_plans_.assign(schemas_.size(), {});
   if (!workloads_) return;
   auto is_u64_label = [](const FieldSchema& f, std::string_view name) {

@@ -63,8 +63,11 @@ inline constexpr const char* kL7CapturePlugin = "l7";
 
 class ProbeRuntime final : public PluginHost {
  public:
+  // `workloads` says how families with a cgroup_id label are exported
+  // (metrics.hpp): with container labels only when enabled and
+  // container_labels are both set.
   ProbeRuntime(const Component& component, std::shared_ptr<ProbePlugin> plugin,
-               MetricStore& metrics);
+               MetricStore& metrics, const WorkloadSettings& workloads = {});
   ~ProbeRuntime() override;
 
   const std::string& name() const { return component_.name; }
@@ -74,6 +77,9 @@ class ProbeRuntime final : public PluginHost {
   // schemas, no metric families declared) and must not be brought up.
   const Status& described() const { return described_; }
   const PluginDescription& description() const { return description_; }
+  // The plugin's families as the store exports them (a cgroup_id label
+  // rewritten), in the order of the description.
+  const std::vector<MetricFamilySpec>& exported_metrics() const { return exported_metrics_; }
   // Host-owned schemas with `plugin` set; stable addresses.
   const std::vector<std::unique_ptr<EventSchema>>& schemas() const { return schemas_; }
 
@@ -238,6 +244,9 @@ class ProbeRuntime final : public PluginHost {
   std::vector<AnomalyPlan> anomaly_plans_;
   WorkloadResolver* workloads_ = nullptr;
   std::vector<WorkloadPlan> workload_plans_;
+  std::vector<MetricFamilySpec> exported_metrics_;
+  // What families_ points to for families with a cgroup_id label.
+  std::vector<std::unique_ptr<WorkloadLabelledFamily>> workload_families_;
   std::atomic<std::uint64_t> decode_errors_{0}, filtered_{0}, records_{0};
   std::function<Status()> refresh_;  // the plugin's; destroyed before stop()
   std::uint64_t refresh_failures_ = 0;

@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -238,6 +240,120 @@ std::shared_ptr<const std::string> WorkloadResolver::netns_name(std::uint64_t in
   }
   auto it = namespaces_.find(inode);
   return it == namespaces_.end() ? nullptr : it->second;
+}
+
+std::size_t cgroup_label_index(const MetricFamilySpec& declared) {
+  auto it = std::find(declared.labels.begin(), declared.labels.end(), kCgroupIdLabel);
+  return it == declared.labels.end() ? std::string::npos
+                                     : static_cast<std::size_t>(it - declared.labels.begin());
+}
+
+MetricFamilySpec exported_workload_spec(const MetricFamilySpec& declared, bool container_labels) {
+  MetricFamilySpec exported = declared;
+  const std::size_t at = cgroup_label_index(declared);
+  if (at == std::string::npos) return exported;
+  auto where = exported.labels.erase(exported.labels.begin() + static_cast<std::ptrdiff_t>(at));
+  if (container_labels) exported.labels.insert(where, {"container", "pod", "namespace"});
+  return exported;
+}
+
+WorkloadLabelledFamily::WorkloadLabelledFamily(MetricFamily& exported,
+                                               const MetricFamilySpec& declared,
+                                               bool container_labels, std::size_t max_workloads,
+                                               std::string owner)
+    : exported_(exported),
+      name_(declared.name),
+      owner_(std::move(owner)),
+      cgroup_at_(cgroup_label_index(declared)),
+      declared_labels_(declared.labels.size()),
+      container_labels_(container_labels),
+      max_workloads_(max_workloads) {}
+
+LabelValues WorkloadLabelledFamily::exported_labels(const LabelValues& labels) {
+  // A wrong count goes through as it is: the store ignores and counts it.
+  if (labels.size() != declared_labels_ || cgroup_at_ >= labels.size()) return labels;
+  LabelValues out = labels;
+  const std::string& id_text = labels[cgroup_at_];
+  auto where = out.erase(out.begin() + static_cast<std::ptrdiff_t>(cgroup_at_));
+  if (!container_labels_) return out;
+  std::array<std::string, 3> workload;  // container, pod, namespace
+  std::uint64_t id = 0;
+  std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
+  if (std::shared_ptr<const Workload> w = id && resolver_ ? resolver_->cgroup(id) : nullptr) {
+    workload[0] = !w->container_name.empty() ? w->container_name : w->container_id.substr(0, 12);
+    workload[1] = w->pod;
+    workload[2] = w->pod_namespace;
+  }
+  if (!workload[0].empty() || !workload[1].empty()) {
+    std::lock_guard lock(mutex_);
+    if (!admitted_.count(workload)) {
+      if (admitted_.size() < max_workloads_) {
+        admitted_.insert(workload);
+      } else {
+        if (!warned_)
+          spdlog::warn(
+              "plugin '{}': {} has {} workloads' series; later ones count as container=\"other\" "
+              "([containers] max_container_labels)",
+              owner_, name_, max_workloads_);
+        warned_ = true;
+        workload = {"other", "other", "other"};
+      }
+    }
+  }
+  out.insert(where, workload.begin(), workload.end());
+  return out;
+}
+
+void WorkloadLabelledFamily::add(const LabelValues& labels, double delta) noexcept {
+  try {
+    exported_.add(exported_labels(labels), delta);
+  } catch (...) {  // out of memory: the update is lost, the caller is not
+  }
+}
+
+void WorkloadLabelledFamily::observe(const LabelValues& labels, double value) noexcept {
+  try {
+    exported_.observe(exported_labels(labels), value);
+  } catch (...) {
+  }
+}
+
+void WorkloadLabelledFamily::set(const LabelValues& labels, double value) noexcept {
+  try {
+    double grown;
+    {
+      std::lock_guard lock(mirror_mutex_);
+      double& last = mirrored_[labels];
+      if (!(value > last)) return;  // a lower count is ignored, as by the store
+      grown = value - last;
+      last = value;
+    }
+    exported_.add(exported_labels(labels), grown);
+  } catch (...) {
+  }
+}
+
+void WorkloadLabelledFamily::set_histogram(const LabelValues& labels,
+                                           std::span<const std::uint64_t> bucket_counts,
+                                           double sum) noexcept {
+  try {
+    const LabelValues exported = exported_labels(labels);
+    std::lock_guard lock(mirror_mutex_);
+    HistogramCounts& last = mirrored_histograms_[labels];
+    if (last.buckets.empty()) last.buckets.assign(bucket_counts.size(), 0);
+    if (last.buckets.size() != bucket_counts.size()) return;
+    for (std::size_t i = 0; i < bucket_counts.size(); ++i)
+      if (bucket_counts[i] < last.buckets[i]) return;  // not a count that only grows
+    HistogramCounts& total = exported_histograms_[exported];
+    if (total.buckets.empty()) total.buckets.assign(bucket_counts.size(), 0);
+    for (std::size_t i = 0; i < bucket_counts.size(); ++i)
+      total.buckets[i] += bucket_counts[i] - last.buckets[i];
+    total.sum += sum - last.sum;
+    last.buckets.assign(bucket_counts.begin(), bucket_counts.end());
+    last.sum = sum;
+    exported_.set_histogram(exported, total.buckets, total.sum);
+  } catch (...) {
+  }
 }
 
 }  // namespace netwatcher::host

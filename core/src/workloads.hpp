@@ -7,15 +7,20 @@
 // never reads cgroupfs or runtime state itself.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "netwatcher/metrics.hpp"
 
 namespace netwatcher::host {
 
@@ -32,6 +37,11 @@ struct WorkloadSettings {
       "/run/containers/storage/overlay-containers",
   };
   std::string netns_directory = "/run/netns";
+  // Families a plugin declares with a cgroup_id label (metrics.hpp) get
+  // container, pod and namespace labels instead; off, they get none.
+  bool container_labels = false;
+  // Distinct workloads per such family; later ones count as "other".
+  std::size_t max_container_labels = 100;
 };
 
 struct Workload {
@@ -112,6 +122,57 @@ class WorkloadResolver {
   std::map<std::uint64_t, std::shared_ptr<const Workload>> cgroups_;
   std::map<std::uint64_t, std::shared_ptr<const std::string>> namespaces_;
   std::optional<std::chrono::steady_clock::time_point> cgroups_walked_, namespaces_read_;
+};
+
+// Families declared with a kCgroupIdLabel label (metrics.hpp): where the
+// label is, or npos.
+std::size_t cgroup_label_index(const MetricFamilySpec& declared);
+// What such a family is exported as: the label replaced by container, pod
+// and namespace, or (container_labels false) left out.
+MetricFamilySpec exported_workload_spec(const MetricFamilySpec& declared, bool container_labels);
+
+// The family a plugin updates when it declared a cgroup_id label: each
+// update's cgroup id becomes the exported labels (see metrics.hpp).
+// Thread-safe like the store's families.
+class WorkloadLabelledFamily final : public MetricFamily {
+ public:
+  // `exported` is the store's family declared with exported_workload_spec();
+  // `owner` names the plugin in the warning once the cap is reached.
+  WorkloadLabelledFamily(MetricFamily& exported, const MetricFamilySpec& declared,
+                         bool container_labels, std::size_t max_workloads, std::string owner);
+  // Before the first update; null leaves every workload's labels empty.
+  void use_resolver(WorkloadResolver* resolver) { resolver_ = resolver; }
+
+  void add(const LabelValues& labels, double delta) noexcept override;
+  void observe(const LabelValues& labels, double value) noexcept override;
+  // Mirrors: what grew since the last call for `labels` is added.
+  void set(const LabelValues& labels, double value) noexcept override;
+  void set_histogram(const LabelValues& labels, std::span<const std::uint64_t> bucket_counts,
+                     double sum) noexcept override;
+  void remove(const LabelValues&) noexcept override {}
+
+ private:
+  struct HistogramCounts {
+    std::vector<std::uint64_t> buckets;
+    double sum = 0;
+  };
+  LabelValues exported_labels(const LabelValues& labels);
+
+  MetricFamily& exported_;
+  const std::string name_, owner_;
+  const std::size_t cgroup_at_, declared_labels_;
+  const bool container_labels_;
+  const std::size_t max_workloads_;
+  WorkloadResolver* resolver_ = nullptr;
+  std::mutex mutex_;
+  std::set<std::array<std::string, 3>> admitted_;  // under mutex_
+  bool warned_ = false;                            // under mutex_
+  // Mirrors, under mirror_mutex_: the last value given per declared labels,
+  // and each exported histogram's sums (the store can only replace one).
+  std::mutex mirror_mutex_;
+  std::map<LabelValues, double> mirrored_;
+  std::map<LabelValues, HistogramCounts> mirrored_histograms_;
+  std::map<LabelValues, HistogramCounts> exported_histograms_;
 };
 
 }  // namespace netwatcher::host

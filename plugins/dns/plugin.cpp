@@ -96,7 +96,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
 
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
-    for (const char* side : {"client", "server"}) unanswered_.add({side}, 0);
+    for (const char* side : {"client", "server"}) unanswered_.add({side, "0"}, 0);
     for (const char* kind : {"short_header", "bad_name", "name_loop", "name_too_long", "bad_record",
                              "trailing_garbage", "not_dns", "orphan_response", "lost_sync"})
       parse_errors_.add({kind}, 0);
@@ -242,14 +242,15 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
               Outcome outcome, EventEmitter& out) {
     const char* side = p.client ? "client" : "server";
     const std::string qtype = dns::type_name(p.question.type);
+    const std::string cgroup = std::to_string(p.cgroup_id);
     if (response) {
       const std::string rcode = dns::rcode_name(response->rcode);
-      requests_.add({qtype, rcode, side}, 1);
+      requests_.add({qtype, rcode, side, cgroup}, 1);
       const double seconds = static_cast<double>(response_ns - p.ns) / 1e9;
-      duration_.observe({qtype, side}, seconds);
+      duration_.observe({qtype, side, cgroup}, seconds);
       if (name_labels_) count_name(p.question.name, qtype, rcode, side);
     } else {
-      unanswered_.add({side}, 1);
+      unanswered_.add({side, cgroup}, 1);
     }
     if (!events_on_) return;
     const Query& q = query_;
@@ -366,16 +367,16 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
   Counter requests_{metrics_,
                     "netwatcher_dns_requests_total",
                     "DNS queries answered, by query type, rcode and the side that saw them.",
-                    {"qtype", "rcode", "side"}};
+                    {"qtype", "rcode", "side", kCgroupIdLabel}};
   Histogram duration_{metrics_,
                       "netwatcher_dns_request_duration_seconds",
                       "From query to response, by query type and side (dns.lookup.duration).",
-                      {"qtype", "side"},
+                      {"qtype", "side", kCgroupIdLabel},
                       duration_buckets()};
   Counter unanswered_{metrics_,
                       "netwatcher_dns_requests_unanswered_total",
                       "DNS queries without a response: timed out, or their TCP connection closed.",
-                      {"side"}};
+                      {"side", kCgroupIdLabel}};
   Counter names_{metrics_,
                  "netwatcher_dns_name_requests_total",
                  "DNS queries answered per name (name_labels = true, at most max_names names).",

@@ -102,7 +102,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
     for (const char* outcome : {"timed_out", "closed"})
-      for (const char* side : {"client", "server"}) unanswered_.add({outcome, side}, 0);
+      for (const char* side : {"client", "server"}) unanswered_.add({outcome, side, "0"}, 0);
     connections_table_ = host.track_table(
         {"connections", "", 0, limits_.max_connections, "plugins.http.max_connections"});
     if (path_labels_)
@@ -231,17 +231,19 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   void emit(const L7Exchange& e, EventEmitter& out) {
     const char* side = side_name(e.side);
     const std::string& method = e.request.operation;
-    if (e.outcome == L7Outcome::answered && e.response) {
-      const std::string klass = status_class(e.response->status);
-      requests_.add({method, klass, side}, 1);
-      duration_.observe({method, side}, static_cast<double>(e.response_ns - e.request_ns) / 1e9);
-      if (path_labels_) count_path(method, e.request.resource, klass, side);
-    } else {
-      unanswered_.add({outcome_name(e.outcome), side}, 1);
-    }
-    if (!events_on_) return;
     SocketInfo info;
     if (auto it = sockets_.find(e.connection); it != sockets_.end()) info = it->second;
+    const std::string cgroup = std::to_string(info.cgroup_id);
+    if (e.outcome == L7Outcome::answered && e.response) {
+      const std::string klass = status_class(e.response->status);
+      requests_.add({method, klass, side, cgroup}, 1);
+      duration_.observe({method, side, cgroup},
+                        static_cast<double>(e.response_ns - e.request_ns) / 1e9);
+      if (path_labels_) count_path(method, e.request.resource, klass, side);
+    } else {
+      unanswered_.add({outcome_name(e.outcome), side, cgroup}, 1);
+    }
+    if (!events_on_) return;
     const SocketInfo* peer = peer_of(info);
     const nw_tuple& t = info.tuple;
     const Exchange& x = exchange_;
@@ -337,16 +339,16 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   Counter requests_{metrics_,
                     "netwatcher_http_requests_total",
                     "HTTP requests answered, by method, status class and the side that saw them.",
-                    {"method", "status_class", "side"}};
+                    {"method", "status_class", "side", kCgroupIdLabel}};
   Histogram duration_{metrics_,
                       "netwatcher_http_request_duration_seconds",
                       "From request to response start, by method and side.",
-                      {"method", "side"},
+                      {"method", "side", kCgroupIdLabel},
                       duration_buckets()};
   Counter unanswered_{metrics_,
                       "netwatcher_http_requests_unanswered_total",
                       "HTTP requests without a response: timed_out or closed.",
-                      {"outcome", "side"}};
+                      {"outcome", "side", kCgroupIdLabel}};
   Counter paths_{metrics_,
                  "netwatcher_http_path_requests_total",
                  "HTTP requests per path (path_labels = true, at most max_paths paths).",

@@ -147,7 +147,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
 
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
-    for (const char* side : {"client", "server"}) unanswered_.add({side}, 0);
+    for (const char* side : {"client", "server"}) unanswered_.add({side, "0"}, 0);
     for (const char* kind : {"lost_sync", "orphan_response", "malformed", "empty_command"})
       parse_errors_.add({kind}, 0);
     connections_table_ =
@@ -436,11 +436,12 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     const bool complete = answered && p.reader.done();
     const char* status = "none";
     double latency_us = 0;
+    const std::string cgroup = std::to_string(c.cgroup_id);
     if (answered) {
       status = my::status_name(result.status);
       latency_us = static_cast<double>(p.first_response_ns - p.ns) / 1e3;
-      commands_.add({command, status, side}, 1);
-      duration_.observe({command, side}, latency_us / 1e6);
+      commands_.add({command, status, side, cgroup}, 1);
+      duration_.observe({command, side, cgroup}, latency_us / 1e6);
       if (complete) apply(c, p);
       if (statement_labels_ && !p.statement.empty() &&
           (p.command == my::com_query || p.command == my::com_stmt_prepare ||
@@ -459,9 +460,9 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
         errors_.add({code, side}, 1);
       }
     } else if (outcome == Outcome::no_response) {
-      commands_.add({command, status, side}, 1);
+      commands_.add({command, status, side, cgroup}, 1);
     } else {
-      unanswered_.add({side}, 1);
+      unanswered_.add({side, cgroup}, 1);
     }
     if (!events_on_) return;
     // Slow commands only, when asked; an unanswered command always counts as slow.
@@ -618,12 +619,12 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
                     "netwatcher_mysql_commands_total",
                     "MySQL commands, by command, status (ok, error, resultset; none for commands "
                     "without a response) and side.",
-                    {"command", "status", "side"}};
+                    {"command", "status", "side", kCgroupIdLabel}};
   Histogram duration_{metrics_,
                       "netwatcher_mysql_command_duration_seconds",
                       "From command to the first response packet, by command and side "
                       "(db.client.operation.duration).",
-                      {"command", "side"},
+                      {"command", "side", kCgroupIdLabel},
                       duration_buckets()};
   Counter errors_{metrics_,
                   "netwatcher_mysql_errors_total",
@@ -632,7 +633,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
   Counter unanswered_{metrics_,
                       "netwatcher_mysql_commands_unanswered_total",
                       "Commands without a response: timed out, or their connection closed.",
-                      {"side"}};
+                      {"side", kCgroupIdLabel}};
   Counter parse_errors_{metrics_,
                         "netwatcher_mysql_parse_errors_total",
                         "Packets that did not fit the protocol where they came, by kind; "

@@ -177,7 +177,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
 
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
-    for (const char* side : {"client", "server"}) unanswered_.add({side}, 0);
+    for (const char* side : {"client", "server"}) unanswered_.add({side, "0"}, 0);
     for (const char* kind : {"bad_type", "bad_length", "too_long", "too_deep", "line_too_long",
                              "bad_crlf", "lost_sync", "orphan_reply", "bad_command"})
       parse_errors_.add({kind}, 0);
@@ -429,18 +429,20 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   // refresh_metrics() (before every scrape and snapshot): one lookup by a
   // reused key per command instead of two label vectors and two locks.
   void count_answered(const std::string& label, const std::string& status, const char* side,
-                      double seconds) {
+                      std::uint64_t cgroup_id, double seconds) {
+    const std::string cgroup = std::to_string(cgroup_id);
     key_.assign(label).append(1, '\n').append(status).append(1, '\n').append(side);
+    key_.append(1, '\n').append(cgroup);
     auto count = counts_.find(key_);
     if (count == counts_.end())
-      count = counts_.emplace(key_, CountSeries{{label, status, side}}).first;
+      count = counts_.emplace(key_, CountSeries{{label, status, side, cgroup}}).first;
     count->second.value += 1;
     count->second.dirty = true;
-    key_.assign(label).append(1, '\n').append(side);
+    key_.assign(label).append(1, '\n').append(side).append(1, '\n').append(cgroup);
     auto duration = durations_.find(key_);
     if (duration == durations_.end())
       duration = durations_
-                     .emplace(key_, DurationSeries{{label, side},
+                     .emplace(key_, DurationSeries{{label, side, cgroup},
                                                    std::vector<std::uint64_t>(bounds_.size() + 1)})
                      .first;
     const auto bucket = std::lower_bound(bounds_.begin(), bounds_.end(), seconds) - bounds_.begin();
@@ -500,10 +502,10 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     if (reply) {
       const bool is_error = reply->type == RespType::error || reply->type == RespType::bulk_error;
       if (is_error && !reply->strings.empty()) error = printable(reply->strings[0], 128);
-      count_answered(label, is_error ? status_label(error_prefix(error)) : "ok", side,
+      count_answered(label, is_error ? status_label(error_prefix(error)) : "ok", side, s.cgroup_id,
                      static_cast<double>(reply->start_ns - c.ns) / 1e9);
     } else {
-      unanswered_.add({side}, 1);
+      unanswered_.add({side, std::to_string(s.cgroup_id)}, 1);
     }
     if (!events_on_) return;
     const Cmd& e = command_;
@@ -652,16 +654,16 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
                     "netwatcher_redis_commands_total",
                     "Redis commands answered, by command, status (ok or the error prefix) and "
                     "the side that saw them.",
-                    {"command", "status", "side"}};
+                    {"command", "status", "side", kCgroupIdLabel}};
   Histogram duration_{metrics_,
                       "netwatcher_redis_command_duration_seconds",
                       "From command to reply, by command and side (db.client.operation.duration).",
-                      {"command", "side"},
+                      {"command", "side", kCgroupIdLabel},
                       duration_buckets()};
   Counter unanswered_{metrics_,
                       "netwatcher_redis_commands_unanswered_total",
                       "Redis commands without a reply: timed out, or their connection closed.",
-                      {"side"}};
+                      {"side", kCgroupIdLabel}};
   Counter pushes_{metrics_,
                   "netwatcher_redis_pushes_total",
                   "Values the server pushed that answer no command: pub/sub messages, extra "

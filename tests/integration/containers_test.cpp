@@ -116,20 +116,23 @@ class Containers : public ::testing::Test {
                                                    std::to_string(kPort) + " --bind 10.77.0.2")},
         dir_.file("server.log"));
   }
-  std::string config(bool enabled) {
+  std::string config(bool enabled, const std::string& containers_keys = "") {
     return "snapshot_interval = 0.5\n[containers]\nenabled = " +
            std::string(enabled ? "true" : "false") + "\nstate_directories = [\"" +
-           dir_.file("state") + "\"]\n[plugins.tcp]\n[plugins.http]\n[plugins.icmp]\n" +
+           dir_.file("state") + "\"]\n" + containers_keys +
+           "[plugins.tcp]\n[plugins.http]\n[plugins.icmp]\n" +
            "max_events_per_second = 0\n[plugins.udp]\nevents = true\nmax_events_per_second = 0\n" +
            sink_config_json(dir_.file("events.jsonl"));
   }
-  // curl from the pod's cgroup; returns its local port.
-  std::uint64_t fetch() {
+  // curl from the pod's cgroup (or, with `from_pod` false, from this
+  // process's own, which is no container's); returns its local port.
+  std::uint64_t fetch(bool from_pod = true) {
     std::uint64_t port = 0;
     EXPECT_TRUE(wait_until([&] {
-      auto r = run(in_cgroup(
-          pod_, TwoHosts::kClient,
-          "curl -s -o /dev/null -w %{local_port} http://10.77.0.2:" + std::to_string(kPort) + "/"));
+      const std::string curl =
+          "curl -s -o /dev/null -w %{local_port} http://10.77.0.2:" + std::to_string(kPort) + "/";
+      auto r = run(from_pod ? in_cgroup(pod_, TwoHosts::kClient, curl)
+                            : "ip netns exec " + std::string(TwoHosts::kClient) + " " + curl);
       if (r.exit_code != 0) return false;
       port = std::stoull(r.output);
       return true;
@@ -262,6 +265,47 @@ TEST_F(Containers, EachSocketsEventsNameItsContainerAndPod) {
   // entering the other.
   EXPECT_EQ(named, 8u);
   EXPECT_EQ(in_pod, 4u);
+}
+
+// container_labels: the request metrics of a protocol plugin split by the
+// container, pod and namespace of each socket, and host processes count
+// under empty ones.
+TEST_F(Containers, ContainerLabelsSplitRequestMetricsByContainerAndPod) {
+  const std::string textfile = dir_.file("netwatcher.prom");
+  Netwatcher nw(dir_, config(true, "container_labels = true\n") +
+                          "[[sinks]]\ntype = \"prometheus\"\nlisten = \"\"\ntextfile = \"" +
+                          textfile + "\"\n");
+  start_server();
+  for (int i = 0; i < 3; ++i) ASSERT_NE(fetch(), 0u);
+  ASSERT_NE(fetch(/*from_pod=*/false), 0u);
+  ASSERT_TRUE(wait_until([&] {
+    std::size_t served = 0;
+    for (const auto& e : events("http_exchange")) served += e["fields"]["side"].str() == "server";
+    return served == 4;
+  })) << nw.log();
+  ASSERT_EQ(nw.stop(), 0);  // the textfile is written at close
+  const PromText m = parse_prometheus(read_file(textfile));
+  auto requests = [&](const std::string& side, const std::string& container, const std::string& pod,
+                      const std::string& ns) {
+    return m.value("netwatcher_http_requests_total", {{"method", "GET"},
+                                                      {"status_class", "2xx"},
+                                                      {"side", side},
+                                                      {"container", container},
+                                                      {"pod", pod},
+                                                      {"namespace", ns}});
+  };
+  EXPECT_EQ(requests("client", "curl", "shop-frontend-7d9f", "shop"), 3);
+  EXPECT_EQ(requests("client", "", "", ""), 1);
+  EXPECT_EQ(requests("server", kDockerId.substr(0, 12), "", ""), 4);
+  EXPECT_EQ(
+      m.value("netwatcher_http_request_duration_seconds_count", {{"method", "GET"},
+                                                                 {"side", "client"},
+                                                                 {"container", "curl"},
+                                                                 {"pod", "shop-frontend-7d9f"},
+                                                                 {"namespace", "shop"}}),
+      3);
+  // Never the number itself.
+  EXPECT_EQ(read_file(textfile).find("cgroup_id"), std::string::npos);
 }
 
 TEST_F(Containers, SwitchedOffTheIdsStayAndNothingIsAppended) {

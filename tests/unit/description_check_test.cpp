@@ -149,6 +149,22 @@ TEST(DescriptionCheck, BadOrDuplicateLabelNames) {
                  "[a-zA-Z_][a-zA-Z0-9_]* and not start with __"));
 }
 
+TEST(DescriptionCheck, ACgroupIdLabelOnAGaugeOrBesideTheLabelsItBecomes) {
+  auto d = valid();
+  d.metrics[0].labels = {"method", "cgroup_id"};
+  d.metrics[1].labels = {"cgroup_id"};
+  EXPECT_EQ(description_problems(d), std::vector<std::string>{}) << "a counter and a histogram";
+  d.metrics[0].type = MetricType::gauge;
+  EXPECT_EQ(description_problems(d),
+            only("metric 'netwatcher_x_requests_total': a cgroup_id label needs a counter or a "
+                 "histogram (a gauge cannot be summed over cgroups)"));
+  d.metrics[0].type = MetricType::counter;
+  d.metrics[0].labels = {"pod", "cgroup_id"};
+  EXPECT_EQ(description_problems(d),
+            only("metric 'netwatcher_x_requests_total': label 'pod' is the host's beside a "
+                 "cgroup_id label"));
+}
+
 TEST(DescriptionCheck, HistogramWithoutAscendingBuckets) {
   auto d = valid();
   d.metrics[1].buckets = {};

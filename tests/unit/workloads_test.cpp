@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <string>
 
+#include "metric_store.hpp"
 #include "test_support.hpp"
 #include "workloads.hpp"
 
@@ -211,6 +212,132 @@ TEST(WorkloadResolver, NetnsNamesFollowTheDirectory) {
   std::filesystem::remove(netns + "/blue");
   EXPECT_FALSE(resolver.netns_name(blue));  // inodes of deleted namespaces are reused
   EXPECT_FALSE(resolver.cgroup(1));         // no cgroup tree at all
+}
+
+}  // namespace
+
+namespace {
+
+using netwatcher::MetricFamilySpec;
+using netwatcher::MetricType;
+using netwatcher::host::exported_workload_spec;
+using netwatcher::host::MetricStore;
+using netwatcher::host::WorkloadLabelledFamily;
+
+double value_of(const MetricStore& store, const std::string& family,
+                const netwatcher::LabelValues& labels) {
+  for (const auto& f : store.snapshot())
+    if (f.spec.name == family)
+      for (const auto& s : f.series)
+        if (s.labels == labels) return f.spec.type == MetricType::histogram ? s.count : s.value;
+  return -1;
+}
+
+TEST(ContainerLabels, TheCgroupIdBecomesContainerPodAndNamespaceOrNothing) {
+  const MetricFamilySpec declared{
+      "demo_requests_total", MetricType::counter, "Requests.", {"method", "cgroup_id", "side"}, {}};
+  EXPECT_EQ(exported_workload_spec(declared, true).labels,
+            (std::vector<std::string>{"method", "container", "pod", "namespace", "side"}));
+  EXPECT_EQ(exported_workload_spec(declared, false).labels,
+            (std::vector<std::string>{"method", "side"}));
+
+  nwtest::TempDir dir;
+  const std::string root = dir.file("cgroup");
+  const std::string pod = root + "/kubepods.slice/kubepods-pod" + kUid + ".slice";
+  const std::string app = pod + "/cri-containerd-" + kIdB + ".scope";
+  const std::string docker = root + "/system.slice/docker-" + kIdA + ".scope";
+  std::filesystem::create_directories(app);
+  std::filesystem::create_directories(docker);
+  std::filesystem::create_directories(dir.file("state/" + kIdB));
+  nwtest::write_file(dir.file("state/" + kIdB + "/config.json"),
+                     R"({"annotations":{"io.kubernetes.cri.sandbox-name":"api-1",
+                         "io.kubernetes.cri.sandbox-namespace":"prod",
+                         "io.kubernetes.cri.container-name":"app"}})");
+  WorkloadSettings settings;
+  settings.cgroup_root = root;
+  settings.state_directories = {dir.file("state")};
+  WorkloadResolver resolver(settings, std::chrono::milliseconds(0));
+
+  MetricStore labelled_store, plain_store;
+  WorkloadLabelledFamily labelled(*labelled_store.declare(exported_workload_spec(declared, true)),
+                                  declared, true, 2, "demo");
+  WorkloadLabelledFamily plain(*plain_store.declare(exported_workload_spec(declared, false)),
+                               declared, false, 2, "demo");
+  labelled.use_resolver(&resolver);
+  plain.use_resolver(&resolver);
+  const std::string app_id = std::to_string(inode_of(app));
+  const std::string docker_id = std::to_string(inode_of(docker));
+  const std::string host_id = std::to_string(inode_of(root));
+  for (auto* family : {&labelled, &plain}) {
+    family->add({"GET", app_id, "server"}, 3);
+    family->add({"GET", docker_id, "server"}, 2);
+    family->add({"GET", host_id, "server"}, 1);
+    family->add({"GET", "0", "server"}, 1);
+    family->add({"GET", "not a number", "server"}, 1);
+    family->remove({"GET", app_id, "server"});  // ignored: it would remove other cgroups' counts
+  }
+  EXPECT_EQ(
+      value_of(labelled_store, "demo_requests_total", {"GET", "app", "api-1", "prod", "server"}),
+      3);
+  EXPECT_EQ(value_of(labelled_store, "demo_requests_total",
+                     {"GET", kIdA.substr(0, 12), "", "", "server"}),
+            2)
+      << "a container outside Kubernetes is its short id";
+  EXPECT_EQ(value_of(labelled_store, "demo_requests_total", {"GET", "", "", "", "server"}), 3)
+      << "the host's own cgroup, no cgroup and a bad id: no workload";
+  EXPECT_EQ(value_of(plain_store, "demo_requests_total", {"GET", "server"}), 8);
+
+  // The third workload is past max_container_labels = 2.
+  const std::string late = root + "/system.slice/docker-" + std::string(64, 'c') + ".scope";
+  std::filesystem::create_directories(late);
+  labelled.add({"GET", std::to_string(inode_of(late)), "server"}, 5);
+  EXPECT_EQ(
+      value_of(labelled_store, "demo_requests_total", {"GET", "other", "other", "other", "server"}),
+      5);
+  labelled.add({"GET", app_id, "server"}, 1);
+  EXPECT_EQ(
+      value_of(labelled_store, "demo_requests_total", {"GET", "app", "api-1", "prod", "server"}), 4)
+      << "admitted workloads keep their series";
+}
+
+TEST(ContainerLabels, HistogramsObserveUnderTheExportedLabels) {
+  const MetricFamilySpec declared{
+      "demo_seconds", MetricType::histogram, "Latency.", {"cgroup_id"}, {0.1, 1}};
+  MetricStore store;
+  WorkloadLabelledFamily family(*store.declare(exported_workload_spec(declared, false)), declared,
+                                false, 10, "demo");
+  family.observe({"1"}, 0.05);
+  family.observe({"2"}, 0.5);
+  family.observe({"1", "2"}, 0.5);  // a wrong count goes to the store, which ignores it
+  EXPECT_EQ(value_of(store, "demo_seconds", {}), 2);
+}
+
+TEST(ContainerLabels, MirroredCountsAddWhatGrewPerCgroup) {
+  const MetricFamilySpec counter{"demo_total", MetricType::counter, "Total.", {"cgroup_id"}, {}};
+  const MetricFamilySpec histogram{
+      "demo_seconds", MetricType::histogram, "Latency.", {"cgroup_id"}, {0.1, 1}};
+  MetricStore store;
+  WorkloadLabelledFamily total(*store.declare(exported_workload_spec(counter, false)), counter,
+                               false, 10, "demo");
+  WorkloadLabelledFamily seconds(*store.declare(exported_workload_spec(histogram, false)),
+                                 histogram, false, 10, "demo");
+  // Two cgroups' absolute counts, as a plugin mirrors them: they add up.
+  total.set({"1"}, 5);
+  total.set({"2"}, 3);
+  total.set({"1"}, 7);
+  total.set({"1"}, 6);  // lower: ignored
+  EXPECT_EQ(value_of(store, "demo_total", {}), 10);
+  const std::vector<std::uint64_t> first{1, 0, 0}, second{2, 1, 0}, other{0, 0, 4};
+  seconds.set_histogram({"1"}, first, 0.05);
+  seconds.set_histogram({"1"}, second, 0.7);
+  seconds.set_histogram({"2"}, other, 8);
+  EXPECT_EQ(value_of(store, "demo_seconds", {}), 7);
+  for (const auto& f : store.snapshot())
+    if (f.spec.name == "demo_seconds") {
+      ASSERT_EQ(f.series.size(), 1u);
+      EXPECT_EQ(f.series[0].bucket_counts, (std::vector<std::uint64_t>{2, 1, 4}));
+      EXPECT_DOUBLE_EQ(f.series[0].sum, 8.7);
+    }
 }
 
 }  // namespace

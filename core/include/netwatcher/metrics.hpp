@@ -25,6 +25,24 @@ struct MetricFamilySpec {
 
 using LabelValues = std::vector<std::string>;
 
+// A label the host rewrites (since ABI 3.3). A family that lists it among its
+// labels is given, for each update, the decimal cgroup2 id of the socket or
+// process the update is about ("0" when unknown), like any label value. The
+// host never exports that number:
+//  - with [containers] container_labels = true, the label is replaced, in
+//    place, by `container` (the Kubernetes container name, else the first 12
+//    hex digits of the container id), `pod` and `namespace`, all empty for a
+//    process outside containers; at most max_container_labels distinct
+//    workloads per family keep their own values, later ones are "other";
+//  - otherwise (the default) the family is exported without it, and the
+//    updates of every cgroup add up in the series of the other labels.
+// Counters and histograms only (a level cannot be summed over cgroups): add()
+// and observe() work as usual; set() on a counter and set_histogram() mirror
+// counts kept elsewhere as usual, the host adding what grew since the last
+// call for those labels to the exported series; remove() is ignored.
+// --list-plugins and the sinks show the exported labels.
+inline constexpr const char* kCgroupIdLabel = "cgroup_id";
+
 // A family owned by the host. Thread-safe. Every call takes label values in the
 // order of MetricFamilySpec::labels; a call with the wrong number of labels is
 // ignored and counted by the host. Calls of the wrong kind for the family type

@@ -77,7 +77,9 @@
 // remote_addresses), and the nw_local_nets / nw_remote_nets tries of
 // common.bpf.h that Skeleton::load() fills. 3.3 added the fields the host
 // names (kCgroupIdField, kNetnsField in event.hpp; CgroupIdLabel), the
-// nw_sock_cgroup_id() helper of common.bpf.h, and L7Packet::cgroup_id.
+// nw_sock_cgroup_id() helper of common.bpf.h, L7Packet::cgroup_id, and the
+// metric label the host turns into container labels (kCgroupIdLabel in
+// metrics.hpp).
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI

@@ -131,7 +131,7 @@ TEST_F(RedisPluginTest, PipelinedCommandsPairInOrderWithRepliesSplitOverSegments
   EXPECT_EQ(get<double>(2, "latency_us"), 4.0);
   EXPECT_FALSE(has(3, "key"));
   EXPECT_EQ(get<std::string>(3, "reply"), "PONG");
-  EXPECT_EQ(metric("netwatcher_redis_commands_total", {"GET", "ok", "client"}), 1.0);
+  EXPECT_EQ(metric("netwatcher_redis_commands_total", {"GET", "ok", "client", "0"}), 1.0);
 }
 
 TEST_F(RedisPluginTest, ServerSideSelectHelloErrorsAndDb) {
@@ -155,7 +155,7 @@ TEST_F(RedisPluginTest, ServerSideSelectHelloErrorsAndDb) {
   EXPECT_EQ(get<std::uint64_t>(3, "proto"), 3u);
   EXPECT_EQ(get<std::string>(3, "reply_type"), "map");
   EXPECT_FALSE(has(3, "key"));
-  EXPECT_EQ(metric("netwatcher_redis_commands_total", {"SELECT", "ERR", "server"}), 1.0);
+  EXPECT_EQ(metric("netwatcher_redis_commands_total", {"SELECT", "ERR", "server", "0"}), 1.0);
 }
 
 TEST_F(RedisPluginTest, PushesAreCountedNotPaired) {
@@ -197,7 +197,7 @@ TEST_F(RedisPluginTest, UnansweredCommandsAtCloseAndKeyFieldOff) {
   EXPECT_EQ(get<std::string>(1, "outcome"), "closed");
   EXPECT_FALSE(has(0, "key"));
   EXPECT_FALSE(has(1, "latency_us"));
-  EXPECT_EQ(metric("netwatcher_redis_commands_unanswered_total", {"client"}), 1.0);
+  EXPECT_EQ(metric("netwatcher_redis_commands_unanswered_total", {"client", "0"}), 1.0);
 }
 
 TEST_F(RedisPluginTest, MonitorLinesAndResp3PushesAreNotReplies) {
@@ -233,7 +233,7 @@ TEST_F(RedisPluginTest, ATimedOutCommandsLateReplyIsConsumedNotReported) {
   send(kClient, false, "+PONG\r\n", 4);
   ASSERT_EQ(commands(), (std::vector<std::string>{"BLPOP", "PING"}));
   EXPECT_EQ(get<std::string>(1, "reply"), "PONG");
-  EXPECT_EQ(metric("netwatcher_redis_commands_unanswered_total", {"client"}), 1.0);
+  EXPECT_EQ(metric("netwatcher_redis_commands_unanswered_total", {"client", "0"}), 1.0);
   EXPECT_EQ(metric("netwatcher_redis_parse_errors_total", {"orphan_reply"}), 0.0);
 }
 

@@ -135,6 +135,9 @@ static __always_inline int handle_drop(void* ctx, struct sk_buff* skb, __u64 loc
   rec->netns = skb_netns(skb, sk);
   rec->ifindex = BPF_CORE_READ(skb, dev, ifindex);
   rec->pad = 0;
+  /* Whose packet: the socket's cgroup (also in softirq), else the process's. */
+  rec->cgroup = nw_sock_cgroup_id(sk);
+  if (!rec->cgroup && rec->pid) rec->cgroup = bpf_get_current_cgroup_id();
   __builtin_memset(rec->comm, 0, sizeof(rec->comm));
   if (rec->pid) bpf_get_current_comm(rec->comm, sizeof(rec->comm));
   rec->stack_depth = 0;

@@ -39,6 +39,8 @@ struct drop_record {
   __u8 parsed;      /* packet holds headers read from the skb */
   __u8 stack_depth; /* frames in stack[] (0 unless the stack is requested) */
   __u32 pad;
+  /* cgroup2 id of the skb's socket, else of the dropping process; 0: neither */
+  __u64 cgroup;
   char comm[NW_TASK_COMM_LEN];
   __u64 stack[DROP_MAX_STACK];
 };

@@ -260,6 +260,7 @@ class DropPlugin {
     if (rec.ifindex) row.set(e.ifindex, rec.ifindex);
     if (rec.netns) row.set(e.netns, rec.netns);
     if (rec.pid) row.set(e.pid, rec.pid).set(e.comm, bounded_text(rec.comm));
+    if (rec.cgroup) row.set(e.cgroup_id, rec.cgroup);
     if (rec.stack_depth) row.set(e.stack, stack_of(rec));
     row.emit(rec.hdr.timestamp_ns);
     return Status::success();
@@ -390,6 +391,7 @@ class DropPlugin {
                              "process that dropped it (absent outside process context)",
                              {.width = 7, .optional = true}};
     Label<std::string> comm{*this, "comm", "process name", {.width = 15, .optional = true}};
+    CgroupIdLabel cgroup_id{*this};
     Label<std::string> stack{
         *this, "stack", "kernel stack, innermost first, ';'-separated", {.optional = true}};
   } drop_{events_};

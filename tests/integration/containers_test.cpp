@@ -20,7 +20,8 @@ using namespace nwtest;
 
 namespace {
 
-constexpr int kPort = 41473;
+constexpr int kPort = 41473;         // and kPort + 1 for UDP
+constexpr int kDroppedPort = 41475;  // a rule in the client drops what is sent to it
 const std::string kDockerId(64, 'd');
 const std::string kPodContainerId =
     "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
@@ -120,7 +121,7 @@ class Containers : public ::testing::Test {
     return "snapshot_interval = 0.5\n[containers]\nenabled = " +
            std::string(enabled ? "true" : "false") + "\nstate_directories = [\"" +
            dir_.file("state") + "\"]\n" + containers_keys +
-           "[plugins.tcp]\n[plugins.http]\n[plugins.icmp]\n" +
+           "[plugins.tcp]\n[plugins.http]\n[plugins.drop]\n[plugins.icmp]\n" +
            "max_events_per_second = 0\n[plugins.udp]\nevents = true\nmax_events_per_second = 0\n" +
            sink_config_json(dir_.file("events.jsonl"));
   }
@@ -139,15 +140,21 @@ class Containers : public ::testing::Test {
     })) << read_file(dir_.file("server.log"));
     return port;
   }
-  // Three datagrams from one socket in the pod's cgroup; returns its port.
-  std::uint64_t send_udp_from_pod() {
+  // `count` datagrams to `port` from one socket in the pod's cgroup;
+  // returns its port.
+  std::uint64_t send_udp_from_pod(int port = kPort + 1, int count = 3) {
     write_file(dir_.file("send.py"),
                "import socket\n"
                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-               "for _ in range(3):\n"
-               "    s.sendto(b'x' * 10, ('10.77.0.2', " +
-                   std::to_string(kPort + 1) +
+               "for _ in range(" +
+                   std::to_string(count) +
+                   "):\n"
+                   "    try:\n"
+                   "        s.sendto(b'x' * 10, ('10.77.0.2', " +
+                   std::to_string(port) +
                    "))\n"
+                   "    except PermissionError:\n"  // a rule dropped it on the way out
+                   "        pass\n"
                    "print(s.getsockname()[1])\n");
     auto r = run(in_cgroup(pod_, TwoHosts::kClient, "/usr/bin/python3 " + dir_.file("send.py")));
     if (r.exit_code != 0) throw std::runtime_error("udp sender failed: " + r.output);
@@ -191,6 +198,11 @@ TEST_F(Containers, EachSocketsEventsNameItsContainerAndPod) {
   ASSERT_NE(client_port, 0u);
   ASSERT_EQ(run(in_cgroup(pod_, TwoHosts::kClient, "ping -n -c 2 -i 0.2 10.77.0.2")).exit_code, 0);
   const std::uint64_t udp_port = send_udp_from_pod();
+  // Dropped by a rule on the way out, in the sender's own system call.
+  nft(TwoHosts::kClient,
+      "table inet nwtest {\n chain out {\n  type filter hook output priority 0;\n  udp dport " +
+          std::to_string(kDroppedPort) + " drop\n }\n}\n");
+  const std::uint64_t dropped_port = send_udp_from_pod(kDroppedPort, 2);
   ASSERT_TRUE(wait_until([&] {
     std::size_t exchanges = 0, closes = 0;
     for (const auto& e : events("http_exchange"))
@@ -201,7 +213,10 @@ TEST_F(Containers, EachSocketsEventsNameItsContainerAndPod) {
           e["fields"]["sport"].u64() == client_port || e["fields"]["dport"].u64() == client_port;
     std::size_t flows = 0;
     for (const auto& e : events("udp_flow")) flows += e["fields"]["local_port"].u64() == udp_port;
-    return exchanges == 2 && closes == 2 && flows >= 1;
+    std::size_t drops = 0;
+    for (const auto& e : events("drop"))
+      drops += e["fields"].has("src_port") && e["fields"]["src_port"].u64() == dropped_port;
+    return exchanges == 2 && closes == 2 && flows >= 1 && drops == 2;
   })) << nw.log();
   ASSERT_EQ(nw.stop(), 0);
 
@@ -241,6 +256,18 @@ TEST_F(Containers, EachSocketsEventsNameItsContainerAndPod) {
   }
   EXPECT_EQ(datagrams, 3u);
   EXPECT_GE(flows, 1u);
+
+  // Drops: the rule's, each naming the pod whose socket sent it.
+  std::size_t drops = 0;
+  for (const auto& e : events("drop")) {
+    const Json& f = e["fields"];
+    if (!f.has("src_port") || f["src_port"].u64() != dropped_port) continue;
+    ++drops;
+    EXPECT_EQ(f["reason"].str(), "NETFILTER_DROP");
+    expect_pod(f, pod_path_, pod_id);
+    EXPECT_EQ(f["netns_name"].str(), TwoHosts::kClient);
+  }
+  EXPECT_EQ(drops, 2u);
 
   // ICMP: ping's requests name its pod, and so do the replies to them; the
   // server's kernel answers in no process, so its messages name only their

@@ -1,7 +1,7 @@
 // format = "top" on a real terminal: netwatcher runs in a tmux pane while
 // known traffic crosses two namespaces, and the pane (tmux capture-pane) must
-// show the kernel's own count of dropped datagrams and the echo round trips
-// ping made, drawn as bars.
+// show the kernel's own count of dropped datagrams, the bytes a connection
+// sent, and the echo round trips ping made, drawn as bars.
 #include <gtest/gtest.h>
 
 #include <regex>
@@ -19,6 +19,8 @@ constexpr const char* kSession = "nwtest-top";
 constexpr int kClosedPort = 41478;  // nothing listens: each datagram is a NO_SOCKET drop
 constexpr int kDatagrams = 30;
 constexpr int kPings = 5;
+constexpr int kTcpPort = 41483;
+constexpr int kTcpBytes = 900;  // shown as "900B": exact
 
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> lines;
@@ -78,12 +80,14 @@ class TopPane : public ::testing::Test {
   TempDir dir_;
 };
 
-TEST_F(TopPane, APaneShowsTheKernelsDropCountAndPingsRoundTripsAsBars) {
+TEST_F(TopPane, APaneShowsTheKernelsDropCountAConnectionsBytesAndPingsAsBars) {
   TwoHosts hosts;
   write_file(dir_.file("netwatcher.toml"),
              "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
                  hook_override_line() +
+                 "snapshot_interval = 0.5\n"
                  "[filter]\nremote_addresses = [\"10.77.0.0/24\"]\n"
+                 "[plugins.tcp]\nper_connection_metrics = true\n"
                  "[plugins.drop]\n[plugins.icmp]\n"
                  "[[sinks]]\ntype = \"stdout\"\nformat = \"top\"\ntop_interval = 0.5\n"
                  "top_rows = 20\n");
@@ -97,6 +101,10 @@ TEST_F(TopPane, APaneShowsTheKernelsDropCountAndPingsRoundTripsAsBars) {
                          std::chrono::seconds(15)))
       << read_file(log);
 
+  TcpServer server(TwoHosts::kServer, {kTcpPort}, dir_);
+  HeldConnection held(TwoHosts::kClient, "10.77.0.2", kTcpPort, kTcpBytes, 15, dir_);
+  const std::string connection = "saddr=10.77.0.1 sport=" + std::to_string(held.info().sport) +
+                                 " daddr=10.77.0.2 dport=" + std::to_string(kTcpPort);
   const std::uint64_t no_ports_before = nstat(TwoHosts::kServer, "UdpNoPorts");
   send_udp(TwoHosts::kClient, "10.77.0.2", kClosedPort, kDatagrams, 40);
   auto ping = run("ip netns exec " + std::string(TwoHosts::kClient) + " ping -n -q -c " +
@@ -113,7 +121,9 @@ TEST_F(TopPane, APaneShowsTheKernelsDropCountAndPingsRoundTripsAsBars) {
       [&] {
         screen = pane();
         auto row = counter_row(screen, "netwatcher_drops_total", "reason=NO_SOCKET protocol=udp");
-        return row && row->total == std::to_string(dropped) && row->rate == "0" &&
+        auto sent = counter_row(screen, "netwatcher_tcp_connection_acked_bytes_total", connection);
+        return row && row->total == std::to_string(dropped) && row->rate == "0" && sent &&
+               sent->total == std::to_string(kTcpBytes) + "B" && sent->rate == "0B" &&
                screen.find("netwatcher_icmp_echo_rtt_seconds family=ipv4  count " +
                            std::to_string(kPings) + " (+0)") != std::string::npos;
       },

@@ -7,7 +7,9 @@
 # unanswered), and the agent's CPU per query.
 # Run as root after scripts/setup.sh (mariadb-server, sysbench).
 # Usage: bench/l7_mysql.sh [seconds] [threads]
-# MYSQL_EVENTS=false measures the plugin with its events off (metrics only).
+# MYSQL_EVENTS=false measures the plugin with its events off (metrics only);
+# CONTAINERS=false without naming each event's cgroup and container ([containers]
+# enabled = false), CONTAINER_LABELS=true with container labels on its metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -51,6 +53,9 @@ bench --threads="$threads" --time="$seconds" run >"$work/without.out"
 cat >"$work/nw.toml" <<TOML
 [netwatcher]
 snapshot_interval = 1.0
+[containers]
+enabled = ${CONTAINERS:-true}
+container_labels = ${CONTAINER_LABELS:-false}
 [plugins.mysql]
 enabled = true
 events = ${MYSQL_EVENTS:-true}
@@ -83,7 +88,7 @@ reported=$(queries "$work/with.out")
 events=$(cat "$work"/events.jsonl* | grep -c '"COM_STMT_EXECUTE"' || true)
 lost_kernel=$(grep -o '[0-9]* lost in the kernel' "$work/nw.log" | awk '{s += $1} END {print s + 0}')
 hz=$(getconf CLK_TCK)
-echo "sysbench oltp_point_select, prepared statements, $threads threads, $seconds s, events ${MYSQL_EVENTS:-true} (MariaDB $(mariadbd --version | awk '{print $3}'))"
+echo "sysbench oltp_point_select, prepared statements, $threads threads, $seconds s, events ${MYSQL_EVENTS:-true}, containers ${CONTAINERS:-true}, container labels ${CONTAINER_LABELS:-false} (MariaDB $(mariadbd --version | awk '{print $3}'))"
 printf '%-44s %s\n' "queries/s without netwatcher" "$(qps "$work/without.out")" \
   "queries/s with netwatcher (mysql plugin)" "$(qps "$work/with.out")"
 awk -v a="$(qps "$work/without.out")" -v b="$(qps "$work/with.out")" \

@@ -122,16 +122,16 @@ std::vector<std::string> description_problems(const PluginDescription& d) {
                 "and not start with __");
       else if (!labels.insert(label).second)
         problem(at + ": label '" + label + "': declared twice");
-      // Replaced by these when container labels are on (metrics.hpp).
-      if (labels.count(kCgroupIdLabel)) {
-        if (metric.type == MetricType::gauge)
-          problem(at + ": a " + std::string(kCgroupIdLabel) +
-                  " label needs a counter or a histogram (a gauge cannot be summed over cgroups)");
-        for (const char* taken : {"container", "pod", "namespace"})
-          if (labels.count(taken))
-            problem(at + ": label '" + taken + "' is the host's beside a " +
-                    std::string(kCgroupIdLabel) + " label");
-      }
+    }
+    // Replaced by these when container labels are on (metrics.hpp).
+    if (labels.count(kCgroupIdLabel)) {
+      if (metric.type == MetricType::gauge)
+        problem(at + ": a " + std::string(kCgroupIdLabel) +
+                " label needs a counter or a histogram (a gauge cannot be summed over cgroups)");
+      for (const char* taken : {"container", "pod", "namespace"})
+        if (labels.count(taken))
+          problem(at + ": label '" + taken + "' is the host's beside a " +
+                  std::string(kCgroupIdLabel) + " label");
     }
     if (metric.type != MetricType::histogram) continue;
     if (metric.buckets.empty()) problem(at + ": histogram without buckets");

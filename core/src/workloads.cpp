@@ -269,38 +269,51 @@ WorkloadLabelledFamily::WorkloadLabelledFamily(MetricFamily& exported,
       container_labels_(container_labels),
       max_workloads_(max_workloads) {}
 
-LabelValues WorkloadLabelledFamily::exported_labels(const LabelValues& labels) {
-  // A wrong count goes through as it is: the store ignores and counts it.
-  if (labels.size() != declared_labels_ || cgroup_at_ >= labels.size()) return labels;
-  LabelValues out = labels;
-  const std::string& id_text = labels[cgroup_at_];
-  auto where = out.erase(out.begin() + static_cast<std::ptrdiff_t>(cgroup_at_));
-  if (!container_labels_) return out;
-  std::array<std::string, 3> workload;  // container, pod, namespace
+std::array<std::string, 3> WorkloadLabelledFamily::workload_of(const std::string& id_text) {
   std::uint64_t id = 0;
   std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
-  if (std::shared_ptr<const Workload> w = id && resolver_ ? resolver_->cgroup(id) : nullptr) {
-    workload[0] = !w->container_name.empty() ? w->container_name : w->container_id.substr(0, 12);
-    workload[1] = w->pod;
-    workload[2] = w->pod_namespace;
-  }
-  if (!workload[0].empty() || !workload[1].empty()) {
+  if (!id || !resolver_) return {};
+  {
     std::lock_guard lock(mutex_);
-    if (!admitted_.count(workload)) {
-      if (admitted_.size() < max_workloads_) {
-        admitted_.insert(workload);
-      } else {
-        if (!warned_)
-          spdlog::warn(
-              "plugin '{}': {} has {} workloads' series; later ones count as container=\"other\" "
-              "([containers] max_container_labels)",
-              owner_, name_, max_workloads_);
-        warned_ = true;
-        workload = {"other", "other", "other"};
-      }
+    if (auto it = by_cgroup_.find(id); it != by_cgroup_.end()) return it->second;
+  }
+  std::shared_ptr<const Workload> w = resolver_->cgroup(id);
+  if (!w) return {};  // not walked yet, perhaps: asked again next time
+  std::array<std::string, 3> workload{
+      // container, pod, namespace
+      !w->container_name.empty() ? w->container_name : w->container_id.substr(0, 12), w->pod,
+      w->pod_namespace};
+  std::lock_guard lock(mutex_);
+  if ((!workload[0].empty() || !workload[1].empty()) && !admitted_.count(workload)) {
+    if (admitted_.size() < max_workloads_) {
+      admitted_.insert(workload);
+    } else {
+      if (!warned_)
+        spdlog::warn(
+            "plugin '{}': {} has {} workloads' series; later ones count as container=\"other\" "
+            "([containers] max_container_labels)",
+            owner_, name_, max_workloads_);
+      warned_ = true;
+      workload = {"other", "other", "other"};
     }
   }
-  out.insert(where, workload.begin(), workload.end());
+  // Cgroup ids are not reused, but they are many on a busy node: start over.
+  if (by_cgroup_.size() >= kMaxCachedCgroups) by_cgroup_.clear();
+  by_cgroup_.emplace(id, workload);
+  return workload;
+}
+
+const LabelValues& WorkloadLabelledFamily::exported_labels(const LabelValues& labels) {
+  // A wrong count goes through as it is: the store ignores and counts it.
+  if (labels.size() != declared_labels_ || cgroup_at_ >= labels.size()) return labels;
+  // Reused per thread: an update costs no allocation once the strings fit.
+  thread_local LabelValues out;
+  out.resize(labels.size() - 1 + (container_labels_ ? 3 : 0));
+  std::size_t o = 0;
+  for (std::size_t i = 0; i < cgroup_at_; ++i) out[o++] = labels[i];
+  if (container_labels_)
+    for (auto& value : workload_of(labels[cgroup_at_])) out[o++] = std::move(value);
+  for (std::size_t i = cgroup_at_ + 1; i < labels.size(); ++i) out[o++] = labels[i];
   return out;
 }
 

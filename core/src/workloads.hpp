@@ -18,6 +18,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "netwatcher/metrics.hpp"
@@ -156,7 +157,10 @@ class WorkloadLabelledFamily final : public MetricFamily {
     std::vector<std::uint64_t> buckets;
     double sum = 0;
   };
-  LabelValues exported_labels(const LabelValues& labels);
+  // The labels to give the store; valid until this thread's next call.
+  const LabelValues& exported_labels(const LabelValues& labels);
+  std::array<std::string, 3> workload_of(const std::string& id_text);
+  static constexpr std::size_t kMaxCachedCgroups = 65536;
 
   MetricFamily& exported_;
   const std::string name_, owner_;
@@ -166,7 +170,9 @@ class WorkloadLabelledFamily final : public MetricFamily {
   WorkloadResolver* resolver_ = nullptr;
   std::mutex mutex_;
   std::set<std::array<std::string, 3>> admitted_;  // under mutex_
-  bool warned_ = false;                            // under mutex_
+  // Each resolved cgroup's labels, as admitted; under mutex_.
+  std::unordered_map<std::uint64_t, std::array<std::string, 3>> by_cgroup_;
+  bool warned_ = false;  // under mutex_
   // Mirrors, under mirror_mutex_: the last value given per declared labels,
   // and each exported histogram's sums (the store can only replace one).
   std::mutex mirror_mutex_;

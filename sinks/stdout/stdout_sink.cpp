@@ -1,8 +1,9 @@
 // Standard output: an aligned table (like the bcc tools), JSON Lines with
 // format = "json", or with format = "top" a live view of the metrics
-// (top_view.hpp) redrawn every top_interval. Every row starts with its event type, so rows of
-// different types can interleave under headers that are not repeated on every change: each type's
-// header is printed when the type first appears and again only once a screenful of other rows has
+// (top_view.hpp) redrawn every top_interval. Every table row starts with its
+// event type, so rows of different types can interleave under headers that
+// are not repeated on every change: each type's header is printed when the
+// type first appears and again only once a screenful of other rows has
 // scrolled it away.
 #include <sys/ioctl.h>
 #include <unistd.h>

@@ -155,6 +155,7 @@ TEST(DescriptionCheck, ACgroupIdLabelOnAGaugeOrBesideTheLabelsItBecomes) {
   d.metrics[1].labels = {"cgroup_id"};
   EXPECT_EQ(description_problems(d), std::vector<std::string>{}) << "a counter and a histogram";
   d.metrics[0].type = MetricType::gauge;
+  d.metrics[0].labels = {"cgroup_id", "method"};  // said once, wherever it is
   EXPECT_EQ(description_problems(d),
             only("metric 'netwatcher_x_requests_total': a cgroup_id label needs a counter or a "
                  "histogram (a gauge cannot be summed over cgroups)"));

@@ -55,7 +55,7 @@ cat >"$work/nw.toml" <<TOML
 snapshot_interval = 1.0
 [containers]
 enabled = ${CONTAINERS:-true}
-container_labels = ${CONTAINER_LABELS:-false}
+${CONTAINER_LABELS:+container_labels = $CONTAINER_LABELS}
 [plugins.mysql]
 enabled = true
 events = ${MYSQL_EVENTS:-true}

@@ -110,7 +110,8 @@ class StdoutSink {
         {"top_interval",
          ConfigType::floating,
          2.0,
-         "format = \"top\": seconds between frames (at least 0.5; rates are over this time)",
+         "format = \"top\": seconds between frames, at least 1.5 (rates are over this time; "
+         "the host refreshes kernel counters at most once a second)",
          {},
          {},
          {}},
@@ -119,6 +120,14 @@ class StdoutSink {
          std::int64_t{5},
          "format = \"top\": series shown per counter family (the fastest first)",
          std::int64_t{1},
+         std::int64_t{1000},
+         {}},
+        {"top_histograms",
+         ConfigType::integer,
+         std::int64_t{6},
+         "format = \"top\": histogram series drawn, those with the most new observations "
+         "first",
+         std::int64_t{0},
          std::int64_t{1000},
          {}},
         {"top_agent",
@@ -216,12 +225,15 @@ class StdoutSink {
  private:
   Status start_top(const SinkContext& context) {
     const double interval = context.config.get_double("top_interval");
-    if (!(interval >= 0.5) || interval > 86400)
-      return Status::failure("key 'top_interval' must be between 0.5 and 86400 seconds, got " +
+    // A refresh younger than a second serves every request for metrics: a
+    // shorter interval would see the same values in every other frame.
+    if (!(interval >= 1.5) || interval > 86400)
+      return Status::failure("key 'top_interval' must be between 1.5 and 86400 seconds, got " +
                              std::to_string(interval));
     if (!context.metrics) return Status::failure("format = \"top\" needs the host's metrics");
     layout_.rows_per_family = static_cast<std::size_t>(context.config.get_int("top_rows"));
     layout_.agent_families = context.config.get_bool("top_agent");
+    layout_.histograms = static_cast<std::size_t>(context.config.get_int("top_histograms"));
     terminal_ = ::isatty(STDOUT_FILENO);
     top_thread_ = std::thread([this, interval, metrics = context.metrics] {
       run_top(std::chrono::duration<double>(interval), interval, metrics);

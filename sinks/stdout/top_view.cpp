@@ -200,10 +200,11 @@ std::string render(const MetricsSnapshot& now, const MetricsSnapshot& before, do
   const bool have_rates = !before.empty() && elapsed_s > 0;
   auto rate_of = [&](const MetricFamilySnapshot& family, const MetricSeries& series) {
     if (!have_rates) return std::nan("");
+    // A series the previous frame lacked has no rate yet: it may count what
+    // happened long before (a connection admitted late under a cap).
     const MetricSeries* then = find(earlier, family.spec.name, series.labels);
-    // A series born since the previous frame counted from zero.
-    const double from = then ? then->value : 0;
-    return std::max(0.0, series.value - from) / elapsed_s;
+    if (!then) return std::nan("");
+    return std::max(0.0, series.value - then->value) / elapsed_s;
   };
 
   std::vector<std::string> lines;

@@ -36,7 +36,8 @@ struct Layout {
 bool is_agent_family(const MetricFamilySpec& spec);
 
 // One frame. `before` is the snapshot of the previous frame (empty on the
-// first: rates show as "-"), taken `elapsed_s` seconds before `now`.
+// first), taken `elapsed_s` seconds before `now`; a series it lacks shows its
+// rate as "-".
 // `clock` is printed in the title line as it is (e.g. "10:41:02 UTC").
 std::string render(const MetricsSnapshot& now, const MetricsSnapshot& before, double elapsed_s,
                    std::string_view clock, double interval_s, const Layout& layout);

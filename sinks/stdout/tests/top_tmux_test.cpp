@@ -74,7 +74,15 @@ class TopPane : public ::testing::Test {
     NW_REQUIRE_ROOT();
     run(std::string("tmux kill-session -t ") + kSession + " 2>/dev/null");
   }
+  // Closing the pane would only hang up its terminal, which netwatcher takes
+  // for SIGHUP (reopen the sinks): it is stopped first, found by its config.
   void TearDown() override {
+    const std::string config = dir_.file("netwatcher.toml");
+    run("pkill -TERM -f -- '--confi[g] " + config + "'");  // [g]: not this shell
+    EXPECT_TRUE(
+        wait_until([&] { return run("pgrep -f -- '--confi[g] " + config + "'").exit_code != 0; },
+                   std::chrono::seconds(10)))
+        << "netwatcher did not stop";
     run(std::string("tmux kill-session -t ") + kSession + " 2>/dev/null");
   }
   TempDir dir_;
@@ -89,13 +97,13 @@ TEST_F(TopPane, APaneShowsTheKernelsDropCountAConnectionsBytesAndPingsAsBars) {
                  "[filter]\nremote_addresses = [\"10.77.0.0/24\"]\n"
                  "[plugins.tcp]\nper_connection_metrics = true\n"
                  "[plugins.drop]\n[plugins.icmp]\n"
-                 "[[sinks]]\ntype = \"stdout\"\nformat = \"top\"\ntop_interval = 0.5\n"
+                 "[[sinks]]\ntype = \"stdout\"\nformat = \"top\"\ntop_interval = 1.5\n"
                  "top_rows = 20\n");
   const std::string log = dir_.file("netwatcher.log"), status = dir_.file("status");
   // Wide and tall enough that no line of the frame is cut.
   auto started = run(std::string("tmux new-session -d -s ") + kSession + " -x 200 -y 120 \"" +
-                     NW_BINARY + " --config " + dir_.file("netwatcher.toml") + " 2>" + log +
-                     "; echo exit=\\$? >" + status + "\" 2>&1");
+                     NW_BINARY + " --duration 60 --config " + dir_.file("netwatcher.toml") + " 2>" +
+                     log + "; echo exit=\\$? >" + status + "\" 2>&1");
   ASSERT_EQ(started.exit_code, 0) << started.output;
   ASSERT_TRUE(wait_until([&] { return read_file(log).find(" running: ") != std::string::npos; },
                          std::chrono::seconds(15)))
@@ -157,11 +165,11 @@ TEST_F(TopPane, ASmallPaneIsCutAndSaysSo) {
              "[netwatcher]\nplugin_dirs = [\"" + std::string(NW_PLUGIN_DIR) + "\"]\n" +
                  hook_override_line() +
                  "[plugins.drop]\n[plugins.icmp]\n[[sinks]]\ntype = \"stdout\"\nformat = "
-                 "\"top\"\ntop_interval = 0.5\n");
+                 "\"top\"\ntop_interval = 1.5\n");
   const std::string log = dir_.file("netwatcher.log");
   auto started =
       run(std::string("tmux new-session -d -s ") + kSession + " -x 40 -y 6 \"" + NW_BINARY +
-          " --config " + dir_.file("netwatcher.toml") + " 2>" + log + "\" 2>&1");
+          " --duration 60 --config " + dir_.file("netwatcher.toml") + " 2>" + log + "\" 2>&1");
   ASSERT_EQ(started.exit_code, 0) << started.output;
   std::string screen;
   ASSERT_TRUE(wait_until(

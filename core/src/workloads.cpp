@@ -269,16 +269,23 @@ WorkloadLabelledFamily::WorkloadLabelledFamily(MetricFamily& exported,
       container_labels_(container_labels),
       max_workloads_(max_workloads) {}
 
-std::array<std::string, 3> WorkloadLabelledFamily::workload_of(const std::string& id_text) {
+void WorkloadLabelledFamily::put_workload(const std::string& id_text, LabelValues& out,
+                                          std::size_t at) {
   std::uint64_t id = 0;
   std::from_chars(id_text.data(), id_text.data() + id_text.size(), id);
-  if (!id || !resolver_) return {};
+  auto put = [&](const std::array<std::string, 3>& workload) {
+    for (std::size_t i = 0; i < 3; ++i) out[at + i] = workload[i];  // reuses their buffers
+  };
+  // Unknown: no cgroup, or one not walked yet (a container less than a
+  // second old): empty like a host process, and asked again next time.
+  static const std::array<std::string, 3> kNone;
+  if (!id || !resolver_) return put(kNone);
   {
     std::lock_guard lock(mutex_);
-    if (auto it = by_cgroup_.find(id); it != by_cgroup_.end()) return it->second;
+    if (auto it = by_cgroup_.find(id); it != by_cgroup_.end()) return put(it->second);
   }
   std::shared_ptr<const Workload> w = resolver_->cgroup(id);
-  if (!w) return {};  // not walked yet, perhaps: asked again next time
+  if (!w) return put(kNone);
   std::array<std::string, 3> workload{
       // container, pod, namespace
       !w->container_name.empty() ? w->container_name : w->container_id.substr(0, 12), w->pod,
@@ -299,8 +306,7 @@ std::array<std::string, 3> WorkloadLabelledFamily::workload_of(const std::string
   }
   // Cgroup ids are not reused, but they are many on a busy node: start over.
   if (by_cgroup_.size() >= kMaxCachedCgroups) by_cgroup_.clear();
-  by_cgroup_.emplace(id, workload);
-  return workload;
+  put(by_cgroup_.emplace(id, std::move(workload)).first->second);
 }
 
 const LabelValues& WorkloadLabelledFamily::exported_labels(const LabelValues& labels) {
@@ -311,8 +317,10 @@ const LabelValues& WorkloadLabelledFamily::exported_labels(const LabelValues& la
   out.resize(labels.size() - 1 + (container_labels_ ? 3 : 0));
   std::size_t o = 0;
   for (std::size_t i = 0; i < cgroup_at_; ++i) out[o++] = labels[i];
-  if (container_labels_)
-    for (auto& value : workload_of(labels[cgroup_at_])) out[o++] = std::move(value);
+  if (container_labels_) {
+    put_workload(labels[cgroup_at_], out, o);
+    o += 3;
+  }
   for (std::size_t i = cgroup_at_ + 1; i < labels.size(); ++i) out[o++] = labels[i];
   return out;
 }
@@ -329,6 +337,12 @@ void WorkloadLabelledFamily::observe(const LabelValues& labels, double value) no
     exported_.observe(exported_labels(labels), value);
   } catch (...) {
   }
+}
+
+void WorkloadLabelledFamily::remove(const LabelValues& labels) noexcept {
+  std::lock_guard lock(mirror_mutex_);
+  mirrored_.erase(labels);
+  mirrored_histograms_.erase(labels);
 }
 
 void WorkloadLabelledFamily::set(const LabelValues& labels, double value) noexcept {

@@ -150,7 +150,9 @@ class WorkloadLabelledFamily final : public MetricFamily {
   void set(const LabelValues& labels, double value) noexcept override;
   void set_histogram(const LabelValues& labels, std::span<const std::uint64_t> bucket_counts,
                      double sum) noexcept override;
-  void remove(const LabelValues&) noexcept override {}
+  // Forgets what set()/set_histogram() last gave for `labels`; the exported
+  // series keep their counts (other cgroups may share them).
+  void remove(const LabelValues& labels) noexcept override;
 
  private:
   struct HistogramCounts {
@@ -159,7 +161,8 @@ class WorkloadLabelledFamily final : public MetricFamily {
   };
   // The labels to give the store; valid until this thread's next call.
   const LabelValues& exported_labels(const LabelValues& labels);
-  std::array<std::string, 3> workload_of(const std::string& id_text);
+  // Writes container, pod and namespace of the cgroup `id_text` to out[at..].
+  void put_workload(const std::string& id_text, LabelValues& out, std::size_t at);
   static constexpr std::size_t kMaxCachedCgroups = 65536;
 
   MetricFamily& exported_;

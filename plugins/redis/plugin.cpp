@@ -197,7 +197,31 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
         c.timed_out = true;
       }
     if (hot_keys_) report_hot_keys(now, out);
-    return refresh_metrics();
+    Status refreshed = refresh_metrics();
+    forget_idle_series();
+    return refreshed;
+  }
+
+  // Series are kept per cgroup (the cgroup_id label): pods come and go, so a
+  // series unused for kIdleSnapshots snapshots is forgotten here and by the
+  // host's mirror; its exported counts stay.
+  void forget_idle_series() {
+    auto sweep = [](auto& table, const auto& family) {
+      for (auto it = table.begin(); it != table.end();) {
+        auto& series = it->second;
+        if (series.used) {
+          series.used = false;
+          series.idle = 0;
+        } else if (++series.idle >= kIdleSnapshots) {
+          family.remove(series.labels);
+          it = table.erase(it);
+          continue;
+        }
+        ++it;
+      }
+    };
+    sweep(counts_, commands_);
+    sweep(durations_, duration_);
   }
 
   Status refresh_metrics() {
@@ -437,7 +461,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     if (count == counts_.end())
       count = counts_.emplace(key_, CountSeries{{label, status, side, cgroup}}).first;
     count->second.value += 1;
-    count->second.dirty = true;
+    count->second.dirty = count->second.used = true;
     key_.assign(label).append(1, '\n').append(side).append(1, '\n').append(cgroup);
     auto duration = durations_.find(key_);
     if (duration == durations_.end())
@@ -448,7 +472,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     const auto bucket = std::lower_bound(bounds_.begin(), bounds_.end(), seconds) - bounds_.begin();
     ++duration->second.counts[static_cast<std::size_t>(bucket)];
     duration->second.sum += seconds;
-    duration->second.dirty = true;
+    duration->second.dirty = duration->second.used = true;
   }
 
   void count_push(const Socket& s, const std::string& kind) {
@@ -690,18 +714,23 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   std::vector<RespMessage> messages_;
   std::unordered_set<std::string> known_commands_, known_statuses_;
   std::unordered_map<std::string, CommandInfo> command_infos_;
+  // dirty: changed since the last refresh; used: since the last snapshot.
   struct CountSeries {
     LabelValues labels;
     double value = 0;
-    bool dirty = false;
+    bool dirty = false, used = false;
+    unsigned idle = 0;  // snapshots without use
   };
   struct DurationSeries {
     LabelValues labels;
     std::vector<std::uint64_t> counts;  // per bucket of bounds_, then +Inf
     double sum = 0;
-    bool dirty = false;
+    bool dirty = false, used = false;
+    unsigned idle = 0;
   };
-  // Bounded like the labels they carry: max_commands x 64 statuses x 2 sides.
+  static constexpr unsigned kIdleSnapshots = 60;
+  // Bounded like the labels they carry: max_commands x 64 statuses x 2 sides,
+  // per cgroup that sent commands in the last kIdleSnapshots snapshots.
   std::unordered_map<std::string, CountSeries> counts_;
   std::unordered_map<std::string, DurationSeries> durations_;
   const std::vector<double> bounds_ = duration_buckets();

@@ -76,6 +76,8 @@ enabled = false
 cgroup_root = "/host/sys/fs/cgroup"
 state_directories = ["/a", "/b"]
 netns_directory = "/host/run/netns"
+container_labels = true
+max_container_labels = 20
 )");
   const Config config = load_config(path);
   const auto& w = config.settings.workloads;
@@ -83,7 +85,13 @@ netns_directory = "/host/run/netns"
   EXPECT_EQ(w.cgroup_root, "/host/sys/fs/cgroup");
   EXPECT_EQ(w.state_directories, (std::vector<std::string>{"/a", "/b"}));
   EXPECT_EQ(w.netns_directory, "/host/run/netns");
+  EXPECT_TRUE(w.container_labels);
+  EXPECT_EQ(w.max_container_labels, 20u);
   EXPECT_TRUE(default_config().settings.workloads.enabled);
+  EXPECT_FALSE(default_config().settings.workloads.container_labels);
+  EXPECT_EQ(config_error("[containers]\nmax_container_labels = 0\n"),
+            "t.toml:2:24: key 'containers.max_container_labels' is 0, expected a value in [1, "
+            "100000]");
   EXPECT_EQ(config_error("[containers]\nstate_directories = \"/run\"\n"),
             "t.toml:2:21: key 'containers.state_directories' must be an array of strings, got "
             "string");

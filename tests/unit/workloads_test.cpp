@@ -274,7 +274,7 @@ TEST(ContainerLabels, TheCgroupIdBecomesContainerPodAndNamespaceOrNothing) {
     family->add({"GET", host_id, "server"}, 1);
     family->add({"GET", "0", "server"}, 1);
     family->add({"GET", "not a number", "server"}, 1);
-    family->remove({"GET", app_id, "server"});  // ignored: it would remove other cgroups' counts
+    family->remove({"GET", app_id, "server"});  // the exported series stay (shared)
   }
   EXPECT_EQ(
       value_of(labelled_store, "demo_requests_total", {"GET", "app", "api-1", "prod", "server"}),
@@ -327,6 +327,10 @@ TEST(ContainerLabels, MirroredCountsAddWhatGrewPerCgroup) {
   total.set({"1"}, 7);
   total.set({"1"}, 6);  // lower: ignored
   EXPECT_EQ(value_of(store, "demo_total", {}), 10);
+  // Forgotten (the plugin let cgroup 1 go): its next count starts afresh.
+  total.remove({"1"});
+  total.set({"1"}, 2);
+  EXPECT_EQ(value_of(store, "demo_total", {}), 12);
   const std::vector<std::uint64_t> first{1, 0, 0}, second{2, 1, 0}, other{0, 0, 4};
   seconds.set_histogram({"1"}, first, 0.05);
   seconds.set_histogram({"1"}, second, 0.7);

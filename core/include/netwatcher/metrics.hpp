@@ -39,7 +39,10 @@ using LabelValues = std::vector<std::string>;
 // Counters and histograms only (a level cannot be summed over cgroups): add()
 // and observe() work as usual; set() on a counter and set_histogram() mirror
 // counts kept elsewhere as usual, the host adding what grew since the last
-// call for those labels to the exported series; remove() is ignored.
+// call for those labels to the exported series; remove() forgets those
+// labels' last mirrored value (free it for a cgroup no longer seen; a later
+// set() then counts from zero again) and leaves the exported series as they
+// are.
 // --list-plugins and the sinks show the exported labels.
 inline constexpr const char* kCgroupIdLabel = "cgroup_id";
 

@@ -20,6 +20,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "attachments.hpp"
 #include "bpf_uapi.hpp"
 #include "bus.hpp"
 #include "description_check.hpp"
@@ -31,56 +32,6 @@
 namespace netwatcher::host {
 
 namespace {
-
-bool is_cgroup_section(const char* section) {
-  return std::strncmp(section, "cgroup_skb/", 11) == 0 || std::strncmp(section, "cgroup/", 7) == 0;
-}
-
-// cgroup programs run for the sockets of a cgroup and its descendants: at the
-// root of the v2 hierarchy they see every socket on the host. The link keeps
-// the attachment; the directory fd is only needed to create it.
-bpf_link* attach_to_cgroup_root(bpf_program* program, const std::string& root) {
-  if (root.empty()) {
-    errno = ENOENT;
-    return nullptr;
-  }
-  int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return nullptr;
-  bpf_link* link = bpf_program__attach_cgroup(program, fd);
-  int err = errno;
-  close(fd);
-  errno = err;
-  return link;
-}
-
-bool is_netfilter_section(const char* section) {
-  return std::strncmp(section, "netfilter", 9) == 0;
-}
-
-// bpf(BPF_LINK_CREATE) with the link_create.netfilter member of union bpf_attr,
-// laid out by hand because the installed headers predate it.
-int create_netfilter_link(int prog_fd, const NetfilterPoint& point) {
-  struct {
-    std::uint32_t prog_fd, target_fd, attach_type, flags;
-    std::uint32_t pf, hooknum;
-    std::int32_t priority;
-    std::uint32_t nf_flags;
-    std::uint8_t rest[96];
-  } attr{};
-  attr.prog_fd = static_cast<std::uint32_t>(prog_fd);
-  attr.attach_type = kAttachNetfilter;
-  attr.pf = static_cast<std::uint32_t>(point.family);
-  attr.hooknum = static_cast<std::uint32_t>(point.hook);
-  attr.priority = point.priority;
-  return static_cast<int>(syscall(__NR_bpf, kBpfLinkCreate, &attr, sizeof attr));
-}
-
-struct FdCloser {
-  int fd = -1;
-  ~FdCloser() {
-    if (fd >= 0) close(fd);
-  }
-};
 
 constexpr std::size_t kNoCandidate = static_cast<std::size_t>(-1);
 
@@ -443,9 +394,7 @@ Status ProbeRuntime::load_object(std::uint64_t ring_buffer_bytes, std::uint64_t 
   }
   // libbpf 1.1 knows no SEC("netfilter"): give such programs their type here.
   bpf_object__for_each_program(program, object_) {
-    if (!is_netfilter_section(bpf_program__section_name(program))) continue;
-    bpf_program__set_type(program, static_cast<bpf_prog_type>(kProgTypeNetfilter));
-    bpf_program__set_expected_attach_type(program, static_cast<bpf_attach_type>(kAttachNetfilter));
+    if (attach_kind(program, false) == AttachKind::netfilter) prepare_netfilter_program(program);
   }
   bpf_map* events = bpf_object__find_map_by_name(object_, "nw_events");
   if (!events)
@@ -568,41 +517,33 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       continue;
     }
     bpf_program* prog = bpf_object__find_program_by_name(object_, name.c_str());
-    if (is_netfilter_section(bpf_program__section_name(prog))) {
+    const bool iterates_map = !hooks[h].iter_map.empty();
+    const AttachKind kind = attach_kind(prog, iterates_map);
+    if (kind == AttachKind::netfilter) {
       // One program serves many (family, hook, priority, netns) points, which
       // depend on the plugin's config: it links them in start().
       reports_[h].attached_program = name;
       reports_[h].candidates[choice[h]].status = "loaded; no netfilter link yet";
       continue;
     }
-    errno = 0;
-    bpf_link* link = nullptr;
-    if (!hooks[h].iter_map.empty()) {
-      bpf_map* map = bpf_object__find_map_by_name(object_, hooks[h].iter_map.c_str());
-      if (!map) {
+    const bpf_map* iterated = nullptr;
+    if (iterates_map) {
+      iterated = bpf_object__find_map_by_name(object_, hooks[h].iter_map.c_str());
+      if (!iterated) {
         reports_[h].candidates[choice[h]].status = "no map '" + hooks[h].iter_map + "' to iterate";
         failed_hook = hooks[h].name;
         return Status::failure("hook '" + hooks[h].name +
                                "': " + reports_[h].candidates[choice[h]].status);
       }
-      union bpf_iter_link_info info = {};
-      info.map.map_fd = bpf_map__fd(map);
-      LIBBPF_OPTS(bpf_iter_attach_opts, opts, .link_info = &info, .link_info_len = sizeof info);
-      link = bpf_program__attach_iter(prog, &opts);
-    } else if (is_cgroup_section(bpf_program__section_name(prog))) {
-      link = attach_to_cgroup_root(prog, features.cgroup2_path());
-    } else {
-      link = bpf_program__attach(prog);
     }
+    Result<ProgramLink> link = attach(prog, kind, iterated, features.cgroup2_path());
     if (!link) {
-      int err = errno;
-      reports_[h].candidates[choice[h]].status =
-          "attach failed: " + std::string(std::strerror(err ? err : EINVAL));
+      reports_[h].candidates[choice[h]].status = link.status().message();
       failed_hook = hooks[h].name;
       return Status::failure("hook '" + hooks[h].name +
                              "': " + reports_[h].candidates[choice[h]].status);
     }
-    links_[name] = link;
+    links_[name] = link.take();
     reports_[h].attached_program = name;
     reports_[h].candidates[choice[h]].status = "attached";
   }
@@ -869,7 +810,7 @@ MetricFamily* ProbeRuntime::metric(std::string_view name) noexcept {
 
 int ProbeRuntime::link_fd(std::string_view program) const noexcept {
   auto it = links_.find(program);
-  return it == links_.end() ? -1 : bpf_link__fd(it->second);
+  return it == links_.end() ? -1 : it->second.fd();
 }
 
 Status ProbeRuntime::attach_netfilter(std::string_view program,
@@ -879,41 +820,12 @@ Status ProbeRuntime::attach_netfilter(std::string_view program,
         object_ ? bpf_object__find_program_by_name(object_, std::string(program).c_str()) : nullptr;
     if (!prog || bpf_program__fd(prog) < 0)
       return Status::failure("no loaded program '" + std::string(program) + "'");
-    if (!is_netfilter_section(bpf_program__section_name(prog)))
+    if (attach_kind(prog, false) != AttachKind::netfilter)
       return Status::failure("program '" + std::string(program) + "' is not SEC(\"netfilter\")");
-    FdCloser target, home;
-    struct stat netns {};
-    if (!point.netns.empty()) {
-      // Netfilter links live in the netns of the calling thread: enter the
-      // target netns on this thread only, link, and come back.
-      target.fd = open(point.netns.c_str(), O_RDONLY | O_CLOEXEC);
-      if (target.fd < 0 || fstat(target.fd, &netns) != 0)
-        return Status::failure("cannot open network namespace " + point.netns + ": " +
-                               std::strerror(errno));
-      home.fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-      if (home.fd < 0)
-        return Status::failure("cannot open own network namespace: " +
-                               std::string(std::strerror(errno)));
-      if (setns(target.fd, CLONE_NEWNET) != 0)
-        return Status::failure("cannot enter network namespace " + point.netns + ": " +
-                               std::strerror(errno));
-    } else if (stat("/proc/thread-self/ns/net", &netns) != 0) {
-      return Status::failure("cannot stat own network namespace: " +
-                             std::string(std::strerror(errno)));
-    }
-    int fd = create_netfilter_link(bpf_program__fd(prog), point);
-    int err = errno;
-    if (home.fd >= 0 && setns(home.fd, CLONE_NEWNET) != 0) {
-      // Every later socket and link of this thread would land in the wrong netns.
-      spdlog::critical("cannot return to netwatcher's network namespace: {}", std::strerror(errno));
-      std::abort();
-    }
-    if (fd < 0)
-      return Status::failure("netfilter link (family " + std::to_string(point.family) + ", hook " +
-                             std::to_string(point.hook) + ", priority " +
-                             std::to_string(point.priority) + ") refused: " + std::strerror(err));
-    const auto inode = static_cast<std::uint64_t>(netns.st_ino);
-    netfilter_links_.push_back({std::string(program), fd, inode});
+    Result<NetfilterLinkFd> link = link_netfilter(prog, point);
+    if (!link) return link.status();
+    const std::uint64_t inode = link.value().netns_inode;
+    netfilter_links_.push_back({std::string(program), std::move(link.value().fd), inode});
     made_netfilter_links_ = true;
     if (netfilter_netns_.emplace(inode, point.netns).second)
       spdlog::info("plugin '{}': netfilter links in network namespace {} ({})", name(), inode,
@@ -931,11 +843,10 @@ std::size_t ProbeRuntime::release_netfilter(std::uint64_t netns_inode) noexcept 
   std::size_t released = 0;
   for (auto it = netfilter_links_.rbegin(); it != netfilter_links_.rend(); ++it) {
     if (it->netns != netns_inode) continue;
-    close(it->fd);
-    it->fd = -1;
+    it->fd.reset();
     ++released;
   }
-  std::erase_if(netfilter_links_, [](const NetfilterLink& link) { return link.fd < 0; });
+  std::erase_if(netfilter_links_, [](const NetfilterLink& link) { return !link.fd.valid(); });
   auto it = netfilter_netns_.find(netns_inode);
   if (it == netfilter_netns_.end()) return released;
   try {
@@ -973,9 +884,7 @@ void ProbeRuntime::describe_netfilter_links() {
 }
 
 void ProbeRuntime::destroy_links() {
-  for (auto& [name, link] : links_) bpf_link__destroy(link);
   links_.clear();
-  for (const auto& link : netfilter_links_) close(link.fd);
   netfilter_links_.clear();
   netfilter_netns_.clear();
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "anomaly.hpp"
+#include "attachments.hpp"
 #include "kernel_features.hpp"
 #include "loader.hpp"
 #include "metric_store.hpp"
@@ -220,11 +221,11 @@ class ProbeRuntime final : public PluginHost {
   std::unique_ptr<std::atomic<std::uint64_t>[]> event_counts_;
   std::map<std::string, MetricFamily*, std::less<>> families_;
   bpf_object* object_ = nullptr;
-  std::map<std::string, bpf_link*, std::less<>> links_;
+  std::map<std::string, ProgramLink, std::less<>> links_;
   std::vector<HookReport> reports_;
   struct NetfilterLink {
     std::string program;
-    int fd = -1;
+    OwnedFd fd;
     std::uint64_t netns = 0;  // nsfs inode of the namespace it hooks
   };
   std::vector<NetfilterLink> netfilter_links_;

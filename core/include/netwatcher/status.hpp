@@ -30,4 +30,27 @@ class Status {
   std::string message_;
 };
 
+// A value, or the failed Status that says why there is none. For calls that
+// produce something: `Result<Link> r = attach(...); if (!r) return r.status();`.
+// Header-only (no part of the plugin ABI); moving out the value with take()
+// leaves the Result holding a moved-from value.
+template <typename T>
+class Result {
+ public:
+  Result(T value) : value_(std::move(value)) {}  // NOLINT: a value converts implicitly
+  // `error` must be a failure; a success Status here is a programming error.
+  Result(Status error) : status_(std::move(error)) {}  // NOLINT
+  bool ok() const noexcept { return status_.ok(); }
+  explicit operator bool() const noexcept { return ok(); }
+  const Status& status() const noexcept { return status_; }
+  // Only when ok().
+  T& value() & { return value_; }
+  const T& value() const& { return value_; }
+  T take() { return std::move(value_); }
+
+ private:
+  T value_{};
+  Status status_;
+};
+
 }  // namespace netwatcher

@@ -120,12 +120,7 @@ class Agent {
     bpf_stats_.set(stats_sampler_.wanted(clock::now()));
     started_at_ = clock::now();
     for (ProbeRuntime* runtime : plan_.enabled) {
-      Status s = runtime->configure(plan_.plugin_values.at(runtime->name()), config_.filter);
-      runtime->set_hook_overrides(config_.settings.hook_overrides);
-      runtime->set_bus(bus_);
-      if (s)
-        s = runtime->bring_up(features, config_.settings.ring_buffer_bytes,
-                              config_.settings.wakeup_bytes);
+      Status s = bring_up_planned(*runtime, plan_, config_, features, &bus_);
       if (s) s = runtime->add_to_poller(&poller_, bus_);
       own_.set_plugin_state(runtime->name(), s.ok(), runtime->hook_reports());
       if (!s) {

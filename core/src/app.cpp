@@ -212,11 +212,7 @@ int run_check(KernelFeatures& features, const Config& config, const StartupPlan&
   // All stay up until the end: the L7 capture, checked last, needs the
   // protocol plugins running.
   for (ProbeRuntime* runtime : plan.enabled) {
-    Status s = runtime->configure(plan.plugin_values.at(runtime->name()), config.filter);
-    runtime->set_hook_overrides(config.settings.hook_overrides);
-    if (s)
-      s = runtime->bring_up(features, config.settings.ring_buffer_bytes,
-                            config.settings.wakeup_bytes);
+    Status s = bring_up_planned(*runtime, plan, config, features, nullptr);
     std::cout << "plugin " << runtime->name() << ": " << (s ? "ok" : "CANNOT RUN: " + s.message())
               << "\n";
     print_hook_reports(*runtime, live);

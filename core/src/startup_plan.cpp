@@ -148,4 +148,14 @@ void plan_sinks(const Config& config, const std::vector<std::unique_ptr<ProbeRun
   }
 }
 
+Status bring_up_planned(ProbeRuntime& runtime, const StartupPlan& plan, const Config& config,
+                        const KernelFeatures& features, Bus* bus) {
+  Status s = runtime.configure(plan.plugin_values.at(runtime.name()), config.filter);
+  runtime.set_hook_overrides(config.settings.hook_overrides);
+  if (bus) runtime.set_bus(*bus);
+  if (s)
+    s = runtime.bring_up(features, config.settings.ring_buffer_bytes, config.settings.wakeup_bytes);
+  return s;
+}
+
 }  // namespace netwatcher::host

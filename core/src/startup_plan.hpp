@@ -12,8 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "bus.hpp"
 #include "command_line.hpp"
 #include "config.hpp"
+#include "kernel_features.hpp"
 #include "loader.hpp"
 #include "metric_store.hpp"
 #include "netwatcher/sink.hpp"
@@ -65,5 +67,13 @@ SinkTypes describe_sinks(const Discovery& discovery);
 // routed plugin.
 void plan_sinks(const Config& config, const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes,
                 StartupPlan& plan);
+
+// Configures one enabled plugin with its planned keys, the filter and the
+// hook overrides, and brings it up (opened, loaded, attached, started), the
+// same way for --check and for the agent. `bus`: where its events go; none
+// for --check. The failure is the plugin's reason, for "CANNOT RUN: ..." or
+// "plugin 'x' disabled: ...".
+Status bring_up_planned(ProbeRuntime& runtime, const StartupPlan& plan, const Config& config,
+                        const KernelFeatures& features, Bus* bus);
 
 }  // namespace netwatcher::host

@@ -97,13 +97,12 @@ class Agent {
     for (const auto& planned : plan_.sinks) {
       SinkContext& context = contexts_.emplace_back(planned.context);
       context.metrics = metrics_source;
-      std::string error;
-      auto sink = create_sink(*planned.component, error);
+      auto sink = create_sink(*planned.component);
       if (!sink) {
-        spdlog::critical("{}", error);
+        spdlog::critical("{}", sink.status().message());
         return false;
       }
-      auto worker = std::make_unique<SinkWorker>(context.instance, std::move(sink), planned.routed,
+      auto worker = std::make_unique<SinkWorker>(context.instance, sink.take(), planned.routed,
                                                  config_.settings.sink_queue_capacity,
                                                  planned.component->abi_minor);
       if (Status s = bus_.add(std::move(worker), context); !s) {

@@ -19,19 +19,15 @@ namespace netwatcher::host {
 namespace {
 
 template <class Interface>
-std::shared_ptr<Interface> create(const Component& component, nw_plugin_kind kind,
-                                  std::string& error) {
-  if (component.kind != kind) {
-    error = component.path + ": not a " + (kind == NW_PLUGIN_KIND_PROBE ? "probe" : "sink");
-    return nullptr;
-  }
+Result<std::shared_ptr<Interface>> create(const Component& component, nw_plugin_kind kind) {
+  if (component.kind != kind)
+    return Status::failure(component.path + ": not a " +
+                           (kind == NW_PLUGIN_KIND_PROBE ? "probe" : "sink"));
   char buffer[512] = {};
   void* raw = component.factory(buffer, sizeof buffer);
-  if (!raw) {
-    error = component.path + ": factory of '" + component.name +
-            "' failed: " + (buffer[0] ? buffer : "no reason given");
-    return nullptr;
-  }
+  if (!raw)
+    return Status::failure(component.path + ": factory of '" + component.name +
+                           "' failed: " + (buffer[0] ? buffer : "no reason given"));
   auto library = component.library;
   // Delete the object before the library that holds its code can be unmapped.
   return std::shared_ptr<Interface>(static_cast<Interface*>(raw),
@@ -367,12 +363,12 @@ Discovery discover(const std::vector<std::string>& directories) {
   return result;
 }
 
-std::shared_ptr<ProbePlugin> create_probe(const Component& component, std::string& error) {
-  return create<ProbePlugin>(component, NW_PLUGIN_KIND_PROBE, error);
+Result<std::shared_ptr<ProbePlugin>> create_probe(const Component& component) {
+  return create<ProbePlugin>(component, NW_PLUGIN_KIND_PROBE);
 }
 
-std::shared_ptr<Sink> create_sink(const Component& component, std::string& error) {
-  return create<Sink>(component, NW_PLUGIN_KIND_SINK, error);
+Result<std::shared_ptr<Sink>> create_sink(const Component& component) {
+  return create<Sink>(component, NW_PLUGIN_KIND_SINK);
 }
 
 }  // namespace netwatcher::host

@@ -68,8 +68,9 @@ std::optional<Component> load_component(const std::string& path, RefusedFile& re
 Discovery discover(const std::vector<std::string>& directories);
 
 // Runs the factory. The returned object keeps the shared object mapped for as
-// long as it lives. On failure returns null and sets `error`.
-std::shared_ptr<ProbePlugin> create_probe(const Component& component, std::string& error);
-std::shared_ptr<Sink> create_sink(const Component& component, std::string& error);
+// long as it lives. The failure names the file and, for a factory that
+// refused, the plugin's reason.
+Result<std::shared_ptr<ProbePlugin>> create_probe(const Component& component);
+Result<std::shared_ptr<Sink>> create_sink(const Component& component);
 
 }  // namespace netwatcher::host

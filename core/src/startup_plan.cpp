@@ -26,14 +26,13 @@ std::vector<std::unique_ptr<ProbeRuntime>> describe_probes(Discovery& discovery,
                                                            const WorkloadSettings& workloads) {
   std::vector<std::unique_ptr<ProbeRuntime>> runtimes;
   for (const auto& component : discovery.probes) {
-    std::string error;
-    auto plugin = create_probe(component, error);
+    auto plugin = create_probe(component);
     if (!plugin) {
-      spdlog::error("{}", error);
-      discovery.refused.push_back({component.path, component.name, error});
+      spdlog::error("{}", plugin.status().message());
+      discovery.refused.push_back({component.path, component.name, plugin.status().message()});
       continue;
     }
-    auto runtime = std::make_unique<ProbeRuntime>(component, std::move(plugin), store, workloads);
+    auto runtime = std::make_unique<ProbeRuntime>(component, plugin.take(), store, workloads);
     if (const Status& described = runtime->described(); !described) {
       spdlog::error("{}", described.message());
       discovery.refused.push_back({component.path, component.name, described.message()});
@@ -100,14 +99,13 @@ void plan_l7_capture(const std::vector<std::unique_ptr<ProbeRuntime>>& runtimes,
 SinkTypes describe_sinks(const Discovery& discovery) {
   SinkTypes types;
   for (const auto& component : discovery.sinks) {
-    std::string error;
-    auto sink = create_sink(component, error);
+    auto sink = create_sink(component);
     if (!sink) {
-      spdlog::error("{}", error);
+      spdlog::error("{}", sink.status().message());
       continue;
     }
     SinkDescription description;
-    if (Status s = sink->describe(description); !s) {
+    if (Status s = sink.value()->describe(description); !s) {
       spdlog::error("sink '{}': describe() failed: {}", component.name, s.message());
       continue;
     }

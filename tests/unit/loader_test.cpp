@@ -236,9 +236,9 @@ TEST(Loader, AcceptsPluginBuiltByAnotherCompilerFamily) {
   ASSERT_TRUE(component.has_value()) << refused.reason;
   EXPECT_EQ(component->compiler.rfind("clang-", 0), 0u) << component->compiler;
   EXPECT_EQ(component->stdlib, host_identity());
-  std::string error;
-  auto plugin = create_probe(*component, error);
-  ASSERT_NE(plugin, nullptr) << error;
+  auto created_plugin = create_probe(*component);
+  ASSERT_TRUE(created_plugin.ok()) << created_plugin.status().message();
+  auto plugin = created_plugin.take();
   PluginDescription description;
   EXPECT_TRUE(plugin->describe(description).ok());
   bpf_object* object = nullptr;
@@ -249,10 +249,9 @@ TEST(Loader, ThrowingFactoryBecomesAnErrorNotACrash) {
   RefusedFile refused;
   auto component = load_component(fixture("throwing_factory"), refused);
   ASSERT_TRUE(component.has_value()) << refused.reason;
-  std::string error;
-  auto plugin = create_probe(*component, error);
-  EXPECT_EQ(plugin, nullptr);
-  EXPECT_EQ(error,
+  auto plugin = create_probe(*component);
+  EXPECT_FALSE(plugin.ok());
+  EXPECT_EQ(plugin.status().message(),
             fixture("throwing_factory") +
                 ": factory of 'throwing_factory' failed: fixture constructor refuses to start");
 }
@@ -271,9 +270,9 @@ TEST(Loader, DiscoveryKeepsGoingPastBadFiles) {
                                             "wrong_standard", "wrong_stdlib"}));
   EXPECT_NE(discovery.refused_named("wrong_major"), nullptr);
   EXPECT_NE(discovery.refused_named("newer_minor"), nullptr);
-  std::string error;
-  auto plugin = create_probe(*discovery.probe("good_probe"), error);
-  ASSERT_NE(plugin, nullptr) << error;
+  auto created_plugin = create_probe(*discovery.probe("good_probe"));
+  ASSERT_TRUE(created_plugin.ok()) << created_plugin.status().message();
+  auto plugin = created_plugin.take();
   bpf_object* object = nullptr;
   EXPECT_EQ(plugin->open(&object).message(), "fixture has no BPF");
 }
@@ -292,11 +291,10 @@ TEST(Loader, RealPluginsAreAcceptedWithTheirKinds) {
 namespace {
 
 std::unique_ptr<ProbeRuntime> runtime_of(const Component& component, MetricStore& store) {
-  std::string error;
-  auto plugin = create_probe(component, error);
-  EXPECT_NE(plugin, nullptr) << error;
+  auto plugin = create_probe(component);
+  EXPECT_TRUE(plugin.ok()) << plugin.status().message();
   if (!plugin) return nullptr;
-  return std::make_unique<ProbeRuntime>(component, std::move(plugin), store);
+  return std::make_unique<ProbeRuntime>(component, plugin.take(), store);
 }
 
 std::unique_ptr<ProbeRuntime> fixture_runtime(const std::string& name, MetricStore& store) {
@@ -333,9 +331,9 @@ TEST(Describe, AThrowingSinkDescribeIsAFailureNotAnEmptySink) {
   RefusedFile refused;
   auto component = load_component(fixture("sink_describe_throws"), refused);
   ASSERT_TRUE(component.has_value()) << refused.reason;
-  std::string error;
-  auto sink = create_sink(*component, error);
-  ASSERT_NE(sink, nullptr) << error;
+  auto created_sink = create_sink(*component);
+  ASSERT_TRUE(created_sink.ok()) << created_sink.status().message();
+  auto sink = created_sink.take();
   SinkDescription description;
   EXPECT_EQ(sink->describe(description).message(), "fixture sink cannot describe itself");
 }
@@ -397,9 +395,9 @@ TEST(BpfContract, AnObjectOfAnotherContractIsRefusedBeforeLoad) {
   RefusedFile refused;
   auto component = load_component(fixture("netwatcher-contract_probe"), refused);
   ASSERT_TRUE(component.has_value()) << refused.reason;
-  std::string error;
-  auto plugin = create_probe(*component, error);
-  ASSERT_NE(plugin, nullptr) << error;
+  auto created_plugin = create_probe(*component);
+  ASSERT_TRUE(created_plugin.ok()) << created_plugin.status().message();
+  auto plugin = created_plugin.take();
   bpf_object* object = nullptr;
   ASSERT_TRUE(plugin->open(&object).ok());
   EXPECT_EQ(check_bpf_contract(object),
@@ -412,9 +410,9 @@ TEST(BpfContract, AnObjectBuiltWithCommonBpfHSpeaksTheHostsContract) {
   RefusedFile refused;
   auto component = load_component(fixture("netwatcher-fallback_probe"), refused);
   ASSERT_TRUE(component.has_value()) << refused.reason;
-  std::string error;
-  auto plugin = create_probe(*component, error);
-  ASSERT_NE(plugin, nullptr) << error;
+  auto created_plugin = create_probe(*component);
+  ASSERT_TRUE(created_plugin.ok()) << created_plugin.status().message();
+  auto plugin = created_plugin.take();
   bpf_object* object = nullptr;
   ASSERT_TRUE(plugin->open(&object).ok());
   EXPECT_EQ(check_bpf_contract(object), std::nullopt);

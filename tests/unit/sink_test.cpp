@@ -78,9 +78,9 @@ class SinkFixture : public ::testing::Test {
     auto component =
         load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-" + type + ".so", refused);
     ASSERT_TRUE(component.has_value()) << refused.reason;
-    std::string error;
-    auto sink = create_sink(*component, error);
-    ASSERT_NE(sink, nullptr) << error;
+    auto created_sink = create_sink(*component);
+    ASSERT_TRUE(created_sink.ok()) << created_sink.status().message();
+    auto sink = created_sink.take();
     SinkContext context;
     context.instance = type;
     for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
@@ -215,8 +215,9 @@ TEST_F(SinkFixture, CsvReportsAnUnusableDirectory) {
   RefusedFile refused;
   auto component = load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-csv.so", refused);
   ASSERT_TRUE(component.has_value());
-  std::string error;
-  auto sink = create_sink(*component, error);
+  auto created_sink = create_sink(*component);
+  ASSERT_TRUE(created_sink.ok()) << created_sink.status().message();
+  auto sink = created_sink.take();
   SinkContext context;
   nwtest::write_file(dir_.file("file"), "");
   for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
@@ -436,9 +437,9 @@ TEST_F(SinkFixture, PrometheusNeverAnswersWithARenderBegunBeforeTheScrapeArrived
   auto component =
       load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-prometheus.so", refused);
   ASSERT_TRUE(component.has_value()) << refused.reason;
-  std::string error;
-  auto sink = create_sink(*component, error);
-  ASSERT_NE(sink, nullptr) << error;
+  auto created_sink = create_sink(*component);
+  ASSERT_TRUE(created_sink.ok()) << created_sink.status().message();
+  auto sink = created_sink.take();
   SinkContext context;
   context.instance = "prometheus";
   for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
@@ -475,8 +476,9 @@ TEST_F(SinkFixture, PrometheusRefusesAnAddressItCannotBind) {
   auto component =
       load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-sink-prometheus.so", refused);
   ASSERT_TRUE(component.has_value());
-  std::string error;
-  auto sink = create_sink(*component, error);
+  auto created_sink = create_sink(*component);
+  ASSERT_TRUE(created_sink.ok()) << created_sink.status().message();
+  auto sink = created_sink.take();
   SinkContext context;
   for (const auto& key : sink->describe().config) context.config.set(key.name, key.default_value);
   context.config.set("listen", std::string("localhost-no-port"));

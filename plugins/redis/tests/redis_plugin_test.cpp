@@ -29,9 +29,9 @@ class RedisPluginTest : public ::testing::Test {
     auto component = load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-redis.so", refused);
     ASSERT_TRUE(component.has_value()) << refused.reason;
     component_ = *component;
-    std::string error;
-    plugin_ = create_probe(component_, error);
-    ASSERT_NE(plugin_, nullptr) << error;
+    auto created = create_probe(component_);
+    ASSERT_TRUE(created.ok()) << created.status().message();
+    plugin_ = created.take();
     description_ = plugin_->describe();
     ConfigValues config;
     for (const auto& key : description_.config) config.set(key.name, key.default_value);

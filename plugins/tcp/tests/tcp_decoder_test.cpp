@@ -22,9 +22,9 @@ class TcpDecoder : public ::testing::Test {
     auto component = load_component(std::string(NW_PLUGIN_DIR) + "/netwatcher-tcp.so", refused);
     ASSERT_TRUE(component.has_value()) << refused.reason;
     component_ = *component;
-    std::string error;
-    plugin_ = create_probe(component_, error);
-    ASSERT_NE(plugin_, nullptr) << error;
+    auto created = create_probe(component_);
+    ASSERT_TRUE(created.ok()) << created.status().message();
+    plugin_ = created.take();
     description_ = plugin_->describe();
     ConfigValues config;
     for (const auto& key : description_.config) config.set(key.name, key.default_value);

@@ -80,4 +80,24 @@ Status MetricSet::bind(PluginHost& host) noexcept {
   return Status::success();
 }
 
+std::vector<ConfigKey> KeySet::keys() const {
+  std::vector<ConfigKey> keys;
+  keys.reserve(settings_.size());
+  for (const SettingBase* setting : settings_) keys.push_back(setting->key());
+  return keys;
+}
+
+Status KeySet::read(const ConfigValues& values) noexcept {
+  try {
+    for (SettingBase* setting : settings_) {
+      const std::string& name = setting->key().name;
+      if (!values.has(name)) return Status::failure("config key '" + name + "' has no value");
+      if (Status s = setting->take(values.at(name)); !s) return s;
+    }
+    return Status::success();
+  } catch (const std::exception& e) {
+    return Status::failure(e.what());
+  }
+}
+
 }  // namespace netwatcher

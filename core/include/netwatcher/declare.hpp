@@ -48,9 +48,12 @@
 // counted as a decode error, never sent with values in the wrong columns.
 #pragma once
 
+#include <algorithm>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -58,6 +61,7 @@
 #include <utility>
 #include <vector>
 
+#include "netwatcher/config.hpp"
 #include "netwatcher/event.hpp"
 #include "netwatcher/metrics.hpp"
 #include "netwatcher/status.hpp"
@@ -271,6 +275,174 @@ class EventDecl::Row {
   std::vector<Value> values_;
   bool foreign_field_ = false;
   bool emitted_ = false;
+};
+
+// ---- Config keys --------------------------------------------------------
+//
+// Each key is declared once, as a typed member beside the events and metric
+// families:
+//
+//   KeySet keys_;
+//   Setting<bool> events_on_{keys_, "events", true, "emit a nic_throughput event ..."};
+//   Setting<std::uint32_t> max_flows_{keys_, "max_flows", 16384, "flows tracked at once",
+//                                     {.min = 64, .max = 1 << 22}};
+//
+//   describe():  d.config = keys_.keys();
+//   configure(): if (Status s = keys_.read(config); !s) return s;  then *max_flows_
+//
+// Until read() a setting holds its default, so a plugin used before
+// configure() (or in a unit test) sees the declared defaults. The host has
+// validated every value against the declaration (type, range, choices) before
+// configure() runs, so read() fails only for a ConfigValues that did not come
+// from the host's validation of keys(): the failure names the key.
+
+class SettingBase;
+
+// The config keys of one plugin, in PluginDescription::config order.
+class KeySet {
+ public:
+  KeySet() = default;
+  KeySet(const KeySet&) = delete;
+  KeySet& operator=(const KeySet&) = delete;
+
+  // The keys for PluginDescription::config. Allocates; throws bad_alloc.
+  std::vector<ConfigKey> keys() const;
+  // Takes every declared key's value from `values` (configure()'s argument).
+  // On failure the settings read before the bad one keep their new values.
+  Status read(const ConfigValues& values) noexcept;
+
+ private:
+  friend class SettingBase;
+  std::vector<SettingBase*> settings_;
+};
+
+// Range and choices of a key; min/max for integer types (unsigned ones are at
+// least 0 whether or not min says so), choices for std::string.
+struct SettingOptions {
+  std::optional<std::int64_t> min;
+  std::optional<std::int64_t> max;
+  std::vector<std::string> choices;
+};
+
+class SettingBase {
+ public:
+  SettingBase(const SettingBase&) = delete;
+  SettingBase& operator=(const SettingBase&) = delete;
+  const ConfigKey& key() const noexcept { return key_; }
+
+ protected:
+  SettingBase(KeySet& set, ConfigKey key) : key_(std::move(key)) { set.settings_.push_back(this); }
+  ~SettingBase() = default;
+
+ private:
+  friend class KeySet;
+  virtual Status take(const ConfigValue& value) = 0;
+  ConfigKey key_;
+};
+
+namespace detail {
+template <class T>
+concept SettingInteger = std::integral<T> && !std::is_same_v<T, bool> && !CharacterType<T>;
+
+template <class T>
+constexpr ConfigType config_type_of() {
+  if constexpr (std::is_same_v<T, bool>)
+    return ConfigType::boolean;
+  else if constexpr (SettingInteger<T>)
+    return ConfigType::integer;
+  else if constexpr (std::is_floating_point_v<T>)
+    return ConfigType::floating;
+  else if constexpr (std::is_same_v<T, std::string>)
+    return ConfigType::string;
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+    return ConfigType::string_list;
+  else
+    return ConfigType::integer_list;
+}
+
+template <class T>
+concept SettingType = std::is_same_v<T, bool> || SettingInteger<T> || std::is_same_v<T, double> ||
+    std::is_same_v<T, std::string> || std::is_same_v<T, std::vector<std::string>> ||
+    std::is_same_v<T, std::vector<std::int64_t>>;
+
+// What the host stores for a key of type T.
+template <class T>
+using StoredSetting = std::conditional_t<SettingInteger<T>, std::int64_t, T>;
+}  // namespace detail
+
+// One config key and, after KeySet::read(), its value. `T` is bool, an
+// integer type (the value is checked against T's range as well as min/max),
+// double, std::string, std::vector<std::string> or std::vector<std::int64_t>.
+template <class T>
+class Setting final : public SettingBase {
+  static_assert(detail::SettingType<T>,
+                "a setting holds bool, an integer, double, std::string or a list of strings or "
+                "of int64");
+
+ public:
+  Setting(KeySet& set, std::string name, T default_value, std::string description,
+          SettingOptions options = {})
+      : SettingBase(set, make_key(std::move(name), default_value, std::move(description),
+                                  std::move(options))),
+        value_(std::move(default_value)) {}
+
+  const T& operator*() const noexcept { return value_; }
+  const T* operator->() const noexcept { return &value_; }
+  const T& value() const noexcept { return value_; }
+
+ private:
+  static ConfigKey make_key(std::string name, const T& default_value, std::string description,
+                            SettingOptions options) {
+    ConfigKey key{std::move(name), detail::config_type_of<T>(),
+                  detail::StoredSetting<T>(default_value), std::move(description)};
+    if constexpr (detail::SettingInteger<T>) {
+      // The narrower of T's range and the declared one.
+      const std::int64_t lowest =
+          std::is_signed_v<T> ? static_cast<std::int64_t>(std::numeric_limits<T>::min()) : 0;
+      const std::int64_t highest =
+          std::numeric_limits<T>::max() > static_cast<std::uint64_t>(INT64_MAX)
+              ? INT64_MAX
+              : static_cast<std::int64_t>(std::numeric_limits<T>::max());
+      key.min = std::max(options.min.value_or(lowest), lowest);
+      key.max = std::min(options.max.value_or(highest), highest);
+      if (!options.min && lowest == INT64_MIN) key.min.reset();
+      if (!options.max && highest == INT64_MAX) key.max.reset();
+    } else if constexpr (std::is_same_v<T, std::vector<std::int64_t>>) {
+      key.min = options.min;
+      key.max = options.max;
+    }
+    key.choices = std::move(options.choices);
+    return key;
+  }
+
+  Status take(const ConfigValue& value) override {
+    const auto* stored = std::get_if<detail::StoredSetting<T>>(&value);
+    if (!stored)
+      return Status::failure("config key '" + key().name + "' does not hold " +
+                             std::string(config_type_label()));
+    value_ = static_cast<T>(*stored);
+    return Status::success();
+  }
+
+  static constexpr const char* config_type_label() {
+    switch (detail::config_type_of<T>()) {
+      case ConfigType::boolean:
+        return "a boolean";
+      case ConfigType::integer:
+        return "an integer";
+      case ConfigType::floating:
+        return "a number";
+      case ConfigType::string:
+        return "a string";
+      case ConfigType::string_list:
+        return "a list of strings";
+      case ConfigType::integer_list:
+        return "a list of integers";
+    }
+    return "value";
+  }
+
+  T value_;
 };
 
 class MetricHandle;

@@ -72,19 +72,7 @@ class IcmpPlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"events", ConfigType::boolean, true,
-         "emit an icmp_message event per message (rate-limited); metrics are always kept"},
-        {"error_events", ConfigType::boolean, true,
-         "emit an icmp_error_sent event when the kernel generates an ICMP error"},
-        {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
-         "events per second across all CPUs; the rest are counted as suppressed (0 = no limit)", 0,
-         10000000},
-        {"max_pending_echoes", ConfigType::integer, std::int64_t{8192},
-         "echo requests awaiting their reply tracked at once (LRU; unanswered ones leave after "
-         "a minute)",
-         64, 1 << 22},
-    };
+    d.config = keys_.keys();
     d.flags = {
         {'I', "icmp", "enabled", "ICMP/ICMPv6 messages, echo RTT and kernel reply time"},
     };
@@ -108,11 +96,10 @@ class IcmpPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    cfg_ = {.max_events_per_second =
-                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
-            .message_events = config.get_bool("events"),
-            .error_events = config.get_bool("error_events")};
-    max_pending_ = static_cast<std::uint32_t>(config.get_int("max_pending_echoes"));
+    if (Status s = keys_.read(config); !s) return s;
+    cfg_ = {.max_events_per_second = *max_events_per_second_,
+            .message_events = *message_events_,
+            .error_events = *error_events_};
     filter_ = filter;
     return Status::success();
   }
@@ -120,7 +107,7 @@ class IcmpPlugin {
   Status open(bpf_object** object) {
     if (Status s = skeleton_.open(object, filter_); !s) return s;
     tunable(skeleton_->rodata->icmp_cfg) = cfg_;
-    bpf_map__set_max_entries(skeleton_->maps.icmp_echo_pending, max_pending_);
+    bpf_map__set_max_entries(skeleton_->maps.icmp_echo_pending, *max_pending_);
     return Status::success();
   }
   Status load() { return skeleton_.load(); }
@@ -257,6 +244,27 @@ class IcmpPlugin {
     return Status::success();
   }
 
+  KeySet keys_;
+  Setting<bool> message_events_{
+      keys_, "events", true,
+      "emit an icmp_message event per message (rate-limited); metrics are always kept"};
+  Setting<bool> error_events_{
+      keys_, "error_events", true,
+      "emit an icmp_error_sent event when the kernel generates an ICMP error"};
+  Setting<std::uint64_t> max_events_per_second_{
+      keys_,
+      "max_events_per_second",
+      1000,
+      "events per second across all CPUs; the rest are counted as suppressed (0 = no limit)",
+      {.min = 0, .max = 10000000}};
+  Setting<std::uint32_t> max_pending_{
+      keys_,
+      "max_pending_echoes",
+      8192,
+      "echo requests awaiting their reply tracked at once (LRU; unanswered ones leave after a "
+      "minute)",
+      {.min = 64, .max = 1 << 22}};
+
   EventSet events_;
   struct Message : EventDecl {
     explicit Message(EventSet& set)
@@ -333,8 +341,7 @@ class IcmpPlugin {
                   {"type", "code"}};
 
   Skeleton<icmp_bpf> skeleton_{icmp_bpf__open, icmp_bpf__load, icmp_bpf__destroy};
-  icmp_config cfg_ = {.max_events_per_second = 1000, .message_events = true, .error_events = true};
-  std::uint32_t max_pending_ = 8192;
+  icmp_config cfg_ = {};
   TableAccount* pending_table_ = nullptr;
   GlobalFilter filter_;
 };

@@ -39,23 +39,7 @@ class NetfilterPlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"hooks", ConfigType::string_list,
-         std::vector<std::string>(std::begin(kHookNames), std::end(kHookNames)),
-         "hooks to time: prerouting, input, forward, output, postrouting"},
-        {"namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
-         "network namespaces to watch: 'self' (netwatcher's own), '*' (every namespace: own, "
-         "/run/netns/* and those of processes, followed as they come and go), a name in "
-         "/run/netns, or a path such as /proc/PID/ns/net"},
-        {"events", ConfigType::boolean, false,
-         "emit an nf_hook event per packet and hook (histograms are always kept)"},
-        {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
-         "nf_hook events per second across all CPUs; the rest are counted as suppressed "
-         "(0 = no limit)",
-         0, 10000000},
-        {"max_tracked_packets", ConfigType::integer, std::int64_t{16384},
-         "packets in flight inside hooks tracked at once (LRU)", 256, 1 << 22},
-    };
+    d.config = keys_.keys();
     d.flags = {
         {'n', "netfilter", "enabled", "time spent in each netfilter hook"},
         {0, "nf-events", "events", "one event per packet and netfilter hook (rate-limited)"},
@@ -70,8 +54,9 @@ class NetfilterPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
+    if (Status s = keys_.read(config); !s) return s;
     hooks_.clear();
-    for (const auto& name : config.get_strings("hooks")) {
+    for (const auto& name : *hook_names_) {
       auto found = std::find(std::begin(kHookNames), std::end(kHookNames), name);
       if (found == std::end(kHookNames))
         return Status::failure("plugins.netfilter.hooks: unknown hook '" + name +
@@ -79,12 +64,9 @@ class NetfilterPlugin {
       hooks_.push_back(static_cast<int>(found - std::begin(kHookNames)));
     }
     if (hooks_.empty()) return Status::failure("plugins.netfilter.hooks is empty");
-    const auto namespaces = config.get_strings("namespaces");
-    if (Status s = namespaces_.configure(namespaces, "plugins.netfilter.namespaces"); !s) return s;
-    cfg_ = {.max_events_per_second =
-                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
-            .events = config.get_bool("events")};
-    max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
+    if (Status s = namespaces_.configure(*namespace_names_, "plugins.netfilter.namespaces"); !s)
+      return s;
+    cfg_ = {.max_events_per_second = *max_events_per_second_, .events = *events_on_};
     filter_ = filter;
     return Status::success();
   }
@@ -92,7 +74,7 @@ class NetfilterPlugin {
   Status open(bpf_object** object) {
     if (Status s = skeleton_.open(object, filter_); !s) return s;
     tunable(skeleton_->rodata->nf_cfg) = cfg_;
-    bpf_map__set_max_entries(skeleton_->maps.nf_inflight, max_tracked_);
+    bpf_map__set_max_entries(skeleton_->maps.nf_inflight, *max_tracked_);
     return Status::success();
   }
   Status load() { return skeleton_.load(); }
@@ -193,6 +175,33 @@ class NetfilterPlugin {
     return Status::success();
   }
 
+  KeySet keys_;
+  Setting<std::vector<std::string>> hook_names_{
+      keys_, "hooks", std::vector<std::string>(std::begin(kHookNames), std::end(kHookNames)),
+      "hooks to time: prerouting, input, forward, output, postrouting"};
+  Setting<std::vector<std::string>> namespace_names_{
+      keys_,
+      "namespaces",
+      {"*"},
+      "network namespaces to watch: 'self' (netwatcher's own), '*' (every namespace: own, "
+      "/run/netns/* and those of processes, followed as they come and go), a name in "
+      "/run/netns, or a path such as /proc/PID/ns/net"};
+  Setting<bool> events_on_{
+      keys_, "events", false,
+      "emit an nf_hook event per packet and hook (histograms are always kept)"};
+  Setting<std::uint64_t> max_events_per_second_{
+      keys_,
+      "max_events_per_second",
+      1000,
+      "nf_hook events per second across all CPUs; the rest are counted as suppressed "
+      "(0 = no limit)",
+      {.min = 0, .max = 10000000}};
+  Setting<std::uint32_t> max_tracked_{keys_,
+                                      "max_tracked_packets",
+                                      16384,
+                                      "packets in flight inside hooks tracked at once (LRU)",
+                                      {.min = 256, .max = 1 << 22}};
+
   EventSet events_;
   struct Hook : EventDecl {
     explicit Hook(EventSet& set)
@@ -242,8 +251,7 @@ class NetfilterPlugin {
                                     netfilter_bpf__destroy};
   std::vector<int> hooks_;
   NetfilterNamespaces namespaces_;
-  nf_config cfg_ = {.max_events_per_second = 1000, .events = false};
-  std::uint32_t max_tracked_ = 16384;
+  nf_config cfg_ = {};
   GlobalFilter filter_;
 };
 

@@ -45,13 +45,7 @@ class NicPlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"interfaces", ConfigType::string_list, std::vector<std::string>{},
-         "interface names to report, e.g. [\"eth0\", \"veth1\"]; empty = all"},
-        {"events", ConfigType::boolean, true,
-         "emit a nic_throughput event per active interface, queue and direction every "
-         "snapshot_interval"},
-    };
+    d.config = keys_.keys();
     d.flags = {{0, "nic", "enabled", "per-interface and per-queue throughput"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
@@ -63,13 +57,12 @@ class NicPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter&) {
-    auto names = config.get_strings("interfaces");
-    interfaces_ = std::set<std::string>(names.begin(), names.end());
+    if (Status s = keys_.read(config); !s) return s;
+    interfaces_ = std::set<std::string>(interface_names_->begin(), interface_names_->end());
     for (const auto& name : interfaces_)
       if (name.empty() || name.size() >= NIC_IFNAMSIZ)
         return Status::failure("plugins.nic.interfaces: '" + name +
                                "' is not an interface name (1 to 15 characters)");
-    events_on_ = config.get_bool("events");
     return Status::success();
   }
 
@@ -111,7 +104,7 @@ class NicPlugin {
       bytes_rate_.set(labels, bytes_per_second);
       packets_rate_.set(labels, packets_per_second);
       average_.set(labels, average);
-      if (!events_on_ || packets == 0) continue;
+      if (!*events_on_ || packets == 0) continue;
       const Throughput& e = throughput_;
       e.row(out)
           .set(e.interface, name)
@@ -170,6 +163,16 @@ class NicPlugin {
     return bounded_text(name);
   }
 
+  KeySet keys_;
+  Setting<std::vector<std::string>> interface_names_{
+      keys_,
+      "interfaces",
+      {},
+      "interface names to report, e.g. [\"eth0\", \"veth1\"]; empty = all"};
+  Setting<bool> events_on_{keys_, "events", true,
+                           "emit a nic_throughput event per active interface, queue and direction "
+                           "every snapshot_interval"};
+
   EventSet events_;
   struct Throughput : EventDecl {
     explicit Throughput(EventSet& set)
@@ -212,8 +215,7 @@ class NicPlugin {
                  "Average frame size over the last snapshot_interval (0 when idle).", kQueueLabels};
 
   Skeleton<nic_bpf> skeleton_{nic_bpf__open, nic_bpf__load, nic_bpf__destroy};
-  std::set<std::string> interfaces_;
-  bool events_on_ = true;
+  std::set<std::string> interfaces_;  // of interface_names_
   double last_seconds_ = 0;
   Totals previous_;
 };

@@ -51,29 +51,7 @@ class UdpPlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"events", ConfigType::boolean, false,
-         "emit a udp_datagram event per datagram (rate-limited); flows and metrics are always "
-         "kept"},
-        {"failure_events", ConfigType::boolean, true,
-         "emit a udp_queue_failure event when a socket refuses a datagram (rate-limited)"},
-        {"flows", ConfigType::boolean, true,
-         "emit a udp_flow event per flow active in the last snapshot_interval"},
-        {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
-         "udp_datagram and udp_queue_failure events per second across all CPUs; the rest are "
-         "counted as suppressed (0 = no limit)",
-         0, 10000000},
-        {"flow_idle_seconds", ConfigType::integer, std::int64_t{120},
-         "forget a flow after this long without a datagram", 1, 86400},
-        {"max_flows", ConfigType::integer, std::int64_t{16384},
-         "flows tracked in the kernel at once (least recently used are evicted)", 64, 1 << 22},
-        {"max_tracked_datagrams", ConfigType::integer, std::int64_t{16384},
-         "datagrams in flight between hooks tracked at once, per direction, and send calls in "
-         "progress (LRU)",
-         256, 1 << 22},
-        {"max_sockets", ConfigType::integer, std::int64_t{16384},
-         "sockets whose owning process is remembered at once (LRU)", 256, 1 << 22},
-    };
+    d.config = keys_.keys();
     d.flags = {
         {'u', "udp", "enabled", "UDP datagrams, flows and kernel latency"},
         {0, "udp-events", "events", "one event per UDP datagram (rate-limited)"},
@@ -130,15 +108,10 @@ class UdpPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    cfg_ = {.max_events_per_second =
-                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
-            .datagram_events = config.get_bool("events"),
-            .failure_events = config.get_bool("failure_events")};
-    flows_ = config.get_bool("flows");
-    flow_idle_ns_ = static_cast<std::uint64_t>(config.get_int("flow_idle_seconds")) * 1000000000ULL;
-    max_flows_ = static_cast<std::uint32_t>(config.get_int("max_flows"));
-    max_tracked_ = static_cast<std::uint32_t>(config.get_int("max_tracked_datagrams"));
-    max_sockets_ = static_cast<std::uint32_t>(config.get_int("max_sockets"));
+    if (Status s = keys_.read(config); !s) return s;
+    cfg_ = {.max_events_per_second = *max_events_per_second_,
+            .datagram_events = *datagram_events_,
+            .failure_events = *failure_events_};
     filter_ = filter;
     return Status::success();
   }
@@ -146,11 +119,11 @@ class UdpPlugin {
   Status open(bpf_object** object) {
     if (Status s = skeleton_.open(object, filter_); !s) return s;
     tunable(skeleton_->rodata->udp_cfg) = cfg_;
-    bpf_map__set_max_entries(skeleton_->maps.udp_flows, max_flows_);
-    bpf_map__set_max_entries(skeleton_->maps.udp_rx_inflight, max_tracked_);
-    bpf_map__set_max_entries(skeleton_->maps.udp_tx_inflight, max_tracked_);
-    bpf_map__set_max_entries(skeleton_->maps.udp_send_start, max_tracked_);
-    bpf_map__set_max_entries(skeleton_->maps.udp_owners, max_sockets_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_flows, *max_flows_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_rx_inflight, *max_tracked_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_tx_inflight, *max_tracked_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_send_start, *max_tracked_);
+    bpf_map__set_max_entries(skeleton_->maps.udp_owners, *max_sockets_);
     return Status::success();
   }
 
@@ -264,11 +237,11 @@ class UdpPlugin {
       udp_flow flow;
       if (bpf_map_lookup_elem(fd, &key, &flow) != 0) return;
       ++tracked;
-      if (flow.last_ns + flow_idle_ns_ < now) {
+      if (flow.last_ns + *flow_idle_seconds_ * 1000000000ULL < now) {
         idle.push_back(key);
         return;
       }
-      if (!flows_ || flow.last_ns <= last_collect_ns_) return;
+      if (!*flows_ || flow.last_ns <= last_collect_ns_) return;
       if (filter_.pid && flow.pid != filter_.pid) return;
       const Flow& e = flow_;
       auto row = e.row(out);
@@ -293,6 +266,46 @@ class UdpPlugin {
     flow_count_.set({}, static_cast<double>(tracked - idle.size()));
     last_collect_ns_ = now;
   }
+
+  KeySet keys_;
+  Setting<bool> datagram_events_{
+      keys_, "events", false,
+      "emit a udp_datagram event per datagram (rate-limited); flows and metrics are always kept"};
+  Setting<bool> failure_events_{
+      keys_, "failure_events", true,
+      "emit a udp_queue_failure event when a socket refuses a datagram (rate-limited)"};
+  Setting<bool> flows_{keys_, "flows", true,
+                       "emit a udp_flow event per flow active in the last snapshot_interval"};
+  Setting<std::uint64_t> max_events_per_second_{
+      keys_,
+      "max_events_per_second",
+      1000,
+      "udp_datagram and udp_queue_failure events per second across all CPUs; the rest are "
+      "counted as suppressed (0 = no limit)",
+      {.min = 0, .max = 10000000}};
+  Setting<std::uint64_t> flow_idle_seconds_{keys_,
+                                            "flow_idle_seconds",
+                                            120,
+                                            "forget a flow after this long without a datagram",
+                                            {.min = 1, .max = 86400}};
+  Setting<std::uint32_t> max_flows_{
+      keys_,
+      "max_flows",
+      16384,
+      "flows tracked in the kernel at once (least recently used are evicted)",
+      {.min = 64, .max = 1 << 22}};
+  Setting<std::uint32_t> max_tracked_{
+      keys_,
+      "max_tracked_datagrams",
+      16384,
+      "datagrams in flight between hooks tracked at once, per direction, and send calls in "
+      "progress (LRU)",
+      {.min = 256, .max = 1 << 22}};
+  Setting<std::uint32_t> max_sockets_{keys_,
+                                      "max_sockets",
+                                      16384,
+                                      "sockets whose owning process is remembered at once (LRU)",
+                                      {.min = 256, .max = 1 << 22}};
 
   EventSet events_;
   struct Datagram : EventDecl {
@@ -391,11 +404,7 @@ class UdpPlugin {
   Gauge flow_count_{metrics_, "netwatcher_udp_flows", "UDP flows tracked in the kernel."};
 
   Skeleton<udp_bpf> skeleton_{udp_bpf__open, udp_bpf__load, udp_bpf__destroy};
-  udp_config cfg_ = {
-      .max_events_per_second = 1000, .datagram_events = false, .failure_events = true};
-  bool flows_ = true;
-  std::uint64_t flow_idle_ns_ = 120ULL * 1000000000ULL;
-  std::uint32_t max_flows_ = 16384, max_tracked_ = 16384, max_sockets_ = 16384;
+  udp_config cfg_ = {};
   TableAccount* flows_table_ = nullptr;
   GlobalFilter filter_;
   std::uint64_t last_collect_ns_ = 0;

@@ -270,24 +270,6 @@ std::vector<AddressNet> to_nets(const Config& config, const toml::node* node,
 
 }  // namespace
 
-const char* config_type_name(ConfigType type) {
-  switch (type) {
-    case ConfigType::boolean:
-      return "a boolean";
-    case ConfigType::integer:
-      return "an integer";
-    case ConfigType::floating:
-      return "a number";
-    case ConfigType::string:
-      return "a string";
-    case ConfigType::string_list:
-      return "an array of strings";
-    case ConfigType::integer_list:
-      return "an array of integers";
-  }
-  return "?";
-}
-
 std::string Config::where(const toml::node* node) const {
   if (!node || !node->source().begin) return path;
   return path + ":" + std::to_string(node->source().begin.line) + ":" +

@@ -96,6 +96,4 @@ std::vector<AddressNet> parse_net_list(const std::string& text, const std::strin
 // Converts a CLI string into a value of the key's type, throws ConfigError.
 ConfigValue parse_cli_value(const ConfigKey& key, const std::string& text, const std::string& flag);
 
-const char* config_type_name(ConfigType type);
-
 }  // namespace netwatcher::host

@@ -31,6 +31,25 @@ enum class ConfigType : std::uint8_t {
 using ConfigValue = std::variant<bool, std::int64_t, double, std::string, std::vector<std::string>,
                                  std::vector<std::int64_t>>;
 
+// "a boolean", "an integer", ...: the type as messages name it.
+constexpr const char* config_type_name(ConfigType type) noexcept {
+  switch (type) {
+    case ConfigType::boolean:
+      return "a boolean";
+    case ConfigType::integer:
+      return "an integer";
+    case ConfigType::floating:
+      return "a number";
+    case ConfigType::string:
+      return "a string";
+    case ConfigType::string_list:
+      return "an array of strings";
+    case ConfigType::integer_list:
+      return "an array of integers";
+  }
+  return "?";
+}
+
 struct ConfigKey {
   std::string name;
   ConfigType type = ConfigType::boolean;

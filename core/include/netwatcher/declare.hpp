@@ -419,27 +419,9 @@ class Setting final : public SettingBase {
     const auto* stored = std::get_if<detail::StoredSetting<T>>(&value);
     if (!stored)
       return Status::failure("config key '" + key().name + "' does not hold " +
-                             std::string(config_type_label()));
+                             config_type_name(key().type));
     value_ = static_cast<T>(*stored);
     return Status::success();
-  }
-
-  static constexpr const char* config_type_label() {
-    switch (detail::config_type_of<T>()) {
-      case ConfigType::boolean:
-        return "a boolean";
-      case ConfigType::integer:
-        return "an integer";
-      case ConfigType::floating:
-        return "a number";
-      case ConfigType::string:
-        return "a string";
-      case ConfigType::string_list:
-        return "a list of strings";
-      case ConfigType::integer_list:
-        return "a list of integers";
-    }
-    return "value";
   }
 
   T value_;

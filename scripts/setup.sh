@@ -22,6 +22,8 @@ packages=(
   redis-server redis-tools
   # the mysql tests and bench: MariaDB server and client, sysbench
   mariadb-server mariadb-client sysbench
+  # the TLS tests and bench: an HTTPS server and a load generator
+  nginx wrk
   # the endpoint tests: certificates, and the real Prometheus server scraping
   openssl prometheus
   # libFuzzer for the parser fuzz targets

@@ -23,6 +23,10 @@ bool section_starts(const bpf_program* program, const char* prefix) {
   return section && std::strncmp(section, prefix, std::strlen(prefix)) == 0;
 }
 
+bool is_return_probe(const bpf_program* program) {
+  return section_starts(program, "uretprobe");
+}
+
 std::string errno_text(int err) {
   return std::strerror(err ? err : EINVAL);
 }
@@ -100,6 +104,9 @@ void ProgramLink::reset() noexcept {
 
 AttachKind attach_kind(const bpf_program* program, bool iterates_map) {
   if (section_starts(program, "netfilter")) return AttachKind::netfilter;
+  const char* section = bpf_program__section_name(program);
+  if (section && (std::strcmp(section, "uprobe") == 0 || std::strcmp(section, "uretprobe") == 0))
+    return AttachKind::uprobe;
   if (iterates_map) return AttachKind::map_iterator;
   if (section_starts(program, "cgroup_skb/") || section_starts(program, "cgroup/"))
     return AttachKind::cgroup_root;
@@ -126,8 +133,23 @@ Result<ProgramLink> attach(bpf_program* program, AttachKind kind, const bpf_map*
       break;
     case AttachKind::netfilter:
       return Status::failure("attach failed: netfilter programs are linked per point");
+    case AttachKind::uprobe:
+      return Status::failure("attach failed: uprobe programs are linked per file");
   }
   if (!link) return Status::failure("attach failed: " + errno_text(errno));
+  return ProgramLink(link);
+}
+
+Result<ProgramLink> attach_uprobe(bpf_program* program, const std::string& binary,
+                                  const std::string& function) {
+  LIBBPF_OPTS(bpf_uprobe_opts, opts, .retprobe = is_return_probe(program),
+              .func_name = function.c_str());
+  errno = 0;
+  // pid -1: every process that maps the file.
+  bpf_link* link = bpf_program__attach_uprobe_opts(program, -1, binary.c_str(), 0, &opts);
+  if (!link)
+    return Status::failure((opts.retprobe ? "uretprobe on " : "uprobe on ") + function + " in " +
+                           binary + " refused: " + errno_text(errno));
   return ProgramLink(link);
 }
 

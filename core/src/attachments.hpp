@@ -59,6 +59,7 @@ enum class AttachKind {
   map_iterator,  // iter/bpf_map_elem and friends over one map of the object
   cgroup_root,   // cgroup_skb/ and cgroup/ programs at the root of the v2 hierarchy
   netfilter,     // SEC("netfilter"): linked per point by link_netfilter(), not here
+  uprobe,        // SEC("uprobe"/"uretprobe") without a path: linked per file by attach_uprobe()
 };
 
 AttachKind attach_kind(const bpf_program* program, bool iterates_map);
@@ -68,6 +69,12 @@ AttachKind attach_kind(const bpf_program* program, bool iterates_map);
 // text>".
 Result<ProgramLink> attach(bpf_program* program, AttachKind kind, const bpf_map* iterated,
                            const std::string& cgroup_root);
+
+// Links a loaded uprobe program to `function` in the ELF file `binary`, for
+// every process (a uretprobe when the program's section says so). The
+// failure names the file and the function.
+Result<ProgramLink> attach_uprobe(bpf_program* program, const std::string& binary,
+                                  const std::string& function);
 
 // A netfilter link and the network namespace it hooks.
 struct NetfilterLinkFd {

@@ -526,6 +526,12 @@ Status ProbeRuntime::try_bring_up(const KernelFeatures& features, std::uint64_t 
       reports_[h].candidates[choice[h]].status = "loaded; no netfilter link yet";
       continue;
     }
+    if (kind == AttachKind::uprobe) {
+      // Per file and function, which the plugin finds: it links them itself.
+      reports_[h].attached_program = name;
+      reports_[h].candidates[choice[h]].status = "loaded; no uprobe yet";
+      continue;
+    }
     const bpf_map* iterated = nullptr;
     if (iterates_map) {
       iterated = bpf_object__find_map_by_name(object_, hooks[h].iter_map.c_str());
@@ -837,6 +843,50 @@ Status ProbeRuntime::attach_netfilter(std::string_view program,
   }
 }
 
+Status ProbeRuntime::attach_uprobe(std::string_view program, std::string_view binary,
+                                   std::string_view function) noexcept {
+  try {
+    bpf_program* prog =
+        object_ ? bpf_object__find_program_by_name(object_, std::string(program).c_str()) : nullptr;
+    if (!prog || bpf_program__fd(prog) < 0)
+      return Status::failure("no loaded program '" + std::string(program) + "'");
+    if (attach_kind(prog, false) != AttachKind::uprobe)
+      return Status::failure("program '" + std::string(program) +
+                             "' is not SEC(\"uprobe\") or SEC(\"uretprobe\")");
+    Result<ProgramLink> link =
+        host::attach_uprobe(prog, std::string(binary), std::string(function));
+    if (!link) {
+      spdlog::warn("plugin '{}': {}", name(), link.status().message());
+      return link.status();
+    }
+    const bool new_file = std::none_of(uprobe_links_.begin(), uprobe_links_.end(),
+                                       [&](const UprobeLink& l) { return l.binary == binary; });
+    uprobe_links_.push_back({std::string(program), std::string(binary), link.take()});
+    if (new_file) spdlog::info("plugin '{}': uprobes in {}", name(), binary);
+    describe_uprobe_links();
+    return Status::success();
+  } catch (const std::exception& e) {
+    return Status::failure(e.what());
+  }
+}
+
+void ProbeRuntime::describe_uprobe_links() {
+  for (auto& report : reports_) {
+    for (auto& candidate : report.candidates) {
+      std::size_t links = 0;
+      std::set<std::string> files;
+      for (const auto& link : uprobe_links_) {
+        if (link.program != candidate.program) continue;
+        ++links;
+        files.insert(link.binary);
+      }
+      if (links == 0) continue;
+      candidate.status = "attached (" + std::to_string(links) + " uprobes in " +
+                         std::to_string(files.size()) + " files)";
+    }
+  }
+}
+
 std::size_t ProbeRuntime::release_netfilter(std::uint64_t netns_inode) noexcept {
   // Newest first: plugins link the end of a measurement before its start
   // (nf_last before nf_first), so no packet is stamped without its end.
@@ -885,6 +935,7 @@ void ProbeRuntime::describe_netfilter_links() {
 
 void ProbeRuntime::destroy_links() {
   links_.clear();
+  uprobe_links_.clear();
   netfilter_links_.clear();
   netfilter_netns_.clear();
 }

@@ -174,6 +174,8 @@ class ProbeRuntime final : public PluginHost {
   Status serve_protocol(L7Protocol& protocol) noexcept override;
   std::size_t served_protocol_count() const noexcept override;
   ServedProtocol served_protocol(std::size_t index) const noexcept override;
+  Status attach_uprobe(std::string_view program, std::string_view binary,
+                       std::string_view function) noexcept override;
 
   // Network namespaces this plugin has netfilter links in now; nullopt when
   // it never made one (no netfilter programs, or a feature left off).
@@ -211,6 +213,8 @@ class ProbeRuntime final : public PluginHost {
   // "attached (N netfilter links in M network namespaces)" on each netfilter
   // candidate, for --check and the logs.
   void describe_netfilter_links();
+  // "attached (N uprobes in M files)" on each uprobe candidate.
+  void describe_uprobe_links();
 
   Component component_;
   std::shared_ptr<ProbePlugin> plugin_;
@@ -232,6 +236,11 @@ class ProbeRuntime final : public PluginHost {
   // Namespaces with links, inode -> the file first entered ("" = own).
   std::map<std::uint64_t, std::string> netfilter_netns_;
   bool made_netfilter_links_ = false;
+  struct UprobeLink {
+    std::string program, binary;
+    ProgramLink link;
+  };
+  std::vector<UprobeLink> uprobe_links_;
   int lost_map_fd_ = -1, suppressed_map_fd_ = -1;
   bool started_ = false;
   Bus* bus_ = nullptr;

@@ -51,6 +51,7 @@ struct SocketInfo {
   std::uint32_t pid = 0;
   std::string comm;
   std::uint64_t cgroup_id = 0;
+  bool tls = false;
 };
 
 // No BPF object of its own: the shared capture brings the segments.
@@ -199,6 +200,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     SocketInfo& info = it->second;
     if (inserted) by_tuple_[tuple_key(packet.tuple, false)] = packet.socket;
     info.tuple = packet.tuple;
+    info.tls = packet.tls;
     if (packet.cgroup_id) info.cgroup_id = packet.cgroup_id;
     if (packet.pid) {
       info.pid = packet.pid;
@@ -261,6 +263,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
         .set(x.path, e.request.resource)
         .set(x.host, e.request.authority)
         .set(x.outcome, outcome_name(e.outcome))
+        .set(x.tls, info.tls)
         .set(x.sock, e.connection);
     if (peer && peer->pid) row.set(x.peer_pid, peer->pid).set(x.peer_comm, peer->comm);
     if (e.request.body_size) row.set(x.request_bytes, *e.request.body_size);
@@ -331,8 +334,14 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
                                         "response_bytes",
                                         "response body size, when known",
                                         {.unit = "bytes", .optional = true}};
-    Label<std::uint64_t> sock{
-        *this, "sock", "socket cookie", {.width = 20, .anomaly = AnomalyRole::connection}};
+    Label<bool> tls{*this,
+                    "tls",
+                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
+                    {.width = 5}};
+    Label<std::uint64_t> sock{*this,
+                              "sock",
+                              "socket cookie (with bit 63 set for a TLS connection's plaintext)",
+                              {.width = 20, .anomaly = AnomalyRole::connection}};
   } exchange_{events_};
 
   MetricSet metrics_;

@@ -39,6 +39,8 @@ struct l7_socket {
   __u8 verdict;
   __u8 protocol;
   __u8 offered[2]; /* undecided packets sent up, by direction (0 in, 1 out) */
+  __u8 tls;        /* a TLS library call used it: its segments are ciphertext */
+  __u8 pad[3];
   char comm[NW_TASK_COMM_LEN];
 };
 
@@ -79,6 +81,8 @@ volatile __u32 capture_tcp = 0;
 volatile __u32 capture_udp = 0;
 volatile __u32 capture_bytes = 0;
 volatile __u32 offer_packets = 0;
+/* 1 when the TLS probes are attached ([plugins.l7] tls). */
+volatile __u32 capture_tls = 0;
 
 struct packet_start {
   __be16 source, dest;
@@ -108,7 +112,8 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   __u8 transport = sk->protocol;
   /* The common case first: a socket of no protocol costs this lookup only. */
   struct l7_socket* state = bpf_sk_storage_get(&sockets, sk, 0, 0);
-  if (state && state->verdict == L7_IGNORED) return;
+  /* A TLS socket's protocols see its plaintext, from the library's probes. */
+  if (state && (state->verdict == L7_IGNORED || state->tls)) return;
 
   /* cgroup_skb sees the packet from its IP header on. */
   struct nw_tuple tuple = {};
@@ -212,6 +217,7 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   rec->transport = transport;
   rec->verdict = state->verdict;
   rec->protocol = state->protocol;
+  rec->tls = 0;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   __builtin_memcpy(rec->comm, state->comm, sizeof(rec->comm));
   /* Until user space decides, the socket's packets beyond the offer are not
@@ -232,15 +238,288 @@ int l7_ingress(struct __sk_buff* skb) {
   return 1;
 }
 
+/* ---- TLS plaintext ------------------------------------------------------
+ * Uprobes on the TLS library (OpenSSL's SSL_read/SSL_write and their _ex
+ * forms), attached by user space per library file. A call is remembered by
+ * thread from its entry to its return; the socket it reads or writes is the
+ * one the same thread sends on (tcp_sendmsg_locked) or receives from
+ * (sock_recv_length) inside the call, which needs no offsets into the
+ * library's structs. A read served from the library's buffer touches no
+ * socket: the session (SSL pointer) remembers its socket from earlier calls.
+ * The plaintext then goes up like a TCP segment, under the socket's cookie
+ * with L7_TLS_STREAM, with a sequence number counted per direction. */
+
+struct tls_call {
+  __u64 ssl;
+  __u64 buf;
+  __u64 done_at; /* the _ex forms' size_t* of bytes done; 0 for the others */
+  __u64 cookie;  /* 0 until the call touches its socket */
+  __u64 cgroup;
+  struct nw_tuple tuple;
+};
+
+struct tls_session_key {
+  __u64 ssl;
+  __u32 tgid;
+  __u32 pad;
+};
+
+struct tls_session {
+  __u64 cookie;
+  __u64 cgroup;
+  struct nw_tuple tuple;
+};
+
+/* The plaintext stream of one TLS socket. */
+struct tls_stream {
+  __u32 seq[2]; /* next byte's number, by direction (0 in, 1 out) */
+  __u8 verdict;
+  __u8 protocol;
+  __u8 offered[2];
+};
+
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 4096);
+  __type(key, __u64); /* pid_tgid: a thread is in one call at a time */
+  __type(value, struct tls_call);
+} tls_calls SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, struct tls_session_key);
+  __type(value, struct tls_session);
+} tls_sessions SEC(".maps");
+
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 16384);
+  __type(key, __u64); /* cookie | L7_TLS_STREAM */
+  __type(value, struct tls_stream);
+} tls_streams SEC(".maps");
+
+/* Threads inside an mmap of a file named libssl* (sys_enter to sys_exit). */
+struct {
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
+  __uint(max_entries, 1024);
+  __type(key, __u64);
+  __type(value, __u8);
+} tls_mapping SEC(".maps");
+
+/* TLS calls whose socket was never seen (netwatcher_l7_tls_unmatched_total). */
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, 1);
+  __type(key, __u32);
+  __type(value, __u64);
+} tls_unmatched SEC(".maps");
+
+static __always_inline void count(void* per_cpu_counter) {
+  __u32 zero = 0;
+  __u64* value = bpf_map_lookup_elem(per_cpu_counter, &zero);
+  if (value) __sync_fetch_and_add(value, 1);
+}
+
+/* The current thread's TLS call, if it is in one, learns its socket. */
+static __always_inline void tls_call_saw(struct sock* sk, struct l7_socket* state) {
+  __u64 id = bpf_get_current_pid_tgid();
+  struct tls_call* call = bpf_map_lookup_elem(&tls_calls, &id);
+  if (!call || call->cookie) return;
+  call->cookie = bpf_get_socket_cookie(sk);
+  call->cgroup = nw_sock_cgroup_id(sk);
+  nw_read_sock_tuple(sk, &call->tuple);
+  state->tls = 1;
+  if (!call->ssl) return;
+  struct tls_session_key key = {.ssl = call->ssl, .tgid = id >> 32};
+  struct tls_session session = {.cookie = call->cookie, .cgroup = call->cgroup};
+  session.tuple = call->tuple;
+  nw_table_insert(&tls_sessions, L7_TABLE_TLS_SESSIONS, &key, &session, BPF_ANY);
+}
+
+static __always_inline void tls_enter(__u64 ssl, __u64 buf, __u64 done_at) {
+  __u64 id = bpf_get_current_pid_tgid();
+  struct tls_call call = {.ssl = ssl, .buf = buf, .done_at = done_at};
+  /* BPF_ANY: an entry left by a thread that died inside a call is stale. */
+  nw_table_insert(&tls_calls, L7_TABLE_TLS_CALLS, &id, &call, BPF_ANY);
+}
+
+static __always_inline void tls_take_decision(struct tls_stream* stream, __u64 key) {
+  struct l7_decision* decision = bpf_map_lookup_elem(&decisions, &key);
+  if (!decision) return;
+  stream->verdict = decision->verdict;
+  stream->protocol = decision->protocol;
+  bpf_map_delete_elem(&decisions, &key);
+}
+
+/* A call returned `rc`: `outbound` bytes written, else read. */
+static __always_inline void tls_return(long rc, bool outbound) {
+  __u64 id = bpf_get_current_pid_tgid();
+  struct tls_call* found = bpf_map_lookup_elem(&tls_calls, &id);
+  if (!found) return;
+  struct tls_call call = *found;
+  nw_table_remove(&tls_calls, L7_TABLE_TLS_CALLS, &id);
+  __u64 done = 0;
+  if (call.done_at) {
+    if (rc != 1 || bpf_probe_read_user(&done, sizeof(done), (void*)call.done_at)) return;
+  } else {
+    if (rc <= 0) return;
+    done = rc;
+  }
+  if (done == 0 || !call.buf) return;
+  if (!call.cookie) {
+    struct tls_session_key key = {.ssl = call.ssl, .tgid = id >> 32};
+    struct tls_session* session = bpf_map_lookup_elem(&tls_sessions, &key);
+    if (!session) {
+      count(&tls_unmatched);
+      return;
+    }
+    call.cookie = session->cookie;
+    call.cgroup = session->cgroup;
+    call.tuple = session->tuple;
+  }
+  __u32 pid = id >> 32;
+  if (!nw_tuple_selected(&call.tuple) || !nw_pid_selected(pid)) return;
+
+  __u64 key = call.cookie | L7_TLS_STREAM;
+  struct tls_stream* stream = bpf_map_lookup_elem(&tls_streams, &key);
+  if (!stream) {
+    struct tls_stream fresh = {};
+    nw_table_insert(&tls_streams, L7_TABLE_TLS_STREAMS, &key, &fresh, BPF_NOEXIST);
+    stream = bpf_map_lookup_elem(&tls_streams, &key);
+    if (!stream) return;
+  }
+  if (stream->verdict == L7_UNDECIDED) tls_take_decision(stream, key);
+  if (stream->verdict == L7_IGNORED) return;
+  __u32 direction = outbound ? 1 : 0;
+  __u32 length = done > 0xffffffffULL ? 0xffffffffU : (__u32)done;
+  __u32 seq = stream->seq[direction];
+  stream->seq[direction] = seq + length;
+  if (stream->verdict == L7_UNDECIDED) {
+    if (stream->offered[direction] >= offer_packets) {
+      count(&unoffered);
+      return;
+    }
+    stream->offered[direction]++;
+  }
+
+  __u32 zero = 0;
+  struct l7_packet* rec = bpf_map_lookup_elem(&scratch, &zero);
+  if (!rec) return;
+  __u64 captured = length < capture_bytes ? length : capture_bytes;
+  barrier_var(captured);
+  if (captured == 0 || captured > NW_L7_MAX_CAPTURE) return;
+  if (bpf_probe_read_user((void*)(rec + 1), captured, (void*)call.buf)) return;
+  rec->cookie = key;
+  rec->cgroup = call.cgroup;
+  rec->tuple = call.tuple;
+  rec->seq = seq;
+  rec->length = length;
+  rec->pid = pid;
+  rec->captured = captured;
+  rec->outbound = outbound;
+  rec->transport = IPPROTO_TCP;
+  rec->verdict = stream->verdict;
+  rec->protocol = stream->protocol;
+  rec->tls = 1;
+  __builtin_memset(rec->pad, 0, sizeof(rec->pad));
+  bpf_get_current_comm(rec->comm, sizeof(rec->comm));
+  nw_output_record(rec, sizeof(*rec) + captured, L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
+}
+
+/* SSL_read, SSL_write and SSL_do_handshake (whose socket is remembered for
+ * the session's later calls): (SSL*, buf, num). */
+SEC("uprobe")
+int BPF_KPROBE(l7_tls_call, void* ssl, void* buf) {
+  tls_enter((__u64)ssl, (__u64)buf, 0);
+  return 0;
+}
+
+/* SSL_read_ex, SSL_write_ex: (SSL*, buf, num, size_t* done). */
+SEC("uprobe")
+int BPF_KPROBE(l7_tls_call_ex, void* ssl, void* buf, __u64 num, void* done) {
+  tls_enter((__u64)ssl, (__u64)buf, (__u64)done);
+  return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(l7_tls_read_done, long rc) {
+  tls_return((int)rc, false);
+  return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(l7_tls_write_done, long rc) {
+  tls_return((int)rc, true);
+  return 0;
+}
+
+/* The handshake: only its socket was wanted. */
+SEC("uretprobe")
+int BPF_KRETPROBE(l7_tls_handshake_done) {
+  __u64 id = bpf_get_current_pid_tgid();
+  nw_table_remove(&tls_calls, L7_TABLE_TLS_CALLS, &id);
+  return 0;
+}
+
+/* SSL_free(SSL*): the session's pointer may be reused. */
+SEC("uprobe")
+int BPF_KPROBE(l7_tls_free, void* ssl) {
+  struct tls_session_key key = {.ssl = (__u64)ssl, .tgid = bpf_get_current_pid_tgid() >> 32};
+  nw_table_remove(&tls_sessions, L7_TABLE_TLS_SESSIONS, &key);
+  return 0;
+}
+
+/* A library loaded after start-up: the dynamic loader maps its code with
+ * PROT_EXEC from an open file. Only files named libssl* are reported. */
+SEC("tracepoint/syscalls/sys_enter_mmap")
+int l7_tls_mmap_enter(struct trace_event_raw_sys_enter* ctx) {
+  const __u64 prot_exec = 4;
+  long fd = (long)ctx->args[4];
+  if (!((__u64)ctx->args[2] & prot_exec) || fd < 0 || fd >= 65536) return 0;
+  struct task_struct* task = (struct task_struct*)bpf_get_current_task_btf();
+  struct file** files = BPF_CORE_READ(task, files, fdt, fd);
+  struct file* file = NULL;
+  if (!files || bpf_probe_read_kernel(&file, sizeof(file), &files[fd]) || !file) return 0;
+  const unsigned char* name = BPF_CORE_READ(file, f_path.dentry, d_name.name);
+  char start[7] = {};
+  if (!name || bpf_probe_read_kernel_str(start, sizeof(start), name) < 0) return 0;
+  if (start[0] != 'l' || start[1] != 'i' || start[2] != 'b' || start[3] != 's' || start[4] != 's' ||
+      start[5] != 'l')
+    return 0;
+  __u64 id = bpf_get_current_pid_tgid();
+  __u8 one = 1;
+  bpf_map_update_elem(&tls_mapping, &id, &one, BPF_ANY);
+  return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_mmap")
+int l7_tls_mmap_exit(struct trace_event_raw_sys_exit* ctx) {
+  __u64 id = bpf_get_current_pid_tgid();
+  if (!bpf_map_lookup_elem(&tls_mapping, &id)) return 0;
+  bpf_map_delete_elem(&tls_mapping, &id);
+  if (ctx->ret < 0) return 0;
+  struct l7_tls_library* rec = nw_reserve(sizeof(*rec), L7_RECORD_TLS_LIBRARY);
+  if (!rec) return 0;
+  rec->pid = id >> 32;
+  rec->pad = 0;
+  /* Wake now: the process is about to use the library. */
+  bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
+  return 0;
+}
+
 /* The owner of a socket not (yet) ignored, from process context. The storage
  * is created here when needed: a client's first send comes before its first
- * segment is judged, and that request should carry its sender. */
+ * segment is judged, and that request should carry its sender. Inside a TLS
+ * call, the call learns its socket here. */
 static __always_inline void remember_owner(struct sock* sk) {
   if (!sk) return;
   __u16 protocol = sk->sk_protocol;
   if (!wanted(protocol)) return;
   struct l7_socket* state = bpf_sk_storage_get(&sockets, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-  if (!state || state->verdict == L7_IGNORED) return;
+  if (!state) return;
+  if (capture_tls && protocol == IPPROTO_TCP) tls_call_saw(sk, state);
+  if (state->verdict == L7_IGNORED) return;
   __u32 pid = bpf_get_current_pid_tgid() >> 32;
   if (state->pid == pid) return;
   state->pid = pid;
@@ -267,8 +546,25 @@ SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(l7_socket_closed, struct sock* sk, int oldstate, int newstate) {
   if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP) return 0;
   struct l7_socket* state = bpf_sk_storage_get(&sockets, sk, 0, 0);
-  if (!state || state->verdict == L7_IGNORED) return 0;
+  if (!state) return 0;
   __u64 cookie = bpf_get_socket_cookie(sk);
+  if (state->tls) {
+    /* Its plaintext stream closes; the ciphertext was never offered. */
+    __u64 key = cookie | L7_TLS_STREAM;
+    struct tls_stream* stream = bpf_map_lookup_elem(&tls_streams, &key);
+    if (!stream) return 0;
+    if (stream->verdict == L7_UNDECIDED) tls_take_decision(stream, key);
+    bool tell = stream->verdict == L7_WATCHED ||
+                (stream->verdict == L7_UNDECIDED && (stream->offered[0] || stream->offered[1]));
+    nw_table_remove(&tls_streams, L7_TABLE_TLS_STREAMS, &key);
+    if (!tell) return 0;
+    struct l7_close* rec = nw_reserve(sizeof(*rec), L7_RECORD_CLOSE);
+    if (!rec) return 0;
+    rec->cookie = key;
+    nw_submit(rec);
+    return 0;
+  }
+  if (state->verdict == L7_IGNORED) return 0;
   /* A short connection may end before its storage saw the decision: an
    * undecided socket that offered packets closes too, after them. */
   if (state->verdict == L7_UNDECIDED) {

@@ -6,6 +6,18 @@
 
 #define L7_RECORD_PACKET 1
 #define L7_RECORD_CLOSE 2
+#define L7_RECORD_TLS_LIBRARY 3
+
+/* The plaintext of a TLS connection is a stream of its own beside the
+ * socket's ciphertext: its key is the socket's cookie with this bit set, in
+ * records, decisions and closes. Cookies count up from 1: they never reach
+ * it. */
+#define L7_TLS_STREAM (1ULL << 63)
+
+/* Bounded tables of the TLS capture (nw_table_insert indexes). */
+#define L7_TABLE_TLS_CALLS 0
+#define L7_TABLE_TLS_SESSIONS 1
+#define L7_TABLE_TLS_STREAMS 2
 
 /* What the kernel knows about a socket: nothing yet, owned by a protocol, or
  * of no protocol's interest. */
@@ -26,7 +38,8 @@ struct l7_packet {
   __u8 transport; /* IPPROTO_TCP or IPPROTO_UDP */
   __u8 verdict;   /* L7_UNDECIDED (offered for detection) or L7_WATCHED */
   __u8 protocol;  /* L7_WATCHED: the owner's index among the served protocols */
-  __u8 pad[6];
+  __u8 tls;       /* plaintext read by the TLS library's probes (cookie has L7_TLS_STREAM) */
+  __u8 pad[5];
   char comm[NW_TASK_COMM_LEN];
 };
 
@@ -34,6 +47,14 @@ struct l7_packet {
 struct l7_close {
   struct nw_record_header hdr;
   __u64 cookie;
+};
+
+/* A process mapped a file named libssl* executable: user space looks for
+ * TLS libraries it has not attached yet in that process's maps. */
+struct l7_tls_library {
+  struct nw_record_header hdr;
+  __u32 pid;
+  __u32 pad;
 };
 
 /* What user space decided for a socket, keyed by its cookie; the kernel moves

@@ -13,6 +13,7 @@
 #include "netwatcher/kernel.hpp"
 #include "netwatcher/plugin.hpp"
 #include "netwatcher/skeleton.hpp"
+#include "tls_libraries.hpp"
 
 // After netwatcher/bpf/types.h: the skeleton names its nw_filter.
 #include "l7.skel.h"
@@ -30,19 +31,33 @@ constexpr std::uint64_t kUndecidedExpiryNs = 30'000'000'000;
 constexpr std::uint64_t kIgnoredMemoryNs = 5'000'000'000;
 constexpr std::uint64_t kOwnerIdleNs = 600'000'000'000;
 
+// The TLS library's functions and the programs that probe them. A library
+// without the _ex forms (OpenSSL before 1.1.1) is still probed by the rest.
+struct TlsProbe {
+  const char* program;
+  const char* function;
+  bool essential;  // the file is not counted as probed without it
+};
+constexpr TlsProbe kTlsProbes[] = {
+    {"l7_tls_call", "SSL_read", true},
+    {"l7_tls_read_done", "SSL_read", true},
+    {"l7_tls_call", "SSL_write", true},
+    {"l7_tls_write_done", "SSL_write", true},
+    {"l7_tls_call_ex", "SSL_read_ex", false},
+    {"l7_tls_read_done", "SSL_read_ex", false},
+    {"l7_tls_call_ex", "SSL_write_ex", false},
+    {"l7_tls_write_done", "SSL_write_ex", false},
+    {"l7_tls_call", "SSL_do_handshake", false},
+    {"l7_tls_handshake_done", "SSL_do_handshake", false},
+    {"l7_tls_free", "SSL_free", false},
+};
+
 class CapturePlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"offer_packets", ConfigType::integer, std::int64_t{8},
-         "payload packets per direction of an undecided socket offered to the protocols' "
-         "detectors before it is ignored",
-         1, 64},
-        {"max_undecided", ConfigType::integer, std::int64_t{4096},
-         "undecided sockets whose first packets are held in user space at once; more are ignored",
-         16, 1 << 20},
-    };
+    d.config = keys_.keys();
+    d.flags = {{0, "tls", "tls", "read the plaintext of OpenSSL connections (uprobes)"}};
     d.metrics = metrics_.specs();
     d.hooks = {
         {"egress", "packets sent (cgroup_skb egress)", {"l7_egress"}, true},
@@ -51,17 +66,40 @@ class CapturePlugin {
         {"recv_owner", "socket owner on receive", {"l7_recv_owner"}, false},
         {"socket_closed", "closes of watched TCP sockets", {"l7_socket_closed"}, false},
     };
+    auto tls_hook = [&](const char* name, const char* description, const char* program) {
+      d.hooks.push_back({name, description, {program}, false, "", "tls"});
+    };
+    tls_hook("tls_call", "entry of SSL_read, SSL_write, SSL_do_handshake (uprobe per library)",
+             "l7_tls_call");
+    tls_hook("tls_call_ex", "entry of SSL_read_ex, SSL_write_ex", "l7_tls_call_ex");
+    tls_hook("tls_read_done", "return of SSL_read, SSL_read_ex: the plaintext read",
+             "l7_tls_read_done");
+    tls_hook("tls_write_done", "return of SSL_write, SSL_write_ex: the plaintext written",
+             "l7_tls_write_done");
+    tls_hook("tls_handshake_done", "return of SSL_do_handshake", "l7_tls_handshake_done");
+    tls_hook("tls_free", "SSL_free: a session's end", "l7_tls_free");
+    tls_hook("tls_mmap_enter", "a process maps a file named libssl* (syscalls:sys_enter_mmap)",
+             "l7_tls_mmap_enter");
+    tls_hook("tls_mmap_exit", "... and the mapping is made (syscalls:sys_exit_mmap)",
+             "l7_tls_mmap_exit");
     return d;
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    offer_packets_ = static_cast<std::uint32_t>(config.get_int("offer_packets"));
-    max_undecided_ = static_cast<std::size_t>(config.get_int("max_undecided"));
+    if (Status s = keys_.read(config); !s) return s;
     filter_ = filter;
     return Status::success();
   }
 
-  Status open(bpf_object** object) { return skeleton_.open(object, filter_); }
+  Status open(bpf_object** object) {
+    if (Status s = skeleton_.open(object, filter_); !s) return s;
+    // Hash maps are allocated whole: without TLS they hold nothing.
+    const std::uint32_t tls_entries = *tls_ ? *max_tls_connections_ : 1;
+    bpf_map__set_max_entries(skeleton_->maps.tls_sessions, tls_entries);
+    bpf_map__set_max_entries(skeleton_->maps.tls_streams, tls_entries);
+    bpf_map__set_max_entries(skeleton_->maps.tls_calls, *tls_ ? 4096 : 1);
+    return Status::success();
+  }
   Status load() { return skeleton_.load(); }
 
   Status start(PluginHost& host) {
@@ -84,13 +122,14 @@ class CapturePlugin {
     if (protocols_.empty()) return Status::failure("no protocol plugin serves a protocol");
     sockets_.add({"none"}, 0);
     undecided_table_ =
-        host.track_table({"undecided", "", 0, max_undecided_, "plugins.l7.max_undecided"});
+        host.track_table({"undecided", "", 0, *max_undecided_, "plugins.l7.max_undecided"});
     // Capture starts now that it knows what for.
-    skeleton_->bss->offer_packets = offer_packets_;
+    skeleton_->bss->offer_packets = *offer_packets_;
     skeleton_->bss->capture_bytes = capture_bytes;
     skeleton_->bss->capture_udp = (transports & kL7Udp) ? 1 : 0;
     skeleton_->bss->capture_tcp = (transports & kL7Tcp) ? 1 : 0;
     decisions_fd_ = bpf_map__fd(skeleton_->maps.decisions);
+    if (*tls_) start_tls(host);
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
@@ -102,6 +141,12 @@ class CapturePlugin {
       l7_close rec;
       if (Status s = read_record(bytes, "l7 close", rec); !s) return s;
       closed(rec.cookie);
+      return Status::success();
+    }
+    if (header.type == L7_RECORD_TLS_LIBRARY) {
+      l7_tls_library rec;
+      if (Status s = read_record(bytes, "l7 tls library", rec); !s) return s;
+      if (host_) probe_tls_libraries(libraries_.scan_process(static_cast<pid_t>(rec.pid)));
       return Status::success();
     }
     if (header.type != L7_RECORD_PACKET)
@@ -162,10 +207,17 @@ class CapturePlugin {
     if (std::optional<std::uint64_t> skipped =
             sum_percpu_u64(bpf_map__fd(skeleton_->maps.unoffered), &zero))
       unoffered_.mirror({}, static_cast<double>(*skipped));
+    if (host_) {
+      if (std::optional<std::uint64_t> unmatched =
+              sum_percpu_u64(bpf_map__fd(skeleton_->maps.tls_unmatched), &zero))
+        tls_unmatched_.mirror({}, static_cast<double>(*unmatched));
+      tls_files_.set({}, static_cast<double>(tls_files_probed_));
+    }
     return Status::success();
   }
 
   void stop() {
+    host_ = nullptr;
     skeleton_.reset();
     protocols_.clear();
     undecided_.clear();
@@ -210,6 +262,7 @@ class CapturePlugin {
     packet.captured =
         bytes.subspan(sizeof rec, std::min<std::size_t>(rec.captured, p.capture_bytes));
     packet.ns = rec.hdr.timestamp_ns;
+    packet.tls = rec.tls != 0;
     return packet;
   }
 
@@ -227,7 +280,7 @@ class CapturePlugin {
   void offer(const l7_packet& rec, std::span<const std::byte> bytes) {
     auto it = undecided_.find(rec.cookie);
     if (it == undecided_.end()) {
-      if (undecided_.size() >= max_undecided_) {
+      if (undecided_.size() >= *max_undecided_) {
         if (undecided_table_) undecided_table_->count_refused();
         decide(rec.cookie, kNoProtocol, rec.hdr.timestamp_ns);
         return;
@@ -261,7 +314,7 @@ class CapturePlugin {
     }
     // Nobody claimed it: for good once every detector said no, or once the
     // kernel will offer no more in this direction.
-    if (!anyone_left || u.offered[rec.outbound ? 1 : 0] >= offer_packets_) {
+    if (!anyone_left || u.offered[rec.outbound ? 1 : 0] >= *offer_packets_) {
       decide(rec.cookie, kNoProtocol, rec.hdr.timestamp_ns);
       undecided_.erase(it);
     }
@@ -293,6 +346,33 @@ class CapturePlugin {
     sockets_.add({protocol == kNoProtocol ? std::string("none") : protocols_[protocol].name}, 1);
   }
 
+  // TLS: the libraries on the system and in running processes now; later
+  // ones as processes map them (L7_RECORD_TLS_LIBRARY).
+  void start_tls(PluginHost& host) {
+    host_ = &host;
+    const char* raise = "plugins.l7.max_tls_connections";
+    host.track_table({"tls_calls", "tls_calls", L7_TABLE_TLS_CALLS, 0, raise});
+    host.track_table({"tls_sessions", "tls_sessions", L7_TABLE_TLS_SESSIONS, 0, raise});
+    host.track_table({"tls_streams", "tls_streams", L7_TABLE_TLS_STREAMS, 0, raise});
+    skeleton_->bss->capture_tls = 1;
+    probe_tls_libraries(libraries_.scan_system());
+    probe_tls_libraries(libraries_.scan_all());
+  }
+
+  // The host logs each file's first uprobe and every refusal.
+  void probe_tls_libraries(const std::vector<l7::TlsLibrary>& found) {
+    for (const l7::TlsLibrary& library : found) {
+      bool essential_failed = false;
+      for (const TlsProbe& probe : kTlsProbes)
+        if (!host_->attach_uprobe(probe.program, library.path, probe.function))
+          essential_failed = essential_failed || probe.essential;
+      if (essential_failed)
+        tls_refused_.add({}, 1);
+      else
+        ++tls_files_probed_;
+    }
+  }
+
   void closed(std::uint64_t cookie) {
     undecided_.erase(cookie);
     auto it = owners_.find(cookie);
@@ -303,6 +383,29 @@ class CapturePlugin {
     Served& p = protocols_[protocol];
     if (p.served.events) p.served.protocol->closed(cookie, *p.served.events);
   }
+
+  KeySet keys_;
+  Setting<std::uint32_t> offer_packets_{keys_,
+                                        "offer_packets",
+                                        8,
+                                        "payload packets per direction of an undecided socket "
+                                        "offered to the protocols' detectors before it is ignored",
+                                        {.min = 1, .max = 64}};
+  Setting<std::uint64_t> max_undecided_{
+      keys_,
+      "max_undecided",
+      4096,
+      "undecided sockets whose first packets are held in user space at once; more are ignored",
+      {.min = 16, .max = 1 << 20}};
+  Setting<bool> tls_{keys_, "tls", false,
+                     "read the plaintext of OpenSSL connections with uprobes on libssl "
+                     "(SSL_read/SSL_write): protocols then see TLS traffic too"};
+  Setting<std::uint32_t> max_tls_connections_{
+      keys_,
+      "max_tls_connections",
+      16384,
+      "TLS sessions and plaintext streams followed at once (least recently used forgotten)",
+      {.min = 64, .max = 1 << 22}};
 
   MetricSet metrics_;
   Counter sockets_{metrics_,
@@ -335,11 +438,25 @@ class CapturePlugin {
                      "Packets of a protocol index no protocol has (a bug).",
                      {}};
 
+  Counter tls_unmatched_{metrics_,
+                         "netwatcher_l7_tls_unmatched_total",
+                         "TLS library calls with data whose socket was never seen (their "
+                         "plaintext reaches no protocol).",
+                         {}};
+  Gauge tls_files_{metrics_, "netwatcher_l7_tls_libraries",
+                   "TLS library files probed with uprobes ([plugins.l7] tls)."};
+  Counter tls_refused_{metrics_,
+                       "netwatcher_l7_tls_libraries_refused_total",
+                       "Candidate TLS library files whose SSL_read or SSL_write could not be "
+                       "probed (the log says why).",
+                       {}};
+
   Skeleton<l7_bpf> skeleton_{l7_bpf__open, l7_bpf__load, l7_bpf__destroy};
   GlobalFilter filter_;
-  std::uint32_t offer_packets_ = 8;
-  std::size_t max_undecided_ = 4096;
   int decisions_fd_ = -1;
+  PluginHost* host_ = nullptr;  // set while TLS probing is on
+  l7::TlsLibraryFinder libraries_;
+  std::size_t tls_files_probed_ = 0;
   TableAccount* undecided_table_ = nullptr;
   std::vector<Served> protocols_;
   std::unordered_map<std::uint64_t, Undecided> undecided_;

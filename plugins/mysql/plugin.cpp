@@ -72,6 +72,7 @@ struct Connection {
   std::uint32_t pid = 0;
   std::string comm;
   std::uint64_t cgroup_id = 0;
+  bool tls = false;
   Phase phase = Phase::greeting;
   std::uint32_t server_capabilities = 0, client_capabilities = 0;
   bool compress_after_auth = false;
@@ -214,6 +215,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       Connection* c = find(packet);
       if (!c) return;
       if (packet.cgroup_id) c->cgroup_id = packet.cgroup_id;
+      c->tls = packet.tls;
       if (packet.pid) {
         c->pid = packet.pid;
         c->comm = std::string(packet.comm);
@@ -486,6 +488,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
         .set(q.command, command)
         .set(q.statement, p.statement)
         .set(q.outcome, outcome_names[static_cast<int>(outcome)])
+        .set(q.tls, c.tls)
         .set(q.sock, c.socket);
     if (p.statement_id) row.set(q.statement_id, std::uint64_t{*p.statement_id});
     if (p.statement_cut) row.set(q.statement_cut, true);
@@ -610,8 +613,14 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
                           "cut_short",
                           "the capture lost the response's end: rows and warnings not counted",
                           {.optional = true}};
-    Label<std::uint64_t> sock{
-        *this, "sock", "socket cookie", {.width = 20, .anomaly = AnomalyRole::connection}};
+    Label<bool> tls{*this,
+                    "tls",
+                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
+                    {.width = 5}};
+    Label<std::uint64_t> sock{*this,
+                              "sock",
+                              "socket cookie (with bit 63 set for a TLS connection's plaintext)",
+                              {.width = 20, .anomaly = AnomalyRole::connection}};
   } query_{events_};
 
   MetricSet metrics_;

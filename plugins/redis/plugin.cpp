@@ -117,6 +117,7 @@ struct Socket {
   std::uint32_t pid = 0;
   std::string comm;
   std::uint64_t cgroup_id = 0;
+  bool tls = false;
   int db = 0;
   int proto = 2;
   bool subscribed = false;   // RESP2 pub/sub mode: messages arrive as arrays
@@ -281,6 +282,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     s.cookie = packet.socket;
     s.tuple = packet.tuple;
     if (packet.cgroup_id) s.cgroup_id = packet.cgroup_id;
+    s.tls = packet.tls;
     if (packet.pid) {
       s.pid = packet.pid;
       s.comm = std::string(packet.comm);
@@ -550,6 +552,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
         .set(e.db, static_cast<std::uint64_t>(c.db))
         .set(e.proto, static_cast<std::uint64_t>(c.proto))
         .set(e.outcome, outcome_names[static_cast<int>(outcome)])
+        .set(e.tls, s.tls)
         .set(e.sock, s.cookie);
     if (!c.key.empty()) row.set(e.key, c.key);
     if (reply) {
@@ -659,8 +662,14 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
         {.unit = "microseconds", .width = 10, .optional = true, .anomaly = AnomalyRole::sample}};
     Label<std::string> outcome{
         *this, "outcome", "answered, timed_out or closed (no reply)", {.width = 9}};
-    Label<std::uint64_t> sock{
-        *this, "sock", "socket cookie", {.width = 20, .anomaly = AnomalyRole::connection}};
+    Label<bool> tls{*this,
+                    "tls",
+                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
+                    {.width = 5}};
+    Label<std::uint64_t> sock{*this,
+                              "sock",
+                              "socket cookie (with bit 63 set for a TLS connection's plaintext)",
+                              {.width = 20, .anomaly = AnomalyRole::connection}};
   } command_{events_};
   struct HotKeys : EventDecl {
     explicit HotKeys(EventSet& set)

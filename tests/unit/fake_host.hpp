@@ -51,6 +51,9 @@ class FakeHost : public PluginHost {
   }
   std::size_t served_protocol_count() const noexcept override { return 0; }
   ServedProtocol served_protocol(std::size_t) const noexcept override { return {}; }
+  Status attach_uprobe(std::string_view, std::string_view, std::string_view) noexcept override {
+    return Status::failure("no uprobes in unit tests");
+  }
   std::vector<L7Protocol*> served;
   host::MetricStore store;
   std::function<Status()> metrics_refresh;

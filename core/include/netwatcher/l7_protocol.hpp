@@ -71,6 +71,11 @@ struct L7Packet {
   // The socket's cgroup2 id, for a CgroupIdLabel; 0 when unknown. Since 3.3:
   // a capture plugin of an older minor leaves it 0.
   std::uint64_t cgroup_id = 0;
+  // Since 3.4: plaintext the TLS library read or wrote ([plugins.l7] tls).
+  // `socket` is then the plaintext stream's own key, not the socket's cookie
+  // (a TLS socket's ciphertext is never offered), `seq` counts the stream's
+  // bytes, and `length` is one SSL_read/SSL_write's worth.
+  bool tls = false;
 };
 
 enum class L7Detection : std::uint8_t {

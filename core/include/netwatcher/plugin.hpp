@@ -73,6 +73,10 @@ namespace netwatcher {
 // the shared L7 capture (plugin `l7`, see netwatcher/l7_protocol.hpp), which
 // the host starts after every protocol plugin that names it. (ABI 3.1)
 //
+// SEC("uprobe") and SEC("uretprobe") programs without a path are loaded but
+// not attached by the host: the plugin links them per file and function with
+// PluginHost::attach_uprobe(). (ABI 3.4)
+//
 // Operators (and tests) can force candidates with [netwatcher] hook_override:
 // a program name, "fallback" (skip the preferred one) or "none".
 struct HookSpec {
@@ -233,6 +237,20 @@ class PluginHost {
   // empty ServedProtocol. Valid until the capture's stop().
   virtual std::size_t served_protocol_count() const noexcept = 0;
   virtual ServedProtocol served_protocol(std::size_t index) const noexcept = 0;
+  // ABI 3.4. Attaches the loaded uprobe program `program` (SEC("uprobe"), or
+  // SEC("uretprobe") for the function's return) to `function`, a symbol of
+  // the ELF file `binary`, for every process that maps that file, now and
+  // later (a uprobe is per file: the kernel resolves `binary` to its inode).
+  // A file in another mount namespace is reached through
+  // /proc/<pid>/root/<path>. The host owns the link and destroys it with the
+  // others at shutdown, before stop(). Fails, with the reason, when the
+  // program is not a loaded uprobe program of this plugin, the file has no
+  // such symbol, or the kernel refuses the probe. From start() or collect()
+  // and the plugin's decode(); needs CAP_SYS_ADMIN or CAP_PERFMON after
+  // start-up (kept by default in [netwatcher] keep_capabilities). The hook
+  // reads "attached (N uprobes in M files)" in --check.
+  virtual Status attach_uprobe(std::string_view program, std::string_view binary,
+                               std::string_view function) noexcept = 0;
 };
 
 class ProbePlugin {

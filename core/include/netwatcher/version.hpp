@@ -79,13 +79,15 @@
 // names (kCgroupIdField, kNetnsField in event.hpp; CgroupIdLabel), the
 // nw_sock_cgroup_id() helper of common.bpf.h, L7Packet::cgroup_id, and the
 // metric label the host turns into container labels (kCgroupIdLabel in
-// metrics.hpp).
+// metrics.hpp). 3.4 added, at the end of PluginHost, attach_uprobe() (uprobe
+// programs, SEC("uprobe") / SEC("uretprobe"), linked per file by the
+// plugin), and L7Packet::tls.
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI
 
 #define NETWATCHER_ABI_MAJOR 3
-#define NETWATCHER_ABI_MINOR 3
+#define NETWATCHER_ABI_MINOR 4
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

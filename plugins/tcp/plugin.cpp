@@ -354,58 +354,7 @@ class TcpPlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"extra", ConfigType::boolean, false,
-         "add srtt, windows, buffers, backlog and retransmit totals to connection events"},
-        {"retrans", ConfigType::boolean, false, "add the fast / timeout retransmit breakdown"},
-        {"all_conn", ConfigType::boolean, false,
-         "keep CLOSED connections in the connection table (snapshots)"},
-        {"snapshot", ConfigType::boolean, true,
-         "emit the connection table (tcp_conn events) every snapshot_interval"},
-        {"snapshot_rows", ConfigType::integer, std::int64_t{2048},
-         "tcp_conn rows per snapshot at most; a larger table is shown in turns, each snapshot "
-         "continuing after the socket the last one ended with (0 = every row, every time)",
-         0, 1 << 22},
-        {"max_connections", ConfigType::integer, std::int64_t{131072},
-         "connections tracked in the kernel at once (~190 bytes each while in use)", 64, 1 << 22},
-        {"max_closed", ConfigType::integer, std::int64_t{1024},
-         "closed connections kept in the table with all_conn", 0, 1 << 20},
-        {"per_connection_metrics", ConfigType::boolean, false,
-         "export per-connection srtt/cwnd/bytes series (capped)"},
-        {"max_connection_series", ConfigType::integer, std::int64_t{1000},
-         "cap on connections with per-connection series", 1, 1 << 20},
-        {"states", ConfigType::boolean, false,
-         "a tcp_state event for every state transition, with the time spent in the old state"},
-        {"resets", ConfigType::boolean, true,
-         "tcp_reset events and counters for RSTs sent and received"},
-        {"errors", ConfigType::boolean, false,
-         "tcp_error events and counters for segments with a bad checksum, sequence or ack number"},
-        {"rtt_histogram", ConfigType::boolean, true,
-         "srtt histogram per destination: each tracked connection's srtt once per "
-         "snapshot_interval and at its close"},
-        {"rtt_every_change", ConfigType::boolean, false,
-         "sample srtt whenever it changes instead (tcp:tcp_probe: one program per segment)"},
-        {"rtt_per_connection", ConfigType::boolean, false,
-         "srtt histogram per connection instead of per destination"},
-        {"max_rtt_series", ConfigType::integer, std::int64_t{256},
-         "srtt histogram series kept (destinations or connections; with rtt_every_change, "
-         "272 bytes per series and CPU in the kernel)",
-         1, 1 << 20},
-        {"layer_time", ConfigType::boolean, false,
-         "per-layer time of every segment (link, IP, transport, application), as histograms"},
-        {"layer_events", ConfigType::boolean, false,
-         "with layer_time: a tcp_layer event per segment, not only the histograms"},
-        {"layer_namespaces", ConfigType::string_list, std::vector<std::string>{"*"},
-         "network namespaces whose IP layer is timed (netfilter links): 'self', '*' (every "
-         "namespace: own, /run/netns/* and those of processes, followed as they come and go), "
-         "a /run/netns name or a path; elsewhere ip_us and transport_us are absent"},
-        {"max_tracked_packets", ConfigType::integer, std::int64_t{8192},
-         "segments in flight between layer hooks tracked at once, per direction (LRU)", 256,
-         1 << 22},
-        {"max_events_per_second", ConfigType::integer, std::int64_t{0},
-         "cap on per-segment and per-packet events (layer, retransmit, reset, error); 0 = none", 0,
-         std::int64_t{1} << 32},
-    };
+    d.config = keys_.keys();
     d.flags = {
         {'a', "all-conn", "all_conn", "keep CLOSED connections in the table"},
         {'x', "extra", "extra", "extra connection info (srtt, cwnd, rwnd, buffers, ...)"},
@@ -466,34 +415,15 @@ class TcpPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
-    extra_ = config.get_bool("extra");
-    retrans_ = config.get_bool("retrans");
-    all_conn_ = config.get_bool("all_conn");
-    snapshot_ = config.get_bool("snapshot");
-    max_connections_ = static_cast<std::uint32_t>(config.get_int("max_connections"));
-    snapshot_rows_ = static_cast<std::uint64_t>(config.get_int("snapshot_rows"));
-    max_closed_ = static_cast<std::size_t>(config.get_int("max_closed"));
-    per_connection_metrics_ = config.get_bool("per_connection_metrics");
-    max_connection_series_ = static_cast<std::size_t>(config.get_int("max_connection_series"));
-    states_enabled_ = config.get_bool("states");
-    resets_enabled_ = config.get_bool("resets");
-    errors_ = config.get_bool("errors");
-    rtt_histogram_ = config.get_bool("rtt_histogram");
-    rtt_every_change_ = rtt_histogram_ && config.get_bool("rtt_every_change");
-    rtt_per_connection_ = config.get_bool("rtt_per_connection");
-    max_rtt_series_ = static_cast<std::uint32_t>(config.get_int("max_rtt_series"));
-    layer_time_ = config.get_bool("layer_time");
-    layer_events_ = config.get_bool("layer_events");
-    if (layer_events_ && !layer_time_)
+    if (Status s = keys_.read(config); !s) return s;
+    if (*layer_events_ && !*layer_time_)
       return Status::failure(
           "plugins.tcp.layer_events needs layer_time = true (or -t): the per-layer hooks are "
           "only attached with layer_time");
-    if (Status s = layer_namespaces_.configure(config.get_strings("layer_namespaces"),
-                                               "plugins.tcp.layer_namespaces");
+    if (Status s =
+            layer_namespaces_.configure(*layer_namespace_names_, "plugins.tcp.layer_namespaces");
         !s)
       return s;
-    max_tracked_packets_ = static_cast<std::uint32_t>(config.get_int("max_tracked_packets"));
-    max_events_per_second_ = static_cast<std::uint64_t>(config.get_int("max_events_per_second"));
     filter_ = filter;
     // Names from the running kernel's BTF, so they are right whatever the
     // kernel version.
@@ -501,26 +431,26 @@ class TcpPlugin {
     diag_states_.emplace(states_);
     ca_states_ = kernel_names("TCP_CA_Open", "TCP_CA_");
     reset_reasons_ = kernel_names("SK_RST_REASON_NOT_SPECIFIED", "SK_RST_REASON_");
-    if (errors_) drop_reasons_ = kernel_names("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_");
+    if (*errors_) drop_reasons_ = kernel_names("SKB_DROP_REASON_TCP_CSUM", "SKB_DROP_REASON_");
     return Status::success();
   }
 
   Status open(bpf_object** object) {
     if (Status s = skeleton_.open(object, filter_); !s) return s;
     auto& rodata = *skeleton_->rodata;
-    tunable(rodata.tcp_state_events) = states_enabled_;
-    tunable(rodata.tcp_retransmit_events) = retrans_;
-    tunable(rodata.tcp_rtt_per_connection) = rtt_per_connection_;
-    tunable(rodata.tcp_rtt_every_change) = rtt_every_change_;
-    tunable(rodata.tcp_layer_events) = layer_events_;
-    tunable(rodata.tcp_max_events_per_second) = max_events_per_second_;
-    bpf_map__set_max_entries(skeleton_->maps.tcp_conns, max_connections_);
-    bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, max_rtt_series_);
+    tunable(rodata.tcp_state_events) = *states_enabled_;
+    tunable(rodata.tcp_retransmit_events) = *retrans_;
+    tunable(rodata.tcp_rtt_per_connection) = *rtt_per_connection_;
+    tunable(rodata.tcp_rtt_every_change) = rtt_every_change();
+    tunable(rodata.tcp_layer_events) = *layer_events_;
+    tunable(rodata.tcp_max_events_per_second) = *max_events_per_second_;
+    bpf_map__set_max_entries(skeleton_->maps.tcp_conns, *max_connections_);
+    bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, *max_rtt_series_);
     // Maps of features that are off stay at one entry: no memory for nothing.
-    std::uint32_t tracked = layer_time_ ? max_tracked_packets_ : 1;
+    std::uint32_t tracked = *layer_time_ ? *max_tracked_packets_ : 1;
     bpf_map__set_max_entries(skeleton_->maps.tcp_rx_inflight, tracked);
     bpf_map__set_max_entries(skeleton_->maps.tcp_tx_inflight, tracked);
-    if (!rtt_every_change_) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
+    if (!rtt_every_change()) bpf_map__set_max_entries(skeleton_->maps.tcp_rtt, 1);
     return Status::success();
   }
 
@@ -539,8 +469,8 @@ class TcpPlugin {
     // Counters the kernel keeps, current at every scrape (on the poller thread).
     host.set_metrics_refresh([this] {
       read_counters();
-      if (rtt_histogram_) read_rtt_histograms();
-      if (layer_time_) read_layer_histograms();
+      if (*rtt_histogram_) read_rtt_histograms();
+      if (*layer_time_) read_layer_histograms();
       return Status::success();
     });
     for (std::uint8_t direction : kDirections) {
@@ -550,7 +480,7 @@ class TcpPlugin {
     // Not fatal: the state hooks track everything from now on; the error is
     // reported by the first collect().
     adoption_error_ = adopt_open_connections();
-    if (layer_time_) return link_ip_layer(host);
+    if (*layer_time_) return link_ip_layer(host);
     return Status::success();
   }
 
@@ -587,29 +517,29 @@ class TcpPlugin {
 
   Status collect(EventEmitter& out) {
     read_counters();
-    if (layer_time_) read_layer_histograms();
+    if (*layer_time_) read_layer_histograms();
     // Rebuilt from the live table: sockets destroyed without a CLOSE record
     // do not linger.
     owners_.clear();
     BytesByDirection live_bytes{};
     std::array<double, 3> live_count{};
     std::set<LabelValues> open_rtt_series;
-    SnapshotWindow window(snapshot_ ? snapshot_rows_ : 0, snapshot_cursor_);
+    SnapshotWindow window(*snapshot_ ? *snapshot_rows_ : 0, snapshot_cursor_);
     std::uint64_t live = 0;
     Status s = read_live_connections([&](const tcp_conn_record& rec) {
       ++live;
-      if (rtt_histogram_) {
+      if (*rtt_histogram_) {
         sample_srtt(rec, /*closing=*/false);
-        if (rtt_per_connection_ && !rtt_every_change_)
+        if (*rtt_per_connection_ && !rtt_every_change())
           open_rtt_series.insert(srtt_labels(rec.info.tuple));
       }
       remember_owner(rec);
       const std::size_t slot = direction_slot(rec.info.direction);
       live_count[slot] += 1;
       live_bytes[slot].add(rec.stats);
-      if (per_connection_metrics_) update_series(rec);
-      if (!snapshot_) return;
-      if (snapshot_rows_ == 0)
+      if (*per_connection_metrics_) update_series(rec);
+      if (!*snapshot_) return;
+      if (*snapshot_rows_ == 0)
         emit_conn(events_.conn, out, rec, state_name(rec.state), rec.hdr.timestamp_ns);
       else
         window.offer(rec);
@@ -618,19 +548,19 @@ class TcpPlugin {
     std::sort(refused_series_now_.begin(), refused_series_now_.end());
     refused_series_.swap(refused_series_now_);
     refused_series_now_.clear();
-    if (snapshot_rows_ > 0) {
+    if (*snapshot_rows_ > 0) {
       for (const auto& rec : window.take(snapshot_cursor_))
         emit_conn(events_.conn, out, rec, state_name(rec.state), rec.hdr.timestamp_ns);
-      const std::uint64_t deferred = live > snapshot_rows_ ? live - snapshot_rows_ : 0;
+      const std::uint64_t deferred = live > *snapshot_rows_ ? live - *snapshot_rows_ : 0;
       snapshot_deferred_.set({}, static_cast<double>(deferred));
     }
-    if (rtt_histogram_) {
-      if (rtt_per_connection_ && !rtt_every_change_) forget_closed_srtt_series(open_rtt_series);
+    if (*rtt_histogram_) {
+      if (*rtt_per_connection_ && !rtt_every_change()) forget_closed_srtt_series(open_rtt_series);
       read_rtt_histograms();
     }
     // These rows describe closed connections: the kernel's TCP_CLOSE, named
     // like every other state (prefix stripped).
-    if (snapshot_)
+    if (*snapshot_)
       for (const auto& rec : closed_table_) emit_conn(events_.conn, out, rec, "CLOSE", 0);
     // Closed totals plus live values only ever grow: a connection's final
     // count at close is at least what the last snapshot saw. Connections the
@@ -647,7 +577,7 @@ class TcpPlugin {
     if (rtt_table_) rtt_table_->set_entries(sampled_rtt_.size());
     if (closed_rows_table_) closed_rows_table_->set_entries(closed_table_.size());
     // Namespaces that appeared since the last snapshot get their IP layer timed.
-    Status layers = layer_time_ ? layer_namespaces_.update() : Status::success();
+    Status layers = *layer_time_ ? layer_namespaces_.update() : Status::success();
     if (!adoption_error_) return std::exchange(adoption_error_, Status::success());
     return s ? layers : s;
   }
@@ -674,7 +604,7 @@ class TcpPlugin {
         .set(e.bytes_received, s.bytes_received)
         .set(e.bytes_acked, s.bytes_acked);
     if (rec.info.start_ns) row.set(e.duration_us, rec.duration_ns / 1000);
-    if (extra_) {
+    if (*extra_) {
       row.set(e.srtt_us, s.srtt_us)
           .set(e.cwnd, s.snd_cwnd)
           .set(e.ssthresh, s.snd_ssthresh)
@@ -685,7 +615,7 @@ class TcpPlugin {
       if (!(rec.flags & TCP_CONN_NO_BACKLOG))
         row.set(e.backlog, s.backlog).set(e.max_backlog, s.max_backlog);
     }
-    if (retrans_)
+    if (*retrans_)
       row.set(e.fast_retrans, rec.info.fast_retrans)
           .set(e.timeout_retrans, rec.info.timeout_retrans);
     row.emit(monotonic_ns);
@@ -699,7 +629,7 @@ class TcpPlugin {
   void update_series(const tcp_conn_record& rec) {
     auto it = series_.find(rec.sock);
     if (it == series_.end()) {
-      if (series_.size() >= max_connection_series_) {
+      if (series_.size() >= *max_connection_series_) {
         // Each connection refused counts once, not once per snapshot.
         refused_series_now_.push_back(rec.sock);
         if (series_table_ &&
@@ -746,9 +676,9 @@ class TcpPlugin {
     sample_srtt(rec, /*closing=*/true);
     closed_bytes_[direction_slot(rec.info.direction)].add(rec.stats);
     forget_series(rec);
-    if (all_conn_ && max_closed_ > 0) {
+    if (*all_conn_ && *max_closed_ > 0) {
       closed_table_.push_back(rec);
-      while (closed_table_.size() > max_closed_) {
+      while (closed_table_.size() > *max_closed_) {
         closed_table_.pop_front();
         if (closed_rows_table_) closed_rows_table_->count_evicted();
       }
@@ -805,7 +735,7 @@ class TcpPlugin {
 
   // Only error packets need owners by tuple (the tcp_error record's emit).
   void remember_owner(const tcp_conn_record& rec) {
-    if (!errors_ || !rec.info.tuple_valid || owners_.size() >= max_connections_) return;
+    if (!*errors_ || !rec.info.tuple_valid || owners_.size() >= *max_connections_) return;
     owners_[tuple_key(rec.info.tuple)] = who_of(rec);
   }
 
@@ -854,16 +784,16 @@ class TcpPlugin {
     mirror(TCP_COUNTER_RETRANS_FAST, retransmits_, {"fast"});
     mirror(TCP_COUNTER_RETRANS_TIMEOUT, retransmits_, {"timeout"});
     mirror(TCP_COUNTER_RETRANS_SKBS, retransmitted_skbs_, {});
-    if (resets_enabled_) {
+    if (*resets_enabled_) {
       mirror(TCP_COUNTER_RESET_SENT, resets_, {"sent"});
       mirror(TCP_COUNTER_RESET_RECEIVED, resets_, {"received"});
     }
     for (std::uint32_t state = 0; state < TCP_CA_STATES; ++state)
       mirror(TCP_COUNTER_CONG_STATE + state, congestion_, {named(ca_states_, state)});
-    if (errors_)
+    if (*errors_)
       for (std::uint32_t kind = 0; kind < TCP_ERROR_KINDS; ++kind)
         mirror(TCP_COUNTER_ERROR + kind, errors_total_, {kErrorNames[kind]});
-    if (rtt_every_change_) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
+    if (rtt_every_change()) mirror(TCP_COUNTER_RTT_OVERFLOW, srtt_dropped_, {});
     // Opens and closes are counted in the kernel, tracked or not.
     for (std::uint8_t direction : kDirections) {
       mirror(TCP_COUNTER_OPENED + direction, opened_, {direction_name(direction)});
@@ -878,29 +808,29 @@ class TcpPlugin {
   void track_tables(PluginHost& host) {
     host.track_table(
         {"connections", "tcp_conns", TCP_TABLE_CONNECTIONS, 0, "plugins.tcp.max_connections"});
-    if (layer_time_) {
+    if (*layer_time_) {
       host.track_table({"rx_segments", "tcp_rx_inflight", TCP_TABLE_RX_PACKETS, 0,
                         "plugins.tcp.max_tracked_packets"});
       host.track_table({"tx_segments", "tcp_tx_inflight", TCP_TABLE_TX_PACKETS, 0,
                         "plugins.tcp.max_tracked_packets"});
     }
-    if (rtt_every_change_)
+    if (rtt_every_change())
       host.track_table(
           {"rtt_series", "tcp_rtt", TCP_TABLE_RTT_SERIES, 0, "plugins.tcp.max_rtt_series"});
-    else if (rtt_histogram_)
+    else if (*rtt_histogram_)
       rtt_table_ =
-          host.track_table({"rtt_series", "", 0, max_rtt_series_, "plugins.tcp.max_rtt_series"});
-    if (per_connection_metrics_)
-      series_table_ = host.track_table({"connection_series", "", 0, max_connection_series_,
+          host.track_table({"rtt_series", "", 0, *max_rtt_series_, "plugins.tcp.max_rtt_series"});
+    if (*per_connection_metrics_)
+      series_table_ = host.track_table({"connection_series", "", 0, *max_connection_series_,
                                         "plugins.tcp.max_connection_series"});
-    if (all_conn_ && max_closed_ > 0)
+    if (*all_conn_ && *max_closed_ > 0)
       closed_rows_table_ =
-          host.track_table({"closed_connections", "", 0, max_closed_, "plugins.tcp.max_closed"});
+          host.track_table({"closed_connections", "", 0, *max_closed_, "plugins.tcp.max_closed"});
   }
 
   LabelValues srtt_labels(__u16 family, const __u8* daddr, const __u8* saddr, __u16 sport,
                           __u16 dport) const {
-    if (!rtt_per_connection_) return {format_address(family, daddr), "", "", ""};
+    if (!*rtt_per_connection_) return {format_address(family, daddr), "", "", ""};
     return {format_address(family, daddr), format_address(family, saddr), std::to_string(sport),
             std::to_string(dport)};
   }
@@ -914,16 +844,16 @@ class TcpPlugin {
   // segments they move, and no program runs per segment. A per-connection
   // series ends at close instead.
   void sample_srtt(const tcp_conn_record& rec, bool closing) {
-    if (!rtt_histogram_ || rtt_every_change_) return;
+    if (!*rtt_histogram_ || rtt_every_change()) return;
     LabelValues labels = srtt_labels(rec.info.tuple);
-    if (closing && rtt_per_connection_) {
+    if (closing && *rtt_per_connection_) {
       if (sampled_rtt_.erase(labels)) srtt_.remove(labels);
       return;
     }
     if (!rec.stats.srtt_us) return;  // no RTT measured yet
     auto it = sampled_rtt_.find(labels);
     if (it == sampled_rtt_.end()) {
-      if (sampled_rtt_.size() >= max_rtt_series_) {
+      if (sampled_rtt_.size() >= *max_rtt_series_) {
         srtt_dropped_.add({}, 1);
         if (rtt_table_) rtt_table_->count_refused();
         return;
@@ -952,7 +882,7 @@ class TcpPlugin {
   }
 
   void read_rtt_histograms() {
-    if (!rtt_every_change_) {
+    if (!rtt_every_change()) {
       for (const auto& [labels, hist] : sampled_rtt_) publish_srtt(labels, hist.slots, hist.sum_ns);
       return;
     }
@@ -1122,6 +1052,93 @@ class TcpPlugin {
     return Status::success();
   }
 
+  // rtt_every_change counts only with rtt_histogram.
+  bool rtt_every_change() const { return *rtt_histogram_ && *rtt_every_change_; }
+
+  KeySet keys_;
+  Setting<bool> extra_{
+      keys_, "extra", false,
+      "add srtt, windows, buffers, backlog and retransmit totals to connection events"};
+  Setting<bool> retrans_{keys_, "retrans", false, "add the fast / timeout retransmit breakdown"};
+  Setting<bool> all_conn_{keys_, "all_conn", false,
+                          "keep CLOSED connections in the connection table (snapshots)"};
+  Setting<bool> snapshot_{keys_, "snapshot", true,
+                          "emit the connection table (tcp_conn events) every snapshot_interval"};
+  Setting<std::uint64_t> snapshot_rows_{
+      keys_,
+      "snapshot_rows",
+      2048,
+      "tcp_conn rows per snapshot at most; a larger table is shown in turns, each snapshot "
+      "continuing after the socket the last one ended with (0 = every row, every time)",
+      {.min = 0, .max = 1 << 22}};
+  Setting<std::uint32_t> max_connections_{
+      keys_,
+      "max_connections",
+      131072,
+      "connections tracked in the kernel at once (~190 bytes each while in use)",
+      {.min = 64, .max = 1 << 22}};
+  Setting<std::size_t> max_closed_{keys_,
+                                   "max_closed",
+                                   1024,
+                                   "closed connections kept in the table with all_conn",
+                                   {.min = 0, .max = 1 << 20}};
+  Setting<bool> per_connection_metrics_{keys_, "per_connection_metrics", false,
+                                        "export per-connection srtt/cwnd/bytes series (capped)"};
+  Setting<std::size_t> max_connection_series_{keys_,
+                                              "max_connection_series",
+                                              1000,
+                                              "cap on connections with per-connection series",
+                                              {.min = 1, .max = 1 << 20}};
+  Setting<bool> states_enabled_{
+      keys_, "states", false,
+      "a tcp_state event for every state transition, with the time spent in the old state"};
+  Setting<bool> resets_enabled_{keys_, "resets", true,
+                                "tcp_reset events and counters for RSTs sent and received"};
+  Setting<bool> errors_{
+      keys_, "errors", false,
+      "tcp_error events and counters for segments with a bad checksum, sequence or ack number"};
+  Setting<bool> rtt_histogram_{keys_, "rtt_histogram", true,
+                               "srtt histogram per destination: each tracked connection's srtt "
+                               "once per snapshot_interval and at its close"};
+  // Read through rtt_every_change().
+  Setting<bool> rtt_every_change_{
+      keys_, "rtt_every_change", false,
+      "sample srtt whenever it changes instead (tcp:tcp_probe: one program per segment)"};
+  Setting<bool> rtt_per_connection_{keys_, "rtt_per_connection", false,
+                                    "srtt histogram per connection instead of per destination"};
+  Setting<std::uint32_t> max_rtt_series_{
+      keys_,
+      "max_rtt_series",
+      256,
+      "srtt histogram series kept (destinations or connections; with rtt_every_change, "
+      "272 bytes per series and CPU in the kernel)",
+      {.min = 1, .max = 1 << 20}};
+  Setting<bool> layer_time_{
+      keys_, "layer_time", false,
+      "per-layer time of every segment (link, IP, transport, application), as histograms"};
+  Setting<bool> layer_events_{
+      keys_, "layer_events", false,
+      "with layer_time: a tcp_layer event per segment, not only the histograms"};
+  Setting<std::vector<std::string>> layer_namespace_names_{
+      keys_,
+      "layer_namespaces",
+      {"*"},
+      "network namespaces whose IP layer is timed (netfilter links): 'self', '*' (every "
+      "namespace: own, /run/netns/* and those of processes, followed as they come and go), "
+      "a /run/netns name or a path; elsewhere ip_us and transport_us are absent"};
+  Setting<std::uint32_t> max_tracked_packets_{
+      keys_,
+      "max_tracked_packets",
+      8192,
+      "segments in flight between layer hooks tracked at once, per direction (LRU)",
+      {.min = 256, .max = 1 << 22}};
+  Setting<std::uint64_t> max_events_per_second_{
+      keys_,
+      "max_events_per_second",
+      0,
+      "cap on per-segment and per-packet events (layer, retransmit, reset, error); 0 = none",
+      {.min = 0, .max = std::int64_t{1} << 32}};
+
   // In PluginDescription::events order.
   struct Events {
     EventSet set;
@@ -1217,23 +1234,14 @@ class TcpPlugin {
   std::optional<tcp::DiagStates> diag_states_;
   tcp::NamespaceDumper namespace_dumper_;
   std::set<std::uint32_t> unreachable_namespaces_;
-  bool extra_ = false, retrans_ = false, all_conn_ = false, snapshot_ = true;
   Status adoption_error_;  // from start(), reported once by collect()
-  bool per_connection_metrics_ = false;
-  std::uint32_t max_connections_ = 131072;
-  std::uint64_t snapshot_rows_ = 2048, snapshot_cursor_ = 0;
-  std::size_t max_closed_ = 1024, max_connection_series_ = 1000;
+  std::uint64_t snapshot_cursor_ = 0;
   GlobalFilter filter_;
   Names states_;
   std::deque<tcp_conn_record> closed_table_;
   BytesByDirection closed_bytes_{}, untracked_bytes_{};
   std::map<std::uint64_t, LabelValues> series_;
   std::vector<std::uint64_t> refused_series_, refused_series_now_;  // sockets, 8 bytes each
-  bool states_enabled_ = false, resets_enabled_ = true, errors_ = false, rtt_histogram_ = true,
-       rtt_every_change_ = false, rtt_per_connection_ = false, layer_time_ = false,
-       layer_events_ = false;
-  std::uint32_t max_rtt_series_ = 256, max_tracked_packets_ = 8192;
-  std::uint64_t max_events_per_second_ = 0;
   NetfilterNamespaces layer_namespaces_;
   Names ca_states_, reset_reasons_, drop_reasons_;
   std::set<LabelValues> rtt_series_;

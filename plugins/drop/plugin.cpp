@@ -88,31 +88,7 @@ class DropPlugin {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"events", ConfigType::boolean, true,
-         "emit a drop event per dropped packet (counters are always kept)"},
-        {"max_events_per_second", ConfigType::integer, std::int64_t{1000},
-         "drop events per second across all CPUs; the rest are counted as suppressed (0 = no "
-         "limit)",
-         0, 10000000},
-        {"symbolize", ConfigType::boolean, true,
-         "name drop locations (and stacks) function+offset from /proc/kallsyms"},
-        {"stack", ConfigType::boolean, false, "add the kernel stack to each drop event"},
-        {"housekeeping", ConfigType::string_list,
-         std::vector<std::string>{"QUEUE_PURGE", "NOT_SPECIFIED@ip6_mc_input"},
-         "drop reasons, or REASON@function, that are housekeeping rather than loss: counted in "
-         "netwatcher_drop_housekeeping_total, not as drops (QUEUE_PURGE: a closing socket's "
-         "queues; NOT_SPECIFIED@ip6_mc_input: IPv6 multicast such as neighbour discovery for "
-         "groups nobody joined)"},
-        {"softirq_hooks", ConfigType::boolean, false,
-         "tell process context from softirq (for pid/comm) with irq:softirq_entry/exit, two "
-         "programs on every softirq of the host, instead of checking which kernel stack the "
-         "drop runs on (x86_64 and arm64 only)"},
-        {"top_locations", ConfigType::integer, std::int64_t{20},
-         "drop locations with their own netwatcher_drop_locations_total series; the rest "
-         "count as 'other'",
-         1, 1000},
-    };
+    d.config = keys_.keys();
     d.flags = {
         {'k', "drop", "enabled", "packet drops with the kernel's reason and location"},
         {'T', "addr-to-func", "symbolize", "drop locations as function+offset (default on)"},
@@ -139,20 +115,17 @@ class DropPlugin {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter& filter) {
+    if (Status s = keys_.read(config); !s) return s;
     reasons_ = DropReasons::from_kernel();
     // Absent on kernels without drop reasons: then nothing is excluded.
     cfg_ = {.skb_consumed = reasons_.value_of("SKB_CONSUMED").value_or(~0u),
             .not_dropped_yet = reasons_.value_of("SKB_NOT_DROPPED_YET").value_or(~0u),
-            .max_events_per_second =
-                static_cast<std::uint64_t>(config.get_int("max_events_per_second")),
-            .events = config.get_bool("events"),
-            .stack = config.get_bool("stack")};
-    symbolize_ = config.get_bool("symbolize");
-    softirq_hooks_ = config.get_bool("softirq_hooks");
-    top_locations_ = static_cast<std::size_t>(config.get_int("top_locations"));
+            .max_events_per_second = *max_events_per_second_,
+            .events = *events_on_,
+            .stack = *stack_};
     filter_ = filter;
     housekeeping_.clear();
-    for (const auto& entry : config.get_strings("housekeeping")) {
+    for (const auto& entry : *housekeeping_entries_) {
       Housekeeping h;
       h.entry = entry;
       auto at = entry.find('@');
@@ -178,7 +151,7 @@ class DropPlugin {
     if (Status s = skeleton_.open(object, filter_); !s) return s;
     auto* rodata = skeleton_->rodata;
     drop_config& cfg = tunable(rodata->drop_cfg) = cfg_;
-    tunable(rodata->drop_context) = softirq_hooks_  ? DROP_CONTEXT_SOFTIRQ_HOOKS
+    tunable(rodata->drop_context) = *softirq_hooks_ ? DROP_CONTEXT_SOFTIRQ_HOOKS
                                     : kStackContext ? DROP_CONTEXT_STACK
                                                     : DROP_CONTEXT_NONE;
     std::set<std::string> functions = {"handle_softirqs", "__do_softirq"};
@@ -217,9 +190,9 @@ class DropPlugin {
                       "DROP_MAX_LOCATIONS in plugins/drop/drop.h (fixed)"});
     // Without symbolize, stacks still need the symbols to leave out their
     // innermost (tracing) frames; only names need them to be visible.
-    if (symbolize_ || cfg_.stack) {
+    if (*symbolize_ || cfg_.stack) {
       symbols_ = KernelSymbols::load();
-      if (symbolize_ && symbols_.hidden())
+      if (*symbolize_ && symbols_.hidden())
         return Status::failure(
             "/proc/kallsyms shows only zero addresses (kptr_restrict); run as root or set "
             "symbolize = false");
@@ -289,7 +262,7 @@ class DropPlugin {
   // Without symbolize: "0x<hex>", what format() gives for an unresolved address.
   std::string location_name(std::uint64_t address) const {
     static const KernelSymbols kNone;
-    return (symbolize_ ? symbols_ : kNone).format(address);
+    return (*symbolize_ ? symbols_ : kNone).format(address);
   }
 
   // netwatcher's own program and the tracepoint glue that called it: the
@@ -338,13 +311,13 @@ class DropPlugin {
     // Free slots go to the largest locations not shown yet; a shown location
     // keeps its series, so every series (and 'other', once the slots are
     // full) only grows.
-    if (shown_.size() < top_locations_) {
+    if (shown_.size() < *top_locations_) {
       std::vector<std::pair<std::uint64_t, std::string>> candidates;
       for (const auto& [name, n] : by_location)
         if (!shown_.count(name)) candidates.emplace_back(n, name);
       std::sort(candidates.rbegin(), candidates.rend());
       for (const auto& [n, name] : candidates) {
-        if (shown_.size() >= top_locations_) break;
+        if (shown_.size() >= *top_locations_) break;
         shown_.insert(name);
       }
     }
@@ -356,6 +329,40 @@ class DropPlugin {
     }
     locations_.mirror({kOther}, static_cast<double>(total - std::min(total, shown_total)));
   }
+
+  KeySet keys_;
+  Setting<bool> events_on_{keys_, "events", true,
+                           "emit a drop event per dropped packet (counters are always kept)"};
+  Setting<std::uint64_t> max_events_per_second_{
+      keys_,
+      "max_events_per_second",
+      1000,
+      "drop events per second across all CPUs; the rest are counted as suppressed (0 = no "
+      "limit)",
+      {.min = 0, .max = 10000000}};
+  Setting<bool> symbolize_{keys_, "symbolize", true,
+                           "name drop locations (and stacks) function+offset from /proc/kallsyms"};
+  Setting<bool> stack_{keys_, "stack", false, "add the kernel stack to each drop event"};
+  Setting<std::vector<std::string>> housekeeping_entries_{
+      keys_,
+      "housekeeping",
+      {"QUEUE_PURGE", "NOT_SPECIFIED@ip6_mc_input"},
+      "drop reasons, or REASON@function, that are housekeeping rather than loss: counted in "
+      "netwatcher_drop_housekeeping_total, not as drops (QUEUE_PURGE: a closing socket's "
+      "queues; NOT_SPECIFIED@ip6_mc_input: IPv6 multicast such as neighbour discovery for "
+      "groups nobody joined)"};
+  Setting<bool> softirq_hooks_{
+      keys_, "softirq_hooks", false,
+      "tell process context from softirq (for pid/comm) with irq:softirq_entry/exit, two "
+      "programs on every softirq of the host, instead of checking which kernel stack the "
+      "drop runs on (x86_64 and arm64 only)"};
+  Setting<std::size_t> top_locations_{
+      keys_,
+      "top_locations",
+      20,
+      "drop locations with their own netwatcher_drop_locations_total series; the rest "
+      "count as 'other'",
+      {.min = 1, .max = 1000}};
 
   EventSet events_;
   struct Drop : EventDecl {
@@ -415,10 +422,7 @@ class DropPlugin {
                      {"location"}};
 
   Skeleton<drop_bpf> skeleton_{drop_bpf__open, drop_bpf__load, drop_bpf__destroy};
-  drop_config cfg_ = {
-      .skb_consumed = ~0u, .not_dropped_yet = ~0u, .max_events_per_second = 1000, .events = true};
-  bool symbolize_ = true, softirq_hooks_ = false;
-  std::size_t top_locations_ = 20;
+  drop_config cfg_ = {.skb_consumed = ~0u, .not_dropped_yet = ~0u};
   GlobalFilter filter_;
   DropReasons reasons_;
   KernelSymbols symbols_;

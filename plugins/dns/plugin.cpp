@@ -51,23 +51,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"capture_bytes", ConfigType::integer, std::int64_t{512},
-         "payload bytes of each datagram or segment read (answers past them are not seen)", 64,
-         NW_L7_MAX_CAPTURE},
-        {"query_timeout", ConfigType::floating, 5.0,
-         "seconds after which an unanswered query is reported as timed_out (resolv.conf's "
-         "default)"},
-        {"max_pending", ConfigType::integer, std::int64_t{65536},
-         "unanswered queries kept at once (the oldest are reported as timed_out)", 16, 1 << 22},
-        {"max_answers", ConfigType::integer, std::int64_t{8},
-         "answer values (addresses, CNAME targets) in each event", 0, 64},
-        {"events", ConfigType::boolean, true, "a dns_query event per query"},
-        {"name_labels", ConfigType::boolean, false,
-         "also count queries per name (netwatcher_dns_name_requests_total)"},
-        {"max_names", ConfigType::integer, std::int64_t{100},
-         "names with their own series; the rest count under qname=\"other\"", 1, 100000},
-    };
+    d.config = keys_.keys();
     d.flags = {{'N', "dns", "enabled", "DNS queries and answers from the traffic"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
@@ -79,18 +63,11 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter&) {
-    capture_bytes_ = static_cast<std::uint32_t>(config.get_int("capture_bytes"));
-    const double timeout = config.get_double("query_timeout");
-    if (!(timeout >= 0.001 && timeout <= 3600))
+    if (Status s = keys_.read(config); !s) return s;
+    if (!(*query_timeout_ >= 0.001 && *query_timeout_ <= 3600))
       return Status::failure("plugins.dns.query_timeout must be between 0.001 and 3600 s");
-    timeout_ns_ = static_cast<std::uint64_t>(timeout * 1e9);
-    max_pending_ = static_cast<std::size_t>(config.get_int("max_pending"));
-    pending_.set_capacity(max_pending_);
-    max_answers_ = static_cast<std::size_t>(config.get_int("max_answers"));
-    events_on_ = config.get_bool("events");
-    name_labels_ = config.get_bool("name_labels");
-    max_names_ = static_cast<std::size_t>(config.get_int("max_names"));
-    limits_.max_answers = std::max<std::size_t>(max_answers_, 1);
+    pending_.set_capacity(*max_pending_);
+    limits_.max_answers = std::max<std::size_t>(*max_answers_, 1);
     return Status::success();
   }
 
@@ -100,16 +77,16 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
     for (const char* kind : {"short_header", "bad_name", "name_loop", "name_too_long", "bad_record",
                              "trailing_garbage", "not_dns", "orphan_response", "lost_sync"})
       parse_errors_.add({kind}, 0);
-    pending_table_ = host.track_table({"pending", "", 0, max_pending_, "plugins.dns.max_pending"});
-    if (name_labels_)
-      names_table_ = host.track_table({"names", "", 0, max_names_, "plugins.dns.max_names"});
+    pending_table_ = host.track_table({"pending", "", 0, *max_pending_, "plugins.dns.max_pending"});
+    if (*name_labels_)
+      names_table_ = host.track_table({"names", "", 0, *max_names_, "plugins.dns.max_names"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
   }
 
   Status collect(EventEmitter& out) {
     const std::uint64_t now = monotonic_ns();
-    pending_.expire(now, timeout_ns_,
+    pending_.expire(now, timeout_ns(),
                     [&](const Pending& p) { finish(p, nullptr, 0, Outcome::timed_out, out); });
     // Streams of sockets gone quiet without a close seen.
     std::erase_if(streams_,
@@ -131,7 +108,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
   // L7Protocol
   std::string_view protocol_name() const noexcept override { return "dns"; }
   unsigned transports() const noexcept override { return kL7Udp | kL7Tcp; }
-  std::uint32_t capture_bytes() const noexcept override { return capture_bytes_; }
+  std::uint32_t capture_bytes() const noexcept override { return *capture_bytes_; }
 
   L7Detection detect(const L7Packet& packet) noexcept override {
     std::span<const std::byte> bytes = packet.captured;
@@ -172,6 +149,8 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
   // (socket, remote end as text, remote port, id): a UDP server socket
   // serves many clients, whose ids may collide.
   using Key = std::tuple<std::uint64_t, std::string, std::uint16_t, std::uint16_t>;
+
+  std::uint64_t timeout_ns() const { return static_cast<std::uint64_t>(*query_timeout_ * 1e9); }
 
   static std::string remote_key(const nw_tuple& t) {
     return std::string(reinterpret_cast<const char*>(t.daddr), sizeof t.daddr) +
@@ -248,11 +227,11 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
       requests_.add({qtype, rcode, side, cgroup}, 1);
       const double seconds = static_cast<double>(response_ns - p.ns) / 1e9;
       duration_.observe({qtype, side, cgroup}, seconds);
-      if (name_labels_) count_name(p.question.name, qtype, rcode, side);
+      if (*name_labels_) count_name(p.question.name, qtype, rcode, side);
     } else {
       unanswered_.add({side, cgroup}, 1);
     }
-    if (!events_on_) return;
+    if (!*events_on_) return;
     const Query& q = query_;
     const nw_tuple& t = p.tuple;
     auto row = q.row(out);
@@ -278,7 +257,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
       std::string answers;
       std::size_t kept = 0;
       for (const auto& a : response->answers) {
-        if (a.value.empty() || kept == max_answers_) continue;
+        if (a.value.empty() || kept == *max_answers_) continue;
         if (!answers.empty()) answers += ',';
         answers += a.value;
         ++kept;
@@ -299,7 +278,7 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
                   const char* side) {
     std::string label = name;
     if (!known_names_.count(name)) {
-      if (known_names_.size() < max_names_) {
+      if (known_names_.size() < *max_names_) {
         known_names_.emplace(name, true);
       } else {
         label = "other";
@@ -308,6 +287,38 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
     }
     names_.add({label, qtype, rcode, side}, 1);
   }
+
+  KeySet keys_;
+  Setting<std::uint32_t> capture_bytes_{
+      keys_,
+      "capture_bytes",
+      512,
+      "payload bytes of each datagram or segment read (answers past them are not seen)",
+      {.min = 64, .max = NW_L7_MAX_CAPTURE}};
+  Setting<double> query_timeout_{
+      keys_, "query_timeout", 5.0,
+      "seconds after which an unanswered query is reported as timed_out (resolv.conf's "
+      "default)"};
+  Setting<std::size_t> max_pending_{
+      keys_,
+      "max_pending",
+      65536,
+      "unanswered queries kept at once (the oldest are reported as timed_out)",
+      {.min = 16, .max = 1 << 22}};
+  Setting<std::size_t> max_answers_{keys_,
+                                    "max_answers",
+                                    8,
+                                    "answer values (addresses, CNAME targets) in each event",
+                                    {.min = 0, .max = 64}};
+  Setting<bool> events_on_{keys_, "events", true, "a dns_query event per query"};
+  Setting<bool> name_labels_{keys_, "name_labels", false,
+                             "also count queries per name (netwatcher_dns_name_requests_total)"};
+  Setting<std::size_t> max_names_{
+      keys_,
+      "max_names",
+      100,
+      "names with their own series; the rest count under qname=\"other\"",
+      {.min = 1, .max = 100000}};
 
   EventSet events_;
   struct Query : EventDecl {
@@ -391,10 +402,6 @@ class DnsPlugin final : public L7Protocol, public WithoutBpfObject {
                            "Packets the plugin could not process (out of memory).",
                            {}};
 
-  std::uint32_t capture_bytes_ = 512;
-  std::uint64_t timeout_ns_ = 5'000'000'000;
-  std::size_t max_pending_ = 65536, max_answers_ = 8, max_names_ = 100;
-  bool events_on_ = true, name_labels_ = false;
   dns::Limits limits_;
   TableAccount *pending_table_ = nullptr, *names_table_ = nullptr;
   PendingRequests<Key, Pending> pending_;

@@ -59,23 +59,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"capture_bytes", ConfigType::integer, std::int64_t{256},
-         "payload bytes of each TCP segment read (the shared capture takes the largest any "
-         "protocol asks for)",
-         16, NW_L7_MAX_CAPTURE},
-        {"strip_query", ConfigType::boolean, true,
-         "report paths without their query string (?...)"},
-        {"request_timeout", ConfigType::floating, 30.0,
-         "seconds after which an unanswered request is reported as timed_out"},
-        {"max_connections", ConfigType::integer, std::int64_t{16384},
-         "connections followed at once (least recently active forgotten)", 16, 1 << 22},
-        {"events", ConfigType::boolean, true, "an http_exchange event per request"},
-        {"path_labels", ConfigType::boolean, false,
-         "also count requests per path (netwatcher_http_path_requests_total)"},
-        {"max_paths", ConfigType::integer, std::int64_t{100},
-         "paths with their own series; the rest count under path=\"other\"", 1, 100000},
-    };
+    d.config = keys_.keys();
     d.flags = {{'i', "http", "enabled", "HTTP requests and responses from the traffic"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
@@ -85,17 +69,12 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
 
   // The global filter is the shared capture's to apply, in the kernel.
   Status configure(const ConfigValues& config, const GlobalFilter&) {
-    capture_bytes_ = static_cast<std::uint32_t>(config.get_int("capture_bytes"));
-    double timeout = config.get_double("request_timeout");
-    if (!(timeout >= 0.001 && timeout <= 86400))
+    if (Status s = keys_.read(config); !s) return s;
+    if (!(*request_timeout_ >= 0.001 && *request_timeout_ <= 86400))
       return Status::failure("plugins.http.request_timeout must be between 0.001 and 86400 s");
-    limits_.timeout_ns = static_cast<std::uint64_t>(timeout * 1e9);
-    limits_.max_connections = static_cast<std::size_t>(config.get_int("max_connections"));
-    events_on_ = config.get_bool("events");
-    path_labels_ = config.get_bool("path_labels");
-    max_paths_ = static_cast<std::size_t>(config.get_int("max_paths"));
-    parser_ = std::make_unique<http::HttpParser>(
-        http::HttpParserOptions{16 * 1024, config.get_bool("strip_query")});
+    limits_.timeout_ns = static_cast<std::uint64_t>(*request_timeout_ * 1e9);
+    limits_.max_connections = *max_connections_;
+    parser_ = std::make_unique<http::HttpParser>(http::HttpParserOptions{16 * 1024, *strip_query_});
     tracker_ = std::make_unique<L7Tracker>(*parser_, limits_);
     return Status::success();
   }
@@ -104,10 +83,10 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     if (Status s = metrics_.bind(host); !s) return s;
     for (const char* outcome : {"timed_out", "closed"})
       for (const char* side : {"client", "server"}) unanswered_.add({outcome, side, "0"}, 0);
-    connections_table_ = host.track_table(
-        {"connections", "", 0, limits_.max_connections, "plugins.http.max_connections"});
-    if (path_labels_)
-      paths_table_ = host.track_table({"paths", "", 0, max_paths_, "plugins.http.max_paths"});
+    connections_table_ =
+        host.track_table({"connections", "", 0, *max_connections_, "plugins.http.max_connections"});
+    if (*path_labels_)
+      paths_table_ = host.track_table({"paths", "", 0, *max_paths_, "plugins.http.max_paths"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
   }
@@ -115,7 +94,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   // L7Protocol, from the shared capture.
   std::string_view protocol_name() const noexcept override { return "http"; }
   unsigned transports() const noexcept override { return kL7Tcp; }
-  std::uint32_t capture_bytes() const noexcept override { return capture_bytes_; }
+  std::uint32_t capture_bytes() const noexcept override { return *capture_bytes_; }
   L7Detection detect(const L7Packet& packet) noexcept override {
     // A socket is HTTP when its first payload is a request line, in
     // whichever direction it comes.
@@ -241,11 +220,11 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       requests_.add({method, klass, side, cgroup}, 1);
       duration_.observe({method, side, cgroup},
                         static_cast<double>(e.response_ns - e.request_ns) / 1e9);
-      if (path_labels_) count_path(method, e.request.resource, klass, side);
+      if (*path_labels_) count_path(method, e.request.resource, klass, side);
     } else {
       unanswered_.add({outcome_name(e.outcome), side, cgroup}, 1);
     }
-    if (!events_on_) return;
+    if (!*events_on_) return;
     const SocketInfo* peer = peer_of(info);
     const nw_tuple& t = info.tuple;
     const Exchange& x = exchange_;
@@ -279,7 +258,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
                   const char* side) {
     std::string label = path;
     if (!known_paths_.count(path)) {
-      if (known_paths_.size() < max_paths_) {
+      if (known_paths_.size() < *max_paths_) {
         known_paths_[path] = true;
       } else {
         label = "other";
@@ -288,6 +267,35 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     }
     paths_.add({method, label, klass, side}, 1);
   }
+
+  KeySet keys_;
+  Setting<std::uint32_t> capture_bytes_{
+      keys_,
+      "capture_bytes",
+      256,
+      "payload bytes of each TCP segment read (the shared capture takes the largest any "
+      "protocol asks for)",
+      {.min = 16, .max = NW_L7_MAX_CAPTURE}};
+  Setting<bool> strip_query_{keys_, "strip_query", true,
+                             "report paths without their query string (?...)"};
+  Setting<double> request_timeout_{
+      keys_, "request_timeout", 30.0,
+      "seconds after which an unanswered request is reported as timed_out"};
+  Setting<std::size_t> max_connections_{
+      keys_,
+      "max_connections",
+      16384,
+      "connections followed at once (least recently active forgotten)",
+      {.min = 16, .max = 1 << 22}};
+  Setting<bool> events_on_{keys_, "events", true, "an http_exchange event per request"};
+  Setting<bool> path_labels_{keys_, "path_labels", false,
+                             "also count requests per path (netwatcher_http_path_requests_total)"};
+  Setting<std::size_t> max_paths_{
+      keys_,
+      "max_paths",
+      100,
+      "paths with their own series; the rest count under path=\"other\"",
+      {.min = 1, .max = 100000}};
 
   EventSet events_;
   struct Exchange : EventDecl {
@@ -371,10 +379,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
                     "Segments the plugin could not process (out of memory).",
                     {}};
 
-  std::uint32_t capture_bytes_ = 256;
   L7TrackerLimits limits_;
-  bool events_on_ = true, path_labels_ = false;
-  std::size_t max_paths_ = 100;
   TableAccount *connections_table_ = nullptr, *paths_table_ = nullptr;
   std::uint64_t evictions_reported_ = 0;  // of the tracker's, already counted in the table
   std::unique_ptr<http::HttpParser> parser_;

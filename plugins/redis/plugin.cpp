@@ -130,28 +130,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"capture_bytes", ConfigType::integer, std::int64_t{2048},
-         "payload bytes of each TCP segment read (the shared capture takes the largest any "
-         "protocol asks for; pipelined commands past them are lost)",
-         64, NW_L7_MAX_CAPTURE},
-        {"command_timeout", ConfigType::floating, 30.0,
-         "seconds after which an unanswered command is reported as timed_out (blocking "
-         "commands such as BLPOP may wait longer)"},
-        {"max_pending", ConfigType::integer, std::int64_t{1024},
-         "unanswered commands kept per socket (the oldest is reported as timed_out)", 16, 1 << 20},
-        {"key_field", ConfigType::boolean, true, "report each command's first key"},
-        {"max_key_bytes", ConfigType::integer, std::int64_t{64},
-         "bytes of a key reported (non-printable bytes as \\xNN)", 1, 1024},
-        {"events", ConfigType::boolean, true, "a redis_command event per command"},
-        {"max_commands", ConfigType::integer, std::int64_t{200},
-         "command names with their own series; the rest count under command=\"other\"", 1, 10000},
-        {"hot_keys", ConfigType::integer, std::int64_t{0},
-         "report the N most used keys of each snapshot as a redis_hot_keys event (0: off)", 0,
-         1000},
-        {"max_tracked_keys", ConfigType::integer, std::int64_t{100000},
-         "distinct keys counted per snapshot for hot_keys (more are not counted)", 16, 1 << 22},
-    };
+    d.config = keys_.keys();
     d.flags = {{'R', "redis", "enabled", "Redis commands and replies from the traffic"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
@@ -160,19 +139,10 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter&) {
-    capture_bytes_ = static_cast<std::uint32_t>(config.get_int("capture_bytes"));
-    const double timeout = config.get_double("command_timeout");
-    if (!(timeout >= 0.001 && timeout <= 86400))
+    if (Status s = keys_.read(config); !s) return s;
+    if (!(*command_timeout_ >= 0.001 && *command_timeout_ <= 86400))
       return Status::failure("plugins.redis.command_timeout must be between 0.001 and 86400 s");
-    timeout_ns_ = static_cast<std::uint64_t>(timeout * 1e9);
-    max_pending_ = static_cast<std::size_t>(config.get_int("max_pending"));
-    key_field_ = config.get_bool("key_field");
-    max_key_bytes_ = static_cast<std::size_t>(config.get_int("max_key_bytes"));
-    events_on_ = config.get_bool("events");
-    max_commands_ = static_cast<std::size_t>(config.get_int("max_commands"));
-    hot_keys_ = static_cast<std::size_t>(config.get_int("hot_keys"));
-    max_tracked_keys_ = static_cast<std::size_t>(config.get_int("max_tracked_keys"));
-    limits_.kept_bytes = std::max<std::size_t>(max_key_bytes_, 128);
+    limits_.kept_bytes = std::max<std::size_t>(*max_key_bytes_, 128);
     return Status::success();
   }
 
@@ -183,7 +153,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
                              "bad_crlf", "lost_sync", "orphan_reply", "bad_command"})
       parse_errors_.add({kind}, 0);
     commands_table_ =
-        host.track_table({"commands", "", 0, max_commands_, "plugins.redis.max_commands"});
+        host.track_table({"commands", "", 0, *max_commands_, "plugins.redis.max_commands"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
   }
@@ -193,11 +163,11 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     for (auto& [cookie, s] : sockets_)
       for (Command& c : s.pending) {
         if (c.timed_out) continue;
-        if (now - c.ns < timeout_ns_) break;  // in order: the rest are younger
+        if (now - c.ns < timeout_ns()) break;  // in order: the rest are younger
         finish(s, c, nullptr, Outcome::timed_out, out);
         c.timed_out = true;
       }
-    if (hot_keys_) report_hot_keys(now, out);
+    if (*hot_keys_) report_hot_keys(now, out);
     Status refreshed = refresh_metrics();
     forget_idle_series();
     return refreshed;
@@ -245,7 +215,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   // L7Protocol
   std::string_view protocol_name() const noexcept override { return "redis"; }
   unsigned transports() const noexcept override { return kL7Tcp; }
-  std::uint32_t capture_bytes() const noexcept override { return capture_bytes_; }
+  std::uint32_t capture_bytes() const noexcept override { return *capture_bytes_; }
 
   L7Detection detect(const L7Packet& packet) noexcept override {
     const int command = looks_like_command(packet.captured, packet.length);
@@ -276,6 +246,8 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   }
 
  private:
+  std::uint64_t timeout_ns() const { return static_cast<std::uint64_t>(*command_timeout_ * 1e9); }
+
   void segment(const L7Packet& packet, EventEmitter& out) {
     if (packet.length == 0) return;
     Socket& s = sockets_.try_emplace(packet.socket, limits_).first->second;
@@ -384,8 +356,8 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
       c.name = "UNKNOWN";
     }
     const CommandInfo& info = command_info(c.name);
-    if (key_field_ && info.has_key && m.strings.size() > info.words)
-      c.key = printable(m.strings[info.words], max_key_bytes_);
+    if (*key_field_ && info.has_key && m.strings.size() > info.words)
+      c.key = printable(m.strings[info.words], *max_key_bytes_);
     c.args = m.elements;
     c.bytes = m.bytes;
     c.ns = m.start_ns;
@@ -396,8 +368,8 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     if (c.name == "HELLO" && m.strings.size() > 1)
       c.hello_proto = small_number(m.strings[1]).value_or(-1);
     if (c.name == "SYNC") s.replication = true;  // the reply is the RDB itself, unframed
-    if (hot_keys_ && !c.key.empty()) count_key(c.key);
-    if (s.pending.size() >= max_pending_) {
+    if (*hot_keys_ && !c.key.empty()) count_key(c.key);
+    if (s.pending.size() >= *max_pending_) {
       Command& oldest = s.pending.front();
       if (!oldest.timed_out) finish(s, oldest, nullptr, Outcome::timed_out, out);
       s.pending.pop_front();
@@ -503,7 +475,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
 
   std::string command_label(const std::string& name) {
     if (known_commands_.count(name)) return name;
-    if (known_commands_.size() < max_commands_) {
+    if (known_commands_.size() < *max_commands_) {
       known_commands_.insert(name);
       return name;
     }
@@ -533,7 +505,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     } else {
       unanswered_.add({side, std::to_string(s.cgroup_id)}, 1);
     }
-    if (!events_on_) return;
+    if (!*events_on_) return;
     const Cmd& e = command_;
     const nw_tuple& t = s.tuple;
     auto row = e.row(out);
@@ -570,7 +542,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
     auto it = key_counts_.find(key);
     if (it != key_counts_.end()) {
       ++it->second;
-    } else if (key_counts_.size() < max_tracked_keys_) {
+    } else if (key_counts_.size() < *max_tracked_keys_) {
       key_counts_.emplace(key, 1);
     } else {
       ++untracked_keys_;
@@ -580,7 +552,7 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
   void report_hot_keys(std::uint64_t now, EventEmitter& out) {
     if (key_counts_.empty()) return;
     std::vector<std::pair<std::string, std::uint64_t>> top(key_counts_.begin(), key_counts_.end());
-    const std::size_t n = std::min(hot_keys_, top.size());
+    const std::size_t n = std::min(*hot_keys_, top.size());
     std::partial_sort(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(n), top.end(),
                       [](const auto& a, const auto& b) {
                         return a.second != b.second ? a.second > b.second : a.first < b.first;
@@ -604,6 +576,50 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
 
   static constexpr std::size_t kMaxStatuses = 64;
   static constexpr std::size_t kMaxCommandInfos = 4096;
+
+  KeySet keys_;
+  Setting<std::uint32_t> capture_bytes_{
+      keys_,
+      "capture_bytes",
+      2048,
+      "payload bytes of each TCP segment read (the shared capture takes the largest any "
+      "protocol asks for; pipelined commands past them are lost)",
+      {.min = 64, .max = NW_L7_MAX_CAPTURE}};
+  Setting<double> command_timeout_{
+      keys_, "command_timeout", 30.0,
+      "seconds after which an unanswered command is reported as timed_out (blocking "
+      "commands such as BLPOP may wait longer)"};
+  Setting<std::size_t> max_pending_{
+      keys_,
+      "max_pending",
+      1024,
+      "unanswered commands kept per socket (the oldest is reported as timed_out)",
+      {.min = 16, .max = 1 << 20}};
+  Setting<bool> key_field_{keys_, "key_field", true, "report each command's first key"};
+  Setting<std::size_t> max_key_bytes_{keys_,
+                                      "max_key_bytes",
+                                      64,
+                                      "bytes of a key reported (non-printable bytes as \\xNN)",
+                                      {.min = 1, .max = 1024}};
+  Setting<bool> events_on_{keys_, "events", true, "a redis_command event per command"};
+  Setting<std::size_t> max_commands_{
+      keys_,
+      "max_commands",
+      200,
+      "command names with their own series; the rest count under command=\"other\"",
+      {.min = 1, .max = 10000}};
+  Setting<std::size_t> hot_keys_{
+      keys_,
+      "hot_keys",
+      0,
+      "report the N most used keys of each snapshot as a redis_hot_keys event (0: off)",
+      {.min = 0, .max = 1000}};
+  Setting<std::size_t> max_tracked_keys_{
+      keys_,
+      "max_tracked_keys",
+      100000,
+      "distinct keys counted per snapshot for hot_keys (more are not counted)",
+      {.min = 16, .max = 1 << 22}};
 
   EventSet events_;
   struct Cmd : EventDecl {
@@ -712,11 +728,6 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
                            "Packets the plugin could not process (out of memory).",
                            {}};
 
-  std::uint32_t capture_bytes_ = 2048;
-  std::uint64_t timeout_ns_ = 30'000'000'000;
-  std::size_t max_pending_ = 1024, max_key_bytes_ = 64, max_commands_ = 200;
-  std::size_t hot_keys_ = 0, max_tracked_keys_ = 100000;
-  bool key_field_ = true, events_on_ = true;
   Limits limits_;
   TableAccount* commands_table_ = nullptr;
   std::unordered_map<std::uint64_t, Socket> sockets_;

@@ -95,32 +95,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
  public:
   PluginDescription describe() const {
     PluginDescription d;
-    d.config = {
-        {"capture_bytes", ConfigType::integer, std::int64_t{NW_L7_MAX_CAPTURE},
-         "payload bytes of each segment read (statements and result sets past them are not "
-         "seen whole)",
-         64, NW_L7_MAX_CAPTURE},
-        {"max_statement_bytes", ConfigType::integer, std::int64_t{256},
-         "statement text kept in each event", 0, 65536},
-        {"max_message_bytes", ConfigType::integer, std::int64_t{128},
-         "error message text kept in each event", 0, 4096},
-        {"command_timeout", ConfigType::floating, 60.0,
-         "seconds after which an unanswered command is reported as timed_out"},
-        {"slow_threshold_us", ConfigType::integer, std::int64_t{0},
-         "events only for commands answered this slowly or slower (metrics count all)", 0,
-         std::int64_t{3600} * 1000000},
-        {"max_connections", ConfigType::integer, std::int64_t{16384},
-         "connections followed at once (more are not parsed)", 16, 1 << 20},
-        {"max_prepared", ConfigType::integer, std::int64_t{1024},
-         "prepared statements remembered per connection", 0, 1 << 20},
-        {"max_error_codes", ConfigType::integer, std::int64_t{100},
-         "error codes with their own series; the rest count under error_code=\"other\"", 1, 65536},
-        {"events", ConfigType::boolean, true, "a mysql_query event per command"},
-        {"statement_labels", ConfigType::boolean, false,
-         "also count commands per normalised statement (literals as ?)"},
-        {"max_statements", ConfigType::integer, std::int64_t{100},
-         "statements with their own series; the rest count under statement=\"other\"", 1, 100000},
-    };
+    d.config = keys_.keys();
     d.flags = {{'M', "mysql", "enabled", "MySQL/MariaDB commands and responses from the traffic"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
@@ -129,20 +104,9 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
   }
 
   Status configure(const ConfigValues& config, const GlobalFilter&) {
-    capture_bytes_ = static_cast<std::uint32_t>(config.get_int("capture_bytes"));
-    max_statement_ = static_cast<std::size_t>(config.get_int("max_statement_bytes"));
-    max_message_ = static_cast<std::size_t>(config.get_int("max_message_bytes"));
-    const double timeout = config.get_double("command_timeout");
-    if (!(timeout >= 0.001 && timeout <= 86400))
+    if (Status s = keys_.read(config); !s) return s;
+    if (!(*command_timeout_ >= 0.001 && *command_timeout_ <= 86400))
       return Status::failure("plugins.mysql.command_timeout must be between 0.001 and 86400 s");
-    timeout_ns_ = static_cast<std::uint64_t>(timeout * 1e9);
-    slow_threshold_us_ = static_cast<std::uint64_t>(config.get_int("slow_threshold_us"));
-    max_connections_ = static_cast<std::size_t>(config.get_int("max_connections"));
-    max_prepared_ = static_cast<std::size_t>(config.get_int("max_prepared"));
-    max_error_codes_ = static_cast<std::size_t>(config.get_int("max_error_codes"));
-    events_on_ = config.get_bool("events");
-    statement_labels_ = config.get_bool("statement_labels");
-    max_statements_ = static_cast<std::size_t>(config.get_int("max_statements"));
     return Status::success();
   }
 
@@ -151,13 +115,13 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     for (const char* side : {"client", "server"}) unanswered_.add({side, "0"}, 0);
     for (const char* kind : {"lost_sync", "orphan_response", "malformed", "empty_command"})
       parse_errors_.add({kind}, 0);
-    connections_table_ =
-        host.track_table({"connections", "", 0, max_connections_, "plugins.mysql.max_connections"});
-    errors_table_ =
-        host.track_table({"error_codes", "", 0, max_error_codes_, "plugins.mysql.max_error_codes"});
-    if (statement_labels_)
+    connections_table_ = host.track_table(
+        {"connections", "", 0, *max_connections_, "plugins.mysql.max_connections"});
+    errors_table_ = host.track_table(
+        {"error_codes", "", 0, *max_error_codes_, "plugins.mysql.max_error_codes"});
+    if (*statement_labels_)
       statements_table_ =
-          host.track_table({"statements", "", 0, max_statements_, "plugins.mysql.max_statements"});
+          host.track_table({"statements", "", 0, *max_statements_, "plugins.mysql.max_statements"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
   }
@@ -168,7 +132,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       Connection& c = it->second;
       // A command unanswered this long: so are those behind it, and the
       // server's stream is read afresh.
-      if (!c.pending.empty() && now - c.pending.front().ns >= timeout_ns_) {
+      if (!c.pending.empty() && now - c.pending.front().ns >= timeout_ns()) {
         while (!c.pending.empty()) {
           finish(c, c.pending.front(), Outcome::timed_out, 0, out);
           c.pending.pop_front();
@@ -195,7 +159,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
   // L7Protocol
   std::string_view protocol_name() const noexcept override { return "mysql"; }
   unsigned transports() const noexcept override { return kL7Tcp; }
-  std::uint32_t capture_bytes() const noexcept override { return capture_bytes_; }
+  std::uint32_t capture_bytes() const noexcept override { return *capture_bytes_; }
 
   L7Detection detect(const L7Packet& packet) noexcept override {
     const std::span<const std::byte> bytes = packet.captured;
@@ -255,11 +219,13 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
   static constexpr std::size_t kMaxPendingPerConnection = 64;
   static constexpr std::size_t kMaxStatementLabel = 200;
 
+  std::uint64_t timeout_ns() const { return static_cast<std::uint64_t>(*command_timeout_ * 1e9); }
+
   // The connection of `packet`'s socket, made at its first packet.
   Connection* find(const L7Packet& packet) {
     auto it = connections_.find(packet.socket);
     if (it != connections_.end()) return &it->second;
-    if (connections_.size() >= max_connections_) {
+    if (connections_.size() >= *max_connections_) {
       if (connections_table_) connections_table_->count_refused();
       return nullptr;
     }
@@ -356,7 +322,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     // Only a command starts at sequence id 0; the rest are a file the client
     // sends for LOAD DATA LOCAL, or auth data for COM_CHANGE_USER.
     if (seq != 0) return;
-    auto parsed = my::parse_command(m.body, m.body_length, max_statement_, c.capabilities());
+    auto parsed = my::parse_command(m.body, m.body_length, *max_statement_bytes_, c.capabilities());
     if (!parsed) {
       parse_errors_.add({"empty_command"}, 1);
       return;
@@ -371,7 +337,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       finish(c, c.pending.front(), Outcome::timed_out, 0, out);
       c.pending.pop_front();
     }
-    PendingCommand p(parsed->command, c.capabilities(), max_message_);
+    PendingCommand p(parsed->command, c.capabilities(), *max_message_bytes_);
     p.ns = m.ns;
     p.statement = std::move(parsed->text);
     p.statement_cut = parsed->text_cut;
@@ -445,14 +411,14 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       commands_.add({command, status, side, cgroup}, 1);
       duration_.observe({command, side, cgroup}, latency_us / 1e6);
       if (complete) apply(c, p);
-      if (statement_labels_ && !p.statement.empty() &&
+      if (*statement_labels_ && !p.statement.empty() &&
           (p.command == my::com_query || p.command == my::com_stmt_prepare ||
            p.command == my::com_stmt_execute))
         count_statement(p.statement, status, side, latency_us / 1e6);
       if (result.error) {
         std::string code = std::to_string(result.error->code);
         if (!known_error_codes_.count(code)) {
-          if (known_error_codes_.size() < max_error_codes_) {
+          if (known_error_codes_.size() < *max_error_codes_) {
             known_error_codes_.insert(code);
           } else {
             code = "other";
@@ -466,10 +432,10 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     } else {
       unanswered_.add({side, cgroup}, 1);
     }
-    if (!events_on_) return;
+    if (!*events_on_) return;
     // Slow commands only, when asked; an unanswered command always counts as slow.
     const bool unanswered = outcome == Outcome::timed_out || outcome == Outcome::closed;
-    if (slow_threshold_us_ && !unanswered && latency_us < static_cast<double>(slow_threshold_us_))
+    if (*slow_threshold_us_ && !unanswered && latency_us < static_cast<double>(*slow_threshold_us_))
       return;
     const Query& q = query_;
     const nw_tuple& t = c.tuple;
@@ -518,7 +484,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
                        double seconds) {
     std::string label = my::normalize_statement(statement, kMaxStatementLabel);
     if (!known_statements_.count(label)) {
-      if (known_statements_.size() < max_statements_) {
+      if (known_statements_.size() < *max_statements_) {
         known_statements_.insert(label);
       } else {
         label = "other";
@@ -534,10 +500,63 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     const auto& result = p.reader.result();
     if (result.status == my::ResponseReader::Status::error) return;
     if (p.new_database) c.database = *p.new_database;
-    if (result.prepared && c.statements.size() < max_prepared_)
+    if (result.prepared && c.statements.size() < *max_prepared_)
       c.statements[result.prepared->statement_id] = p.statement;
     if (p.command == my::com_reset_connection) c.statements.clear();
   }
+
+  KeySet keys_;
+  Setting<std::uint32_t> capture_bytes_{
+      keys_,
+      "capture_bytes",
+      NW_L7_MAX_CAPTURE,
+      "payload bytes of each segment read (statements and result sets past them are not "
+      "seen whole)",
+      {.min = 64, .max = NW_L7_MAX_CAPTURE}};
+  Setting<std::size_t> max_statement_bytes_{keys_,
+                                            "max_statement_bytes",
+                                            256,
+                                            "statement text kept in each event",
+                                            {.min = 0, .max = 65536}};
+  Setting<std::size_t> max_message_bytes_{keys_,
+                                          "max_message_bytes",
+                                          128,
+                                          "error message text kept in each event",
+                                          {.min = 0, .max = 4096}};
+  Setting<double> command_timeout_{
+      keys_, "command_timeout", 60.0,
+      "seconds after which an unanswered command is reported as timed_out"};
+  Setting<std::uint64_t> slow_threshold_us_{
+      keys_,
+      "slow_threshold_us",
+      0,
+      "events only for commands answered this slowly or slower (metrics count all)",
+      {.min = 0, .max = std::int64_t{3600} * 1000000}};
+  Setting<std::size_t> max_connections_{keys_,
+                                        "max_connections",
+                                        16384,
+                                        "connections followed at once (more are not parsed)",
+                                        {.min = 16, .max = 1 << 20}};
+  Setting<std::size_t> max_prepared_{keys_,
+                                     "max_prepared",
+                                     1024,
+                                     "prepared statements remembered per connection",
+                                     {.min = 0, .max = 1 << 20}};
+  Setting<std::size_t> max_error_codes_{
+      keys_,
+      "max_error_codes",
+      100,
+      "error codes with their own series; the rest count under error_code=\"other\"",
+      {.min = 1, .max = 65536}};
+  Setting<bool> events_on_{keys_, "events", true, "a mysql_query event per command"};
+  Setting<bool> statement_labels_{keys_, "statement_labels", false,
+                                  "also count commands per normalised statement (literals as ?)"};
+  Setting<std::size_t> max_statements_{
+      keys_,
+      "max_statements",
+      100,
+      "statements with their own series; the rest count under statement=\"other\"",
+      {.min = 1, .max = 100000}};
 
   EventSet events_;
   struct Query : EventDecl {
@@ -675,12 +694,6 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
                            "Packets the plugin could not process (out of memory).",
                            {}};
 
-  std::uint32_t capture_bytes_ = NW_L7_MAX_CAPTURE;
-  std::size_t max_statement_ = 256, max_message_ = 128, max_connections_ = 16384,
-              max_prepared_ = 1024, max_error_codes_ = 100;
-  std::uint64_t timeout_ns_ = 60'000'000'000, slow_threshold_us_ = 0;
-  bool events_on_ = true, statement_labels_ = false;
-  std::size_t max_statements_ = 100;
   TableAccount* statements_table_ = nullptr;
   std::set<std::string> known_statements_;
   TableAccount *connections_table_ = nullptr, *errors_table_ = nullptr;

@@ -508,6 +508,19 @@ int l7_tls_mmap_exit(struct trace_event_raw_sys_exit* ctx) {
   return 0;
 }
 
+/* A new program: it may define the TLS functions itself (OpenSSL linked in).
+ * Not woken for: exec is frequent, and user space checks each distinct
+ * executable once. */
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(l7_tls_exec) {
+  struct l7_tls_library* rec = nw_reserve(sizeof(*rec), L7_RECORD_TLS_LIBRARY);
+  if (!rec) return 0;
+  rec->pid = bpf_get_current_pid_tgid() >> 32;
+  rec->pad = 0;
+  nw_submit(rec);
+  return 0;
+}
+
 /* The owner of a socket not (yet) ignored, from process context. The storage
  * is created here when needed: a client's first send comes before its first
  * segment is judged, and that request should carry its sender. Inside a TLS
@@ -549,21 +562,23 @@ int BPF_PROG(l7_socket_closed, struct sock* sk, int oldstate, int newstate) {
   if (!state) return 0;
   __u64 cookie = bpf_get_socket_cookie(sk);
   if (state->tls) {
-    /* Its plaintext stream closes; the ciphertext was never offered. */
+    /* Its plaintext stream closes too. */
     __u64 key = cookie | L7_TLS_STREAM;
     struct tls_stream* stream = bpf_map_lookup_elem(&tls_streams, &key);
-    if (!stream) return 0;
-    if (stream->verdict == L7_UNDECIDED) tls_take_decision(stream, key);
-    bool tell = stream->verdict == L7_WATCHED ||
-                (stream->verdict == L7_UNDECIDED && (stream->offered[0] || stream->offered[1]));
-    nw_table_remove(&tls_streams, L7_TABLE_TLS_STREAMS, &key);
-    if (!tell) return 0;
-    struct l7_close* rec = nw_reserve(sizeof(*rec), L7_RECORD_CLOSE);
-    if (!rec) return 0;
-    rec->cookie = key;
-    nw_submit(rec);
-    return 0;
+    if (stream) {
+      if (stream->verdict == L7_UNDECIDED) tls_take_decision(stream, key);
+      bool tell = stream->verdict == L7_WATCHED ||
+                  (stream->verdict == L7_UNDECIDED && (stream->offered[0] || stream->offered[1]));
+      nw_table_remove(&tls_streams, L7_TABLE_TLS_STREAMS, &key);
+      struct l7_close* rec = tell ? nw_reserve(sizeof(*rec), L7_RECORD_CLOSE) : NULL;
+      if (rec) {
+        rec->cookie = key;
+        nw_submit(rec);
+      }
+    }
   }
+  /* The ciphertext's own close: a protocol may own its cleartext start (a
+   * MySQL greeting before TLS). */
   if (state->verdict == L7_IGNORED) return 0;
   /* A short connection may end before its storage saw the decision: an
    * undecided socket that offered packets closes too, after them. */

@@ -49,8 +49,9 @@ struct l7_close {
   __u64 cookie;
 };
 
-/* A process mapped a file named libssl* executable: user space looks for
- * TLS libraries it has not attached yet in that process's maps. */
+/* A process mapped a file named libssl* executable, or exec'd a program:
+ * user space looks for TLS libraries it has not probed yet in that process's
+ * maps and executable. */
 struct l7_tls_library {
   struct nw_record_header hdr;
   __u32 pid;

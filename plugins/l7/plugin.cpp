@@ -82,6 +82,8 @@ class CapturePlugin {
              "l7_tls_mmap_enter");
     tls_hook("tls_mmap_exit", "... and the mapping is made (syscalls:sys_exit_mmap)",
              "l7_tls_mmap_exit");
+    tls_hook("tls_exec", "a new program, which may define SSL_write itself (sched_process_exec)",
+             "l7_tls_exec");
     return d;
   }
 

@@ -163,6 +163,15 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
 
   L7Detection detect(const L7Packet& packet) noexcept override {
     const std::span<const std::byte> bytes = packet.captured;
+    if (packet.tls && bytes.size() == 4 && packet.length == 4) {
+      // A server reads a packet's header, then its body, each through one
+      // SSL_read: the first read of a TLS stream that is a header with
+      // sequence id 2 is the handshake response after the SSL request.
+      const std::uint32_t length = body_length_of(bytes);
+      return static_cast<std::uint8_t>(bytes[3]) == 2 && length >= 32 && length <= 65536
+                 ? L7Detection::yes
+                 : L7Detection::no;
+    }
     if (bytes.size() < 5) return L7Detection::no;
     const std::uint32_t length = body_length_of(bytes);
     const auto seq = static_cast<std::uint8_t>(bytes[3]);
@@ -171,6 +180,9 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     const auto body = bytes.subspan(4);
     if (seq == 0 && my::looks_like_greeting(body)) return L7Detection::yes;
     if (seq == 1 && my::looks_like_handshake_response(body, length)) return L7Detection::yes;
+    // TLS plaintext starts after the SSL request (sequence id 1).
+    if (packet.tls && seq == 2 && my::looks_like_handshake_response(body, length))
+      return L7Detection::yes;
     return L7Detection::no;
   }
 
@@ -216,6 +228,8 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
 
  private:
   static constexpr std::uint64_t kIdleNs = 600'000'000'000;
+  // A TLS connection's plaintext stream: its socket's cookie with this bit.
+  static constexpr std::uint64_t kTlsStreamBit = 1ULL << 63;
   static constexpr std::size_t kMaxPendingPerConnection = 64;
   static constexpr std::size_t kMaxStatementLabel = 200;
 
@@ -238,10 +252,16 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
     const auto seq = bytes.size() >= 4 ? static_cast<std::uint8_t>(bytes[3]) : 0xff;
     if (seq == 0 && bytes.size() > 4 && my::looks_like_greeting(bytes.subspan(4))) {
       c.client = !packet.outbound;
-    } else if (seq == 1 && bytes.size() > 4 &&
-               my::looks_like_handshake_response(bytes.subspan(4), body_length_of(bytes))) {
+    } else if ((seq == 1 && bytes.size() > 4 &&
+                my::looks_like_handshake_response(bytes.subspan(4), body_length_of(bytes))) ||
+               (packet.tls && seq == 2)) {
       c.client = packet.outbound;
       c.phase = Phase::handshake;
+      // TLS plaintext: the greeting came in cleartext, on the socket itself.
+      if (packet.tls)
+        if (auto clear = connections_.find(packet.socket & ~kTlsStreamBit);
+            clear != connections_.end())
+          c.server_capabilities = clear->second.server_capabilities;
     } else {
       c.client = packet.outbound;
       c.phase = Phase::command;
@@ -278,9 +298,10 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
           const auto head = static_cast<std::uint8_t>(m.body[0]);
           if (head == 0x00) {
             c.phase = c.compress_after_auth ? Phase::compressed : Phase::command;
+            // A TLS login was counted at its SSL request.
             if (c.compress_after_auth)
               connections_seen_.add({"compressed"}, 1);
-            else
+            else if (!c.tls)
               connections_seen_.add({"plain"}, 1);
           } else if (head == 0xff) {
             c.phase = Phase::failed;

@@ -6,6 +6,8 @@ its pid, local port and what each request got, for the test to compare.
 
 --wait sleeps after the ssl module (and so libssl) is loaded and before the
 connection, for a library that netwatcher must first find in this process.
+--hangup sends the first request and closes the connection 50 ms later,
+without reading the response.
 """
 import http.client
 import json
@@ -20,6 +22,9 @@ if "--wait" in args:
     at = args.index("--wait")
     wait = float(args[at + 1])
     del args[at:at + 2]
+hangup = "--hangup" in args
+if hangup:
+    args.remove("--hangup")
 host, port, paths = args[0], int(args[1]), args[2:]
 context = ssl.create_default_context()
 context.check_hostname = False
@@ -27,6 +32,13 @@ context.verify_mode = ssl.CERT_NONE
 time.sleep(wait)
 connection = http.client.HTTPSConnection(host, port, context=context)
 results = []
+if hangup:
+    connection.request("GET", paths[0])
+    time.sleep(0.05)
+    sport = connection.sock.getsockname()[1]
+    connection.close()
+    print(json.dumps({"pid": os.getpid(), "sport": sport, "results": []}))
+    sys.exit(0)
 for path in paths:
     connection.request("GET", path)
     response = connection.getresponse()

@@ -18,11 +18,13 @@ using namespace nwtest;
 
 namespace {
 
-constexpr int kPromPort = 41483;
+constexpr int kPromPort = 41484;
 constexpr int kHttpsPort = 8443;
 constexpr int kHttpPort = 8081;
 constexpr std::size_t kBigBytes = 100000;  // many TLS records (16 KiB each)
+constexpr int kUpstreamPort = 18080;
 const std::string kClient = std::string(NW_TEST_DIR) + "/tls_client.py";
+const std::string kHttpPeers = std::string(NW_SOURCE_DIR) + "/plugins/http/tests/http_peers.py";
 
 class Tls : public ::testing::Test {
  protected:
@@ -49,7 +51,15 @@ class Tls : public ::testing::Test {
                    "  server {\n    listen 10.77.0.2:" + std::to_string(kHttpsPort) +
                    " ssl;\n    listen 10.77.0.2:" + std::to_string(kHttpPort) +
                    ";\n    ssl_certificate " + d + "/cert.pem;\n    ssl_certificate_key " + d +
-                   "/key.pem;\n    root " + www + ";\n  }\n}\n");
+                   "/key.pem;\n    root " + www + ";\n    location = /slow { proxy_pass " +
+                   "http://127.0.0.1:" + std::to_string(kUpstreamPort) + "; }\n  }\n}\n");
+    // /slow answers after 0.3 s, through nginx from this upstream.
+    upstream_ = std::make_unique<Process>(
+        std::vector<std::string>{"ip", "netns", "exec", TwoHosts::kServer, "/usr/bin/python3",
+                                 kHttpPeers, "server", std::to_string(kUpstreamPort), "--pidfile",
+                                 dir_.file("upstream.pid"), "--ready", dir_.file("upstream.ready")},
+        dir_.file("upstream.log"));
+    ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("upstream.ready")); }));
     server_ =
         std::make_unique<Process>(std::vector<std::string>{"ip", "netns", "exec", TwoHosts::kServer,
                                                            "nginx", "-c", dir_.file("nginx.conf")},
@@ -122,6 +132,7 @@ class Tls : public ::testing::Test {
 
   TempDir dir_;
   std::unique_ptr<TwoHosts> hosts_;
+  std::unique_ptr<Process> upstream_;
   std::unique_ptr<Process> server_;
 };
 
@@ -162,6 +173,24 @@ TEST_F(Tls, CurlAndPythonExchangesAreReadFromThePlaintextOnBothSides) {
   Json client = parse_json_lines(python.output).at(0);
   expect_exchanges(client["sport"].u64(), client["pid"].u64(), "python3",
                    {{"/hello", 200, 3}, {"/big", 200, kBigBytes}}, true);
+
+  // A client that hangs up while nginx waits for its upstream: nginx drops
+  // the request unanswered (499 in its log), so both sides report it closed.
+  auto hangup = run("ip netns exec " + std::string(TwoHosts::kClient) + " /usr/bin/python3 " +
+                    kClient + " 10.77.0.2 " + std::to_string(kHttpsPort) + " /slow --hangup");
+  ASSERT_EQ(hangup.exit_code, 0) << hangup.output;
+  const std::uint64_t hangup_port = parse_json_lines(hangup.output).at(0)["sport"].u64();
+  ASSERT_TRUE(wait_for(hangup_port, 1));
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, hangup_port);
+    ASSERT_EQ(seen.size(), 1u);
+    const auto& f = seen[0]["fields"];
+    EXPECT_EQ(f["path"].str(), "/slow");
+    EXPECT_EQ(f["outcome"].str(), "closed");
+    EXPECT_FALSE(f.has("status"));
+    EXPECT_TRUE(f["tls"].boolean());
+  }
 
   // Cleartext to the same nginx: from the segments, tls = false, once.
   auto plain = run("ip netns exec " + std::string(TwoHosts::kClient) +
@@ -205,6 +234,29 @@ TEST_F(Tls, ALibraryCopyLoadedAfterStartIsProbedWhenMapped) {
   EXPECT_EQ(prom.value("netwatcher_l7_tls_libraries"), 2.0);
   ASSERT_EQ(nw.stop(), 0) << nw.log();
   EXPECT_NE(nw.log().find("plugin 'l7': uprobes in " + lib + "/libssl.so.3"), std::string::npos)
+      << nw.log();
+}
+
+// A container's library: a copy on a tmpfs mounted in another mount
+// namespace, invisible from netwatcher's, reached through /proc/<pid>/root.
+TEST_F(Tls, ALibraryOnlyInAnotherMountNamespaceIsProbedThroughItsRoot) {
+  const std::string hidden = dir_.file("hidden");
+  std::filesystem::create_directories(hidden);
+  Netwatcher nw(dir_, config());
+  auto python = run("ip netns exec " + std::string(TwoHosts::kClient) +
+                    " unshare -m --propagation private sh -c 'mount -t tmpfs none " + hidden +
+                    " && cp /usr/lib/x86_64-linux-gnu/libssl.so.3 " + hidden +
+                    "/ && LD_LIBRARY_PATH=" + hidden + " exec /usr/bin/python3 " + kClient +
+                    " 10.77.0.2 " + std::to_string(kHttpsPort) + " /hello --wait 1' 2>&1");
+  ASSERT_EQ(python.exit_code, 0) << python.output;
+  ASSERT_FALSE(std::filesystem::exists(hidden + "/libssl.so.3"));
+  Json client = parse_json_lines(python.output).at(0);
+  expect_exchanges(client["sport"].u64(), client["pid"].u64(), "python3", {{"/hello", 200, 3}},
+                   true);
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_NE(nw.log().find("plugin 'l7': uprobes in /proc/" + std::to_string(client["pid"].u64()) +
+                          "/root" + hidden + "/libssl.so.3"),
+            std::string::npos)
       << nw.log();
 }
 

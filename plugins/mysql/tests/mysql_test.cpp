@@ -74,13 +74,20 @@ struct Server {
     auto install = run(
         "mariadb-install-db --no-defaults --user=root --skip-test-db --datadir=" + data + " 2>&1");
     if (install.exit_code != 0) throw std::runtime_error("mariadb-install-db: " + install.output);
+    // TLS for the clients that ask (--ssl); the others stay in cleartext.
+    auto cert =
+        run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+            "-days 1 -subj /CN=mariadb -keyout " +
+            dir.file("key.pem") + " -out " + dir.file("cert.pem") + " 2>&1");
+    if (cert.exit_code != 0) throw std::runtime_error("openssl req: " + cert.output);
     mariadbd = std::make_unique<Process>(
         std::vector<std::string>{
             "ip", "netns", "exec", kServerNs, "mariadbd", "--no-defaults", "--user=root",
             "--datadir=" + data, "--socket=" + socket(), "--pid-file=" + dir.file("mysqld.pid"),
             "--port=" + std::to_string(kMysqlPort), std::string("--bind-address=") + kServerIp,
             "--skip-name-resolve", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=16M",
-            "--log-error=" + dir.file("mysqld.err")},
+            "--log-error=" + dir.file("mysqld.err"), "--ssl-cert=" + dir.file("cert.pem"),
+            "--ssl-key=" + dir.file("key.pem")},
         dir.file("mysqld.out"));
     // The unix socket answers once the server is up; the user is made there
     // (root logs in by unix_socket), then the network login is a real one.
@@ -103,9 +110,12 @@ class Mysql : public ::testing::Test {
     if (!server_) server_ = std::make_unique<Server>();
   }
 
+  // Cleartext unless `flags` ask for TLS: the server offers it, and the
+  // client would take it.
   static std::string client_args(const std::string& db, const std::string& flags = "") {
+    const std::string tls = flags.find("--ssl") == std::string::npos ? " --skip-ssl" : "";
     return std::string(" --no-defaults -h ") + kServerIp + " -P " + std::to_string(kMysqlPort) +
-           " -u" + kUser + " -p" + kPassword + " " + flags + " " + db;
+           " -u" + kUser + " -p" + kPassword + tls + " " + flags + " " + db;
   }
   // The mariadb client in the client namespace, reading `sql` as a script.
   CommandResult cli(const std::string& sql, const std::string& db, const std::string& flags = "") {
@@ -546,6 +556,51 @@ TEST_F(Mysql, TheCompressedProtocolIsCountedNotMisparsed) {
                                               "COM_QUIT ", "COM_QUIT "}));
   EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "compressed"}}), 2.0);
   EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "plain"}}), 2.0);
+  for (const char* kind : {"lost_sync", "orphan_response", "malformed", "empty_command"})
+    EXPECT_EQ(prom.value("netwatcher_mysql_parse_errors_total", {{"kind", kind}}), 0.0) << kind;
+}
+
+// Over TLS (mariadb --ssl, [plugins.l7] tls): the greeting and SSL request
+// are cleartext, the rest is read from the plaintext; the same commands and
+// results as in cleartext, once per socket, with tls = true.
+TEST_F(Mysql, TlsCommandsAreReadFromThePlaintext) {
+  Netwatcher nw(dir_, config() + "[plugins.l7]\ntls = true\n");
+  ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file("events.jsonl")); }));
+  auto out = cli("SELECT 41 + 1;\nSHOW STATUS LIKE 'Ssl_version';\n", "shop", "--ssl -N");
+  ASSERT_EQ(out.exit_code, 0) << out.output;
+  ASSERT_NE(out.output.find("42\n"), std::string::npos) << out.output;
+  ASSERT_NE(out.output.find("Ssl_version\tTLSv1.3"), std::string::npos) << out.output;
+  ASSERT_TRUE(wait_until([&] {
+    return count([](const Json& f) {
+             return f["command"].str() == "COM_QUIT" && f["side"].str() == "server";
+           }) >= 1;
+  })) << nw.log() << read_file(dir_.file("events.jsonl"))
+     << http_get(kPromPort, "/metrics");
+  auto prom = scrape_until(kPromPort, [](const PromText& m) {
+    return m.value("netwatcher_mysql_connections_total", {{"protocol", "tls"}}).value_or(0) >= 2;
+  });
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  for (const std::string side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    std::vector<std::string> seen;
+    for (const auto& e : queries()) {
+      const auto& f = e["fields"];
+      if (f["side"].str() != side) continue;
+      seen.push_back(f["command"].str() + " " + f["statement"].str());
+      EXPECT_TRUE(f["tls"].boolean());
+      EXPECT_EQ(f["user"].str(), kUser);
+      EXPECT_EQ(f["database"].str(), "shop");
+      EXPECT_EQ(f["comm"].str(), side == "client" ? "mariadb" : "mariadbd");
+    }
+    // The client's own start-up query comes first.
+    ASSERT_GE(seen.size(), 3u);
+    EXPECT_EQ(seen[seen.size() - 3], "COM_QUERY SELECT 41 + 1");
+    EXPECT_EQ(seen[seen.size() - 2], "COM_QUERY SHOW STATUS LIKE 'Ssl_version'");
+    EXPECT_EQ(seen.back(), "COM_QUIT ");
+  }
+  EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "tls"}}), 2.0);
+  EXPECT_EQ(prom.value("netwatcher_mysql_connections_total", {{"protocol", "plain"}}).value_or(0),
+            0.0);
   for (const char* kind : {"lost_sync", "orphan_response", "malformed", "empty_command"})
     EXPECT_EQ(prom.value("netwatcher_mysql_parse_errors_total", {{"kind", kind}}), 0.0) << kind;
 }

@@ -21,6 +21,7 @@ namespace {
 
 constexpr int kRedisPort = 41430;
 constexpr int kPromPort = 41431;
+constexpr int kRedisTlsPort = 41432;
 constexpr const char* kClientNs = "nwt-rds-cli";
 constexpr const char* kServerNs = "nwt-rds-srv";
 constexpr const char* kServer = "10.87.0.2";
@@ -407,6 +408,96 @@ TEST_F(Redis, Resp3AfterHello3) {
     auto hset = matching(side, "HSET");
     ASSERT_EQ(hset.size(), 1u);
     EXPECT_EQ(hset[0]["proto"].u64(), 2u);
+  }
+}
+
+// Over TLS ([plugins.l7] tls): redis-server and redis-cli with the system's
+// OpenSSL. The same commands, replies and errors as in cleartext, once per
+// socket, with tls = true.
+TEST_F(Redis, TlsCommandsAreReadFromThePlaintext) {
+  auto cert =
+      run("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+          "-days 1 -subj /CN=redis -keyout " +
+          dir_.file("key.pem") + " -out " + dir_.file("cert.pem") + " 2>&1");
+  ASSERT_EQ(cert.exit_code, 0) << cert.output;
+  Process tls_server({"ip",
+                      "netns",
+                      "exec",
+                      kServerNs,
+                      "redis-server",
+                      "--port",
+                      "0",
+                      "--tls-port",
+                      std::to_string(kRedisTlsPort),
+                      "--tls-cert-file",
+                      dir_.file("cert.pem"),
+                      "--tls-key-file",
+                      dir_.file("key.pem"),
+                      "--tls-auth-clients",
+                      "no",
+                      "--bind",
+                      kServer,
+                      "--save",
+                      "",
+                      "--appendonly",
+                      "no",
+                      "--dir",
+                      dir_.path(),
+                      "--protected-mode",
+                      "no"},
+                     dir_.file("redis-tls.log"));
+  auto tls_cli = [&](const std::string& args) {
+    return run("ip netns exec " + std::string(kClientNs) + " redis-cli --tls --insecure -h " +
+               kServer + " -p " + std::to_string(kRedisTlsPort) + " " + args + " 2>&1");
+  };
+  ASSERT_TRUE(wait_until([&] { return tls_cli("PING").output == "PONG\n"; }))
+      << read_file(dir_.file("redis-tls.log"));
+  Netwatcher nw(dir_, config("", "tls = true\n"));
+  write_file(dir_.file("script"), "SET tk v1\nGET tk\nINCR tk\n");
+  auto script =
+      run("ip netns exec " + std::string(kClientNs) + " redis-cli --tls --insecure -h " + kServer +
+          " -p " + std::to_string(kRedisTlsPort) + " < " + dir_.file("script") + " 2>&1");
+  ASSERT_EQ(script.output.rfind("OK\nv1\nERR value is not an integer or out of range\n", 0), 0u)
+      << script.output;
+  auto on_tls_port = [&](const std::string& side) {
+    std::vector<Json> out;
+    for (const auto& e : events_of(read_json_lines(dir_.file("events.jsonl")), "redis_command")) {
+      const Json& f = e["fields"];
+      if (f["side"].str() == side &&
+          (side == "client" ? f["dport"].u64() : f["sport"].u64()) == kRedisTlsPort)
+        out.push_back(f);
+    }
+    return out;
+  };
+  ASSERT_TRUE(wait_until(
+      [&] { return on_tls_port("client").size() >= 4 && on_tls_port("server").size() >= 4; }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  struct Expected {
+    std::string command, key, reply_type, error;
+  };
+  // redis-cli asks for the command docs when it reads a script.
+  const std::vector<Expected> expected = {
+      {"COMMAND DOCS", "", "array", ""},
+      {"SET", "tk", "simple", ""},
+      {"GET", "tk", "bulk", ""},
+      {"INCR", "tk", "error", "ERR value is not an integer or out of range"},
+  };
+  for (const std::string side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = on_tls_port(side);
+    ASSERT_EQ(seen.size(), expected.size());
+    for (std::size_t i = 0; i < expected.size(); ++i) {
+      SCOPED_TRACE(expected[i].command);
+      const Json& f = seen[i];
+      EXPECT_EQ(f["command"].str(), expected[i].command);
+      EXPECT_EQ(opt(f, "key"), expected[i].key);
+      EXPECT_EQ(opt(f, "reply_type"), expected[i].reply_type);
+      EXPECT_EQ(opt(f, "error"), expected[i].error);
+      EXPECT_EQ(f["outcome"].str(), "answered");
+      EXPECT_TRUE(f["tls"].boolean());
+      EXPECT_GT(f["latency_us"].num(), 0.0);
+      EXPECT_EQ(f["comm"].str(), side == "client" ? "redis-cli" : "redis-server");
+    }
   }
 }
 

@@ -473,8 +473,18 @@ void ProbeRuntime::describe_uprobe_links() {
         files.insert(link.binary);
       }
       if (links == 0) continue;
+      // Which files, for --check: the first few by name.
+      std::string names;
+      std::size_t named = 0;
+      for (const std::string& file : files) {
+        if (++named > 3) {
+          names += ", ...";
+          break;
+        }
+        names += (named == 1 ? ": " : ", ") + file;
+      }
       candidate.status = "attached (" + std::to_string(links) + " uprobes in " +
-                         std::to_string(files.size()) + " files)";
+                         std::to_string(files.size()) + " files" + names + ")";
     }
   }
 }

@@ -278,8 +278,11 @@ struct tls_stream {
   __u8 offered[2];
 };
 
+/* LRU, and emptied at each thread's exit: a thread that dies inside a call
+ * (killed while blocked in SSL_read) leaves nothing behind for a later
+ * thread of the same id to inherit. */
 struct {
-  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(type, BPF_MAP_TYPE_LRU_HASH);
   __uint(max_entries, 4096);
   __type(key, __u64); /* pid_tgid: a thread is in one call at a time */
   __type(value, struct tls_call);
@@ -329,9 +332,16 @@ static __always_inline void tls_call_saw(struct sock* sk, struct l7_socket* stat
   call->cookie = bpf_get_socket_cookie(sk);
   call->cgroup = nw_sock_cgroup_id(sk);
   nw_read_sock_tuple(sk, &call->tuple);
-  state->tls = 1;
+  if (!state->tls) {
+    state->tls = 1;
+    /* The ciphertext is offered no more: a verdict on it would wait in
+     * `decisions` for nothing. */
+    bpf_map_delete_elem(&decisions, &call->cookie);
+  }
   if (!call->ssl) return;
   struct tls_session_key key = {.ssl = call->ssl, .tgid = id >> 32};
+  struct tls_session* known = bpf_map_lookup_elem(&tls_sessions, &key);
+  if (known && known->cookie == call->cookie) return;
   struct tls_session session = {.cookie = call->cookie, .cgroup = call->cgroup};
   session.tuple = call->tuple;
   nw_table_insert(&tls_sessions, L7_TABLE_TLS_SESSIONS, &key, &session, BPF_ANY);
@@ -384,7 +394,11 @@ static __always_inline void tls_return(long rc, bool outbound) {
   __u64 key = call.cookie | L7_TLS_STREAM;
   struct tls_stream* stream = bpf_map_lookup_elem(&tls_streams, &key);
   if (!stream) {
+    /* A stream evicted and made again must not look contiguous with what
+     * user space saw of it: start its numbering anywhere. */
     struct tls_stream fresh = {};
+    fresh.seq[0] = bpf_get_prandom_u32();
+    fresh.seq[1] = bpf_get_prandom_u32();
     nw_table_insert(&tls_streams, L7_TABLE_TLS_STREAMS, &key, &fresh, BPF_NOEXIST);
     stream = bpf_map_lookup_elem(&tls_streams, &key);
     if (!stream) return;
@@ -409,7 +423,11 @@ static __always_inline void tls_return(long rc, bool outbound) {
   __u64 captured = length < capture_bytes ? length : capture_bytes;
   barrier_var(captured);
   if (captured == 0 || captured > NW_L7_MAX_CAPTURE) return;
-  if (bpf_probe_read_user((void*)(rec + 1), captured, (void*)call.buf)) return;
+  /* Its bytes are a gap in the stream for the parser (seq moved on). */
+  if (bpf_probe_read_user((void*)(rec + 1), captured, (void*)call.buf)) {
+    count(&tls_unmatched);
+    return;
+  }
   rec->cookie = key;
   rec->cgroup = call.cgroup;
   rec->tuple = call.tuple;
@@ -478,6 +496,7 @@ int l7_tls_mmap_enter(struct trace_event_raw_sys_enter* ctx) {
   long fd = (long)ctx->args[4];
   if (!((__u64)ctx->args[2] & prot_exec) || fd < 0 || fd >= 65536) return 0;
   struct task_struct* task = (struct task_struct*)bpf_get_current_task_btf();
+  if (fd >= BPF_CORE_READ(task, files, fdt, max_fds)) return 0;
   struct file** files = BPF_CORE_READ(task, files, fdt, fd);
   struct file* file = NULL;
   if (!files || bpf_probe_read_kernel(&file, sizeof(file), &files[fd]) || !file) return 0;
@@ -502,7 +521,7 @@ int l7_tls_mmap_exit(struct trace_event_raw_sys_exit* ctx) {
   struct l7_tls_library* rec = nw_reserve(sizeof(*rec), L7_RECORD_TLS_LIBRARY);
   if (!rec) return 0;
   rec->pid = id >> 32;
-  rec->pad = 0;
+  rec->exec = 0;
   /* Wake now: the process is about to use the library. */
   bpf_ringbuf_submit(rec, BPF_RB_FORCE_WAKEUP);
   return 0;
@@ -516,8 +535,15 @@ int BPF_PROG(l7_tls_exec) {
   struct l7_tls_library* rec = nw_reserve(sizeof(*rec), L7_RECORD_TLS_LIBRARY);
   if (!rec) return 0;
   rec->pid = bpf_get_current_pid_tgid() >> 32;
-  rec->pad = 0;
+  rec->exec = 1;
   nw_submit(rec);
+  return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(l7_tls_thread_exit) {
+  __u64 id = bpf_get_current_pid_tgid();
+  nw_table_remove(&tls_calls, L7_TABLE_TLS_CALLS, &id);
   return 0;
 }
 

@@ -55,7 +55,7 @@ struct l7_close {
 struct l7_tls_library {
   struct nw_record_header hdr;
   __u32 pid;
-  __u32 pad;
+  __u32 exec; /* 1: an exec (checked at the next collect), 0: a mapping (now) */
 };
 
 /* What user space decided for a socket, keyed by its cookie; the kernel moves

@@ -5,6 +5,7 @@
 #include <bpf/bpf.h>
 
 #include <cstring>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -31,25 +32,22 @@ constexpr std::uint64_t kUndecidedExpiryNs = 30'000'000'000;
 constexpr std::uint64_t kIgnoredMemoryNs = 5'000'000'000;
 constexpr std::uint64_t kOwnerIdleNs = 600'000'000'000;
 
-// The TLS library's functions and the programs that probe them. A library
-// without the _ex forms (OpenSSL before 1.1.1) is still probed by the rest.
+// The TLS library's functions and the programs that probe them: the return
+// first, so that an entry is never probed without its return (which would
+// leave the call behind). A library without the _ex forms (OpenSSL before
+// 1.1.1) is still probed by the rest.
 struct TlsProbe {
-  const char* program;
   const char* function;
-  bool essential;  // the file is not counted as probed without it
+  const char* on_return;
+  const char* on_entry;  // nullptr: the return alone
+  bool essential;        // the file is not counted as probed without it
 };
 constexpr TlsProbe kTlsProbes[] = {
-    {"l7_tls_call", "SSL_read", true},
-    {"l7_tls_read_done", "SSL_read", true},
-    {"l7_tls_call", "SSL_write", true},
-    {"l7_tls_write_done", "SSL_write", true},
-    {"l7_tls_call_ex", "SSL_read_ex", false},
-    {"l7_tls_read_done", "SSL_read_ex", false},
-    {"l7_tls_call_ex", "SSL_write_ex", false},
-    {"l7_tls_write_done", "SSL_write_ex", false},
-    {"l7_tls_call", "SSL_do_handshake", false},
-    {"l7_tls_handshake_done", "SSL_do_handshake", false},
-    {"l7_tls_free", "SSL_free", false},
+    {"SSL_read", "l7_tls_read_done", "l7_tls_call", true},
+    {"SSL_write", "l7_tls_write_done", "l7_tls_call", true},
+    {"SSL_read_ex", "l7_tls_read_done", "l7_tls_call_ex", false},
+    {"SSL_write_ex", "l7_tls_write_done", "l7_tls_call_ex", false},
+    {"SSL_do_handshake", "l7_tls_handshake_done", "l7_tls_call", false},
 };
 
 class CapturePlugin {
@@ -84,6 +82,8 @@ class CapturePlugin {
              "l7_tls_mmap_exit");
     tls_hook("tls_exec", "a new program, which may define SSL_write itself (sched_process_exec)",
              "l7_tls_exec");
+    tls_hook("tls_thread_exit", "a thread's end: its unfinished call is forgotten",
+             "l7_tls_thread_exit");
     return d;
   }
 
@@ -99,7 +99,7 @@ class CapturePlugin {
     const std::uint32_t tls_entries = *tls_ ? *max_tls_connections_ : 1;
     bpf_map__set_max_entries(skeleton_->maps.tls_sessions, tls_entries);
     bpf_map__set_max_entries(skeleton_->maps.tls_streams, tls_entries);
-    bpf_map__set_max_entries(skeleton_->maps.tls_calls, *tls_ ? 4096 : 1);
+    bpf_map__set_max_entries(skeleton_->maps.tls_calls, tls_entries);
     return Status::success();
   }
   Status load() { return skeleton_.load(); }
@@ -148,7 +148,12 @@ class CapturePlugin {
     if (header.type == L7_RECORD_TLS_LIBRARY) {
       l7_tls_library rec;
       if (Status s = read_record(bytes, "l7 tls library", rec); !s) return s;
-      if (host_) probe_tls_libraries(libraries_.scan_process(static_cast<pid_t>(rec.pid)));
+      // A mapping now: the process is about to call the library. An exec
+      // waits for collect(): execs are many, and most are of known files.
+      if (host_ && rec.exec)
+        execs_.insert(static_cast<pid_t>(rec.pid));
+      else if (host_)
+        probe_tls_libraries(libraries_.scan_process(static_cast<pid_t>(rec.pid)));
       return Status::success();
     }
     if (header.type != L7_RECORD_PACKET)
@@ -180,6 +185,8 @@ class CapturePlugin {
 
   Status collect(EventEmitter&) {
     const std::uint64_t now = monotonic_ns();
+    for (pid_t pid : execs_) probe_tls_libraries(libraries_.scan_process(pid));
+    execs_.clear();
     for (auto it = undecided_.begin(); it != undecided_.end();) {
       if (now - it->second.last_ns > kUndecidedExpiryNs) {
         decide(it->first, kNoProtocol, now);
@@ -220,6 +227,9 @@ class CapturePlugin {
 
   void stop() {
     host_ = nullptr;
+    libraries_ = {};
+    tls_files_probed_ = 0;
+    execs_.clear();
     skeleton_.reset();
     protocols_.clear();
     undecided_.clear();
@@ -365,9 +375,13 @@ class CapturePlugin {
   void probe_tls_libraries(const std::vector<l7::TlsLibrary>& found) {
     for (const l7::TlsLibrary& library : found) {
       bool essential_failed = false;
-      for (const TlsProbe& probe : kTlsProbes)
-        if (!host_->attach_uprobe(probe.program, library.path, probe.function))
-          essential_failed = essential_failed || probe.essential;
+      for (const TlsProbe& probe : kTlsProbes) {
+        const bool hooked = host_->attach_uprobe(probe.on_return, library.path, probe.function) &&
+                            host_->attach_uprobe(probe.on_entry, library.path, probe.function);
+        essential_failed = essential_failed || (probe.essential && !hooked);
+      }
+      // Only forgets sessions: nothing is lost without it.
+      host_->attach_uprobe("l7_tls_free", library.path, "SSL_free");
       if (essential_failed)
         tls_refused_.add({}, 1);
       else
@@ -406,7 +420,8 @@ class CapturePlugin {
       keys_,
       "max_tls_connections",
       16384,
-      "TLS sessions and plaintext streams followed at once (least recently used forgotten)",
+      "TLS sessions and plaintext streams followed at once, and threads inside a TLS call (least "
+      "recently used forgotten)",
       {.min = 64, .max = 1 << 22}};
 
   MetricSet metrics_;
@@ -459,6 +474,7 @@ class CapturePlugin {
   PluginHost* host_ = nullptr;  // set while TLS probing is on
   l7::TlsLibraryFinder libraries_;
   std::size_t tls_files_probed_ = 0;
+  std::set<pid_t> execs_;  // programs started since the last collect()
   TableAccount* undecided_table_ = nullptr;
   std::vector<Served> protocols_;
   std::unordered_map<std::uint64_t, Undecided> undecided_;

@@ -15,8 +15,6 @@ namespace netwatcher::l7 {
 
 namespace {
 
-constexpr const char* kLibraryPrefix = "libssl.so";
-
 std::string basename_of(const std::string& path) {
   auto slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
@@ -68,8 +66,12 @@ bool elf_defines(const std::string& path, const std::string& symbol) {
   return found;
 }
 
-std::vector<std::string> mapped_tls_libraries(const std::string& maps_text) {
-  std::vector<std::string> out;
+bool is_tls_library_name(const std::string& file_name) {
+  return file_name.rfind("libssl", 0) == 0 && file_name.find(".so") != std::string::npos;
+}
+
+std::vector<TlsMapping> mapped_tls_libraries(const std::string& maps_text) {
+  std::vector<TlsMapping> out;
   std::istringstream lines(maps_text);
   std::string line;
   while (std::getline(lines, line)) {
@@ -79,11 +81,12 @@ std::vector<std::string> mapped_tls_libraries(const std::string& maps_text) {
     if (!(fields >> address >> perms >> offset >> device >> inode)) continue;
     std::getline(fields >> std::ws, path);
     if (perms.size() < 3 || perms[2] != 'x' || path.empty() || path[0] != '/') continue;
-    if (path.size() > 10 && path.compare(path.size() - 10, 10, " (deleted)") == 0) continue;
-    if (basename_of(path).rfind(kLibraryPrefix, 0) != 0) continue;
+    const bool deleted = path.size() > 10 && path.compare(path.size() - 10, 10, " (deleted)") == 0;
+    if (deleted) path.resize(path.size() - 10);
+    if (!is_tls_library_name(basename_of(path))) continue;
     bool known = false;
-    for (const auto& p : out) known = known || p == path;
-    if (!known) out.push_back(path);
+    for (const auto& m : out) known = known || m.path == path;
+    if (!known) out.push_back({path, address, deleted});
   }
   return out;
 }
@@ -113,7 +116,7 @@ std::vector<TlsLibrary> TlsLibraryFinder::scan_system() {
     std::error_code error;
     for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
       const std::string path = entry.path().string();
-      if (basename_of(path).rfind(kLibraryPrefix, 0) != 0) continue;
+      if (!is_tls_library_name(basename_of(path))) continue;
       // The real file's name, not libssl.so (the -dev symlink) or /lib/...
       const std::string real = std::filesystem::canonical(entry.path(), error).string();
       if (!error) consider(real, real, false, out);
@@ -125,8 +128,9 @@ std::vector<TlsLibrary> TlsLibraryFinder::scan_system() {
 std::vector<TlsLibrary> TlsLibraryFinder::scan_process(pid_t pid) {
   std::vector<TlsLibrary> out;
   const std::string proc = "/proc/" + std::to_string(pid);
-  for (const std::string& path : mapped_tls_libraries(read_text(proc + "/maps")))
-    consider(proc + "/root" + path, path, false, out);
+  for (const TlsMapping& m : mapped_tls_libraries(read_text(proc + "/maps")))
+    consider(m.deleted ? proc + "/map_files/" + m.range : proc + "/root" + m.path, m.path, false,
+             out);
   // A statically linked OpenSSL: the executable itself defines SSL_write.
   std::error_code error;
   std::filesystem::path exe = std::filesystem::read_symlink(proc + "/exe", error);

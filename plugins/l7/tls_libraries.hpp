@@ -19,7 +19,8 @@ namespace netwatcher::l7 {
 
 // A TLS library file to probe: a path that reaches it from netwatcher's own
 // mount namespace (the file's own path when it is the same file there, else
-// /proc/<pid>/root/<path>), and the path as the process sees it.
+// /proc/<pid>/root/<path>, or /proc/<pid>/map_files/<range> for a file
+// deleted since it was mapped), and the path as the process sees it.
 struct TlsLibrary {
   std::string path;
   std::string seen_as;
@@ -28,9 +29,20 @@ struct TlsLibrary {
 // True when the ELF file at `path` defines `symbol` (in .dynsym or .symtab).
 bool elf_defines(const std::string& path, const std::string& symbol);
 
-// The executable mappings of /proc/<pid>/maps whose file name starts with
-// "libssl.so", as the process names them; nothing when the process is gone.
-std::vector<std::string> mapped_tls_libraries(const std::string& maps_text);
+// True for the file names of OpenSSL's libssl: libssl.so.3, libssl.so.1.1,
+// and the copies bundled with wheels and apps (libssl-1a2b3c.so.3).
+bool is_tls_library_name(const std::string& file_name);
+
+// One executable mapping of a TLS library in /proc/<pid>/maps.
+struct TlsMapping {
+  std::string path;      // as the process names it
+  std::string range;     // "7f00...-7f00...": its /proc/<pid>/map_files entry
+  bool deleted = false;  // replaced on disk (an upgrade) while still mapped
+};
+
+// The executable mappings of /proc/<pid>/maps whose file is a TLS library,
+// one per path; nothing when the process is gone.
+std::vector<TlsMapping> mapped_tls_libraries(const std::string& maps_text);
 
 class TlsLibraryFinder {
  public:

@@ -473,7 +473,9 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
         .set(q.user, c.user)
         .set(q.database, c.database)
         .set(q.command, command)
-        .set(q.statement, p.statement)
+        .set(q.statement, c.tls && !*tls_literals_
+                              ? my::normalize_statement(p.statement, *max_statement_bytes_)
+                              : p.statement)
         .set(q.outcome, outcome_names[static_cast<int>(outcome)])
         .set(q.tls, c.tls)
         .set(q.sock, c.socket);
@@ -570,6 +572,10 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       "error codes with their own series; the rest count under error_code=\"other\"",
       {.min = 1, .max = 65536}};
   Setting<bool> events_on_{keys_, "events", true, "a mysql_query event per command"};
+  Setting<bool> tls_literals_{
+      keys_, "tls_literals", false,
+      "statements of TLS connections (read with [plugins.l7] tls) keep their literals; off: "
+      "literals as ? in events, as what TLS protects stays protected"};
   Setting<bool> statement_labels_{keys_, "statement_labels", false,
                                   "also count commands per normalised statement (literals as ?)"};
   Setting<std::size_t> max_statements_{

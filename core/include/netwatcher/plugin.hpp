@@ -248,7 +248,7 @@ class PluginHost {
   // such symbol, or the kernel refuses the probe. From start() or collect()
   // and the plugin's decode(); needs CAP_SYS_ADMIN or CAP_PERFMON after
   // start-up (kept by default in [netwatcher] keep_capabilities). The hook
-  // reads "attached (N uprobes in M files)" in --check.
+  // reads "attached (N uprobes in M files: <the first three>)" in --check.
   virtual Status attach_uprobe(std::string_view program, std::string_view binary,
                                std::string_view function) noexcept = 0;
 };

@@ -23,14 +23,27 @@ TEST(TlsLibraries, MapsYieldEachExecutableLibsslMappingOnce) {
       "7f0000020000-7f0000090000 r-xp 00020000 08:01 200 /usr/lib/x86_64-linux-gnu/libssl.so.3\n"
       "7f00000a0000-7f00000b0000 r-xp 00000000 08:01 201 /opt/app/lib/libssl.so.1.1\n"
       "7f00000c0000-7f00000d0000 r-xp 00000000 08:01 202 /tmp/libssl.so.3 (deleted)\n"
-      "7f00000e0000-7f00000f0000 r-xp 00000000 08:01 203 /usr/lib/x86_64-linux-gnu/libsslx.so\n"
+      "7f00000e0000-7f00000f0000 r-xp 00000000 08:01 203 /usr/lib/x86_64-linux-gnu/libsslx\n"
+      "7f00000f0000-7f00000f1000 r-xp 00000000 08:01 206 /venv/_ssl/libssl-1a2b3c.so.3\n"
       "7f0000100000-7f0000110000 r-xp 00000000 08:01 204 /usr/lib/libcrypto.so.3\n"
       "7f0000120000-7f0000121000 rw-p 00000000 00:00 0\n"
       "7ffc00000000-7ffc00021000 rw-p 00000000 00:00 0 [stack]\n"
       "7f0000130000-7f0000140000 r-xp 00000000 08:01 205 /srv/my libssl/libssl.so.3\n";
-  EXPECT_EQ(mapped_tls_libraries(maps),
-            (std::vector<std::string>{"/usr/lib/x86_64-linux-gnu/libssl.so.3",
-                                      "/opt/app/lib/libssl.so.1.1", "/srv/my libssl/libssl.so.3"}));
+  std::vector<std::string> paths, ranges;
+  std::vector<bool> deleted;
+  for (const auto& m : mapped_tls_libraries(maps)) {
+    paths.push_back(m.path);
+    ranges.push_back(m.range);
+    deleted.push_back(m.deleted);
+  }
+  EXPECT_EQ(paths, (std::vector<std::string>{"/usr/lib/x86_64-linux-gnu/libssl.so.3",
+                                             "/opt/app/lib/libssl.so.1.1", "/tmp/libssl.so.3",
+                                             "/venv/_ssl/libssl-1a2b3c.so.3",
+                                             "/srv/my libssl/libssl.so.3"}));
+  // The first executable mapping of each; a deleted file is reached through it.
+  EXPECT_EQ(ranges[0], "7f0000020000-7f0000090000");
+  EXPECT_EQ(ranges[2], "7f00000c0000-7f00000d0000");
+  EXPECT_EQ(deleted, (std::vector<bool>{false, false, true, false, false}));
   EXPECT_TRUE(mapped_tls_libraries("").empty());
   EXPECT_TRUE(mapped_tls_libraries("garbage\n\n7f r-xp\n").empty());
 }

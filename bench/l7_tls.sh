@@ -93,13 +93,13 @@ nw_pid=
 counted() {
   echo "$metrics" | awk -v side="$1" '/^netwatcher_http_requests_total\{/ && $0 ~ "side=\""side"\"" {s += $2} END {printf "%d", s}'
 }
-# bpftool shows names cut to 15 characters.
+# bpftool shows the whole name from BTF, or its first 15 characters.
 program_ns() {
-  python3 - "$work/progs.json" "${1:0:15}" <<'PY'
+  python3 - "$work/progs.json" "$1" <<'PY'
 import json, sys
 runs = ns = 0
 for p in json.load(open(sys.argv[1])):
-    if p.get("name") == sys.argv[2]:
+    if p.get("name") in (sys.argv[2], sys.argv[2][:15]):
         runs += p.get("run_cnt", 0)
         ns += p.get("run_time_ns", 0)
 print(f"{ns / runs:.0f} ns x {runs}" if runs else "n/a")

@@ -342,14 +342,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
                                         "response_bytes",
                                         "response body size, when known",
                                         {.unit = "bytes", .optional = true}};
-    Label<bool> tls{*this,
-                    "tls",
-                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
-                    {.width = 5}};
-    Label<std::uint64_t> sock{*this,
-                              "sock",
-                              "socket cookie (with bit 63 set for a TLS connection's plaintext)",
-                              {.width = 20, .anomaly = AnomalyRole::connection}};
+    L7TlsLabel tls{*this};
+    L7SocketLabel sock{*this};
   } exchange_{events_};
 
   MetricSet metrics_;

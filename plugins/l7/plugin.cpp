@@ -23,6 +23,8 @@ namespace {
 
 using namespace netwatcher;
 
+static_assert(L7_TLS_STREAM == kL7TlsStreamBit, "l7.h and the SDK name one stream bit");
+
 constexpr std::uint8_t kNoProtocol = 0xff;
 // A socket nobody claimed for this long is given up (and ignored).
 constexpr std::uint64_t kUndecidedExpiryNs = 30'000'000'000;

@@ -228,8 +228,6 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
 
  private:
   static constexpr std::uint64_t kIdleNs = 600'000'000'000;
-  // A TLS connection's plaintext stream: its socket's cookie with this bit.
-  static constexpr std::uint64_t kTlsStreamBit = 1ULL << 63;
   static constexpr std::size_t kMaxPendingPerConnection = 64;
   static constexpr std::size_t kMaxStatementLabel = 200;
 
@@ -259,7 +257,7 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
       c.phase = Phase::handshake;
       // TLS plaintext: the greeting came in cleartext, on the socket itself.
       if (packet.tls)
-        if (auto clear = connections_.find(packet.socket & ~kTlsStreamBit);
+        if (auto clear = connections_.find(packet.socket & ~kL7TlsStreamBit);
             clear != connections_.end())
           c.server_capabilities = clear->second.server_capabilities;
     } else {
@@ -659,14 +657,8 @@ class MysqlPlugin final : public L7Protocol, public WithoutBpfObject {
                           "cut_short",
                           "the capture lost the response's end: rows and warnings not counted",
                           {.optional = true}};
-    Label<bool> tls{*this,
-                    "tls",
-                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
-                    {.width = 5}};
-    Label<std::uint64_t> sock{*this,
-                              "sock",
-                              "socket cookie (with bit 63 set for a TLS connection's plaintext)",
-                              {.width = 20, .anomaly = AnomalyRole::connection}};
+    L7TlsLabel tls{*this};
+    L7SocketLabel sock{*this};
   } query_{events_};
 
   MetricSet metrics_;

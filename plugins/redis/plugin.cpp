@@ -678,14 +678,8 @@ class RedisPlugin final : public L7Protocol, public WithoutBpfObject {
         {.unit = "microseconds", .width = 10, .optional = true, .anomaly = AnomalyRole::sample}};
     Label<std::string> outcome{
         *this, "outcome", "answered, timed_out or closed (no reply)", {.width = 9}};
-    Label<bool> tls{*this,
-                    "tls",
-                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
-                    {.width = 5}};
-    Label<std::uint64_t> sock{*this,
-                              "sock",
-                              "socket cookie (with bit 63 set for a TLS connection's plaintext)",
-                              {.width = 20, .anomaly = AnomalyRole::connection}};
+    L7TlsLabel tls{*this};
+    L7SocketLabel sock{*this};
   } command_{events_};
   struct HotKeys : EventDecl {
     explicit HotKeys(EventSet& set)

@@ -38,6 +38,7 @@
 #include <string_view>
 
 #include "netwatcher/bpf/types.h"
+#include "netwatcher/declare.hpp"
 #include "netwatcher/event.hpp"
 #include "netwatcher/status.hpp"
 
@@ -46,6 +47,10 @@ struct bpf_object;
 namespace netwatcher {
 
 enum class L7Transport : std::uint8_t { tcp = 6, udp = 17 };
+
+// L7Packet::socket of a TLS connection's plaintext: its socket's cookie with
+// this bit set (cookies count up from 1 and never reach it). (ABI 3.4)
+inline constexpr std::uint64_t kL7TlsStreamBit = 1ULL << 63;
 
 // Bits for L7Protocol::transports().
 inline constexpr unsigned kL7Tcp = 1u << 0;
@@ -132,6 +137,24 @@ class WithoutBpfObject {
   Status decode(std::span<const std::byte>, EventEmitter&) {
     return Status::failure("a protocol plugin has no ring buffer of its own");
   }
+};
+
+// The two labels every protocol's exchange event carries for its socket:
+// `tls` (L7Packet::tls) and `sock` (L7Packet::socket, the connection for the
+// anomaly detector). (ABI 3.4)
+class L7TlsLabel : public Label<bool> {
+ public:
+  explicit L7TlsLabel(EventDecl& event)
+      : Label<bool>(event, "tls",
+                    "read from the TLS library's plaintext ([plugins.l7] tls), not the segments",
+                    {.width = 5}) {}
+};
+class L7SocketLabel : public Label<std::uint64_t> {
+ public:
+  explicit L7SocketLabel(EventDecl& event)
+      : Label<std::uint64_t>(event, "sock",
+                             "socket cookie (with bit 63 set for a TLS connection's plaintext)",
+                             {.width = 20, .anomaly = AnomalyRole::connection}) {}
 };
 
 // One protocol as the capture sees it (PluginHost::served_protocol()).

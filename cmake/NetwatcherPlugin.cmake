@@ -28,7 +28,8 @@
 #                archive, into its tests; the fuzz targets compile them again
 #                with clang++. Keep plugin.cpp (which exports the plugin) free
 #                of anything a test needs.
-#   LIBRARIES    linked into the plugin (and into its tests).
+#   LIBRARIES    linked into the plugin (and into its tests; plain names such
+#                as `elf` also into its fuzz targets, as -l<name>).
 #   UNIT_TESTS   GoogleTest sources, built into the one unit-test executable
 #                (ctest names unit.<Suite>.<Test>; no root, no kernel needed
 #                unless the test says so). They may include the plugin's own
@@ -179,7 +180,7 @@ function(_netwatcher_add_fuzz target source corpus include_dirs extra)
     OUTPUT "${binary}"
     COMMAND ${NETWATCHER_CLANGXX} -std=c++20 -O1 -g -fno-omit-frame-pointer
             -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-            -DBOOST_DLL_USE_STD_FS ${includes} ${sources} -o "${binary}"
+            -DBOOST_DLL_USE_STD_FS ${includes} ${sources} ${_netwatcher_fuzz_link} -o "${binary}"
     DEPENDS ${sources} ${sdk_headers} ${local_headers}
     COMMENT "libFuzzer target fuzz_${target}"
     VERBATIM)
@@ -274,6 +275,13 @@ function(netwatcher_add_probe_plugin name)
     add_dependencies(${target} ${bpf_target})
   endif()
   set(test_libraries ${ARG_LIBRARIES} ${ARG_TEST_LIBRARIES} netwatcher::sdk_kernel)
+  # The fuzz targets are linked by hand (clang++, not a CMake target).
+  set(_netwatcher_fuzz_link "")
+  foreach(library IN LISTS ARG_LIBRARIES)
+    if(library MATCHES "^[A-Za-z0-9_+-]+$" AND NOT TARGET ${library})
+      list(APPEND _netwatcher_fuzz_link "-l${library}")
+    endif()
+  endforeach()
 
   # Everything but plugin.cpp, compiled once: every object goes into the
   # plugin, as plugin.cpp's own does; the tests link an archive of them.

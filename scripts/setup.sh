@@ -10,6 +10,8 @@ packages=(
   libboost-dev libboost-program-options-dev
   libtomlplusplus-dev libspdlog-dev libfmt-dev
   libgtest-dev
+  # the http plugin's HTTP/2 header blocks (HPACK)
+  libnghttp2-dev
   # the OCI config.json of container runtimes (pod and container names)
   nlohmann-json3-dev
   # the prometheus sink's endpoint: HTTP(S) server, TLS, bcrypt (crypt_r)
@@ -24,6 +26,8 @@ packages=(
   mariadb-server mariadb-client sysbench
   # the TLS tests and bench: an HTTPS server and a load generator
   nginx wrk
+  # the HTTP/2 and gRPC tests and bench: h2c server, clients, h2load, grpcio
+  nghttp2-server nghttp2-client python3-grpcio
   # the endpoint tests: certificates, and the real Prometheus server scraping
   openssl prometheus
   # libFuzzer for the parser fuzz targets

@@ -238,6 +238,7 @@ ParseResult HttpParser::parse_request(std::span<const std::byte> bytes, L7Reques
 
   // The start line is known even if the capture cut the headers.
   request.operation = std::string(method);
+  request.version = std::string(version.substr(5));
   std::string_view path = target;
   if (options_.strip_query) path = path.substr(0, path.find('?'));
   request.resource = std::string(path);

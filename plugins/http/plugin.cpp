@@ -1,11 +1,15 @@
-// http: HTTP/1.x requests and responses read from the traffic of any
-// process, on any port: method, path, host, status, sizes and latency, from
-// the client's and from the server's socket.
+// http: HTTP/1.x and HTTP/2 requests and responses read from the traffic of
+// any process, on any port: method, path, host, status, sizes and latency,
+// from the client's and from the server's socket; gRPC's service, method and
+// status from HTTP/2.
+#include <algorithm>
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
+#include "h2_connection.hpp"
 #include "http_parser.hpp"
 #include "netwatcher/bpf/types.h"
 #include "netwatcher/format.hpp"
@@ -41,6 +45,61 @@ const char* outcome_name(L7Outcome outcome) {
   return "unknown";
 }
 
+const char* outcome_name(http::H2Outcome outcome) {
+  switch (outcome) {
+    case http::H2Outcome::answered:
+      return "answered";
+    case http::H2Outcome::reset:
+      return "reset";
+    case http::H2Outcome::closed:
+      return "closed";
+    case http::H2Outcome::timed_out:
+      return "timed_out";
+    case http::H2Outcome::lost:
+      return "lost";
+  }
+  return "unknown";
+}
+
+// gRPC status codes by number (grpc/doc/statuscodes.md).
+std::string grpc_code_name(std::optional<int> code) {
+  static constexpr const char* kNames[] = {"OK",
+                                           "CANCELLED",
+                                           "UNKNOWN",
+                                           "INVALID_ARGUMENT",
+                                           "DEADLINE_EXCEEDED",
+                                           "NOT_FOUND",
+                                           "ALREADY_EXISTS",
+                                           "PERMISSION_DENIED",
+                                           "RESOURCE_EXHAUSTED",
+                                           "FAILED_PRECONDITION",
+                                           "ABORTED",
+                                           "OUT_OF_RANGE",
+                                           "UNIMPLEMENTED",
+                                           "INTERNAL",
+                                           "UNAVAILABLE",
+                                           "DATA_LOSS",
+                                           "UNAUTHENTICATED"};
+  if (!code) return "none";
+  if (*code >= 0 && *code < static_cast<int>(std::size(kNames))) return kNames[*code];
+  return std::to_string(*code);
+}
+
+// "/package.Service/Method" into its two names; false for any other path.
+bool grpc_names(std::string_view path, std::string_view& service, std::string_view& method) {
+  if (path.size() < 4 || path[0] != '/') return false;
+  const auto slash = path.find('/', 1);
+  if (slash == std::string_view::npos || slash == 1 || slash + 1 == path.size()) return false;
+  service = path.substr(1, slash - 1);
+  method = path.substr(slash + 1);
+  return method.find('/') == std::string_view::npos;
+}
+
+bool is_grpc(std::string_view content_type) {
+  return content_type.substr(0, 16) == "application/grpc" &&
+         (content_type.size() == 16 || content_type[16] == '+' || content_type[16] == ';');
+}
+
 std::string status_class(int status) {
   return status >= 100 && status <= 599 ? std::to_string(status / 100) + "xx" : "other";
 }
@@ -60,7 +119,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   PluginDescription describe() const {
     PluginDescription d;
     d.config = keys_.keys();
-    d.flags = {{'i', "http", "enabled", "HTTP requests and responses from the traffic"}};
+    d.flags = {
+        {'i', "http", "enabled", "HTTP/1.x and HTTP/2 requests and responses from the traffic"}};
     d.events = events_.schemas();
     d.metrics = metrics_.specs();
     d.hooks = {{"tcp", "TCP segments, from the shared L7 capture", {"l7:tcp"}, true}};
@@ -75,18 +135,21 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     limits_.timeout_ns = static_cast<std::uint64_t>(*request_timeout_ * 1e9);
     limits_.max_connections = *max_connections_;
     parser_ = std::make_unique<http::HttpParser>(http::HttpParserOptions{16 * 1024, *strip_query_});
+    h2_limits_.strip_query = *strip_query_;
     tracker_ = std::make_unique<L7Tracker>(*parser_, limits_);
     return Status::success();
   }
 
   Status start(PluginHost& host) {
     if (Status s = metrics_.bind(host); !s) return s;
-    for (const char* outcome : {"timed_out", "closed"})
+    for (const char* outcome : {"timed_out", "closed", "reset"})
       for (const char* side : {"client", "server"}) unanswered_.add({outcome, side, "0"}, 0);
     connections_table_ =
         host.track_table({"connections", "", 0, *max_connections_, "plugins.http.max_connections"});
     if (*path_labels_)
       paths_table_ = host.track_table({"paths", "", 0, *max_paths_, "plugins.http.max_paths"});
+    grpc_table_ = host.track_table(
+        {"grpc_methods", "", 0, *max_grpc_methods_, "plugins.http.max_grpc_methods"});
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return host.serve_protocol(*this);
   }
@@ -97,13 +160,22 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   std::uint32_t capture_bytes() const noexcept override { return *capture_bytes_; }
   L7Detection detect(const L7Packet& packet) noexcept override {
     // A socket is HTTP when its first payload is a request line, in
-    // whichever direction it comes.
-    return http::detect_request_start(packet.captured, packet.captured.size() < packet.length);
+    // whichever direction it comes, or HTTP/2 framing.
+    const L7Detection h1 =
+        http::detect_request_start(packet.captured, packet.captured.size() < packet.length);
+    if (h1 == L7Detection::yes) return h1;
+    return std::max(h1, http::detect_h2(packet.captured, packet.length));
   }
   void packet(const L7Packet& packet, EventEmitter& out) noexcept override {
     try {
       done_.clear();
       remember_socket(packet);
+      if (http::H2Connection* h2 = h2_connection(packet)) {
+        h2->segment(packet.outbound, packet.seq, packet.length, packet.captured, packet.ns,
+                    h2_done_);
+        emit_h2(out);
+        return;
+      }
       tracker_->segment(
           {packet.socket, packet.outbound, packet.seq, packet.length, packet.captured, packet.ns},
           done_);
@@ -117,6 +189,11 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       done_.clear();
       tracker_->close(socket, done_);
       emit_all(out);
+      if (auto it = h2_.find(socket); it != h2_.end()) {
+        it->second->close(h2_done_);
+        h2_.erase(it);
+        emit_h2(out);
+      }
       forget_socket(socket);
     } catch (...) {
       failures_.add({}, 1);
@@ -125,11 +202,20 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
 
   Status collect(EventEmitter& out) {
     done_.clear();
-    tracker_->expire(monotonic_ns(), done_);
+    const std::uint64_t now = monotonic_ns();
+    tracker_->expire(now, done_);
     emit_all(out);
-    // Sockets the tracker forgot (idle, evicted) need no info either.
+    for (auto& [socket, h2] : h2_) h2->expire(now, limits_.timeout_ns, h2_done_);
+    // An idle HTTP/2 connection with nothing open is forgotten like an
+    // HTTP/1 one (its HPACK tables with it: heard from again, it is joined
+    // mid-way).
+    std::erase_if(h2_, [&](const auto& entry) {
+      return entry.second->open_streams() == 0 && now > entry.second->last_ns() + limits_.idle_ns;
+    });
+    emit_h2(out);
+    // Sockets the trackers forgot (idle, evicted) need no info either.
     std::erase_if(sockets_, [this](const auto& socket) {
-      if (tracker_->tracking(socket.first)) return false;
+      if (tracker_->tracking(socket.first) || h2_.count(socket.first)) return false;
       by_tuple_.erase(tuple_key(socket.second.tuple, false));
       return true;
     });
@@ -144,11 +230,19 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     parse_errors_.mirror({"invalid_response"}, static_cast<double>(s.invalid_responses));
     parse_errors_.mirror({"orphan_response"}, static_cast<double>(s.orphan_responses));
     parse_errors_.mirror({"lost_sync"}, static_cast<double>(s.lost_sync));
+    parse_errors_.mirror({"h2_invalid_frame"}, static_cast<double>(h2_stats_.invalid_frames));
+    parse_errors_.mirror({"h2_lost_sync"}, static_cast<double>(h2_stats_.lost_sync));
+    parse_errors_.mirror({"h2_table_lost"}, static_cast<double>(h2_stats_.table_lost));
+    parse_errors_.mirror({"h2_orphan_response"}, static_cast<double>(h2_stats_.orphan_responses));
+    parse_errors_.mirror({"h2_dropped_stream"}, static_cast<double>(h2_stats_.dropped_streams));
+    parse_errors_.mirror({"h2_lost_stream"}, static_cast<double>(h2_stats_.lost_streams));
     if (connections_table_) {
-      connections_table_->set_entries(tracker_->connections());
-      connections_table_->count_evicted(s.evicted_connections - evictions_reported_);
-      evictions_reported_ = s.evicted_connections;
+      connections_table_->set_entries(tracker_->connections() + h2_.size());
+      const std::uint64_t evicted = s.evicted_connections + h2_evicted_;
+      connections_table_->count_evicted(evicted - evictions_reported_);
+      evictions_reported_ = evicted;
     }
+    if (grpc_table_) grpc_table_->set_entries(known_grpc_.size());
     if (paths_table_) paths_table_->set_entries(known_paths_.size());
     return Status::success();
   }
@@ -209,21 +303,85 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     done_.clear();
   }
 
+  // An exchange of either version, as metrics and the event show it.
+  struct Finished {
+    std::uint64_t connection = 0;
+    L7Side side = L7Side::client;
+    std::string_view method, path, host, version, outcome;
+    int status = 0;  // 0: no response (or its :status was lost)
+    std::optional<std::uint64_t> request_bytes, response_bytes;
+    std::uint64_t request_ns = 0, response_ns = 0;  // response_ns 0: no response
+    // HTTP/2 only.
+    std::uint32_t stream_id = 0;
+    bool partial_headers = false;
+    std::string_view reset_code;
+    bool grpc = false;
+    std::string_view grpc_service, grpc_method;
+    std::optional<int> grpc_status;
+  };
+
   void emit(const L7Exchange& e, EventEmitter& out) {
+    Finished f;
+    f.connection = e.connection;
+    f.side = e.side;
+    f.method = e.request.operation;
+    f.path = e.request.resource;
+    f.host = e.request.authority;
+    f.version = e.request.version;
+    f.outcome = outcome_name(e.outcome);
+    f.request_bytes = e.request.body_size;
+    f.request_ns = e.request_ns;
+    if (e.response) {
+      f.status = e.response->status;
+      f.response_bytes = e.response->body_size;
+      f.response_ns = e.response_ns;
+    }
+    record(f, out);
+  }
+
+  void emit_h2(EventEmitter& out) {
+    for (const http::H2Exchange& e : h2_done_) {
+      Finished f;
+      f.connection = e.connection;
+      f.side = e.side;
+      f.method = e.method;
+      f.path = e.path;
+      f.host = e.authority;
+      f.version = "2";
+      f.outcome = outcome_name(e.outcome);
+      f.status = e.status;
+      f.request_bytes = e.request_bytes;
+      f.request_ns = e.request_ns;
+      if (e.response_ns) {
+        f.response_bytes = e.response_bytes;
+        f.response_ns = e.response_ns;
+      }
+      f.stream_id = e.stream_id;
+      f.partial_headers = e.partial_headers;
+      f.reset_code = e.reset_code;
+      f.grpc = is_grpc(e.content_type) && grpc_names(e.path, f.grpc_service, f.grpc_method);
+      f.grpc_status = e.grpc_status;
+      record(f, out);
+    }
+    h2_done_.clear();
+  }
+
+  void record(const Finished& e, EventEmitter& out) {
     const char* side = side_name(e.side);
-    const std::string& method = e.request.operation;
+    const std::string method(e.method);
     SocketInfo info;
     if (auto it = sockets_.find(e.connection); it != sockets_.end()) info = it->second;
     const std::string cgroup = std::to_string(info.cgroup_id);
-    if (e.outcome == L7Outcome::answered && e.response) {
-      const std::string klass = status_class(e.response->status);
+    if (e.outcome == "answered" && e.response_ns) {
+      const std::string klass = status_class(e.status);
       requests_.add({method, klass, side, cgroup}, 1);
       duration_.observe({method, side, cgroup},
                         static_cast<double>(e.response_ns - e.request_ns) / 1e9);
-      if (*path_labels_) count_path(method, e.request.resource, klass, side);
-    } else {
-      unanswered_.add({outcome_name(e.outcome), side, cgroup}, 1);
+      if (*path_labels_) count_path(method, std::string(e.path), klass, side);
+    } else if (e.outcome != "lost") {  // lost: counted as h2_lost_stream
+      unanswered_.add({std::string(e.outcome), side, cgroup}, 1);
     }
+    if (e.grpc) count_grpc(e, side);
     if (!*events_on_) return;
     const SocketInfo* peer = peer_of(info);
     const nw_tuple& t = info.tuple;
@@ -239,19 +397,64 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
         .set(x.daddr, format_address(t.family, t.daddr))
         .set(x.dport, t.dport)
         .set(x.method, method)
-        .set(x.path, e.request.resource)
-        .set(x.host, e.request.authority)
-        .set(x.outcome, outcome_name(e.outcome))
+        .set(x.path, std::string(e.path))
+        .set(x.host, std::string(e.host))
+        .set(x.outcome, std::string(e.outcome))
         .set(x.tls, info.tls)
         .set(x.sock, e.connection);
+    if (!e.version.empty()) row.set(x.version, std::string(e.version));
     if (peer && peer->pid) row.set(x.peer_pid, peer->pid).set(x.peer_comm, peer->comm);
-    if (e.request.body_size) row.set(x.request_bytes, *e.request.body_size);
-    if (e.response) {
-      row.set(x.status, static_cast<std::uint64_t>(e.response->status))
-          .set(x.latency_us, static_cast<double>(e.response_ns - e.request_ns) / 1e3);
-      if (e.response->body_size) row.set(x.response_bytes, *e.response->body_size);
+    if (e.request_bytes) row.set(x.request_bytes, *e.request_bytes);
+    if (e.response_ns) {
+      if (e.status) row.set(x.status, static_cast<std::uint64_t>(e.status));
+      row.set(x.latency_us, static_cast<double>(e.response_ns - e.request_ns) / 1e3);
+      if (e.response_bytes) row.set(x.response_bytes, *e.response_bytes);
     }
-    row.emit(e.response ? e.response_ns : 0);
+    if (e.stream_id) {
+      row.set(x.stream_id, e.stream_id).set(x.partial_headers, e.partial_headers);
+      if (!e.reset_code.empty()) row.set(x.reset_code, std::string(e.reset_code));
+    }
+    if (e.grpc) {
+      row.set(x.grpc_service, std::string(e.grpc_service))
+          .set(x.grpc_method, std::string(e.grpc_method));
+      if (e.grpc_status) row.set(x.grpc_status, static_cast<std::uint64_t>(*e.grpc_status));
+    }
+    row.emit(e.response_ns);
+  }
+
+  void count_grpc(const Finished& e, const char* side) {
+    std::string service(e.grpc_service), method(e.grpc_method);
+    const std::string key = service + "/" + method;
+    if (!known_grpc_.count(key)) {
+      if (known_grpc_.size() < *max_grpc_methods_) {
+        known_grpc_.insert(key);
+      } else {
+        service = method = "other";
+        if (grpc_table_) grpc_table_->count_refused();
+      }
+    }
+    grpc_requests_.add({service, method, grpc_code_name(e.grpc_status), side}, 1);
+  }
+
+  // The HTTP/2 state of the packet's socket: found, made for a socket whose
+  // first packet is HTTP/2, or null (HTTP/1, followed by the tracker).
+  http::H2Connection* h2_connection(const L7Packet& packet) {
+    if (auto it = h2_.find(packet.socket); it != h2_.end()) return it->second.get();
+    if (tracker_->tracking(packet.socket) ||
+        http::detect_h2(packet.captured, packet.length) != L7Detection::yes)
+      return nullptr;
+    if (h2_.size() >= *max_connections_) {
+      // The least recently active one goes, its open streams as closed.
+      auto oldest = std::min_element(h2_.begin(), h2_.end(), [](const auto& a, const auto& b) {
+        return a.second->last_ns() < b.second->last_ns();
+      });
+      oldest->second->close(h2_done_);
+      h2_.erase(oldest);
+      ++h2_evicted_;
+    }
+    auto& slot = h2_[packet.socket];
+    slot = std::make_unique<http::H2Connection>(packet.socket, h2_limits_, h2_stats_);
+    return slot.get();
   }
 
   void count_path(const std::string& method, const std::string& path, const std::string& klass,
@@ -272,9 +475,9 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   Setting<std::uint32_t> capture_bytes_{
       keys_,
       "capture_bytes",
-      256,
+      NW_L7_MAX_CAPTURE,
       "payload bytes of each TCP segment read (the shared capture takes the largest any "
-      "protocol asks for)",
+      "protocol asks for); HTTP/2 header blocks past it are lost with the HPACK table",
       {.min = 16, .max = NW_L7_MAX_CAPTURE}};
   Setting<bool> strip_query_{keys_, "strip_query", true,
                              "report paths without their query string (?...)"};
@@ -290,6 +493,12 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   Setting<bool> events_on_{keys_, "events", true, "an http_exchange event per request"};
   Setting<bool> path_labels_{keys_, "path_labels", false,
                              "also count requests per path (netwatcher_http_path_requests_total)"};
+  Setting<std::size_t> max_grpc_methods_{
+      keys_,
+      "max_grpc_methods",
+      100,
+      "gRPC service/method pairs with their own series; the rest count as \"other\"",
+      {.min = 1, .max = 100000}};
   Setting<std::size_t> max_paths_{
       keys_,
       "max_paths",
@@ -324,11 +533,17 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     Label<std::string> method{*this, "method", "request method", {.width = 7}};
     Label<std::string> path{
         *this, "path", "request path (query stripped unless strip_query = false)", {.width = 24}};
-    Label<std::string> host{*this, "host", "Host header", {.width = 16}};
+    Label<std::string> host{*this, "host", "Host header (HTTP/2: :authority)", {.width = 16}};
+    Label<std::string> version{
+        *this, "version", "HTTP version: 1.0, 1.1 or 2", {.width = 3, .optional = true}};
     Label<std::uint64_t> status{
         *this, "status", "response status code", {.width = 6, .optional = true}};
-    Label<std::string> outcome{
-        *this, "outcome", "answered, timed_out or closed (no response)", {.width = 9}};
+    Label<std::string> outcome{*this,
+                               "outcome",
+                               "answered, timed_out or closed (no response); HTTP/2 also reset "
+                               "(RST_STREAM before the response ended) and lost (frames went "
+                               "past the capture: whether it was answered is unknown)",
+                               {.width = 9}};
     Field<double> latency_us{
         *this,
         "latency_us",
@@ -342,6 +557,28 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
                                         "response_bytes",
                                         "response body size, when known",
                                         {.unit = "bytes", .optional = true}};
+    Label<std::uint64_t> stream_id{
+        *this, "stream_id", "HTTP/2 stream id", {.width = 6, .optional = true}};
+    Label<bool> partial_headers{*this,
+                                "partial_headers",
+                                "HTTP/2: a header field was lost with HPACK state the capture "
+                                "missed (joined mid-way, or bytes not captured); shown fields "
+                                "are exact, absent ones unknown",
+                                {.width = 5, .optional = true}};
+    Label<std::string> reset_code{*this,
+                                  "reset_code",
+                                  "HTTP/2 RST_STREAM error code, for outcome reset (e.g. CANCEL)",
+                                  {.width = 14, .optional = true}};
+    Label<std::string> grpc_service{*this,
+                                    "grpc_service",
+                                    "gRPC service (content-type application/grpc), from the path",
+                                    {.width = 20, .optional = true}};
+    Label<std::string> grpc_method{
+        *this, "grpc_method", "gRPC method, from the path", {.width = 12, .optional = true}};
+    Label<std::uint64_t> grpc_status{*this,
+                                     "grpc_status",
+                                     "gRPC status code from the trailers (0 is OK)",
+                                     {.width = 4, .optional = true}};
     L7TlsLabel tls{*this};
     L7SocketLabel sock{*this};
   } exchange_{events_};
@@ -366,19 +603,32 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
                  {"method", "path", "status_class", "side"}};
   Counter parse_errors_{metrics_,
                         "netwatcher_http_parse_errors_total",
-                        "Message starts that did not parse, and responses without a request.",
+                        "Message starts that did not parse, responses without a request, and "
+                        "HTTP/2 framing and HPACK state the capture lost (kind h2_*).",
                         {"kind"}};
+  Counter grpc_requests_{
+      metrics_,
+      "netwatcher_grpc_requests_total",
+      "gRPC calls over HTTP/2 by service, method (at most max_grpc_methods pairs, the rest "
+      "\"other\"), status code name (none: no grpc-status, e.g. reset) and side.",
+      {"service", "method", "code", "side"}};
   Counter failures_{metrics_,
                     "netwatcher_http_internal_errors_total",
                     "Segments the plugin could not process (out of memory).",
                     {}};
 
   L7TrackerLimits limits_;
-  TableAccount *connections_table_ = nullptr, *paths_table_ = nullptr;
+  TableAccount *connections_table_ = nullptr, *paths_table_ = nullptr, *grpc_table_ = nullptr;
   std::uint64_t evictions_reported_ = 0;  // of the tracker's, already counted in the table
   std::unique_ptr<http::HttpParser> parser_;
   std::unique_ptr<L7Tracker> tracker_;
   std::vector<L7Exchange> done_;
+  http::H2Limits h2_limits_;
+  http::H2Stats h2_stats_;
+  std::unordered_map<std::uint64_t, std::unique_ptr<http::H2Connection>> h2_;
+  std::uint64_t h2_evicted_ = 0;
+  std::vector<http::H2Exchange> h2_done_;
+  std::unordered_set<std::string> known_grpc_;
   std::unordered_map<std::uint64_t, SocketInfo> sockets_;
   std::unordered_map<std::string, std::uint64_t> by_tuple_;  // tuple_key(local first) -> cookie
   std::unordered_map<std::string, bool> known_paths_;
@@ -386,5 +636,6 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
 
 }  // namespace
 
-NETWATCHER_PROBE_PLUGIN(HttpPlugin, "http", "1.0.0",
-                        "HTTP/1.x requests and responses read from any process's traffic")
+NETWATCHER_PROBE_PLUGIN(HttpPlugin, "http", "1.1.0",
+                        "HTTP/1.x and HTTP/2 (gRPC) requests and responses read from any "
+                        "process's traffic")

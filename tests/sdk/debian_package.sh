@@ -29,7 +29,7 @@ version=$(dpkg-deb -f "$runtime" Version)
 depends=$(dpkg-deb -f "$runtime" Depends)
 depended=$(sed -e 's/ ([^)]*)//g' -e 's/, /\n/g' <<<"$depends")
 for needed in libbpf1 libboost-program-options1.74.0 libtomlplusplus3 libspdlog1.10-fmt9 \
-  libmicrohttpd12 libstdc++6; do
+  libmicrohttpd12 libnghttp2-14 libstdc++6; do
   grep -qxF "$needed" <<<"$depended" || fail "netwatcher does not depend on $needed: $depends"
 done
 dev_depends=$(dpkg-deb -f "$dev" Depends)

@@ -76,6 +76,7 @@ struct L7Request {
   std::string operation;
   std::string resource;
   std::string authority;      // e.g. the HTTP Host header; empty when absent
+  std::string version;        // e.g. HTTP's "1.1"; empty when the protocol has none
   std::size_t head_size = 0;  // bytes of the head (request line and headers)
   // Payload bytes after the head, when the head says (or the capture holds
   // all of a self-delimiting body).

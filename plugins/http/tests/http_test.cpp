@@ -422,7 +422,7 @@ std::vector<std::uint64_t> sports_of(const Json& peer) {
 // the next segment that parses); the answer to the unseen GET has no request
 // to pair with (orphan_response). Exactly two exchanges per socket.
 TEST_F(Http, ARequestTheCaptureCouldNotSeeLosesSyncAndTheNextRequestIsParsedAgain) {
-  Netwatcher nw(dir_, config(), {"-i"});
+  Netwatcher nw(dir_, config("capture_bytes = 256\n"), {"-i"});
   const Json peer = run_http_peer("pipeline", {});
   const std::uint64_t sport = peer["sport"].u64();
   EXPECT_TRUE(wait_for_exchanges("client", sport, 2));
@@ -513,7 +513,7 @@ TEST_F(Http, AnOverlongFirstResponseCountsAsInvalidResponseToo) {
 // A head longer than capture_bytes: with 32 bytes only the request line
 // ("GET /hello HTTP/1.1\r\n", 21 bytes) is captured, and it is still reported
 // with its method, path and status; the Host header and the sizes are beyond
-// the capture and left out. With the default (256) the same requests are
+// the capture and left out. With the default (2048) the same requests are
 // whole. Both runs share the namespaces and the server.
 TEST_F(Http, AHeadLongerThanCaptureBytesStillGivesItsRequestLine) {
   for (const bool small : {true, false}) {

@@ -2,8 +2,6 @@
 
 #include <cstring>
 
-
-
 #include <gtest/gtest.h>
 
 #include <string>

@@ -412,6 +412,29 @@ TEST(H2Connection, ContinuationFramesCompleteTheHeaderBlock) {
   EXPECT_FALSE(done[0].partial_headers);
 }
 
+// A PUSH_PROMISE's header block changes the server's table like any other:
+// the entries it adds move the indices a later response refers to.
+TEST(H2Connection, PushPromiseBlocksKeepTheTableInStep) {
+  Encoder client, server;
+  Socket s;
+  s.send(in_order([] { return std::string(kH2Preface) + settings(); },
+                  [&] { return headers(client, 1, get("/page"), true); },
+                  [&] { return headers(client, 3, get("/other"), true); }));
+  s.receive(settings());
+  auto done = s.receive(headers(server, 1, reply("200"), true));
+  const std::string promise = server.block(get("/pushed.css"));
+  s.receive(frame(0x5, kEndHeaders, 1, be32(2) + promise));
+  const std::string second = server.block(reply("200"));
+  ASSERT_LT(second.size(), 10u) << "the second reply refers to the table";
+  auto more = s.receive(frame(0x1, kEndHeaders | kEndStream, 3, second));
+  ASSERT_EQ(done.size(), 1u);
+  ASSERT_EQ(more.size(), 1u);
+  EXPECT_EQ(more[0].path, "/other");
+  EXPECT_EQ(more[0].status, 200);
+  EXPECT_FALSE(more[0].partial_headers);
+  EXPECT_EQ(s.stats.table_lost, 0u);
+}
+
 // A larger HEADER_TABLE_SIZE takes effect once acknowledged, as the
 // encoder applies it.
 TEST(H2Connection, AHeaderTableSizeSettingAppliesWhenAcknowledged) {

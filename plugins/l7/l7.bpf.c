@@ -40,7 +40,9 @@ struct l7_socket {
   __u8 protocol;
   __u8 offered[2]; /* undecided packets sent up, by direction (0 in, 1 out) */
   __u8 tls;        /* a TLS library call used it: its segments are ciphertext */
-  __u8 pad[3];
+  __u8 h2_walk[2]; /* HTTP/2 frames followed, by direction (see below) */
+  __u8 pad;
+  __u32 h2_next[2]; /* when followed: the sequence number of the next frame header */
   char comm[NW_TASK_COMM_LEN];
 };
 
@@ -64,7 +66,8 @@ struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE]);
+  __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE +
+                     L7_MAX_PIECES * sizeof(struct l7_frame_piece)]);
 } scratch SEC(".maps");
 
 /* Payload packets of selected sockets that were still undecided past their
@@ -102,6 +105,143 @@ static __always_inline void take_decision(struct l7_socket* state, __u64 cookie)
   state->verdict = decision->verdict;
   state->protocol = decision->protocol;
   bpf_map_delete_elem(&decisions, &cookie);
+}
+
+/* ---- HTTP/2 frame walk ---------------------------------------------------
+ * The first capture_bytes of a segment miss the HTTP/2 frames that start past
+ * them: a header block there would leave the HPACK table unknown for good.
+ * A direction whose first payload is the client preface or a SETTINGS frame
+ * (a server's preface) is followed here instead: frame by frame, by their
+ * lengths, and each frame user space would not see whole is copied as a
+ * piece (its header and, but for DATA, the first L7_PIECE_BYTES - 9 bytes of
+ * its payload), up to L7_MAX_PIECES per segment: past them the frames are
+ * still followed, and user space finds its place again in a later segment.
+ * Whatever cannot be followed (bytes out of order, a header split between
+ * segments, more than L7_WALK_FRAMES frames in one) ends the walk of that
+ * direction: user space then finds frames in the captured bytes alone, as
+ * for a connection joined mid-way. */
+
+/* A direction's walk: its first payload not seen yet, being followed, or
+ * not (not HTTP/2 from its start, or lost). */
+enum { H2_UNSEEN = 0, H2_WALKING = 1, H2_NOT_WALKED = 2 };
+
+/* The offset of the first frame when `p` starts an HTTP/2 direction: 24
+ * after the client preface, 0 at a SETTINGS frame; -1 otherwise. */
+static __always_inline int h2_first_frame(const __u8* p, __u64 captured) {
+  const char preface[24] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r";
+  if (captured >= 24) {
+    bool same = true;
+#pragma unroll
+    for (int i = 0; i < 23; i++)
+      if (p[i] != (__u8)preface[i]) same = false;
+    if (same && p[23] == '\n') return 24;
+  }
+  if (captured >= 9 && p[3] == 4 && p[4] == 0 && (p[5] | p[6] | p[7] | p[8]) == 0 &&
+      ((((__u32)p[0] << 16) | ((__u32)p[1] << 8) | p[2]) % 6) == 0)
+    return 0;
+  return -1;
+}
+
+/* Reads payload bytes [off, off + n) of a segment (from_skb) or of a TLS
+ * call's buffer. `from_skb` is a constant at each call: the other branch,
+ * with a helper the program type may not call, is compiled out. */
+static __always_inline long h2_load(bool from_skb, struct __sk_buff* skb, __u32 payload_offset,
+                                    __u64 buf, __u32 off, void* to, __u32 n) {
+  if (from_skb) return bpf_skb_load_bytes(skb, payload_offset + off, to, n);
+  return bpf_probe_read_user(to, n, (void*)(buf + off));
+}
+
+/* One walk through a payload, for bpf_loop: each step reads one frame
+ * header (the verifier checks the step once, not once per frame). */
+struct h2_walk_state {
+  struct __sk_buff* skb;
+  __u64 buf;
+  void* pieces;
+  __u64 captured;
+  __u32 payload_offset;
+  __u32 length;
+  __u32 off;   /* the next frame header's offset */
+  __u32 count; /* pieces written */
+  __u32 end;   /* 1: the payload's end reached at a frame boundary; 2: cannot follow */
+};
+
+static __always_inline long h2_step(bool from_skb, struct h2_walk_state* w) {
+  __u32 off = w->off;
+  if (off >= w->length) {
+    w->end = 1;
+    return 1;
+  }
+  __u8 header[9];
+  if (off + 9 > w->length || h2_load(from_skb, w->skb, w->payload_offset, w->buf, off, header, 9)) {
+    w->end = 2;
+    return 1;
+  }
+  __u32 frame_length = ((__u32)header[0] << 16) | ((__u32)header[1] << 8) | header[2];
+  /* DATA: only its pad length, when it has one. */
+  __u32 want = header[3] == 0 ? (header[4] & 0x8 ? 1 : 0) : frame_length;
+  if (want > L7_PIECE_BYTES - 9) want = L7_PIECE_BYTES - 9;
+  if (want > w->length - off - 9) want = w->length - off - 9;
+  __u32 count = w->count;
+  if (off + 9 + want > w->captured && count < L7_MAX_PIECES) {
+    struct l7_frame_piece* piece = w->pieces + count * sizeof(struct l7_frame_piece);
+    piece->offset = off;
+    piece->kept = 9 + want;
+    piece->pad = 0;
+    __builtin_memcpy(piece->bytes, header, 9);
+    /* The same value, in a form whose bounds the verifier keeps (want is at
+     * most L7_PIECE_BYTES - 9 already). */
+    __u64 n = want & 0xff;
+    barrier_var(n);
+    if (n > L7_PIECE_BYTES - 9) n = L7_PIECE_BYTES - 9;
+    if (n > 0 &&
+        h2_load(from_skb, w->skb, w->payload_offset, w->buf, off + 9, piece->bytes + 9, n)) {
+      w->end = 2;
+      return 1;
+    }
+    w->count = count + 1;
+  }
+  w->off = off + 9 + frame_length;
+  return 0;
+}
+
+static long h2_step_skb(__u64 index, void* state) {
+  return h2_step(true, state);
+}
+
+static long h2_step_user(__u64 index, void* state) {
+  return h2_step(false, state);
+}
+
+/* Follows one direction through the payload [seq, seq + length), whose first
+ * `captured` bytes user space has; writes the pieces it needs at `pieces`
+ * and returns how many. */
+static __always_inline __u32 h2_walk(bool from_skb, struct __sk_buff* skb, __u32 payload_offset,
+                                     __u64 buf, __u32 seq, __u32 length, __u64 captured,
+                                     __u8* walking, __u32* next, void* pieces) {
+  if (*walking != H2_WALKING) return 0;
+  __u32 off = *next - seq;
+  if ((__s32)off < 0) {
+    /* The segment starts past the next frame: the bytes between were not
+     * seen here (lost, or out of order). A retransmission of bytes already
+     * walked has off >= length and changes nothing below. */
+    *walking = H2_NOT_WALKED;
+    return 0;
+  }
+  struct h2_walk_state w = {.skb = skb,
+                            .buf = buf,
+                            .pieces = pieces,
+                            .captured = captured,
+                            .payload_offset = payload_offset,
+                            .length = length,
+                            .off = off};
+  bpf_loop(L7_WALK_FRAMES, from_skb ? h2_step_skb : h2_step_user, &w, 0);
+  if (w.end == 1)
+    *next = seq + w.off;
+  else
+    *walking = H2_NOT_WALKED; /* more frames than walked, or one it could not read */
+  /* A bound the verifier sees for the record's size (it cannot follow the
+   * count through bpf_loop). */
+  return w.count;
 }
 
 static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
@@ -206,10 +346,22 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   barrier_var(captured);
   if (captured == 0 || captured > NW_L7_MAX_CAPTURE) return;
   if (bpf_skb_load_bytes(skb, payload_offset, (void*)(rec + 1), captured)) return;
+  __u32 direction = outbound ? 1 : 0;
+  __u32 seq = transport == IPPROTO_TCP ? bpf_ntohl(th.seq) : 0;
+  if (transport == IPPROTO_TCP && state->h2_walk[direction] == H2_UNSEEN) {
+    int first = h2_first_frame((const __u8*)(rec + 1), captured);
+    state->h2_walk[direction] = first >= 0 ? H2_WALKING : H2_NOT_WALKED;
+    state->h2_next[direction] = seq + first;
+  }
+  __u32 pieces = 0;
+  if (transport == IPPROTO_TCP)
+    pieces =
+        h2_walk(true, skb, payload_offset, 0, seq, length, captured, &state->h2_walk[direction],
+                &state->h2_next[direction], (void*)(rec + 1) + captured);
   rec->cookie = cookie;
   rec->cgroup = bpf_skb_cgroup_id(skb);
   rec->tuple = tuple;
-  rec->seq = transport == IPPROTO_TCP ? bpf_ntohl(th.seq) : 0;
+  rec->seq = seq;
   rec->length = length;
   rec->pid = state->pid;
   rec->captured = captured;
@@ -217,13 +369,19 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   rec->transport = transport;
   rec->verdict = state->verdict;
   rec->protocol = state->protocol;
+  /* A bound the verifier sees for the record's size: it cannot follow the
+   * count out of bpf_loop. */
+  barrier_var(pieces);
+  if (pieces > L7_MAX_PIECES) return;
   rec->tls = 0;
+  rec->pieces = pieces;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   __builtin_memcpy(rec->comm, state->comm, sizeof(rec->comm));
   /* Until user space decides, the socket's packets beyond the offer are not
    * seen: an undecided socket's record wakes it now. Only the first few
    * packets of a socket take this path. */
-  nw_output_record(rec, sizeof(*rec) + captured, L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
+  nw_output_record(rec, sizeof(*rec) + captured + pieces * sizeof(struct l7_frame_piece),
+                   L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
 }
 
 SEC("cgroup_skb/egress")
@@ -276,6 +434,9 @@ struct tls_stream {
   __u8 verdict;
   __u8 protocol;
   __u8 offered[2];
+  __u8 h2_walk[2]; /* as in struct l7_socket */
+  __u8 pad[2];
+  __u32 h2_next[2];
 };
 
 /* LRU, and emptied at each thread's exit: a thread that dies inside a call
@@ -428,6 +589,13 @@ static __always_inline void tls_return(long rc, bool outbound) {
     count(&tls_unmatched);
     return;
   }
+  if (stream->h2_walk[direction] == H2_UNSEEN) {
+    int first = h2_first_frame((const __u8*)(rec + 1), captured);
+    stream->h2_walk[direction] = first >= 0 ? H2_WALKING : H2_NOT_WALKED;
+    stream->h2_next[direction] = seq + first;
+  }
+  __u32 pieces = h2_walk(false, 0, 0, call.buf, seq, length, captured, &stream->h2_walk[direction],
+                         &stream->h2_next[direction], (void*)(rec + 1) + captured);
   rec->cookie = key;
   rec->cgroup = call.cgroup;
   rec->tuple = call.tuple;
@@ -439,10 +607,14 @@ static __always_inline void tls_return(long rc, bool outbound) {
   rec->transport = IPPROTO_TCP;
   rec->verdict = stream->verdict;
   rec->protocol = stream->protocol;
+  barrier_var(pieces);
+  if (pieces > L7_MAX_PIECES) return;
   rec->tls = 1;
+  rec->pieces = pieces;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   bpf_get_current_comm(rec->comm, sizeof(rec->comm));
-  nw_output_record(rec, sizeof(*rec) + captured, L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
+  nw_output_record(rec, sizeof(*rec) + captured + pieces * sizeof(struct l7_frame_piece),
+                   L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
 }
 
 /* SSL_read, SSL_write and SSL_do_handshake (whose socket is remembered for

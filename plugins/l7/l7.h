@@ -39,8 +39,22 @@ struct l7_packet {
   __u8 verdict;   /* L7_UNDECIDED (offered for detection) or L7_WATCHED */
   __u8 protocol;  /* L7_WATCHED: the owner's index among the served protocols */
   __u8 tls;       /* plaintext read by the TLS library's probes (cookie has L7_TLS_STREAM) */
-  __u8 pad[5];
+  __u8 pieces;    /* struct l7_frame_piece after the captured bytes */
+  __u8 pad[4];
   char comm[NW_TASK_COMM_LEN];
+};
+
+/* HTTP/2 frames past the captured bytes, found by following frame lengths in
+ * the kernel (see "HTTP/2 frame walk" in l7.bpf.c): each one's 9-byte header
+ * and, but for DATA, the first of its payload (DATA: its pad length). */
+#define L7_MAX_PIECES 8
+#define L7_PIECE_BYTES 248
+#define L7_WALK_FRAMES 1024
+struct l7_frame_piece {
+  __u32 offset; /* from the payload's first byte */
+  __u16 kept;   /* bytes of `bytes` in use: 9 + the payload kept */
+  __u16 pad;
+  __u8 bytes[L7_PIECE_BYTES];
 };
 
 /* A watched TCP socket reached CLOSE. */

@@ -4,6 +4,7 @@
 // packets to its protocol. See netwatcher/l7_protocol.hpp.
 #include <bpf/bpf.h>
 
+#include <cstddef>
 #include <cstring>
 #include <set>
 #include <string>
@@ -163,9 +164,10 @@ class CapturePlugin {
     l7_packet rec;
     if (Status s = read_record(bytes, "l7 packet", rec); !s) return s;
     if (rec.captured > NW_L7_MAX_CAPTURE || rec.captured > rec.length ||
-        bytes.size() < sizeof rec + rec.captured)
+        bytes.size() < record_size(rec))
       return Status::failure("l7 packet record claims " + std::to_string(rec.captured) +
-                             " captured bytes of " + std::to_string(rec.length) + " in " +
+                             " captured bytes and " + std::to_string(rec.pieces) +
+                             " frame pieces of " + std::to_string(rec.length) + " in " +
                              std::to_string(bytes.size()));
     if (rec.verdict == L7_WATCHED) {
       owners_[rec.cookie] = {rec.protocol, rec.hdr.timestamp_ns};
@@ -260,9 +262,35 @@ class CapturePlugin {
     return rec.transport == static_cast<std::uint8_t>(L7Transport::udp) ? kL7Udp : kL7Tcp;
   }
 
+  static std::size_t record_size(const l7_packet& rec) {
+    return sizeof rec + rec.captured + std::size_t{rec.pieces} * sizeof(l7_frame_piece);
+  }
+
+  // The frame pieces after the captured bytes, checked: offsets rising, each
+  // inside the packet. A record breaking that (a kernel bug) keeps none.
+  void read_pieces(const l7_packet& rec, std::span<const std::byte> bytes) {
+    pieces_.clear();
+    if (rec.pieces > L7_MAX_PIECES) return;
+    std::uint64_t end = 0;
+    for (std::size_t i = 0; i < rec.pieces; ++i) {
+      l7_frame_piece piece;
+      std::memcpy(&piece, bytes.data() + sizeof rec + rec.captured + i * sizeof piece,
+                  sizeof piece);
+      if (piece.kept < 9 || piece.kept > L7_PIECE_BYTES || piece.offset < end ||
+          std::uint64_t{piece.offset} + piece.kept > rec.length) {
+        pieces_.clear();
+        return;
+      }
+      end = std::uint64_t{piece.offset} + piece.kept;
+      const std::size_t at =
+          sizeof rec + rec.captured + i * sizeof piece + offsetof(l7_frame_piece, bytes);
+      pieces_.push_back({piece.offset, bytes.subspan(at, piece.kept)});
+    }
+  }
+
   // The packet as protocol `p` sees it: its bytes trimmed to what it asked
   // for. Views into `rec` and `bytes`, so no copy per packet.
-  static L7Packet view(const l7_packet& rec, std::span<const std::byte> bytes, const Served& p) {
+  L7Packet view(const l7_packet& rec, std::span<const std::byte> bytes, const Served& p) {
     L7Packet packet;
     packet.socket = rec.cookie;
     packet.transport = static_cast<L7Transport>(rec.transport);
@@ -277,6 +305,10 @@ class CapturePlugin {
         bytes.subspan(sizeof rec, std::min<std::size_t>(rec.captured, p.capture_bytes));
     packet.ns = rec.hdr.timestamp_ns;
     packet.tls = rec.tls != 0;
+    // Pieces past the protocol's own capture would leave a hole between its
+    // bytes and them: it gets them only when it sees all that was captured.
+    read_pieces(rec, bytes);
+    if (p.capture_bytes >= rec.captured) packet.pieces = pieces_;
     return packet;
   }
 
@@ -304,7 +336,7 @@ class CapturePlugin {
     }
     Undecided& u = it->second;
     u.last_ns = rec.hdr.timestamp_ns;
-    u.held.emplace_back(bytes.begin(), bytes.begin() + sizeof rec + rec.captured);
+    u.held.emplace_back(bytes.begin(), bytes.begin() + record_size(rec));
     ++u.offered[rec.outbound ? 1 : 0];
 
     bool anyone_left = false;
@@ -479,6 +511,7 @@ class CapturePlugin {
   std::set<pid_t> execs_;  // programs started since the last collect()
   TableAccount* undecided_table_ = nullptr;
   std::vector<Served> protocols_;
+  std::vector<L7Piece> pieces_;  // of the record being delivered (view())
   std::unordered_map<std::uint64_t, Undecided> undecided_;
   // Sockets decided: their owner, or kNoProtocol for ignored ones.
   std::unordered_map<std::uint64_t, Decision> owners_;

@@ -48,6 +48,16 @@ namespace netwatcher {
 
 enum class L7Transport : std::uint8_t { tcp = 6, udp = 17 };
 
+// An HTTP/2 frame in the part of a packet past L7Packet::captured, which the
+// capture followed by frame lengths in the kernel for a connection it saw
+// start (ABI 3.5): the frame's 9-byte header and, but for DATA (whose pad
+// length only), the first of its payload. Frames wholly inside `captured`
+// have no piece.
+struct L7Piece {
+  std::uint32_t offset = 0;          // from the payload's first byte
+  std::span<const std::byte> bytes;  // header, then payload; valid as L7Packet::captured
+};
+
 // L7Packet::socket of a TLS connection's plaintext: its socket's cookie with
 // this bit set (cookies count up from 1 and never reach it). (ABI 3.4)
 inline constexpr std::uint64_t kL7TlsStreamBit = 1ULL << 63;
@@ -81,6 +91,12 @@ struct L7Packet {
   // (a TLS socket's ciphertext is never offered), `seq` counts the stream's
   // bytes, and `length` is one SSL_read/SSL_write's worth.
   bool tls = false;
+  // Since 3.5: HTTP/2 frames past `captured`, by rising offset. When the
+  // kernel followed the frames (the connection's start was seen, nothing
+  // came out of order), every frame header past `captured` is here, so the
+  // bytes between pieces are DATA payload or payload past a piece; empty
+  // when it did not (or a capture plugin of an older minor).
+  std::span<const L7Piece> pieces;
 };
 
 enum class L7Detection : std::uint8_t {

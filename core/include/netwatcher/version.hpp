@@ -81,13 +81,14 @@
 // metric label the host turns into container labels (kCgroupIdLabel in
 // metrics.hpp). 3.4 added, at the end of PluginHost, attach_uprobe() (uprobe
 // programs, SEC("uprobe") / SEC("uretprobe"), linked per file by the
-// plugin), and L7Packet::tls.
+// plugin), and L7Packet::tls. 3.5 added L7Packet::pieces (L7Piece: HTTP/2
+// frames the capture followed past its captured bytes).
 #pragma once
 
 #include <version>  // defines _GLIBCXX_RELEASE / _LIBCPP_VERSION / _GLIBCXX_USE_CXX11_ABI
 
 #define NETWATCHER_ABI_MAJOR 3
-#define NETWATCHER_ABI_MINOR 4
+#define NETWATCHER_ABI_MINOR 5
 
 #define NETWATCHER_STRINGIFY_IMPL(x) #x
 #define NETWATCHER_STRINGIFY(x) NETWATCHER_STRINGIFY_IMPL(x)

@@ -124,19 +124,34 @@ std::string error_code_text(std::uint32_t code) {
   return hex;
 }
 
+// Empties a buffer, giving back the memory a large header block took.
+void release(std::string& buffer) {
+  if (buffer.capacity() > 16384)
+    std::string().swap(buffer);
+  else
+    buffer.clear();
+}
+
 // HPACK integers (RFC 7541 5.1). False when the bytes end first or the
 // value would not fit in 32 bits.
 bool read_integer(std::span<const std::uint8_t> in, std::size_t& at, int prefix_bits,
                   std::uint32_t& value) {
   if (at >= in.size()) return false;
   const std::uint32_t mask = (1u << prefix_bits) - 1;
-  value = in[at++] & mask;
-  if (value < mask) return true;
+  std::uint64_t sum = in[at++] & mask;
+  if (sum < mask) {
+    value = static_cast<std::uint32_t>(sum);
+    return true;
+  }
   for (int shift = 0; shift <= 28; shift += 7) {
     if (at >= in.size()) return false;
     const std::uint8_t b = in[at++];
-    value += std::uint32_t{b & 0x7fu} << shift;
-    if (!(b & 0x80)) return true;
+    sum += std::uint64_t{b & 0x7fu} << shift;
+    if (sum > UINT32_MAX) return false;
+    if (!(b & 0x80)) {
+      value = static_cast<std::uint32_t>(sum);
+      return true;
+    }
   }
   return false;
 }
@@ -231,7 +246,7 @@ L7Detection detect_h2(std::span<const std::byte> captured, std::uint32_t length)
 }
 
 struct H2Connection::Fields {
-  bool has_method = false, has_status = false, partial = false;
+  bool has_method = false, has_path = false, has_status = false, partial = false;
   std::string method, path, authority, host, content_type;
   int status = 0;
   std::optional<int> grpc_status;
@@ -262,8 +277,9 @@ struct H2Connection::Direction {
   }
 
   const bool outbound;
-  bool synced = false, ever_synced = false;
-  std::uint32_t next_seq = 0;  // the stream position after the bytes read, when synced
+  bool synced = false, ever_synced = false, seq_known = false;
+  // The stream position after the furthest bytes seen (read when synced).
+  std::uint32_t next_seq = 0;
   std::size_t preface_left = 0;
   std::array<std::uint8_t, kFrameHeaderBytes> header{};
   std::size_t header_have = 0;
@@ -289,6 +305,13 @@ struct H2Connection::Direction {
   // HEADER_TABLE_SIZE values the other side announced, applied to this
   // direction's table when this direction acknowledges them (in order).
   std::deque<std::optional<std::uint32_t>> sizes_awaiting_ack;
+
+  // The table's inflater, made when first needed (a HEADER_TABLE_SIZE may
+  // be acknowledged before the first block); false if nghttp2 could not.
+  bool ensure_inflater() {
+    if (!inflater && nghttp2_hd_inflate_new(&inflater) != 0) inflater = nullptr;
+    return inflater != nullptr;
+  }
 
   // Bytes of the frame's payload worth keeping.
   std::size_t keep_limit(std::size_t max_block) const {
@@ -324,38 +347,81 @@ H2Connection::Direction& H2Connection::other(const Direction& d) {
 }
 
 void H2Connection::segment(bool outbound, std::uint32_t seq, std::uint32_t length,
-                           std::span<const std::byte> captured, std::uint64_t ns,
-                           std::vector<H2Exchange>& done) {
+                           std::span<const std::byte> captured, std::span<const L7Piece> pieces,
+                           std::uint64_t ns, std::vector<H2Exchange>& done) {
   Direction& d = outbound ? *out_ : *in_;
+  std::vector<L7Piece> shifted;
   last_ns_ = ns;
   if (length == 0) return;
   if (captured.size() > length) captured = captured.first(length);
-  if (d.synced) {
+  if (d.seq_known) {
     const auto ahead = static_cast<std::int32_t>(seq - d.next_seq);
     if (ahead < 0) {  // a retransmission, maybe with new bytes after the old
       const auto overlap = static_cast<std::uint32_t>(-static_cast<std::int64_t>(ahead));
       if (overlap >= length) return;
+      if (!d.synced) {  // the new bytes start mid-segment: no frame boundary
+        d.next_seq = seq + length;
+        missed(d);
+        return;
+      }
       captured = captured.subspan(std::min<std::size_t>(overlap, captured.size()));
       length -= overlap;
       seq = d.next_seq;
+      // The kernel walked from its next frame, which is never before the
+      // bytes already seen: its pieces are all in the new bytes.
+      shifted.clear();
+      for (const L7Piece& piece : pieces)
+        if (piece.offset >= overlap) shifted.push_back({piece.offset - overlap, piece.bytes});
+      pieces = shifted;
     } else if (ahead > 0) {
-      lose_sync(d, true);  // the gap may have held a header block
+      if (d.synced)
+        lose_sync(d, true);  // the gap may have held a header block
+      else
+        missed(d);
     }
   }
-  if (!d.synced && !resync(d, captured, length)) return;
+  d.seq_known = true;
   d.next_seq = seq + length;
-  feed(d, captured, ns, done);
-  if (length > captured.size()) {
-    // Bytes the capture did not keep: harmless inside a payload nobody reads.
-    const std::uint32_t unseen = length - static_cast<std::uint32_t>(captured.size());
-    if (d.synced && d.preface_left == 0 && d.in_payload && unseen <= d.payload_left) {
-      d.payload_left -= unseen;
-      d.payload_cut = true;
-      if (d.payload_left == 0) frame_done(d, done);
-    } else if (d.synced) {
-      lose_sync(d, true);
-    }
+  std::size_t known = captured.size();
+  if (!pieces.empty()) known = std::min<std::size_t>(known, pieces.front().offset);
+  std::uint64_t at = 0;
+  if (!d.synced && !resync(d, captured, length)) {
+    missed(d);
+    if (pieces.empty()) return;
+    // The kernel followed the frames all along: its first piece is one.
+    sync_at_frame(d);
+    at = known = pieces.front().offset;
   }
+  // The captured bytes up to the first piece, then each piece, with what
+  // lies between them unseen.
+  if (known > at) feed(d, captured.subspan(at, known - at), ns, done);
+  at = known;
+  for (const L7Piece& piece : pieces) {
+    if (piece.offset < at || !unseen(d, piece.offset - at, true, done)) return;
+    feed(d, piece.bytes, ns, done);
+    at = std::uint64_t{piece.offset} + piece.bytes.size();
+  }
+  if (at < length) unseen(d, length - at, false, done);
+}
+
+bool H2Connection::unseen(Direction& d, std::uint64_t bytes, bool at_boundary,
+                          std::vector<H2Exchange>& done) {
+  if (!d.synced) return false;
+  if (bytes > 0) {
+    if (d.preface_left != 0 || !d.in_payload || bytes > d.payload_left) {
+      lose_sync(d, true);
+      return false;
+    }
+    d.payload_left -= static_cast<std::uint32_t>(bytes);
+    d.payload_cut = true;
+    if (d.payload_left == 0) frame_done(d, done);
+  }
+  // A piece starts with a frame header: the frame before must have ended.
+  if (at_boundary && (d.in_payload || d.header_have != 0 || d.preface_left != 0)) {
+    lose_sync(d, true);
+    return false;
+  }
+  return d.synced;
 }
 
 bool H2Connection::resync(Direction& d, std::span<const std::byte> bytes, std::uint32_t length) {
@@ -389,8 +455,7 @@ bool H2Connection::resync(Direction& d, std::span<const std::byte> bytes, std::u
   return true;
 }
 
-void H2Connection::lose_sync(Direction& d, bool table_too) {
-  ++stats_.lost_sync;
+void H2Connection::missed(const Direction& d) {
   for (auto& [id, stream] : streams_) {
     if (stream.request_outbound == d.outbound) {
       stream.request_bytes_known = false;
@@ -399,12 +464,26 @@ void H2Connection::lose_sync(Direction& d, bool table_too) {
       if (!stream.has_response) stream.response_may_be_unseen = true;
     }
   }
+}
+
+void H2Connection::sync_at_frame(Direction& d) {
+  d.synced = true;
+  d.header_have = 0;
+  d.in_payload = false;
+  d.preface_left = 0;
+  if (!d.ever_synced) ++stats_.table_lost;  // as for a connection joined mid-way
+  d.ever_synced = true;
+}
+
+void H2Connection::lose_sync(Direction& d, bool table_too) {
+  ++stats_.lost_sync;
+  missed(d);
   d.synced = false;
   d.in_payload = false;
   d.header_have = 0;
   d.preface_left = 0;
   d.block_open = false;
-  d.block.clear();
+  release(d.block);
   if (table_too && d.table_known) {
     d.table_known = false;
     ++stats_.table_lost;
@@ -443,14 +522,15 @@ void H2Connection::feed(Direction& d, std::span<const std::byte> bytes, std::uin
       d.in_payload = true;
       d.frame_ns = ns;
       d.payload_left = d.frame.length;
-      d.payload.clear();
+      release(d.payload);
       d.payload_cut = false;
       if (d.payload_left == 0) frame_done(d, done);
       continue;
     }
     const std::size_t n = std::min<std::size_t>(d.payload_left, bytes.size() - at);
     const std::size_t keep = d.keep_limit(limits_.max_header_block);
-    if (d.payload.size() < keep) {
+    // After bytes went by unseen, what follows is not the payload's next.
+    if (!d.payload_cut && d.payload.size() < keep) {
       const std::size_t kept = std::min(n, keep - d.payload.size());
       d.payload.append(reinterpret_cast<const char*>(p + at), kept);
       if (kept < n) d.payload_cut = true;
@@ -473,13 +553,16 @@ void H2Connection::frame_done(Direction& d, std::vector<H2Exchange>& done) {
   switch (f.type) {
     case kData: {
       std::uint64_t bytes = f.length;
+      const bool pad_unseen = (f.flags & kPadded) && p.empty() && f.length > 0;
       if ((f.flags & kPadded) && !p.empty()) {
         const std::uint64_t pad = 1 + static_cast<std::uint8_t>(p[0]);
         bytes = pad <= bytes ? bytes - pad : 0;
       }
       if (auto it = streams_.find(f.stream); it != streams_.end()) {
-        (it->second.request_outbound == d.outbound ? it->second.request_bytes
-                                                   : it->second.response_bytes) += bytes;
+        Stream& s = it->second;
+        const bool request = s.request_outbound == d.outbound;
+        (request ? s.request_bytes : s.response_bytes) += bytes;
+        if (pad_unseen) (request ? s.request_bytes_known : s.response_bytes_known) = false;
       }
       if (f.flags & kEndStream) end_of_side(d, f.stream, done);
       return;
@@ -513,7 +596,7 @@ void H2Connection::frame_done(Direction& d, std::vector<H2Exchange>& done) {
         lose_sync(d, true);
         return;
       }
-      if (d.payload_cut || d.block.size() + p.size() > limits_.max_header_block) {
+      if (d.block_cut || d.payload_cut || d.block.size() + p.size() > limits_.max_header_block) {
         d.block_cut = true;
       } else {
         d.block += p;
@@ -543,7 +626,7 @@ void H2Connection::frame_done(Direction& d, std::vector<H2Exchange>& done) {
         if (d.sizes_awaiting_ack.empty()) return;
         const auto size = d.sizes_awaiting_ack.front();
         d.sizes_awaiting_ack.pop_front();
-        if (size && d.table_known && d.inflater &&
+        if (size && d.table_known && d.ensure_inflater() &&
             nghttp2_hd_inflate_change_table_size(d.inflater, *size) != 0) {
           d.table_known = false;
           ++stats_.table_lost;
@@ -555,6 +638,11 @@ void H2Connection::frame_done(Direction& d, std::vector<H2Exchange>& done) {
         const auto id = static_cast<std::uint16_t>((static_cast<std::uint8_t>(p[i]) << 8) |
                                                    static_cast<std::uint8_t>(p[i + 1]));
         if (id == kSettingsHeaderTableSize) size = be32(p.data() + i + 2);
+      }
+      if (d.payload_cut && !size && o.table_known) {
+        // A HEADER_TABLE_SIZE may have been in what went by unseen.
+        o.table_known = false;
+        ++stats_.table_lost;
       }
       if (o.sizes_awaiting_ack.size() < 16) o.sizes_awaiting_ack.push_back(size);
       return;
@@ -574,7 +662,7 @@ void H2Connection::header_block(Direction& d, std::uint32_t stream_id, bool end_
   Fields fields;
   const bool decoded = decode_block(d, fields);
   if (d.block_cut) fields.partial = true;
-  d.block.clear();
+  release(d.block);
   if (promise || !decoded) return;
   headers(d, stream_id, fields, end_stream, d.block_ns, done);
 }
@@ -627,16 +715,21 @@ bool H2Connection::decode_block(Direction& d, Fields& fields) {
   auto on_field = [&](std::string_view name, std::string_view value) {
     Fields& f = *into;
     value = value.substr(0, limits_.max_field_bytes);
+    // A repeated pseudo-header is malformed (RFC 9113 8.3): the first counts.
     if (name == ":method") {
+      if (f.has_method) return;
       f.has_method = true;
       f.method = value;
     } else if (name == ":path") {
+      if (f.has_path) return;
+      f.has_path = true;
       f.path = limits_.strip_query ? value.substr(0, value.find('?')) : value;
     } else if (name == ":authority") {
-      f.authority = value;
+      if (f.authority.empty()) f.authority = value;
     } else if (name == "host") {
       f.host = value;
     } else if (name == ":status") {
+      if (f.has_status) return;
       if (auto status = small_number(value, 3); status && *status >= 100) {
         f.has_status = true;
         f.status = *status;
@@ -650,10 +743,9 @@ bool H2Connection::decode_block(Direction& d, Fields& fields) {
   const auto* bytes = reinterpret_cast<const std::uint8_t*>(d.block.data());
   const std::span<const std::uint8_t> block(bytes, d.block.size());
   if (d.table_known) {
-    if (!d.inflater && nghttp2_hd_inflate_new(&d.inflater) != 0) d.inflater = nullptr;
     Fields whole;
     into = &whole;
-    if (d.inflater && inflate(d.inflater, block, on_field)) {
+    if (d.ensure_inflater() && inflate(d.inflater, block, on_field)) {
       fields = std::move(whole);
       return true;
     }
@@ -693,9 +785,14 @@ void H2Connection::headers(Direction& d, std::uint32_t stream_id, Fields& f, boo
   }
   if (request && it == streams_.end()) {
     if (!requests_outbound_) requests_outbound_ = d.outbound;
+    // Stream ids only grow (RFC 9113 5.1.1): a lower one is a retransmitted
+    // or trailing block of a stream already reported, not a new request.
+    if (last_request_stream_ && stream_id <= *last_request_stream_) return;
+    last_request_stream_ = stream_id;
     if (streams_.size() >= limits_.max_streams) {
       ++stats_.dropped_streams;
-      finish(streams_.begin(), H2Outcome::closed, done);
+      auto oldest = streams_.begin();
+      finish(oldest, oldest->second.has_response ? H2Outcome::answered : H2Outcome::closed, done);
     }
     Stream& s = streams_[stream_id];
     s.request_outbound = d.outbound;
@@ -720,8 +817,9 @@ void H2Connection::headers(Direction& d, std::uint32_t stream_id, Fields& f, boo
     s.has_response = true;
     s.status = f.status;
     s.response_ns = ns;
-  } else if (!s.has_response && !f.has_status && f.partial) {
-    // The :status was lost with the table: a response all the same.
+  } else if (!s.has_response && !f.has_status && f.partial && !s.response_may_be_unseen) {
+    // The :status was lost with the table: a response all the same (unless
+    // the response headers may have gone by unseen, and this is trailers).
     s.has_response = true;
     s.response_ns = ns;
   }

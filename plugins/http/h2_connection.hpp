@@ -6,9 +6,11 @@
 // however many are open at once.
 //
 // Bytes the capture did not keep are skipped when they fall inside a frame
-// payload nobody needs (DATA), and lose the direction's place otherwise: the
-// stream is then re-synchronised on the next segment that starts with a
-// plausible frame header. A header block that was not seen whole (or a gap
+// payload nobody needs (DATA); the capture follows the frame headers past
+// them in the kernel for a connection it saw start (L7Packet::pieces).
+// Anything else loses the direction's place: the stream is then
+// re-synchronised on the next segment that starts with a plausible frame
+// header. A header block that was not seen whole (or a gap
 // that may have held one) leaves the dynamic table unknown for good: later
 // blocks are read for what the static table and literals give, and an
 // exchange missing a field for that reason says partial_headers. Values are
@@ -91,10 +93,12 @@ class H2Connection {
   H2Connection(const H2Connection&) = delete;
   H2Connection& operator=(const H2Connection&) = delete;
 
-  // One segment of the socket's traffic; finished exchanges go to `done`.
+  // One segment of the socket's traffic (its first bytes, and the frames
+  // past them the capture followed: L7Packet::pieces); finished exchanges go
+  // to `done`.
   void segment(bool outbound, std::uint32_t seq, std::uint32_t length,
-               std::span<const std::byte> captured, std::uint64_t ns,
-               std::vector<H2Exchange>& done);
+               std::span<const std::byte> captured, std::span<const L7Piece> pieces,
+               std::uint64_t ns, std::vector<H2Exchange>& done);
   // The socket closed: open streams end (answered when their response began,
   // closed otherwise).
   void close(std::vector<H2Exchange>& done);
@@ -111,7 +115,15 @@ class H2Connection {
 
   void feed(Direction& d, std::span<const std::byte> bytes, std::uint64_t ns,
             std::vector<H2Exchange>& done);
+  // `bytes` went by unseen: false (and the place lost) unless they were the
+  // rest of a payload nobody reads, ending where `at_boundary` says.
+  bool unseen(Direction& d, std::uint64_t bytes, bool at_boundary, std::vector<H2Exchange>& done);
   bool resync(Direction& d, std::span<const std::byte> bytes, std::uint32_t length);
+  // Bytes of `d` went by unread: the open streams' bytes that way are
+  // unknown, and their responses may have begun unseen.
+  void missed(const Direction& d);
+  // Takes up `d` at a frame header the kernel's walk found.
+  void sync_at_frame(Direction& d);
   void lose_sync(Direction& d, bool table_too);
   void frame_done(Direction& d, std::vector<H2Exchange>& done);
   void header_block(Direction& d, std::uint32_t stream_id, bool end_stream, bool promise,
@@ -131,6 +143,7 @@ class H2Connection {
   // Which way the requests go, once a preface or a request/response header
   // block said; streams remember their own request direction too.
   std::optional<bool> requests_outbound_;
+  std::optional<std::uint32_t> last_request_stream_;
   std::map<std::uint32_t, Stream> streams_;
   std::uint64_t last_ns_ = 0;
 };

@@ -171,8 +171,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       done_.clear();
       remember_socket(packet);
       if (http::H2Connection* h2 = h2_connection(packet)) {
-        h2->segment(packet.outbound, packet.seq, packet.length, packet.captured, packet.ns,
-                    h2_done_);
+        h2->segment(packet.outbound, packet.seq, packet.length, packet.captured, packet.pieces,
+                    packet.ns, h2_done_);
         emit_h2(out);
         return;
       }
@@ -194,6 +194,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
         h2_.erase(it);
         emit_h2(out);
       }
+      h2_sockets_.erase(socket);
       forget_socket(socket);
     } catch (...) {
       failures_.add({}, 1);
@@ -438,11 +439,19 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
 
   // The HTTP/2 state of the packet's socket: found, made for a socket whose
   // first packet is HTTP/2, or null (HTTP/1, followed by the tracker).
+  // A socket once seen speaking HTTP/2 stays HTTP/2 after its state went
+  // (idle, evicted): it is joined again mid-way rather than read as HTTP/1.
   http::H2Connection* h2_connection(const L7Packet& packet) {
     if (auto it = h2_.find(packet.socket); it != h2_.end()) return it->second.get();
-    if (tracker_->tracking(packet.socket) ||
-        http::detect_h2(packet.captured, packet.length) != L7Detection::yes)
-      return nullptr;
+    if (!h2_sockets_.count(packet.socket)) {
+      if (tracker_->tracking(packet.socket) ||
+          http::detect_h2(packet.captured, packet.length) == L7Detection::no)
+        return nullptr;
+      // Bounded like the connections, a few times over: one forgotten
+      // early is read as HTTP/1 until it next starts with a frame.
+      if (h2_sockets_.size() >= 4 * *max_connections_) h2_sockets_.erase(h2_sockets_.begin());
+      h2_sockets_.insert(packet.socket);
+    }
     if (h2_.size() >= *max_connections_) {
       // The least recently active one goes, its open streams as closed.
       auto oldest = std::min_element(h2_.begin(), h2_.end(), [](const auto& a, const auto& b) {
@@ -627,6 +636,7 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   http::H2Stats h2_stats_;
   std::unordered_map<std::uint64_t, std::unique_ptr<http::H2Connection>> h2_;
   std::uint64_t h2_evicted_ = 0;
+  std::unordered_set<std::uint64_t> h2_sockets_;
   std::vector<http::H2Exchange> h2_done_;
   std::unordered_set<std::string> known_grpc_;
   std::unordered_map<std::uint64_t, SocketInfo> sockets_;

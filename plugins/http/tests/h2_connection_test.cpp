@@ -35,7 +35,8 @@ std::string be32(std::uint32_t v) {
 // One endpoint's HPACK encoder (libnghttp2's, as real peers use).
 class Encoder {
  public:
-  Encoder() { nghttp2_hd_deflate_new(&deflater_, 4096); }
+  // `max_table`: the most change_table_size() may raise the table to.
+  explicit Encoder(std::size_t max_table = 4096) { nghttp2_hd_deflate_new(&deflater_, max_table); }
   ~Encoder() { nghttp2_hd_deflate_del(deflater_); }
   std::string block(const HeaderList& fields) {
     std::vector<nghttp2_nv> nva;
@@ -110,9 +111,14 @@ class Socket {
     connection_.expire(now, timeout, done);
     return done;
   }
+  // Bytes the capture keeps of each segment from now on.
+  void capture(std::size_t bytes) { capture_ = bytes; }
   // Every byte a segment of its own, after each direction's first segment
   // (a frame boundary is found only in a segment that holds a frame header).
   bool byte_by_byte = false;
+  // Give the frames past the capture as the kernel's walk does (each send
+  // here starts at a frame, or at the preface).
+  bool walked = false;
   H2Stats stats;
 
  private:
@@ -126,11 +132,30 @@ class Socket {
       const std::size_t n = std::min(step, bytes.size() - at);
       auto span =
           std::span(reinterpret_cast<const std::byte*>(bytes.data() + at), std::min(n, capture_));
-      connection_.segment(outbound, seq, static_cast<std::uint32_t>(n), span, ns, done);
+      std::vector<L7Piece> pieces;
+      if (walked && n == bytes.size()) pieces = walk(bytes);
+      connection_.segment(outbound, seq, static_cast<std::uint32_t>(n), span, pieces, ns, done);
       seq += static_cast<std::uint32_t>(n);
     }
     return done;
   }
+  // What l7.bpf.c's h2_walk() copies of `bytes`.
+  std::vector<L7Piece> walk(const std::string& bytes) const {
+    std::vector<L7Piece> pieces;
+    const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+    std::size_t off = bytes.rfind(kH2Preface, 0) == 0 ? kH2Preface.size() : 0;
+    while (off + 9 <= bytes.size()) {
+      const std::size_t length = (std::size_t{p[off]} << 16) | (p[off + 1] << 8) | p[off + 2];
+      std::size_t want = p[off + 3] == 0 ? ((p[off + 4] & 0x8) ? 1 : 0) : length;
+      want = std::min({want, std::size_t{239}, bytes.size() - off - 9});
+      if (off + 9 + want > capture_)
+        pieces.push_back({static_cast<std::uint32_t>(off),
+                          std::span(reinterpret_cast<const std::byte*>(p + off), 9 + want)});
+      off += 9 + length;
+    }
+    return pieces;
+  }
+
   std::size_t capture_;
   H2Limits limits_;
   H2Connection connection_{7, limits_, stats};
@@ -319,6 +344,41 @@ TEST(H2Connection, FramesPastTheCaptureLeaveSizesAbsentAndUnseenResponsesLost) {
   EXPECT_EQ(s.stats.lost_streams, 1u);
 }
 
+// The same frames with the kernel's walk: every header past the capture is
+// a piece, so nothing is lost and the sizes are exact.
+TEST(H2Connection, FramesFollowedByTheKernelKeepSizesAndTablesExact) {
+  Encoder client, server;
+  Socket s(64);
+  s.walked = true;
+  s.send(in_order(
+      [] {
+        return std::string(kH2Preface) + settings({{0x3, 100}});
+      },
+      [&] { return headers(client, 1, get("/big"), true); },
+      [&] { return headers(client, 3, get("/" + std::string(100, 'p')), true); }));
+  s.receive(settings());
+  auto done = s.receive(in_order([&] { return headers(server, 1, reply("200"), false); },
+                                 [] { return data(1, std::string(16384, 'x'), false); },
+                                 [&] { return headers(server, 3, reply("404"), false); },
+                                 [] {
+                                   return frame(0x0, kPadded | kEndStream, 3,
+                                                std::string("\x05", 1) + std::string(700, 'y') +
+                                                    std::string(5, '\0'));
+                                 },
+                                 [] { return data(1, std::string(5000, 'x'), true); }));
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].stream_id, 3u);
+  EXPECT_EQ(done[0].path, "/" + std::string(100, 'p'));
+  EXPECT_EQ(done[0].status, 404);
+  EXPECT_EQ(done[0].response_bytes, 700u);
+  EXPECT_FALSE(done[0].partial_headers);
+  EXPECT_EQ(done[1].stream_id, 1u);
+  EXPECT_EQ(done[1].response_bytes, 21384u);
+  EXPECT_FALSE(done[1].partial_headers);
+  EXPECT_EQ(s.stats.lost_sync, 0u);
+  EXPECT_EQ(s.stats.table_lost, 0u);
+}
+
 // A header block past the capture: that direction's table is unknown from
 // then on, the other direction's is not.
 TEST(H2Connection, AHeaderBlockPastTheCaptureLosesThatDirectionsTable) {
@@ -437,8 +497,11 @@ TEST(H2Connection, PushPromiseBlocksKeepTheTableInStep) {
 
 // A larger HEADER_TABLE_SIZE takes effect once acknowledged, as the
 // encoder applies it.
+// The ACK comes before the first block of that direction: the size must
+// hold for the table the block is then read with (a size update above the
+// default 4096 is refused otherwise).
 TEST(H2Connection, AHeaderTableSizeSettingAppliesWhenAcknowledged) {
-  Encoder client, server;
+  Encoder client, server(65536);
   Socket s;
   s.send(std::string(kH2Preface) + settings({{0x1, 16384}}));
   s.receive(settings() + settings_ack());
@@ -484,16 +547,126 @@ TEST(H2Connection, RetransmittedSegmentsAreReadOnce) {
   };
   const std::string first = std::string(kH2Preface) + settings();
   const std::string request = headers(client, 1, get("/once"), true);
-  c.segment(true, 100, static_cast<std::uint32_t>(first.size()), bytes(first), 1, done);
+  c.segment(true, 100, static_cast<std::uint32_t>(first.size()), bytes(first), {}, 1, done);
   const auto at = static_cast<std::uint32_t>(100 + first.size());
-  c.segment(true, at, static_cast<std::uint32_t>(request.size()), bytes(request), 2, done);
-  c.segment(true, at, static_cast<std::uint32_t>(request.size()), bytes(request), 3, done);
-  const std::string response = headers(server, 1, reply("200"), true);
-  c.segment(false, 9, static_cast<std::uint32_t>(response.size()), bytes(response), 4, done);
+  c.segment(true, at, static_cast<std::uint32_t>(request.size()), bytes(request), {}, 2, done);
+  c.segment(true, at, static_cast<std::uint32_t>(request.size()), bytes(request), {}, 3, done);
+  // The response body, its middle segment sent twice, the second time
+  // with new bytes after the old.
+  const std::string response = headers(server, 1, reply("200"), false) +
+                               data(1, std::string(300, 'r'), false) + data(1, "end", true);
+  const std::uint32_t cut = 60, more = 40;
+  c.segment(false, 9, cut, bytes(response).first(cut), {}, 4, done);
+  c.segment(false, 9 + cut, more, bytes(response).subspan(cut, more), {}, 5, done);
+  const auto rest = static_cast<std::uint32_t>(response.size() - cut);
+  c.segment(false, 9 + cut, rest, bytes(response).subspan(cut), {}, 6, done);
+  c.segment(false, 9 + cut, rest, bytes(response).subspan(cut), {}, 7, done);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].request_ns, 2u);
+  EXPECT_EQ(done[0].status, 200);
+  ASSERT_TRUE(done[0].response_bytes);
+  EXPECT_EQ(*done[0].response_bytes, 303u);
   EXPECT_EQ(stats.invalid_frames, 0u);
   EXPECT_EQ(stats.lost_sync, 0u);
+}
+
+// A retransmission of bytes from before a resync is neither read again nor
+// taken for a frame boundary; a request block of a stream already reported
+// is not a new request.
+TEST(H2Connection, OldBytesAfterALostPlaceAreNotReadAgain) {
+  Encoder client, server;
+  H2Stats stats;
+  H2Limits limits;
+  H2Connection c(1, limits, stats);
+  std::vector<H2Exchange> done;
+  auto bytes = [](const std::string& s) {
+    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size());
+  };
+  auto size = [](const std::string& s) { return static_cast<std::uint32_t>(s.size()); };
+  const std::string first = std::string(kH2Preface) + settings();
+  const std::string one = headers(client, 1, get("/one"), true);
+  c.segment(true, 0, size(first), bytes(first), {}, 1, done);
+  c.segment(true, size(first), size(one), bytes(one), {}, 2, done);
+  c.segment(false, 0, size(settings()), bytes(settings()), {}, 3, done);
+  const std::string answer = headers(server, 1, reply("200"), true);
+  c.segment(false, size(settings()), size(answer), bytes(answer), {}, 4, done);
+  ASSERT_EQ(done.size(), 1u);
+  // A gap in the requests: the place is lost; the next segment resyncs.
+  const std::uint32_t after = size(first) + size(one) + 50;
+  const std::string three = headers(client, 3, get("/three"), true);
+  c.segment(true, after, size(three), bytes(three), {}, 5, done);
+  // Stream 1's block again, from before the gap.
+  c.segment(true, size(first), size(one), bytes(one), {}, 6, done);
+  EXPECT_EQ(c.open_streams(), 1u);
+  done.clear();
+  c.close(done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].stream_id, 3u);
+  EXPECT_EQ(stats.lost_sync, 1u);
+}
+
+// More frames past the capture than a record has pieces for: the place is
+// lost there, and found again at the next segment's first piece although
+// that segment starts inside a DATA payload.
+TEST(H2Connection, TheKernelsNextPieceGivesThePlaceBackAfterTooManyFrames) {
+  Encoder client, server;
+  H2Stats stats;
+  H2Limits limits;
+  H2Connection c(1, limits, stats);
+  std::vector<H2Exchange> done;
+  constexpr std::size_t kCapture = 64, kMaxPieces = 8;
+  auto as_bytes = [](const std::string& s, std::size_t from = 0) {
+    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size()).subspan(from);
+  };
+  std::string first = std::string(kH2Preface) + settings();
+  std::vector<std::size_t> frames;
+  for (std::uint32_t id = 1; id <= 19; id += 2) {
+    frames.push_back(first.size());
+    first += headers(client, id, get("/many"), true);
+  }
+  frames.push_back(first.size());
+  const std::string body = data(21, std::string(200, 'x'), false);
+  first += body.substr(0, 9 + 50);
+  std::vector<L7Piece> pieces;
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    // A HEADERS frame whole, the DATA frame's header (it has no pad length).
+    const std::size_t end = i + 1 < frames.size() ? frames[i + 1] : frames[i] + 9;
+    if (pieces.size() < kMaxPieces && end > kCapture)
+      pieces.push_back({static_cast<std::uint32_t>(frames[i]),
+                        as_bytes(first, frames[i]).first(end - frames[i])});
+  }
+  const auto first_size = static_cast<std::uint32_t>(first.size());
+  c.segment(true, 0, first_size, as_bytes(first).first(kCapture), pieces, 1, done);
+  EXPECT_EQ(stats.lost_sync, 1u);
+
+  const std::string after = headers(client, 23, get("/after"), true);
+  const std::string second = body.substr(9 + 50) + after;
+  const std::vector<L7Piece> next = {{150, as_bytes(second, 150)}};
+  c.segment(true, first_size, static_cast<std::uint32_t>(second.size()),
+            as_bytes(second).first(kCapture), next, 2, done);
+  const std::string answer = settings() + headers(server, 23, reply("200"), true);
+  c.segment(false, 0, static_cast<std::uint32_t>(answer.size()), as_bytes(answer), {}, 3, done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].stream_id, 23u);
+  EXPECT_EQ(done[0].path, "/after");
+  EXPECT_EQ(done[0].status, 200);
+  EXPECT_EQ(done[0].outcome, H2Outcome::answered);
+  EXPECT_EQ(stats.lost_sync, 1u);
+}
+
+// DATA padded, its pad length byte past the capture: its size is unknown.
+TEST(H2Connection, PaddedDataWithThePadLengthUnseenHasNoSize) {
+  Encoder client, server;
+  Socket s;
+  s.send(std::string(kH2Preface) + settings() + headers(client, 1, get("/p"), true));
+  s.receive(settings() + headers(server, 1, reply("200"), false));
+  const std::string padded =
+      frame(0x0, kPadded | kEndStream, 1, std::string("\x04", 1) + "body" + std::string(4, '\0'));
+  s.capture(9);  // the frame header only
+  auto done = s.receive(padded);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].status, 200);
+  EXPECT_FALSE(done[0].response_bytes);
 }
 
 TEST(H2Detect, PrefaceServerSettingsAndFramesAreHttp2) {

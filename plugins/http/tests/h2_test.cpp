@@ -188,9 +188,8 @@ class H2 : public ::testing::Test {
       EXPECT_EQ(f["path"].str(), "/big");
       EXPECT_EQ(f["status"].u64(), 200u);
       EXPECT_EQ(f["outcome"].str(), "answered");
-      if (f.has("response_bytes")) {
-        EXPECT_EQ(f["response_bytes"].u64(), kBigBytes);
-      }
+      EXPECT_EQ(f["response_bytes"].u64(), kBigBytes);
+      EXPECT_FALSE(f["partial_headers"].boolean());
     }
   }
 

@@ -2,7 +2,9 @@
 // The input is a conversation: chunks of [control][length: 2 bytes LE]
 // [bytes]; control bit 0 is the direction, bits 1-3 cut the capture short,
 // bit 4 leaves a gap before the segment, bit 5 repeats the last one (a
-// retransmission). AddressSanitizer and UBSan turn any overrun into a crash.
+// retransmission), bit 6 adds the frame pieces the kernel's walk would (from
+// the segment's start, whatever is there). AddressSanitizer and UBSan turn any overrun into a
+// crash.
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -10,6 +12,27 @@
 #include <vector>
 
 #include "h2_connection.hpp"
+
+namespace {
+
+// What l7.bpf.c's h2_walk() copies: every frame not wholly in `captured`.
+std::vector<netwatcher::L7Piece> walk(const std::uint8_t* p, std::size_t length,
+                                      std::size_t captured) {
+  std::vector<netwatcher::L7Piece> pieces;
+  std::size_t off = 0;
+  while (off + 9 <= length && pieces.size() < 8) {
+    const std::size_t frame = (std::size_t{p[off]} << 16) | (p[off + 1] << 8) | p[off + 2];
+    std::size_t want = p[off + 3] == 0 ? ((p[off + 4] & 0x8) ? 1 : 0) : frame;
+    want = std::min({want, std::size_t{239}, length - off - 9});
+    if (off + 9 + want > captured)
+      pieces.push_back({static_cast<std::uint32_t>(off),
+                        {reinterpret_cast<const std::byte*>(p + off), 9 + want}});
+    off += 9 + frame;
+  }
+  return pieces;
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace netwatcher::http;
@@ -37,8 +60,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (control & 0x10) seq[outbound] += 100;
     if ((control & 0x20) && length <= seq[outbound])
       seq[outbound] -= static_cast<std::uint32_t>(length);
+    std::vector<netwatcher::L7Piece> pieces;
+    if (control & 0x40) pieces = walk(data + at, length, captured);
     connection.segment(outbound, seq[outbound], static_cast<std::uint32_t>(length),
-                       {bytes + at, captured}, ns++, done);
+                       {bytes + at, captured}, pieces, ns++, done);
     seq[outbound] += static_cast<std::uint32_t>(length);
     at += length;
   }

@@ -34,15 +34,23 @@ char LICENSE[] SEC("license") = "GPL";
 #define IPPROTO_UDP 17
 #endif
 
+/* One direction's HTTP/2 frame walk (see "HTTP/2 frame walk" below). */
+struct h2_direction {
+  __u32 next;   /* when walking: the sequence number of the next frame header */
+  __u8 walking; /* H2_UNSEEN, H2_WALKING, H2_NOT_WALKED or H2_LOST */
+  __u8 partial; /* bytes of the next frame header at the last segment's end */
+  __u8 header[8];
+  __u8 pad[2];
+};
+
 struct l7_socket {
   __u32 pid;
   __u8 verdict;
   __u8 protocol;
   __u8 offered[2]; /* undecided packets sent up, by direction (0 in, 1 out) */
   __u8 tls;        /* a TLS library call used it: its segments are ciphertext */
-  __u8 h2_walk[2]; /* HTTP/2 frames followed, by direction (see below) */
-  __u8 pad;
-  __u32 h2_next[2]; /* when followed: the sequence number of the next frame header */
+  __u8 pad[3];
+  struct h2_direction h2[2]; /* HTTP/2 frames followed, by direction */
   char comm[NW_TASK_COMM_LEN];
 };
 
@@ -66,8 +74,7 @@ struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE +
-                     L7_MAX_PIECES * sizeof(struct l7_frame_piece)]);
+  __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE + L7_PIECE_AREA]);
 } scratch SEC(".maps");
 
 /* Payload packets of selected sockets that were still undecided past their
@@ -114,16 +121,61 @@ static __always_inline void take_decision(struct l7_socket* state, __u64 cookie)
  * (a server's preface) is followed here instead: frame by frame, by their
  * lengths, and each frame user space would not see whole is copied as a
  * piece (its header and, but for DATA, the first L7_PIECE_BYTES - 9 bytes of
- * its payload), up to L7_MAX_PIECES per segment: past them the frames are
+ * its payload), as many as L7_PIECE_AREA holds: past them the frames are
  * still followed, and user space finds its place again in a later segment.
- * Whatever cannot be followed (bytes out of order, a header split between
- * segments, more than L7_WALK_FRAMES frames in one) ends the walk of that
- * direction: user space then finds frames in the captured bytes alone, as
- * for a connection joined mid-way. */
+ * A frame header split between segments is kept until the next one (and
+ * its first part given as a short piece). Whatever cannot be followed
+ * (bytes lost or out of order, more than L7_WALK_FRAMES frames in one
+ * segment) suspends the walk of that direction until a segment starts with
+ * what looks like a frame header, as user space finds its place again. */
 
-/* A direction's walk: its first payload not seen yet, being followed, or
- * not (not HTTP/2 from its start, or lost). */
-enum { H2_UNSEEN = 0, H2_WALKING = 1, H2_NOT_WALKED = 2 };
+/* A direction's walk: its first payload not seen yet, being followed, not
+ * HTTP/2 from its start, or waiting for a frame boundary. */
+enum { H2_UNSEEN = 0, H2_WALKING = 1, H2_NOT_WALKED = 2, H2_LOST = 3 };
+
+/* Whether 9 bytes look like a frame header: a known type with its defined
+ * flags only, a size the default SETTINGS_MAX_FRAME_SIZE allows, the stream
+ * id and size RFC 9113 requires (plausible() in plugins/http/h2_connection.cpp). */
+static __always_inline bool h2_plausible(const __u8* p) {
+  __u32 length = ((__u32)p[0] << 16) | ((__u32)p[1] << 8) | p[2];
+  __u8 flags = p[4];
+  bool stream = (p[5] & 0x7f) | p[6] | p[7] | p[8];
+  if (length > 16384) return false;
+  switch (p[3]) {
+    case 0: /* DATA */
+      return !(flags & ~0x09) && stream;
+    case 1: /* HEADERS */
+      return !(flags & ~0x2d) && stream;
+    case 2: /* PRIORITY */
+      return !flags && stream && length == 5;
+    case 3: /* RST_STREAM */
+      return !flags && stream && length == 4;
+    case 4: /* SETTINGS */
+      return !(flags & ~0x01) && !stream && length % 6 == 0 && (!flags || length == 0);
+    case 5: /* PUSH_PROMISE */
+      return !(flags & ~0x0c) && stream && length >= 4;
+    case 6: /* PING */
+      return !(flags & ~0x01) && !stream && length == 8;
+    case 7: /* GOAWAY */
+      return !flags && !stream && length >= 8;
+    case 8: /* WINDOW_UPDATE */
+      return !flags && length == 4;
+    case 9: /* CONTINUATION */
+      return !(flags & ~0x04) && stream;
+    default:
+      return false;
+  }
+}
+
+/* Whether a segment whose first `captured` bytes are `p` starts at a frame:
+ * its first header plausible, and the next too when it is in the bytes. */
+static __always_inline bool h2_starts_frame(const __u8* p, __u64 captured, __u32 length) {
+  if (captured < 9 || !h2_plausible(p)) return false;
+  __u32 next = 9 + (((__u32)p[0] << 16) | ((__u32)p[1] << 8) | p[2]);
+  if (next >= length || next + 9 > captured) return true;
+  if (next > NW_L7_MAX_CAPTURE - 9) return false;
+  return h2_plausible(p + next);
+}
 
 /* The offset of the first frame when `p` starts an HTTP/2 direction: 24
  * after the client preface, 0 at a SETTINGS frame; -1 otherwise. */
@@ -152,27 +204,29 @@ static __always_inline long h2_load(bool from_skb, struct __sk_buff* skb, __u32 
 }
 
 /* One walk through a payload, for bpf_loop: each step reads one frame
- * header (the verifier checks the step once, not once per frame). */
+ * header (the verifier checks the step once, not once per frame, as long as
+ * the state it carries from step to step looks the same: hence the pieces'
+ * count and size in the record, a map value, and no bytes kept here). */
 struct h2_walk_state {
   struct __sk_buff* skb;
   __u64 buf;
-  void* pieces;
+  struct l7_packet* rec;
+  void* pieces; /* the record's, after its captured bytes */
   __u64 captured;
   __u32 payload_offset;
   __u32 length;
-  __u32 off;   /* the next frame header's offset */
-  __u32 count; /* pieces written */
-  __u32 end;   /* 1: the payload's end reached at a frame boundary; 2: cannot follow */
+  __u32 off; /* the next frame header's offset */
+  __u32 end; /* 1: the payload's end reached (off: past it, or a header it cuts); 2: lost */
 };
 
 static __always_inline long h2_step(bool from_skb, struct h2_walk_state* w) {
   __u32 off = w->off;
-  if (off >= w->length) {
-    w->end = 1;
+  if (off + 9 > w->length) {
+    w->end = 1; /* past the end, or a header that goes on in the next segment */
     return 1;
   }
   __u8 header[9];
-  if (off + 9 > w->length || h2_load(from_skb, w->skb, w->payload_offset, w->buf, off, header, 9)) {
+  if (h2_load(from_skb, w->skb, w->payload_offset, w->buf, off, header, 9)) {
     w->end = 2;
     return 1;
   }
@@ -181,24 +235,26 @@ static __always_inline long h2_step(bool from_skb, struct h2_walk_state* w) {
   __u32 want = header[3] == 0 ? (header[4] & 0x8 ? 1 : 0) : frame_length;
   if (want > L7_PIECE_BYTES - 9) want = L7_PIECE_BYTES - 9;
   if (want > w->length - off - 9) want = w->length - off - 9;
-  __u32 count = w->count;
-  if (off + 9 + want > w->captured && count < L7_MAX_PIECES) {
-    struct l7_frame_piece* piece = w->pieces + count * sizeof(struct l7_frame_piece);
+  __u32 used = w->rec->piece_bytes;
+  if (off + 9 + want > w->captured &&
+      used <= L7_PIECE_AREA - sizeof(struct l7_frame_piece) - L7_PIECE_BYTES) {
+    struct l7_frame_piece* piece = w->pieces + used;
+    __u8* bytes = (__u8*)(piece + 1);
     piece->offset = off;
     piece->kept = 9 + want;
     piece->pad = 0;
-    __builtin_memcpy(piece->bytes, header, 9);
+    __builtin_memcpy(bytes, header, 9);
     /* The same value, in a form whose bounds the verifier keeps (want is at
      * most L7_PIECE_BYTES - 9 already). */
     __u64 n = want & 0xff;
     barrier_var(n);
     if (n > L7_PIECE_BYTES - 9) n = L7_PIECE_BYTES - 9;
-    if (n > 0 &&
-        h2_load(from_skb, w->skb, w->payload_offset, w->buf, off + 9, piece->bytes + 9, n)) {
+    if (n > 0 && h2_load(from_skb, w->skb, w->payload_offset, w->buf, off + 9, bytes + 9, n)) {
       w->end = 2;
       return 1;
     }
-    w->count = count + 1;
+    w->rec->piece_bytes = used + L7_PIECE_SIZE(9 + want);
+    w->rec->pieces++;
   }
   w->off = off + 9 + frame_length;
   return 0;
@@ -213,35 +269,91 @@ static long h2_step_user(__u64 index, void* state) {
 }
 
 /* Follows one direction through the payload [seq, seq + length), whose first
- * `captured` bytes user space has; writes the pieces it needs at `pieces`
- * and returns how many. */
-static __always_inline __u32 h2_walk(bool from_skb, struct __sk_buff* skb, __u32 payload_offset,
-                                     __u64 buf, __u32 seq, __u32 length, __u64 captured,
-                                     __u8* walking, __u32* next, void* pieces) {
-  if (*walking != H2_WALKING) return 0;
-  __u32 off = *next - seq;
-  if ((__s32)off < 0) {
-    /* The segment starts past the next frame: the bytes between were not
-     * seen here (lost, or out of order). A retransmission of bytes already
-     * walked has off >= length and changes nothing below. */
-    *walking = H2_NOT_WALKED;
-    return 0;
+ * `captured` bytes are in `rec`; appends the pieces user space needs to it. */
+static __always_inline void h2_walk(bool from_skb, struct __sk_buff* skb, __u32 payload_offset,
+                                    __u64 buf, __u32 seq, __u32 length, __u64 captured,
+                                    struct h2_direction* dir, struct l7_packet* rec) {
+  rec->pieces = 0;
+  rec->piece_bytes = 0;
+  if (dir->walking == H2_LOST && h2_starts_frame((const __u8*)(rec + 1), captured, length)) {
+    dir->walking = H2_WALKING;
+    dir->next = seq;
+    dir->partial = 0;
   }
+  if (dir->walking != H2_WALKING) return;
+  void* pieces = (void*)(rec + 1) + captured;
   struct h2_walk_state w = {.skb = skb,
                             .buf = buf,
+                            .rec = rec,
                             .pieces = pieces,
                             .captured = captured,
                             .payload_offset = payload_offset,
-                            .length = length,
-                            .off = off};
+                            .length = length};
+  __u32 partial = dir->partial;
+  if (partial) {
+    /* A header begun at the last segment's end: its rest starts this one
+     * (inside the captured bytes, at least 9 long or the whole segment). A
+     * retransmission of bytes walked already changes nothing. */
+    __u32 rest_at = dir->next + partial;
+    if ((__s32)(seq + length - rest_at) <= 0) return;
+    if (seq != rest_at || partial > 8 || 9 - partial > length) {
+      dir->walking = H2_LOST;
+      return;
+    }
+    /* The frame's length: its first 3 header bytes, from either part. */
+    __u8 length_bytes[3] = {};
+#pragma unroll
+    for (__u32 i = 0; i < 3; i++) {
+      if (i < partial) {
+        length_bytes[i] = dir->header[i];
+      } else if (h2_load(from_skb, skb, payload_offset, buf, i - partial, &length_bytes[i], 1)) {
+        dir->walking = H2_LOST;
+        return;
+      }
+    }
+    dir->partial = 0;
+    w.off = 9 - partial +
+            (((__u32)length_bytes[0] << 16) | ((__u32)length_bytes[1] << 8) | length_bytes[2]);
+  } else {
+    w.off = dir->next - seq;
+    if ((__s32)w.off < 0) {
+      /* The segment starts past the next frame: the bytes between were not
+       * seen here (lost, or out of order). A retransmission of bytes already
+       * walked has off >= length and changes nothing below. */
+      dir->walking = H2_LOST;
+      return;
+    }
+  }
   bpf_loop(L7_WALK_FRAMES, from_skb ? h2_step_skb : h2_step_user, &w, 0);
-  if (w.end == 1)
-    *next = seq + w.off;
-  else
-    *walking = H2_NOT_WALKED; /* more frames than walked, or one it could not read */
-  /* A bound the verifier sees for the record's size (it cannot follow the
-   * count through bpf_loop). */
-  return w.count;
+  if (w.end != 1) {
+    dir->walking = H2_LOST; /* more frames than walked, or one it could not read */
+    return;
+  }
+  dir->next = seq + w.off;
+  if (w.off >= length) return;
+  /* A header cut by the segment's end: keep its start for the next one,
+   * and give it as a short piece when past the captured bytes. */
+  if (length - w.off > 8) {
+    dir->walking = H2_LOST;
+    return;
+  }
+  __u64 n = (length - w.off) & 0xf;
+  barrier_var(n);
+  if (n == 0 || n > 8 || h2_load(from_skb, skb, payload_offset, buf, w.off, dir->header, n)) {
+    dir->walking = H2_LOST;
+    return;
+  }
+  dir->partial = n;
+  __u32 used = rec->piece_bytes;
+  if (w.off + n > captured && used <= L7_PIECE_AREA - sizeof(struct l7_frame_piece) - 8) {
+    struct l7_frame_piece* piece = pieces + used;
+    piece->offset = w.off;
+    piece->kept = n;
+    piece->pad = 0;
+    __builtin_memcpy(piece + 1, dir->header, 8);
+    rec->piece_bytes = used + L7_PIECE_SIZE(n);
+    rec->pieces++;
+  }
 }
 
 static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
@@ -348,16 +460,17 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   if (bpf_skb_load_bytes(skb, payload_offset, (void*)(rec + 1), captured)) return;
   __u32 direction = outbound ? 1 : 0;
   __u32 seq = transport == IPPROTO_TCP ? bpf_ntohl(th.seq) : 0;
-  if (transport == IPPROTO_TCP && state->h2_walk[direction] == H2_UNSEEN) {
+  struct h2_direction* walk = &state->h2[direction & 1];
+  if (transport == IPPROTO_TCP && walk->walking == H2_UNSEEN) {
     int first = h2_first_frame((const __u8*)(rec + 1), captured);
-    state->h2_walk[direction] = first >= 0 ? H2_WALKING : H2_NOT_WALKED;
-    state->h2_next[direction] = seq + first;
+    walk->walking = first >= 0 ? H2_WALKING : H2_NOT_WALKED;
+    walk->next = seq + first;
   }
-  __u32 pieces = 0;
+  rec->pieces = 0;
+  rec->piece_bytes = 0;
   if (transport == IPPROTO_TCP)
-    pieces =
-        h2_walk(true, skb, payload_offset, 0, seq, length, captured, &state->h2_walk[direction],
-                &state->h2_next[direction], (void*)(rec + 1) + captured);
+    h2_walk(true, skb, payload_offset, 0, seq, length, captured, walk, rec);
+  __u32 piece_bytes = rec->piece_bytes;
   rec->cookie = cookie;
   rec->cgroup = bpf_skb_cgroup_id(skb);
   rec->tuple = tuple;
@@ -371,17 +484,16 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
   rec->protocol = state->protocol;
   /* A bound the verifier sees for the record's size: it cannot follow the
    * count out of bpf_loop. */
-  barrier_var(pieces);
-  if (pieces > L7_MAX_PIECES) return;
+  barrier_var(piece_bytes);
+  if (piece_bytes > L7_PIECE_AREA) return;
   rec->tls = 0;
-  rec->pieces = pieces;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   __builtin_memcpy(rec->comm, state->comm, sizeof(rec->comm));
   /* Until user space decides, the socket's packets beyond the offer are not
    * seen: an undecided socket's record wakes it now. Only the first few
    * packets of a socket take this path. */
-  nw_output_record(rec, sizeof(*rec) + captured + pieces * sizeof(struct l7_frame_piece),
-                   L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
+  nw_output_record(rec, sizeof(*rec) + captured + piece_bytes, L7_RECORD_PACKET,
+                   rec->verdict != L7_WATCHED);
 }
 
 SEC("cgroup_skb/egress")
@@ -434,9 +546,8 @@ struct tls_stream {
   __u8 verdict;
   __u8 protocol;
   __u8 offered[2];
-  __u8 h2_walk[2]; /* as in struct l7_socket */
   __u8 pad[2];
-  __u32 h2_next[2];
+  struct h2_direction h2[2]; /* as in struct l7_socket */
 };
 
 /* LRU, and emptied at each thread's exit: a thread that dies inside a call
@@ -589,13 +700,14 @@ static __always_inline void tls_return(long rc, bool outbound) {
     count(&tls_unmatched);
     return;
   }
-  if (stream->h2_walk[direction] == H2_UNSEEN) {
+  struct h2_direction* walk = &stream->h2[direction & 1];
+  if (walk->walking == H2_UNSEEN) {
     int first = h2_first_frame((const __u8*)(rec + 1), captured);
-    stream->h2_walk[direction] = first >= 0 ? H2_WALKING : H2_NOT_WALKED;
-    stream->h2_next[direction] = seq + first;
+    walk->walking = first >= 0 ? H2_WALKING : H2_NOT_WALKED;
+    walk->next = seq + first;
   }
-  __u32 pieces = h2_walk(false, 0, 0, call.buf, seq, length, captured, &stream->h2_walk[direction],
-                         &stream->h2_next[direction], (void*)(rec + 1) + captured);
+  h2_walk(false, 0, 0, call.buf, seq, length, captured, walk, rec);
+  __u32 piece_bytes = rec->piece_bytes;
   rec->cookie = key;
   rec->cgroup = call.cgroup;
   rec->tuple = call.tuple;
@@ -607,14 +719,13 @@ static __always_inline void tls_return(long rc, bool outbound) {
   rec->transport = IPPROTO_TCP;
   rec->verdict = stream->verdict;
   rec->protocol = stream->protocol;
-  barrier_var(pieces);
-  if (pieces > L7_MAX_PIECES) return;
+  barrier_var(piece_bytes);
+  if (piece_bytes > L7_PIECE_AREA) return;
   rec->tls = 1;
-  rec->pieces = pieces;
   __builtin_memset(rec->pad, 0, sizeof(rec->pad));
   bpf_get_current_comm(rec->comm, sizeof(rec->comm));
-  nw_output_record(rec, sizeof(*rec) + captured + pieces * sizeof(struct l7_frame_piece),
-                   L7_RECORD_PACKET, rec->verdict != L7_WATCHED);
+  nw_output_record(rec, sizeof(*rec) + captured + piece_bytes, L7_RECORD_PACKET,
+                   rec->verdict != L7_WATCHED);
 }
 
 /* SSL_read, SSL_write and SSL_do_handshake (whose socket is remembered for

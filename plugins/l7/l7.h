@@ -35,27 +35,32 @@ struct l7_packet {
   __u32 pid;             /* the socket's last sender/receiver; 0 when not seen yet */
   __u16 captured;
   __u8 outbound;
-  __u8 transport; /* IPPROTO_TCP or IPPROTO_UDP */
-  __u8 verdict;   /* L7_UNDECIDED (offered for detection) or L7_WATCHED */
-  __u8 protocol;  /* L7_WATCHED: the owner's index among the served protocols */
-  __u8 tls;       /* plaintext read by the TLS library's probes (cookie has L7_TLS_STREAM) */
-  __u8 pieces;    /* struct l7_frame_piece after the captured bytes */
-  __u8 pad[4];
+  __u8 transport;    /* IPPROTO_TCP or IPPROTO_UDP */
+  __u8 verdict;      /* L7_UNDECIDED (offered for detection) or L7_WATCHED */
+  __u8 protocol;     /* L7_WATCHED: the owner's index among the served protocols */
+  __u8 tls;          /* plaintext read by the TLS library's probes (cookie has L7_TLS_STREAM) */
+  __u8 pieces;       /* struct l7_frame_piece after the captured bytes: how many */
+  __u16 piece_bytes; /* ... and how many bytes they take */
+  __u8 pad[2];
   char comm[NW_TASK_COMM_LEN];
 };
 
 /* HTTP/2 frames past the captured bytes, found by following frame lengths in
  * the kernel (see "HTTP/2 frame walk" in l7.bpf.c): each one's 9-byte header
- * and, but for DATA, the first of its payload (DATA: its pad length). */
-#define L7_MAX_PIECES 8
+ * and, but for DATA, the first of its payload (DATA: its pad length), at
+ * most L7_PIECE_BYTES. Pieces follow one another in L7_PIECE_AREA bytes at
+ * most, each rounded up to 8 bytes: a DATA frame's takes 24, a HEADERS
+ * frame's up to 256. */
+#define L7_PIECE_AREA 4096
 #define L7_PIECE_BYTES 248
 #define L7_WALK_FRAMES 1024
 struct l7_frame_piece {
   __u32 offset; /* from the payload's first byte */
-  __u16 kept;   /* bytes of `bytes` in use: 9 + the payload kept */
+  __u16 kept;   /* bytes that follow: 9 + the payload kept (fewer: a header the packet cuts) */
   __u16 pad;
-  __u8 bytes[L7_PIECE_BYTES];
+  /* __u8 bytes[kept], then padding to a multiple of 8 */
 };
+#define L7_PIECE_SIZE(kept) ((sizeof(struct l7_frame_piece) + (kept) + 7) & ~7u)
 
 /* A watched TCP socket reached CLOSE. */
 struct l7_close {

@@ -166,8 +166,8 @@ class CapturePlugin {
     if (rec.captured > NW_L7_MAX_CAPTURE || rec.captured > rec.length ||
         bytes.size() < record_size(rec))
       return Status::failure("l7 packet record claims " + std::to_string(rec.captured) +
-                             " captured bytes and " + std::to_string(rec.pieces) +
-                             " frame pieces of " + std::to_string(rec.length) + " in " +
+                             " captured bytes and " + std::to_string(rec.piece_bytes) +
+                             " bytes of frame pieces of " + std::to_string(rec.length) + " in " +
                              std::to_string(bytes.size()));
     if (rec.verdict == L7_WATCHED) {
       owners_[rec.cookie] = {rec.protocol, rec.hdr.timestamp_ns};
@@ -263,28 +263,30 @@ class CapturePlugin {
   }
 
   static std::size_t record_size(const l7_packet& rec) {
-    return sizeof rec + rec.captured + std::size_t{rec.pieces} * sizeof(l7_frame_piece);
+    return sizeof rec + rec.captured + rec.piece_bytes;
   }
 
-  // The frame pieces after the captured bytes, checked: offsets rising, each
-  // inside the packet. A record breaking that (a kernel bug) keeps none.
+  // The frame pieces after the captured bytes, checked: each inside the
+  // area and the packet, offsets rising, shorter than a frame header only
+  // at the packet's end. A record breaking that (a kernel bug) keeps none.
   void read_pieces(const l7_packet& rec, std::span<const std::byte> bytes) {
     pieces_.clear();
-    if (rec.pieces > L7_MAX_PIECES) return;
+    if (rec.piece_bytes > L7_PIECE_AREA) return;
+    const auto area = bytes.subspan(sizeof rec + rec.captured, rec.piece_bytes);
+    std::size_t at = 0;
     std::uint64_t end = 0;
     for (std::size_t i = 0; i < rec.pieces; ++i) {
       l7_frame_piece piece;
-      std::memcpy(&piece, bytes.data() + sizeof rec + rec.captured + i * sizeof piece,
-                  sizeof piece);
-      if (piece.kept < 9 || piece.kept > L7_PIECE_BYTES || piece.offset < end ||
-          std::uint64_t{piece.offset} + piece.kept > rec.length) {
-        pieces_.clear();
-        return;
-      }
-      end = std::uint64_t{piece.offset} + piece.kept;
-      const std::size_t at =
-          sizeof rec + rec.captured + i * sizeof piece + offsetof(l7_frame_piece, bytes);
-      pieces_.push_back({piece.offset, bytes.subspan(at, piece.kept)});
+      if (at + sizeof piece > area.size()) return pieces_.clear();
+      std::memcpy(&piece, area.data() + at, sizeof piece);
+      const std::uint64_t piece_end = std::uint64_t{piece.offset} + piece.kept;
+      if (piece.kept == 0 || piece.kept > L7_PIECE_BYTES || piece.offset < end ||
+          piece_end > rec.length || (piece.kept < 9 && piece_end != rec.length) ||
+          at + L7_PIECE_SIZE(piece.kept) > area.size())
+        return pieces_.clear();
+      pieces_.push_back({piece.offset, area.subspan(at + sizeof piece, piece.kept)});
+      end = piece_end;
+      at += L7_PIECE_SIZE(piece.kept);
     }
   }
 

@@ -52,7 +52,8 @@ enum class L7Transport : std::uint8_t { tcp = 6, udp = 17 };
 // capture followed by frame lengths in the kernel for a connection it saw
 // start (ABI 3.5): the frame's 9-byte header and, but for DATA (whose pad
 // length only), the first of its payload. Frames wholly inside `captured`
-// have no piece.
+// have no piece. A piece shorter than 9 bytes ends the packet: a header
+// that goes on in the next packet (whose captured bytes hold its rest).
 struct L7Piece {
   std::uint32_t offset = 0;          // from the payload's first byte
   std::span<const std::byte> bytes;  // header, then payload; valid as L7Packet::captured

@@ -4,10 +4,10 @@
 # across a veth pair, once without netwatcher and once with the http plugin.
 # Prints requests/s both ways and their ratio, the exchanges netwatcher
 # counted on each side against the requests h2load completed (equal), what
-# the decoder lost (nothing, for bodies inside the capture), and the agent's
-# CPU per exchange.
+# the decoder lost (nothing: bodies past the capture are followed by the
+# kernel's frame walk), and the agent's CPU per exchange.
 # Run as root after scripts/setup.sh.
-# Usage: bench/l7_h2.sh [requests] [connections] [streams per connection]
+# Usage: bench/l7_h2.sh [requests] [connections] [streams per connection] [body bytes]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=bench/lib.sh
@@ -15,6 +15,7 @@ source bench/lib.sh
 requests=${1:-200000}
 connections=${2:-4}
 streams=${3:-10}
+body_bytes=${4:-3}
 tree=${NETWATCHER_TREE:-build}
 work=$(mktemp -d)
 prom_port=41442
@@ -30,7 +31,7 @@ trap cleanup EXIT
 make_veth_pair nwt-h2-b 10.79.5
 
 mkdir -p "$work/www"
-printf 'hi\n' >"$work/www/hello"
+head -c "$body_bytes" /dev/zero | tr '\0' 'b' >"$work/www/hello"
 ip netns exec nwt-h2-b-b nghttpd --no-tls -a 10.79.5.2 -d "$work/www" "$h2_port" \
   >"$work/nghttpd.log" 2>&1 &
 server_pid=$!
@@ -78,7 +79,7 @@ parse_error() {
 }
 hz=$(getconf CLK_TCK)
 done_requests=$(echo "$with" | awk '{print $1}')
-echo "h2load: $requests requests of 3 bytes, $connections connections x $streams streams, 1 thread, h2c to nghttpd $(nghttpd --version | awk '{print $2}')"
+echo "h2load: $requests requests of $body_bytes bytes, $connections connections x $streams streams, 1 thread, h2c to nghttpd $(nghttpd --version | awk '{print $2}')"
 printf '%-44s %s\n' \
   "requests/s without / with netwatcher" "$(echo "$without" | awk '{print $2}') / $(echo "$with" | awk '{print $2}')"
 awk -v a="$(echo "$without" | awk '{print $2}')" -v b="$(echo "$with" | awk '{print $2}')" \

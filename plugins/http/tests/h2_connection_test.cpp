@@ -654,6 +654,44 @@ TEST(H2Connection, TheKernelsNextPieceGivesThePlaceBackAfterTooManyFrames) {
   EXPECT_EQ(stats.lost_sync, 1u);
 }
 
+// A frame header cut by the segment's end, past the capture: the kernel
+// gives its start as a short piece, the next segment's captured bytes hold
+// the rest.
+TEST(H2Connection, AFrameHeaderSplitBetweenSegmentsIsJoined) {
+  Encoder client, server;
+  H2Stats stats;
+  H2Limits limits;
+  H2Connection c(1, limits, stats);
+  std::vector<H2Exchange> done;
+  auto as_bytes = [](const std::string& s, std::size_t from = 0) {
+    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size()).subspan(from);
+  };
+  const std::string start = std::string(kH2Preface) + settings();
+  const std::string one = headers(client, 1, get("/one"), true);
+  const std::string three = headers(client, 3, get("/three"), true);
+  const std::string first = start + one + three.substr(0, 4);
+  const std::string second = three.substr(4);
+  constexpr std::size_t kCapture = 36;  // the preface and SETTINGS, 3 bytes more
+  const std::vector<L7Piece> pieces = {
+      {static_cast<std::uint32_t>(start.size()), as_bytes(first, start.size()).first(one.size())},
+      {static_cast<std::uint32_t>(start.size() + one.size()), as_bytes(three).first(4)}};
+  c.segment(true, 0, static_cast<std::uint32_t>(first.size()), as_bytes(first).first(kCapture),
+            pieces, 1, done);
+  c.segment(true, static_cast<std::uint32_t>(first.size()),
+            static_cast<std::uint32_t>(second.size()), as_bytes(second), {}, 2, done);
+  std::string answers = settings() + headers(server, 1, reply("200"), true);
+  answers += headers(server, 3, reply("404"), true);
+  c.segment(false, 0, static_cast<std::uint32_t>(answers.size()), as_bytes(answers), {}, 3, done);
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[0].path, "/one");
+  EXPECT_EQ(done[0].status, 200);
+  EXPECT_EQ(done[1].path, "/three");
+  EXPECT_EQ(done[1].status, 404);
+  EXPECT_FALSE(done[1].partial_headers);
+  EXPECT_EQ(stats.lost_sync, 0u);
+  EXPECT_EQ(stats.table_lost, 0u);
+}
+
 // DATA padded, its pad length byte past the capture: its size is unknown.
 TEST(H2Connection, PaddedDataWithThePadLengthUnseenHasNoSize) {
   Encoder client, server;

@@ -447,4 +447,68 @@ TEST_F(H2, AConnectionJoinedMidWayIsReportedWithoutWrongValues) {
   ASSERT_EQ(nw.stop(), 0) << nw.log();
 }
 
+// Packets lost on the way to the client (every 25th of the server's, dropped
+// in the client's prerouting, before its socket sees them): the server's
+// socket sent every byte and reports every exchange exactly; the client's
+// loses its place at each gap, and the kernel's frame walk and the decoder
+// take it up again at a later frame. No value is ever wrong: a body size is
+// exact or absent.
+TEST_F(H2, PacketsLostOnTheWayLeaveSizesExactOrAbsentAndTheWalkResumes) {
+  start_nghttpd();
+  const std::string client_ns = TwoHosts::kClient;
+  auto nft = run("ip netns exec " + client_ns +
+                 " nft 'add table inet nwt_loss; add chain inet nwt_loss in { type filter hook "
+                 "prerouting priority 0; }; add rule inet nwt_loss in tcp sport " +
+                 std::to_string(kNghttpdPort) + " numgen inc mod 25 == 0 drop' 2>&1");
+  ASSERT_EQ(nft.exit_code, 0) << nft.output;
+  Netwatcher nw(dir_, config());
+  constexpr std::size_t kRequests = 40;
+  // One connection, one stream at a time: each exchange after a gap starts
+  // from a fresh place.
+  auto h2load = run(in_client("h2load -n " + std::to_string(kRequests) + " -c 1 -m 1 http://" +
+                              kServerAddress + ":" + std::to_string(kNghttpdPort) + "/big"));
+  ASSERT_EQ(h2load.exit_code, 0) << h2load.output;
+  ASSERT_NE(h2load.output.find(std::to_string(kRequests) + " succeeded"), std::string::npos)
+      << h2load.output;
+  std::uint64_t port = 0;
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& e : events_of(read_json_lines(dir_.file("events.jsonl")), "http_exchange"))
+      if (e["fields"]["comm"].str() == "h2load") port = e["fields"]["sport"].u64();
+    return port != 0 && exchanges("server", port).size() >= kRequests;
+  }));
+  ASSERT_EQ(nw.stop(), 0) << nw.log();  // closes the client's streams left open
+
+  auto server = exchanges("server", port);
+  ASSERT_EQ(server.size(), kRequests);
+  for (const auto& e : server) {
+    const auto& f = e["fields"];
+    EXPECT_EQ(f["path"].str(), "/big");
+    EXPECT_EQ(f["status"].u64(), 200u);
+    EXPECT_EQ(f["outcome"].str(), "answered");
+    EXPECT_EQ(f["response_bytes"].u64(), kBigBytes);
+    EXPECT_FALSE(f["partial_headers"].boolean());
+  }
+  auto client = exchanges("client", port);
+  ASSERT_EQ(client.size(), kRequests);
+  std::uint64_t first_unsized = 0, exact_after = 0;
+  for (const auto& e : client) {
+    const auto& f = e["fields"];
+    SCOPED_TRACE(f["stream_id"].u64());
+    EXPECT_EQ(f["path"].str(), "/big");  // the requests were not lost
+    if (f.has("status")) {
+      EXPECT_EQ(f["status"].u64(), 200u);
+    }
+    if (f.has("response_bytes")) {
+      EXPECT_EQ(f["response_bytes"].u64(), kBigBytes);
+      if (first_unsized != 0) ++exact_after;
+    } else if (first_unsized == 0) {
+      first_unsized = f["stream_id"].u64();
+    }
+    const std::string outcome = f["outcome"].str();
+    EXPECT_TRUE(outcome == "answered" || outcome == "lost") << outcome;
+  }
+  EXPECT_NE(first_unsized, 0u) << "no packet loss reached the client's socket";
+  EXPECT_GT(exact_after, 0u) << "the client's place was not found again after a gap";
+}
+
 }  // namespace

@@ -29,6 +29,9 @@ std::vector<netwatcher::L7Piece> walk(const std::uint8_t* p, std::size_t length,
                         {reinterpret_cast<const std::byte*>(p + off), 9 + want}});
     off += 9 + frame;
   }
+  if (off < length && off + 9 > length && length > captured && pieces.size() < 8)
+    pieces.push_back({static_cast<std::uint32_t>(off),
+                      {reinterpret_cast<const std::byte*>(p + off), length - off}});
   return pieces;
 }
 

@@ -26,8 +26,9 @@ packages=(
   mariadb-server mariadb-client sysbench
   # the TLS tests and bench: an HTTPS server and a load generator
   nginx wrk
-  # the HTTP/2 and gRPC tests and bench: h2c server, clients, h2load, grpcio
-  nghttp2-server nghttp2-client python3-grpcio
+  # the HTTP/2 and gRPC tests and bench: h2c server, clients, h2load, grpcio,
+  # and hyper-h2 for a server that takes the HTTP/1.1 Upgrade: h2c
+  nghttp2-server nghttp2-client python3-grpcio python3-h2
   # the endpoint tests: certificates, and the real Prometheus server scraping
   openssl prometheus
   # libFuzzer for the parser fuzz targets

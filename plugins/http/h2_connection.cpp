@@ -861,6 +861,21 @@ void H2Connection::finish(std::map<std::uint32_t, Stream>::iterator it, H2Outcom
   streams_.erase(it);
 }
 
+void H2Connection::upgraded(bool request_outbound, std::string method, std::string path,
+                            std::string authority, std::optional<std::uint64_t> request_bytes,
+                            std::uint64_t request_ns) {
+  requests_outbound_ = request_outbound;
+  last_request_stream_ = 1;
+  Stream& s = streams_[1];
+  s.request_outbound = request_outbound;
+  s.method = std::move(method);
+  s.path = std::move(path);
+  s.authority = std::move(authority);
+  s.request_ns = request_ns;
+  s.request_bytes = request_bytes.value_or(0);
+  s.request_bytes_known = request_bytes.has_value();
+}
+
 void H2Connection::close(std::vector<H2Exchange>& done) {
   while (!streams_.empty())
     finish(streams_.begin(),

@@ -99,6 +99,11 @@ class H2Connection {
   void segment(bool outbound, std::uint32_t seq, std::uint32_t length,
                std::span<const std::byte> captured, std::span<const L7Piece> pieces,
                std::uint64_t ns, std::vector<H2Exchange>& done);
+  // The connection began as HTTP/1.1 and switched with Upgrade: h2c (RFC
+  // 7540 3.2): the request that asked is stream 1, its response to come over
+  // HTTP/2. Called once, before the first segment.
+  void upgraded(bool request_outbound, std::string method, std::string path, std::string authority,
+                std::optional<std::uint64_t> request_bytes, std::uint64_t request_ns);
   // The socket closed: open streams end (answered when their response began,
   // closed otherwise).
   void close(std::vector<H2Exchange>& done);

@@ -4,6 +4,7 @@
 // status from HTTP/2.
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -170,10 +171,18 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     try {
       done_.clear();
       remember_socket(packet);
+      if (auto it = switched_.find(packet.socket); it != switched_.end()) {
+        after_switch(it, packet, 0, out);
+        return;
+      }
       if (http::H2Connection* h2 = h2_connection(packet)) {
         h2->segment(packet.outbound, packet.seq, packet.length, packet.captured, packet.pieces,
                     packet.ns, h2_done_);
         emit_h2(out);
+        return;
+      }
+      if (const std::size_t head = switching_head(packet)) {
+        switch_protocols(packet, head, out);
         return;
       }
       tracker_->segment(
@@ -188,6 +197,10 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     try {
       done_.clear();
       tracker_->close(socket, done_);
+      if (auto it = switched_.find(socket); it != switched_.end()) {
+        if (it->second) done_.push_back(std::move(*it->second));  // nothing came after the 101
+        switched_.erase(it);
+      }
       emit_all(out);
       if (auto it = h2_.find(socket); it != h2_.end()) {
         it->second->close(h2_done_);
@@ -216,7 +229,9 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     emit_h2(out);
     // Sockets the trackers forgot (idle, evicted) need no info either.
     std::erase_if(sockets_, [this](const auto& socket) {
-      if (tracker_->tracking(socket.first) || h2_.count(socket.first)) return false;
+      if (tracker_->tracking(socket.first) || h2_.count(socket.first) ||
+          switched_.count(socket.first))
+        return false;
       by_tuple_.erase(tuple_key(socket.second.tuple, false));
       return true;
     });
@@ -439,6 +454,78 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
 
   // The HTTP/2 state of the packet's socket: found, made for a socket whose
   // first packet is HTTP/2, or null (HTTP/1, followed by the tracker).
+  // The size of a "101 Switching Protocols" head that starts the packet and
+  // ends inside its captured bytes, on a connection the HTTP/1 tracker
+  // follows; 0 otherwise.
+  std::size_t switching_head(const L7Packet& packet) const {
+    const std::string_view text(reinterpret_cast<const char*>(packet.captured.data()),
+                                packet.captured.size());
+    if (!text.starts_with("HTTP/1.1 101") || !tracker_->tracking(packet.socket) ||
+        switched_.size() >= *max_connections_)
+      return 0;
+    const std::size_t end = text.find("\r\n\r\n");
+    return end == std::string_view::npos ? 0 : end + 4;
+  }
+
+  // A 101 answered the connection's request: HTTP/1 ends with its head.
+  // What follows decides what the exchange becomes: HTTP/2 (Upgrade: h2c,
+  // RFC 7540 3.2) makes it stream 1 of the new connection;
+  // anything else (WebSocket...) leaves it the 101 exchange it is, and the
+  // socket is not read further.
+  void switch_protocols(const L7Packet& packet, std::size_t head, EventEmitter& out) {
+    tracker_->segment({packet.socket, packet.outbound, packet.seq, static_cast<std::uint32_t>(head),
+                       packet.captured.first(head), packet.ns},
+                      done_);
+    std::optional<L7Exchange> upgraded;
+    for (auto it = done_.begin(); it != done_.end(); ++it) {
+      if (it->connection == packet.socket && it->response && it->response->status == 101) {
+        upgraded = std::move(*it);
+        done_.erase(it);
+        break;
+      }
+    }
+    if (upgraded) tracker_->close(packet.socket, done_);  // nothing else is pending after it
+    emit_all(out);
+    if (!upgraded) {  // a 101 nobody asked for: the tracker reads the rest as it can
+      tracker_->segment(
+          {packet.socket, packet.outbound, packet.seq + static_cast<std::uint32_t>(head),
+           packet.length - static_cast<std::uint32_t>(head), packet.captured.subspan(head),
+           packet.ns},
+          done_);
+      emit_all(out);
+      return;
+    }
+    auto it = switched_.emplace(packet.socket, std::move(upgraded)).first;
+    after_switch(it, packet, head, out);
+  }
+
+  // A packet after a 101, from `offset` on.
+  void after_switch(std::unordered_map<std::uint64_t, std::optional<L7Exchange>>::iterator it,
+                    const L7Packet& packet, std::size_t offset, EventEmitter& out) {
+    if (offset >= packet.length || !it->second) return;  // nothing yet, or not HTTP/2
+    const auto bytes = packet.captured.subspan(std::min(offset, packet.captured.size()));
+    const auto length = packet.length - static_cast<std::uint32_t>(offset);
+    const L7Detection h2 = http::detect_h2(bytes, length);
+    if (h2 == L7Detection::maybe) return;
+    if (h2 == L7Detection::no) {
+      done_.push_back(std::move(*it->second));
+      it->second.reset();  // the socket stays out of the HTTP/1 tracker
+      emit_all(out);
+      return;
+    }
+    const L7Exchange request = std::move(*it->second);
+    switched_.erase(it);
+    http::H2Connection* connection = new_h2_connection(packet.socket);
+    if (h2_sockets_.size() < 4 * *max_connections_) h2_sockets_.insert(packet.socket);
+    connection->upgraded(request.side == L7Side::client, request.request.operation,
+                         request.request.resource, request.request.authority,
+                         request.request.body_size, request.request_ns);
+    connection->segment(packet.outbound, packet.seq + static_cast<std::uint32_t>(offset), length,
+                        bytes, offset == 0 ? packet.pieces : std::span<const L7Piece>(), packet.ns,
+                        h2_done_);
+    emit_h2(out);
+  }
+
   // A socket once seen speaking HTTP/2 stays HTTP/2 after its state went
   // (idle, evicted): it is joined again mid-way rather than read as HTTP/1.
   http::H2Connection* h2_connection(const L7Packet& packet) {
@@ -452,6 +539,10 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       if (h2_sockets_.size() >= 4 * *max_connections_) h2_sockets_.erase(h2_sockets_.begin());
       h2_sockets_.insert(packet.socket);
     }
+    return new_h2_connection(packet.socket);
+  }
+
+  http::H2Connection* new_h2_connection(std::uint64_t socket) {
     if (h2_.size() >= *max_connections_) {
       // The least recently active one goes, its open streams as closed.
       auto oldest = std::min_element(h2_.begin(), h2_.end(), [](const auto& a, const auto& b) {
@@ -461,8 +552,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       h2_.erase(oldest);
       ++h2_evicted_;
     }
-    auto& slot = h2_[packet.socket];
-    slot = std::make_unique<http::H2Connection>(packet.socket, h2_limits_, h2_stats_);
+    auto& slot = h2_[socket];
+    slot = std::make_unique<http::H2Connection>(socket, h2_limits_, h2_stats_);
     return slot.get();
   }
 
@@ -637,6 +728,9 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   std::unordered_map<std::uint64_t, std::unique_ptr<http::H2Connection>> h2_;
   std::uint64_t h2_evicted_ = 0;
   std::unordered_set<std::uint64_t> h2_sockets_;
+  // Sockets past a 101 response: the upgrade request until what follows
+  // says HTTP/2, none for another protocol (not read further).
+  std::unordered_map<std::uint64_t, std::optional<L7Exchange>> switched_;
   std::vector<http::H2Exchange> h2_done_;
   std::unordered_set<std::string> known_grpc_;
   std::unordered_map<std::uint64_t, SocketInfo> sockets_;

@@ -692,6 +692,46 @@ TEST(H2Connection, AFrameHeaderSplitBetweenSegmentsIsJoined) {
   EXPECT_EQ(stats.table_lost, 0u);
 }
 
+// Upgrade: h2c: the HTTP/1.1 request is stream 1, answered over HTTP/2
+// after the server's SETTINGS; the client's preface follows, then its own
+// streams from 3.
+TEST(H2Connection, AnUpgradedConnectionAnswersItsHttp1RequestOnStreamOne) {
+  Encoder client, server;
+  H2Stats stats;
+  H2Limits limits;
+  H2Connection c(1, limits, stats);
+  std::vector<H2Exchange> done;
+  auto as_bytes = [](const std::string& s) {
+    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size());
+  };
+  c.upgraded(true, "GET", "/up", "example", 0, 5);
+  std::string answer = settings() + headers(server, 1, reply("200"), false);
+  answer += data(1, "hello", true);
+  c.segment(false, 0, static_cast<std::uint32_t>(answer.size()), as_bytes(answer), {}, 9, done);
+  ASSERT_EQ(done.size(), 1u);
+  EXPECT_EQ(done[0].stream_id, 1u);
+  EXPECT_EQ(done[0].method, "GET");
+  EXPECT_EQ(done[0].path, "/up");
+  EXPECT_EQ(done[0].authority, "example");
+  EXPECT_EQ(done[0].status, 200);
+  EXPECT_EQ(done[0].request_ns, 5u);
+  EXPECT_EQ(done[0].response_ns, 9u);
+  EXPECT_EQ(done[0].request_bytes, 0u);
+  EXPECT_EQ(done[0].response_bytes, 5u);
+  const std::string next =
+      std::string(kH2Preface) + settings() + headers(client, 3, get("/next"), true);
+  c.segment(true, 0, static_cast<std::uint32_t>(next.size()), as_bytes(next), {}, 10, done);
+  const std::string second = headers(server, 3, reply("404"), true);
+  c.segment(false, static_cast<std::uint32_t>(answer.size()),
+            static_cast<std::uint32_t>(second.size()), as_bytes(second), {}, 11, done);
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_EQ(done[1].stream_id, 3u);
+  EXPECT_EQ(done[1].path, "/next");
+  EXPECT_EQ(done[1].status, 404);
+  EXPECT_FALSE(done[1].partial_headers);
+  EXPECT_EQ(stats.table_lost, 0u);
+}
+
 // DATA padded, its pad length byte past the capture: its size is unknown.
 TEST(H2Connection, PaddedDataWithThePadLengthUnseenHasNoSize) {
   Encoder client, server;

@@ -22,6 +22,8 @@ constexpr int kTlsPort = 8443;       // nginx, h2 over TLS
 constexpr int kNginxH2cPort = 8082;  // nginx, h2c with prior knowledge
 constexpr int kNghttpdPort = 8090;   // nghttpd, h2c
 constexpr int kGrpcPort = 50051;
+constexpr int kUpgradePort = 8091;       // h2c_upgrade_server.py: HTTP/1.1 Upgrade: h2c
+constexpr int kSplitUpgradePort = 8092;  // the same, the 101 and HTTP/2 in two segments
 constexpr int kUpstreamPort = 18080;
 // Small enough that every frame of five parallel streams is in the capture.
 constexpr std::size_t kSmallBytes = 100;
@@ -30,6 +32,7 @@ constexpr std::size_t kBigBytes = 100000;
 const std::string kServerAddress = "10.77.0.2";
 const std::string kGrpcPeers = std::string(NW_TEST_DIR) + "/grpc_peers.py";
 const std::string kHttpPeers = std::string(NW_TEST_DIR) + "/http_peers.py";
+const std::string kUpgradeServer = std::string(NW_TEST_DIR) + "/h2c_upgrade_server.py";
 
 std::string in_client(const std::string& command) {
   return "ip netns exec " + std::string(TwoHosts::kClient) + " " + command;
@@ -90,6 +93,24 @@ class H2 : public ::testing::Test {
                  " ss -Htln 'sport = :" + std::to_string(kNghttpdPort) + "' | grep -q .")
                  .exit_code == 0;
     })) << read_file(dir_.file("nghttpd.log"));
+  }
+
+  void start_upgrade_server(const std::string& name, int port, bool split) {
+    std::vector<std::string> argv = {"/usr/bin/python3",
+                                     kUpgradeServer,
+                                     std::to_string(port),
+                                     "--host",
+                                     kServerAddress,
+                                     "--root",
+                                     www_,
+                                     "--pidfile",
+                                     dir_.file(name + ".pid"),
+                                     "--ready",
+                                     dir_.file(name + ".ready")};
+    if (split) argv.push_back("--split");
+    start(name, argv);
+    ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(dir_.file(name + ".ready")); }))
+        << read_file(dir_.file(name + ".log"));
   }
 
   void start_grpc() {
@@ -314,6 +335,112 @@ TEST_F(H2, CleartextPriorKnowledgeFromNghttpdAndNginx) {
   ASSERT_EQ(lines.size(), 1u) << curl.output;
   expect_big_body(std::stoull(lines[0][0]));
   ASSERT_EQ(nw.stop(), 0) << nw.log();
+}
+
+// HTTP/1.1 Upgrade: h2c: the request that asked is stream 1, answered over
+// HTTP/2 after the 101, and the connection's later requests are streams.
+TEST_F(H2, AnHttp11UpgradeToH2cIsFollowedFromItsFirstRequest) {
+  start_upgrade_server("upgrade", kUpgradePort, false);
+  start_upgrade_server("split", kSplitUpgradePort, true);
+  const std::string base = "http://" + kServerAddress + ":" + std::to_string(kUpgradePort);
+  auto missing = run(in_client("curl -s -o /dev/null -w '%{size_download}' " + base + "/missing"));
+  ASSERT_EQ(missing.exit_code, 0) << missing.output;
+  const std::uint64_t missing_bytes = std::stoull(missing.output);
+
+  Netwatcher nw(dir_, config());
+  auto nghttp =
+      run(in_client("nghttp -nu " + base + "/hello " + base + "/small " + base + "/missing"));
+  ASSERT_EQ(nghttp.exit_code, 0) << nghttp.output << read_file(dir_.file("upgrade.log"));
+  std::uint64_t nghttp_port = 0;
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& e : events_of(read_json_lines(dir_.file("events.jsonl")), "http_exchange"))
+      if (e["fields"]["comm"].str() == "nghttp") nghttp_port = e["fields"]["sport"].u64();
+    return nghttp_port != 0;
+  }));
+  expect_exchanges(
+      nghttp_port, kUpgradePort, "nghttp", pid_in("upgrade.pid"), "python3",
+      {{"/hello", 200, 3}, {"/small", 200, kSmallBytes}, {"/missing", 404, missing_bytes}}, false);
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    EXPECT_EQ(exchanges(side, nghttp_port)[0]["fields"]["stream_id"].u64(), 1u);
+  }
+
+  // curl --http2 on http:// asks for the upgrade itself.
+  auto curl = run(
+      in_client("curl -s --http2 -o /dev/null" + std::string(kCurlFormat) + " " + base + "/small"));
+  ASSERT_EQ(curl.exit_code, 0) << curl.output;
+  auto lines = curl_lines(curl.output);
+  ASSERT_EQ(lines.size(), 1u) << curl.output;
+  ASSERT_EQ(lines[0][3], "2") << curl.output;
+  expect_exchanges(std::stoull(lines[0][0]), kUpgradePort, "curl", pid_in("upgrade.pid"), "python3",
+                   {{"/small", 200, kSmallBytes}}, false);
+  // The server's first HTTP/2 bytes in a segment after the 101's.
+  auto split =
+      run(in_client("curl -s --http2 -o /dev/null" + std::string(kCurlFormat) + " http://" +
+                    kServerAddress + ":" + std::to_string(kSplitUpgradePort) + "/hello"));
+  ASSERT_EQ(split.exit_code, 0) << split.output;
+  lines = curl_lines(split.output);
+  ASSERT_EQ(lines.size(), 1u) << split.output;
+  expect_exchanges(std::stoull(lines[0][0]), kSplitUpgradePort, "curl", pid_in("split.pid"),
+                   "python3", {{"/hello", 200, 3}}, false);
+  auto prom = scrape_until(kPromPort, [](const PromText& p) {
+    return p.value("netwatcher_http_parse_errors_total", {{"kind", "h2_table_lost"}}).has_value();
+  });
+  for (const char* kind : {"invalid_request", "invalid_response", "lost_sync", "h2_invalid_frame",
+                           "h2_lost_sync", "h2_table_lost", "h2_orphan_response"})
+    EXPECT_EQ(prom.value("netwatcher_http_parse_errors_total", {{"kind", kind}}), 0.0) << kind;
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+}
+
+// A 101 to a WebSocket upgrade: that exchange as HTTP/1.1 with status 101,
+// and nothing after it read as HTTP, even bytes that look like a request.
+TEST_F(H2, ASwitchToAnotherProtocolEndsHttpAtThe101) {
+  start_upgrade_server("upgrade", kUpgradePort, false);
+  Netwatcher nw(dir_, config());
+  const std::string script =
+      "import socket,sys\n"
+      "s=socket.create_connection(('" +
+      kServerAddress + "'," + std::to_string(kUpgradePort) +
+      "))\n"
+      "s.sendall(b'GET /chat HTTP/1.1\\r\\nHost: ws\\r\\nUpgrade: websocket\\r\\n"
+      "Connection: Upgrade\\r\\n\\r\\n')\n"
+      "head=b''\n"
+      "while not head.endswith(b'\\r\\n\\r\\n'): head+=s.recv(1)\n"
+      "for m in (b'GET /not-a-request HTTP/1.1\\r\\n\\r\\n', b'\\x81\\x05hello'):\n"
+      "  s.sendall(m)\n"
+      "  got=b''\n"
+      "  while len(got)<len(m): got+=s.recv(100)\n"
+      "print(s.getsockname()[1], head.split(b' ')[1].decode())\n"
+      "s.close()\n";
+  write_file(dir_.file("ws.py"), script);
+  auto ws = run(in_client("/usr/bin/python3 " + dir_.file("ws.py")));
+  ASSERT_EQ(ws.exit_code, 0) << ws.output;
+  std::istringstream words(ws.output);
+  std::uint64_t port = 0;
+  std::string status;
+  words >> port >> status;
+  ASSERT_EQ(status, "101") << ws.output;
+  ASSERT_TRUE(wait_until([&] {
+    return exchanges("client", port).size() == 1 && exchanges("server", port).size() == 1;
+  }));
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    const auto& f = exchanges(side, port)[0]["fields"];
+    EXPECT_EQ(f["version"].str(), "1.1");
+    EXPECT_EQ(f["path"].str(), "/chat");
+    EXPECT_EQ(f["status"].u64(), 101u);
+    EXPECT_EQ(f["outcome"].str(), "answered");
+  }
+  // The bytes after the 101 went by both sockets without a parse error.
+  auto prom = scrape_until(kPromPort, [](const PromText& p) {
+    return p.value("netwatcher_http_parse_errors_total", {{"kind", "invalid_request"}}).has_value();
+  });
+  for (const char* kind : {"invalid_request", "invalid_response", "orphan_response", "lost_sync",
+                           "h2_invalid_frame", "h2_lost_sync"})
+    EXPECT_EQ(prom.value("netwatcher_http_parse_errors_total", {{"kind", kind}}), 0.0) << kind;
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+  EXPECT_EQ(exchanges("client", port).size(), 1u);
+  EXPECT_EQ(exchanges("server", port).size(), 1u);
 }
 
 // gRPC over h2c: the service and method from the path, the status from the

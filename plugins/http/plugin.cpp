@@ -198,7 +198,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       done_.clear();
       tracker_->close(socket, done_);
       if (auto it = switched_.find(socket); it != switched_.end()) {
-        if (it->second) done_.push_back(std::move(*it->second));  // nothing came after the 101
+        if (it->second.upgrade)  // nothing came after the 101
+          done_.push_back(std::move(*it->second.upgrade));
         switched_.erase(it);
       }
       emit_all(out);
@@ -227,6 +228,17 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       return entry.second->open_streams() == 0 && now > entry.second->last_ns() + limits_.idle_ns;
     });
     emit_h2(out);
+    // Past a 101, idle like a forgotten connection: the 101 exchange is
+    // reported if nothing said what followed it.
+    for (auto it = switched_.begin(); it != switched_.end();) {
+      if (now > it->second.last_ns + limits_.idle_ns) {
+        if (it->second.upgrade) done_.push_back(std::move(*it->second.upgrade));
+        it = switched_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    emit_all(out);
     // Sockets the trackers forgot (idle, evicted) need no info either.
     std::erase_if(sockets_, [this](const auto& socket) {
       if (tracker_->tracking(socket.first) || h2_.count(socket.first) ||
@@ -454,6 +466,14 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
 
   // The HTTP/2 state of the packet's socket: found, made for a socket whose
   // first packet is HTTP/2, or null (HTTP/1, followed by the tracker).
+  // A socket past a 101 response: the request that asked, until what
+  // follows says HTTP/2; none once it said another protocol (the socket is
+  // then not read further).
+  struct Switched {
+    std::optional<L7Exchange> upgrade;
+    std::uint64_t last_ns = 0;  // the socket's last packet, for idle_ns
+  };
+
   // The size of a "101 Switching Protocols" head that starts the packet and
   // ends inside its captured bytes, on a connection the HTTP/1 tracker
   // follows; 0 otherwise.
@@ -495,25 +515,27 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
       emit_all(out);
       return;
     }
-    auto it = switched_.emplace(packet.socket, std::move(upgraded)).first;
+    auto it = switched_.emplace(packet.socket, Switched{std::move(upgraded), packet.ns}).first;
     after_switch(it, packet, head, out);
   }
 
   // A packet after a 101, from `offset` on.
-  void after_switch(std::unordered_map<std::uint64_t, std::optional<L7Exchange>>::iterator it,
+  void after_switch(std::unordered_map<std::uint64_t, Switched>::iterator it,
                     const L7Packet& packet, std::size_t offset, EventEmitter& out) {
-    if (offset >= packet.length || !it->second) return;  // nothing yet, or not HTTP/2
+    it->second.last_ns = packet.ns;
+    std::optional<L7Exchange>& upgrade = it->second.upgrade;
+    if (offset >= packet.length || !upgrade) return;  // nothing yet, or not HTTP/2
     const auto bytes = packet.captured.subspan(std::min(offset, packet.captured.size()));
     const auto length = packet.length - static_cast<std::uint32_t>(offset);
     const L7Detection h2 = http::detect_h2(bytes, length);
     if (h2 == L7Detection::maybe) return;
     if (h2 == L7Detection::no) {
-      done_.push_back(std::move(*it->second));
-      it->second.reset();  // the socket stays out of the HTTP/1 tracker
+      done_.push_back(std::move(*upgrade));
+      upgrade.reset();  // the socket stays out of the HTTP/1 tracker
       emit_all(out);
       return;
     }
-    const L7Exchange request = std::move(*it->second);
+    const L7Exchange request = std::move(*upgrade);
     switched_.erase(it);
     http::H2Connection* connection = new_h2_connection(packet.socket);
     if (h2_sockets_.size() < 4 * *max_connections_) h2_sockets_.insert(packet.socket);
@@ -728,9 +750,8 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
   std::unordered_map<std::uint64_t, std::unique_ptr<http::H2Connection>> h2_;
   std::uint64_t h2_evicted_ = 0;
   std::unordered_set<std::uint64_t> h2_sockets_;
-  // Sockets past a 101 response: the upgrade request until what follows
-  // says HTTP/2, none for another protocol (not read further).
-  std::unordered_map<std::uint64_t, std::optional<L7Exchange>> switched_;
+  // Sockets past a 101 response (switch_protocols()).
+  std::unordered_map<std::uint64_t, Switched> switched_;
   std::vector<http::H2Exchange> h2_done_;
   std::unordered_set<std::string> known_grpc_;
   std::unordered_map<std::uint64_t, SocketInfo> sockets_;

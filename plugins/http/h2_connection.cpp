@@ -218,6 +218,20 @@ std::string without_dynamic_references(std::span<const std::uint8_t> in, bool& d
   return out;
 }
 
+// Whether frames read from the start of `bytes` (after the client preface,
+// when they begin with it) end exactly at `offset`, every header on the way
+// inside the bytes.
+bool frames_reach(std::span<const std::byte> bytes, std::uint64_t offset) {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(bytes.data());
+  const std::string_view text(reinterpret_cast<const char*>(p), bytes.size());
+  std::uint64_t at = text.starts_with(kH2Preface) ? kH2Preface.size() : 0;
+  while (at < offset) {
+    if (at + kFrameHeaderBytes > bytes.size()) return false;
+    at += kFrameHeaderBytes + read_frame_header(p + at).length;
+  }
+  return at == offset;
+}
+
 }  // namespace
 
 L7Detection detect_h2(std::span<const std::byte> captured, std::uint32_t length) noexcept {
@@ -355,7 +369,10 @@ void H2Connection::segment(bool outbound, std::uint32_t seq, std::uint32_t lengt
   if (length == 0) return;
   if (captured.size() > length) captured = captured.first(length);
   if (d.seq_known) {
-    const auto ahead = static_cast<std::int32_t>(seq - d.next_seq);
+    auto ahead = static_cast<std::int32_t>(seq - d.next_seq);
+    // Further back than any window: not a retransmission but a stream
+    // numbered anew (a TLS stream's state forgotten in the kernel).
+    if (ahead < -(1 << 24)) ahead = 1;
     if (ahead < 0) {  // a retransmission, maybe with new bytes after the old
       const auto overlap = static_cast<std::uint32_t>(-static_cast<std::int64_t>(ahead));
       if (overlap >= length) return;
@@ -367,17 +384,20 @@ void H2Connection::segment(bool outbound, std::uint32_t seq, std::uint32_t lengt
       captured = captured.subspan(std::min<std::size_t>(overlap, captured.size()));
       length -= overlap;
       seq = d.next_seq;
-      // The kernel walked from its next frame, which is never before the
-      // bytes already seen: its pieces are all in the new bytes.
+      // Pieces in the bytes already seen (the kernel's walk may have taken
+      // up its place at this segment's start) are dropped with them.
       shifted.clear();
       for (const L7Piece& piece : pieces)
         if (piece.offset >= overlap) shifted.push_back({piece.offset - overlap, piece.bytes});
       pieces = shifted;
     } else if (ahead > 0) {
-      if (d.synced)
-        lose_sync(d, true);  // the gap may have held a header block
-      else
+      if (!d.synced)
         missed(d);
+      else if (d.in_payload && static_cast<std::uint32_t>(ahead) <= d.payload_left &&
+               d.preface_left == 0)
+        unseen(d, static_cast<std::uint32_t>(ahead), false, done);  // inside one payload
+      else
+        lose_sync(d, true);  // the gap may have held a header block
     }
   }
   d.seq_known = true;
@@ -385,12 +405,17 @@ void H2Connection::segment(bool outbound, std::uint32_t seq, std::uint32_t lengt
   std::size_t known = captured.size();
   if (!pieces.empty()) known = std::min<std::size_t>(known, pieces.front().offset);
   std::uint64_t at = 0;
-  if (!d.synced && !resync(d, captured, length)) {
-    missed(d);
-    if (pieces.empty()) return;
-    // The kernel followed the frames all along: its first piece is one.
-    sync_at_frame(d);
-    at = known = pieces.front().offset;
+  if (!d.synced) {
+    // The kernel followed the frames: a guess from the captured bytes must
+    // lead to its first piece, else that piece is where the frames are.
+    if (!pieces.empty()
+            ? !frames_reach(captured, pieces.front().offset) || !resync(d, captured, length)
+            : !resync(d, captured, length)) {
+      missed(d);
+      if (pieces.empty()) return;
+      sync_at_frame(d);
+      at = known = pieces.front().offset;
+    }
   }
   // The captured bytes up to the first piece, then each piece, with what
   // lies between them unseen.
@@ -784,6 +809,13 @@ void H2Connection::headers(Direction& d, std::uint32_t stream_id, Fields& f, boo
     request = true;
   }
   if (request && it == streams_.end()) {
+    // Client streams are odd and come one way (RFC 9113 5.1.1); a block read
+    // without its table that jumps far ahead is more likely bytes taken for
+    // a frame than a thousand requests unseen.
+    if (stream_id % 2 == 0 || (requests_outbound_ && *requests_outbound_ != d.outbound) ||
+        (f.partial && last_request_stream_ &&
+         stream_id > *last_request_stream_ + 2 * limits_.max_streams))
+      return;
     if (!requests_outbound_) requests_outbound_ = d.outbound;
     // Stream ids only grow (RFC 9113 5.1.1): a lower one is a retransmitted
     // or trailing block of a stream already reported, not a new request.

@@ -529,6 +529,12 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     const auto length = packet.length - static_cast<std::uint32_t>(offset);
     const L7Detection h2 = http::detect_h2(bytes, length);
     if (h2 == L7Detection::maybe) return;
+    // A retransmission of the upgrade request or of the 101 decides nothing.
+    const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+    if (h2 == L7Detection::no &&
+        (text.starts_with("HTTP/1.") ||
+         http::detect_request_start(bytes, bytes.size() < length) == L7Detection::yes))
+      return;
     if (h2 == L7Detection::no) {
       done_.push_back(std::move(*upgrade));
       upgrade.reset();  // the socket stays out of the HTTP/1 tracker

@@ -69,13 +69,37 @@ struct {
   __type(value, struct l7_decision);
 } decisions SEC(".maps");
 
-/* Records are built here: the capture is too large for the BPF stack. */
+/* Records are built here: the capture is too large for the BPF stack. One
+ * slot per nesting level: an egress run in process context can be
+ * interrupted on its CPU by a softirq's ingress or egress run, and a TLS
+ * probe by either; each must build its record in a slot of its own. */
+#define L7_SCRATCH_DEPTH 3
+struct {
+  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+  __uint(max_entries, L7_SCRATCH_DEPTH);
+  __type(key, __u32);
+  __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE + L7_PIECE_AREA]);
+} scratch SEC(".maps");
+
+/* The scratch slots in use on this CPU. */
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
   __uint(max_entries, 1);
   __type(key, __u32);
-  __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE + L7_PIECE_AREA]);
-} scratch SEC(".maps");
+  __type(value, __u32);
+} scratch_depth SEC(".maps");
+
+/* Takes the next scratch slot (0 when none is free); give it back by
+ * storing *slot into the returned counter. Runs nest strictly on a CPU, so a
+ * plain counter does. */
+static __always_inline __u32* scratch_enter(__u32* slot) {
+  __u32 zero = 0;
+  __u32* depth = bpf_map_lookup_elem(&scratch_depth, &zero);
+  if (!depth || *depth >= L7_SCRATCH_DEPTH) return 0;
+  *slot = *depth;
+  *depth = *slot + 1;
+  return depth;
+}
 
 /* Payload packets of selected sockets that were still undecided past their
  * offer: seen by no protocol (netwatcher_l7_unoffered_packets_total). */
@@ -119,15 +143,14 @@ static __always_inline void take_decision(struct l7_socket* state, __u64 cookie)
  * them: a header block there would leave the HPACK table unknown for good.
  * A direction whose first payload is the client preface or a SETTINGS frame
  * (a server's preface) is followed here instead: frame by frame, by their
- * lengths, and each frame user space would not see whole is copied as a
- * piece (its header and, but for DATA, the first L7_PIECE_BYTES - 9 bytes of
- * its payload), as many as L7_PIECE_AREA holds: past them the frames are
- * still followed, and user space finds its place again in a later segment.
- * A frame header split between segments is kept until the next one (and
- * its first part given as a short piece). Whatever cannot be followed
- * (bytes lost or out of order, more than L7_WALK_FRAMES frames in one
- * segment) suspends the walk of that direction until a segment starts with
- * what looks like a frame header, as user space finds its place again. */
+ * lengths, and each frame whose header (with the payload bytes kept below)
+ * does not fit in the captured bytes is copied as a piece (its header and, but for DATA, the first
+ * L7_PIECE_BYTES - 9 bytes of its payload), as many as L7_PIECE_AREA holds: past them the frames
+ * are still followed, and user space finds its place again in a later segment. A frame header split
+ * between segments is kept until the next one (and its first part given as a short piece). Whatever
+ * cannot be followed (bytes lost or out of order, more than L7_WALK_FRAMES frames in one segment)
+ * suspends the walk of that direction until a segment starts with what looks like a frame header,
+ * as user space finds its place again. */
 
 /* A direction's walk: its first payload not seen yet, being followed, not
  * HTTP/2 from its start, or waiting for a frame boundary. */
@@ -233,6 +256,7 @@ static __always_inline long h2_step(bool from_skb, struct h2_walk_state* w) {
   __u32 frame_length = ((__u32)header[0] << 16) | ((__u32)header[1] << 8) | header[2];
   /* DATA: only its pad length, when it has one. */
   __u32 want = header[3] == 0 ? (header[4] & 0x8 ? 1 : 0) : frame_length;
+  if (want > frame_length) want = frame_length; /* a padded DATA frame without a payload */
   if (want > L7_PIECE_BYTES - 9) want = L7_PIECE_BYTES - 9;
   if (want > w->length - off - 9) want = w->length - off - 9;
   __u32 used = w->rec->piece_bytes;
@@ -291,12 +315,14 @@ static __always_inline void h2_walk(bool from_skb, struct __sk_buff* skb, __u32 
                             .length = length};
   __u32 partial = dir->partial;
   if (partial) {
-    /* A header begun at the last segment's end: its rest starts this one
-     * (inside the captured bytes, at least 9 long or the whole segment). A
+    /* A header begun at the last segment's end: its rest starts this one,
+     * or inside it for a retransmission that took new bytes along (inside
+     * the captured bytes, at least 9 long or the whole segment). A
      * retransmission of bytes walked already changes nothing. */
     __u32 rest_at = dir->next + partial;
     if ((__s32)(seq + length - rest_at) <= 0) return;
-    if (seq != rest_at || partial > 8 || 9 - partial > length) {
+    __u32 base = rest_at - seq;
+    if ((__s32)base < 0 || partial > 8 || base + 9 - partial > length) {
       dir->walking = H2_LOST;
       return;
     }
@@ -306,13 +332,14 @@ static __always_inline void h2_walk(bool from_skb, struct __sk_buff* skb, __u32 
     for (__u32 i = 0; i < 3; i++) {
       if (i < partial) {
         length_bytes[i] = dir->header[i];
-      } else if (h2_load(from_skb, skb, payload_offset, buf, i - partial, &length_bytes[i], 1)) {
+      } else if (h2_load(from_skb, skb, payload_offset, buf, base + i - partial, &length_bytes[i],
+                         1)) {
         dir->walking = H2_LOST;
         return;
       }
     }
     dir->partial = 0;
-    w.off = 9 - partial +
+    w.off = base + 9 - partial +
             (((__u32)length_bytes[0] << 16) | ((__u32)length_bytes[1] << 8) | length_bytes[2]);
   } else {
     w.off = dir->next - seq;
@@ -356,7 +383,7 @@ static __always_inline void h2_walk(bool from_skb, struct __sk_buff* skb, __u32 
   }
 }
 
-static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
+static __always_inline void capture(struct __sk_buff* skb, bool outbound, __u32 slot) {
   struct bpf_sock* sk = skb->sk;
   if (!sk) return;
   sk = bpf_sk_fullsock(sk);
@@ -449,8 +476,7 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
     (*offered)++;
   }
 
-  __u32 zero = 0;
-  struct l7_packet* rec = bpf_map_lookup_elem(&scratch, &zero);
+  struct l7_packet* rec = bpf_map_lookup_elem(&scratch, &slot);
   if (!rec) return;
   __u32 length = skb->len - payload_offset;
   __u64 captured = length < capture_bytes ? length : capture_bytes;
@@ -498,13 +524,21 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound) {
 
 SEC("cgroup_skb/egress")
 int l7_egress(struct __sk_buff* skb) {
-  capture(skb, true);
+  __u32 slot = 0;
+  __u32* depth = scratch_enter(&slot);
+  if (!depth) return 1;
+  capture(skb, true, slot);
+  *depth = slot;
   return 1;
 }
 
 SEC("cgroup_skb/ingress")
 int l7_ingress(struct __sk_buff* skb) {
-  capture(skb, false);
+  __u32 slot = 0;
+  __u32* depth = scratch_enter(&slot);
+  if (!depth) return 1;
+  capture(skb, false, slot);
+  *depth = slot;
   return 1;
 }
 
@@ -635,7 +669,7 @@ static __always_inline void tls_take_decision(struct tls_stream* stream, __u64 k
 }
 
 /* A call returned `rc`: `outbound` bytes written, else read. */
-static __always_inline void tls_return(long rc, bool outbound) {
+static __always_inline void tls_return(long rc, bool outbound, __u32 slot) {
   __u64 id = bpf_get_current_pid_tgid();
   struct tls_call* found = bpf_map_lookup_elem(&tls_calls, &id);
   if (!found) return;
@@ -689,8 +723,7 @@ static __always_inline void tls_return(long rc, bool outbound) {
     stream->offered[direction]++;
   }
 
-  __u32 zero = 0;
-  struct l7_packet* rec = bpf_map_lookup_elem(&scratch, &zero);
+  struct l7_packet* rec = bpf_map_lookup_elem(&scratch, &slot);
   if (!rec) return;
   __u64 captured = length < capture_bytes ? length : capture_bytes;
   barrier_var(captured);
@@ -745,13 +778,21 @@ int BPF_KPROBE(l7_tls_call_ex, void* ssl, void* buf, __u64 num, void* done) {
 
 SEC("uretprobe")
 int BPF_KRETPROBE(l7_tls_read_done, long rc) {
-  tls_return((int)rc, false);
+  __u32 slot = 0;
+  __u32* depth = scratch_enter(&slot);
+  if (!depth) return 0;
+  tls_return((int)rc, false, slot);
+  *depth = slot;
   return 0;
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(l7_tls_write_done, long rc) {
-  tls_return((int)rc, true);
+  __u32 slot = 0;
+  __u32* depth = scratch_enter(&slot);
+  if (!depth) return 0;
+  tls_return((int)rc, true, slot);
+  *depth = slot;
   return 0;
 }
 

@@ -51,8 +51,8 @@ enum class L7Transport : std::uint8_t { tcp = 6, udp = 17 };
 // An HTTP/2 frame in the part of a packet past L7Packet::captured, which the
 // capture followed by frame lengths in the kernel for a connection it saw
 // start (ABI 3.5): the frame's 9-byte header and, but for DATA (whose pad
-// length only), the first of its payload. Frames wholly inside `captured`
-// have no piece. A piece shorter than 9 bytes ends the packet: a header
+// length only), the first of its payload. A frame whose header and those
+// bytes fit in `captured` has no piece. A piece shorter than 9 bytes ends the packet: a header
 // that goes on in the next packet (whose captured bytes hold its rest).
 struct L7Piece {
   std::uint32_t offset = 0;          // from the payload's first byte
@@ -94,9 +94,11 @@ struct L7Packet {
   bool tls = false;
   // Since 3.5: HTTP/2 frames past `captured`, by rising offset. When the
   // kernel followed the frames (the connection's start was seen, nothing
-  // came out of order), every frame header past `captured` is here, so the
-  // bytes between pieces are DATA payload or payload past a piece; empty
-  // when it did not (or a capture plugin of an older minor).
+  // lost or out of order since) and they fit in the record's 4 KiB, every
+  // frame header past `captured` is here, so the bytes between pieces are
+  // payload past a piece; bytes past the last piece that are not are frames
+  // that did not fit. Empty when the kernel did not follow (or a capture
+  // plugin of an older minor).
   std::span<const L7Piece> pieces;
 };
 

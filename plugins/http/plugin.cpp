@@ -464,8 +464,6 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     grpc_requests_.add({service, method, grpc_code_name(e.grpc_status), side}, 1);
   }
 
-  // The HTTP/2 state of the packet's socket: found, made for a socket whose
-  // first packet is HTTP/2, or null (HTTP/1, followed by the tracker).
   // A socket past a 101 response: the request that asked, until what
   // follows says HTTP/2; none once it said another protocol (the socket is
   // then not read further).
@@ -554,8 +552,10 @@ class HttpPlugin final : public L7Protocol, public WithoutBpfObject {
     emit_h2(out);
   }
 
-  // A socket once seen speaking HTTP/2 stays HTTP/2 after its state went
-  // (idle, evicted): it is joined again mid-way rather than read as HTTP/1.
+  // The HTTP/2 state of the packet's socket: found, made for a socket whose
+  // first packet is HTTP/2, or null (HTTP/1, followed by the tracker). A
+  // socket once seen speaking HTTP/2 stays HTTP/2 after its state went (idle,
+  // evicted): it is joined again mid-way rather than read as HTTP/1.
   http::H2Connection* h2_connection(const L7Packet& packet) {
     if (auto it = h2_.find(packet.socket); it != h2_.end()) return it->second.get();
     if (!h2_sockets_.count(packet.socket)) {

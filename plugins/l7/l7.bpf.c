@@ -111,6 +111,9 @@ struct {
 } unoffered SEC(".maps");
 
 /* Set by user space after load, from the served protocols. */
+/* 0: HTTP/2 frames past capture_bytes are not followed (configured off, or
+ * a kernel without bpf_loop: the verifier then never sees the call). */
+const volatile __u32 h2_frame_walk = 1;
 volatile __u32 capture_tcp = 0;
 volatile __u32 capture_udp = 0;
 volatile __u32 capture_bytes = 0;
@@ -299,6 +302,7 @@ static __always_inline void h2_walk(bool from_skb, struct __sk_buff* skb, __u32 
                                     struct h2_direction* dir, struct l7_packet* rec) {
   rec->pieces = 0;
   rec->piece_bytes = 0;
+  if (!h2_frame_walk) return;
   if (dir->walking == H2_LOST && h2_starts_frame((const __u8*)(rec + 1), captured, length)) {
     dir->walking = H2_WALKING;
     dir->next = seq;

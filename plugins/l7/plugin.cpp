@@ -3,6 +3,7 @@
 // detectors in user space, tells the kernel, and hands each owned socket's
 // packets to its protocol. See netwatcher/l7_protocol.hpp.
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 
 #include <cstddef>
 #include <cstring>
@@ -103,6 +104,11 @@ class CapturePlugin {
     bpf_map__set_max_entries(skeleton_->maps.tls_sessions, tls_entries);
     bpf_map__set_max_entries(skeleton_->maps.tls_streams, tls_entries);
     bpf_map__set_max_entries(skeleton_->maps.tls_calls, tls_entries);
+    // bpf_loop came with Linux 5.17: without it the walk stays out of the
+    // programs (a constant the verifier prunes on), and the gauge says so.
+    h2_walking_ = *h2_frame_walk_ &&
+                  libbpf_probe_bpf_helper(BPF_PROG_TYPE_CGROUP_SKB, BPF_FUNC_loop, nullptr) == 1;
+    skeleton_->rodata->h2_frame_walk = h2_walking_ ? 1 : 0;
     return Status::success();
   }
   Status load() { return skeleton_.load(); }
@@ -135,6 +141,7 @@ class CapturePlugin {
     skeleton_->bss->capture_tcp = (transports & kL7Tcp) ? 1 : 0;
     decisions_fd_ = bpf_map__fd(skeleton_->maps.decisions);
     if (*tls_) start_tls(host);
+    h2_frame_walk_gauge_.set({}, h2_walking_ ? 1 : 0);
     host.set_metrics_refresh([this] { return refresh_metrics(); });
     return Status::success();
   }
@@ -449,6 +456,11 @@ class CapturePlugin {
       4096,
       "undecided sockets whose first packets are held in user space at once; more are ignored",
       {.min = 16, .max = 1 << 20}};
+  Setting<bool> h2_frame_walk_{
+      keys_, "h2_frame_walk", true,
+      "follow HTTP/2 frame lengths past capture_bytes in the kernel, so that header blocks and "
+      "body sizes past them are not lost (needs bpf_loop, Linux 5.17; off by itself without)"};
+  bool h2_walking_ = false;
   Setting<bool> tls_{keys_, "tls", false,
                      "read the plaintext of OpenSSL connections with uprobes on libssl "
                      "(SSL_read/SSL_write): protocols then see TLS traffic too"};
@@ -496,6 +508,9 @@ class CapturePlugin {
                          "TLS library calls with data whose socket was never seen (their "
                          "plaintext reaches no protocol).",
                          {}};
+  Gauge h2_frame_walk_gauge_{metrics_, "netwatcher_l7_h2_frame_walk",
+                             "1 when the kernel follows HTTP/2 frames past capture_bytes; 0 when "
+                             "h2_frame_walk is off or the kernel lacks bpf_loop."};
   Gauge tls_files_{metrics_, "netwatcher_l7_tls_libraries",
                    "TLS library files probed with uprobes ([plugins.l7] tls)."};
   Counter tls_refused_{metrics_,

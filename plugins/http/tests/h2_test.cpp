@@ -121,8 +121,8 @@ class H2 : public ::testing::Test {
         << read_file(dir_.file("grpc.log"));
   }
 
-  std::string config() const {
-    return "snapshot_interval = 0.5\n[plugins.http]\n[plugins.l7]\ntls = true\n" +
+  std::string config(const std::string& l7 = "") const {
+    return "snapshot_interval = 0.5\n[plugins.http]\n[plugins.l7]\ntls = true\n" + l7 +
            sink_config_json(dir_.file("events.jsonl")) +
            "[[sinks]]\ntype = \"prometheus\"\nlisten = \"127.0.0.1:" + std::to_string(kPromPort) +
            "\"\n";
@@ -443,6 +443,37 @@ TEST_F(H2, ASwitchToAnotherProtocolEndsHttpAtThe101) {
   EXPECT_EQ(exchanges("server", port).size(), 1u);
 }
 
+// The kernel's frame walk off (as on a kernel without bpf_loop): a body past
+// the capture has no size and ends the stream unseen, so the exchange is
+// answered at the close; path and status stay exact, nothing is wrong.
+TEST_F(H2, WithoutTheKernelsFrameWalkABigBodyHasNoSize) {
+  Netwatcher nw(dir_, config("h2_frame_walk = false\n"));
+  auto prom = scrape_until(kPromPort, [](const PromText& p) {
+    return p.value("netwatcher_l7_h2_frame_walk").has_value();
+  });
+  EXPECT_EQ(prom.value("netwatcher_l7_h2_frame_walk"), 0.0);
+  auto curl =
+      run(in_client("curl -s --http2-prior-knowledge -o /dev/null" + std::string(kCurlFormat) +
+                    " http://" + kServerAddress + ":" + std::to_string(kNginxH2cPort) + "/big"));
+  ASSERT_EQ(curl.exit_code, 0) << curl.output;
+  auto lines = curl_lines(curl.output);
+  ASSERT_EQ(lines.size(), 1u) << curl.output;
+  ASSERT_EQ(lines[0][2], std::to_string(kBigBytes)) << curl.output;
+  const std::uint64_t port = std::stoull(lines[0][0]);
+  ASSERT_TRUE(wait_for(port, 1));
+  for (const char* side : {"client", "server"}) {
+    SCOPED_TRACE(side);
+    auto seen = exchanges(side, port);
+    ASSERT_EQ(seen.size(), 1u);
+    const auto& f = seen[0]["fields"];
+    EXPECT_EQ(f["path"].str(), "/big");
+    EXPECT_EQ(f["status"].u64(), 200u);
+    EXPECT_EQ(f["outcome"].str(), "answered");
+    EXPECT_FALSE(f.has("response_bytes"));
+  }
+  ASSERT_EQ(nw.stop(), 0) << nw.log();
+}
+
 // gRPC over h2c: the service and method from the path, the status from the
 // trailers, and a call the client cancels (RST_STREAM) reported as reset.
 TEST_F(H2, GrpcCallsCarryServiceMethodAndStatusAndACancelIsAReset) {
@@ -589,6 +620,10 @@ TEST_F(H2, PacketsLostOnTheWayLeaveSizesExactOrAbsentAndTheWalkResumes) {
                  std::to_string(kNghttpdPort) + " numgen inc mod 25 == 0 drop' 2>&1");
   ASSERT_EQ(nft.exit_code, 0) << nft.output;
   Netwatcher nw(dir_, config());
+  auto walk = scrape_until(kPromPort, [](const PromText& p) {
+    return p.value("netwatcher_l7_h2_frame_walk").has_value();
+  });
+  EXPECT_EQ(walk.value("netwatcher_l7_h2_frame_walk"), 1.0);
   constexpr std::size_t kRequests = 40;
   // One connection, one stream at a time: each exchange after a gap starts
   // from a fresh place.

@@ -64,6 +64,13 @@ constexpr std::uint8_t kEndStream = 0x1, kEndHeaders = 0x4, kPadded = 0x8;
 std::string headers(Encoder& e, std::uint32_t stream, const HeaderList& fields, bool end_stream) {
   return frame(0x1, kEndHeaders | (end_stream ? kEndStream : 0), stream, e.block(fields));
 }
+// A path of 101 bytes. (Built in place: GCC 12 at -O2 sees a false overlap
+// in "/" + std::string(...), -Wrestrict.)
+std::string long_path() {
+  std::string path(101, 'p');
+  path[0] = '/';
+  return path;
+}
 std::string data(std::uint32_t stream, const std::string& body, bool end_stream) {
   return frame(0x0, end_stream ? kEndStream : 0, stream, body);
 }
@@ -355,7 +362,7 @@ TEST(H2Connection, FramesFollowedByTheKernelKeepSizesAndTablesExact) {
         return std::string(kH2Preface) + settings({{0x3, 100}});
       },
       [&] { return headers(client, 1, get("/big"), true); },
-      [&] { return headers(client, 3, get("/" + std::string(100, 'p')), true); }));
+      [&] { return headers(client, 3, get(long_path()), true); }));
   s.receive(settings());
   auto done = s.receive(in_order([&] { return headers(server, 1, reply("200"), false); },
                                  [] { return data(1, std::string(16384, 'x'), false); },
@@ -368,7 +375,7 @@ TEST(H2Connection, FramesFollowedByTheKernelKeepSizesAndTablesExact) {
                                  [] { return data(1, std::string(5000, 'x'), true); }));
   ASSERT_EQ(done.size(), 2u);
   EXPECT_EQ(done[0].stream_id, 3u);
-  EXPECT_EQ(done[0].path, "/" + std::string(100, 'p'));
+  EXPECT_EQ(done[0].path, long_path());
   EXPECT_EQ(done[0].status, 404);
   EXPECT_EQ(done[0].response_bytes, 700u);
   EXPECT_FALSE(done[0].partial_headers);
@@ -386,7 +393,7 @@ TEST(H2Connection, AHeaderBlockPastTheCaptureLosesThatDirectionsTable) {
   Socket s(64);
   s.send(std::string(kH2Preface) + settings());
   s.receive(settings());
-  s.send(headers(client, 1, get("/" + std::string(100, 'p')), true));
+  s.send(headers(client, 1, get(long_path()), true));
   auto done = s.receive(headers(server, 1, reply("200"), true));
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].method, "GET");

@@ -64,6 +64,11 @@ constexpr std::uint8_t kEndStream = 0x1, kEndHeaders = 0x4, kPadded = 0x8;
 std::string headers(Encoder& e, std::uint32_t stream, const HeaderList& fields, bool end_stream) {
   return frame(0x1, kEndHeaders | (end_stream ? kEndStream : 0), stream, e.block(fields));
 }
+// A test's bytes as a segment's, from `from` on.
+std::span<const std::byte> as_bytes(const std::string& s, std::size_t from = 0) {
+  return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size()).subspan(from);
+}
+
 // A path of 101 bytes. (Built in place: GCC 12 at -O2 sees a false overlap
 // in "/" + std::string(...), -Wrestrict.)
 std::string long_path() {
@@ -549,25 +554,22 @@ TEST(H2Connection, RetransmittedSegmentsAreReadOnce) {
   H2Limits limits;
   H2Connection c(1, limits, stats);
   std::vector<H2Exchange> done;
-  auto bytes = [](const std::string& s) {
-    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size());
-  };
   const std::string first = std::string(kH2Preface) + settings();
   const std::string request = headers(client, 1, get("/once"), true);
-  c.segment(true, 100, static_cast<std::uint32_t>(first.size()), bytes(first), {}, 1, done);
+  c.segment(true, 100, static_cast<std::uint32_t>(first.size()), as_bytes(first), {}, 1, done);
   const auto at = static_cast<std::uint32_t>(100 + first.size());
-  c.segment(true, at, static_cast<std::uint32_t>(request.size()), bytes(request), {}, 2, done);
-  c.segment(true, at, static_cast<std::uint32_t>(request.size()), bytes(request), {}, 3, done);
+  c.segment(true, at, static_cast<std::uint32_t>(request.size()), as_bytes(request), {}, 2, done);
+  c.segment(true, at, static_cast<std::uint32_t>(request.size()), as_bytes(request), {}, 3, done);
   // The response body, its middle segment sent twice, the second time
   // with new bytes after the old.
   const std::string response = headers(server, 1, reply("200"), false) +
                                data(1, std::string(300, 'r'), false) + data(1, "end", true);
   const std::uint32_t cut = 60, more = 40;
-  c.segment(false, 9, cut, bytes(response).first(cut), {}, 4, done);
-  c.segment(false, 9 + cut, more, bytes(response).subspan(cut, more), {}, 5, done);
+  c.segment(false, 9, cut, as_bytes(response).first(cut), {}, 4, done);
+  c.segment(false, 9 + cut, more, as_bytes(response).subspan(cut, more), {}, 5, done);
   const auto rest = static_cast<std::uint32_t>(response.size() - cut);
-  c.segment(false, 9 + cut, rest, bytes(response).subspan(cut), {}, 6, done);
-  c.segment(false, 9 + cut, rest, bytes(response).subspan(cut), {}, 7, done);
+  c.segment(false, 9 + cut, rest, as_bytes(response).subspan(cut), {}, 6, done);
+  c.segment(false, 9 + cut, rest, as_bytes(response).subspan(cut), {}, 7, done);
   ASSERT_EQ(done.size(), 1u);
   EXPECT_EQ(done[0].request_ns, 2u);
   EXPECT_EQ(done[0].status, 200);
@@ -586,24 +588,21 @@ TEST(H2Connection, OldBytesAfterALostPlaceAreNotReadAgain) {
   H2Limits limits;
   H2Connection c(1, limits, stats);
   std::vector<H2Exchange> done;
-  auto bytes = [](const std::string& s) {
-    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size());
-  };
   auto size = [](const std::string& s) { return static_cast<std::uint32_t>(s.size()); };
   const std::string first = std::string(kH2Preface) + settings();
   const std::string one = headers(client, 1, get("/one"), true);
-  c.segment(true, 0, size(first), bytes(first), {}, 1, done);
-  c.segment(true, size(first), size(one), bytes(one), {}, 2, done);
-  c.segment(false, 0, size(settings()), bytes(settings()), {}, 3, done);
+  c.segment(true, 0, size(first), as_bytes(first), {}, 1, done);
+  c.segment(true, size(first), size(one), as_bytes(one), {}, 2, done);
+  c.segment(false, 0, size(settings()), as_bytes(settings()), {}, 3, done);
   const std::string answer = headers(server, 1, reply("200"), true);
-  c.segment(false, size(settings()), size(answer), bytes(answer), {}, 4, done);
+  c.segment(false, size(settings()), size(answer), as_bytes(answer), {}, 4, done);
   ASSERT_EQ(done.size(), 1u);
   // A gap in the requests: the place is lost; the next segment resyncs.
   const std::uint32_t after = size(first) + size(one) + 50;
   const std::string three = headers(client, 3, get("/three"), true);
-  c.segment(true, after, size(three), bytes(three), {}, 5, done);
+  c.segment(true, after, size(three), as_bytes(three), {}, 5, done);
   // Stream 1's block again, from before the gap.
-  c.segment(true, size(first), size(one), bytes(one), {}, 6, done);
+  c.segment(true, size(first), size(one), as_bytes(one), {}, 6, done);
   EXPECT_EQ(c.open_streams(), 1u);
   done.clear();
   c.close(done);
@@ -622,9 +621,6 @@ TEST(H2Connection, TheKernelsNextPieceGivesThePlaceBackAfterTooManyFrames) {
   H2Connection c(1, limits, stats);
   std::vector<H2Exchange> done;
   constexpr std::size_t kCapture = 64, kMaxPieces = 8;
-  auto as_bytes = [](const std::string& s, std::size_t from = 0) {
-    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size()).subspan(from);
-  };
   std::string first = std::string(kH2Preface) + settings();
   std::vector<std::size_t> frames;
   for (std::uint32_t id = 1; id <= 19; id += 2) {
@@ -670,9 +666,6 @@ TEST(H2Connection, AFrameHeaderSplitBetweenSegmentsIsJoined) {
   H2Limits limits;
   H2Connection c(1, limits, stats);
   std::vector<H2Exchange> done;
-  auto as_bytes = [](const std::string& s, std::size_t from = 0) {
-    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size()).subspan(from);
-  };
   const std::string start = std::string(kH2Preface) + settings();
   const std::string one = headers(client, 1, get("/one"), true);
   const std::string three = headers(client, 3, get("/three"), true);
@@ -708,9 +701,6 @@ TEST(H2Connection, AnUpgradedConnectionAnswersItsHttp1RequestOnStreamOne) {
   H2Limits limits;
   H2Connection c(1, limits, stats);
   std::vector<H2Exchange> done;
-  auto as_bytes = [](const std::string& s) {
-    return std::span(reinterpret_cast<const std::byte*>(s.data()), s.size());
-  };
   c.upgraded(true, "GET", "/up", "example", 0, 5);
   std::string answer = settings() + headers(server, 1, reply("200"), false);
   answer += data(1, "hello", true);
@@ -756,8 +746,7 @@ TEST(H2Connection, PaddedDataWithThePadLengthUnseenHasNoSize) {
 
 TEST(H2Detect, PrefaceServerSettingsAndFramesAreHttp2) {
   auto detect = [](const std::string& s, std::size_t length = 0) {
-    return detect_h2(std::span(reinterpret_cast<const std::byte*>(s.data()), s.size()),
-                     static_cast<std::uint32_t>(length ? length : s.size()));
+    return detect_h2(as_bytes(s), static_cast<std::uint32_t>(length ? length : s.size()));
   };
   EXPECT_EQ(detect(std::string(kH2Preface) + settings()), L7Detection::yes);
   EXPECT_EQ(detect("PRI * HTTP/2.0\r\n", 200), L7Detection::yes);  // cut by the capture

@@ -70,36 +70,19 @@ struct {
 } decisions SEC(".maps");
 
 /* Records are built here: the capture is too large for the BPF stack. One
- * slot per nesting level: an egress run in process context can be
- * interrupted on its CPU by a softirq's ingress or egress run, and a TLS
- * probe by either; each must build its record in a slot of its own. */
-#define L7_SCRATCH_DEPTH 3
+ * slot per kind of run: an egress run in process context can be interrupted
+ * on its CPU by a softirq's ingress run, and a TLS probe by either; each
+ * builds its record in a slot of its own. (An egress run interrupted by a
+ * softirq's egress run, or a preempted probe, can still share a slot: a
+ * per-CPU counter of slots in use is not safe under preemption without
+ * atomic fetch, which this BPF target lacks.) */
+enum { SCRATCH_EGRESS = 0, SCRATCH_INGRESS = 1, SCRATCH_TLS = 2, SCRATCH_SLOTS = 3 };
 struct {
   __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, L7_SCRATCH_DEPTH);
+  __uint(max_entries, SCRATCH_SLOTS);
   __type(key, __u32);
   __type(value, char[sizeof(struct l7_packet) + NW_L7_MAX_CAPTURE + L7_PIECE_AREA]);
 } scratch SEC(".maps");
-
-/* The scratch slots in use on this CPU. */
-struct {
-  __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-  __uint(max_entries, 1);
-  __type(key, __u32);
-  __type(value, __u32);
-} scratch_depth SEC(".maps");
-
-/* Takes the next scratch slot (0 when none is free); give it back by
- * storing *slot into the returned counter. Runs nest strictly on a CPU, so a
- * plain counter does. */
-static __always_inline __u32* scratch_enter(__u32* slot) {
-  __u32 zero = 0;
-  __u32* depth = bpf_map_lookup_elem(&scratch_depth, &zero);
-  if (!depth || *depth >= L7_SCRATCH_DEPTH) return 0;
-  *slot = *depth;
-  *depth = *slot + 1;
-  return depth;
-}
 
 /* Payload packets of selected sockets that were still undecided past their
  * offer: seen by no protocol (netwatcher_l7_unoffered_packets_total). */
@@ -528,21 +511,13 @@ static __always_inline void capture(struct __sk_buff* skb, bool outbound, __u32 
 
 SEC("cgroup_skb/egress")
 int l7_egress(struct __sk_buff* skb) {
-  __u32 slot = 0;
-  __u32* depth = scratch_enter(&slot);
-  if (!depth) return 1;
-  capture(skb, true, slot);
-  *depth = slot;
+  capture(skb, true, SCRATCH_EGRESS);
   return 1;
 }
 
 SEC("cgroup_skb/ingress")
 int l7_ingress(struct __sk_buff* skb) {
-  __u32 slot = 0;
-  __u32* depth = scratch_enter(&slot);
-  if (!depth) return 1;
-  capture(skb, false, slot);
-  *depth = slot;
+  capture(skb, false, SCRATCH_INGRESS);
   return 1;
 }
 
@@ -782,21 +757,13 @@ int BPF_KPROBE(l7_tls_call_ex, void* ssl, void* buf, __u64 num, void* done) {
 
 SEC("uretprobe")
 int BPF_KRETPROBE(l7_tls_read_done, long rc) {
-  __u32 slot = 0;
-  __u32* depth = scratch_enter(&slot);
-  if (!depth) return 0;
-  tls_return((int)rc, false, slot);
-  *depth = slot;
+  tls_return((int)rc, false, SCRATCH_TLS);
   return 0;
 }
 
 SEC("uretprobe")
 int BPF_KRETPROBE(l7_tls_write_done, long rc) {
-  __u32 slot = 0;
-  __u32* depth = scratch_enter(&slot);
-  if (!depth) return 0;
-  tls_return((int)rc, true, slot);
-  *depth = slot;
+  tls_return((int)rc, true, SCRATCH_TLS);
   return 0;
 }
 

@@ -823,8 +823,7 @@ void H2Connection::headers(Direction& d, std::uint32_t stream_id, Fields& f, boo
     last_request_stream_ = stream_id;
     if (streams_.size() >= limits_.max_streams) {
       ++stats_.dropped_streams;
-      auto oldest = streams_.begin();
-      finish(oldest, oldest->second.has_response ? H2Outcome::answered : H2Outcome::closed, done);
+      end_unfinished(streams_.begin(), done);
     }
     Stream& s = streams_[stream_id];
     s.request_outbound = d.outbound;
@@ -909,9 +908,16 @@ void H2Connection::upgraded(bool request_outbound, std::string method, std::stri
 }
 
 void H2Connection::close(std::vector<H2Exchange>& done) {
-  while (!streams_.empty())
-    finish(streams_.begin(),
-           streams_.begin()->second.has_response ? H2Outcome::answered : H2Outcome::closed, done);
+  while (!streams_.empty()) end_unfinished(streams_.begin(), done);
+}
+
+void H2Connection::end_unfinished(std::map<std::uint32_t, Stream>::iterator it,
+                                  std::vector<H2Exchange>& done) {
+  // Its response's END_STREAM was not seen: what was counted of the body may
+  // be short of it (segments the capture never offered, a tail never
+  // delivered), so its size is not known.
+  it->second.response_bytes_known = false;
+  finish(it, it->second.has_response ? H2Outcome::answered : H2Outcome::closed, done);
 }
 
 void H2Connection::expire(std::uint64_t now_ns, std::uint64_t timeout_ns,

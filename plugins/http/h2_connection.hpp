@@ -105,7 +105,7 @@ class H2Connection {
   void upgraded(bool request_outbound, std::string method, std::string path, std::string authority,
                 std::optional<std::uint64_t> request_bytes, std::uint64_t request_ns);
   // The socket closed: open streams end (answered when their response began,
-  // closed otherwise).
+  // closed otherwise), without a response size: their end was not seen.
   void close(std::vector<H2Exchange>& done);
   // Requests without response headers for `timeout_ns` end as timed_out.
   void expire(std::uint64_t now_ns, std::uint64_t timeout_ns, std::vector<H2Exchange>& done);
@@ -137,6 +137,8 @@ class H2Connection {
   void headers(Direction& d, std::uint32_t stream_id, Fields& fields, bool end_stream,
                std::uint64_t ns, std::vector<H2Exchange>& done);
   void end_of_side(Direction& d, std::uint32_t stream_id, std::vector<H2Exchange>& done);
+  // Ends a stream whose response did not end: answered if it began.
+  void end_unfinished(std::map<std::uint32_t, Stream>::iterator it, std::vector<H2Exchange>& done);
   void finish(std::map<std::uint32_t, Stream>::iterator it, H2Outcome outcome,
               std::vector<H2Exchange>& done, std::string reset_code = {});
   Direction& other(const Direction& d);
